@@ -1,0 +1,209 @@
+"""The prepared-dataset cache: the one format every data source is turned into.
+
+A prepared dataset is a folder::
+
+    manifest.json   what it is: sources and their hashes, preprocessing, channels, stretch
+    images.npy      (N, C, H, W) array, memory-mapped; uint8 for 8-bit images,
+                    float16 in model range [-1, 1] for physical (stretched) data
+    catalog.fits    optional per-image table (row i describes image i)
+
+It is written into a temporary sibling folder and renamed into place, so a crash while
+preparing never leaves a half-written dataset that looks complete. An epoch reads the
+memory-mapped array and never decodes a JPG again. The cache key (``manifest["key"]``) is a
+hash of the source file hashes and the preprocessing options; a changed source or option gives
+a different key and so a rebuild.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from galaxy_core.errors import DataError
+from galaxy_core.io.atomic import atomic_write_json
+
+FORMAT = "galaxygan-prepared/1"
+
+
+def cache_key(obj: Any) -> str:
+    """Stable short hash of a JSON-serialisable description (sources + options)."""
+    blob = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def file_hash(path: str | os.PathLike, *, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file's bytes (hex, first 16 characters)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class PreparedDataset:
+    """A prepared dataset opened from its folder.
+
+    Attributes
+    ----------
+    root : Path
+        The dataset folder.
+    manifest : dict
+        The parsed ``manifest.json`` (see module docstring).
+    """
+
+    root: Path
+    manifest: dict = field(repr=False)
+
+    @cached_property
+    def images(self) -> np.ndarray:
+        """(N, C, H, W) memory-mapped array, uint8 or float16 (see ``dtype``)."""
+        return np.load(self.root / "images.npy", mmap_mode="r")
+
+    def __len__(self) -> int:
+        return int(self.manifest["count"])
+
+    @property
+    def name(self) -> str:
+        return self.manifest["name"]
+
+    @property
+    def channels(self) -> list[str]:
+        """Channel names in array order: ``["R", "G", "B"]``, ``["L"]`` or bands ``["g", "r", "i"]``."""
+        return list(self.manifest["channels"])
+
+    @property
+    def num_bands(self) -> int:
+        return len(self.manifest["channels"])
+
+    @property
+    def resolution(self) -> int:
+        return int(self.manifest["resolution"])
+
+    @property
+    def physical(self) -> bool:
+        """True for flux data (FITS, ``sim``) that carries an invertible stretch."""
+        return self.manifest.get("kind") == "physical"
+
+    @property
+    def stretch(self) -> dict | None:
+        """Stretch parameters (see :mod:`galaxy_core.io.stretch`) or None for 8-bit images."""
+        return self.manifest.get("stretch")
+
+    @cached_property
+    def catalog(self):
+        """Per-image :class:`astropy.table.Table`, or None when the source has none."""
+        path = self.root / "catalog.fits"
+        if not path.exists():
+            return None
+        from astropy.table import Table
+
+        return Table.read(path)
+
+    def to_model_range(self, idx=slice(None)) -> np.ndarray:
+        """Images ``idx`` as float32 (n, C, H, W) in [-1, 1] (model range)."""
+        x = np.asarray(self.images[idx])
+        if x.dtype == np.uint8:
+            return x.astype(np.float32) / 127.5 - 1.0
+        return x.astype(np.float32)
+
+    def description(self) -> dict:
+        """The data description stored in every checkpoint trained on this dataset."""
+        m = self.manifest
+        return {
+            "name": m["name"],
+            "key": m["key"],
+            "source": m.get("source"),
+            "count": m["count"],
+            "channels": m["channels"],
+            "kind": m.get("kind", "image"),
+            "resolution": m["resolution"],
+            "preprocess": m.get("preprocess", {}),
+            "stretch": m.get("stretch"),
+            "pixel_scale_arcsec": m.get("pixel_scale_arcsec"),
+            "zero_point": m.get("zero_point"),
+        }
+
+
+def open_prepared(root: str | os.PathLike) -> PreparedDataset:
+    """Open a prepared dataset folder, checking it is complete."""
+    root = Path(root)
+    mpath = root / "manifest.json"
+    if not mpath.exists() or not (root / "images.npy").exists():
+        raise DataError(f"{root}: not a prepared dataset (manifest.json or images.npy missing)")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"{mpath}: corrupt manifest ({e}); delete the folder to rebuild it") from e
+    if manifest.get("format") != FORMAT:
+        raise DataError(f"{mpath}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+    return PreparedDataset(root=root, manifest=manifest)
+
+
+def write_prepared(
+    root: str | os.PathLike,
+    images: np.ndarray,
+    manifest: dict,
+    *,
+    catalog=None,
+) -> PreparedDataset:
+    """Write a prepared dataset atomically (temporary sibling folder, then rename).
+
+    Parameters
+    ----------
+    root : path
+        Destination folder; replaced if it exists.
+    images : ndarray, (N, C, H, W), uint8 or float16
+        uint8 for 8-bit images (0..255), float16 in [-1, 1] for stretched physical data.
+    manifest : dict
+        Must contain ``name``, ``key``, ``channels``, ``kind`` ("image" or "physical"); ``count``,
+        ``resolution``, ``dtype`` and ``format`` are filled in here.
+    catalog : astropy.table.Table, optional
+        One row per image.
+    """
+    root = Path(root)
+    if images.ndim != 4:
+        raise ValueError(f"images must be (N, C, H, W), got shape {images.shape}")
+    if images.dtype not in (np.uint8, np.float16):
+        raise ValueError(f"images must be uint8 or float16, got {images.dtype}")
+    if len(images) == 0:
+        raise DataError(f"{manifest.get('source', root)}: no usable images")
+    if catalog is not None and len(catalog) != len(images):
+        raise ValueError(f"catalog has {len(catalog)} rows for {len(images)} images")
+    manifest = dict(manifest)
+    manifest.update(
+        format=FORMAT,
+        count=int(images.shape[0]),
+        resolution=int(images.shape[-1]),
+        dtype=str(images.dtype),
+    )
+    if len(manifest["channels"]) != images.shape[1]:
+        raise ValueError(f"{len(manifest['channels'])} channel names for {images.shape[1]} channels")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    try:
+        np.save(tmp / "images.npy", np.ascontiguousarray(images))
+        if catalog is not None:
+            catalog.write(tmp / "catalog.fits")
+        atomic_write_json(tmp / "manifest.json", manifest)
+        if root.exists():
+            old = root.with_name(f".{root.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(root, old)
+            os.replace(tmp, root)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return open_prepared(root)

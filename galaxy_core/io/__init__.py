@@ -1,0 +1,1 @@
+"""File formats: atomic writes, FITS, stretches, PNG grids and RGB rendering."""
