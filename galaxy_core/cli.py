@@ -1,0 +1,200 @@
+"""``galaxygan``: the command line. Every command calls the same public functions as the app."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+from galaxy_core.errors import GalaxyGanError
+
+
+def _cmd_data_build(args) -> int:
+    from galaxy_core.data import load_dataset
+
+    t0 = time.perf_counter()
+    ds = load_dataset(args.name, resolution=args.resolution, crop=args.crop, count=args.count,
+                      seed=args.seed, rebuild=args.rebuild, progress=True)
+    _print_dataset(ds, time.perf_counter() - t0)
+    return 0
+
+
+def _cmd_data_prepare(args) -> int:
+    from galaxy_core.data import load_dataset
+
+    t0 = time.perf_counter()
+    ds = load_dataset(args.path, resolution=args.resolution, crop=args.crop,
+                      normalisation=args.normalisation, rebuild=args.rebuild, progress=True)
+    _print_dataset(ds, time.perf_counter() - t0)
+    return 0
+
+
+def _print_dataset(ds, seconds: float) -> None:
+    m = ds.manifest
+    print(f"{m['name']}: {len(ds)} images, {ds.num_bands} channels {ds.channels}, {ds.resolution}px, "
+          f"{m['dtype']} ({seconds:.1f} s)")
+    print(f"  folder: {ds.root}")
+    skipped = m.get("skipped") or []
+    if skipped:
+        print(f"  skipped {len(skipped)} file(s):")
+        for s in skipped[:10]:
+            print(f"    {s['file']}: {s['reason']}")
+
+
+def _cmd_train(args) -> int:
+    from tqdm import tqdm
+
+    from galaxy_core.config import load_config, to_toml
+    from galaxy_core.paths import runs_dir
+    from galaxy_core.train.loop import train
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        config_path = run_dir / "config.toml"
+        if not config_path.exists():
+            raise GalaxyGanError(f"{run_dir}: not a run folder (config.toml missing)")
+        cfg = load_config(config_path, args.set or [])
+    else:
+        if not args.config:
+            raise GalaxyGanError("give a CONFIG file, or --resume RUN_FOLDER")
+        cfg = load_config(args.config, args.set or [])
+        name = args.name or f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir = Path(args.run_dir) if args.run_dir else runs_dir() / name
+    if args.dry_run:
+        print(to_toml(cfg), end="")
+        return 0
+    stop = {"flag": False}
+
+    def _on_signal(signum, frame):
+        stop["flag"] = True
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    print(f"run folder: {run_dir}", flush=True)
+    bar = tqdm(total=cfg.train.steps, unit="step", disable=args.quiet, dynamic_ncols=True)
+
+    def _progress(step, total, rec):
+        bar.n = step
+        extra = {k: f"{rec[k]:.3g}" for k in ("loss_D", "loss_G", "images_per_s") if rec.get(k) is not None}
+        bar.set_postfix(extra, refresh=False)
+        bar.refresh()
+
+    status = train(cfg, run_dir, resume=True, init_from=args.init, progress_fn=_progress,
+                   abort_fn=lambda: stop["flag"], progress=not args.quiet)
+    bar.close()
+    print(f"{status['state']} at step {status['step']}; checkpoints in {run_dir / 'checkpoints'}")
+    return 0 if status["state"] in ("finished", "stopped") else 1
+
+
+def _cmd_sample(args) -> int:
+    from galaxy_core.explore.sampling import save_samples
+    from galaxy_core.models.pretrained import load_pretrained
+
+    model = load_pretrained(args.checkpoint)
+    written = save_samples(model, out_dir=Path(args.out), n=args.n, seed=args.seed,
+                           latents_file=args.latents, fits=not args.no_fits)
+    for p in written:
+        print(p)
+    return 0
+
+
+def _cmd_info(args) -> int:
+    from galaxy_core.train.checkpoint import read_meta
+
+    meta = read_meta(args.checkpoint)
+    meta.pop("optimizer", None)
+    if args.json:
+        print(json.dumps(meta, indent=2))
+        return 0
+    from galaxy_core.explore.sampling import model_card_lines
+
+    print("\n".join(model_card_lines(meta)))
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from galaxy_core.train.checkpoint import load_checkpoint, save_checkpoint
+
+    src = Path(args.source)
+    if src.is_dir():
+        src = src / "checkpoints" / f"{args.which}.json"
+    tensors, meta = load_checkpoint(src)
+    tensors = {k: v for k, v in tensors.items() if not k.startswith(("opt_G.", "opt_D."))}
+    meta.pop("optimizer", None)
+    meta.pop("tensors_sha256", None)
+    if args.note:
+        meta["note"] = args.note
+    out = save_checkpoint(args.out, tensors, meta)
+    print(out)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="galaxygan", description="Train, sample and inspect galaxy GANs.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="build or prepare datasets").add_subparsers(dest="data_command", required=True)
+    b = data.add_parser("build", help="build a built-in dataset (hdf or sim)")
+    b.add_argument("name", choices=["hdf", "sim"])
+    b.add_argument("--resolution", type=int, default=64)
+    b.add_argument("--crop", type=float, default=1.0)
+    b.add_argument("--count", type=int, default=None, help="sim: number of galaxies (default 10000)")
+    b.add_argument("--seed", type=int, default=0, help="sim: random seed")
+    b.add_argument("--rebuild", action="store_true")
+    b.set_defaults(func=_cmd_data_build)
+    pr = data.add_parser("prepare", help="prepare a folder of JPG/PNG/TIFF/FITS files (or one FITS file)")
+    pr.add_argument("path")
+    pr.add_argument("--resolution", type=int, default=64)
+    pr.add_argument("--crop", type=float, default=1.0, help="centre-crop fraction before resizing")
+    pr.add_argument("--normalisation", choices=["asinh", "minmax"], default="asinh")
+    pr.add_argument("--rebuild", action="store_true")
+    pr.set_defaults(func=_cmd_data_prepare)
+
+    t = sub.add_parser("train", help="train a model from a config file")
+    t.add_argument("config", nargs="?", help="TOML or YAML config")
+    t.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value")
+    t.add_argument("--name", help="run name (default: config name + time)")
+    t.add_argument("--run-dir", help="run folder (default: $GALAXYGAN_RUNS/NAME)")
+    t.add_argument("--resume", metavar="RUN_FOLDER", help="continue a run from its last checkpoint")
+    t.add_argument("--init", metavar="CHECKPOINT", help="start from a checkpoint's weights (fine-tune)")
+    t.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    t.add_argument("--quiet", action="store_true")
+    t.set_defaults(func=_cmd_train)
+
+    s = sub.add_parser("sample", help="generate images from a checkpoint")
+    s.add_argument("checkpoint")
+    s.add_argument("-n", type=int, default=16)
+    s.add_argument("--out", required=True)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--latents", help=".npy file of (n, z_dim) latents to use instead of a seed")
+    s.add_argument("--no-fits", action="store_true", help="skip the FITS cube for physical data")
+    s.set_defaults(func=_cmd_sample)
+
+    i = sub.add_parser("info", help="print a checkpoint's model card")
+    i.add_argument("checkpoint")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=_cmd_info)
+
+    e = sub.add_parser("export", help="copy a run's checkpoint without optimiser state")
+    e.add_argument("source", help="run folder or checkpoint")
+    e.add_argument("--which", choices=["best", "last"], default="last")
+    e.add_argument("--out", required=True, help="destination NAME (writes NAME.safetensors + NAME.json)")
+    e.add_argument("--note", help="free text for the model card")
+    e.set_defaults(func=_cmd_export)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except GalaxyGanError as e:
+        print(f"galaxygan: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

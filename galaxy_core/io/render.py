@@ -1,0 +1,99 @@
+"""Rendering model-range images for display: RGB mapping, grids, PNG files.
+
+Model-range data is ``(N, C, H, W)`` in [-1, 1]. For 8-bit image datasets that is the pixel value
+(``(x + 1) * 127.5``). For physical data it is already the dataset's per-band asinh stretch, so the
+display is that stretch; bands listed blue to red (g, r, i) map to RGB as i->R, r->G, g->B (the SDSS
+convention). Every function here states the stretch it used in :func:`display_note`.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+from PIL import Image
+
+from galaxy_core.io.atomic import atomic_write_bytes
+
+
+def to_uint8(x: np.ndarray) -> np.ndarray:
+    """[-1, 1] float -> uint8 0..255 (clipped)."""
+    return np.clip(np.round((np.asarray(x, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def to_rgb(x: np.ndarray, channels: list[str] | None = None) -> np.ndarray:
+    """Model-range images to displayable uint8 RGB.
+
+    Parameters
+    ----------
+    x : ndarray, (N, C, H, W) or (C, H, W), float in [-1, 1]
+    channels : list of str
+        Channel names in array order. ``["R", "G", "B"]`` is shown as is, ``["L"]`` (or any
+        single band) as grey, and survey bands ordered blue to red (e.g. g, r, i) as
+        reddest->R, middle->G, bluest->B.
+
+    Returns
+    -------
+    ndarray, (N, H, W, 3) or (H, W, 3), uint8
+    """
+    x = np.asarray(x)
+    single = x.ndim == 3
+    if single:
+        x = x[None]
+    c = x.shape[1]
+    if c == 1:
+        rgb = np.repeat(x, 3, axis=1)
+    elif channels is not None and [s.upper() for s in channels] == ["R", "G", "B"]:
+        rgb = x
+    elif c == 3:
+        rgb = x[:, ::-1]  # blue-to-red bands -> (reddest, middle, bluest) = (R, G, B)
+    elif c == 2:
+        rgb = np.stack([x[:, 1], (x[:, 0] + x[:, 1]) / 2, x[:, 0]], axis=1)
+    else:  # more bands: reddest, middle, bluest
+        rgb = x[:, [c - 1, c // 2, 0]]
+    out = to_uint8(np.transpose(rgb, (0, 2, 3, 1)))
+    return out[0] if single else out
+
+
+def display_note(channels: list[str], stretch: dict | None) -> str:
+    """One line saying how an image was rendered (shown beside every image)."""
+    if stretch is None:
+        return "8-bit pixel values as stored (linear display)"
+    if stretch.get("type") == "minmax":
+        return "per-image min-max normalised (not flux-preserving); " + _band_map(channels)
+    return f"per-band asinh stretch of the dataset; {_band_map(channels)}"
+
+
+def _band_map(channels: list[str]) -> str:
+    if len(channels) == 3:
+        return f"{channels[2]}->R, {channels[1]}->G, {channels[0]}->B"
+    return "grey" if len(channels) == 1 else ", ".join(channels)
+
+
+def make_grid(rgb: np.ndarray, *, ncols: int | None = None, pad: int = 2, fill: int = 0) -> np.ndarray:
+    """Tile ``(N, H, W, 3)`` uint8 images into one ``(rows*H', cols*W', 3)`` image."""
+    n, h, w, c = rgb.shape
+    ncols = ncols or int(np.ceil(np.sqrt(n)))
+    nrows = int(np.ceil(n / ncols))
+    grid = np.full((nrows * (h + pad) + pad, ncols * (w + pad) + pad, c), fill, np.uint8)
+    for i in range(n):
+        r, col = divmod(i, ncols)
+        y, x0 = pad + r * (h + pad), pad + col * (w + pad)
+        grid[y : y + h, x0 : x0 + w] = rgb[i]
+    return grid
+
+
+def png_bytes(rgb: np.ndarray, *, scale: int = 1) -> bytes:
+    """Encode an (H, W, 3) uint8 image as PNG, optionally enlarged by nearest-neighbour."""
+    img = Image.fromarray(rgb)
+    if scale > 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def save_png(path: str | os.PathLike, rgb: np.ndarray, *, scale: int = 1) -> None:
+    """Write an (H, W, 3) uint8 image as PNG atomically."""
+    atomic_write_bytes(path, png_bytes(rgb, scale=scale))

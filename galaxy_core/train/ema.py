@@ -1,0 +1,24 @@
+"""Exponential moving average of generator weights (Karras et al. 2018; Yazici et al. 2019)."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+def make_ema(G: nn.Module) -> nn.Module:
+    G_ema = copy.deepcopy(G).eval()
+    for p in G_ema.parameters():
+        p.requires_grad_(False)
+    return G_ema
+
+
+@torch.no_grad()
+def update_ema(G_ema: nn.Module, G: nn.Module, beta: float) -> None:
+    """``G_ema <- beta * G_ema + (1 - beta) * G``; buffers (batch-norm statistics) are copied."""
+    ema_p = list(G_ema.parameters())
+    torch._foreach_lerp_(ema_p, [p.detach() for p in G.parameters()], 1.0 - beta)
+    for b_ema, b in zip(G_ema.buffers(), G.buffers()):
+        b_ema.copy_(b)
