@@ -29,7 +29,8 @@ import galaxy_core
 from galaxy_core.config import Config, to_toml
 from galaxy_core.data import load_dataset
 from galaxy_core.data.prepared import PreparedDataset
-from galaxy_core.errors import CheckpointError, ConfigError
+from galaxy_core.data.transforms import Augment
+from galaxy_core.errors import CheckpointError
 from galaxy_core.io.atomic import atomic_write_text
 from galaxy_core.io.render import make_grid, save_png, to_rgb
 from galaxy_core.models.registry import get_arch, make_config
@@ -179,11 +180,8 @@ class Trainer:
         self.data = load_dataset(cfg.data.dataset, resolution=cfg.data.resolution, crop=cfg.data.crop,
                                  count=cfg.data.count, seed=cfg.data.seed,
                                  normalisation=cfg.data.normalisation, progress=progress)
-        if cfg.augment.hue_p > 0 and [c.upper() for c in self.data.channels] != ["R", "G", "B"]:
-            raise ConfigError(f"augment.hue_p: hue shifts need RGB data; {self.data.name} has bands {self.data.channels}")
-        from galaxy_core.data.transforms import Augment
-
         self.augment = Augment.from_dict(asdict(cfg.augment))
+        self.augment.check_channels(self.data.channels)
         self.model = resolved_model(cfg, self.data)
         self.nets = build_networks(cfg, self.model, self.device)
         self.batches = BatchSource(self.data, t.batch_size, t.seed)
@@ -277,7 +275,7 @@ class Trainer:
     def train_step(self) -> dict[str, torch.Tensor]:
         t, nets, dev = self.cfg.train, self.nets, self.device
         gen = _step_generator(t.seed, self.step, 0)
-        real = self.augment(self.batches.batch(self.step), gen).to(dev, non_blocking=True)
+        real = self.augment(self.batches.batch(self.step), gen, channels=self.data.channels).to(dev, non_blocking=True)
         z = get_arch(self.model["arch"]).sample_z(nets.model_cfg, t.batch_size, generator=gen).to(dev)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.amp):
             fake = nets.G(z)

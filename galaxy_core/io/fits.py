@@ -1,0 +1,508 @@
+"""FITS images in, FITS cubes out.
+
+Reading (:func:`read_fits_image`) accepts the layouts galaxy data usually comes in:
+
+* a 2-D image in the primary HDU or the first image extension (one band);
+* a 3-D cube ``(bands, H, W)`` in the primary or first image HDU;
+* one band per image HDU (names from ``FILTER``/``BAND`` or ``EXTNAME``);
+* one band per *file* (``obj001_g.fits``, ``obj001_r.fits``, ...), grouped by
+  :func:`group_band_files` and stacked by the caller.
+
+HDUs without image data (tables, empty primaries) and extensions whose ``EXTNAME`` marks them
+as auxiliary (``ERR``, ``WHT``, ``MASK``, ``DQ``, ...) are skipped. Non-finite pixels are
+replaced by the median of the finite pixels of their band and counted.
+
+Writing (:func:`write_fits_cube`) is atomic (temporary file, fsync, rename) and records honest
+header cards: the unit, band names, pixel scale, ``ORIGIN``, ``DATE`` and provenance.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import math
+import os
+import re
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+
+from galaxy_core.errors import DataError
+from galaxy_core.io.atomic import atomic_open
+
+log = logging.getLogger(__name__)
+
+FITS_SUFFIXES = (".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz", ".fits", ".fit", ".fts", ".fz")
+ORIGIN = "Galaxy GAN Studio"
+
+# EXTNAMEs that carry no band name of their own.
+_GENERIC_EXTNAMES = {"", "PRIMARY", "SCI", "IMAGE", "DATA", "COMPRESSED_IMAGE", "FLUX"}
+# EXTNAMEs of auxiliary images that must not be read as bands.
+_AUX_EXTNAMES = {
+    "ERR", "ERROR", "SIGMA", "RMS", "NOISE", "WHT", "WEIGHT", "IVAR", "INVVAR", "VAR",
+    "VARIANCE", "MASK", "BADPIX", "DQ", "FLAGS", "CTX", "CON", "EXP", "EXPMAP", "EXPOSURE",
+    "PSF", "BKG", "BACKGROUND", "SAMP", "TIME", "SEGM", "SEGMAP",
+}  # fmt: skip
+
+# Approximate effective wavelengths (nm) of named bands, used only to order grouped files
+# blue to red. Case matters: SDSS r is not Johnson R.
+_BAND_WAVELENGTH_NM = {
+    "FUV": 154, "NUV": 231, "u": 355, "U": 365, "B": 445, "g": 475, "V": 551, "r": 622,
+    "R": 658, "i": 763, "I": 806, "z": 905, "Z": 880, "y": 1000, "Y": 1020, "J": 1250,
+    "H": 1650, "Ks": 2150, "K": 2200, "W1": 3400, "W2": 4600, "W3": 12000, "W4": 22000,
+}  # fmt: skip
+# HST/JWST-style filter names such as F435W, F814W, F160W, F150W2, F658N, F850LP.
+_FILTER_RE = re.compile(r"F\d{3,4}(?:W2|LP|[WMNX])", re.IGNORECASE)
+_BAND_FILE_RE = re.compile(r"^(?P<stem>.+?)[_\-.](?P<band>[A-Za-z0-9]{1,6})$")
+
+
+class FitsImage(tuple):
+    """Result of :func:`read_fits_image`; unpacks as ``data, bands, header``.
+
+    Attributes
+    ----------
+    data : ndarray, float32, (C, H, W)
+        Pixel values in the file's units (``BUNIT``), non-finite pixels replaced.
+    bands : list of str
+        One name per channel, in array order.
+    header : astropy.io.fits.Header
+        Copy of the header of the (first) HDU the pixels came from.
+    nan_replaced : list of int
+        Per band, how many non-finite pixels were replaced by the band's median.
+    path : Path
+        The file read.
+    """
+
+    def __new__(cls, data, bands, header, *, nan_replaced, path):
+        self = super().__new__(cls, (data, bands, header))
+        self.nan_replaced = list(nan_replaced)
+        self.path = Path(path)
+        return self
+
+    def __getnewargs_ex__(self):  # lets pickle (and st.cache_data) rebuild it
+        return tuple(self), {"nan_replaced": self.nan_replaced, "path": self.path}
+
+    @property
+    def data(self) -> np.ndarray:
+        return self[0]
+
+    @property
+    def bands(self) -> list[str]:
+        return self[1]
+
+    @property
+    def header(self) -> fits.Header:
+        return self[2]
+
+    @property
+    def num_nan_replaced(self) -> int:
+        """Total number of non-finite pixels replaced, over all bands."""
+        return int(sum(self.nan_replaced))
+
+
+def is_fits_path(path: str | os.PathLike) -> bool:
+    """True when the name ends in a FITS suffix (``.fits``, ``.fit``, ``.fits.gz``, ``.fz``, ...)."""
+    return Path(path).name.lower().endswith(FITS_SUFFIXES)
+
+
+def fits_stem(path: str | os.PathLike) -> str:
+    """File name without its FITS suffix: ``obj001_g.fits.gz`` -> ``obj001_g``."""
+    name = Path(path).name
+    lower = name.lower()
+    for suffix in FITS_SUFFIXES:
+        if lower.endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_fits_image(path: str | os.PathLike) -> FitsImage:
+    """Read the image data of a FITS file as a ``(C, H, W)`` float32 array.
+
+    Parameters
+    ----------
+    path : path
+        A FITS file (``.fits``, ``.fit``, ``.fts``, optionally gzip- or tile-compressed).
+
+    Returns
+    -------
+    FitsImage
+        Unpacks as ``data, bands, header``: ``data`` is float32 ``(C, H, W)`` in the file's
+        units; ``bands`` names the channels; ``header`` is a copy of the header of the first
+        image HDU. ``.nan_replaced`` gives the per-band count of non-finite pixels that were
+        replaced by the median of that band's finite pixels.
+
+    Raises
+    ------
+    DataError
+        The file is unreadable or corrupt, holds no image data, holds data with more than
+        three (non-degenerate) axes, bands of different shapes, or a band with no finite pixel.
+
+    Notes
+    -----
+    The first image HDU decides the layout: a 3-D cube is read alone, with band names from
+    ``BAND1..BANDn``, a comma-separated ``BANDS`` card, or ``FILTER1..FILTERn``; a 2-D image is
+    stacked with every further 2-D image HDU, each named by ``FILTER``/``BAND`` or a
+    non-generic ``EXTNAME``. Names that are missing or repeated fall back to ``band1..bandn``.
+    """
+    path = Path(path)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with fits.open(path, memmap=False) as hdul:
+                planes = _image_planes(hdul, path)
+        for w in caught:
+            log.debug("%s: %s", path, w.message)
+    except DataError:
+        raise
+    except Exception as e:  # astropy raises OSError, ValueError, TypeError... on bad files
+        raise DataError(
+            f"{path}: cannot read as FITS ({type(e).__name__}: {e}); "
+            "check the file is complete and really FITS, or remove it"
+        ) from e
+    data, bands, header = planes
+    nan_replaced = _replace_non_finite(data, bands, path)
+    return FitsImage(data, bands, header, nan_replaced=nan_replaced, path=path)
+
+
+def _image_planes(hdul: fits.HDUList, path: Path) -> tuple[np.ndarray, list[str], fits.Header]:
+    """Find the image HDUs of an open file and stack them to float32 (C, H, W)."""
+    images = []  # (array, header) of every usable image HDU, in file order
+    for hdu in hdul:
+        if not isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
+            continue
+        extname = str(hdu.header.get("EXTNAME", "")).strip().upper()
+        if extname in _AUX_EXTNAMES:
+            log.debug("%s: skipping auxiliary HDU %s", path, extname)
+            continue
+        data = hdu.data
+        if data is None or data.size == 0 or data.ndim < 2:
+            continue
+        images.append((_squeeze_leading(data, path), hdu.header))
+    if not images:
+        raise DataError(f"{path}: no image data in any HDU (only tables or empty HDUs); "
+                        "point at a file holding a 2-D image or a (bands, H, W) cube")
+    first, header = images[0]
+    if first.ndim == 3:
+        if len(images) > 1:
+            log.debug("%s: using the cube in the first image HDU, ignoring %d more", path,
+                      len(images) - 1)
+        data = _to_float32(first)
+        return data, _cube_band_names(header, data.shape[0]), header.copy()
+    if any(a.ndim != 2 for a, _ in images):
+        raise DataError(f"{path}: mixes 2-D images and 3-D cubes across HDUs; "
+                        "keep one layout per file")
+    shapes = {a.shape for a, _ in images}
+    if len(shapes) > 1:
+        raise DataError(f"{path}: image HDUs have different shapes {sorted(shapes)}; "
+                        "every band of one galaxy must have the same pixel grid")
+    data = np.empty((len(images),) + first.shape, np.float32)  # (C, H, W)
+    for c, (a, _) in enumerate(images):
+        data[c] = _to_float32(a)
+    names = [_hdu_band_name(h) for _, h in images]
+    return data, _unique_or_default(names), header.copy()
+
+
+def _squeeze_leading(data: np.ndarray, path: Path) -> np.ndarray:
+    """Drop leading length-1 axes beyond the third; more real axes is an error."""
+    while data.ndim > 3 and data.shape[0] == 1:
+        data = data[0]
+    if data.ndim > 3:
+        raise DataError(f"{path}: image data has shape {data.shape} (more than 3 axes); "
+                        "expected a 2-D image or a (bands, H, W) cube")
+    return data
+
+
+def _to_float32(a: np.ndarray) -> np.ndarray:
+    """Scaled FITS pixels (any BITPIX, any byte order) to native float32."""
+    return np.asarray(a, dtype=np.float32).copy()
+
+
+def _hdu_band_name(header: fits.Header) -> str | None:
+    for key in ("FILTER", "BAND", "FILTNAM1"):
+        value = header.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    extname = str(header.get("EXTNAME", "")).strip()
+    if extname.upper() not in _GENERIC_EXTNAMES:
+        return extname
+    return None
+
+
+def _cube_band_names(header: fits.Header, n: int) -> list[str]:
+    names = [header.get(f"BAND{i + 1}") for i in range(n)]
+    if not all(isinstance(v, str) and v.strip() for v in names):
+        listed = header.get("BANDS")
+        if isinstance(listed, str) and len(listed.split(",")) == n:
+            names = listed.split(",")
+        else:
+            names = [header.get(f"FILTER{i + 1}") for i in range(n)]
+    names = [v.strip() if isinstance(v, str) and v.strip() else None for v in names]
+    return _unique_or_default(names)
+
+
+def _unique_or_default(names: Sequence[str | None]) -> list[str]:
+    if all(names) and len(set(names)) == len(names):
+        return list(names)
+    return [f"band{i + 1}" for i in range(len(names))]
+
+
+def _replace_non_finite(data: np.ndarray, bands: Sequence[str], path: Path) -> list[int]:
+    """Replace NaN/inf in place by the median of each band's finite pixels; return counts."""
+    counts = []
+    for c in range(data.shape[0]):
+        band = data[c]
+        bad = ~np.isfinite(band)
+        n_bad = int(bad.sum())
+        if n_bad == band.size:
+            raise DataError(f"{path}: band {bands[c]!r} has no finite pixel (all NaN or inf); "
+                            "remove the file or the band")
+        if n_bad:
+            band[bad] = np.median(band[~bad])
+        counts.append(n_bad)
+    return counts
+
+
+# --------------------------------------------------------------------------- header helpers
+
+
+def pixel_scale_arcsec(header: fits.Header) -> float | None:
+    """Pixel scale in arcsec/pixel from ``PIXSCALE``, a ``CD`` matrix or ``CDELT`` (degrees).
+
+    Returns None when the header does not say. For a ``CD`` matrix the scale is the square
+    root of the absolute determinant (the geometric mean of the two axes).
+    """
+    value = header.get("PIXSCALE")
+    if isinstance(value, (int, float)) and value > 0:
+        return float(value)
+    cd = [header.get(k) for k in ("CD1_1", "CD1_2", "CD2_1", "CD2_2")]
+    if all(isinstance(v, (int, float)) for v in cd):
+        det = abs(cd[0] * cd[3] - cd[1] * cd[2])
+        if det > 0:
+            return math.sqrt(det) * 3600.0
+    cdelt = [header.get(k) for k in ("CDELT1", "CDELT2")]
+    if all(isinstance(v, (int, float)) and v != 0 for v in cdelt):
+        return math.sqrt(abs(cdelt[0] * cdelt[1])) * 3600.0
+    return None
+
+
+def zero_point(header: fits.Header) -> float | None:
+    """Photometric zero point (magnitude of one unit of flux) from ``MAGZP``, ``ZEROPT``, ``MAGZERO``
+    or ``ZP``; None when the header does not say."""
+    for key in ("MAGZP", "ZEROPT", "MAGZERO", "ZP"):
+        value = header.get(key)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            return float(value)
+    return None
+
+
+# --------------------------------------------------------------------------- per-band files
+
+
+def band_from_token(token: str) -> str | None:
+    """The band a file-name token names (``"g"``, ``"Ks"``, ``"F814W"``), or None.
+
+    Single letters keep their case (SDSS ``r`` and Johnson ``R`` are different filters);
+    HST/JWST-style filter names are upper-cased.
+    """
+    if token in _BAND_WAVELENGTH_NM:
+        return token
+    if token.upper() in ("NUV", "FUV", "W1", "W2", "W3", "W4"):
+        return token.upper()
+    if token.lower() == "ks":
+        return "Ks"
+    if _FILTER_RE.fullmatch(token):
+        return token.upper()
+    return None
+
+
+def band_order_key(band: str) -> tuple[float, str]:
+    """Sort key that lists bands blue to red (approximate effective wavelength)."""
+    if band in _BAND_WAVELENGTH_NM:
+        return (float(_BAND_WAVELENGTH_NM[band]), band)
+    m = re.fullmatch(r"F(\d{3,4})\w*", band)
+    if m:
+        n = int(m.group(1))
+        # HST UVIS/ACS names give nm (F435W); names below F200 (HST IR F160W, JWST F070W)
+        # and four-digit ones (JWST MIRI F1000W) give units of 10 nm.
+        return (float(n * 10 if n < 200 or n >= 1000 else n), band)
+    return (math.inf, band)
+
+
+def group_band_files(paths: Iterable[str | os.PathLike]) -> dict[str, dict[str, Path]]:
+    """Group one-file-per-band FITS files into multi-band objects by file name.
+
+    ``obj001_g.fits``, ``obj001-r.fits`` and ``obj001.i.fits`` all belong to ``obj001``. The
+    band token after the last ``_``, ``-`` or ``.`` must name a known band (u g r i z y, U B V
+    R I, J H K Ks, NUV FUV, W1-W4, or an HST/JWST filter such as F814W).
+
+    Parameters
+    ----------
+    paths : iterable of path
+        FITS files.
+
+    Returns
+    -------
+    dict
+        ``{key: {band: path}}``. ``key`` is the file's folder joined with the stem left after
+        removing the band token (so files in different folders never merge); its ``Path(key).name``
+        is the bare stem. Bands are ordered blue to red. A file whose name carries no band
+        token is its own group under the band ``""`` (its bands come from inside the file).
+
+    Raises
+    ------
+    DataError
+        Two files name the same band of the same object (``obj_g.fits`` and ``obj-g.fits``).
+    """
+    groups: dict[str, dict[str, Path]] = {}
+    for p in map(Path, paths):
+        stem = fits_stem(p)
+        m = _BAND_FILE_RE.match(stem)
+        band = band_from_token(m.group("band")) if m else None
+        key = str(p.parent / (m.group("stem") if band else stem))
+        band = band or ""
+        group = groups.setdefault(key, {})
+        if band in group:
+            raise DataError(f"{p}: band {band or '(whole file)'!r} of {key!r} is also given by "
+                            f"{group[band]}; keep one file per band")
+        group[band] = p
+    def blue_to_red(group: dict[str, Path]) -> dict[str, Path]:
+        return dict(sorted(group.items(), key=lambda kv: band_order_key(kv[0])))
+
+    return {key: blue_to_red(group) for key, group in groups.items()}
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def write_fits_cube(
+    path: str | os.PathLike,
+    data: np.ndarray,
+    *,
+    bands: Sequence[str],
+    header_cards: Mapping[str, Any] | None = None,
+    table=None,
+    bunit: str | None = None,
+    pixel_scale_arcsec: float | None = None,
+) -> Path:
+    """Write images to a FITS file atomically, with honest header cards.
+
+    Parameters
+    ----------
+    path : path
+        Destination; a ``.gz`` suffix gzip-compresses. Written to a temporary file beside it,
+        fsynced and renamed, so readers never see a partial file.
+    data : ndarray, (N, C, H, W) or (C, H, W)
+        Pixel values. float16/float64 are written as float32 (FITS has no float16); integer
+        types are kept. FITS axis order is reversed: ``NAXIS1 = W``, ``NAXIS3 = C``.
+    bands : sequence of str
+        One name per channel ``C``; written as ``BAND1..BANDn``.
+    header_cards : mapping, optional
+        Provenance cards ``{keyword: value}`` or ``{keyword: (value, comment)}``. Keywords longer
+        than 8 characters or with characters outside ``A-Z0-9_-`` become ``HIERARCH`` cards
+        (upper-cased); long strings use ``CONTINUE``; dicts and lists are stored as JSON; non-ASCII
+        characters are escaped.
+    table : astropy.table.Table, optional
+        Per-image catalogue, written as a binary table HDU named ``CATALOG``.
+    bunit : str, optional
+        Physical unit of the pixels. When neither this nor ``header_cards["BUNIT"]`` is given,
+        ``BUNIT`` says the unit is unknown rather than guessing.
+    pixel_scale_arcsec : float, optional
+        Pixel scale, written as ``PIXSCALE`` (arcsec/pixel).
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    path = Path(path)
+    data = np.asarray(data)
+    if data.ndim not in (3, 4):
+        raise ValueError(f"data must be (N, C, H, W) or (C, H, W), got shape {data.shape}")
+    bands = [str(b) for b in bands]
+    if len(bands) != data.shape[-3]:
+        raise ValueError(f"{len(bands)} band names for {data.shape[-3]} channels")
+    primary = fits.PrimaryHDU(_fits_pixels(data))
+    _write_cards(primary.header, bands=bands, header_cards=header_cards or {}, bunit=bunit,
+                 pixel_scale_arcsec=pixel_scale_arcsec)
+    hdus = [primary]
+    if table is not None:
+        hdu = fits.table_to_hdu(table)
+        hdu.name = "CATALOG"
+        hdus.append(hdu)
+    hdul = fits.HDUList(hdus)
+    with atomic_open(path, "wb") as f:
+        if path.name.lower().endswith(".gz"):
+            with gzip.GzipFile(fileobj=f, mode="wb") as gz:
+                hdul.writeto(gz)
+        else:
+            hdul.writeto(f)
+    return path
+
+
+def _fits_pixels(data: np.ndarray) -> np.ndarray:
+    """Pixels in a dtype FITS can store: floats as float32, integers unchanged."""
+    if np.issubdtype(data.dtype, np.floating):
+        return np.ascontiguousarray(data, dtype=np.float32)
+    if data.dtype == np.bool_:
+        return data.astype(np.uint8)
+    return np.ascontiguousarray(data)
+
+
+def _write_cards(header, *, bands, header_cards, bunit, pixel_scale_arcsec) -> None:
+    unit = bunit if bunit is not None else header_cards.get("BUNIT")
+    if isinstance(unit, tuple):
+        unit = unit[0]
+    header["BUNIT"] = (unit, "pixel unit") if unit else ("unknown", "pixel unit not known")
+    for i, band in enumerate(bands):
+        header[f"BAND{i + 1}"] = (_ascii(band), f"band of plane {i + 1} (NAXIS3)")
+    if pixel_scale_arcsec is not None:
+        header["PIXSCALE"] = (float(pixel_scale_arcsec), "[arcsec/pixel] pixel scale")
+    header["ORIGIN"] = (ORIGIN, "software that wrote this file")
+    header["DATE"] = (datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"), "UTC file creation")
+    for key, value in header_cards.items():
+        if key.upper() == "BUNIT":
+            continue
+        comment = None
+        if isinstance(value, tuple):
+            value, comment = value
+        card_value = _card_value(value)
+        header[_card_keyword(key)] = (card_value, comment) if comment else card_value
+
+
+def _card_keyword(key: str) -> str:
+    key = key.strip()
+    if key.upper().startswith("HIERARCH "):
+        key = key[9:].strip()
+    key = _ascii(key).upper()
+    if len(key) <= 8 and re.fullmatch(r"[A-Z0-9_-]+", key):
+        return key
+    return f"HIERARCH {key}"
+
+
+def _card_value(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else str(float(value))
+    if isinstance(value, (dict, list, tuple)):
+        return _ascii(json.dumps(value, default=str, separators=(",", ":")))
+    return _ascii(str(value))
+
+
+def _ascii(s: str) -> str:
+    """Printable ASCII only (FITS headers allow nothing else); others are escaped."""
+    s = s.encode("ascii", "backslashreplace").decode("ascii")
+    return "".join(ch if 32 <= ord(ch) < 127 else " " for ch in s)

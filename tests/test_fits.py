@@ -1,0 +1,282 @@
+"""FITS reading (every layout galaxy data comes in), band-file grouping and cube writing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+
+from galaxy_core.errors import DataError
+from galaxy_core.io.fits import (
+    ORIGIN,
+    band_from_token,
+    group_band_files,
+    pixel_scale_arcsec,
+    read_fits_image,
+    write_fits_cube,
+)
+
+
+def cube(c=3, h=8, w=10, seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(1.0, 0.1, (c, h, w)).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def test_2d_image_is_one_band(tmp_path):
+    data = cube(1)[0]
+    hdr = fits.Header()
+    hdr["FILTER"] = "r"
+    fits.PrimaryHDU(data, header=hdr).writeto(tmp_path / "a.fits")
+    img = read_fits_image(tmp_path / "a.fits")
+    arr, bands, header = img  # unpacks as a 3-tuple
+    assert arr.shape == (1, 8, 10) and arr.dtype == np.float32
+    np.testing.assert_array_equal(arr[0], data)
+    assert bands == ["r"]
+    assert header["FILTER"] == "r"
+    assert img.nan_replaced == [0] and img.num_nan_replaced == 0
+
+
+def test_3d_cube_band_names_from_band_cards(tmp_path):
+    data = cube()
+    hdr = fits.Header()
+    for i, b in enumerate("gri"):
+        hdr[f"BAND{i + 1}"] = b
+    fits.PrimaryHDU(data, header=hdr).writeto(tmp_path / "c.fits")
+    arr, bands, _ = read_fits_image(tmp_path / "c.fits")
+    assert bands == ["g", "r", "i"]
+    np.testing.assert_array_equal(arr, data)
+
+
+def test_cube_in_first_extension_with_bands_card_and_big_endian_ints(tmp_path):
+    raw = np.arange(2 * 4 * 4, dtype=">i2").reshape(2, 4, 4)
+    hdu = fits.ImageHDU(raw)
+    hdu.header["BANDS"] = "F606W,F814W"
+    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(tmp_path / "c.fits")
+    arr, bands, _ = read_fits_image(tmp_path / "c.fits")
+    assert bands == ["F606W", "F814W"]
+    assert arr.dtype == np.float32 and arr.dtype.isnative
+    np.testing.assert_array_equal(arr, raw.astype(np.float32))
+
+
+def test_bscale_bzero_are_applied(tmp_path):
+    hdu = fits.PrimaryHDU(np.array([[0, 1], [2, 3]], np.int16))
+    hdu.header["BSCALE"] = 0.5
+    hdu.header["BZERO"] = 10.0
+    hdu.writeto(tmp_path / "s.fits")
+    arr, _, _ = read_fits_image(tmp_path / "s.fits")
+    np.testing.assert_allclose(arr[0], [[10.0, 10.5], [11.0, 11.5]])
+
+
+def test_result_pickles(tmp_path):
+    import pickle
+
+    fits.PrimaryHDU(cube(2)).writeto(tmp_path / "p.fits")
+    img = read_fits_image(tmp_path / "p.fits")
+    again = pickle.loads(pickle.dumps(img))
+    np.testing.assert_array_equal(again.data, img.data)
+    assert again.bands == img.bands and again.nan_replaced == [0, 0] and again.path == img.path
+
+
+def test_cube_without_names_gets_default_names(tmp_path):
+    fits.PrimaryHDU(cube(2)).writeto(tmp_path / "c.fits")
+    assert read_fits_image(tmp_path / "c.fits").bands == ["band1", "band2"]
+
+
+def test_one_band_per_hdu_skips_tables_masks_and_empty_primary(tmp_path):
+    data = cube()
+    hdus = [fits.PrimaryHDU()]
+    for b, plane in zip("gri", data):
+        hdus.append(fits.ImageHDU(plane, name=b))
+    hdus.append(fits.ImageHDU(np.ones((8, 10), np.uint8), name="MASK"))
+    hdus.append(fits.BinTableHDU(Table({"x": [1, 2]}), name="CAT"))
+    fits.HDUList(hdus).writeto(tmp_path / "m.fits")
+    arr, bands, header = read_fits_image(tmp_path / "m.fits")
+    assert bands == ["G", "R", "I"]  # EXTNAME is upper-case in FITS
+    np.testing.assert_array_equal(arr, data)
+    assert header["EXTNAME"] == "G"
+
+
+def test_filter_keyword_beats_extname(tmp_path):
+    hdus = [fits.PrimaryHDU()]
+    for b, plane in zip("gr", cube(2)):
+        h = fits.ImageHDU(plane, name="SCI")
+        h.header["FILTER"] = b
+        hdus.append(h)
+    fits.HDUList(hdus).writeto(tmp_path / "f.fits")
+    assert read_fits_image(tmp_path / "f.fits").bands == ["g", "r"]
+
+
+def test_degenerate_leading_axis_is_squeezed(tmp_path):
+    fits.PrimaryHDU(cube()[None]).writeto(tmp_path / "d.fits")
+    assert read_fits_image(tmp_path / "d.fits").data.shape == (3, 8, 10)
+
+
+def test_gzip_file(tmp_path):
+    fits.PrimaryHDU(cube(1)[0]).writeto(tmp_path / "z.fits.gz")
+    assert read_fits_image(tmp_path / "z.fits.gz").data.shape == (1, 8, 10)
+
+
+def test_tile_compressed_fz(tmp_path):
+    data = cube()
+    hdu = fits.CompImageHDU(data, compression_type="GZIP_2", quantize_level=0)
+    for i, b in enumerate("gri"):
+        hdu.header[f"BAND{i + 1}"] = b
+    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(tmp_path / "t.fits.fz")
+    img = read_fits_image(tmp_path / "t.fits.fz")
+    assert img.bands == ["g", "r", "i"]
+    np.testing.assert_array_equal(img.data, data)  # lossless compression
+
+
+def test_nan_and_inf_replaced_by_band_median(tmp_path):
+    data = np.array([[[1.0, 2.0], [3.0, np.nan]], [[np.inf, 5.0], [7.0, 9.0]]], np.float32)
+    fits.PrimaryHDU(data).writeto(tmp_path / "n.fits")
+    img = read_fits_image(tmp_path / "n.fits")
+    # medians of the finite pixels: median(1, 2, 3) = 2, median(5, 7, 9) = 7
+    np.testing.assert_array_equal(img.data, [[[1, 2], [3, 2]], [[7, 5], [7, 9]]])
+    assert img.nan_replaced == [1, 1] and img.num_nan_replaced == 2
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU(Table({"a": [1.0]}))]),
+         "no image data"),
+        (lambda: fits.HDUList([fits.PrimaryHDU(np.zeros((2, 2, 4, 4), np.float32))]),
+         "more than 3 axes"),
+        (lambda: fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros((4, 4))),
+                               fits.ImageHDU(np.zeros((5, 4)))]),
+         "different shapes"),
+        (lambda: fits.HDUList([fits.PrimaryHDU(np.full((4, 4), np.nan, np.float32))]),
+         "no finite pixel"),
+        (lambda: fits.HDUList([fits.PrimaryHDU(np.zeros((4, 4))),
+                               fits.ImageHDU(np.zeros((2, 4, 4)))]),
+         "mixes 2-D images and 3-D cubes"),
+    ],
+    ids=["table-only", "4d", "shape-mismatch", "all-nan", "mixed-dims"],
+)
+def test_unusable_files_raise_data_error_naming_the_file(tmp_path, make, match):
+    path = tmp_path / "bad.fits"
+    make().writeto(path)
+    with pytest.raises(DataError, match=match) as e:
+        read_fits_image(path)
+    assert str(path) in str(e.value)
+
+
+@pytest.mark.parametrize("truncate", [True, False])
+def test_corrupt_file_raises_data_error(tmp_path, truncate):
+    path = tmp_path / "broken.fits"
+    if truncate:
+        fits.PrimaryHDU(np.zeros((64, 64), np.float32)).writeto(path)
+        path.write_bytes(path.read_bytes()[:4000])
+    else:
+        path.write_bytes(b"this is not a FITS file" * 10)
+    with pytest.raises(DataError, match="cannot read as FITS") as e:
+        read_fits_image(path)
+    assert str(path) in str(e.value)
+
+
+def test_pixel_scale_from_cd_matrix_and_cdelt():
+    h = fits.Header()
+    assert pixel_scale_arcsec(h) is None
+    h["CDELT1"], h["CDELT2"] = -0.396 / 3600, 0.396 / 3600
+    assert pixel_scale_arcsec(h) == pytest.approx(0.396)
+    # 0.05"/px rotated by 30 degrees: |det| = scale**2 regardless of the rotation
+    s, t = 0.05 / 3600, np.radians(30)
+    h["CD1_1"], h["CD1_2"] = -s * np.cos(t), s * np.sin(t)
+    h["CD2_1"], h["CD2_2"] = s * np.sin(t), s * np.cos(t)
+    assert pixel_scale_arcsec(h) == pytest.approx(0.05)
+
+
+# --------------------------------------------------------------------------- grouping
+
+
+def test_group_band_files_by_name(tmp_path):
+    names = ["obj001_g.fits", "obj001-r.fits", "obj001.i.fits", "obj002_i.fits.gz", "obj002_g.fit",
+             "single.fits", "hst_F814W.fits", "hst_f435w.fits", "run_001.fits"]
+    groups = group_band_files([tmp_path / n for n in names])
+    key = str(tmp_path / "obj001")
+    assert list(groups[key]) == ["g", "r", "i"]  # ordered blue to red
+    assert groups[key]["r"] == tmp_path / "obj001-r.fits"
+    assert list(groups[str(tmp_path / "obj002")]) == ["g", "i"]
+    assert groups[str(tmp_path / "single")] == {"": tmp_path / "single.fits"}
+    assert list(groups[str(tmp_path / "hst")]) == ["F435W", "F814W"]
+    assert groups[str(tmp_path / "run_001")] == {"": tmp_path / "run_001.fits"}  # 001 is no band
+
+
+def test_group_band_files_keeps_folders_apart(tmp_path):
+    groups = group_band_files([tmp_path / "a" / "x_g.fits", tmp_path / "b" / "x_r.fits"])
+    assert len(groups) == 2
+
+
+def test_group_band_files_duplicate_band(tmp_path):
+    with pytest.raises(DataError, match="also given by"):
+        group_band_files([tmp_path / "x_g.fits", tmp_path / "x-g.fits"])
+
+
+@pytest.mark.parametrize(
+    "token, band",
+    [("g", "g"), ("R", "R"), ("ks", "Ks"), ("nuv", "NUV"), ("f160w", "F160W"), ("F150W2", "F150W2"),
+     ("img", None), ("001", None), ("gr", None)],
+)
+def test_band_tokens(token, band):
+    assert band_from_token(token) == band
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def test_write_cube_round_trip_with_honest_cards(tmp_path):
+    data = cube()
+    path = write_fits_cube(
+        tmp_path / "out" / "cube.fits",
+        data,
+        bands=["g", "r", "i"],
+        bunit="nanomaggy",
+        pixel_scale_arcsec=0.396,
+        header_cards={
+            "SEED": 42,
+            "TRUNC": (0.7, "truncation psi"),
+            "checkpoint": "dcgan-sim-64 " + "x" * 120,  # long key and long value
+            "stretch": {"type": "asinh", "lo": [0.1, 0.2]},
+            "ratio": float("nan"),
+            "objname": "M\u00e9ssier 51",
+        },
+    )
+    arr, bands, hdr = read_fits_image(path)
+    np.testing.assert_array_equal(arr, data)
+    assert bands == ["g", "r", "i"]
+    assert hdr["BUNIT"] == "nanomaggy"
+    assert hdr["PIXSCALE"] == 0.396
+    assert hdr["ORIGIN"] == ORIGIN
+    assert len(hdr["DATE"]) == 19 and hdr["DATE"][10] == "T"
+    assert hdr["SEED"] == 42 and hdr.comments["TRUNC"] == "truncation psi"
+    assert hdr["CHECKPOINT"] == "dcgan-sim-64 " + "x" * 120
+    assert hdr["STRETCH"] == '{"type":"asinh","lo":[0.1,0.2]}'
+    assert hdr["RATIO"] == "nan"
+    assert hdr["OBJNAME"] == "M\\xe9ssier 51"
+    assert [p.name for p in path.parent.iterdir()] == ["cube.fits"]  # no temporary left
+
+
+def test_write_stack_with_catalog_and_unknown_unit(tmp_path):
+    data = np.stack([cube(seed=s) for s in range(4)]).astype(np.float16)  # (N, C, H, W)
+    table = Table({"seed": np.arange(4), "mag_r": np.linspace(17, 18, 4)})
+    path = write_fits_cube(tmp_path / "s.fits", data, bands=["g", "r", "i"], table=table)
+    with fits.open(path) as hdul:
+        assert hdul[0].data.shape == (4, 3, 8, 10) and hdul[0].data.dtype == np.dtype(">f4")
+        assert hdul[0].header["NAXIS3"] == 3 and hdul[0].header["NAXIS4"] == 4
+        assert hdul[0].header["BUNIT"] == "unknown"
+        assert hdul["CATALOG"].data["seed"].tolist() == [0, 1, 2, 3]
+
+
+def test_write_gzip(tmp_path):
+    path = write_fits_cube(tmp_path / "c.fits.gz", cube(2), bands=["u", "z"])
+    assert path.read_bytes()[:2] == b"\x1f\x8b"
+    assert read_fits_image(path).bands == ["u", "z"]
+
+
+def test_write_checks_band_count(tmp_path):
+    with pytest.raises(ValueError, match="2 band names for 3 channels"):
+        write_fits_cube(tmp_path / "x.fits", cube(), bands=["g", "r"])
