@@ -58,10 +58,9 @@ def _cmd_train(args) -> int:
             raise GalaxyGanError(f"{run_dir}: not a run folder (config.toml missing)")
         cfg = load_config(config_path, args.set or [])
     else:
-        if not args.config:
-            raise GalaxyGanError("give a CONFIG file, or --resume RUN_FOLDER")
-        cfg = load_config(args.config, args.set or [])
-        name = args.name or f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        cfg = load_config(args.config, args.set or [])  # no CONFIG: the documented defaults
+        stem = Path(args.config).stem if args.config else "default"
+        name = args.name or f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         run_dir = Path(args.run_dir) if args.run_dir else runs_dir() / name
     if args.dry_run:
         print(to_toml(cfg), end="")
@@ -154,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(func=_cmd_data_prepare)
 
     t = sub.add_parser("train", help="train a model from a config file")
-    t.add_argument("config", nargs="?", help="TOML or YAML config")
+    t.add_argument("config", nargs="?", help="TOML or YAML config (default: built-in defaults)")
     t.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value")
     t.add_argument("--name", help="run name (default: config name + time)")
     t.add_argument("--run-dir", help="run folder (default: $GALAXYGAN_RUNS/NAME)")

@@ -43,7 +43,7 @@ def test_short_run_writes_a_complete_run_folder(tmp_path):
         assert all(np.isfinite(r[key]) for r in recs), key
     loss_d = [r["loss_D"] for r in recs]
     assert max(loss_d) - min(loss_d) > 0.05  # the discriminator is learning, not frozen
-    assert "fd_pix8_64" in recs[2] and "fd_pix8_64" in recs[-1]
+    assert "fid_pix8_64" in recs[2] and "fid_pix8_64" in recs[-1]
     assert [s for s, _ in run.sample_grids()] == [0, 10, 20, 30]
     assert np.load(run.samples_dir / "fixed_z.npy").shape == (16, 100)
     # resolved config is written and loads back
@@ -52,7 +52,7 @@ def test_short_run_writes_a_complete_run_folder(tmp_path):
     last = read_meta(run.checkpoint("last"))
     assert last["training"]["step"] == 30 and "optimizer" in last
     best = read_meta(run.checkpoint("best"))
-    values = [r["fd_pix8_64"] for r in recs if "fd_pix8_64" in r]
+    values = [r["fid_pix8_64"] for r in recs if "fid_pix8_64" in r]
     assert best["best"]["value"] == pytest.approx(min(values))
     model = load_pretrained(run.checkpoint("last"))
     x = model.generate(model.latents(0, 4))

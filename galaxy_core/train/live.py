@@ -3,7 +3,7 @@
 The evaluator draws a fixed set of latents (so successive values are comparable), generates
 ``n_samples`` images with ``G_ema``, extracts features, and returns the Fréchet distance to the
 real data's feature statistics (computed once per run). The metric's name records the extractor
-and the sample size, e.g. ``fd_pix8_256``, so numbers from different extractors are never mixed.
+and the sample size, e.g. ``fid_pix8_256``, so numbers from different extractors are never mixed.
 
 Extractor ``pix8``: each band average-pooled to 8x8 pixels (C*64 features). It needs no weights,
 is cheap enough to run every few hundred steps on a CPU, and tracks colour, size and
@@ -32,7 +32,7 @@ class LiveEvaluator:
                  extractor: str = "pix8", max_real: int = 4096, batch: int = 128):
         self.n_samples, self.device, self.batch = n_samples, device, batch
         self.extract = pix8_features
-        self.name = metric_name("fd", extractor=extractor, n=n_samples)
+        self.name = metric_name("fid", extractor=extractor, n=n_samples)
         rng = np.random.default_rng(0)
         idx = np.sort(rng.choice(len(data), size=min(max_real, len(data)), replace=False))
         feats = [self.extract(torch.from_numpy(data.to_model_range(idx[i : i + 512])))

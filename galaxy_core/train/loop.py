@@ -73,7 +73,7 @@ class BatchSource:
         self.n = len(data)
         self.uint8 = arr.dtype == np.uint8
         # Small datasets are held in memory; large ones are gathered from the memory map.
-        self.images = torch.from_numpy(np.ascontiguousarray(arr)) if arr.nbytes < 2**31 else arr
+        self.images = torch.from_numpy(np.array(arr)) if arr.nbytes < 2**31 else arr
         self.batch_size = batch_size
         self.seed = seed
         self._perm_epoch = -1
@@ -100,7 +100,7 @@ class BatchSource:
             x = self.images[idx]
         else:
             order = np.argsort(idx)
-            x = torch.from_numpy(np.asarray(self.images[np.asarray(idx)[order]]))[np.argsort(order)]
+            x = torch.from_numpy(np.array(self.images[np.asarray(idx)[order]]))[np.argsort(order)]
         x = x.float()
         return x / 127.5 - 1.0 if self.uint8 else x
 
