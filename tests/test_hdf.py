@@ -1,0 +1,165 @@
+"""Tests for the built-in ``hdf`` dataset (galaxy_core/data/hdf.py).
+
+The reference numbers below were measured with scikit-image 0.26 and photutils 3.0 and are
+the ones stated in docs/datasets/hdf.md; a change in either library or in the detection
+settings that moves them must update both.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from galaxy_core.data import hdf, load_dataset
+from galaxy_core.errors import DataError
+
+DETECTED = 1752
+USABLE = 418
+KEPT = {32: 383, 64: 375}
+SKIPPED = {
+    32: dict(border=25, too_small=1289, star=4, near_star=16, too_large=18, off_field=17),
+    64: dict(border=25, too_small=1289, star=4, near_star=16, too_large=0, off_field=43),
+}
+AREA_LO, AREA_HI = 73.0, 127.0
+
+COLUMNS = [
+    "id", "x", "y", "area", "flux_r", "flux_g", "flux_b", "flux_total", "kron_flux",
+    "semimajor_axis", "semiminor_axis", "ellipticity", "orientation", "size_class",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def datasets():
+    """The 32 and 64 px datasets from the shared test cache (built once if missing)."""
+    return {res: hdf.prepare_hdf(resolution=res, progress=False) for res in (32, 64)}
+
+
+def _disc(res: int, radius: float) -> np.ndarray:
+    c = (res - 1) / 2  # centre of an even-sided stamp lies between pixels
+    yy, xx = np.mgrid[:res, :res]
+    return np.hypot(xx - c, yy - c) <= radius
+
+
+def test_field_is_the_skimage_image():
+    field = hdf.hdf_field()
+    assert field.shape == (872, 1000, 3) and field.dtype == np.uint8
+    field[:] = 0  # a copy: the cached field is untouched
+    assert hdf.hdf_field().max() == 255
+
+
+def test_catalog_counts_columns_and_size_classes():
+    cat = hdf.hdf_catalog()
+    assert len(cat) == DETECTED
+    assert set(COLUMNS + ["usable", "reject"]) <= set(cat.colnames)
+    assert str(cat["orientation"].unit) == "deg" and str(cat["x"].unit) == "pix"
+    assert int(cat["usable"].sum()) == USABLE
+    assert (cat.meta["AREA_LO"], cat.meta["AREA_HI"]) == (AREA_LO, AREA_HI)
+    usable = cat[cat["usable"]]
+    fractions = [np.mean(usable["size_class"] == c) for c in hdf.SIZE_CLASSES]
+    assert all(0.28 < f < 0.39 for f in fractions), fractions
+    area = np.asarray(cat["area"])
+    expected = np.where(area < AREA_LO, "small", np.where(area < AREA_HI, "medium", "large"))
+    assert np.array_equal(np.asarray(cat["size_class"]), expected)
+    assert np.all(np.isfinite(usable["kron_flux"]))
+    assert np.all(usable["semimajor_axis"] >= usable["semiminor_axis"])
+
+
+@pytest.mark.parametrize("res", [32, 64])
+def test_kept_stamp_counts_are_stable(datasets, res):
+    ds = datasets[res]
+    assert len(ds) == KEPT[res]
+    assert ds.images.shape == (KEPT[res], 3, res, res) and ds.images.dtype == np.uint8
+    assert ds.channels == ["R", "G", "B"] and ds.manifest["kind"] == "image"
+    assert ds.stretch is None and not ds.physical
+    counts = ds.manifest["counts"]
+    assert counts == {"detected": DETECTED, "kept": KEPT[res], "skipped": SKIPPED[res]}
+    assert counts["kept"] + sum(counts["skipped"].values()) == counts["detected"]
+    assert ds.manifest["preprocess"]["stamp"] == res
+    assert ds.manifest["source"] == "builtin:hdf (skimage.data.hubble_deep_field)"
+
+
+def test_rebuild_is_identical_and_warning_free(datasets):
+    before = {res: np.array(ds.images) for res, ds in datasets.items()}
+    hdf._detection.cache_clear()  # detect again from the image, not from memory
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any library's warning, not only ours
+        rebuilt = {r: hdf.prepare_hdf(resolution=r, rebuild=True, progress=False) for r in before}
+    for res, ds in rebuilt.items():
+        assert np.array_equal(np.asarray(ds.images), before[res])
+        assert ds.manifest["key"] == datasets[res].manifest["key"]
+
+
+def test_cache_is_reused(datasets):
+    ds = datasets[64]
+    mtime = (ds.root / "images.npy").stat().st_mtime_ns
+    again = load_dataset("hdf", resolution=64, progress=False)
+    assert again.root == ds.root
+    assert (again.root / "images.npy").stat().st_mtime_ns == mtime
+
+
+@pytest.mark.parametrize("res", [32, 64])
+def test_stamps_are_centred_on_their_source(datasets, res):
+    ds = datasets[res]
+    lum = ds.images.astype(np.float64).mean(axis=1)  # (N, H, W)
+    lum = np.clip(lum - np.median(lum, axis=(1, 2), keepdims=True), 0, None) * _disc(res, 6)
+    yy, xx = np.mgrid[:res, :res]
+    total = lum.sum(axis=(1, 2))
+    cx, cy = (lum * xx).sum((1, 2)) / total, (lum * yy).sum((1, 2)) / total
+    offset = np.hypot(cx - (res - 1) / 2, cy - (res - 1) / 2)
+    assert np.mean(offset < 1.5) > 0.95
+    cat = ds.catalog  # the catalogue centroid is within half a pixel of the stamp centre
+    assert np.all(np.abs(cat["x"] - cat["stamp_x0"] - (res - 1) / 2) <= 0.5)
+    assert np.all(np.abs(cat["y"] - cat["stamp_y0"] - (res - 1) / 2) <= 0.5)
+
+
+@pytest.mark.parametrize("res", [32, 64])
+def test_catalog_rows_align_with_images(datasets, res):
+    ds = datasets[res]
+    cat = ds.catalog
+    assert len(cat) == len(ds) and set(COLUMNS + ["stamp_x0", "stamp_y0"]) <= set(cat.colnames)
+    field = hdf.hdf_field()
+    for i in (0, len(cat) // 2, len(cat) - 1):  # native stamps are plain slices of the field
+        x0, y0 = int(cat["stamp_x0"][i]), int(cat["stamp_y0"][i])
+        assert np.array_equal(ds.images[i].transpose(1, 2, 0), field[y0 : y0 + res, x0 : x0 + res])
+    stamp_flux = ds.images.astype(np.float64).sum(axis=1)
+    stamp_flux -= np.median(stamp_flux, axis=(1, 2), keepdims=True)
+    central = (stamp_flux * _disc(res, res / 4)).sum(axis=(1, 2))
+    assert np.argmax(cat["flux_total"]) == np.argmax(central)  # brightest source, brightest centre
+
+
+def test_resolution_128_upsamples_the_64_px_cut(datasets):
+    ds = hdf.prepare_hdf(resolution=128, progress=False)
+    assert ds.images.shape == (KEPT[64], 3, 128, 128)
+    assert np.array_equal(np.asarray(ds.catalog["id"]), np.asarray(datasets[64].catalog["id"]))
+    # averaging 2 x 2 blocks gives back (nearly) the native 64 px stamps
+    binned = ds.images.astype(np.float64).reshape(-1, 3, 64, 2, 64, 2).mean(axis=(3, 5))
+    assert np.mean(np.abs(binned - datasets[64].images)) < 4.0
+
+
+def test_crop_keeps_the_centre():
+    stamp = np.arange(64 * 64 * 3, dtype=np.uint8).reshape(64, 64, 3)
+    out = hdf._crop_resize(stamp, crop=0.5, resolution=32)  # no resize needed: a pure slice
+    assert np.array_equal(out, stamp[16:48, 16:48])
+    assert hdf._crop_resize(stamp, crop=0.75, resolution=32).shape == (32, 32, 3)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"resolution": 48}, "resolution"),
+        ({"resolution": 64.0 + 0.5}, "resolution"),
+        ({"crop": 0.0}, "crop"),
+        ({"crop": 1.5}, "crop"),
+        ({"crop": "half"}, "crop"),
+    ],
+)
+def test_bad_options_raise_data_error(kwargs, match):
+    with pytest.raises(DataError, match=match):
+        hdf.prepare_hdf(**{"resolution": 64, "crop": 1.0, "progress": False, **kwargs})
+
+
+def test_bad_stamp_size_raises_data_error():
+    with pytest.raises(DataError, match="stamp"):
+        hdf.hdf_stamp_catalog(stamp=48)
