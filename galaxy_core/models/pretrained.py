@@ -117,14 +117,26 @@ def load_pretrained(path: str | os.PathLike, *, device: str | torch.device = "cp
     return Pretrained(path=path.with_suffix(".json"), meta=meta, G=G, spec=spec, model_cfg=model_cfg, device=device)
 
 
+def is_generator_checkpoint(path: str | os.PathLike) -> bool:
+    """True for a GAN checkpoint of a registered architecture (not, e.g., a feature extractor)."""
+    from galaxy_core.models.registry import known_archs
+    from galaxy_core.train.checkpoint import read_meta
+
+    try:
+        meta = read_meta(path)
+    except CheckpointError:
+        return False
+    return meta.get("kind", "gan") == "gan" and meta.get("arch") in known_archs()
+
+
 def list_checkpoints(*folders: str | os.PathLike) -> list[Path]:
-    """Checkpoint JSONs in the given folders (and their run sub-folders' ``checkpoints/``)."""
+    """GAN checkpoint JSONs in the given folders (and their run sub-folders' ``checkpoints/``)."""
     found: list[Path] = []
     for folder in folders:
         folder = Path(folder)
         if not folder.exists():
             continue
         for p in sorted(folder.glob("*.json")) + sorted(folder.glob("*/checkpoints/*.json")):
-            if p.with_suffix(".safetensors").exists():
+            if p.with_suffix(".safetensors").exists() and is_generator_checkpoint(p):
                 found.append(p)
     return found

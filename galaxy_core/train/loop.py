@@ -232,6 +232,7 @@ class Trainer:
         t = self.cfg.train
         kimg = self.step * t.batch_size / 1000
         meta = {
+            "kind": "gan",
             "arch": self.model["arch"],
             "model": self.model,
             "data": self.data.description(),
