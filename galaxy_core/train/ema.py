@@ -15,6 +15,12 @@ def make_ema(G: nn.Module) -> nn.Module:
     return G_ema
 
 
+def ema_beta_at(beta: float, step: int) -> float:
+    """Decay with warm-up, ``min(beta, (1 + step) / (10 + step))``, so early averages are not
+    dominated by the random initial weights."""
+    return min(beta, (1.0 + step) / (10.0 + step))
+
+
 @torch.no_grad()
 def update_ema(G_ema: nn.Module, G: nn.Module, beta: float) -> None:
     """``G_ema <- beta * G_ema + (1 - beta) * G``; buffers (batch-norm statistics) are copied."""

@@ -42,7 +42,7 @@ from galaxy_core.train.checkpoint import (
     subdict,
     unflatten_optimizer,
 )
-from galaxy_core.train.ema import make_ema, update_ema
+from galaxy_core.train.ema import ema_beta_at, make_ema, update_ema
 from galaxy_core.train.losses import d_loss, g_loss
 from galaxy_core.train.run import RunFolder, truncate_metrics
 
@@ -293,7 +293,7 @@ class Trainer:
         loss_G.backward()
         nets.opt_G.step()
         if t.ema_beta > 0:
-            update_ema(nets.G_ema, nets.G, t.ema_beta)
+            update_ema(nets.G_ema, nets.G, ema_beta_at(t.ema_beta, self.step))
         else:
             nets.G_ema.load_state_dict(nets.G.state_dict())
         return {
