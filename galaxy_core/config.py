@@ -68,6 +68,7 @@ class LogConfig:
     checkpoint_every: int = 500   # steps between `last` checkpoints
     eval_every: int = 500         # steps between live quality evaluations (0 = off)
     eval_samples: int = 256       # generated samples per live evaluation
+    eval_extractor: str = "auto"  # features for live FID/KID: "auto" (galaxy encoder), "galaxy", "inception", "pix8"
     grid_size: int = 36           # images in each sample grid (a square number)
 
 
@@ -204,6 +205,8 @@ def validate(cfg: Config, *, source: str = "config") -> None:
     for k in ("metrics_every", "sample_every", "checkpoint_every", "grid_size"):
         _check(getattr(lg, k) > 0, f"{source}: log.{k}", "must be positive")
     _check(lg.eval_every >= 0 and lg.eval_samples > 1, f"{source}: log.eval_every/eval_samples", "invalid")
+    _check(lg.eval_extractor in ("auto", "galaxy", "inception", "pix8"), f"{source}: log.eval_extractor",
+           "must be 'auto', 'galaxy', 'inception' or 'pix8'")
     _check(int(lg.grid_size**0.5) ** 2 == lg.grid_size, f"{source}: log.grid_size", "must be a square number")
     model = cfg.model_values()
     model.setdefault("resolution", d.resolution)

@@ -48,3 +48,46 @@ def checkpoints_dir() -> Path:
 def configs_dir() -> Path:
     """Folder of the example training configs."""
     return REPO_ROOT / "configs"
+
+
+def workspace_root() -> Path:
+    """Folder that paths typed into the app must stay inside.
+
+    ``$GALAXYGAN_WORKSPACE`` when set, else the current working directory; resolved (symlinks
+    followed) so :func:`confine` compares real locations.
+    """
+    return Path(os.environ.get("GALAXYGAN_WORKSPACE") or os.getcwd()).expanduser().resolve()
+
+
+def confine(path: str | os.PathLike, *, root: str | os.PathLike | None = None) -> Path:
+    """Resolve a user-supplied path and check that it lies inside the workspace.
+
+    Parameters
+    ----------
+    path : str or path
+        Absolute, or relative to the workspace root. ``~`` is expanded.
+    root : path, optional
+        The allowed root; default :func:`workspace_root`.
+
+    Returns
+    -------
+    Path
+        The resolved path (it need not exist).
+
+    Raises
+    ------
+    GalaxyGanError
+        The path is empty, or resolves (through ``..`` or a symbolic link) outside the root.
+    """
+    from galaxy_core.errors import GalaxyGanError
+
+    root_p = workspace_root() if root is None else Path(root).expanduser().resolve()
+    text = str(path).strip()
+    if not text or "\x00" in text:
+        raise GalaxyGanError("no path given: type a folder or file inside the workspace")
+    p = Path(text).expanduser()
+    resolved = (p if p.is_absolute() else root_p / p).resolve()
+    if not resolved.is_relative_to(root_p):
+        raise GalaxyGanError(f"{text}: outside the workspace {root_p}; use a path inside it "
+                             "(or start the app with GALAXYGAN_WORKSPACE set to a folder that contains it)")
+    return resolved

@@ -235,9 +235,9 @@ class Extractor:
     Attributes
     ----------
     name : str
-        ``"galaxy"`` or ``"inception"``; goes into metric names (``fid_galaxy_5k``).
+        ``"galaxy"``, ``"inception"`` or ``"pix8"``; goes into metric names (``fid_galaxy_5k``).
     dim : int
-        Feature length.
+        Feature length (-1 when it depends on the number of bands, as for ``pix8``).
     id : str
         Short hash of the weights (12 hex digits); goes into cache keys.
     preprocess : str
@@ -271,12 +271,12 @@ class Extractor:
         x = images if torch.is_tensor(images) else torch.from_numpy(np.asarray(images))
         if x.ndim != 4:
             raise ValueError(f"images must be (N, C, H, W), got shape {tuple(x.shape)}")
-        out = np.empty((len(x), self.dim), np.float64)
+        parts = []
         with torch.inference_mode():
             for a in range(0, len(x), batch):
                 f = self.forward(x[a : a + batch].to(self.device, torch.float32))
-                out[a : a + batch] = f.double().cpu().numpy()
-        return out
+                parts.append(f.double().cpu().numpy())
+        return np.concatenate(parts) if parts else np.zeros((0, max(self.dim, 0)), np.float64)
 
 
 def encoder_extractor(E: GalaxyEncoder, *, id: str, meta: dict | None = None,
@@ -354,9 +354,21 @@ def _inception_extractor(path, device: torch.device) -> Extractor:
     )
 
 
+def _pix8_extractor(path, device: torch.device) -> Extractor:
+    """Each band average-pooled to 8x8 pixels: no weights, cheap, tracks colour, size and light
+    profile; not perceptual and not comparable to the other extractors."""
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return F.adaptive_avg_pool2d(x, 8).flatten(1)
+
+    return Extractor(name="pix8", dim=-1, id="pix8", preprocess="adaptive average pool to 8x8 per band",
+                     forward=forward, device=device)
+
+
 EXTRACTORS: dict[str, Callable[..., Extractor]] = {
     "galaxy": _galaxy_extractor,
     "inception": _inception_extractor,
+    "pix8": _pix8_extractor,
 }
 
 

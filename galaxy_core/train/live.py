@@ -1,13 +1,12 @@
-"""Live quality evaluation during training: a Fréchet distance against cached real statistics.
+"""Live quality evaluation during training: FID and KID against cached real statistics.
 
-The evaluator draws a fixed set of latents (so successive values are comparable), generates
-``n_samples`` images with ``G_ema``, extracts features, and returns the Fréchet distance to the
-real data's feature statistics (computed once per run). The metric's name records the extractor
-and the sample size, e.g. ``fid_pix8_256``, so numbers from different extractors are never mixed.
-
-Extractor ``pix8``: each band average-pooled to 8x8 pixels (C*64 features). It needs no weights,
-is cheap enough to run every few hundred steps on a CPU, and tracks colour, size and
-light-profile statistics; it is not a perceptual metric and not comparable to Inception FID.
+Every ``log.eval_every`` steps the loop calls the evaluator: it generates ``n_samples`` images
+from a fixed set of latents with ``G_ema`` (so successive values are comparable), extracts
+features and compares them with the real data's statistics, computed once and cached on disk
+(:func:`galaxy_core.metrics.features.reference_statistics`). Metric names record the extractor
+and the sample size (``fid_galaxy_256``, ``kid_galaxy_256``), so numbers from different
+extractors are never mixed. The shipped galaxy encoder is used when present; otherwise the
+weight-free ``pix8`` extractor (8x8 thumbnails). The best snapshot is chosen by the FID.
 """
 
 from __future__ import annotations
@@ -16,38 +15,43 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from galaxy_core.data.prepared import PreparedDataset
-from galaxy_core.metrics.fid import feature_statistics, frechet_distance, metric_name
-
-
-def pix8_features(x: torch.Tensor) -> torch.Tensor:
-    """(N, C, H, W) in [-1, 1] -> (N, C*64) average-pooled 8x8 thumbnails."""
-    return F.adaptive_avg_pool2d(x.float(), 8).flatten(1)
+from galaxy_core.errors import CheckpointError
+from galaxy_core.metrics.features import Extractor, load_extractor, reference_statistics
+from galaxy_core.metrics.fid import feature_statistics, frechet_distance, kid, metric_name
 
 
 class LiveEvaluator:
-    def __init__(self, data: PreparedDataset, *, n_samples: int, device: torch.device,
-                 extractor: str = "pix8", max_real: int = 4096, batch: int = 128):
+    def __init__(self, data: PreparedDataset, extractor: Extractor, *, n_samples: int,
+                 device: torch.device, max_real: int = 5000, batch: int = 128):
         self.n_samples, self.device, self.batch = n_samples, device, batch
-        self.extract = pix8_features
-        self.name = metric_name("fid", extractor=extractor, n=n_samples)
-        rng = np.random.default_rng(0)
-        idx = np.sort(rng.choice(len(data), size=min(max_real, len(data)), replace=False))
-        feats = [self.extract(torch.from_numpy(data.to_model_range(idx[i : i + 512])))
-                 for i in range(0, len(idx), 512)]
-        self.mu, self.sigma = feature_statistics(torch.cat(feats).double().numpy())
+        self.extractor = extractor
+        self.name = metric_name("fid", extractor=extractor.name, n=n_samples)
+        self.kid_name = metric_name("kid", extractor=extractor.name, n=n_samples)
+        self.mu, self.sigma, self.real_feats = reference_statistics(data, extractor, max_images=max_real)
 
     @torch.no_grad()
-    def __call__(self, G: torch.nn.Module, sample_z: Callable[[int, torch.Generator], torch.Tensor]) -> float:
+    def __call__(self, G: torch.nn.Module, sample_z: Callable[[int, torch.Generator], torch.Tensor]) -> dict:
+        """Metrics of ``G`` (in eval mode) as ``{fid_name: value, kid_name: value}``."""
         z = sample_z(self.n_samples, torch.Generator().manual_seed(2024))
-        feats = []
-        for i in range(0, self.n_samples, self.batch):
-            feats.append(self.extract(G(z[i : i + self.batch].to(self.device)).cpu()))
-        mu, sigma = feature_statistics(torch.cat(feats).double().numpy())
-        return float(frechet_distance(mu, sigma, self.mu, self.sigma))
+        images = torch.cat([G(z[i : i + self.batch].to(self.device)).float().cpu()
+                            for i in range(0, self.n_samples, self.batch)])
+        feats = self.extractor(images)
+        mu, sigma = feature_statistics(feats)
+        size = min(1000, len(feats), len(self.real_feats))
+        kid_mean, _ = kid(feats, self.real_feats, subsets=50, subset_size=size, rng=np.random.default_rng(0))
+        return {self.name: float(frechet_distance(mu, sigma, self.mu, self.sigma)), self.kid_name: float(kid_mean)}
 
 
-def make_live_evaluator(data: PreparedDataset, *, n_samples: int, device: torch.device) -> LiveEvaluator:
-    return LiveEvaluator(data, n_samples=n_samples, device=device)
+def make_live_evaluator(data: PreparedDataset, *, n_samples: int, device: torch.device,
+                        extractor: str = "auto") -> LiveEvaluator:
+    """Evaluator with the named extractor; ``auto`` is the shipped galaxy encoder, else pix8."""
+    if extractor == "auto":
+        try:
+            ext = load_extractor("galaxy", device=device)
+        except CheckpointError:
+            ext = load_extractor("pix8", device=device)
+    else:
+        ext = load_extractor(extractor, device=device)
+    return LiveEvaluator(data, ext, n_samples=n_samples, device=device)

@@ -195,7 +195,8 @@ class Trainer:
         if cfg.log.eval_every > 0:
             from galaxy_core.train.live import make_live_evaluator
 
-            self.evaluator = make_live_evaluator(self.data, n_samples=cfg.log.eval_samples, device=self.device)
+            self.evaluator = make_live_evaluator(self.data, n_samples=cfg.log.eval_samples, device=self.device,
+                                                 extractor=cfg.log.eval_extractor)
         if init_from:
             self._init_weights(init_from)
 
@@ -315,8 +316,8 @@ class Trainer:
     def evaluate(self) -> dict | None:
         if self.evaluator is None:
             return None
-        value = self.evaluator(self.nets.G_ema, lambda n, g: get_arch(self.model["arch"]).sample_z(self.nets.model_cfg, n, generator=g))
-        rec = {self.evaluator.name: value}
+        rec = self.evaluator(self.nets.G_ema, lambda n, g: get_arch(self.model["arch"]).sample_z(self.nets.model_cfg, n, generator=g))
+        value = rec[self.evaluator.name]
         if self.best is None or value < self.best["value"]:
             self.best = {"metric": self.evaluator.name, "value": value, "step": self.step, "metrics": rec}
             self.save("best")
