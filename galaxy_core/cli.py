@@ -114,6 +114,25 @@ def _cmd_info(args) -> int:
     return 0
 
 
+def _cmd_evaluate(args) -> int:
+    from tqdm import tqdm
+
+    from galaxy_core.metrics.report import evaluate_checkpoint
+
+    bar = tqdm(total=None, bar_format="{desc}", disable=args.quiet)
+    summary = evaluate_checkpoint(
+        args.checkpoint, report_dir=Path(args.report), data=args.data, n=args.n,
+        extractors=tuple(args.extractor or ["galaxy"]), morphology=not args.no_morphology,
+        memorisation=not args.no_memorisation, n_queries=args.queries, seed=args.seed, png=not args.no_png,
+        step=lambda text: bar.set_description_str(f"evaluate: {text}"))
+    bar.close()
+    print((Path(args.report) / "metrics.csv").read_text(), end="")
+    if summary.get("png_note"):
+        print(f"note: {summary['png_note']}")
+    print(f"report: {args.report} ({summary['seconds']:.0f} s)")
+    return 0
+
+
 def _cmd_export(args) -> int:
     from galaxy_core.train.checkpoint import load_checkpoint, save_checkpoint
 
@@ -176,6 +195,21 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("checkpoint")
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=_cmd_info)
+
+    ev = sub.add_parser("evaluate", help="FID/KID, morphology, colour-magnitude and memorisation report")
+    ev.add_argument("checkpoint")
+    ev.add_argument("--report", required=True, help="output folder")
+    ev.add_argument("--data", help="reference dataset (default: the checkpoint's training data)")
+    ev.add_argument("-n", type=int, default=500, help="generated samples and real samples per split")
+    ev.add_argument("--extractor", action="append", choices=["galaxy", "inception", "pix8"],
+                    help="feature extractor (repeatable; default galaxy)")
+    ev.add_argument("--queries", type=int, default=64, help="generated samples searched for nearest matches")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--no-morphology", action="store_true")
+    ev.add_argument("--no-memorisation", action="store_true")
+    ev.add_argument("--no-png", action="store_true", help="write plots as HTML only")
+    ev.add_argument("--quiet", action="store_true")
+    ev.set_defaults(func=_cmd_evaluate)
 
     e = sub.add_parser("export", help="copy a run's checkpoint without optimiser state")
     e.add_argument("source", help="run folder or checkpoint")

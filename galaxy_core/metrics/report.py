@@ -1,0 +1,319 @@
+"""``galaxygan evaluate``: every evaluation of a checkpoint against real data, written to a folder.
+
+The steps are those of the app's Evaluation and Memorisation pages
+(:mod:`galaxy_core.explore.evaluation`), so the numbers agree. Each comparison of generated with
+real data comes with its real-vs-real reference (the "floor"): two disjoint real samples of the
+same size compared the same way. A generator as good as the data reaches about the floor.
+
+Written files::
+
+    summary.json                 every number, with extractor names and sample sizes
+    metrics.csv                  name, value, real-vs-real floor
+    morphology_real.csv, morphology_generated.csv    per-image fast-path measurements
+    morphology_<property>.html/.png                  real vs generated histograms
+    cmd.csv, cmd.html/.png       colour-magnitude diagram with the acceptance box (g, r data)
+    memorisation.html/.png       nearest-training-distance histograms
+    nearest_matches.png, nearest_matches.csv         generated samples beside their nearest
+                                                     training images, closest first
+
+PNG copies of plots need a Chromium-based browser for Plotly's exporter (kaleido); without one
+the HTML files are written and the summary says why the PNGs are missing.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from galaxy_core.explore import evaluation as ev
+from galaxy_core.io.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from galaxy_core.io.render import make_grid, save_png, to_rgb
+from galaxy_core.metrics import plots
+from galaxy_core.metrics.fid import metric_name, mifid_from_features, precision_recall_density_coverage
+from galaxy_core.models.pretrained import Pretrained, load_pretrained
+
+log = logging.getLogger(__name__)
+Step = Callable[[str], None]
+
+
+def _split_real(data, n: int, *, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Two disjoint random real samples of up to ``n`` each: (idx_a, x_a, idx_b, x_b)."""
+    rng = np.random.default_rng(seed)
+    m = min(n, len(data) // 2)
+    perm = rng.permutation(len(data))
+    ia, ib = np.sort(perm[:m]), np.sort(perm[m : 2 * m])
+    return ia, data.to_model_range(ia), ib, data.to_model_range(ib)
+
+
+def feature_metrics(real_a, real_b, fake, *, extractor: str) -> dict:
+    """FID/KID/PRDC/MiFID of ``fake`` against ``real_a``, and the floor ``real_b`` against ``real_a``."""
+    fn = ev.load_feature_fn(extractor)
+    fa, fb, ff = (ev.extract_features(x, fn=fn) for x in (real_a, real_b, fake))
+    out = {"extractor": extractor, "extractor_description": ev.describe_extractor(extractor),
+           "generated": ev.feature_distances(fa, ff, extractor=extractor),
+           "floor": ev.feature_distances(fa, fb, extractor=extractor)}
+    fid_gen = next(v for k, v in out["generated"].items() if k.startswith("fid_"))
+    fid_floor = next(v for k, v in out["floor"].items() if k.startswith("fid_"))
+    mifid_name = metric_name("mifid", extractor=extractor, n=len(ff))
+    out["generated"][mifid_name] = mifid_from_features(fa, ff) if len(ff) else float("nan")
+    out["floor"][mifid_name] = mifid_from_features(fa, fb)
+    k = min(5, len(fa) - 1)
+    out["generated"]["prdc"] = precision_recall_density_coverage(fa, ff, k=k)
+    out["floor"]["prdc"] = precision_recall_density_coverage(fa, fb, k=k)
+    out["fid_ratio_to_floor"] = fid_gen / fid_floor if fid_floor > 0 else float("inf")
+    return out
+
+
+def morphology_section(lin_a, lin_b, lin_fake, *, seed: int) -> tuple[dict, dict]:
+    """Fast-path morphology of the three sets; per property KS/W1 for generated and the floor."""
+    from galaxy_core.metrics.morphology import compare_distributions, synthetic_galaxy_distance
+
+    tables = {name: ev.morphology(x) for name, x in (("real", lin_a), ("heldout", lin_b), ("generated", lin_fake))}
+    cols = [c for c in ev.MORPHOLOGY_COLUMNS if c in tables["real"].colnames]
+    comp = {}
+    for col in cols:
+        try:
+            comp[col] = {"generated": compare_distributions(tables["real"][col], tables["generated"][col]),
+                         "floor": compare_distributions(tables["real"][col], tables["heldout"][col])}
+        except ValueError as e:
+            comp[col] = {"error": str(e)}
+    ok = [c for c in cols if "error" not in comp[c]]
+    summary = {"properties": comp,
+               "failed": {k: int(np.sum(t["failed"])) for k, t in tables.items()},
+               "count": {k: len(t) for k, t in tables.items()}}
+    if ok:
+        summary["sgd"] = {"generated": synthetic_galaxy_distance(tables["real"], tables["generated"], ok),
+                          "floor": synthetic_galaxy_distance(tables["real"], tables["heldout"], ok),
+                          "columns": ok, "note": "morphology properties measured on the images, "
+                          "each Wasserstein distance divided by the real spread"}
+    return summary, tables
+
+
+def cmd_section(model: Pretrained, data, flux_a, idx_a, flux_b, idx_b, flux_fake) -> dict | None:
+    """Colour-magnitude diagram (M_r vs g - r) with the thesis' acceptance box, for g/r data."""
+    from galaxy_core.metrics.photometry import absolute_magnitude, acceptance_box, fraction_in_box
+
+    bands = [c.lower() for c in model.channels]
+    if not model.physical or "g" not in bands or "r" not in bands:
+        return None
+    zp = model.meta["data"].get("zero_point")
+    cat = data.catalog
+    if cat is None or "redshift" not in cat.colnames:
+        return {"skipped": "the training data has no redshifts, so absolute magnitudes are unknown"}
+    z = np.asarray(cat["redshift"], float)
+    z_med = float(np.median(z))
+    out, pts = {"zero_point": zp, "median_redshift": z_med, "cosmology": "FlatLambdaCDM(H0=70, Om0=0.3)"}, {}
+    for name, flux, zs in (("real", flux_a, z[idx_a]), ("heldout", flux_b, z[idx_b]),
+                           ("generated", flux_fake, np.full(len(flux_fake), z_med))):
+        m_r, g_r = ev.colour_magnitude(flux, channels=model.channels, zero_point=zp)
+        pts[name] = (absolute_magnitude(m_r, zs), g_r, m_r)
+    box = acceptance_box(pts["real"][0], pts["real"][1], nsigma=1.75)
+    out["box"] = {"mag_lo": box.mag_lo, "mag_hi": box.mag_hi, "colour_lo": box.colour_lo, "colour_hi": box.colour_hi,
+                  "nsigma": 1.75}
+    for name in ("generated", "heldout"):
+        out[f"fraction_in_box_{name}"] = fraction_in_box(pts[name][0], pts[name][1], box)
+        out[f"n_{name}"] = int(np.sum(np.isfinite(pts[name][0]) & np.isfinite(pts[name][1])))
+    out["points"] = pts
+    return out
+
+
+def memorisation_section(model: Pretrained, data, fake, *, n_queries: int, metric: str = "l1", k: int = 3) -> dict:
+    """Nearest training images of generated samples, against held-out and training baselines."""
+    from galaxy_core.metrics.vetting import memorisation_report, nearest_matches
+
+    train = data.images  # memory-mapped, native dtype
+    q = fake[:n_queries]
+    idx, d = nearest_matches(q, train, metric=metric, k=k)
+    held, held_note = ev.held_out_sample(model.meta, data, n_queries)
+    rng = np.random.default_rng(1)
+    sub = rng.choice(len(data), size=min(n_queries, len(data)), replace=False)
+    train_d = ev.leave_one_out(train, sub, metric=metric)
+    if held is not None:
+        _, hd = nearest_matches(held, train, metric=metric, k=1)
+        held_d = hd[:, 0]
+    else:
+        held_d = train_d
+    rep = memorisation_report(d[:, 0], held_d, train_d, percentile=5.0)
+    return {"metric": metric, "k": k, "indices": idx, "distances": d, "heldout_note": held_note,
+            "heldout_d": held_d, "train_d": train_d, "report": rep}
+
+
+def _write_csv(path: Path, header: list[str], rows) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(header)
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def _write_figures(out: Path, figures: dict, *, png: bool) -> str | None:
+    """HTML for every figure, and PNG copies when the exporter works; returns why not if not."""
+    for name, fig in figures.items():
+        atomic_write_text(out / f"{name}.html", fig.to_html(include_plotlyjs="cdn", full_html=True))
+    if not png or not figures:
+        return None if png else "PNG export turned off"
+    try:
+        import plotly.io as pio
+
+        pio.write_images(list(figures.values()), [str(out / f"{n}.png") for n in figures], width=900, height=500)
+    except Exception as e:  # kaleido missing, or no Chromium for it
+        return f"PNG export failed ({type(e).__name__}: {e}); the HTML files have every plot"
+    return None
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items() if k not in ("points",)}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def evaluate_checkpoint(
+    checkpoint: str | os.PathLike,
+    *,
+    report_dir: str | os.PathLike,
+    data: str | None = None,
+    n: int = 500,
+    extractors: tuple[str, ...] = ("galaxy",),
+    morphology: bool = True,
+    memorisation: bool = True,
+    n_queries: int = 64,
+    seed: int = 0,
+    png: bool = True,
+    step: Step | None = None,
+) -> dict:
+    """Evaluate a checkpoint and write the report folder (see module docstring).
+
+    Parameters
+    ----------
+    checkpoint : path
+        Generator checkpoint (``NAME.json``).
+    report_dir : path
+        Output folder (created).
+    data : str, optional
+        Reference dataset spec; default: the data the checkpoint was trained on.
+    n : int
+        Generated samples, and real samples per split (fewer if the data is small).
+    extractors : tuple of str
+        Feature extractors for FID/KID/PRDC/MiFID (``galaxy``, ``inception``, ``pix8``).
+    morphology, memorisation : bool
+        Run those sections.
+    n_queries : int
+        Generated samples searched for nearest training images.
+    seed : int
+        Seed of the generated latents and the real splits.
+    png : bool
+        Also export plots as PNG.
+    step : callable, optional
+        Called with a line of text as each section starts (a progress report).
+
+    Returns
+    -------
+    dict
+        The summary written to ``summary.json``.
+    """
+    say = step or (lambda s: log.info(s))
+    out = Path(report_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    model = load_pretrained(checkpoint)
+    spec = ev.training_data(model.meta)
+    if data is not None:
+        spec["spec"] = data
+    say(f"opening reference data {spec['spec']}")
+    ref = ev.open_reference(spec["spec"], resolution=spec["resolution"], crop=spec["crop"], count=spec["count"],
+                            seed=spec["seed"], normalisation=spec["normalisation"])
+    ev.check_compatible(model, ref)
+    idx_a, real_a, idx_b, real_b = _split_real(ref, n, seed=seed)
+    say(f"generating {len(real_a)} samples")
+    _, fake = ev.generated_sample(model, len(real_a), seed=seed)
+    summary: dict = {"checkpoint": model.name, "checkpoint_id": model.id, "data": ref.name,
+                     "data_key": ref.manifest["key"], "n": len(real_a), "seed": seed,
+                     "floor_definition": f"a second, disjoint real sample of {len(real_b)} images"}
+    rows, figures = [], {}
+    summary["features"] = {}
+    for name in extractors:
+        say(f"feature metrics with the {name} extractor")
+        fm = feature_metrics(real_a, real_b, fake, extractor=name)
+        summary["features"][name] = fm
+        for key, value in fm["generated"].items():
+            if isinstance(value, dict):
+                for sub, v in value.items():
+                    rows.append([f"{sub}_{name}_{len(real_a)}", v, fm["floor"][key][sub]])
+            else:
+                rows.append([key, value, fm["floor"].get(key)])
+    lin = {k: ev.to_linear(x, stretch=model.stretch) for k, x in (("a", real_a), ("b", real_b), ("fake", fake))}
+    if morphology:
+        say("morphology (segmentation fast path)")
+        morph, tables = morphology_section(lin["a"], lin["b"], lin["fake"], seed=seed)
+        summary["morphology"] = morph
+        tables["real"].write(out / "morphology_real.csv", overwrite=True)
+        tables["generated"].write(out / "morphology_generated.csv", overwrite=True)
+        for col, (short, axis) in ev.MORPHOLOGY_COLUMNS.items():
+            if col in tables["real"].colnames:
+                figures[f"morphology_{col}"] = plots.histograms(
+                    {"real": np.asarray(tables["real"][col], float),
+                     "generated": np.asarray(tables["generated"][col], float)},
+                    title=f"{short}: real vs generated", x_title=axis)
+                c = morph["properties"].get(col, {})
+                if "generated" in c:
+                    rows.append([f"ks_{col}", c["generated"]["ks"], c["floor"]["ks"]])
+                    rows.append([f"wasserstein_{col}", c["generated"]["wasserstein"], c["floor"]["wasserstein"]])
+        if "sgd" in morph:
+            rows.append(["sgd_morphology", morph["sgd"]["generated"]["sgd"], morph["sgd"]["floor"]["sgd"]])
+    say("colour-magnitude diagram")
+    cmd = cmd_section(model, ref, lin["a"], idx_a, lin["b"], idx_b, lin["fake"]) if model.physical else None
+    if cmd and "box" in cmd:
+        pts = cmd["points"]
+        _write_csv(out / "cmd.csv", ["set", "M_r", "g_r", "m_r"],
+                   [[name, *vals] for name, arr in pts.items() for vals in zip(*arr)])
+        box = cmd["box"]
+        figures["cmd"] = plots.colour_magnitude(
+            {k: (v[0], v[1]) for k, v in pts.items()},
+            box={"mag_min": box["mag_lo"], "mag_max": box["mag_hi"], "colour_min": box["colour_lo"],
+                 "colour_max": box["colour_hi"]},
+            title="colour–magnitude diagram (box: real median ± 1.75σ)", mag_title="M_r (mag)",
+            colour_title="g − r (mag)")
+        rows.append(["cmd_fraction_in_box", cmd["fraction_in_box_generated"], cmd["fraction_in_box_heldout"]])
+    summary["cmd"] = cmd
+    if memorisation:
+        say(f"nearest training images of {n_queries} generated samples")
+        mem = memorisation_section(model, ref, fake, n_queries=n_queries)
+        rep = mem["report"]
+        summary["memorisation"] = {"metric": "l1 on the central 50%", "heldout": mem["heldout_note"],
+                                   **{k: v for k, v in rep.items() if k != "flagged"},
+                                   "flagged_samples": np.flatnonzero(rep["flagged"]).tolist()}
+        rows.append(["memorisation_fraction_flagged", rep["fraction_flagged"], rep["expected_fraction"]])
+        figures["memorisation"] = plots.histograms(
+            {"generated → train": mem["distances"][:, 0], "held-out → train": mem["heldout_d"],
+             "train → other train": mem["train_d"]},
+            title="distance to the nearest training image", x_title="mean |Δ| on the central 50% (model range)")
+        order = np.argsort(mem["distances"][:, 0])
+        panel = []
+        for i in order[:8]:
+            panel.append(fake[i])
+            panel.extend(ref.to_model_range(mem["indices"][i]))
+        save_png(out / "nearest_matches.png", make_grid(to_rgb(np.stack(panel), model.channels), ncols=1 + mem["k"]),
+                 scale=2 if model.resolution <= 32 else 1)
+        _write_csv(out / "nearest_matches.csv", ["sample", "flagged"] + [f"nn{j}_index" for j in range(mem["k"])]
+                   + [f"nn{j}_distance" for j in range(mem["k"])],
+                   [[int(i), bool(rep["flagged"][i]), *mem["indices"][i].tolist(), *mem["distances"][i].tolist()]
+                    for i in order])
+    _write_csv(out / "metrics.csv", ["metric", "generated", "real_vs_real_floor"], rows)
+    why = _write_figures(out, figures, png=png)
+    summary["png_note"] = why
+    summary["seconds"] = time.perf_counter() - t0
+    atomic_write_json(out / "summary.json", _jsonable(summary))
+    return summary
