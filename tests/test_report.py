@@ -24,9 +24,9 @@ def report(tmp_path_factory):
 def test_report_files_and_names(report):
     out, summary = report
     for name in ("summary.json", "metrics.csv", "morphology_real.csv", "morphology_generated.csv",
-                 "memorisation.html", "nearest_matches.png", "nearest_matches.csv", "morphology_ellipticity.html"):
+                 "memorisation_cosine.html", "nearest_matches.png", "nearest_matches.csv", "morphology_ellipticity.html"):
         assert (out / name).exists(), name
-    assert summary["png_note"] is None and (out / "memorisation.png").stat().st_size > 1000
+    assert summary["png_note"] is None and (out / "memorisation_l1.png").stat().st_size > 1000
     rows = {r["metric"]: r for r in csv.DictReader((out / "metrics.csv").open())}
     # metric names record the extractor and the sample size; extractors never share a name
     assert {"fid_galaxy_96", "kid_galaxy_96", "fid_pix8_96", "mifid_galaxy_96", "recall_galaxy_96"} <= set(rows)
@@ -39,8 +39,8 @@ def test_generated_is_further_from_real_than_the_real_floor(report):
     assert fm["generated"]["fid_galaxy_96"] > fm["floor"]["fid_galaxy_96"] > 0
     # a 1,500-step CPU model is still clearly better than noise: within 20x of the real floor
     assert fm["fid_ratio_to_floor"] < 20
-    mem = summary["memorisation"]
-    assert mem["memorised"] is False and 0 <= mem["fraction_flagged"] <= 1
+    mem = summary["memorisation"]["cosine"]
+    assert summary["memorised"] is False and mem["memorised"] is False and 0 <= mem["fraction_flagged"] <= 1
 
 
 def test_cli_evaluate_reports_bad_checkpoint(tmp_path):
