@@ -1,0 +1,214 @@
+"""Principal directions of a generator's latent space, for walking along them.
+
+Two ways to find directions:
+
+* :func:`latent_pca`: PCA over sampled latents ``z``. For an isotropic Gaussian prior the
+  components are close to arbitrary orthonormal axes with nearly equal variance; they are a
+  neutral, reproducible basis for a grid walk.
+* :func:`activation_pca`: PCA over an intermediate layer's activations for sampled latents,
+  transferred back to ``z`` by linear regression (the GANSpace recipe of Härkönen et al. 2020,
+  NeurIPS, "GANSpace: Discovering Interpretable GAN Controls", for generators without a
+  mapping network). These directions follow what the generator actually varies most (size,
+  brightness, orientation), ordered by the variance they explain in that layer.
+
+Both return :class:`Directions`; :func:`walk` moves a latent along them in units of each
+direction's standard deviation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class Directions:
+    """Unit-length latent directions with their spread.
+
+    Attributes
+    ----------
+    vectors : ndarray, (k, z_dim), float32
+        Unit-norm directions in latent space, most important first.
+    std : ndarray, (k,), float32
+        Standard deviation of the sampled latents projected on each direction (so a step of
+        ``1`` in :func:`walk` is one typical deviation).
+    explained : ndarray, (k,), float32
+        Fraction of the variance (of ``z`` or of the layer's activations) each component explains.
+    source : str
+        ``"z"`` or ``"layer <name>"``.
+    """
+
+    vectors: np.ndarray
+    std: np.ndarray
+    explained: np.ndarray
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+
+def _pca(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Top-k principal axes of the rows of ``x``: (axes (k, F), coords (N, k), explained (k,)).
+
+    Few features: exact eigen-decomposition of the (F, F) covariance. Many features: randomised
+    SVD (Halko, Martinsson & Tropp 2011, via :func:`torch.svd_lowrank`) with a fixed seed, which
+    finds the leading axes at a fraction of the cost of a full SVD. Each axis's sign is fixed so
+    its largest entry is positive, so results are reproducible.
+    """
+    xc = x - x.mean(axis=0, keepdims=True)
+    total = float((xc**2).sum())
+    k = min(k, *xc.shape)
+    if xc.shape[1] <= 512:
+        w, v = np.linalg.eigh(xc.T @ xc)  # ascending eigenvalues
+        axes, var = v[:, ::-1][:, :k].T, w[::-1][:k]
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            _, s, v = torch.svd_lowrank(torch.from_numpy(xc), q=min(k + 10, *xc.shape), niter=4)
+        axes, var = v[:, :k].T.numpy(), (s[:k] ** 2).numpy()
+    signs = np.sign(axes[np.arange(k), np.abs(axes).argmax(axis=1)])
+    axes = axes * signs[:, None]
+    return axes, xc @ axes.T, (var / max(total, 1e-300)).astype(np.float32)
+
+
+def latent_pca(z: np.ndarray, *, k: int = 8) -> Directions:
+    """PCA directions over sampled latents.
+
+    Parameters
+    ----------
+    z : ndarray, (N, z_dim), float
+        Sampled latents, N > 1.
+    k : int
+        Number of directions (at most ``min(N, z_dim)``).
+
+    Returns
+    -------
+    Directions
+        Orthonormal ``vectors``.
+    """
+    z = np.asarray(z, np.float64)
+    if z.ndim != 2 or len(z) < 2:
+        raise ValueError(f"need (N, z_dim) latents with N > 1, got shape {z.shape}")
+    axes, coords, explained = _pca(z, k)
+    return Directions(axes.astype(np.float32), coords.std(axis=0).astype(np.float32), explained, "z")
+
+
+def layer_names(G: torch.nn.Module) -> list[str]:
+    """Names of the generator's leaf modules whose outputs can be used by :func:`activation_pca`."""
+    return [name for name, m in G.named_modules() if name and not list(m.children())]
+
+
+class _Captured(Exception):
+    """Raised by the forward hook to skip the layers after the one being read."""
+
+
+def default_layer(G: torch.nn.Module) -> str:
+    """The first activation module (the output of the first block), a good GANSpace layer."""
+    acts = (torch.nn.ReLU, torch.nn.LeakyReLU, torch.nn.SiLU, torch.nn.GELU, torch.nn.PReLU)
+    names = [name for name, m in G.named_modules() if isinstance(m, acts)]
+    return names[0] if names else layer_names(G)[0]
+
+
+@torch.no_grad()
+def layer_activations(G: torch.nn.Module, z: np.ndarray, *, layer: str, batch: int = 500) -> np.ndarray:
+    """Flattened output of module ``layer`` of ``G`` for latents ``z``: (N, F) float32.
+
+    The output is captured with a forward hook (a copy, so in-place operations later cannot
+    alter it), and the forward pass is cut short after that layer, so early layers are cheap.
+    """
+    modules = dict(G.named_modules())
+    if layer not in modules:
+        raise ValueError(f"generator has no layer {layer!r}; known: {', '.join(layer_names(G))}")
+    captured: list[torch.Tensor] = []
+
+    def hook(_module, _inputs, out):
+        captured.append(out.detach().flatten(1).clone())
+        raise _Captured
+
+    handle = modules[layer].register_forward_hook(hook)
+    try:
+        device = next(G.parameters()).device
+        zt = torch.as_tensor(np.asarray(z, np.float32))
+        for i in range(0, len(zt), batch):
+            try:
+                G(zt[i : i + batch].to(device))
+            except _Captured:
+                pass
+    finally:
+        handle.remove()
+    return torch.cat(captured).float().cpu().numpy()
+
+
+def activation_pca(G: torch.nn.Module, z: np.ndarray, *, layer: str, k: int = 8) -> Directions:
+    """GANSpace directions: PCA of a layer's activations, regressed back onto ``z``.
+
+    With ``X`` the (N, k) principal coordinates of the activations of latents ``Z`` (N, z_dim),
+    the latent directions are the rows of ``U = argmin ||X U - (Z - mean Z)||``, normalised to
+    unit length (Härkönen et al. 2020, section 2). They are not exactly orthogonal.
+
+    Parameters
+    ----------
+    G : torch.nn.Module
+        The generator, in eval mode.
+    z : ndarray, (N, z_dim), float
+        Sampled latents; N should be well above the number of activation features that matter
+        (a few thousand for a 64 px DCGAN's first layer).
+    layer : str
+        A name from :func:`layer_names`, e.g. ``"main.2"`` (after the first block of a DCGAN).
+    k : int
+        Number of directions.
+    """
+    z = np.asarray(z, np.float64)
+    acts = layer_activations(G, z, layer=layer).astype(np.float64)
+    _, coords, explained = _pca(acts, k)
+    zc = z - z.mean(axis=0, keepdims=True)
+    u, *_ = np.linalg.lstsq(coords, zc, rcond=None)  # (k, z_dim)
+    u /= np.maximum(np.linalg.norm(u, axis=1, keepdims=True), 1e-12)
+    std = (zc @ u.T).std(axis=0)
+    return Directions(u.astype(np.float32), std.astype(np.float32), explained, f"layer {layer}")
+
+
+def walk(z0, directions: Directions, coeffs) -> np.ndarray:
+    """Move latents along directions: ``z0 + sum_i c_i std_i u_i``.
+
+    Parameters
+    ----------
+    z0 : array_like, (z_dim,)
+        Start latent.
+    directions : Directions
+    coeffs : array_like, (k,) or (M, k)
+        Steps in standard deviations along each direction (missing trailing ones are 0).
+
+    Returns
+    -------
+    ndarray, (z_dim,) or (M, z_dim), float32
+    """
+    c = np.asarray(coeffs, np.float64)
+    single = c.ndim == 1
+    c = np.atleast_2d(c)
+    k = min(c.shape[1], len(directions))
+    step = (c[:, :k] * directions.std[:k]) @ directions.vectors[:k]
+    out = (np.asarray(z0, np.float64)[None] + step).astype(np.float32)
+    return out[0] if single else out
+
+
+def walk_grid(z0, directions: Directions, *, components: list[int], span: float = 3.0, steps: int = 7,
+              base_coeffs=None) -> np.ndarray:
+    """Latents for a grid: one row per component, ``steps`` columns from ``-span`` to ``+span``.
+
+    Returns
+    -------
+    ndarray, (len(components) * steps, z_dim), float32
+        Row-major: all columns of the first component, then the next.
+    """
+    base = np.zeros(len(directions)) if base_coeffs is None else np.asarray(base_coeffs, np.float64).copy()
+    offsets = np.linspace(-span, span, steps)
+    coeffs = []
+    for comp in components:
+        for off in offsets:
+            c = base.copy()
+            c[comp] += off
+            coeffs.append(c)
+    return walk(z0, directions, np.array(coeffs))

@@ -1,0 +1,144 @@
+"""Home: the chosen checkpoint's model card and a grid of its samples."""
+
+from __future__ import annotations
+
+import random
+
+import streamlit as st
+
+from galaxy_core.explore.evaluation import describe_extractor
+from galaxy_core.explore.export import frames_zip
+from galaxy_core.explore.sampling import model_card_lines
+from galaxy_core.models.pretrained import Pretrained
+from studio_ui import nav, state, widgets
+
+nav.ensure_app()  # first request for this URL on a fresh server: run the app entry instead
+
+SEED_KEY = "home_seed"
+METRIC_NAMES = {"fd": "Fréchet distance", "fid": "Fréchet distance (FID)", "kid": "Kernel distance (KID)",
+                "mifid": "Memorisation-informed FID", "prdc": "Precision / recall"}
+
+
+def split_metric_name(name: str) -> tuple[str, str, str]:
+    """``"fid_galaxy_5k"`` -> ("fid", "galaxy", "5k"); names without the pattern pass through."""
+    parts = name.split("_")
+    if len(parts) >= 3:
+        return parts[0], "_".join(parts[1:-1]), parts[-1]
+    return name, "—", "—"
+
+
+def facts_ui(model: Pretrained) -> None:
+    meta, d, tr = model.meta, model.meta.get("data", {}), model.meta.get("training", {})
+    wall = (tr.get("wall_time_s") or 0) / 60
+    ips = tr.get("images_per_s")
+    rows = [
+        [("Architecture", str(meta.get("arch", "?")).upper(),
+          ", ".join(f"{k}={v}" for k, v in (meta.get("model") or {}).items() if k != "arch")),
+         ("Resolution", f"{model.resolution} px", f"channels in array order: {', '.join(model.channels)}"),
+         ("Training data", f"{d.get('name')} · {d.get('count')}", f"{d.get('count')} images from {d.get('source')}")],
+        [("Training steps", f"{tr.get('step', 0):,}",
+          f"{tr.get('kimg', 0):.1f} kimg, {tr.get('epochs', 0):.1f} epochs"),
+         ("Training time", f"{wall:.1f} min", f"on {tr.get('device')} ({tr.get('cpu')})"),
+         ("Throughput", f"{ips:.0f} img/s" if ips else "—", "training images per second")],
+    ]
+    for row in rows:
+        for col, (label, value, help_text) in zip(st.columns(3), row):
+            col.metric(label, value, help=help_text or None)
+
+
+def metrics_table_ui(model: Pretrained) -> None:
+    metrics = model.meta.get("metrics") or {}
+    if not metrics:
+        st.caption("No quality metrics were recorded for this checkpoint (live evaluation was off). "
+                   "Measure them on the Evaluation page.")
+        return
+    rows = []
+    for name, value in metrics.items():
+        kind, extractor, n = split_metric_name(name)
+        rows.append({"metric": name, "measures": METRIC_NAMES.get(kind, kind), "extractor": extractor,
+                     "samples": n, "value": value if isinstance(value, (int, float)) else str(value)})
+    st.dataframe(rows, hide_index=True, width="stretch",
+                 column_config={"value": st.column_config.NumberColumn(format="%.4g")})
+    for extractor in sorted({r["extractor"] for r in rows} - {"—"}):
+        st.caption(f"**{extractor}**: {describe_extractor(extractor)}.")
+    best = model.meta.get("best")
+    if best:
+        st.caption(f"Best value of {best.get('metric')} reached at step {best.get('step')}.")
+
+
+def model_card_ui(model: Pretrained) -> None:
+    st.subheader(f":material/badge: {model.name}")
+    widgets.model_badge(model)
+    facts_ui(model)
+    st.markdown("**Measured quality**")
+    metrics_table_ui(model)
+    if model.meta.get("note"):
+        st.info(model.meta["note"], icon=":material/sticky_note_2:")
+    with st.expander("Full model card"):
+        st.code("\n".join(model_card_lines(model.meta)), language=None, wrap_lines=True)
+        st.json({k: v for k, v in model.meta.items() if k not in ("optimizer", "config")}, expanded=False)
+
+
+def _new_seed() -> None:
+    st.session_state[SEED_KEY] = random.randrange(0, 2**31 - 1)
+
+
+def sample_controls_ui() -> tuple[int, int]:
+    c1, c2 = st.columns([3, 2], vertical_alignment="bottom")
+    with c1:
+        seed = widgets.seed_ui("Seed", key=SEED_KEY, default=0)
+    with c2:
+        st.button("New samples", icon=":material/casino:", on_click=_new_seed, width="stretch",
+                  help="Draw a fresh random seed")
+    n = st.select_slider("Samples", options=[4, 9, 16, 25, 36, 64], value=16, key="home_n")
+    return seed, n
+
+
+def samples_ui(model: Pretrained) -> None:
+    st.subheader(":material/grid_view: Samples")
+    seed, n = sample_controls_ui()
+    z = state.seed_latents(model, seed, n)
+    rgb = state.render(model, z)
+    scale = widgets.display_scale(model.resolution)
+    record = widgets.record_for(model, seed=seed, count=n, note="image i comes from latents(seed, n)[i]")
+    grid = widgets.grid_png(rgb, record, scale=scale)
+    widgets.show_image(grid, f"{n} samples from seed {seed}, shown ×{scale}. {widgets.stretch_note(model)}")
+    widgets.download_row([
+        ("Grid (PNG)", grid, f"{model.name}_seed{seed}_grid.png", "image/png"),
+        ("Each image (zip)", lambda: frames_zip(rgb, z, record=record, prefix="sample"),  # built when clicked
+         f"{model.name}_seed{seed}.zip", "application/zip"),
+        widgets.latents_download(z, f"{model.name}_seed{seed}_latents.npy"),
+    ], key="home_dl")
+
+
+NEXT_STEPS = {
+    "Train": "Train your own model and watch galaxies emerge",
+    "Latent Explorer": "Interpolate between seeds and walk latent directions",
+    "Style Mixing": "Mix coarse and fine styles of two galaxies",
+    "Sky Composer": "Compose a sparse sky of generated galaxies",
+    "Evaluation": "FID/KID, morphology and colours against real data",
+    "Memorisation": "Check that samples are not copies of training images",
+}
+
+
+def next_steps_ui() -> None:
+    st.divider()
+    specs = [p for p in nav.available() if p.title in NEXT_STEPS]
+    if not specs:
+        return
+    for col, spec in zip(st.columns(len(specs)), specs):
+        with col:
+            st.page_link(spec.file, label=spec.title, icon=spec.icon)
+            st.caption(NEXT_STEPS[spec.title])
+
+
+widgets.page_header("Galaxy GAN Studio", "Generative adversarial networks for galaxy images — trained, explored "
+                    "and evaluated on this machine. Pick a checkpoint in the sidebar.")
+with widgets.error_boundary("Loading the checkpoint"):
+    model = state.selected_model()
+    left, right = st.columns([3, 2], gap="large")
+    with left:
+        model_card_ui(model)
+    with right:
+        samples_ui(model)
+next_steps_ui()

@@ -1,0 +1,135 @@
+"""Cached access to checkpoints and generated images, shared by every page.
+
+Models are loaded once per process (``st.cache_resource``), keyed by path and modification time
+so a run's ``last`` checkpoint is reloaded when training rewrites it. Generated images are pure
+functions of (checkpoint, latents) and cached with ``st.cache_data``, so moving one slider only
+regenerates the images that slider changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from galaxy_core.errors import CheckpointError
+from galaxy_core.io.render import to_rgb
+from galaxy_core.models.pretrained import Pretrained, list_checkpoints, load_pretrained
+from galaxy_core.paths import checkpoints_dir, runs_dir
+
+CHECKPOINT_KEY = "checkpoint"  # st.session_state key of the sidebar's checkpoint picker
+
+
+@dataclass(frozen=True)
+class CheckpointRef:
+    """A checkpoint on disk, as the app lists it."""
+
+    path: str        # the checkpoint JSON
+    label: str       # e.g. "dcgan_sim64 · shipped" or "classroom · last"
+    shipped: bool
+
+    @property
+    def mtime_ns(self) -> int:
+        return stamp(self.path)
+
+
+def stamp(path: str) -> int:
+    """Modification time of a checkpoint's tensors (0 when missing): part of every cache key."""
+    try:
+        return Path(path).with_suffix(".safetensors").stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
+def find_checkpoints() -> list[CheckpointRef]:
+    """Shipped checkpoints first (by name), then every run's ``best`` and ``last``."""
+    refs = [CheckpointRef(str(p), f"{p.stem} · shipped", True) for p in list_checkpoints(checkpoints_dir())]
+    for p in list_checkpoints(runs_dir()):
+        if p.parent.name == "checkpoints":
+            refs.append(CheckpointRef(str(p), f"{p.parent.parent.name} · {p.stem}", False))
+    return refs
+
+
+@st.cache_resource(max_entries=8, show_spinner="Loading the generator…")
+def _load(path: str, mtime_ns: int) -> Pretrained:
+    return load_pretrained(path)
+
+
+def load_model(path: str) -> Pretrained:
+    """The generator of a checkpoint, loaded once per process (and again when the file changes)."""
+    if not Path(path).with_suffix(".json").exists():
+        raise CheckpointError(f"{path}: checkpoint not found (was it deleted or moved?)")
+    return _load(path, stamp(path))
+
+
+def selected_path() -> str | None:
+    """The checkpoint chosen in the sidebar (None when there is none)."""
+    return st.session_state.get(CHECKPOINT_KEY)
+
+
+def selected_model() -> Pretrained:
+    """The sidebar's checkpoint, loaded; raises :class:`CheckpointError` when none is usable."""
+    path = selected_path()
+    if not path:
+        raise CheckpointError("no checkpoint selected: train one on the Train page or add one to checkpoints/")
+    return load_model(path)
+
+
+@st.cache_data(max_entries=128, show_spinner=False)
+def _render(path: str, mtime_ns: int, z: np.ndarray) -> np.ndarray:
+    model = _load(path, mtime_ns)
+    return to_rgb(model.generate(z), model.channels)
+
+
+def render(model: Pretrained, z: np.ndarray) -> np.ndarray:
+    """Display RGB for latents ``z`` (n, z_dim): uint8 (n, H, W, 3), cached by value of ``z``."""
+    return _render(str(model.path), stamp(str(model.path)), np.ascontiguousarray(z, np.float32))
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _seed_latents(path: str, mtime_ns: int, seed: int, n: int) -> np.ndarray:
+    return _load(path, mtime_ns).latents(seed, n).numpy()
+
+
+def seed_latents(model: Pretrained, seed: int, n: int) -> np.ndarray:
+    """(n, z_dim) float32 latents of a seed (``latents(seed, n)[i]`` is independent of n)."""
+    return _seed_latents(str(model.path), stamp(str(model.path)), int(seed), int(n))
+
+
+def model_cache_key(model: Pretrained) -> tuple[str, int]:
+    """(path, mtime) identifying a loaded model in other cached functions."""
+    return str(model.path), stamp(str(model.path))
+
+
+def cached_model(key: tuple[str, int]) -> Pretrained:
+    """The model for a :func:`model_cache_key` (used inside ``st.cache_data`` functions)."""
+    return _load(*key)
+
+
+@st.cache_resource(max_entries=8, show_spinner="Preparing the reference data (cached after the first time)…")
+def _dataset(spec: str, resolution: int, crop: float, count: int | None, seed: int, normalisation: str):
+    from galaxy_core.explore.evaluation import open_reference
+
+    return open_reference(spec, resolution=resolution, crop=crop, count=count, seed=seed,
+                          normalisation=normalisation)
+
+
+def dataset(key: tuple):
+    """A prepared dataset for a :func:`data_key`, opened once per process (memory-mapped)."""
+    return _dataset(*key)
+
+
+def data_key(spec: str, *, resolution: int, crop: float = 1.0, count: int | None = None, seed: int = 0,
+             normalisation: str = "asinh") -> tuple:
+    """Hashable description of a dataset: (spec, resolution, crop, count, seed, normalisation)."""
+    return (str(spec), int(resolution), float(crop), None if count is None else int(count), int(seed), normalisation)
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the feature extractor…")
+def feature_fn(name: str):
+    """A feature extractor by name, loaded once per process (see ``galaxy_core.explore.evaluation``)."""
+    from galaxy_core.explore.evaluation import load_feature_fn
+
+    return load_feature_fn(name)

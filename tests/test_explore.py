@@ -1,0 +1,249 @@
+"""Interpolation, latent directions and provenance-carrying exports (galaxy_core.explore)."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from galaxy_core.explore.directions import (
+    activation_pca,
+    default_layer,
+    latent_pca,
+    layer_activations,
+    walk,
+    walk_grid,
+)
+from galaxy_core.explore.export import frames_zip, load_latents, npy_bytes, png_with_record, read_png_record
+from galaxy_core.explore.interpolate import gif_bytes, interpolation_path, key_frames, lerp, slerp
+from galaxy_core.models.dcgan import DCGANConfig, Generator
+
+
+def unit(v):
+    v = np.asarray(v, np.float64)
+    return v / np.linalg.norm(v)
+
+
+# ------------------------------------------------------------------------------ interpolation
+
+
+def test_lerp_endpoints_and_midpoint():
+    a, b = np.array([1.0, 2.0, 3.0]), np.array([3.0, 2.0, -1.0])
+    z = lerp(a, b, [0.0, 0.5, 1.0])
+    np.testing.assert_allclose(z, [a, [2.0, 2.0, 1.0], b], atol=1e-6)
+    assert z.dtype == np.float32 and z.shape == (3, 3)
+
+
+def test_slerp_endpoints():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=100), rng.normal(size=100)
+    z = slerp(a, b, [0.0, 1.0])
+    np.testing.assert_allclose(z[0], a, atol=1e-5)
+    np.testing.assert_allclose(z[1], b, atol=1e-5)
+
+
+def test_slerp_keeps_unit_norm_along_the_arc():
+    rng = np.random.default_rng(2)
+    a, b = unit(rng.normal(size=64)), unit(rng.normal(size=64))
+    z = slerp(a, b, np.linspace(0, 1, 33))
+    np.testing.assert_allclose(np.linalg.norm(z, axis=1), 1.0, atol=1e-6)
+    # equal angular steps: consecutive cosines are all the same
+    cos = np.sum(z[1:] * z[:-1], axis=1) / np.linalg.norm(z[1:], axis=1) / np.linalg.norm(z[:-1], axis=1)
+    np.testing.assert_allclose(cos, cos[0], atol=1e-6)
+
+
+def test_slerp_of_orthogonal_unit_vectors_at_half_is_the_bisector():
+    a, b = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+    np.testing.assert_allclose(slerp(a, b, 0.5)[0], [np.sqrt(0.5), np.sqrt(0.5)], atol=1e-7)
+
+
+def test_slerp_of_parallel_vectors_falls_back_to_lerp():
+    a = np.array([1.0, 1.0, 0.0])
+    np.testing.assert_allclose(slerp(a, 2 * a, [0.25]), lerp(a, 2 * a, [0.25]), atol=1e-6)
+
+
+@pytest.mark.parametrize("n_keys, frames", [(2, 2), (2, 16), (3, 16), (4, 7), (5, 64)])
+def test_interpolation_path_frame_count_and_keys(n_keys, frames):
+    keys = np.random.default_rng(3).normal(size=(n_keys, 10))
+    for method in ("slerp", "lerp"):
+        z = interpolation_path(keys, frames, method=method)
+        assert z.shape == (frames, 10)
+        np.testing.assert_allclose(z[0], keys[0], atol=1e-5)
+        np.testing.assert_allclose(z[-1], keys[-1], atol=1e-5)
+
+
+def test_key_frames_land_on_the_keys_when_steps_divide_evenly():
+    keys = np.random.default_rng(4).normal(size=(3, 5))
+    z = interpolation_path(keys, 9, method="slerp")  # 4 steps per segment
+    assert key_frames(3, 9) == [0, 4, 8]
+    np.testing.assert_allclose(z[[0, 4, 8]], keys, atol=1e-5)
+
+
+@pytest.mark.parametrize("keys, frames, match", [
+    (np.zeros((1, 4)), 8, "at least two"),
+    (np.zeros((4, 4)), 3, "at least 4"),
+])
+def test_interpolation_path_rejects_impossible_requests(keys, frames, match):
+    with pytest.raises(ValueError, match=match):
+        interpolation_path(keys, frames)
+
+
+def test_interpolation_path_rejects_unknown_method():
+    with pytest.raises(ValueError, match="unknown interpolation"):
+        interpolation_path(np.zeros((2, 3)), 4, method="cubic")
+
+
+def test_gif_has_every_frame_forwards_and_back_and_loops():
+    frames = np.stack([np.full((8, 8, 3), v, np.uint8) for v in (0, 80, 160, 240)])
+    data = gif_bytes(frames, fps=10, scale=2)
+    with Image.open(io.BytesIO(data)) as im:
+        assert im.format == "GIF" and im.size == (16, 16)
+        assert im.n_frames == 6  # 4 forwards + 2 back (no repeated ends)
+        assert im.info["loop"] == 0 and im.info["duration"] == 100
+
+
+# --------------------------------------------------------------------------------- directions
+
+
+def test_latent_pca_directions_are_orthonormal():
+    z = np.random.default_rng(5).normal(size=(500, 32))
+    d = latent_pca(z, k=8)
+    np.testing.assert_allclose(d.vectors @ d.vectors.T, np.eye(8), atol=1e-5)
+    assert np.all(np.diff(d.explained) <= 1e-7) and 0 < d.explained.sum() <= 1
+
+
+def test_latent_pca_finds_the_high_variance_axis():
+    rng = np.random.default_rng(6)
+    z = rng.normal(size=(2000, 6))
+    z[:, 3] *= 5.0  # std 5 along axis 3
+    d = latent_pca(z, k=2)
+    assert abs(d.vectors[0, 3]) > 0.99
+    assert d.std[0] == pytest.approx(5.0, rel=0.05)
+
+
+@pytest.fixture(scope="module")
+def tiny_G():
+    torch.manual_seed(0)
+    G = Generator(DCGANConfig(resolution=32, num_bands=3, z_dim=16, width=4)).eval()
+    return G
+
+
+def test_layer_activations_stop_after_the_layer_and_leave_no_hook(tiny_G):
+    z = np.random.default_rng(7).normal(size=(10, 16)).astype(np.float32)
+    layer = default_layer(tiny_G)
+    assert layer == "main.2"  # the first ReLU of a DCGAN generator
+    acts = layer_activations(tiny_G, z, layer=layer)
+    assert acts.shape == (10, 16 * 4 * 4)  # (N, 4w * 4 * 4) for 32 px: first block has 4w channels
+    assert all(not m._forward_hooks for m in tiny_G.modules())
+    with pytest.raises(ValueError, match="no layer"):
+        layer_activations(tiny_G, z, layer="main.99")
+
+
+def test_activation_pca_gives_unit_directions(tiny_G):
+    z = np.random.default_rng(8).normal(size=(300, 16))
+    d = activation_pca(tiny_G, z, layer="main.2", k=4)
+    assert d.vectors.shape == (4, 16) and d.source == "layer main.2"
+    np.testing.assert_allclose(np.linalg.norm(d.vectors, axis=1), 1.0, atol=1e-5)
+    assert np.all(np.diff(d.explained) <= 1e-7) and np.all(d.std > 0)
+
+
+def test_walk_moves_by_coefficient_times_std():
+    z = np.random.default_rng(9).normal(size=(400, 12))
+    d = latent_pca(z, k=3)
+    z0 = np.zeros(12, np.float32)
+    np.testing.assert_allclose(walk(z0, d, [0, 0, 0]), z0)
+    moved = walk(z0, d, [2.0, 0, 0])
+    assert float(moved @ d.vectors[0]) == pytest.approx(2.0 * d.std[0], rel=1e-5)
+    grid = walk_grid(z0, d, components=[0, 2], steps=5, span=2.0)
+    assert grid.shape == (10, 12)
+    np.testing.assert_allclose(grid[2], z0, atol=1e-6)  # the middle column is the start point
+
+
+# ------------------------------------------------------------------------------------- export
+
+
+def test_png_record_round_trip():
+    rgb = np.zeros((4, 5, 3), np.uint8)
+    data = png_with_record(rgb, {"checkpoint": "m", "checkpoint_id": "abc", "seed": 3}, scale=2)
+    assert read_png_record(data) == {"checkpoint": "m", "checkpoint_id": "abc", "seed": 3, "display_scale": 2}
+    with Image.open(io.BytesIO(data)) as im:
+        assert im.size == (10, 8)
+
+
+def test_frames_zip_holds_png_json_and_latents():
+    rgb = np.zeros((3, 4, 4, 3), np.uint8)
+    z = np.arange(6, dtype=np.float32).reshape(3, 2)
+    data = frames_zip(rgb, z, record={"checkpoint_id": "abc"}, extra={"strip.png": b"x"})
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        names = set(zf.namelist())
+        assert {"frame_000.png", "frame_002.json", "latents.npy", "record.json", "strip.png"} <= names
+        rec = json.loads(zf.read("frame_001.json"))
+        assert rec["latent"] == [2.0, 3.0] and rec["frame"] == 1 and rec["checkpoint_id"] == "abc"
+        assert read_png_record(zf.read("frame_001.png"))["latent"] == [2.0, 3.0]
+        np.testing.assert_array_equal(np.load(io.BytesIO(zf.read("latents.npy"))), z)
+
+
+def test_load_latents_accepts_vectors_and_matrices():
+    assert load_latents(npy_bytes(np.zeros(5)), z_dim=5).shape == (1, 5)
+    assert load_latents(npy_bytes(np.zeros((3, 5))), z_dim=5).shape == (3, 5)
+
+
+@pytest.mark.parametrize("payload, match", [
+    (b"not a numpy file", "not a readable"),
+    (npy_bytes(np.zeros((2, 4))), r"must be \(5,\)"),
+    (npy_bytes(np.array([np.nan] * 5)), "NaN"),
+])
+def test_load_latents_refuses_bad_files(payload, match):
+    with pytest.raises(ValueError, match=match):
+        load_latents(payload, z_dim=5, name="up.npy")
+
+
+def test_load_latents_never_unpickles():
+    buf = io.BytesIO()
+    np.save(buf, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="not a readable"):
+        load_latents(buf.getvalue(), z_dim=1)
+
+
+# --------------------------------------------------------------------------------- evaluation
+
+
+def test_training_data_comes_from_the_stored_config():
+    from galaxy_core.explore.evaluation import training_data
+
+    meta = {"data": {"name": "sim", "resolution": 64},
+            "config": {"data": {"dataset": "sim", "count": 2000, "seed": 3, "crop": 0.8, "normalisation": "asinh"}}}
+    assert training_data(meta) == {"spec": "sim", "resolution": 64, "crop": 0.8, "count": 2000, "seed": 3,
+                                   "normalisation": "asinh"}
+
+
+def test_to_linear_and_restretch():
+    from galaxy_core.explore.evaluation import restretch, to_linear
+    from galaxy_core.io.stretch import AsinhStretch
+
+    x = np.array([[[[-1.0, 0.0, 1.0]]]])
+    np.testing.assert_allclose(to_linear(x, stretch=None), [[[[0.0, 0.5, 1.0]]]])
+    a = AsinhStretch((1.0,), (-0.5,), (50.0,)).to_dict()
+    b = AsinhStretch((2.0,), (-1.0,), (80.0,)).to_dict()
+    flux = to_linear(x, stretch=a)
+    np.testing.assert_allclose(flux[0, 0, 0, [0, 2]], [-0.5, 50.0], rtol=1e-9)
+    y = restretch(x, source=a, target=b)
+    np.testing.assert_allclose(to_linear(y, stretch=b), flux, rtol=1e-5, atol=1e-6)  # same fluxes
+    assert restretch(x, source=a, target=a) is x
+
+
+def test_feature_distances_are_named_by_extractor_and_count():
+    from galaxy_core.explore.evaluation import extract_features, feature_distances
+
+    rng = np.random.default_rng(0)
+    real = extract_features(rng.uniform(-1, 1, (40, 3, 16, 16)).astype(np.float32), extractor="pix8")
+    fake = extract_features(rng.uniform(-1, 1, (32, 3, 16, 16)).astype(np.float32), extractor="pix8")
+    assert real.shape == (40, 3 * 64)
+    result = feature_distances(real, fake, extractor="pix8")
+    assert set(result) == {"fid_pix8_32", "kid_pix8_32", "kid_pix8_32_std"}
+    assert result["fid_pix8_32"] > 0 and result["kid_pix8_32_std"] > 0
