@@ -40,7 +40,9 @@ def test_generated_is_further_from_real_than_the_real_floor(report):
     # a 1,500-step CPU model is still clearly better than noise: within 20x of the real floor
     assert fm["fid_ratio_to_floor"] < 20
     mem = summary["memorisation"]["cosine"]
-    assert summary["memorised"] is False and mem["memorised"] is False and 0 <= mem["fraction_flagged"] <= 1
+    assert 0 <= mem["fraction_flagged"] <= 1
+    # hdf has no held-out images, so the report gives the statistics but no verdict
+    assert summary["memorised"] is None and "indicative only" in summary["memorised_note"]
 
 
 def test_cli_evaluate_reports_bad_checkpoint(tmp_path):
