@@ -12,6 +12,7 @@ Written files::
     morphology_real.csv, morphology_generated.csv    per-image fast-path measurements
     morphology_<property>.html/.png                  real vs generated histograms
     cmd.csv, cmd.html/.png       colour-magnitude diagram with the acceptance box (g, r data)
+    redshift.html/.png           redshift histogram of the training data (when it has redshifts)
     memorisation_<metric>.html/.png  nearest-training-distance histograms (cosine of
                                  galaxy-encoder features, which gives the verdict, and pixel L1)
     nearest_matches.png, nearest_matches.csv         generated samples beside their nearest
@@ -303,6 +304,13 @@ def evaluate_checkpoint(
             colour_title="g − r (mag)")
         rows.append(["cmd_fraction_in_box", cmd["fraction_in_box_generated"], cmd["fraction_in_box_heldout"]])
     summary["cmd"] = cmd
+    cat = ref.catalog
+    if cat is not None and "redshift" in cat.colnames:
+        z = np.asarray(cat["redshift"], float)
+        summary["redshift"] = {"median": float(np.median(z)), "p5": float(np.percentile(z, 5)),
+                               "p95": float(np.percentile(z, 95)), "count": int(len(z))}
+        figures["redshift"] = plots.histograms({"training data": z}, title="redshift of the training data",
+                                               x_title="redshift z (dimensionless)", density=False)
     if memorisation:
         say(f"nearest training images of {n_queries} generated samples")
         mems = {m: memorisation_section(model, ref, fake, n_queries=n_queries, metric=m) for m in ("cosine", "l1")}
