@@ -130,6 +130,12 @@ def _cmd_evaluate(args) -> int:
     if summary.get("png_note"):
         print(f"note: {summary['png_note']}")
     print(f"report: {args.report} ({summary['seconds']:.0f} s)")
+    if args.record:
+        from galaxy_core.metrics.report import record_in_card
+
+        command = "galaxygan evaluate " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "galaxygan evaluate"
+        record_in_card(args.checkpoint, summary, command=command)
+        print(f"recorded the headline metrics in {args.checkpoint}")
     return 0
 
 
@@ -208,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-morphology", action="store_true")
     ev.add_argument("--no-memorisation", action="store_true")
     ev.add_argument("--no-png", action="store_true", help="write plots as HTML only")
+    ev.add_argument("--record", action="store_true",
+                    help="write the headline metrics (with their real-vs-real floors) into the model card")
     ev.add_argument("--quiet", action="store_true")
     ev.set_defaults(func=_cmd_evaluate)
 

@@ -49,3 +49,20 @@ def test_cli_evaluate_reports_bad_checkpoint(tmp_path):
     r = subprocess.run([sys.executable, "-m", "galaxy_core.cli", "evaluate", str(tmp_path / "none.json"),
                         "--report", str(tmp_path / "r")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "none.json" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_record_in_card_keeps_tensors_valid(report, tmp_path):
+    import shutil
+
+    from galaxy_core.metrics.report import record_in_card
+    from galaxy_core.train.checkpoint import load_checkpoint
+
+    _, summary = report
+    for ext in (".json", ".safetensors"):
+        shutil.copy(checkpoints_dir() / f"dcgan_hdf32{ext}", tmp_path / f"m{ext}")
+    meta = record_in_card(tmp_path / "m.json", summary, command="galaxygan evaluate m.json")
+    assert meta["metrics"]["fid_galaxy_96"] == summary["features"]["galaxy"]["generated"]["fid_galaxy_96"]
+    assert meta["evaluation"]["real_vs_real_floor"]["fid_galaxy_96"] > 0
+    assert "fid_pix8_256" in meta["metrics"]  # the live metric from training is kept
+    _, reloaded = load_checkpoint(tmp_path / "m.json")  # tensor hash still matches
+    assert reloaded["evaluation"]["n"] == 96

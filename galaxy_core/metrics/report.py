@@ -355,3 +355,32 @@ def evaluate_checkpoint(
     summary["seconds"] = time.perf_counter() - t0
     atomic_write_json(out / "summary.json", _jsonable(summary))
     return summary
+
+
+def headline_metrics(summary: dict) -> dict:
+    """The numbers a model card carries: per extractor FID and KID, and the SGD, with floors."""
+    metrics, floors = {}, {}
+    for fm in summary.get("features", {}).values():
+        for key, value in fm["generated"].items():
+            if key.startswith(("fid_", "kid_")) and not key.endswith("_std"):
+                metrics[key], floors[key] = value, fm["floor"][key]
+    sgd = (summary.get("morphology") or {}).get("sgd")
+    if sgd:
+        metrics["sgd_morphology"], floors["sgd_morphology"] = sgd["generated"]["sgd"], sgd["floor"]["sgd"]
+    cmd = summary.get("cmd") or {}
+    if "fraction_in_box_generated" in cmd:
+        metrics["cmd_fraction_in_box"] = cmd["fraction_in_box_generated"]
+        floors["cmd_fraction_in_box"] = cmd["fraction_in_box_heldout"]
+    return {"metrics": metrics, "floors": floors}
+
+
+def record_in_card(checkpoint: str | os.PathLike, summary: dict, *, command: str) -> dict:
+    """Write the headline metrics of an evaluation into the checkpoint's model card."""
+    from galaxy_core.train.checkpoint import update_card
+
+    head = headline_metrics(summary)
+    evaluation = {"command": command, "date": time.strftime("%Y-%m-%d"), "data": summary["data"],
+                  "n": summary["n"], "real_vs_real_floor": head["floors"],
+                  "floor_definition": summary["floor_definition"],
+                  "memorised": summary.get("memorised"), "memorised_note": summary.get("memorised_note")}
+    return update_card(checkpoint, {"metrics": head["metrics"], "evaluation": evaluation})

@@ -116,6 +116,22 @@ def prefixed(prefix: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Ten
     return {f"{prefix}.{k}": v for k, v in state.items()}
 
 
+def update_card(path: str | os.PathLike, updates: dict) -> dict:
+    """Merge ``updates`` into a checkpoint's JSON (atomically); tensors are untouched.
+
+    ``metrics`` is merged key by key; other keys are replaced. The tensor hash stays valid.
+    """
+    _, js_path = _resolve(path)
+    meta = read_meta(js_path)
+    for key, value in updates.items():
+        if key == "metrics":
+            meta.setdefault("metrics", {}).update(value)
+        else:
+            meta[key] = value
+    atomic_write_json(js_path, meta)
+    return meta
+
+
 def checkpoint_id(path: str | os.PathLike) -> str:
     """Short content hash that identifies a checkpoint (recorded with every generated image)."""
     _, js_path = _resolve(path)
