@@ -19,8 +19,16 @@ METRIC_NAMES = {"fd": "Fréchet distance", "fid": "Fréchet distance (FID)", "ki
                 "mifid": "Memorisation-informed FID", "prdc": "Precision / recall"}
 
 
+PLAIN_METRICS = {  # card metrics that are not feature-space distances
+    "sgd_morphology": ("Synthetic Galaxy Distance over morphology (Smith et al. 2022)", "—", "—"),
+    "cmd_fraction_in_box": ("fraction inside the colour–magnitude box (median ± 1.75σ)", "—", "—"),
+}
+
+
 def split_metric_name(name: str) -> tuple[str, str, str]:
     """``"fid_galaxy_5k"`` -> ("fid", "galaxy", "5k"); names without the pattern pass through."""
+    if name in PLAIN_METRICS:
+        return PLAIN_METRICS[name]
     parts = name.split("_")
     if len(parts) >= 3:
         return parts[0], "_".join(parts[1:-1]), parts[-1]
@@ -52,13 +60,21 @@ def metrics_table_ui(model: Pretrained) -> None:
         st.caption("No quality metrics were recorded for this checkpoint (live evaluation was off). "
                    "Measure them on the Evaluation page.")
         return
+    evaluation = model.meta.get("evaluation") or {}
+    floors = evaluation.get("real_vs_real_floor") or {}
     rows = []
     for name, value in metrics.items():
         kind, extractor, n = split_metric_name(name)
         rows.append({"metric": name, "measures": METRIC_NAMES.get(kind, kind), "extractor": extractor,
-                     "samples": n, "value": value if isinstance(value, (int, float)) else str(value)})
+                     "samples": n, "value": value if isinstance(value, (int, float)) else str(value),
+                     "real-vs-real floor": floors.get(name)})
     st.dataframe(rows, hide_index=True, width="stretch",
-                 column_config={"value": st.column_config.NumberColumn(format="%.4g")})
+                 column_config={"value": st.column_config.NumberColumn(format="%.4g"),
+                                "real-vs-real floor": st.column_config.NumberColumn(
+                                    format="%.4g", help="the same comparison between two disjoint real samples")})
+    if evaluation:
+        st.caption(f"Measured with `{evaluation.get('command')}` on {evaluation.get('date')}; "
+                   f"floor: {evaluation.get('floor_definition')}.")
     for extractor in sorted({r["extractor"] for r in rows} - {"—"}):
         st.caption(f"**{extractor}**: {describe_extractor(extractor)}.")
     best = model.meta.get("best")
