@@ -81,8 +81,7 @@ def extract_features(x: np.ndarray, *, extractor: str = "pix8", fn: Callable | N
     is loaded for this call.
     """
     fn = fn or load_feature_fn(extractor)
-    parts = [fn(np.asarray(x[i : i + batch], np.float32)) for i in range(0, len(x), batch)]
-    return np.concatenate(parts) if parts else np.zeros((0, 0))
+    return fn(np.asarray(x, np.float32), batch=batch)  # the extractor batches the forward passes
 
 
 def dataset_features(data: PreparedDataset, fn: Callable[[np.ndarray], np.ndarray], *, chunk: int = 1024) -> np.ndarray:

@@ -126,35 +126,33 @@ def cmd_section(model: Pretrained, data, flux_a, idx_a, flux_b, idx_b, flux_fake
     return out
 
 
-def memorisation_section(model: Pretrained, data, fake, *, n_queries: int, metric: str = "l1", k: int = 3) -> dict:
+def memorisation_section(data, fake, *, held: np.ndarray | None, held_note: str, metric: str = "l1",
+                         k: int = 3) -> dict:
     """Nearest training images of generated samples, against held-out and training baselines.
 
-    ``metric`` is a pixel metric of :func:`galaxy_core.metrics.vetting.nearest_matches` or
-    ``"cosine"``, which compares galaxy-encoder features of every image. Pixel distances are
-    biased for noisy data: a generated image is usually smoother than a real one, so it sits
-    closer to every noisy training image than another noisy real image does, and the pixel test
-    flags it without any copying. The feature distance does not have that bias and gives the
-    verdict; the pixel distance is reported beside it and drives the panel.
+    ``fake`` holds the query samples and ``held`` real images never trained on (None when the
+    data has none; :func:`galaxy_core.explore.evaluation.held_out_sample`). ``metric`` is a
+    pixel metric of :func:`galaxy_core.metrics.vetting.nearest_matches` or ``"cosine"``, which
+    compares galaxy-encoder features of every image. Pixel distances are biased for noisy data:
+    a generated image is usually smoother than a real one, so it sits closer to every noisy
+    training image than another noisy real image does, and the pixel test flags it without any
+    copying. The feature distance does not have that bias and gives the verdict; the pixel
+    distance is reported beside it and drives the panel.
     """
     from galaxy_core.metrics.vetting import memorisation_report, nearest_matches
 
-    held, held_note = ev.held_out_sample(model.meta, data, n_queries)
-    rng = np.random.default_rng(1)
-    sub = np.sort(rng.choice(len(data), size=min(n_queries, len(data)), replace=False))
-    q = fake[:n_queries]
+    sub = np.random.default_rng(1).choice(len(data), size=min(len(fake), len(data)), replace=False)
     if metric == "cosine":
         from galaxy_core.metrics.features import load_extractor, reference_statistics
 
         ext = load_extractor("galaxy")
         train = reference_statistics(data, ext, max_images=len(data))[2]
-        embed = lambda x: ext(x)  # noqa: E731
-        queries, held_q, train_q = embed(q), (embed(held) if held is not None else None), train[sub]
+        queries, held_q = ext(fake), (ext(held) if held is not None else None)
     else:
         train = data.images  # memory-mapped, native dtype
-        queries, held_q, train_q = q, held, np.asarray(train[sub])
+        queries, held_q = fake, held
     idx, d = nearest_matches(queries, train, metric=metric, k=k)
-    idx2, d2 = nearest_matches(train_q, train, metric=metric, k=2)
-    train_d = np.where(idx2[:, 0] == sub, d2[:, 1], d2[:, 0])  # nearest *other* training image
+    train_d = ev.leave_one_out(train, sub, metric=metric)  # nearest *other* training image
     held_d = nearest_matches(held_q, train, metric=metric, k=1)[1][:, 0] if held_q is not None else train_d
     rep = memorisation_report(d[:, 0], held_d, train_d, percentile=5.0)
     return {"metric": metric, "k": k, "indices": idx, "distances": d, "heldout_note": held_note,
@@ -313,7 +311,9 @@ def evaluate_checkpoint(
                                                x_title="redshift z (dimensionless)", density=False)
     if memorisation:
         say(f"nearest training images of {n_queries} generated samples")
-        mems = {m: memorisation_section(model, ref, fake, n_queries=n_queries, metric=m) for m in ("cosine", "l1")}
+        held, held_note = ev.held_out_sample(model.meta, ref, n_queries)  # simulated once, used by both metrics
+        mems = {m: memorisation_section(ref, fake[:n_queries], held=held, held_note=held_note, metric=m)
+                for m in ("cosine", "l1")}
         labels = {"cosine": "cosine distance of galaxy-encoder features (gives the verdict)",
                   "l1": "mean |difference| on the central 50% (pixels; biased low for smooth samples)"}
         summary["memorisation"] = {}

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save
+from safetensors.torch import load, save
 
 from galaxy_core.errors import CheckpointError
 from galaxy_core.io.atomic import atomic_write_bytes, atomic_write_json
@@ -95,12 +95,12 @@ def load_checkpoint(path: str | os.PathLike, *, verify: bool = True) -> tuple[di
     meta = read_meta(js_path)
     if not st_path.exists():
         raise CheckpointError(f"{st_path}: tensor file missing (the description is {js_path})")
+    blob = st_path.read_bytes()  # read once: hashed, then parsed
     if verify and meta.get("tensors_sha256"):
-        digest = hashlib.sha256(st_path.read_bytes()).hexdigest()
-        if digest != meta["tensors_sha256"]:
+        if hashlib.sha256(blob).hexdigest() != meta["tensors_sha256"]:
             raise CheckpointError(f"{st_path}: tensors do not match {js_path.name} (interrupted write or edited file)")
     try:
-        tensors = load_file(st_path)
+        tensors = load(blob)
     except Exception as e:
         raise CheckpointError(f"{st_path}: cannot read tensors ({e})") from e
     return tensors, meta
