@@ -101,7 +101,7 @@ def _cmd_sample(args) -> int:
 
 
 def _cmd_info(args) -> int:
-    from galaxy_core.train.checkpoint import read_meta
+    from galaxy_core.io.checkpoint import read_meta
 
     meta = read_meta(args.checkpoint)
     meta.pop("optimizer", None)
@@ -140,7 +140,7 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    from galaxy_core.train.checkpoint import load_checkpoint, save_checkpoint
+    from galaxy_core.io.checkpoint import load_checkpoint, save_checkpoint
 
     src = Path(args.source)
     if src.is_dir():

@@ -19,7 +19,7 @@ from galaxy_core.io.render import display_note
 from galaxy_core.metrics import plots
 from galaxy_core.models.registry import known_archs
 from galaxy_core.paths import configs_dir, runs_dir
-from galaxy_core.train.checkpoint import read_meta
+from galaxy_core.io.checkpoint import read_meta
 from galaxy_core.train.launch import launch_training, resume_run, stop_run
 from galaxy_core.train.run import RunFolder, list_runs
 from studio_ui import nav, state, widgets

@@ -26,7 +26,7 @@ from galaxy_core.io.render import png_bytes
 from galaxy_core.models.dcgan import DCGANConfig, Generator
 from galaxy_core.models.pretrained import list_checkpoints
 from galaxy_core.paths import checkpoints_dir, configs_dir, confine
-from galaxy_core.train.checkpoint import prefixed, save_checkpoint
+from galaxy_core.io.checkpoint import prefixed, save_checkpoint
 from galaxy_core.train.run import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,7 +110,7 @@ def test_sidebar_lists_shipped_and_run_checkpoints(runs):
 
 
 def _copy_of(name: str) -> tuple[dict, dict]:
-    from galaxy_core.train.checkpoint import load_checkpoint
+    from galaxy_core.io.checkpoint import load_checkpoint
 
     tensors, meta = load_checkpoint(shipped_path(name))
     return tensors, meta

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from galaxy_core.errors import CheckpointError
-from galaxy_core.train.checkpoint import (
+from galaxy_core.io.checkpoint import (
     flatten_optimizer,
     load_checkpoint,
     read_meta,

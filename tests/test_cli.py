@@ -53,7 +53,7 @@ def test_data_build_hdf_and_dry_run(tmp_path):
 
 def test_export_drops_optimizer_state(tmp_path):
     from galaxy_core.config import load_config
-    from galaxy_core.train.checkpoint import load_checkpoint
+    from galaxy_core.io.checkpoint import load_checkpoint
     from galaxy_core.train.loop import train
 
     cfg = load_config(None, ["data.dataset=hdf", "data.resolution=32", "model.width=8", "train.steps=2",

@@ -83,7 +83,7 @@ def test_heldout_fid_far_below_every_baseline(extractor, real):
 
 def test_model_card_records_training_and_soundness():
     from galaxy_core.models.pretrained import list_checkpoints
-    from galaxy_core.train.checkpoint import read_meta
+    from galaxy_core.io.checkpoint import read_meta
 
     meta = read_meta(default_encoder_path())
     assert meta["kind"] == KIND and meta["arch"] == "galaxy_encoder"

@@ -55,7 +55,7 @@ def test_record_in_card_keeps_tensors_valid(report, tmp_path):
     import shutil
 
     from galaxy_core.metrics.report import record_in_card
-    from galaxy_core.train.checkpoint import load_checkpoint
+    from galaxy_core.io.checkpoint import load_checkpoint
 
     _, summary = report
     for ext in (".json", ".safetensors"):

@@ -16,7 +16,7 @@ import torch
 
 from galaxy_core.config import load_config
 from galaxy_core.models.pretrained import load_pretrained
-from galaxy_core.train.checkpoint import load_checkpoint, read_meta
+from galaxy_core.io.checkpoint import load_checkpoint, read_meta
 from galaxy_core.train.loop import train
 from galaxy_core.train.run import RunFolder, read_metrics
 

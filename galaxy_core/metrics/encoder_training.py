@@ -500,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
 
         path = train_encoder(out_path=args.out, steps=args.steps, seed=args.seed, progress=progress,
                              threads=args.threads)  # fmt: skip
-    from galaxy_core.train.checkpoint import read_meta
+    from galaxy_core.io.checkpoint import read_meta
 
     meta = read_meta(path)
     print(f"wrote {path}")

@@ -187,9 +187,9 @@ def default_encoder_path() -> Path:
 
 def save_encoder(path: str | os.PathLike, E: GalaxyEncoder, *, meta: dict) -> Path:
     """Write ``E`` as ``NAME.safetensors`` + ``NAME.json`` (atomic; see
-    :func:`galaxy_core.train.checkpoint.save_checkpoint`). ``meta`` is the model card
+    :func:`galaxy_core.io.checkpoint.save_checkpoint`). ``meta`` is the model card
     (``training``, ``soundness``, ...); ``kind``, ``arch`` and ``model`` are filled in here."""
-    from galaxy_core.train.checkpoint import prefixed, save_checkpoint
+    from galaxy_core.io.checkpoint import prefixed, save_checkpoint
 
     card = dict(meta, kind=KIND, arch=ENCODER_ARCH, model=asdict(E.cfg))
     return save_checkpoint(path, prefixed("E", E.state_dict()), card)
@@ -205,7 +205,7 @@ def load_encoder(path: str | os.PathLike | None = None, *, device: str | torch.d
     meta : dict
         The checkpoint JSON (model card).
     """
-    from galaxy_core.train.checkpoint import load_checkpoint, subdict
+    from galaxy_core.io.checkpoint import load_checkpoint, subdict
 
     path = Path(path) if path is not None else default_encoder_path()
     tensors, meta = load_checkpoint(path)

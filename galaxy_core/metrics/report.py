@@ -376,7 +376,7 @@ def headline_metrics(summary: dict) -> dict:
 
 def record_in_card(checkpoint: str | os.PathLike, summary: dict, *, command: str) -> dict:
     """Write the headline metrics of an evaluation into the checkpoint's model card."""
-    from galaxy_core.train.checkpoint import update_card
+    from galaxy_core.io.checkpoint import update_card
 
     head = headline_metrics(summary)
     evaluation = {"command": command, "date": time.strftime("%Y-%m-%d"), "data": summary["data"],

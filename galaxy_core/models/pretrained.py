@@ -18,7 +18,7 @@ import torch
 from galaxy_core.errors import CheckpointError
 from galaxy_core.io.stretch import stretch_from_dict
 from galaxy_core.models.registry import ArchSpec, get_arch, make_config
-from galaxy_core.train.checkpoint import checkpoint_id, load_checkpoint, subdict
+from galaxy_core.io.checkpoint import checkpoint_id, load_checkpoint, subdict
 
 
 @dataclass
@@ -120,7 +120,7 @@ def load_pretrained(path: str | os.PathLike, *, device: str | torch.device = "cp
 def is_generator_checkpoint(path: str | os.PathLike) -> bool:
     """True for a GAN checkpoint of a registered architecture (not, e.g., a feature extractor)."""
     from galaxy_core.models.registry import known_archs
-    from galaxy_core.train.checkpoint import read_meta
+    from galaxy_core.io.checkpoint import read_meta
 
     try:
         meta = read_meta(path)

@@ -34,7 +34,7 @@ from galaxy_core.errors import CheckpointError
 from galaxy_core.io.atomic import atomic_write_text
 from galaxy_core.io.render import make_grid, save_png, to_rgb
 from galaxy_core.models.registry import get_arch, make_config
-from galaxy_core.train.checkpoint import (
+from galaxy_core.io.checkpoint import (
     flatten_optimizer,
     load_checkpoint,
     prefixed,
