@@ -64,14 +64,14 @@ def main() -> None:
         run = RunFolder(Path(tmp) / "run").create()
         tr = Trainer(cfg, run, progress=False)
         spec = get_arch("dcgan")
-        G, D = spec.build_G(tr.nets.model_cfg), spec.build_D(tr.nets.model_cfg)
+        G, D = spec.build_G(tr.model_cfg), spec.build_D(tr.model_cfg)
         opt_G = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
         opt_D = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
         data = torch.from_numpy(tr.data.to_model_range())
         # warm-up both sides
         cfg.train.steps = 5
         _loop(tr, None, None, resumed=True)
-        bare_steps(G, D, opt_G, opt_D, data, 5, args.batch, tr.nets.model_cfg.z_dim)
+        bare_steps(G, D, opt_G, opt_D, data, 5, args.batch, tr.model_cfg.z_dim)
         ours, bare = [], []
         for _ in range(args.rounds):
             cfg.train.steps = tr.step + args.block
@@ -79,7 +79,7 @@ def main() -> None:
             _loop(tr, None, None, resumed=True)
             ours.append(args.block * args.batch / (time.perf_counter() - t0))
             bare.append(args.block * args.batch / bare_steps(G, D, opt_G, opt_D, data, args.block, args.batch,
-                                                             tr.nets.model_cfg.z_dim))
+                                                             tr.model_cfg.z_dim))
     ratio = statistics.median(o / b for o, b in zip(ours, bare))
     print(f"dcgan {args.resolution}px width {args.width} batch {args.batch} on {args.dataset}, "
           f"{torch.get_num_threads()} threads, {args.rounds} x {args.block} steps")

@@ -64,6 +64,7 @@ def _cmd_train(args) -> int:
         run_dir = Path(args.run_dir) if args.run_dir else runs_dir() / name
     if args.dry_run:
         print(to_toml(cfg), end="")
+        print(_model_field_docs(cfg.arch))
         return 0
     stop = {"flag": False}
 
@@ -84,8 +85,38 @@ def _cmd_train(args) -> int:
     status = train(cfg, run_dir, resume=True, init_from=args.init, progress_fn=_progress,
                    abort_fn=lambda: stop["flag"], progress=not args.quiet)
     bar.close()
+    if status.get("init"):
+        ini = status["init"]
+        print(f"initialised from {ini['source']}: {ini['loaded']} tensors loaded; "
+              f"re-created: {', '.join(ini['recreated']) or 'none'}; new: {', '.join(ini['missing']) or 'none'}")
     print(f"{status['state']} at step {status['step']}; checkpoints in {run_dir / 'checkpoints'}")
     return 0 if status["state"] in ("finished", "stopped") else 1
+
+
+def _model_field_docs(arch: str) -> str:
+    """The family's model fields with their documentation, as TOML comments."""
+    from galaxy_core.models.family import config_fields
+    from galaxy_core.models.registry import get_arch
+
+    family = get_arch(arch)
+    lines = [f"# [model] fields of arch = {arch!r} ({family.description}):"]
+    for f in config_fields(family.config_cls):
+        lines.append(f"#   {f['name']} ({f['type']}, default {f['default']!r}): {f['doc']}")
+    return "\n".join(lines)
+
+
+def _cmd_checkpoints_verify(args) -> int:
+    from galaxy_core.models.pretrained import verify_folder
+
+    results = verify_folder(args.folder)
+    if not results:
+        raise GalaxyGanError(f"{args.folder}: no checkpoints (NAME.json + NAME.safetensors) found")
+    for r in results:
+        what = f"{r['kind']}/{r['arch']}" if r["arch"] else r["kind"]
+        print(f"{'ok  ' if r['ok'] else 'FAIL'} {r['path']} ({what}){'' if r['ok'] else ': ' + r['problem']}")
+    bad = sum(not r["ok"] for r in results)
+    print(f"{len(results) - bad} of {len(results)} checkpoints verified")
+    return 1 if bad else 0
 
 
 def _cmd_sample(args) -> int:
@@ -146,7 +177,7 @@ def _cmd_export(args) -> int:
     if src.is_dir():
         src = src / "checkpoints" / f"{args.which}.json"
     tensors, meta = load_checkpoint(src)
-    tensors = {k: v for k, v in tensors.items() if not k.startswith(("opt_G.", "opt_D."))}
+    tensors = {k: v for k, v in tensors.items() if not k.startswith("opt_")}
     meta.pop("optimizer", None)
     meta.pop("tensors_sha256", None)
     if args.note:
@@ -218,6 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="write the headline metrics (with their real-vs-real floors) into the model card")
     ev.add_argument("--quiet", action="store_true")
     ev.set_defaults(func=_cmd_evaluate)
+
+    ck = sub.add_parser("checkpoints", help="check checkpoints").add_subparsers(dest="ck_command", required=True)
+    v = ck.add_parser("verify", help="every checkpoint loads, matches its card and generates finite images")
+    v.add_argument("folder", nargs="?", default="checkpoints")
+    v.set_defaults(func=_cmd_checkpoints_verify)
 
     e = sub.add_parser("export", help="copy a run's checkpoint without optimiser state")
     e.add_argument("source", help="run folder or checkpoint")

@@ -38,6 +38,12 @@ class AugmentConfig:
     rotate: str = "none"          # extra rotation: "none", "45" (45-degree steps) or "any"
     rotate_fill: str = "reflect"  # fill for rotated corners: "reflect" or "constant"
     hue_p: float = 0.0            # probability of a random hue shift (RGB only; 0.25 in Lightweight GAN)
+    diff: str = "off"             # differentiable augmentation of real and generated images: "off", "fixed", "ada"
+    diff_p: float = 0.0           # its probability per operation (fixed), or the start value (ada)
+    diff_policy: str = "auto"     # "auto" (rgb: translation,cutout,color; bands: flip,rot90,shift,noise) or a list
+    ada_target: float = 0.6       # ada: target of r_t = E[sign(D(real))]
+    ada_interval: int = 4         # ada: steps between updates of p
+    ada_kimg: float = 100.0       # ada: thousands of images for p to move by 1
 
 
 @dataclass
@@ -59,6 +65,10 @@ class TrainConfig:
     amp: bool = True              # mixed precision (CUDA only)
     channels_last: bool = True    # channels_last memory format (CUDA only)
     threads: int = 0              # CPU threads for torch (0 = torch default)
+    freeze_g: int = 0             # fine-tuning: freeze the first K generator layers or blocks
+    freeze_unit: str = "layer"    # what freeze_g counts: "layer" or "block"
+    freeze_d: int = 0             # fine-tuning: freeze the first K discriminator blocks (FreezeD)
+    on_nonfinite: str = "fail"    # a non-finite loss: "fail" (stop, state failed) or "rollback" (last good checkpoint, lr halved)
 
 
 @dataclass
@@ -192,6 +202,10 @@ def validate(cfg: Config, *, source: str = "config") -> None:
     _check(a.rotate in ("none", "45", "any"), f"{source}: augment.rotate", "must be 'none', '45' or 'any'")
     _check(a.rotate_fill in ("reflect", "constant"), f"{source}: augment.rotate_fill", "must be 'reflect' or 'constant'")
     _check(0 <= a.hue_p <= 1, f"{source}: augment.hue_p", "must be in [0, 1]")
+    _check(a.diff in ("off", "fixed", "ada"), f"{source}: augment.diff", f"must be 'off', 'fixed' or 'ada', got {a.diff!r}")
+    _check(0 <= a.diff_p <= 1, f"{source}: augment.diff_p", "must be in [0, 1]")
+    _check(0 < a.ada_target < 1, f"{source}: augment.ada_target", "must be in (0, 1)")
+    _check(a.ada_interval > 0 and a.ada_kimg > 0, f"{source}: augment.ada_interval/ada_kimg", "must be positive")
     _check(t.steps > 0, f"{source}: train.steps", "must be positive")
     _check(t.batch_size > 0, f"{source}: train.batch_size", "must be positive")
     _check(t.lr_g > 0 and t.lr_d > 0, f"{source}: train.lr_g/lr_d", "learning rates must be positive")
@@ -202,6 +216,9 @@ def validate(cfg: Config, *, source: str = "config") -> None:
     _check(t.lr_step_unit in ("epoch", "step"), f"{source}: train.lr_step_unit", "must be 'epoch' or 'step'")
     _check(0 < t.lr_gamma <= 1, f"{source}: train.lr_gamma", "must be in (0, 1]")
     _check(0 <= t.ema_beta < 1, f"{source}: train.ema_beta", "must be in [0, 1)")
+    _check(t.freeze_g >= 0 and t.freeze_d >= 0, f"{source}: train.freeze_g/freeze_d", "must be >= 0")
+    _check(t.freeze_unit in ("layer", "block"), f"{source}: train.freeze_unit", "must be 'layer' or 'block'")
+    _check(t.on_nonfinite in ("fail", "rollback"), f"{source}: train.on_nonfinite", "must be 'fail' or 'rollback'")
     for k in ("metrics_every", "sample_every", "checkpoint_every", "grid_size"):
         _check(getattr(lg, k) > 0, f"{source}: log.{k}", "must be positive")
     _check(lg.eval_every >= 0 and lg.eval_samples > 1, f"{source}: log.eval_every/eval_samples", "invalid")
@@ -209,7 +226,10 @@ def validate(cfg: Config, *, source: str = "config") -> None:
            "must be 'auto', 'galaxy', 'inception' or 'pix8'")
     _check(int(lg.grid_size**0.5) ** 2 == lg.grid_size, f"{source}: log.grid_size", "must be a square number")
     model = cfg.model_values()
-    model.setdefault("resolution", d.resolution)
+    from galaxy_core.models.registry import get_arch
+
+    if "resolution" in {f.name for f in dataclasses.fields(get_arch(cfg.arch).config_cls)}:
+        model.setdefault("resolution", d.resolution)
     try:
         make_config(cfg.arch, model)
     except ConfigError as e:

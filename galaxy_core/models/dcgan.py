@@ -10,19 +10,22 @@ Weights are initialised N(0, 0.02) (batch-norm scales N(1, 0.02)).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from galaxy_core.models.family import Family, Objective, Phase
+from galaxy_core.models.losses import d_loss, g_loss
+
 
 @dataclass
 class DCGANConfig:
-    resolution: int = 64      # output side in pixels: 32, 64 or 128
-    num_bands: int = 3        # output channels (3 for RGB or g/r/i, 1 for grayscale)
-    z_dim: int = 100          # latent size; z ~ N(0, I)
-    width: int = 64           # channels at the image end; x2 per layer towards 4x4
-    d_dropout: float = 0.0    # dropout after each hidden discriminator block (0 = off)
+    resolution: int = field(default=64, metadata={"doc": "output side in pixels: 32, 64 or 128 (from the data)"})
+    num_bands: int = field(default=3, metadata={"doc": "output channels: 3 for RGB or g/r/i, 1 for grayscale (from the data)"})
+    z_dim: int = field(default=100, metadata={"doc": "latent size; z ~ N(0, I)"})
+    width: int = field(default=64, metadata={"doc": "channels at the image end; doubled per layer towards 4x4"})
+    d_dropout: float = field(default=0.0, metadata={"doc": "dropout after each hidden discriminator block, [0, 1) (0 = off)"})
 
     def __post_init__(self):
         if self.resolution not in (32, 64, 128):
@@ -90,3 +93,54 @@ class Discriminator(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: (N, num_bands, R, R) in [-1, 1] -> (N,) logits; sigmoid gives P(real)
         return self.main(x).flatten()
+
+
+class DCGANObjective(Objective):
+    """One discriminator step on real and generated images, then one generator step.
+
+    The generator output is computed once (in the D phase) and reused by the G phase, as in the
+    reference DCGAN training step. Loss ``train.loss``: ``bce`` (non-saturating, with optional
+    one-sided label smoothing) or ``hinge``. Statistics: ``loss_D``, ``loss_G``, ``D_x`` and
+    ``D_G_z`` (mean sigmoid of the logits on real and generated images).
+    """
+
+    phases = (Phase("D", optimizer="D"), Phase("G", optimizer="G"))
+
+    def begin_step(self, batch, ctx):
+        ctx.stash["z"] = ctx.sample_latents(ctx.batch_size)
+
+    def run(self, phase, batch, ctx):
+        G, D, t = self.nets["G"], self.nets["D"], self.train_cfg
+        if phase == "D":
+            fake = G(ctx.stash["z"])  # (N, C, H, W) in [-1, 1]
+            ctx.stash["fake"] = fake
+            real_logits = D(ctx.augment(batch["image"]))
+            fake_logits = D(ctx.augment(fake.detach()))
+            ctx.observe_real_logits(real_logits)
+            loss = d_loss(t.loss, real_logits.float(), fake_logits.float(), label_smoothing=t.label_smoothing)
+            return loss, {"loss_D": loss.detach(),
+                          "D_x": torch.sigmoid(real_logits.detach().float()).mean(),
+                          "D_G_z": torch.sigmoid(fake_logits.detach().float()).mean()}
+        fake_logits = D(ctx.augment(ctx.stash["fake"]))
+        loss = g_loss(t.loss, fake_logits.float())
+        return loss, {"loss_G": loss.detach()}
+
+
+class DCGANFamily(Family):
+    name = "dcgan"
+    config_cls = DCGANConfig
+    objective_cls = DCGANObjective
+    description = "DCGAN, 100-d noise, transposed convolutions (Radford et al. 2016)"
+
+    def build(self, cfg: DCGANConfig) -> dict[str, nn.Module]:
+        return {"G": Generator(cfg), "D": Discriminator(cfg)}
+
+    def build_G(self, cfg: DCGANConfig) -> nn.Module:
+        return Generator(cfg)
+
+    def build_D(self, cfg: DCGANConfig) -> nn.Module:
+        return Discriminator(cfg)
+
+    def freeze_units(self, net_name, net, unit):
+        # A layer and a block are the same here: convolution + batch norm (+ activation).
+        return super().freeze_units(net_name, net, "layer")

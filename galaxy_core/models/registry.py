@@ -1,46 +1,51 @@
-"""Registry from a config's ``arch`` name to the model family's config and networks.
+"""Registry from a config's ``arch`` name to its model family (:class:`~galaxy_core.models.family.Family`).
 
 A checkpoint's JSON names its ``arch`` and holds the config fields; loading rebuilds the
-networks from them here, so nothing is ever unpickled.
+networks from them here, so nothing is ever unpickled. The built-in families are always
+registered, whatever else has been registered before or after them.
+
+Families from outside the package are registered by calling :func:`register`, or, so that
+``galaxygan`` and the app see them too, by naming the modules that call it: the entry-point
+group ``galaxy_core.families`` of an installed package, or ``GALAXYGAN_FAMILIES`` (module names
+separated by commas, importable from ``PYTHONPATH``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-from typing import Any, Callable
-
-import torch
-from torch import nn
+import importlib
+import os
+from importlib.metadata import entry_points
+from typing import Any
 
 from galaxy_core.errors import ConfigError
+from galaxy_core.models.family import Family
+
+ArchSpec = Family  # the name used before families had objectives
+
+_REGISTRY: dict[str, Family] = {}
+_BUILTINS_DONE = False
 
 
-@dataclass(frozen=True)
-class ArchSpec:
-    name: str
-    config_cls: type                       # dataclass of the family's hyper-parameters
-    build_G: Callable[[Any], nn.Module]
-    build_D: Callable[[Any], nn.Module]
-    description: str = ""
-
-    def sample_z(self, cfg, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Latents for ``n`` images: (n, z_dim) standard normal."""
-        return torch.randn(n, cfg.z_dim, generator=generator)
+def register(family: Family) -> Family:
+    """Register a family instance under ``family.name`` (replacing one of the same name)."""
+    if not isinstance(family, Family) or not family.name:
+        raise ConfigError(f"register: expected a named Family instance, got {family!r}")
+    if not dataclasses.is_dataclass(family.config_cls):
+        raise ConfigError(f"register: {family.name}.config_cls must be a dataclass")
+    _register_builtin()
+    _REGISTRY[family.name] = family
+    return family
 
 
-_REGISTRY: dict[str, ArchSpec] = {}
-
-
-def register(spec: ArchSpec) -> None:
-    _REGISTRY[spec.name] = spec
-
-
-def get_arch(name: str) -> ArchSpec:
+def get_arch(name: str) -> Family:
     _register_builtin()
     if name not in _REGISTRY:
         raise ConfigError(f"model.arch: unknown architecture {name!r}; known: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
+
+
+get_family = get_arch
 
 
 def known_archs() -> list[str]:
@@ -62,9 +67,24 @@ def make_config(arch: str, values: dict) -> Any:
 
 
 def _register_builtin() -> None:
-    if _REGISTRY:
+    global _BUILTINS_DONE
+    if _BUILTINS_DONE:
         return
+    _BUILTINS_DONE = True
     from galaxy_core.models import dcgan
 
-    register(ArchSpec("dcgan", dcgan.DCGANConfig, dcgan.Generator, dcgan.Discriminator,
-                      "DCGAN, 100-d noise, transposed convolutions (Radford et al. 2016)"))
+    for family in (dcgan.DCGANFamily(),):
+        _REGISTRY.setdefault(family.name, family)
+    _load_plugins()
+
+
+def _load_plugins() -> None:
+    """Import the modules that register outside families (see module docstring)."""
+    names = [n.strip() for n in os.environ.get("GALAXYGAN_FAMILIES", "").split(",") if n.strip()]
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            raise ConfigError(f"GALAXYGAN_FAMILIES: cannot import {name!r} ({e})") from e
+    for ep in entry_points(group="galaxy_core.families"):
+        ep.load()

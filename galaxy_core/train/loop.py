@@ -5,11 +5,19 @@ through two callbacks so a CLI or a UI can drive it without the loop knowing eit
 ``progress_fn(step, total, record)`` after every metrics record and ``abort_fn() -> bool`` polled
 every step (a true answer saves ``last`` and stops cleanly with state "stopped").
 
+The loop never names a family. It asks the registry for the family of ``model.arch``
+(:class:`~galaxy_core.models.family.Family`), which builds named networks, optimisers and an
+objective whose phases the loop runs (see :mod:`galaxy_core.models.family`). The loop owns data
+order (:mod:`galaxy_core.train.kinds`), device, AMP, EMA copies, differentiable augmentation and
+its adaptive probability (:mod:`galaxy_core.train.diffaug`), learning-rate schedules, metrics
+records, sample grids, checkpoints, resume, fine-tuning (:mod:`galaxy_core.train.finetune`),
+live evaluation and torchrun (:mod:`galaxy_core.train.distributed`).
+
 Determinism and exact resume: batch order is a permutation per epoch seeded by ``(seed, epoch)``
 and latents/augmentations by ``(seed, step)``, so resuming from a checkpoint at step ``s``
 continues exactly as an uninterrupted run would (up to floating-point non-determinism of the
 device) without storing random-generator state. The learning-rate schedule is a function of the
-step, so it resumes too.
+step, the augmentation probability and the objective's own state are saved in the checkpoint.
 """
 
 from __future__ import annotations
@@ -18,23 +26,22 @@ import math
 import platform
 import subprocess
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 import galaxy_core
-from galaxy_core.config import Config, to_toml
+from galaxy_core.config import AugmentConfig, Config, to_toml
 from galaxy_core.data import load_dataset
 from galaxy_core.data.prepared import PreparedDataset
 from galaxy_core.data.transforms import Augment
-from galaxy_core.errors import CheckpointError
+from galaxy_core.errors import CheckpointError, GalaxyGanError
 from galaxy_core.io.atomic import atomic_write_text
-from galaxy_core.io.render import make_grid, save_png, to_rgb
-from galaxy_core.models.registry import get_arch, make_config
 from galaxy_core.io.checkpoint import (
+    checkpoint_id,
     flatten_optimizer,
     load_checkpoint,
     prefixed,
@@ -42,20 +49,32 @@ from galaxy_core.io.checkpoint import (
     subdict,
     unflatten_optimizer,
 )
+from galaxy_core.models.family import Family, StepContext
+from galaxy_core.models.registry import get_arch, make_config
+from galaxy_core.train import distributed
+from galaxy_core.train.diffaug import AdaptiveAugment, policy_ops
 from galaxy_core.train.ema import ema_beta_at, make_ema, update_ema
-from galaxy_core.train.losses import d_loss, g_loss
+from galaxy_core.train.finetune import InitReport, freeze, frozen_names, load_matching
+from galaxy_core.train.kinds import BatchSource, ImageKind, make_kind  # noqa: F401  (BatchSource re-exported)
 from galaxy_core.train.run import RunFolder, truncate_metrics
 
 ProgressFn = Callable[[int, int, dict], None]
 AbortFn = Callable[[], bool]
 
+DIFF_KEYS = ("diff", "diff_p", "diff_policy", "ada_target", "ada_interval", "ada_kimg")
 
-def select_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA, then Apple MPS, then CPU."""
+
+class TrainingDiverged(GalaxyGanError):
+    """A loss or a weight became NaN or infinite."""
+
+
+def select_device(name: str = "auto", *, local_rank: int = 0) -> torch.device:
+    """``auto`` picks CUDA (this process's GPU under torchrun), then Apple MPS, then CPU."""
     if name != "auto":
-        return torch.device(name)
+        dev = torch.device(name)
+        return torch.device("cuda", local_rank) if dev.type == "cuda" and dev.index is None and local_rank else dev
     if torch.cuda.is_available():
-        return torch.device("cuda")
+        return torch.device("cuda", local_rank)
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
@@ -63,46 +82,6 @@ def select_device(name: str = "auto") -> torch.device:
 
 def _step_generator(seed: int, step: int, stream: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + step * 7919 + stream) % (2**63))
-
-
-class BatchSource:
-    """Yields the real batch for a given step from a prepared dataset, deterministically."""
-
-    def __init__(self, data: PreparedDataset, batch_size: int, seed: int):
-        arr = data.images
-        self.n = len(data)
-        self.uint8 = arr.dtype == np.uint8
-        # Small datasets are held in memory; large ones are gathered from the memory map.
-        self.images = torch.from_numpy(np.array(arr)) if arr.nbytes < 2**31 else arr
-        self.batch_size = batch_size
-        self.seed = seed
-        self._perm_epoch = -1
-        self._perm = None
-
-    def steps_per_epoch(self) -> float:
-        return self.n / self.batch_size
-
-    def _perm_for(self, epoch: int) -> torch.Tensor:
-        if epoch != self._perm_epoch:
-            g = torch.Generator().manual_seed(self.seed * 104_729 + epoch)
-            self._perm, self._perm_epoch = torch.randperm(self.n, generator=g), epoch
-        return self._perm
-
-    def batch(self, step: int) -> torch.Tensor:
-        """Float32 (B, C, H, W) in [-1, 1]."""
-        start = step * self.batch_size
-        idx = []
-        while len(idx) < self.batch_size:
-            epoch, offset = divmod(start + len(idx), self.n)
-            take = min(self.batch_size - len(idx), self.n - offset)
-            idx.extend(self._perm_for(epoch)[offset : offset + take].tolist())
-        if isinstance(self.images, torch.Tensor):
-            x = self.images[idx]
-        else:
-            order = np.argsort(idx)
-            x = torch.from_numpy(np.array(self.images[np.asarray(idx)[order]]))[np.argsort(order)]
-        x = x.float()
-        return x / 127.5 - 1.0 if self.uint8 else x
 
 
 def learning_rate(base: float, step: int, cfg: Config, steps_per_epoch: float) -> float:
@@ -113,37 +92,22 @@ def learning_rate(base: float, step: int, cfg: Config, steps_per_epoch: float) -
     return base * t.lr_gamma ** math.floor(step / max(period, 1e-9))
 
 
-@dataclass
-class Networks:
-    G: torch.nn.Module
-    D: torch.nn.Module
-    G_ema: torch.nn.Module
-    opt_G: torch.optim.Optimizer
-    opt_D: torch.optim.Optimizer
-    model_cfg: object
-
-
 def resolved_model(cfg: Config, data: PreparedDataset) -> dict:
-    """The model table with resolution and bands taken from the data, and every default filled."""
-    values = cfg.model_values()
-    values["resolution"] = data.resolution
-    values["num_bands"] = data.num_bands
+    """The model table with what the data decides (resolution, bands) and every default filled."""
+    family = get_arch(cfg.arch)
+    values = family.resolve_config(cfg.model_values(), data)
     model_cfg = make_config(cfg.arch, values)
     return {"arch": cfg.arch, **asdict(model_cfg)}
 
 
-def build_networks(cfg: Config, model: dict, device: torch.device) -> Networks:
-    spec = get_arch(model["arch"])
-    model_cfg = make_config(model["arch"], {k: v for k, v in model.items() if k != "arch"})
-    G = spec.build_G(model_cfg).to(device)
-    D = spec.build_D(model_cfg).to(device)
-    if device.type == "cuda" and cfg.train.channels_last:
-        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
-    G_ema = make_ema(G)
-    t = cfg.train
-    opt_G = torch.optim.Adam(G.parameters(), lr=t.lr_g, betas=(t.beta1, t.beta2))
-    opt_D = torch.optim.Adam(D.parameters(), lr=t.lr_d, betas=(t.beta1, t.beta2))
-    return Networks(G, D, G_ema, opt_G, opt_D, model_cfg)
+def build_augment(cfg: AugmentConfig, channels: list[str]) -> tuple[Augment, AdaptiveAugment]:
+    """The classic augmentation of real batches and the differentiable one applied before D."""
+    d = asdict(cfg)
+    classic = Augment.from_dict({k: v for k, v in d.items() if k not in DIFF_KEYS})
+    ops = policy_ops(cfg.diff_policy, channels) if cfg.diff != "off" else ()
+    diff = AdaptiveAugment(ops=ops, mode=cfg.diff, p=cfg.diff_p, target=cfg.ada_target,
+                           interval=cfg.ada_interval, speed_kimg=cfg.ada_kimg)
+    return classic, diff
 
 
 def _git_commit() -> str | None:
@@ -155,58 +119,115 @@ def _git_commit() -> str | None:
         return None
 
 
-def network_tensors(nets: Networks, *, with_optimizer: bool) -> tuple[dict, dict]:
-    tensors = {**prefixed("G", nets.G.state_dict()), **prefixed("D", nets.D.state_dict()),
-               **prefixed("G_ema", nets.G_ema.state_dict())}
-    opt_meta = {}
-    if with_optimizer:
-        for name, opt in (("opt_G", nets.opt_G), ("opt_D", nets.opt_D)):
-            t, meta = flatten_optimizer(name, opt)
-            tensors.update(t)
-            opt_meta[name] = meta
-    return tensors, opt_meta
+def nonfinite_tensors(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names of floating-point tensors holding NaN or infinity."""
+    return [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
 class Trainer:
-    """Holds the state of one run; :func:`train` is the public entry point."""
+    """Holds the state of one run; :func:`train` is the public entry point.
 
-    def __init__(self, cfg: Config, run: RunFolder, *, init_from: str | None = None, progress: bool = True):
+    Attributes
+    ----------
+    family : Family
+    model : dict
+        The resolved model table (``arch`` + every config field), as stored in checkpoints.
+    model_cfg : dataclass
+    nets : dict of str to nn.Module
+        Every network by name (unwrapped).
+    ema : dict of str to nn.Module
+        EMA copies by network name (the checkpoint stores them as ``NAME_ema``).
+    opts : dict of str to Optimizer
+    objective : Objective
+    """
+
+    def __init__(self, cfg: Config, run: RunFolder, *, init_from: str | None = None, progress: bool = True,
+                 dist: distributed.Dist | None = None):
         self.cfg, self.run = cfg, run
+        self.dist = dist or distributed.Dist()
         t = cfg.train
         if t.threads > 0:
             torch.set_num_threads(t.threads)
         torch.manual_seed(t.seed)
-        self.device = select_device(t.device)
+        self.device = select_device(t.device, local_rank=self.dist.local_rank)
+        if t.batch_size % self.dist.world_size:
+            raise GalaxyGanError(f"train.batch_size = {t.batch_size} is not divisible by the {self.dist.world_size} "
+                                 "torchrun processes; the batch is the global batch, split between them")
+        self.local_batch = t.batch_size // self.dist.world_size
         self.data = load_dataset(cfg.data.dataset, resolution=cfg.data.resolution, crop=cfg.data.crop,
                                  count=cfg.data.count, seed=cfg.data.seed,
-                                 normalisation=cfg.data.normalisation, progress=progress)
-        self.augment = Augment.from_dict(asdict(cfg.augment))
-        self.augment.check_channels(self.data.channels)
+                                 normalisation=cfg.data.normalisation, progress=progress and self.dist.is_main)
+        self.family: Family = get_arch(cfg.arch)
         self.model = resolved_model(cfg, self.data)
-        self.nets = build_networks(cfg, self.model, self.device)
-        self.batches = BatchSource(self.data, t.batch_size, t.seed)
-        self.fixed_z = get_arch(self.model["arch"]).sample_z(
-            self.nets.model_cfg, cfg.log.grid_size, generator=torch.Generator().manual_seed(t.seed + 12345))
+        self.model_cfg = make_config(self.model["arch"], {k: v for k, v in self.model.items() if k != "arch"})
+        classic, self.diffaug = build_augment(cfg.augment, self.data.channels)
+        self.kind = make_kind(self.family.data_kind, self.data, batch_size=t.batch_size, seed=t.seed, augment=classic,
+                              rank=self.dist.rank, world_size=self.dist.world_size, family=self.family,
+                              model_cfg=self.model_cfg)
+        self.refs = self._load_references()
+        self.nets = {k: v.to(self.device) for k, v in self.family.build(self.model_cfg).items()}
+        if self.device.type == "cuda" and t.channels_last:
+            self.nets = {k: v.to(memory_format=torch.channels_last) for k, v in self.nets.items()}
+        self.init_report: InitReport | None = None
+        if init_from:
+            self._init_weights(init_from)
+        self.frozen = self._freeze()
+        self.ema = {k: make_ema(self.nets[k]) for k in self.family.ema}
+        params = {k: [p for p in net.parameters() if p.requires_grad] for k, net in self.nets.items()}
+        self.opts = self.family.optimizers(self.model_cfg, t, {k: v for k, v in params.items() if v})
+        self.train_nets = {k: self.dist.wrap(v, self.device) for k, v in self.nets.items()}
+        self.objective = self.family.objective_cls(self.model_cfg, t, self.train_nets)
+        self.fixed_z = self.family.sample_latents(self.model_cfg, cfg.log.grid_size,
+                                                  generator=torch.Generator().manual_seed(t.seed + 12345))
+        k = self.family.num_classes(self.model_cfg)
+        self.fixed_labels = torch.arange(cfg.log.grid_size) % k if k else None
         self.step = 0
         self.best: dict | None = None
         self.elapsed = 0.0
         self.amp = t.amp and self.device.type == "cuda"
         self.evaluator = None
-        if cfg.log.eval_every > 0:
+        if cfg.log.eval_every > 0 and self.dist.is_main:
             from galaxy_core.train.live import make_live_evaluator
 
             self.evaluator = make_live_evaluator(self.data, n_samples=cfg.log.eval_samples, device=self.device,
                                                  extractor=cfg.log.eval_extractor)
-        if init_from:
-            self._init_weights(init_from)
 
-    # state
+    # state -------------------------------------------------------------------------------
+    def _load_references(self) -> dict:
+        from galaxy_core.models.pretrained import load_pretrained
+
+        return {role: load_pretrained(path, device=self.device)
+                for role, path in self.family.references(self.model_cfg).items()}
+
     def _init_weights(self, path: str) -> None:
         tensors, meta = load_checkpoint(path)
-        if meta["model"] != self.model:
-            raise CheckpointError(f"{path}: model {meta['model']} does not match this config's model {self.model}")
-        for name in ("G", "D", "G_ema"):
-            getattr(self.nets, name).load_state_dict(subdict(tensors, name))
+        if meta.get("arch") != self.model["arch"]:
+            raise CheckpointError(f"{path}: a {meta.get('arch')} checkpoint cannot initialise a {self.model['arch']} model")
+        rep = load_matching(self.nets, tensors, source=str(path))
+        rep.source_id = checkpoint_id(path)
+        self.init_report = rep
+        if self.dist.is_main:
+            self.run.log(rep.summary())
+
+    def _freeze(self) -> dict[str, list[str]]:
+        t = self.cfg.train
+        out: dict[str, list[str]] = {}
+        for net_name, k, unit in (("G", t.freeze_g, t.freeze_unit), ("D", t.freeze_d, "block")):
+            if k <= 0:
+                continue
+            if net_name not in self.nets:
+                raise GalaxyGanError(f"train.freeze_{net_name.lower()}: the {self.family.name} model has no network {net_name}")
+            units = self.family.freeze_units(net_name, self.nets[net_name], unit)
+            if k > len(units):
+                raise GalaxyGanError(f"train.freeze_{net_name.lower()} = {k} but {net_name} has only {len(units)} {unit}s")
+            names = frozen_names(units, k)
+            freeze(self.nets[net_name], names)
+            out[net_name] = names
+        return out
+
+    def sampling_nets(self) -> dict[str, torch.nn.Module]:
+        """The networks generation uses: EMA copies where there are some."""
+        return {k: self.ema.get(k, v) for k, v in self.nets.items()}
 
     def resume(self) -> bool:
         last = self.run.checkpoint("last")
@@ -215,21 +236,45 @@ class Trainer:
         tensors, meta = load_checkpoint(last)
         if meta["model"] != self.model:
             raise CheckpointError(f"{last}: run was trained with model {meta['model']}, config now says {self.model}")
-        for name in ("G", "D", "G_ema"):
-            getattr(self.nets, name).load_state_dict(subdict(tensors, name))
-        self.nets.opt_G.load_state_dict(unflatten_optimizer("opt_G", tensors, meta["optimizer"]["opt_G"]))
-        self.nets.opt_D.load_state_dict(unflatten_optimizer("opt_D", tensors, meta["optimizer"]["opt_D"]))
+        for name, net in self.nets.items():
+            net.load_state_dict(subdict(tensors, name))
+        for name, net in self.ema.items():
+            net.load_state_dict(subdict(tensors, f"{name}_ema"))
+        for name, opt in self.opts.items():
+            opt.load_state_dict(unflatten_optimizer(f"opt_{name}", tensors, meta["optimizer"][f"opt_{name}"]))
+        engine = meta.get("engine", {})
+        self.diffaug.load_state_dict(engine.get("augment", {}))
+        self.objective.load_state_dict(engine.get("objective", {}))
         self.fixed_z = tensors["fixed_z"]
+        if "fixed_labels" in tensors:
+            self.fixed_labels = tensors["fixed_labels"]
         self.step = int(meta["training"]["step"])
         self.elapsed = float(meta["training"].get("wall_time_s", 0.0))
         self.best = meta.get("best")
-        truncate_metrics(self.run.metrics_path, after_step=self.step)
-        self.run.log(f"resumed from step {self.step}")
+        if self.dist.is_main:
+            truncate_metrics(self.run.metrics_path, after_step=self.step)
+            self.run.log(f"resumed from step {self.step}")
         return True
 
-    def card(self, *, with_optimizer: bool) -> tuple[dict, dict]:
-        tensors, opt_meta = network_tensors(self.nets, with_optimizer=with_optimizer)
+    def tensors(self, *, with_optimizer: bool) -> tuple[dict, dict]:
+        tensors: dict[str, torch.Tensor] = {}
+        for name, net in self.nets.items():
+            tensors.update(prefixed(name, net.state_dict()))
+        for name, net in self.ema.items():
+            tensors.update(prefixed(f"{name}_ema", net.state_dict()))
+        opt_meta = {}
+        if with_optimizer:
+            for name, opt in self.opts.items():
+                t, meta = flatten_optimizer(f"opt_{name}", opt)
+                tensors.update(t)
+                opt_meta[f"opt_{name}"] = meta
         tensors["fixed_z"] = self.fixed_z
+        if self.fixed_labels is not None:
+            tensors["fixed_labels"] = self.fixed_labels
+        return tensors, opt_meta
+
+    def card(self, *, with_optimizer: bool) -> tuple[dict, dict]:
+        tensors, opt_meta = self.tensors(with_optimizer=with_optimizer)
         t = self.cfg.train
         kimg = self.step * t.batch_size / 1000
         meta = {
@@ -237,11 +282,11 @@ class Trainer:
             "arch": self.model["arch"],
             "model": self.model,
             "data": self.data.description(),
-            "config": self.cfg.to_dict(),
+            "config": self.config_dict(),
             "training": {
                 "step": self.step,
                 "kimg": kimg,
-                "epochs": self.step / self.batches.steps_per_epoch(),
+                "epochs": self.step / self.kind.steps_per_epoch(),
                 "wall_time_s": self.elapsed,
                 "images_per_s": (self.step * t.batch_size / self.elapsed) if self.elapsed else None,
                 "device": str(self.device) if self.device.type != "cuda" else torch.cuda.get_device_name(self.device),
@@ -252,6 +297,15 @@ class Trainer:
                 "seed": t.seed,
                 "run": str(self.run.root),
                 "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "world_size": self.dist.world_size,
+            },
+            "engine": {
+                "augment": self.diffaug.state_dict(),
+                "objective": self.objective.state_dict(),
+                "frozen": {k: len(v) for k, v in self.frozen.items()},
+                "init": self.init_report.to_dict() | {"sha": getattr(self.init_report, "source_id", None)}
+                if self.init_report else None,
+                "references": {role: {"path": str(p.path), "sha": p.id} for role, p in self.refs.items()},
             },
             "metrics": dict(self.best["metrics"]) if self.best else {},
             "best": self.best,
@@ -260,63 +314,100 @@ class Trainer:
             meta["optimizer"] = opt_meta
         return tensors, meta
 
+    def config_dict(self) -> dict:
+        """The resolved config as written to the run folder, with the distributed layout."""
+        d = self.cfg.to_dict()
+        d["model"] = self.model
+        if self.dist.enabled:
+            d["distributed"] = {"world_size": self.dist.world_size, "per_rank_batch": self.local_batch,
+                                "effective_batch": self.cfg.train.batch_size,
+                                **{f"lr_{k}": self.family.base_lr(k, self.cfg.train) for k in self.opts}}
+        return d
+
     def save(self, name: str) -> None:
+        if not self.dist.is_main:
+            return
         tensors, meta = self.card(with_optimizer=True)
+        bad = nonfinite_tensors({k: v for k, v in tensors.items() if not k.startswith("opt_")})
+        if bad:
+            raise TrainingDiverged(f"weights became non-finite by step {self.step} ({len(bad)} tensors, e.g. {bad[0]}); "
+                                   f"{name} was not written, the previous one is kept")
         save_checkpoint(self.run.checkpoints_dir / name, tensors, meta)
 
-    # work
-    def set_lr(self) -> tuple[float, float]:
-        spe = self.batches.steps_per_epoch()
-        lr_g = learning_rate(self.cfg.train.lr_g, self.step, self.cfg, spe)
-        lr_d = learning_rate(self.cfg.train.lr_d, self.step, self.cfg, spe)
-        for opt, lr in ((self.nets.opt_G, lr_g), (self.nets.opt_D, lr_d)):
+    # work --------------------------------------------------------------------------------
+    def set_lr(self) -> dict[str, float]:
+        spe = self.kind.steps_per_epoch()
+        out = {}
+        for name, opt in self.opts.items():
+            lr = learning_rate(self.family.base_lr(name, self.cfg.train), self.step, self.cfg, spe)
             for group in opt.param_groups:
-                group["lr"] = lr
-        return lr_g, lr_d
+                group["lr"] = lr * group.get("lr_mult", 1.0)
+            out[name] = lr
+        return out
 
     def train_step(self) -> dict[str, torch.Tensor]:
-        t, nets, dev = self.cfg.train, self.nets, self.device
+        t, dev = self.cfg.train, self.device
         gen = _step_generator(t.seed, self.step, 0)
-        real = self.augment(self.batches.batch(self.step), gen, channels=self.data.channels).to(dev, non_blocking=True)
-        z = get_arch(self.model["arch"]).sample_z(nets.model_cfg, t.batch_size, generator=gen).to(dev)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.amp):
-            fake = nets.G(z)
-            real_logits = nets.D(real)
-            fake_logits = nets.D(fake.detach())
-            loss_D = d_loss(t.loss, real_logits.float(), fake_logits.float(), label_smoothing=t.label_smoothing)
-        nets.opt_D.zero_grad(set_to_none=True)
-        loss_D.backward()
-        nets.opt_D.step()
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.amp):
-            fake_logits_G = nets.D(fake)
-            loss_G = g_loss(t.loss, fake_logits_G.float())
-        nets.opt_G.zero_grad(set_to_none=True)
-        loss_G.backward()
-        nets.opt_G.step()
-        if t.ema_beta > 0:
-            update_ema(nets.G_ema, nets.G, ema_beta_at(t.ema_beta, self.step))
-        else:
-            nets.G_ema.load_state_dict(nets.G.state_dict())
-        return {
-            "loss_D": loss_D.detach(),
-            "loss_G": loss_G.detach(),
-            "D_x": torch.sigmoid(real_logits.detach().float()).mean(),
-            "D_G_z": torch.sigmoid(fake_logits.detach().float()).mean(),
-        }
+        batch = {k: v.to(dev, non_blocking=True) for k, v in self.kind.batch(self.step, gen).items()}
+        aug_gen = _step_generator(t.seed, self.step, 1 + self.dist.rank)
+        ctx = StepContext(step=self.step, batch_size=self.local_batch, device=dev, generator=gen,
+                          model_cfg=self.model_cfg, family=self.family,
+                          augment=lambda x: self.diffaug(x, aug_gen), observe=self.diffaug.observe, amp=self.amp)
+        if self.dist.enabled:  # every rank draws the global batch's latents and keeps its slice
+            ctx.sample_latents = lambda n: self._rank_slice(
+                self.family.sample_latents(self.model_cfg, n * self.dist.world_size, generator=gen)).to(dev)
+        self.objective.begin_step(batch, ctx)
+        stats: dict[str, torch.Tensor] = {}
+        for phase in self.objective.phases:
+            if self.step % phase.every:
+                continue
+            opt = self.opts[phase.optimizer]
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.amp):
+                loss, out = self.objective.run(phase.name, batch, ctx)
+            if loss is not None:
+                loss.backward()
+                opt.step()
+            stats.update(out)
+        for name, net in self.ema.items():
+            if t.ema_beta > 0:
+                update_ema(net, self.nets[name], ema_beta_at(t.ema_beta, self.step))
+            else:
+                net.load_state_dict(self.nets[name].state_dict())
+            self.dist.broadcast_buffers(net)  # EMA copies stay identical on every rank
+        return stats
+
+    def _rank_slice(self, x: torch.Tensor) -> torch.Tensor:
+        per = len(x) // self.dist.world_size
+        return x[self.dist.rank * per : (self.dist.rank + 1) * per]
+
+    def generate(self, latents: torch.Tensor, labels: torch.Tensor | None = None):
+        nets = self.sampling_nets()
+        latents = latents.to(self.device)
+        labels = labels.to(self.device) if labels is not None else None
+        return self.family.generate(nets, latents, labels=labels, refs=self.refs)
 
     @torch.no_grad()
-    def sample_grid(self) -> Path:
-        G = self.nets.G_ema
-        imgs = G(self.fixed_z.to(self.device)).float().cpu().numpy()
-        rgb = to_rgb(imgs, self.data.channels)
+    def sample_grid(self) -> Path | None:
+        if not self.dist.is_main:
+            return None
+        rgb = self.kind.render(self.generate(self.fixed_z, self.fixed_labels))
         path = self.run.samples_dir / f"step_{self.step:07d}.png"
-        save_png(path, make_grid(rgb, ncols=int(math.sqrt(len(rgb)))), scale=2 if self.data.resolution <= 32 else 1)
+        from galaxy_core.io.render import save_png
+
+        save_png(path, rgb, scale=2 if self.data.resolution <= 32 else 1)
         return path
 
     def evaluate(self) -> dict | None:
         if self.evaluator is None:
             return None
-        rec = self.evaluator(self.nets.G_ema, lambda n, g: get_arch(self.model["arch"]).sample_z(self.nets.model_cfg, n, generator=g))
+        k = self.family.num_classes(self.model_cfg)
+
+        def G(z):  # final images of the sampling networks, labels cycling through the classes
+            labels = torch.arange(len(z)) % k if k else None
+            return self.kind.images(self.generate(z, labels))
+
+        rec = self.evaluator(G, lambda n, g: self.family.sample_latents(self.model_cfg, n, generator=g))
         value = rec[self.evaluator.name]
         if self.best is None or value < self.best["value"]:
             self.best = {"metric": self.evaluator.name, "value": value, "step": self.step, "metrics": rec}
@@ -334,7 +425,7 @@ def train(
     abort_fn: AbortFn | None = None,
     progress: bool = True,
 ) -> dict:
-    """Train a GAN as configured, writing everything into ``run_dir``.
+    """Train a model of any registered family as configured, writing everything into ``run_dir``.
 
     Parameters
     ----------
@@ -344,7 +435,8 @@ def train(
         The run folder; created if needed. With ``resume`` and an existing ``last`` checkpoint
         the run continues from it.
     init_from : path, optional
-        Checkpoint whose G, D and G_ema weights initialise a new run (fine-tuning).
+        Checkpoint whose matching tensors initialise a new run (fine-tuning; see
+        :mod:`galaxy_core.train.finetune`).
     progress_fn, abort_fn : callables, optional
         See module docstring.
     progress : bool
@@ -353,45 +445,78 @@ def train(
     Returns
     -------
     dict
-        The final status record.
+        The final status record (rank 0's under torchrun).
+
+    Raises
+    ------
+    TrainingDiverged
+        A loss became non-finite (``train.on_nonfinite = "fail"``) or weights did at a save.
     """
-    run = RunFolder(run_dir).create()
-    run.write_status("starting", step=0, total=cfg.train.steps, message="preparing data")
+    dist = distributed.setup(cfg.train.device)
+    run = RunFolder(run_dir)
+    if dist.is_main:
+        run.create()
+        run.write_status("starting", step=0, total=cfg.train.steps, message="preparing data")
+    dist.barrier()
     try:
-        trainer = Trainer(cfg, run, init_from=init_from, progress=progress)
+        trainer = Trainer(cfg, run, init_from=init_from, progress=progress, dist=dist)
         resumed = resume and trainer.resume()
-        full_cfg = cfg.to_dict()
-        full_cfg["model"] = trainer.model
-        atomic_write_text(run.config_path, to_toml(full_cfg))
-        np.save(run.samples_dir / "fixed_z.npy", trainer.fixed_z.numpy())
+        dist.barrier()
+        if dist.is_main and trainer.init_report is not None:
+            run.write_status("starting", init=trainer.init_report.to_dict())
+        if dist.is_main:
+            atomic_write_text(run.config_path, _config_text(trainer.config_dict()))
+            np.save(run.samples_dir / "fixed_z.npy", trainer.fixed_z.numpy())
         return _loop(trainer, progress_fn, abort_fn, resumed)
     except Exception as e:
-        run.write_status("failed", message=f"{type(e).__name__}: {e}")
-        run.log(f"failed: {type(e).__name__}: {e}")
+        if dist.is_main:
+            run.write_status("failed", message=f"{type(e).__name__}: {e}")
+            run.log(f"failed: {type(e).__name__}: {e}")
         raise
+    finally:
+        distributed.teardown(dist)
+
+
+def _config_text(d: dict) -> str:
+    """The run's config.toml: the resolved config, and the torchrun layout as comments."""
+    text = to_toml(d)
+    if "distributed" in d:
+        text += "# torchrun: the batch is the global batch, split between the processes\n"
+        text += "".join(f"# {k} = {v}\n" for k, v in d["distributed"].items())
+    return text
 
 
 def _loop(tr: Trainer, progress_fn: ProgressFn | None, abort_fn: AbortFn | None, resumed: bool) -> dict:
-    cfg, run = tr.cfg, tr.run
+    cfg, run, main = tr.cfg, tr.run, tr.dist.is_main
     total, lg = cfg.train.steps, cfg.log
-    run.write_status("running", step=tr.step, total=total, message="resumed" if resumed else "training")
-    run.log(f"{'resuming' if resumed else 'starting'} at step {tr.step} of {total} on {tr.device}; "
-            f"{len(tr.data)} images from {tr.data.name}")
+    if main:
+        run.write_status("running", step=tr.step, total=total, message="resumed" if resumed else "training")
+        run.log(f"{'resuming' if resumed else 'starting'} at step {tr.step} of {total} on {tr.device}; "
+                f"{len(tr.data)} images from {tr.data.name}"
+                + (f"; {tr.dist.world_size} processes" if tr.dist.enabled else ""))
     if not resumed:
         tr.sample_grid()
-    acc: dict[str, torch.Tensor] = {}
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
     n_acc, t_mark = 0, time.perf_counter()
     imgs_since = 0
     state = "finished"
+    r_t = None
     while tr.step < total:
-        if abort_fn is not None and abort_fn():
+        stop = abort_fn is not None and abort_fn()
+        if tr.dist.any(stop):
             state = "stopped"
             break
-        lr_g, lr_d = tr.set_lr()
+        lrs = tr.set_lr()
         out = tr.train_step()
+        _check_finite(tr, out)
         tr.step += 1
+        r = tr.diffaug.update(step=tr.step, images_per_step=cfg.train.batch_size,
+                              all_reduce=tr.dist.all_reduce_sum if tr.dist.enabled else None)
+        r_t = r if r is not None else r_t
         for k, v in out.items():
-            acc[k] = acc.get(k, 0) + v
+            sums[k] = sums.get(k, 0) + v
+            counts[k] = counts.get(k, 0) + 1
         n_acc += 1
         imgs_since += cfg.train.batch_size
         if tr.step % lg.metrics_every == 0 or tr.step == total:
@@ -399,17 +524,23 @@ def _loop(tr: Trainer, progress_fn: ProgressFn | None, abort_fn: AbortFn | None,
             dt = now - t_mark
             tr.elapsed += dt
             rec = {"step": tr.step, "kimg": tr.step * cfg.train.batch_size / 1000,
-                   "epoch": tr.step / tr.batches.steps_per_epoch(),
-                   **{k: float(v) / n_acc for k, v in acc.items()},
-                   "lr_G": lr_g, "lr_D": lr_d, "images_per_s": imgs_since / dt if dt > 0 else None,
+                   "epoch": tr.step / tr.kind.steps_per_epoch(),
+                   **{k: float(v) / counts[k] for k, v in sums.items()},
+                   **{f"lr_{k}": v for k, v in lrs.items()},
+                   "images_per_s": imgs_since / dt if dt > 0 else None,
                    "time": time.time()}
+            if tr.diffaug.mode != "off":
+                rec["augment_p"] = tr.diffaug.p
+                if r_t is not None:
+                    rec["ada_rt"] = r_t
             if lg.eval_every and (tr.step % lg.eval_every == 0 or tr.step == total):
                 rec.update(tr.evaluate() or {})
-            run.append_metrics(rec)
-            run.write_status("running", step=tr.step, total=total, message="training")
-            if progress_fn is not None:
-                progress_fn(tr.step, total, rec)
-            acc, n_acc, imgs_since = {}, 0, 0
+            if main:
+                run.append_metrics(rec)
+                run.write_status("running", step=tr.step, total=total, message="training")
+                if progress_fn is not None:
+                    progress_fn(tr.step, total, rec)
+            sums, counts, n_acc, imgs_since = {}, {}, 0, 0
             t_mark = time.perf_counter()
         if tr.step % lg.sample_every == 0:
             tr.sample_grid()
@@ -419,6 +550,32 @@ def _loop(tr: Trainer, progress_fn: ProgressFn | None, abort_fn: AbortFn | None,
     if tr.step % lg.sample_every != 0:
         tr.sample_grid()
     tr.save("last")
+    if tr.dist.enabled:
+        _record_rank_agreement(tr)
+    if not main:
+        return {"state": state, "step": tr.step}
     run.write_status(state, step=tr.step, total=total, message=f"{state} at step {tr.step}")
     run.log(f"{state} at step {tr.step}")
     return run.read_status()
+
+
+def _check_finite(tr: Trainer, stats: dict[str, torch.Tensor]) -> None:
+    if not stats:
+        return
+    values = torch.stack([v.detach().float().reshape(()) for v in stats.values()])
+    if bool(torch.isfinite(values).all()):
+        return
+    bad = ", ".join(f"{k}={float(v):g}" for k, v in stats.items() if not math.isfinite(float(v)))
+    raise TrainingDiverged(f"loss became non-finite at step {tr.step + 1} ({bad}); the last good checkpoint is kept. "
+                           "Lower train.lr_g / train.lr_d, or resume with a smaller learning rate")
+
+
+def _record_rank_agreement(tr: Trainer) -> None:
+    """Log a checksum of every rank's sampling generator, so a drift between ranks is visible."""
+    net = tr.sampling_nets()[tr.family.sampler]
+    checksum = float(sum(p.double().sum() for p in net.state_dict().values() if p.is_floating_point()))
+    sums = tr.dist.all_gather_float(checksum)
+    if tr.dist.is_main:
+        tr.run.log(f"rank checksums of {tr.family.sampler}: {sums}")
+        status = tr.run.read_status() or {}
+        tr.run.write_status(status.get("state", "running"), rank_checksums=sums)

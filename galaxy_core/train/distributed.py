@@ -1,0 +1,87 @@
+"""torchrun support: process group, rank, DistributedDataParallel wrapping and reductions.
+
+``galaxygan train`` runs unchanged under ``torchrun --nproc_per_node=N`` (and multi-node with
+torchrun's ``--nnodes``/``--rdzv-endpoint`` options): when torchrun's ``WORLD_SIZE`` is above 1
+the process group is started from torchrun's environment (NCCL on CUDA, gloo on CPU), every
+trainable network is wrapped in :class:`torch.nn.parallel.DistributedDataParallel`, each rank
+trains on its slice of the step's global batch, and only rank 0 writes the run folder. Nothing
+here replaces torch's own machinery; it only reads torchrun's environment.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
+        if self.enabled:
+            t = t.clone()
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank when ``flag`` is true on any rank."""
+        if not self.enabled:
+            return flag
+        return bool(self.all_reduce_sum(torch.tensor([1.0 if flag else 0.0], dtype=torch.float64))[0] > 0)
+
+    def all_gather_float(self, value: float) -> list[float]:
+        if not self.enabled:
+            return [value]
+        out = [torch.zeros(1, dtype=torch.float64) for _ in range(self.world_size)]
+        dist.all_gather(out, torch.tensor([value], dtype=torch.float64))
+        return [float(o[0]) for o in out]
+
+    def broadcast_buffers(self, net: nn.Module) -> None:
+        """Give every rank rank 0's buffers (batch-norm statistics differ with each rank's slice)."""
+        if self.enabled:
+            for b in net.buffers():
+                dist.broadcast(b, src=0)
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def wrap(self, net: nn.Module, device: torch.device) -> nn.Module:
+        if not self.enabled or not any(p.requires_grad for p in net.parameters()):
+            return net
+        ids = [device.index] if device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(net, device_ids=ids, broadcast_buffers=True)
+
+
+def setup(device_name: str) -> Dist:
+    """Start the process group when launched by torchrun with more than one process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        use_cuda = torch.cuda.is_available() and device_name in ("auto", "cuda") or device_name.startswith("cuda")
+        if use_cuda:
+            torch.cuda.set_device(local)
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return Dist(rank=rank, world_size=world, local_rank=local)
+
+
+def teardown(d: Dist) -> None:
+    if d.enabled and dist.is_initialized():
+        dist.destroy_process_group()

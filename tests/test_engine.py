@@ -1,0 +1,287 @@
+"""The training engine: outside families, fine-tuning and freezing, adaptive augmentation, torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from galaxy_core.config import load_config
+from galaxy_core.io.checkpoint import load_checkpoint, read_meta
+from galaxy_core.models import get_arch, make_config
+from galaxy_core.models.family import config_fields
+from galaxy_core.train.finetune import load_matching
+from galaxy_core.train.loop import train
+from galaxy_core.train.run import read_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SMALL = ["data.dataset=hdf", "data.resolution=32", "train.batch_size=8", "train.device=cpu", "train.threads=1",
+         "log.metrics_every=5", "log.sample_every=10", "log.checkpoint_every=10", "log.eval_every=0",
+         "log.grid_size=4"]
+
+# A tiny family written the way a user outside the package writes one: its own config, networks,
+# an objective with two phases and a statistic of its own, registered on import.
+PLUGIN = '''
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from galaxy_core.models.family import Family, Objective, Phase
+from galaxy_core.models.registry import register
+
+
+@dataclass
+class TinyConfig:
+    resolution: int = field(default=32, metadata={"doc": "output side (from the data)"})
+    num_bands: int = field(default=3, metadata={"doc": "output channels (from the data)"})
+    z_dim: int = field(default=8, metadata={"doc": "latent size"})
+
+
+class TinyG(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        self.fc = nn.Linear(cfg.z_dim, cfg.num_bands * 8 * 8)
+
+    def forward(self, z):
+        x = self.fc(z).view(len(z), self.cfg.num_bands, 8, 8)
+        return torch.tanh(F.interpolate(x, size=self.cfg.resolution, mode="nearest"))
+
+
+class TinyD(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.conv = nn.Conv2d(cfg.num_bands, 4, 4, 4)
+        self.fc = nn.Linear(4 * (cfg.resolution // 4) ** 2, 1)
+
+    def forward(self, x):
+        return self.fc(F.leaky_relu(self.conv(x), 0.2).flatten(1)).flatten()
+
+
+class TinyObjective(Objective):
+    phases = (Phase("critic", optimizer="D"), Phase("gen", optimizer="G"))
+
+    def begin_step(self, batch, ctx):
+        ctx.stash["z"] = ctx.sample_latents(ctx.batch_size)
+
+    def run(self, phase, batch, ctx):
+        G, D = self.nets["G"], self.nets["D"]
+        if phase == "critic":
+            real, fake = D(batch["image"]), D(G(ctx.stash["z"]).detach())
+            loss = F.relu(1 - real).mean() + F.relu(1 + fake).mean()
+            return loss, {"loss_D": loss.detach(), "tiny_margin": (real.mean() - fake.mean()).detach()}
+        loss = -D(G(ctx.stash["z"])).mean()
+        return loss, {"loss_G": loss.detach()}
+
+
+class TinyFamily(Family):
+    name = "tiny"
+    config_cls = TinyConfig
+    objective_cls = TinyObjective
+    description = "a two-layer test family"
+
+    def build(self, cfg):
+        return {"G": TinyG(cfg), "D": TinyD(cfg)}
+
+
+register(TinyFamily())
+'''
+
+
+@pytest.fixture()
+def plugin_env(tmp_path):
+    plugdir = tmp_path / "plugins"
+    plugdir.mkdir()
+    (plugdir / "tiny_family.py").write_text(PLUGIN)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(plugdir), str(ROOT)]), GALAXYGAN_FAMILIES="tiny_family")
+    return env
+
+
+def _cli(*args, env=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "galaxy_core.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=timeout)
+
+
+def _sets(items):
+    return [a for s in items for a in ("--set", s)]
+
+
+def test_outside_family_registers_beside_the_builtins(plugin_env):
+    code = "from galaxy_core.models.registry import known_archs; print(','.join(known_archs()))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=plugin_env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert {"dcgan", "tiny"} <= set(out.stdout.strip().split(","))
+
+
+def test_outside_family_trains_resumes_samples_and_verifies_through_the_cli(tmp_path, plugin_env):
+    cfg = SMALL + ["model.arch=tiny", "train.lr_step_every=10", "train.lr_step_unit=step"]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    for run_dir, steps in ((straight, 20), (split, 10), (split, 20)):
+        r = _cli("train", "--run-dir", str(run_dir), "--quiet", *_sets(cfg + [f"train.steps={steps}"]), env=plugin_env)
+        assert r.returncode == 0, r.stdout + r.stderr
+    a, b = read_metrics(straight / "metrics.jsonl"), read_metrics(split / "metrics.jsonl")
+    assert [r["step"] for r in b] == [5, 10, 15, 20]
+    assert all("tiny_margin" in r and "loss_G" in r for r in b)  # the family's own statistic is logged
+    for ra, rb in zip(a, b):
+        assert ra["tiny_margin"] == pytest.approx(rb["tiny_margin"], rel=1e-5, abs=1e-6)
+    ta, _ = load_checkpoint(straight / "checkpoints" / "last.json")
+    tb, _ = load_checkpoint(split / "checkpoints" / "last.json")
+    for k in ta:
+        if k.startswith(("G_ema.", "D.")):
+            torch.testing.assert_close(ta[k], tb[k], rtol=1e-5, atol=1e-6)
+    out = tmp_path / "samples"
+    r = _cli("sample", str(split / "checkpoints" / "last.json"), "-n", "4", "--out", str(out), env=plugin_env)
+    assert r.returncode == 0, r.stderr
+    assert len(list(out.glob("*.png"))) >= 4
+    r = _cli("checkpoints", "verify", str(split / "checkpoints"), env=plugin_env)
+    assert r.returncode == 0 and "1 of 1 checkpoints verified" in r.stdout, r.stdout + r.stderr  # last (no live eval: no best)
+    r = _cli("train", "--dry-run", *_sets(["model.arch=tiny"]), env=plugin_env)
+    assert r.returncode == 0 and "z_dim (int, default 8): latent size" in r.stdout
+
+
+def test_shipped_checkpoints_verify():
+    r = _cli("checkpoints", "verify", str(ROOT / "checkpoints"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    n = len(list((ROOT / "checkpoints").glob("*.json")))
+    assert f"{n} of {n} checkpoints verified" in r.stdout
+
+
+def test_verify_flags_a_non_finite_checkpoint(tmp_path):
+    from galaxy_core.io.checkpoint import save_checkpoint
+
+    tensors, meta = load_checkpoint(ROOT / "checkpoints" / "dcgan_hdf32.json")
+    tensors = {k: v.clone() for k, v in tensors.items()}
+    key = next(k for k in tensors if k.startswith("G_ema.") and k.endswith("weight"))
+    tensors[key][0] = float("nan")
+    meta.pop("tensors_sha256")
+    save_checkpoint(tmp_path / "bad", tensors, meta)
+    r = _cli("checkpoints", "verify", str(tmp_path))
+    assert r.returncode == 1 and "FAIL" in r.stdout and key in r.stdout
+
+
+def test_family_fields_are_documented():
+    docs = {f["name"]: f["doc"] for f in config_fields(get_arch("dcgan").config_cls)}
+    assert set(docs) == {"resolution", "num_bands", "z_dim", "width", "d_dropout"}
+    assert all(docs.values())
+
+
+def test_band_change_recreates_exactly_the_input_and_output_layers():
+    fam = get_arch("dcgan")
+    rgb = fam.build(make_config("dcgan", {"resolution": 32, "width": 8, "num_bands": 3}))
+    one = fam.build(make_config("dcgan", {"resolution": 32, "width": 8, "num_bands": 1}))
+    tensors = {f"{n}.{k}": v for n, net in rgb.items() for k, v in net.state_dict().items()}
+    rep = load_matching(one, tensors, source="rgb")
+    last_convT = [n for n, m in one["G"].named_modules() if isinstance(m, torch.nn.ConvTranspose2d)][-1]
+    first_conv = [n for n, m in one["D"].named_modules() if isinstance(m, torch.nn.Conv2d)][0]
+    assert rep.recreated == [f"G.{last_convT}.weight", f"D.{first_conv}.weight"]
+    assert not rep.missing
+    torch.testing.assert_close(one["G"].state_dict()["main.0.weight"], rgb["G"].state_dict()["main.0.weight"])
+
+
+def test_fine_tune_with_frozen_layers_keeps_them_bit_identical(tmp_path):
+    base = tmp_path / "base"
+    train(load_config(None, SMALL + ["model.width=8", "train.steps=10"]), base, progress=False)
+    src, _ = load_checkpoint(base / "checkpoints" / "last.json")
+    status = train(load_config(None, SMALL + ["model.width=8", "train.steps=10", "train.freeze_g=2",
+                                              "train.freeze_d=1"]),
+                   tmp_path / "tuned", init_from=str(base / "checkpoints" / "last.json"), progress=False)
+    assert status["init"]["loaded"] == len([k for k in src if k.startswith(("G.", "D."))])
+    assert status["init"]["recreated"] == [] and status["init"]["missing"] == []
+    out, meta = load_checkpoint(tmp_path / "tuned" / "checkpoints" / "last.json")
+    assert meta["engine"]["frozen"] == {"G": 12, "D": 1}  # 2 x (convT + batch norm's 5 tensors); D's first conv
+    fam = get_arch("dcgan")
+    cfg = make_config("dcgan", {k: v for k, v in meta["model"].items() if k != "arch"})
+    nets = fam.build(cfg)
+    g_units = fam.freeze_units("G", nets["G"], "layer")
+    frozen = {f"G.{n}" for u in g_units[:2] for n in u} | {f"D.{n}" for n in fam.freeze_units("D", nets["D"], "block")[0]}
+    assert len(frozen) == 13
+    for k in frozen:
+        assert torch.equal(out[k], src[k]), k
+        if k.startswith("G."):  # the EMA copy starts from the fine-tuned G and cannot move either
+            assert torch.equal(out["G_ema." + k[2:]], src[k]), k
+    changed = [k for k in out if k.startswith(("G.", "D.")) and k not in frozen and out[k].is_floating_point()
+               and not torch.equal(out[k], src[k])]
+    trainable = [k for k in out if k.startswith(("G.", "D.")) and k not in frozen and out[k].is_floating_point()]
+    assert len(changed) == len(trainable) > 0
+
+
+def _tiny_folder(tmp_path, n=6):
+    from galaxy_core.data import load_dataset
+
+    hdf = load_dataset("hdf", resolution=32, progress=False)
+    folder = tmp_path / "few"
+    folder.mkdir()
+    for i in range(n):
+        rgb = np.transpose(hdf.images[i], (1, 2, 0))
+        Image.fromarray(np.ascontiguousarray(rgb)).save(folder / f"g{i}.png")
+    return folder
+
+
+def test_adaptive_augmentation_rises_on_an_overfit_discriminator_and_resumes_with_its_p(tmp_path):
+    folder = _tiny_folder(tmp_path)
+    sets = SMALL + [f"data.dataset={folder}", "model.width=16", "augment.diff=ada", "augment.ada_interval=2",
+                    "augment.ada_kimg=0.5", "augment.ada_target=0.6", "log.metrics_every=2"]
+    train(load_config(None, sets + ["train.steps=40"]), tmp_path / "straight", progress=False)
+    recs = read_metrics(tmp_path / "straight" / "metrics.jsonl")
+    ps = [r["augment_p"] for r in recs]
+    assert ps[0] < ps[-1] and max(ps) > 0.3, ps  # D overfits six images: r_t > 0.6 and p climbs
+    assert max(r["ada_rt"] for r in recs) > 0.6
+    train(load_config(None, sets + ["train.steps=20"]), tmp_path / "split", progress=False)
+    assert read_meta(tmp_path / "split" / "checkpoints" / "last.json")["engine"]["augment"]["p"] == pytest.approx(
+        [r for r in recs if r["step"] == 20][0]["augment_p"])
+    train(load_config(None, sets + ["train.steps=40"]), tmp_path / "split", progress=False)
+    resumed = read_metrics(tmp_path / "split" / "metrics.jsonl")
+    assert [r["augment_p"] for r in resumed] == pytest.approx(ps)
+
+
+def test_diff_augmentation_refuses_colour_on_survey_bands():
+    from galaxy_core.errors import ConfigError
+    from galaxy_core.train.diffaug import policy_ops
+
+    assert policy_ops("auto", ["g", "r", "i"]) == ("flip", "rot90", "shift", "noise")
+    assert policy_ops("auto", ["R", "G", "B"]) == ("translation", "cutout", "color")
+    with pytest.raises(ConfigError, match="color"):
+        policy_ops("translation,color", ["g", "r", "i"])
+
+
+def test_diff_augmentation_is_differentiable_and_identity_at_p0():
+    from galaxy_core.train.diffaug import AdaptiveAugment, ALL_OPS
+
+    x = torch.rand(4, 3, 16, 16, requires_grad=True)
+    aug = AdaptiveAugment(ops=ALL_OPS, mode="fixed", p=0.0)
+    assert aug(x, torch.Generator().manual_seed(0)) is x
+    aug.p = 1.0
+    y = aug(x, torch.Generator().manual_seed(0))
+    y.sum().backward()
+    assert y.shape == x.shape and x.grad is not None and x.grad.abs().sum() > 0
+    assert not torch.equal(y.detach(), x.detach())
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_agree_and_write_one_run(tmp_path):
+    run_dir = tmp_path / "ddp"
+    sets = SMALL + ["model.width=8", "train.steps=10", "log.metrics_every=2"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+           "-m", "galaxy_core.cli", "train", "--run-dir", str(run_dir), "--quiet", *_sets(sets)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    status = json.loads((run_dir / "status.json").read_text())
+    sums = status["rank_checksums"]
+    assert len(sums) == 2 and sums[0] == sums[1]
+    steps = [rec["step"] for rec in read_metrics(run_dir / "metrics.jsonl")]
+    assert steps == [2, 4, 6, 8, 10]  # one metrics stream, not one per rank
+    cfg = (run_dir / "config.toml").read_text()
+    assert "world_size = 2" in cfg and "per_rank_batch = 4" in cfg and "effective_batch = 8" in cfg
