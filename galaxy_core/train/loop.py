@@ -182,6 +182,8 @@ class Trainer:
         k = self.family.num_classes(self.model_cfg)
         self.fixed_labels = torch.arange(cfg.log.grid_size) % k if k else None
         self.step = 0
+        self.lr_scale = 1.0  # halved by each rollback after a non-finite loss
+        self.rollbacks = 0
         self.best: dict | None = None
         self.elapsed = 0.0
         self.amp = t.amp and self.device.type == "cuda"
@@ -244,6 +246,7 @@ class Trainer:
             opt.load_state_dict(unflatten_optimizer(f"opt_{name}", tensors, meta["optimizer"][f"opt_{name}"]))
         engine = meta.get("engine", {})
         self.diffaug.load_state_dict(engine.get("augment", {}))
+        self.lr_scale = float(engine.get("lr_scale", 1.0))
         self.objective.load_state_dict(engine.get("objective", {}))
         self.fixed_z = tensors["fixed_z"]
         if "fixed_labels" in tensors:
@@ -300,6 +303,7 @@ class Trainer:
                 "world_size": self.dist.world_size,
             },
             "engine": {
+                "lr_scale": self.lr_scale,
                 "augment": self.diffaug.state_dict(),
                 "objective": self.objective.state_dict(),
                 "frozen": {k: len(v) for k, v in self.frozen.items()},
@@ -339,7 +343,7 @@ class Trainer:
         spe = self.kind.steps_per_epoch()
         out = {}
         for name, opt in self.opts.items():
-            lr = learning_rate(self.family.base_lr(name, self.cfg.train), self.step, self.cfg, spe)
+            lr = learning_rate(self.family.base_lr(name, self.cfg.train), self.step, self.cfg, spe) * self.lr_scale
             for group in opt.param_groups:
                 group["lr"] = lr * group.get("lr_mult", 1.0)
             out[name] = lr
@@ -509,7 +513,14 @@ def _loop(tr: Trainer, progress_fn: ProgressFn | None, abort_fn: AbortFn | None,
             break
         lrs = tr.set_lr()
         out = tr.train_step()
-        _check_finite(tr, out)
+        try:
+            _check_finite(tr, out)
+        except TrainingDiverged as e:
+            if not _roll_back(tr, e):
+                raise
+            sums, counts, n_acc, imgs_since = {}, {}, 0, 0
+            t_mark = time.perf_counter()
+            continue
         tr.step += 1
         r = tr.diffaug.update(step=tr.step, images_per_step=cfg.train.batch_size,
                               all_reduce=tr.dist.all_reduce_sum if tr.dist.enabled else None)
@@ -568,6 +579,28 @@ def _check_finite(tr: Trainer, stats: dict[str, torch.Tensor]) -> None:
     bad = ", ".join(f"{k}={float(v):g}" for k, v in stats.items() if not math.isfinite(float(v)))
     raise TrainingDiverged(f"loss became non-finite at step {tr.step + 1} ({bad}); the last good checkpoint is kept. "
                            "Lower train.lr_g / train.lr_d, or resume with a smaller learning rate")
+
+
+MAX_ROLLBACKS = 3
+
+
+def _roll_back(tr: Trainer, error: TrainingDiverged) -> bool:
+    """With ``train.on_nonfinite = "rollback"``: reload ``last``, halve the learning rates and
+    carry on; returns False when the run must fail instead (no checkpoint, or too many tries)."""
+    last = tr.run.checkpoint("last")
+    if tr.cfg.train.on_nonfinite != "rollback" or tr.rollbacks >= MAX_ROLLBACKS or not last.exists():
+        return False
+    bad_step, scale = tr.step + 1, tr.lr_scale
+    tr.resume()  # restores the checkpoint's own lr_scale; this rollback halves the current one
+    tr.rollbacks += 1
+    tr.lr_scale = scale * 0.5
+    message = (f"{error}; rolled back to step {tr.step} with learning rates x{tr.lr_scale:g} "
+               f"(rollback {tr.rollbacks} of {MAX_ROLLBACKS})")
+    if tr.dist.is_main:
+        tr.run.log(message)
+        tr.run.write_status("running", step=tr.step, total=tr.cfg.train.steps, message=message,
+                            rollbacks=tr.rollbacks, diverged_at=bad_step)
+    return True
 
 
 def _record_rank_agreement(tr: Trainer) -> None:
