@@ -82,8 +82,8 @@ def _cmd_train(args) -> int:
         bar.set_postfix(extra, refresh=False)
         bar.refresh()
 
-    status = train(cfg, run_dir, resume=True, init_from=args.init, progress_fn=_progress,
-                   abort_fn=lambda: stop["flag"], progress=not args.quiet)
+    status = train(cfg, run_dir, resume=bool(args.resume), init_from=args.init, progress_fn=_progress,
+                   abort_fn=lambda: stop["flag"], progress=not args.quiet, force_data=args.force_data)
     bar.close()
     if status.get("init"):
         ini = status["init"]
@@ -215,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--run-dir", help="run folder (default: $GALAXYGAN_RUNS/NAME)")
     t.add_argument("--resume", metavar="RUN_FOLDER", help="continue a run from its last checkpoint")
     t.add_argument("--init", metavar="CHECKPOINT", help="start from a checkpoint's weights (fine-tune)")
+    t.add_argument("--force-data", action="store_true",
+                   help="with --resume: continue even if the dataset differs from the run's")
     t.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=_cmd_train)

@@ -128,8 +128,10 @@ def test_outside_family_registers_beside_the_builtins(plugin_env):
 def test_outside_family_trains_resumes_samples_and_verifies_through_the_cli(tmp_path, plugin_env):
     cfg = SMALL + ["model.arch=tiny", "train.lr_step_every=10", "train.lr_step_unit=step"]
     straight, split = tmp_path / "straight", tmp_path / "split"
-    for run_dir, steps in ((straight, 20), (split, 10), (split, 20)):
-        r = _cli("train", "--run-dir", str(run_dir), "--quiet", *_sets(cfg + [f"train.steps={steps}"]), env=plugin_env)
+    for args in (["--run-dir", str(straight), *_sets(cfg + ["train.steps=20"])],
+                 ["--run-dir", str(split), *_sets(cfg + ["train.steps=10"])],
+                 ["--resume", str(split), *_sets(["train.steps=20"])]):
+        r = _cli("train", "--quiet", *args, env=plugin_env)
         assert r.returncode == 0, r.stdout + r.stderr
     a, b = read_metrics(straight / "metrics.jsonl"), read_metrics(split / "metrics.jsonl")
     assert [r["step"] for r in b] == [5, 10, 15, 20]

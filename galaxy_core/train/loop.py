@@ -208,8 +208,6 @@ class Trainer:
         rep = load_matching(self.nets, tensors, source=str(path))
         rep.source_id = checkpoint_id(path)
         self.init_report = rep
-        if self.dist.is_main:
-            self.run.log(rep.summary())
 
     def _freeze(self) -> dict[str, list[str]]:
         t = self.cfg.train
@@ -231,7 +229,9 @@ class Trainer:
         """The networks generation uses: EMA copies where there are some."""
         return {k: self.ema.get(k, v) for k, v in self.nets.items()}
 
-    def resume(self) -> bool:
+    def resume(self, *, dry: bool = False) -> bool:
+        """Load ``last`` (networks, EMA, optimisers, augmentation p, objective state, step).
+        With ``dry`` nothing is written; otherwise metrics past the checkpoint are dropped."""
         last = self.run.checkpoint("last")
         if not last.exists():
             return False
@@ -254,7 +254,7 @@ class Trainer:
         self.step = int(meta["training"]["step"])
         self.elapsed = float(meta["training"].get("wall_time_s", 0.0))
         self.best = meta.get("best")
-        if self.dist.is_main:
+        if self.dist.is_main and not dry:
             truncate_metrics(self.run.metrics_path, after_step=self.step)
             self.run.log(f"resumed from step {self.step}")
         return True
@@ -419,6 +419,10 @@ class Trainer:
         return rec
 
 
+class RunRefused(GalaxyGanError):
+    """The run folder cannot take this run; nothing in it was changed."""
+
+
 def train(
     cfg: Config,
     run_dir: str | Path,
@@ -428,8 +432,13 @@ def train(
     progress_fn: ProgressFn | None = None,
     abort_fn: AbortFn | None = None,
     progress: bool = True,
+    force_data: bool = False,
 ) -> dict:
     """Train a model of any registered family as configured, writing everything into ``run_dir``.
+
+    Every check (config against the run's checkpoint, dataset identity, weights to initialise
+    from) happens before anything is written, so a refused run leaves an existing run folder
+    byte for byte unchanged.
 
     Parameters
     ----------
@@ -438,6 +447,9 @@ def train(
     run_dir : path
         The run folder; created if needed. With ``resume`` and an existing ``last`` checkpoint
         the run continues from it.
+    resume : bool
+        Continue from ``last`` when the folder has one. Without it, a folder that already holds
+        checkpoints is refused.
     init_from : path, optional
         Checkpoint whose matching tensors initialise a new run (fine-tuning; see
         :mod:`galaxy_core.train.finetune`).
@@ -445,6 +457,8 @@ def train(
         See module docstring.
     progress : bool
         Show dataset-preparation progress bars.
+    force_data : bool
+        Resume even when the dataset differs from the one the run was trained on.
 
     Returns
     -------
@@ -453,32 +467,63 @@ def train(
 
     Raises
     ------
+    RunRefused
+        The folder holds another run (without ``resume``), or the dataset changed.
+    CheckpointError
+        The config's model differs from the run's checkpoint.
     TrainingDiverged
         A loss became non-finite (``train.on_nonfinite = "fail"``) or weights did at a save.
     """
     dist = distributed.setup(cfg.train.device)
     run = RunFolder(run_dir)
-    if dist.is_main:
+    has_run = run.checkpoint("last").exists()
+    if has_run and not resume:
+        raise RunRefused(f"{run.root}: already holds a run (checkpoints/last.json); continue it with --resume "
+                         f"{run.root}, or give a new --name / --run-dir")
+    fresh = not run.status_path.exists()
+    if fresh and dist.is_main:  # a new folder: say at once that the run is starting (data may take minutes)
         run.create()
         run.write_status("starting", step=0, total=cfg.train.steps, message="preparing data")
     dist.barrier()
+    started = False
     try:
         trainer = Trainer(cfg, run, init_from=init_from, progress=progress, dist=dist)
-        resumed = resume and trainer.resume()
-        dist.barrier()
-        if dist.is_main and trainer.init_report is not None:
-            run.write_status("starting", init=trainer.init_report.to_dict())
+        if has_run:
+            _check_same_data(trainer, force_data=force_data)
+        resumed = resume and trainer.resume(dry=True)
+        if resumed and trainer.step >= cfg.train.steps:
+            dist.barrier()
+            return run.read_status() or {"state": "finished", "step": trainer.step}  # nothing to do, nothing written
+        started = True
         if dist.is_main:
+            run.create()
+            if resumed:
+                trainer.resume()  # now drop metrics past the checkpoint and log it
+            if trainer.init_report is not None:
+                run.log(trainer.init_report.summary())
+                run.write_status("starting", init=trainer.init_report.to_dict())
             atomic_write_text(run.config_path, _config_text(trainer.config_dict()))
             np.save(run.samples_dir / "fixed_z.npy", trainer.fixed_z.numpy())
+        dist.barrier()
         return _loop(trainer, progress_fn, abort_fn, resumed)
     except Exception as e:
-        if dist.is_main:
+        if dist.is_main and (started or fresh):
             run.write_status("failed", message=f"{type(e).__name__}: {e}")
             run.log(f"failed: {type(e).__name__}: {e}")
         raise
     finally:
         distributed.teardown(dist)
+
+
+def _check_same_data(tr: Trainer, *, force_data: bool) -> None:
+    from galaxy_core.io.checkpoint import read_meta
+
+    before = read_meta(tr.run.checkpoint("last")).get("data", {})
+    now = tr.data.description()
+    if before.get("key") and before.get("key") != now.get("key") and not force_data:
+        raise RunRefused(f"{tr.run.root}: the run was trained on {before.get('name')} ({before.get('key')}) but the config "
+                         f"now gives {now.get('name')} ({now.get('key')}); resume with the same data, or pass "
+                         "--force-data to continue on the new data")
 
 
 def _config_text(d: dict) -> str:

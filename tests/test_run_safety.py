@@ -1,0 +1,75 @@
+"""A run folder is never rewritten by a run that is refused or has nothing to do."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SMALL = ["data.dataset=hdf", "data.resolution=32", "model.width=8", "train.batch_size=8", "train.device=cpu",
+         "train.threads=1", "log.metrics_every=5", "log.sample_every=50", "log.checkpoint_every=5",
+         "log.eval_every=0", "log.grid_size=4", "train.steps=5"]
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "galaxy_core.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def _sets(items):
+    return [a for s in items for a in ("--set", s)]
+
+
+def _snapshot(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "done"
+    r = _cli("train", "--run-dir", str(run_dir), "--quiet", *_sets(SMALL))
+    assert r.returncode == 0, r.stdout + r.stderr
+    return run_dir
+
+
+def test_a_plain_train_into_a_folder_with_checkpoints_is_refused(finished_run):
+    before = _snapshot(finished_run)
+    r = _cli("train", "--run-dir", str(finished_run), "--quiet", *_sets(SMALL + ["train.seed=3", "train.lr_g=1e-3"]))
+    assert r.returncode == 2 and "--resume" in r.stderr and "--name" in r.stderr
+    assert _snapshot(finished_run) == before
+
+
+def test_a_refused_resume_leaves_the_folder_byte_for_byte_unchanged(finished_run):
+    before = _snapshot(finished_run)
+    r = _cli("train", "--resume", str(finished_run), "--quiet", *_sets(["model.width=16", "train.steps=10"]))
+    assert r.returncode == 2 and "model" in r.stderr and "Traceback" not in r.stderr
+    assert _snapshot(finished_run) == before
+
+
+def test_resuming_a_finished_run_with_nothing_to_do_rewrites_nothing(finished_run):
+    before = _snapshot(finished_run)
+    r = _cli("train", "--resume", str(finished_run), "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert _snapshot(finished_run) == before
+
+
+def test_resuming_on_other_data_is_refused_unless_forced(finished_run, tmp_path):
+    from galaxy_core.data import load_dataset
+
+    hdf = load_dataset("hdf", resolution=32, progress=False)
+    folder = tmp_path / "other"
+    folder.mkdir()
+    for i in range(12):
+        Image.fromarray(np.ascontiguousarray(np.transpose(hdf.images[i], (1, 2, 0)))).save(folder / f"g{i}.png")
+    before = _snapshot(finished_run)
+    other = _sets([f"data.dataset={folder}", "train.steps=10"])
+    r = _cli("train", "--resume", str(finished_run), "--quiet", *other)
+    assert r.returncode == 2 and "--force-data" in r.stderr and "hdf" in r.stderr
+    assert _snapshot(finished_run) == before
+    r = _cli("train", "--resume", str(finished_run), "--quiet", "--force-data", *other)
+    assert r.returncode == 0, r.stderr
