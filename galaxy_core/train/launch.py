@@ -21,7 +21,7 @@ from pathlib import Path
 from galaxy_core.config import Config, from_dict, load_config, to_toml
 from galaxy_core.errors import GalaxyGanError
 from galaxy_core.io.atomic import atomic_write_text
-from galaxy_core.train.run import RunFolder
+from galaxy_core.train.run import RunFolder, RunLockedError
 
 LOG_NAME = "process.log"
 
@@ -77,11 +77,14 @@ def launch_training(config: str | os.PathLike | Config | dict, run_dir: str | os
     ------
     ConfigError
         The config (with overrides) is invalid; checked here, before anything is started.
+    RunLockedError
+        A process holds the run folder's lock (the message names its pid).
     GalaxyGanError
         The run folder already holds a run, or ``init`` does not exist.
     """
     run_dir = Path(run_dir)
     run = RunFolder(run_dir)
+    _refuse_if_locked(run)
     if run.status_path.exists() or run.checkpoint("last").exists():
         raise GalaxyGanError(f"{run_dir}: already holds a run; resume it or choose a new name")
     if init is not None and not Path(init).with_suffix(".json").exists():
@@ -114,10 +117,20 @@ def resume_run(run_dir: str | os.PathLike, *, overrides: list[str] | tuple[str, 
     overrides : list of str
         ``section.key=value`` changes for the continuation, e.g. ``train.steps=3000`` to train a
         finished run further (without it a finished run ends at once).
+
+    Raises
+    ------
+    RunLockedError
+        A process holds the run folder's lock (it is still training); the message names its pid.
+    ConfigError
+        The run's config with ``overrides`` is invalid (checked before anything starts).
+    GalaxyGanError
+        Not a run folder, or the run is still starting or running.
     """
     run = RunFolder(run_dir)
     if not run.config_path.exists():
         raise GalaxyGanError(f"{run.root}: not a run folder (config.toml missing)")
+    _refuse_if_locked(run)
     if run.effective_state() in ("running", "starting"):
         raise GalaxyGanError(f"{run.root}: is still running (pid {run.read_status().get('pid')})")
     overrides = [str(o) for o in overrides]
@@ -126,6 +139,15 @@ def resume_run(run_dir: str | os.PathLike, *, overrides: list[str] | tuple[str, 
     for item in overrides:
         cmd += ["--set", item]
     return _spawn(cmd, run.root)
+
+
+def _refuse_if_locked(run: RunFolder) -> None:
+    """Raise :class:`RunLockedError` naming the holder when a process holds the run's lock."""
+    holder = run.lock_holder()
+    if holder is not None:
+        pid = holder.get("pid", "unknown")
+        raise RunLockedError(f"{run.root}: is in use by process {pid} (it holds {run.lock_path.name}); "
+                             "stop that run first or choose another run folder")
 
 
 def _is_training_process(pid: int) -> bool:
@@ -165,7 +187,8 @@ def stop_run(run_dir: str | os.PathLike, *, wait_s: float = 0.0) -> bool:
         return False
     if st.get("host") not in (None, socket.gethostname()):
         raise GalaxyGanError(f"{run.root}: runs on host {st.get('host')}; stop it there")
-    pid = int(st.get("pid") or 0)
+    holder = run.lock_holder() or {}
+    pid = int(holder.get("pid") or st.get("pid") or 0)  # the lock's holder is the writer, if it has one
     if pid <= 0 or not _is_training_process(pid):
         return False
     try:
