@@ -89,7 +89,7 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_sample(args) -> int:
-    from galaxy_core.explore.sampling import save_samples
+    from galaxy_core.explore.sampling import fits_skip_reason, save_samples
     from galaxy_core.models.pretrained import load_pretrained
 
     model = load_pretrained(args.checkpoint)
@@ -97,6 +97,9 @@ def _cmd_sample(args) -> int:
                            latents_file=args.latents, fits=not args.no_fits)
     for p in written:
         print(p)
+    skipped = fits_skip_reason(model, requested=not args.no_fits)
+    if skipped:
+        print(f"note: no FITS cube written: {skipped}")
     return 0
 
 
