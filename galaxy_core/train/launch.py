@@ -21,6 +21,7 @@ from pathlib import Path
 from galaxy_core.config import Config, from_dict, load_config, to_toml
 from galaxy_core.errors import GalaxyGanError
 from galaxy_core.io.atomic import atomic_write_text
+from galaxy_core.io.checkpoint import read_meta
 from galaxy_core.train.run import RunFolder, RunLockedError
 
 LOG_NAME = "process.log"
@@ -30,8 +31,12 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "galaxy_core.cli", "train", *args]
 
 
-def _spawn(cmd: list[str], run_dir: Path) -> int:
-    """Start ``cmd`` detached, output appended to ``run_dir/process.log``; returns the pid."""
+def _spawn(cmd: list[str], run_dir: Path, *, step: int, total: int, message: str) -> int:
+    """Start ``cmd`` detached, output appended to ``run_dir/process.log``; returns the pid.
+
+    Until the child writes its own status, the run is recorded as "starting" at ``step`` of
+    ``total`` (a resumed run shows the step it resumes from, not 0).
+    """
     with open(run_dir / LOG_NAME, "ab") as log:
         log.write(f"\n$ {' '.join(cmd)}\n".encode())
         log.flush()
@@ -43,7 +48,7 @@ def _spawn(cmd: list[str], run_dir: Path) -> int:
     if not _status_written_by(run, proc.pid):
         # Until the child writes its own status (after its imports), record it so the run is
         # listed as starting at once and can be stopped.
-        run.write_status("starting", pid=proc.pid, step=0, message="process started")
+        run.write_status("starting", pid=proc.pid, step=step, total=total, message=message)
     return proc.pid
 
 
@@ -97,14 +102,14 @@ def launch_training(config: str | os.PathLike | Config | dict, run_dir: str | os
         config_path = run.config_path
     else:
         config_path = Path(config)
-    load_config(config_path, overrides)  # raises ConfigError naming the bad key
+    cfg = load_config(config_path, overrides)  # raises ConfigError naming the bad key
     run_dir.mkdir(parents=True, exist_ok=True)
     cmd = _cli(str(config_path), "--run-dir", str(run_dir), "--quiet")
     for item in overrides:
         cmd += ["--set", item]
     if init is not None:
         cmd += ["--init", str(Path(init).with_suffix(".json"))]
-    return _spawn(cmd, run_dir)
+    return _spawn(cmd, run_dir, step=0, total=cfg.train.steps, message="process started")
 
 
 def resume_run(run_dir: str | os.PathLike, *, overrides: list[str] | tuple[str, ...] = ()) -> int:
@@ -134,11 +139,23 @@ def resume_run(run_dir: str | os.PathLike, *, overrides: list[str] | tuple[str, 
     if run.effective_state() in ("running", "starting"):
         raise GalaxyGanError(f"{run.root}: is still running (pid {run.read_status().get('pid')})")
     overrides = [str(o) for o in overrides]
-    load_config(run.config_path, overrides)  # raises ConfigError naming the bad key
+    cfg = load_config(run.config_path, overrides)  # raises ConfigError naming the bad key
     cmd = _cli("--resume", str(run.root), "--quiet")
     for item in overrides:
         cmd += ["--set", item]
-    return _spawn(cmd, run.root)
+    step = resume_step(run)
+    return _spawn(cmd, run.root, step=step, total=cfg.train.steps, message=f"resuming from step {step}")
+
+
+def resume_step(run: RunFolder) -> int:
+    """The step a resume continues from: that of the ``last`` checkpoint (0 when there is none).
+
+    Falls back to the step in ``status.json`` when the checkpoint's description cannot be read.
+    """
+    try:
+        return int(read_meta(run.checkpoint("last"))["training"]["step"])
+    except (GalaxyGanError, KeyError, TypeError, ValueError):
+        return int((run.read_status() or {}).get("step") or 0)
 
 
 def _refuse_if_locked(run: RunFolder) -> None:
