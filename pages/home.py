@@ -75,16 +75,15 @@ def metrics_table_ui(model: Pretrained) -> None:
                      "Value": value if isinstance(value, (int, float)) else None,
                      "Floor": floors.get(name),
                      "Key": name})
-    st.dataframe(rows, hide_index=True, width="stretch",
-                 column_config={
-                     "Metric": st.column_config.TextColumn(width="large", help="what was measured, with which "
-                                                           "features, on how many samples"),
+    st.dataframe(rows, hide_index=True, width="stretch", column_order=("Metric", "Value", "Floor"),
+                 column_config={  # "Key" (the card's name) stays in the data, for search and the full card
+                     "Metric": st.column_config.TextColumn(help="what was measured, with which features, on how "
+                                                           "many samples"),
                      "Value": st.column_config.NumberColumn(format="%.4g", width="small",
                                                             help="generated vs real; lower is better for distances"),
                      "Floor": st.column_config.NumberColumn(
                          format="%.4g", width="small",
                          help="real-vs-real floor: the same comparison between two disjoint real samples"),
-                     "Key": st.column_config.TextColumn(width="medium", help="the name in the model card"),
                  })
     st.caption("**Floor**: the same metric between two disjoint real samples — the best a model can "
                "reach with this many samples. " + (f"Measured with `{evaluation.get('command')}` on "

@@ -293,7 +293,8 @@ def run_row(run: RunFolder) -> dict:
 def runs_table_ui(runs: list[RunFolder]) -> None:
     rows = [run_row(r) for r in runs]
     st.dataframe(rows, hide_index=True, width="stretch", height=min(38 + 35 * len(rows), 250),
-                 column_config={"loss D": st.column_config.NumberColumn(format="%.3f"),
+                 column_config={"run": st.column_config.TextColumn(width="medium", pinned=True),
+                                "loss D": st.column_config.NumberColumn(format="%.3f"),
                                 "loss G": st.column_config.NumberColumn(format="%.3f"),
                                 "images/s": st.column_config.NumberColumn(format="%.0f")})
 
