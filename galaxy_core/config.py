@@ -52,8 +52,8 @@ class DataConfig:
     crop: float = option(1.0, low=0.0, high=1.0, low_open=True)  # centre-crop fraction before resizing
     count: int = option(10000, low=1)        # sim only: number of simulated galaxies
     seed: int = option(0, low=0)             # sim only: simulation seed
-    normalisation: str = option("asinh", choices=("asinh", "minmax"))  # physical data: "asinh" (invertible)
-    #                                          or "minmax" (not flux-preserving)
+    # physical data: "asinh" (invertible) or "minmax" (per image, not flux-preserving)
+    normalisation: str = option("asinh", choices=("asinh", "minmax"))
 
 
 @dataclass
@@ -63,8 +63,8 @@ class AugmentConfig:
     rot90: bool = True            # random multiple of 90 degrees
     rotate: str = option("none", choices=("none", "45", "any"))  # extra rotation: 45-degree steps or any angle
     rotate_fill: str = option("reflect", choices=("reflect", "constant"))  # fill for rotated corners
-    hue_p: float = option(0.0, low=0.0, high=1.0)  # probability of a random hue shift (RGB only; 0.25 in
-    #                                                Lightweight GAN)
+    # probability of a random hue shift (RGB only; 0.25 in Lightweight GAN)
+    hue_p: float = option(0.0, low=0.0, high=1.0)
 
 
 @dataclass
@@ -76,14 +76,14 @@ class TrainConfig:
     beta1: float = option(0.5, low=0.0, high=1.0, high_open=True)
     beta2: float = option(0.999, low=0.0, high=1.0, high_open=True)
     loss: str = option("bce", choices=("bce", "hinge"))  # "bce" (non-saturating) or "hinge"
-    label_smoothing: float = option(0.0, low=0.0, high=0.5, high_open=True)  # one-sided: real targets are
-    #                                                                          1 - label_smoothing
+    # one-sided: real targets are 1 - label_smoothing
+    label_smoothing: float = option(0.0, low=0.0, high=0.5, high_open=True)
     lr_step_every: float = option(0.0, low=0.0)   # decay period (0 = constant lr)
     lr_step_unit: str = option("epoch", choices=("epoch", "step"))
-    lr_gamma: float = option(0.5, low=0.0, high=1.0, low_open=True)  # lr factor per period (the StackGAN
-    #                                                                  stage halves every 80 epochs)
-    ema_beta: float = option(0.999, low=0.0, high=1.0, high_open=True)  # generator EMA decay per step
-    #                                                                     (0 disables EMA)
+    # lr factor per period (the StackGAN stage halves every 80 epochs)
+    lr_gamma: float = option(0.5, low=0.0, high=1.0, low_open=True)
+    # generator EMA decay per step (0 disables EMA)
+    ema_beta: float = option(0.999, low=0.0, high=1.0, high_open=True)
     seed: int = option(0, low=0)                  # seed of initialisation, batches and latents
     device: str = "auto"          # "auto", "cpu", "cuda", "cuda:1", "mps" (checked against this machine)
     amp: bool = True              # mixed precision (CUDA only)
@@ -98,8 +98,8 @@ class LogConfig:
     checkpoint_every: int = option(500, low=1)    # steps between `last` checkpoints
     eval_every: int = option(500, low=0)          # steps between live quality evaluations (0 = off)
     eval_samples: int = option(256, low=2)        # generated samples per live evaluation
-    eval_extractor: str = option("auto", choices=("auto", "galaxy", "inception", "pix8"))  # features for
-    #                                               live FID/KID ("auto": the galaxy encoder)
+    # features for live FID/KID ("auto": the galaxy encoder)
+    eval_extractor: str = option("auto", choices=("auto", "galaxy", "inception", "pix8"))
     grid_size: int = option(36, low=1)            # images in each sample grid (a square number)
 
 
