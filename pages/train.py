@@ -72,12 +72,14 @@ def data_ui(cfg: Config, k: str) -> dict | None:
     choice = st.radio("Dataset", list(DATASETS), index=list(DATASETS).index(default), format_func=DATASETS.get,
                       key=f"{k}_dataset", horizontal=False)
     out = {"dataset": choice}
+    path = None
     if choice == "folder":
         path = widgets.workspace_path_ui("Folder or FITS file", key=f"{k}_folder", placeholder="data/my_galaxies")
         if path is None:
             st.caption("JPG/PNG/TIFF/FITS images, searched recursively, prepared and cached on first use.")
-            return None
-        out["dataset"] = str(path)
+        else:
+            out["dataset"] = str(path)
+    # Every widget below is drawn whatever the path box holds, so a typo there resets none of them.
     c1, c2 = st.columns(2)
     out["resolution"] = c1.selectbox("Resolution (px)", [32, 64, 128], index=[32, 64, 128].index(d.resolution)
                                      if d.resolution in (32, 64, 128) else 1, key=f"{k}_res")
@@ -90,7 +92,7 @@ def data_ui(cfg: Config, k: str) -> dict | None:
             "Physical data normalisation", ["asinh", "minmax"], index=["asinh", "minmax"].index(d.normalisation),
             key=f"{k}_norm", format_func={"asinh": "asinh (invertible, flux-preserving)",
                                           "minmax": "per-image min-max (not flux-preserving)"}.get)
-    return out
+    return None if choice == "folder" and path is None else out
 
 
 def data_channels(data: dict) -> list[str]:

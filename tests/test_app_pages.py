@@ -284,10 +284,16 @@ def test_train_page_refuses_a_taken_run_name(runs):
 def test_train_page_confines_dataset_paths_to_the_workspace(runs):
     at = open_app(page="pages/train.py")
     at.radio(key="tr_dcgan_hdf32_dataset").set_value("folder").run()
+    at.selectbox(key="tr_dcgan_hdf32_res").set_value(64).run()
+    at.slider(key="tr_dcgan_hdf32_crop").set_value(0.5).run()
     at.text_input(key="tr_dcgan_hdf32_folder").set_value("../../etc").run()
     assert not at.exception
     assert any("outside the workspace" in e.value for e in at.error)
     assert at.button(key="train_start").disabled
+    # the bad path resets none of the other data settings
+    assert (at.selectbox(key="tr_dcgan_hdf32_res").value, at.slider(key="tr_dcgan_hdf32_crop").value) == (64, 0.5)
+    at.text_input(key="tr_dcgan_hdf32_folder").set_value("").run()
+    assert (at.selectbox(key="tr_dcgan_hdf32_res").value, at.slider(key="tr_dcgan_hdf32_crop").value) == (64, 0.5)
 
 
 # ------------------------------------------------------------------------- latent explorer
