@@ -353,7 +353,7 @@ def progress_ui(run: RunFolder, run_state: str, status: dict, records: list[dict
         text += f" · {ips:.0f} images/s · about {(total - step) * batch / ips / 60:.1f} min left"
     st.progress(min(step / total, 1.0) if total else 0.0, text=text)
     holder = run.lock_holder()
-    if holder:
+    if holder and holder.get("pid"):  # {} while the holder is writing its record
         beat = holder.get("heartbeat")
         age = f"; heartbeat {max(0.0, time.time() - beat):.0f} s ago" if isinstance(beat, (int, float)) else ""
         st.caption(f"Written by process {holder.get('pid')} on {holder.get('host')}{age}.")
