@@ -23,7 +23,7 @@ def sidebar_ui() -> None:
 
 
 def main() -> None:
-    st.set_page_config(page_title="Galaxy GAN Studio", page_icon=":material/blur_on:", layout="wide",
+    st.set_page_config(page_title="Galaxy GAN Studio", page_icon=str(ASSETS / "icon.svg"), layout="wide",
                        initial_sidebar_state="expanded")
     st.logo(str(ASSETS / "logo.svg"), size="large", icon_image=str(ASSETS / "icon.svg"))
     page = st.navigation(nav.sections(nav.available()), position="sidebar", expanded=True)

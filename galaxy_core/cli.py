@@ -60,7 +60,9 @@ def _cmd_train(args) -> int:
     else:
         cfg = load_config(args.config, args.set or [])  # no CONFIG: the documented defaults
         stem = Path(args.config).stem if args.config else "default"
-        name = args.name or f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        from galaxy_core.train.run import unique_run_name
+
+        name = args.name or unique_run_name(stem)
         run_dir = Path(args.run_dir) if args.run_dir else runs_dir() / name
     if args.dry_run:
         print(to_toml(cfg), end="")
@@ -120,7 +122,7 @@ def _cmd_checkpoints_verify(args) -> int:
 
 
 def _cmd_sample(args) -> int:
-    from galaxy_core.explore.sampling import save_samples
+    from galaxy_core.explore.sampling import fits_skip_reason, save_samples
     from galaxy_core.models.pretrained import load_pretrained
 
     model = load_pretrained(args.checkpoint)
@@ -128,6 +130,9 @@ def _cmd_sample(args) -> int:
                            latents_file=args.latents, fits=not args.no_fits)
     for p in written:
         print(p)
+    skipped = fits_skip_reason(model, requested=not args.no_fits)
+    if skipped:
+        print(f"note: no FITS cube written: {skipped}")
     return 0
 
 

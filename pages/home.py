@@ -15,24 +15,31 @@ from studio_ui import nav, state, widgets
 nav.ensure_app()  # first request for this URL on a fresh server: run the app entry instead
 
 SEED_KEY = "home_seed"
-METRIC_NAMES = {"fd": "Fréchet distance", "fid": "Fréchet distance (FID)", "kid": "Kernel distance (KID)",
+METRIC_NAMES = {"fd": "Fréchet distance", "fid": "FID (Fréchet distance)", "kid": "KID (kernel distance)",
                 "mifid": "Memorisation-informed FID", "prdc": "Precision / recall"}
-
-
+EXTRACTOR_NAMES = {"galaxy": "galaxy encoder", "pix8": "8×8 pixels", "inception": "Inception-v3"}
 PLAIN_METRICS = {  # card metrics that are not feature-space distances
-    "sgd_morphology": ("Synthetic Galaxy Distance over morphology (Smith et al. 2022)", "—", "—"),
-    "cmd_fraction_in_box": ("fraction inside the colour–magnitude box (median ± 1.75σ)", "—", "—"),
+    "sgd_morphology": "Synthetic Galaxy Distance over morphology (Smith et al. 2022)",
+    "cmd_fraction_in_box": "Fraction inside the colour–magnitude box (median ± 1.75σ)",
 }
 
 
 def split_metric_name(name: str) -> tuple[str, str, str]:
-    """``"fid_galaxy_5k"`` -> ("fid", "galaxy", "5k"); names without the pattern pass through."""
+    """``"fid_galaxy_5k"`` -> ("fid", "galaxy", "5k"); names without the pattern -> (name, "", "")."""
+    parts = name.split("_")
+    if name not in PLAIN_METRICS and len(parts) >= 3:
+        return parts[0], "_".join(parts[1:-1]), parts[-1]
+    return name, "", ""
+
+
+def metric_label(name: str) -> str:
+    """A card metric's key as words: ``"kid_galaxy_191"`` -> "KID (kernel distance) · galaxy encoder · 191 samples"."""
     if name in PLAIN_METRICS:
         return PLAIN_METRICS[name]
-    parts = name.split("_")
-    if len(parts) >= 3:
-        return parts[0], "_".join(parts[1:-1]), parts[-1]
-    return name, "—", "—"
+    kind, extractor, n = split_metric_name(name)
+    if not extractor:
+        return name.replace("_", " ")
+    return f"{METRIC_NAMES.get(kind, kind.upper())} · {EXTRACTOR_NAMES.get(extractor, extractor)} · {n} samples"
 
 
 def facts_ui(model: Pretrained) -> None:
@@ -64,19 +71,33 @@ def metrics_table_ui(model: Pretrained) -> None:
     floors = evaluation.get("real_vs_real_floor") or {}
     rows = []
     for name, value in metrics.items():
-        kind, extractor, n = split_metric_name(name)
-        rows.append({"metric": name, "measures": METRIC_NAMES.get(kind, kind), "extractor": extractor,
-                     "samples": n, "value": value if isinstance(value, (int, float)) else str(value),
-                     "real-vs-real floor": floors.get(name)})
-    st.dataframe(rows, hide_index=True, width="stretch",
-                 column_config={"value": st.column_config.NumberColumn(format="%.4g"),
-                                "real-vs-real floor": st.column_config.NumberColumn(
-                                    format="%.4g", help="the same comparison between two disjoint real samples")})
-    if evaluation:
-        st.caption(f"Measured with `{evaluation.get('command')}` on {evaluation.get('date')}; "
-                   f"floor: {evaluation.get('floor_definition')}.")
-    for extractor in sorted({r["extractor"] for r in rows} - {"—"}):
-        st.caption(f"**{extractor}**: {describe_extractor(extractor)}.")
+        rows.append({"Metric": metric_label(name),
+                     "Value": value if isinstance(value, (int, float)) else None,
+                     "Floor": floors.get(name),
+                     "Key": name})
+    st.dataframe(rows, hide_index=True, width="stretch", column_order=("Metric", "Value", "Floor"),
+                 column_config={  # "Key" (the card's name) stays in the data, for search and the full card
+                     "Metric": st.column_config.TextColumn(help="what was measured, with which features, on how "
+                                                           "many samples"),
+                     "Value": st.column_config.NumberColumn(format="%.4g", width="small",
+                                                            help="generated vs real; lower is better for distances"),
+                     "Floor": st.column_config.NumberColumn(
+                         format="%.4g", width="small",
+                         help="real-vs-real floor: the same comparison between two disjoint real samples"),
+                 })
+    st.caption("**Floor**: the same metric between two disjoint real samples — the best a model can "
+               "reach with this many samples. " + (f"Measured with `{evaluation.get('command')}` on "
+                                                    f"{evaluation.get('date')}; floor: "
+                                                    f"{evaluation.get('floor_definition')}." if evaluation else ""))
+    negative = [k for k, v in floors.items() if isinstance(v, (int, float)) and v < 0]
+    if negative:
+        st.caption(f"A negative floor ({', '.join(f'{metric_label(k)}: {floors[k]:.3g}' for k in negative)}) is "
+                   "expected: KID is an unbiased estimate, so two samples of the same real data scatter around "
+                   "zero and can come out below it. Read it as “no measurable difference”; a model's KID means "
+                   "something by how far it lies above that scatter.")
+    for extractor in sorted({split_metric_name(k)[1] for k in metrics} - {""}):
+        st.caption(f"**{EXTRACTOR_NAMES.get(extractor, extractor)}** ({extractor}): "
+                   f"{describe_extractor(extractor)}.")
     best = model.meta.get("best")
     if best:
         st.caption(f"Best value of {best.get('metric')} reached at step {best.get('step')}.")
@@ -119,12 +140,16 @@ def samples_ui(model: Pretrained) -> None:
     record = widgets.record_for(model, seed=seed, count=n, note="image i comes from latents(seed, n)[i]")
     grid = widgets.grid_png(rgb, record, scale=scale)
     widgets.show_image(grid, f"{n} samples from seed {seed}, shown ×{scale}. {widgets.stretch_note(model)}")
-    widgets.download_row([
-        ("Grid (PNG)", grid, f"{model.name}_seed{seed}_grid.png", "image/png"),
+    name = f"{model.name}_seed{seed}"
+    items = [
+        ("Grid (PNG)", grid, f"{name}_grid.png", "image/png"),
         ("Each image (zip)", lambda: frames_zip(rgb, z, record=record, prefix="sample"),  # built when clicked
-         f"{model.name}_seed{seed}.zip", "application/zip"),
-        widgets.latents_download(z, f"{model.name}_seed{seed}_latents.npy"),
-    ], key="home_dl")
+         f"{name}.zip", "application/zip"),
+        widgets.latents_download(z, f"{name}_latents.npy"),
+    ]
+    fits = widgets.fits_download(model, z, seed=seed, file_name=f"{name}.fits")
+    widgets.download_row(items + ([fits] if fits else []), key="home_dl")
+    widgets.fits_note(model)
 
 
 NEXT_STEPS = {

@@ -24,22 +24,33 @@ WALK_STEPS = 7       # columns of the grid walk
 # ------------------------------------------------------------------------------ interpolation
 
 
-def keys_ui(model: Pretrained) -> tuple[np.ndarray, list[str]] | None:
-    """Key latents from seeds or uploaded .npy files: ((K, z_dim), labels) or None."""
+def key_inputs_ui(model: Pretrained) -> tuple[str, str | list]:
+    """Draw the key-latent inputs; returns ("Seeds", text) or ("Uploaded .npy", files), unparsed.
+
+    Parsing happens after every control of the section is drawn, so a typo here never removes
+    (and so never resets) the frame count or interpolation method below.
+    """
     source = st.segmented_control("Key latents from", ["Seeds", "Uploaded .npy"], default="Seeds", key="le_source",
                                   required=True)
     if source == "Seeds":
-        text = st.text_input("Seeds (two or more, separated by commas)", value="1, 2, 3", key="le_seeds")
-        seeds = widgets.parse_seeds(text)
+        return source, st.text_input("Seeds (two or more, separated by commas)", value="1, 2, 3", key="le_seeds")
+    files = st.file_uploader(f"Latent files: ({model.z_dim},) or (n, {model.z_dim}) float arrays",
+                             type=["npy"], accept_multiple_files=True, key="le_upload")
+    return source, list(files or [])
+
+
+def parse_keys(model: Pretrained, source: str, value: str | list) -> tuple[np.ndarray, list[str]] | None:
+    """Key latents ((K, z_dim), labels) from :func:`key_inputs_ui`'s values; None (with a message)
+    when there are fewer than two; raises ValueError naming a bad seed or file."""
+    if source == "Seeds":
+        seeds = widgets.parse_seeds(value)
         if len(seeds) < 2:
             st.warning("Enter at least two seeds.", icon=":material/warning:")
             return None
         z = np.concatenate([state.seed_latents(model, s, 1) for s in seeds])
         return z, [f"seed {s}" for s in seeds]
-    files = st.file_uploader(f"Latent files: ({model.z_dim},) or (n, {model.z_dim}) float arrays",
-                             type=["npy"], accept_multiple_files=True, key="le_upload")
     rows, labels = [], []
-    for f in files or []:
+    for f in value:
         z = load_latents(f.getvalue(), z_dim=model.z_dim, name=f.name)
         rows.append(z)
         labels += [f"{f.name}[{i}]" for i in range(len(z))]
@@ -50,11 +61,13 @@ def keys_ui(model: Pretrained) -> tuple[np.ndarray, list[str]] | None:
     return np.concatenate(rows), labels
 
 
-def path_controls_ui(n_keys: int) -> tuple[str, int, float]:
+def path_controls_ui() -> tuple[str, int, int]:
+    """Interpolation method, frames and animation speed; fixed bounds, so other inputs never reset them."""
     c1, c2, c3 = st.columns(3)
     method = c1.radio("Interpolation", ["slerp", "lerp"], horizontal=True, key="le_method",
                       help="slerp follows the sphere (keeps the norm of Gaussian latents); lerp the straight line.")
-    frames = c2.slider("Frames", max(2, n_keys), 64, max(16, n_keys), key="le_frames")
+    frames = c2.slider("Frames", 2, 64, 16, key="le_frames",
+                       help="Raised to the number of key latents when there are more keys than frames.")
     fps = c3.slider("Animation speed (frames/s)", 2, 24, 8, key="le_fps")
     return method, frames, fps
 
@@ -72,12 +85,16 @@ def _strip_files(rgb: np.ndarray, z: np.ndarray, what: str, scale: int, fps: int
 
 def interpolation_ui(model: Pretrained) -> None:
     st.subheader(":material/linear_scale: Interpolation")
+    source, value = key_inputs_ui(model)
+    method, frames, fps = path_controls_ui()
     with widgets.error_boundary("Reading the key latents"):
-        keys = keys_ui(model)
+        keys = parse_keys(model, source, value)
         if keys is None:
             return
         z_keys, labels = keys
-        method, frames, fps = path_controls_ui(len(z_keys))
+        if frames < len(z_keys):
+            st.caption(f"{len(z_keys)} key latents need at least {len(z_keys)} frames; using {len(z_keys)}.")
+            frames = len(z_keys)
         z = interpolation_path(z_keys, frames, method=method)  # (frames, z_dim)
         rgb = state.render(model, z)
         scale = widgets.display_scale(model.resolution)
@@ -90,7 +107,7 @@ def interpolation_ui(model: Pretrained) -> None:
                            f"to right, top to bottom). {widgets.stretch_note(model)}", where=left)
         widgets.show_image(files["gif"], f"Animation at {fps} frames/s, forwards and back; same display.",
                            where=right)
-        widgets.download_row([
+        items = [
             ("Strip (PNG)", files["strip"], f"{name}_strip.png", "image/png"),
             ("Animation (GIF)", files["gif"], f"{name}.gif", "image/gif"),
             ("Latents (.npy)", files["npy"], f"{name}_latents.npy", "application/octet-stream"),
@@ -98,7 +115,9 @@ def interpolation_ui(model: Pretrained) -> None:
              lambda: frames_zip(rgb, z, record=record, extra={f"{name}_strip.png": files["strip"],
                                                                f"{name}.gif": files["gif"]}),
              f"{name}.zip", "application/zip"),
-        ], key="le_dl")
+        ]
+        fits = widgets.fits_download(model, z, seed=None, file_name=f"{name}.fits")
+        widgets.download_row(items + ([fits] if fits else []), key="le_dl")
 
 
 # ---------------------------------------------------------------------------------- directions
@@ -160,13 +179,16 @@ def directions_ui(model: Pretrained) -> None:
     widgets.show_image(single, f"Seed {seed} moved by the sliders. {widgets.stretch_note(model)}", where=c1)
     widgets.show_image(grid, f"Grid walk: row i varies PC i from −3σ to +3σ around the sliders ({d.source}). "
                        f"{widgets.stretch_note(model)}", where=c2)
-    widgets.download_row([
+    items = [
         ("This image (PNG)", single, f"{model.name}_seed{seed}_walk.png", "image/png"),
         ("Its latent (.npy)", npy_bytes(z[None]), f"{model.name}_seed{seed}_walk.npy", "application/octet-stream"),
         ("Grid + every frame (zip)",  # built when clicked
          lambda: frames_zip(grid_rgb, grid_z, record=grid_record, prefix="walk", extra={"grid.png": grid}),
          f"{model.name}_seed{seed}_walk.zip", "application/zip"),
-    ], key="le_walk_dl")
+    ]
+    fits = widgets.fits_download(model, grid_z, seed=None, file_name=f"{model.name}_seed{seed}_walk.fits")
+    widgets.download_row(items + ([fits] if fits else []), key="le_walk_dl")
+    widgets.fits_note(model)
 
 
 widgets.page_header("Latent Explorer", "Move through the generator's latent space: interpolate between galaxies "

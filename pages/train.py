@@ -21,13 +21,16 @@ from galaxy_core.models.registry import known_archs
 from galaxy_core.paths import configs_dir, runs_dir
 from galaxy_core.io.checkpoint import read_meta
 from galaxy_core.train.launch import launch_training, resume_run, stop_run
-from galaxy_core.train.run import RunFolder, list_runs
+from galaxy_core.train.run import RunFolder, list_runs, unique_run_name
 from studio_ui import nav, state, widgets
 
 nav.ensure_app()  # first request for this URL on a fresh server: run the app entry instead
 
 RUN_KEY = "train_run"
 STARTED_KEY = "train_started"
+ACTIVE_STATES = ("running", "starting")
+REFRESH_ACTIVE_S = 2.0  # monitor refresh while a run is starting or running
+REFRESH_IDLE_S = 5.0    # otherwise: still notices runs started elsewhere (galaxygan train) within seconds
 CLASSROOM = "dcgan_hdf32"
 STATE_BADGE = {"running": ("green", ":material/play_circle:"), "starting": ("blue", ":material/hourglass_top:"),
                "finished": ("violet", ":material/check_circle:"), "stopped": ("orange", ":material/stop_circle:"),
@@ -69,12 +72,14 @@ def data_ui(cfg: Config, k: str) -> dict | None:
     choice = st.radio("Dataset", list(DATASETS), index=list(DATASETS).index(default), format_func=DATASETS.get,
                       key=f"{k}_dataset", horizontal=False)
     out = {"dataset": choice}
+    path = None
     if choice == "folder":
         path = widgets.workspace_path_ui("Folder or FITS file", key=f"{k}_folder", placeholder="data/my_galaxies")
         if path is None:
             st.caption("JPG/PNG/TIFF/FITS images, searched recursively, prepared and cached on first use.")
-            return None
-        out["dataset"] = str(path)
+        else:
+            out["dataset"] = str(path)
+    # Every widget below is drawn whatever the path box holds, so a typo there resets none of them.
     c1, c2 = st.columns(2)
     out["resolution"] = c1.selectbox("Resolution (px)", [32, 64, 128], index=[32, 64, 128].index(d.resolution)
                                      if d.resolution in (32, 64, 128) else 1, key=f"{k}_res")
@@ -87,7 +92,42 @@ def data_ui(cfg: Config, k: str) -> dict | None:
             "Physical data normalisation", ["asinh", "minmax"], index=["asinh", "minmax"].index(d.normalisation),
             key=f"{k}_norm", format_func={"asinh": "asinh (invertible, flux-preserving)",
                                           "minmax": "per-image min-max (not flux-preserving)"}.get)
-    return out
+    return None if choice == "folder" and path is None else out
+
+
+def data_channels(data: dict) -> list[str]:
+    """Channels of the chosen training data, in array order (a folder is prepared, and cached, to know)."""
+    if data["dataset"] == "hdf":
+        from galaxy_core.data.hdf import CHANNELS
+
+        return list(CHANNELS)
+    if data["dataset"] == "sim":
+        from galaxy_core.data.sim import BANDS
+
+        return list(BANDS)
+    ds = state.dataset(state.data_key(data["dataset"], resolution=int(data["resolution"]), crop=float(data["crop"]),
+                                      normalisation=data.get("normalisation", "asinh")))
+    return list(ds.channels)
+
+
+def finetune_check(init_meta: dict, channels: list[str]) -> tuple[str | None, str | None]:
+    """(error, warning) for fine-tuning the checkpoint ``init_meta`` on data with ``channels``.
+
+    Different numbers of bands cannot work (the first and last layers would not fit): an error.
+    The same number of differently named bands (R/G/B vs g/r/i) trains, but the model must
+    relearn what each channel means: a warning.
+    """
+    want = list((init_meta.get("data") or {}).get("channels") or [])
+    n_model = int(init_meta["model"].get("num_bands", len(want) or 0))
+    if n_model and len(channels) != n_model:
+        return (f"The checkpoint makes {n_model}-band images ({'/'.join(want) or '?'}); this data has "
+                f"{len(channels)} band(s) ({'/'.join(channels)}). Fine-tuning needs the same bands: choose data "
+                "with the checkpoint's bands, or train from scratch."), None
+    if want and want != channels:
+        return None, (f"The checkpoint was trained on {'/'.join(want)}; this data is {'/'.join(channels)}. The "
+                      "number of bands fits, but the channels mean different things, so the model has to relearn "
+                      "its colours.")
+    return None, None
 
 
 def model_ui(cfg: Config, k: str, init_meta: dict | None) -> dict:
@@ -175,10 +215,21 @@ def new_run_ui() -> None:
     init_path, init_meta = init_ui(k)
     with st.expander("Data", expanded=True, icon=":material/dataset:"):
         data = data_ui(cfg, k)
-    if init_meta is not None and data is not None and data["resolution"] != init_meta["model"]["resolution"]:
-        st.warning(f"The checkpoint makes {init_meta['model']['resolution']} px images; "
-                   f"resolution set to {init_meta['model']['resolution']} px.")
-        data["resolution"] = init_meta["model"]["resolution"]
+    blocked = data is None
+    if init_meta is not None and data is not None:
+        if data["resolution"] != init_meta["model"]["resolution"]:
+            st.warning(f"The checkpoint makes {init_meta['model']['resolution']} px images; "
+                       f"resolution set to {init_meta['model']['resolution']} px.")
+            data["resolution"] = init_meta["model"]["resolution"]
+        with widgets.error_boundary("Checking the data's bands"):
+            blocked = True  # stays blocked if the data cannot be read
+            error, warning = finetune_check(init_meta, data_channels(data))
+            if error:
+                st.error(error, icon=":material/block:")
+            else:
+                blocked = False
+                if warning:
+                    st.warning(warning, icon=":material/warning:")
     with st.expander("Model", icon=":material/account_tree:"):
         model = model_ui(cfg, k, init_meta)
     with st.expander("Optimisation", expanded=True, icon=":material/tune:"):
@@ -187,10 +238,11 @@ def new_run_ui() -> None:
         augment = augment_ui(cfg, k)
     with st.expander("Logging and live evaluation", icon=":material/monitoring:"):
         log = logging_ui(cfg, k)
-    name = st.text_input("Run name", value=f"{preset}-{time.strftime('%m%d-%H%M%S')}", key=f"{k}_name",
-                         help="The run's folder name under the runs folder.")
+    name = st.text_input("Run name", value=unique_run_name(preset), key=f"{k}_name",
+                         help="The run's folder name under the runs folder (the default is unique: time to the "
+                              "millisecond and a random suffix).")
     if st.button("Start training", type="primary", icon=":material/rocket_launch:", width="stretch",
-                 disabled=data is None, key="train_start"):
+                 disabled=blocked, key="train_start"):
         values = cfg.to_dict()
         for section, changes in (("data", data), ("train", train), ("augment", augment), ("log", log)):
             values[section].update(changes or {})
@@ -202,12 +254,29 @@ def new_run_ui() -> None:
 
 def start_run(values: dict, name: str, init_path: str | None, name_key: str) -> None:
     run_dir = runs_dir() / run_name_ok(name)
-    pid = launch_training(values, run_dir, init=init_path)
+    try:
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        run_dir.mkdir()  # exclusive: two starts with one name cannot share a folder
+    except FileExistsError:
+        raise GalaxyGanError(f"a run named {run_dir.name!r} already exists in {run_dir.parent}; "
+                             "choose another name (or resume that run in the monitor)") from None
+    try:
+        pid = launch_training(values, run_dir, init=init_path)
+    except GalaxyGanError:
+        _remove_if_empty(run_dir)
+        raise
     st.session_state[RUN_KEY] = str(run_dir)  # the monitor shows the new run
     st.session_state[STARTED_KEY] = (f"Started **{run_dir.name}** (process {pid}). "
                                      "It keeps running if you close this tab.")
     del st.session_state[name_key]  # the next run gets a fresh default name
     st.rerun()
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()  # only succeeds when nothing was written
+    except OSError:
+        pass
 
 
 # --------------------------------------------------------------------------------- monitor
@@ -226,7 +295,8 @@ def run_row(run: RunFolder) -> dict:
 def runs_table_ui(runs: list[RunFolder]) -> None:
     rows = [run_row(r) for r in runs]
     st.dataframe(rows, hide_index=True, width="stretch", height=min(38 + 35 * len(rows), 250),
-                 column_config={"loss D": st.column_config.NumberColumn(format="%.3f"),
+                 column_config={"run": st.column_config.TextColumn(width="medium", pinned=True),
+                                "loss D": st.column_config.NumberColumn(format="%.3f"),
                                 "loss G": st.column_config.NumberColumn(format="%.3f"),
                                 "images/s": st.column_config.NumberColumn(format="%.0f")})
 
@@ -276,10 +346,17 @@ def progress_ui(run: RunFolder, run_state: str, status: dict, records: list[dict
     step, total = int(status.get("step") or 0), int(status.get("total") or 0)
     ips = records[-1].get("images_per_s") if records else None
     text = f"step {step:,} of {total:,}"
+    if run_state == "starting":
+        text = (f"starting: resuming at step {step:,} of {total:,}" if step else f"starting: step 0 of {total:,}")
     if ips and run_state == "running" and total > step:
         batch = records[-1]["kimg"] * 1000 / max(records[-1]["step"], 1)
         text += f" · {ips:.0f} images/s · about {(total - step) * batch / ips / 60:.1f} min left"
     st.progress(min(step / total, 1.0) if total else 0.0, text=text)
+    holder = run.lock_holder()
+    if holder and holder.get("pid"):  # {} while the holder is writing its record
+        beat = holder.get("heartbeat")
+        age = f"; heartbeat {max(0.0, time.time() - beat):.0f} s ago" if isinstance(beat, (int, float)) else ""
+        st.caption(f"Written by process {holder.get('pid')} on {holder.get('host')}{age}.")
     if run_state == "failed":
         st.error(f"The run failed: {status.get('message') or 'the process ended without a final status'}")
         log = run.root / "process.log"
@@ -358,11 +435,24 @@ def sample_grid_ui(run: RunFolder) -> None:
     widgets.show_image(path.read_bytes(), f"Fixed latents at step {step:,}. Display: {grid_note(run)}.")
 
 
-def monitor_ui() -> None:
+def active_runs(runs: list[RunFolder]) -> frozenset[str]:
+    """Names of the runs starting or running (by status, process and lock)."""
+    return frozenset(r.root.name for r in runs if r.effective_state() in ACTIVE_STATES)
+
+
+def monitor_ui(active_before: frozenset[str] = frozenset()) -> None:
+    """The runs table and the chosen run, redrawn from the run folders on every refresh.
+
+    ``active_before`` is the set of active runs when the page was drawn; when it changes (a run
+    started elsewhere, or one ended) the whole page is redrawn so the refresh rate follows.
+    """
     runs = list_runs(runs_dir())
+    if active_runs(runs) != active_before:
+        st.rerun()  # a run started or ended: redraw the page so the refresh interval follows
     st.subheader(":material/monitoring: Runs")
     if not runs:
-        st.info(f"No runs yet in {runs_dir()}. Start one with the form.", icon=":material/info:")
+        st.info(f"No runs yet in {runs_dir()}. Start one with the form, or with galaxygan train.",
+                icon=":material/info:")
         return
     with widgets.error_boundary("Reading the runs"):
         runs_table_ui(runs)
@@ -384,6 +474,8 @@ with left, st.container(border=True):
         new_run_ui()
 with right:
     live = st.toggle("Live refresh", value=True, key="train_live",
-                     help="Redraw the run every 2 seconds while a run is starting or running.")
-    active = any(r.effective_state() in ("running", "starting") for r in list_runs(runs_dir()))
-    st.fragment(monitor_ui, run_every=2.0 if live and active else None)()
+                     help=f"Follow the run folders: redraw every {REFRESH_ACTIVE_S:.0f} s while a run is starting or "
+                          f"running, every {REFRESH_IDLE_S:.0f} s otherwise (to notice runs started elsewhere).")
+    active = active_runs(list_runs(runs_dir()))
+    every = (REFRESH_ACTIVE_S if active else REFRESH_IDLE_S) if live else None
+    st.fragment(monitor_ui, run_every=every)(active)

@@ -17,7 +17,7 @@ import streamlit as st
 
 from galaxy_core.errors import GalaxyGanError
 from galaxy_core.explore.export import npy_bytes, png_with_record
-from galaxy_core.explore.sampling import provenance
+from galaxy_core.explore.sampling import fits_bytes, fits_skip_reason, provenance
 from galaxy_core.io.render import display_note, make_grid
 from galaxy_core.models.pretrained import Pretrained
 from galaxy_core.paths import confine, workspace_root
@@ -166,6 +166,31 @@ def download_row(items: list[tuple[str, bytes | Callable[[], bytes], str, str]],
 
 def latents_download(z: np.ndarray, name: str) -> tuple[str, bytes, str, str]:
     return ("Latents (.npy)", npy_bytes(z), name, "application/octet-stream")
+
+
+def fits_download(model: Pretrained, z: np.ndarray, *, seed: int | None,
+                  file_name: str) -> tuple[str, Callable[[], bytes], str, str] | None:
+    """A download item for the fluxes of the images of latents ``z`` (n, z_dim) as a FITS cube.
+
+    Only for models trained on physical data with an invertible stretch; None otherwise (show
+    :func:`fits_note` to say why). The cube is generated when the button is clicked, with the
+    checkpoint and seed (-1 for latents not from a seed) in its header.
+    """
+    if fits_skip_reason(model) is not None:
+        return None
+    z = np.array(z, dtype=np.float32, copy=True)
+
+    def build() -> bytes:
+        return fits_bytes(model, model.generate(z), seed=-1 if seed is None else int(seed))
+
+    return ("Fluxes (FITS)", build, file_name, "application/fits")
+
+
+def fits_note(model: Pretrained) -> None:
+    """One caption saying why there is no FITS download for ``model`` (nothing for band models)."""
+    reason = fits_skip_reason(model)
+    if reason is not None:
+        st.caption(f"No FITS download: {reason}.")
 
 
 def show_image(data: bytes, caption: str, *, where=st) -> None:

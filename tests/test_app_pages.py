@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -127,7 +128,28 @@ def test_home_shows_model_card_and_samples_for_each_checkpoint(runs, name):
     assert any(name in c.value for c in at.caption)
     captions = image_captions(at)
     assert len(captions) == 1 and "Display:" in captions[0] and "16 samples" in captions[0]
-    assert len(at.get("download_button")) == 3
+    downloads = labels(at.get("download_button"))
+    no_fits = [c.value for c in at.caption if c.value.startswith("No FITS download:")]
+    if name == "dcgan_sim64":  # g/r/i fluxes through an invertible stretch: a FITS cube is offered
+        assert downloads == ["Grid (PNG)", "Each image (zip)", "Latents (.npy)", "Fluxes (FITS)"] and not no_fits
+    else:  # display colours: no FITS, and the page says why
+        assert downloads == ["Grid (PNG)", "Each image (zip)", "Latents (.npy)"]
+        assert len(no_fits) == 1 and "not fluxes" in no_fits[0]
+
+
+def test_home_metrics_table_is_readable(runs):
+    at = open_app(shipped_path("dcgan_hdf32"))
+    table = at.dataframe[0].value
+    assert list(table.columns) == ["Metric", "Value", "Floor", "Key"]
+    rows = dict(zip(table["Key"], table["Metric"]))
+    assert rows["kid_galaxy_191"] == "KID (kernel distance) · galaxy encoder · 191 samples"
+    assert rows["fid_pix8_191"] == "FID (Fréchet distance) · 8×8 pixels · 191 samples"
+    assert rows["sgd_morphology"].startswith("Synthetic Galaxy Distance")
+    assert not any("_" in label for label in table["Metric"])  # no raw keys as labels
+    floors = dict(zip(table["Key"], table["Floor"]))
+    assert floors["kid_galaxy_191"] < 0  # the shipped card has a negative KID floor ...
+    explained = [c.value for c in at.caption if "negative floor" in c.value]
+    assert len(explained) == 1 and "unbiased" in explained[0] and "-4.65" in explained[0]  # ... and it is explained
 
 
 def test_home_seed_box_and_new_samples_change_the_grid(runs):
@@ -204,13 +226,74 @@ def test_train_page_form_and_live_view(runs):
     assert at.selectbox(key="checkpoint").value == str(run.checkpoint("last"))
 
 
+def _one_band_checkpoint(runs: Path) -> str:
+    """A 1-band (r) 32 px DCGAN with random weights, listed as a run's checkpoint."""
+    model_cfg = DCGANConfig(resolution=32, num_bands=1, z_dim=100, width=4)
+    torch.manual_seed(0)
+    meta = {"arch": "dcgan", "model": {"arch": "dcgan", **asdict(model_cfg)},
+            "data": {"name": "r-band", "channels": ["r"], "kind": "physical", "resolution": 32},
+            "training": {"step": 5}, "metrics": {}}
+    return str(save_checkpoint(runs / "oneband" / "checkpoints" / "last",
+                               prefixed("G", Generator(model_cfg).state_dict()), meta))
+
+
+def test_train_page_fine_tune_checks_bands(runs):
+    one_band = _one_band_checkpoint(runs)
+    at = open_app(page="pages/train.py")
+    at.radio(key="tr_dcgan_hdf32_start").set_value("checkpoint").run()
+    at.selectbox(key="tr_dcgan_hdf32_init").set_value(one_band).run()
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert any("1-band images (r)" in e and "3 band(s) (R/G/B)" in e for e in errors), errors
+    assert at.button(key="train_start").disabled
+    at.selectbox(key="tr_dcgan_hdf32_init").set_value(shipped_path("dcgan_sim64")).run()
+    assert_clean(at)  # same number of bands: allowed, with a warning that they differ
+    assert any("trained on g/r/i; this data is R/G/B" in w.value for w in at.warning)
+    assert not at.button(key="train_start").disabled
+    at.selectbox(key="tr_dcgan_hdf32_init").set_value(shipped_path("dcgan_hdf64")).run()
+    assert_clean(at)
+    assert not any("bands" in w.value or "channels" in w.value for w in at.warning)
+    assert any("resolution set to 64 px" in w.value for w in at.warning)
+
+
+def test_train_page_shows_the_step_a_run_resumes_from_and_who_writes_it(runs):
+    run = fake_run(runs)
+    run.write_status("starting", pid=os.getpid(), step=150, total=400, message="resuming from step 150")
+    with run.lock(heartbeat_s=0):
+        at = open_app(page="pages/train.py")
+        assert not at.exception
+        bars = [p.proto.text for p in at.get("progress")]
+        assert "starting: resuming at step 150 of 400" in bars, bars
+        assert any(c.value.startswith(f"Written by process {os.getpid()}") for c in at.caption)
+    run.write_status("running", pid=os.getpid(), step=150, total=400)
+    at.run()  # the lock is gone but the status still says running: the writer died
+    assert list(at.dataframe[0].value["state"]) == ["failed"]
+    assert any("The run failed" in e.value for e in at.error)
+
+
+def test_train_page_refuses_a_taken_run_name(runs):
+    (runs / "taken").mkdir()
+    at = open_app(page="pages/train.py")
+    at.text_input(key="tr_dcgan_hdf32_name").set_value("taken").run()
+    at.button(key="train_start").click().run()
+    assert not at.exception
+    assert any("a run named 'taken' already exists" in e.value for e in at.error)
+    assert not (runs / "taken" / "status.json").exists()
+
+
 def test_train_page_confines_dataset_paths_to_the_workspace(runs):
     at = open_app(page="pages/train.py")
     at.radio(key="tr_dcgan_hdf32_dataset").set_value("folder").run()
+    at.selectbox(key="tr_dcgan_hdf32_res").set_value(64).run()
+    at.slider(key="tr_dcgan_hdf32_crop").set_value(0.5).run()
     at.text_input(key="tr_dcgan_hdf32_folder").set_value("../../etc").run()
     assert not at.exception
     assert any("outside the workspace" in e.value for e in at.error)
     assert at.button(key="train_start").disabled
+    # the bad path resets none of the other data settings
+    assert (at.selectbox(key="tr_dcgan_hdf32_res").value, at.slider(key="tr_dcgan_hdf32_crop").value) == (64, 0.5)
+    at.text_input(key="tr_dcgan_hdf32_folder").set_value("").run()
+    assert (at.selectbox(key="tr_dcgan_hdf32_res").value, at.slider(key="tr_dcgan_hdf32_crop").value) == (64, 0.5)
 
 
 # ------------------------------------------------------------------------- latent explorer
@@ -234,6 +317,32 @@ def test_latent_explorer_strip_animation_and_walk(runs):
     assert_clean(at)
     at.radio(key="le_dir_source").set_value("z").run()
     assert_clean(at)
+
+
+def test_latent_explorer_a_seed_typo_resets_nothing_else(runs):
+    at = open_app(shipped_path("dcgan_hdf32"), page="pages/latent_explorer.py")
+    at.slider(key="le_frames").set_value(8).run()
+    at.radio(key="le_method").set_value("lerp").run()
+    at.slider(key="le_fps").set_value(12).run()
+    at.text_input(key="le_seeds").set_value("4, 5x").run()
+    assert not at.exception and any("5x" in e.value for e in at.error)
+    assert (at.slider(key="le_frames").value, at.radio(key="le_method").value, at.slider(key="le_fps").value) \
+        == (8, "lerp", 12)  # still drawn, with the user's values
+    at.text_input(key="le_seeds").set_value("4, 5").run()
+    assert_clean(at)
+    assert (at.slider(key="le_frames").value, at.radio(key="le_method").value) == (8, "lerp")
+    assert "lerp through seed 4, seed 5 in 8 frames" in image_captions(at)[0]
+    at.text_input(key="le_seeds").set_value(", ".join(str(i) for i in range(10))).run()
+    assert_clean(at)  # more keys than frames: frames follow the keys, the slider keeps its value
+    assert at.slider(key="le_frames").value == 8 and "in 10 frames" in image_captions(at)[0]
+
+
+def test_latent_explorer_offers_fits_for_a_band_model(runs):
+    at = open_app(shipped_path("dcgan_sim64"), page="pages/latent_explorer.py")
+    assert_clean(at)
+    downloads = labels(at.get("download_button"))
+    assert downloads.count("Fluxes (FITS)") == 2 and len(downloads) == 9
+    assert not any(c.value.startswith("No FITS download:") for c in at.caption)
 
 
 def test_latent_explorer_uploaded_latents_and_bad_input(runs):

@@ -1,10 +1,16 @@
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from galaxy_core.errors import CheckpointError
 from galaxy_core.io.checkpoint import (
+    NonFiniteTensorError,
+    NotACheckpointError,
+    check_finite,
+    find_nonfinite,
     flatten_optimizer,
     load_checkpoint,
     read_meta,
@@ -57,3 +63,162 @@ def test_mismatched_or_missing_files_are_reported(tmp_path):
     (tmp_path / "bad.json").write_text('{"format": "something-else"}')
     with pytest.raises(CheckpointError, match="something-else"):
         read_meta(tmp_path / "bad.json")
+
+
+# ------------------------------------------------------------------- not a checkpoint
+
+
+def _pair(tmp_path, name="m", tensors=None):
+    tensors = tensors if tensors is not None else {"G.w": torch.arange(6, dtype=torch.float32).reshape(2, 3),
+                                                   "rng.torch": torch.zeros(4, dtype=torch.uint8)}
+    return save_checkpoint(tmp_path / name, tensors, {"arch": "dcgan"})
+
+
+def _pickle_as_json(tmp_path):
+    torch.save({"G.w": torch.ones(2)}, tmp_path / "x.json")  # a real pickle under a .json name
+    return tmp_path / "x.json"
+
+
+def _json_list(tmp_path):
+    (tmp_path / "x.json").write_text("[1, 2, 3]")
+    return tmp_path / "x.json"
+
+
+def _json_text(tmp_path):
+    (tmp_path / "x.json").write_text('"galaxy"')
+    return tmp_path / "x.json"
+
+
+def _broken_json(tmp_path):
+    (tmp_path / "x.json").write_text('{"format": "galaxygan-checkpoint/1", ')
+    return tmp_path / "x.json"
+
+
+def _folder(tmp_path):
+    (tmp_path / "x.json").mkdir()
+    return tmp_path / "x.json"
+
+
+def _no_tensors(tmp_path):
+    js = _pair(tmp_path)
+    js.with_suffix(".safetensors").unlink()
+    return js
+
+
+def _truncated(tmp_path):
+    js = _pair(tmp_path)
+    st = js.with_suffix(".safetensors")
+    st.write_bytes(st.read_bytes()[:-7])
+    return js
+
+
+def _wrong_hash(tmp_path):
+    js = _pair(tmp_path)
+    meta = json.loads(js.read_text())
+    meta["tensors_sha256"] = "0" * 64
+    js.write_text(json.dumps(meta))
+    return js
+
+
+def _malformed_hash(tmp_path):
+    js = _pair(tmp_path)
+    meta = json.loads(js.read_text())
+    meta["tensors_sha256"] = 12345
+    js.write_text(json.dumps(meta))
+    return js
+
+
+def _truncated_unhashed(tmp_path):
+    js = _truncated(tmp_path)
+    meta = json.loads(js.read_text())
+    del meta["tensors_sha256"]
+    js.write_text(json.dumps(meta))
+    return js
+
+
+def _not_safetensors(tmp_path):
+    js = _pair(tmp_path)
+    meta = json.loads(js.read_text())
+    del meta["tensors_sha256"]
+    js.write_text(json.dumps(meta))
+    torch.save({"G.w": torch.ones(2)}, js.with_suffix(".safetensors"))  # a pickle in place of the tensors
+    return js
+
+
+@pytest.mark.parametrize(
+    "make, why",
+    [
+        (_pickle_as_json, "is binary data, not a JSON model card"),
+        (_json_list, "holds a JSON list, not a model card object"),
+        (_json_text, "holds a JSON str, not a model card object"),
+        (_broken_json, "is not valid JSON"),
+        (_folder, "is a folder"),
+        (_no_tensors, "has no tensor file: m.safetensors is missing"),
+        (_truncated, "tensors do not match the recorded SHA-256"),
+        (_wrong_hash, "tensors do not match the recorded SHA-256"),
+        (_malformed_hash, "malformed tensors_sha256 12345"),
+        (_truncated_unhashed, "is not a complete safetensors file"),
+        (_not_safetensors, "is not a complete safetensors file"),
+    ],
+)
+def test_anything_but_a_card_with_matching_tensors_is_not_a_checkpoint(tmp_path, make, why):
+    path = make(tmp_path)
+    with pytest.raises(NotACheckpointError) as e:
+        load_checkpoint(path)
+    message = str(e.value)
+    assert message.startswith("Not a galaxygan checkpoint: ") and why in message
+    assert path.stem in message  # the file is named
+
+
+def test_the_cli_reports_a_pickle_without_a_traceback(tmp_path):
+    path = _pickle_as_json(tmp_path)
+    for cmd in (["info", str(path)], ["sample", str(path), "--out", str(tmp_path / "out")]):
+        r = subprocess.run([sys.executable, "-m", "galaxy_core.cli", *cmd], capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert "Not a galaxygan checkpoint:" in r.stderr and "x.json" in r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------ finite values
+
+
+def test_find_nonfinite_counts_only_floating_tensors():
+    tensors = {"a": torch.tensor([1.0, float("nan"), float("inf"), -float("inf")]),
+               "b": torch.zeros(3), "c": torch.tensor([1, 2], dtype=torch.int64),
+               "d": torch.tensor([float("nan")], dtype=torch.float16)}
+    assert find_nonfinite(tensors) == {"a": 3, "d": 1}
+    check_finite({"b": tensors["b"], "c": tensors["c"]}, where="ok")  # nothing raised
+
+
+def test_check_finite_names_the_tensor_and_the_file():
+    with pytest.raises(NonFiniteTensorError) as e:
+        check_finite({"G.ok": torch.ones(2), "G.main.0.weight": torch.tensor([1.0, float("nan")])},
+                     where="run/checkpoints/last.safetensors")
+    message = str(e.value)
+    assert message.startswith("run/checkpoints/last.safetensors: ")
+    assert "G.main.0.weight (1 of 2 values)" in message and "G.ok" not in message
+
+
+def test_check_finite_lists_at_most_five_tensors():
+    tensors = {f"t{i}": torch.tensor([float("inf")]) for i in range(8)}
+    with pytest.raises(NonFiniteTensorError, match=r"t4 \(1 of 1 values\) and 3 more"):
+        check_finite(tensors)
+
+
+@pytest.mark.parametrize("name", ["G_ema.main.0.weight", "opt_D.state.0.exp_avg_sq"])
+def test_loading_refuses_non_finite_tensors(tmp_path, name):
+    w = torch.ones(3)
+    w[1] = float("nan") if name.startswith("G") else float("inf")
+    js = save_checkpoint(tmp_path / "diverged", {"G.w": torch.ones(3), name: w}, {"arch": "dcgan"})
+    with pytest.raises(NonFiniteTensorError, match=rf"{name} \(1 of 3 values\)"):
+        load_checkpoint(js)
+    tensors, _ = load_checkpoint(js, finite=False)  # still readable on purpose, e.g. to inspect it
+    assert torch.isnan(tensors[name]).any() or torch.isinf(tensors[name]).any()
+
+
+def test_a_good_pair_loads(tmp_path):
+    js = _pair(tmp_path)
+    tensors, meta = load_checkpoint(js)
+    assert torch.equal(tensors["G.w"], torch.arange(6, dtype=torch.float32).reshape(2, 3))
+    assert meta["arch"] == "dcgan" and read_meta(js.with_suffix(".safetensors")) == meta

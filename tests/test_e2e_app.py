@@ -17,11 +17,14 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 
 from galaxy_core.paths import checkpoints_dir
-from galaxy_core.train.launch import stop_run
+from galaxy_core.config import load_config
+from galaxy_core.paths import configs_dir
+from galaxy_core.train.launch import launch_training, stop_run
 from galaxy_core.train.run import RunFolder
 
 pytestmark = pytest.mark.e2e
@@ -94,12 +97,35 @@ def browser():
         b.close()
 
 
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+def block_network(context) -> list[str]:
+    """Fail every request that leaves this machine; returns the list the attempts are recorded in."""
+    attempted: list[str] = []
+
+    def handle(route):
+        url = route.request.url
+        parsed = urlparse(url)
+        if parsed.scheme in ("data", "blob") or parsed.hostname in LOCAL_HOSTS:
+            route.continue_()
+        else:
+            attempted.append(url)
+            route.abort("internetdisconnected")
+
+    context.route("**/*", handle)
+    return attempted
+
+
 @pytest.fixture
 def page(browser):
+    """A page whose every non-local request fails; the test fails if the app attempted any."""
     context = browser.new_context(viewport=VIEWPORT, device_scale_factor=1)
+    attempted = block_network(context)
     pg = context.new_page()
     yield pg
     context.close()
+    assert not attempted, f"the app tried to reach the network: {sorted(set(attempted))}"
 
 
 def settle(pg, timeout_ms: int = 90_000) -> None:
@@ -160,6 +186,25 @@ def test_page_renders(server, page, output_dir, path, title, name):
     check_page(page, title)
     assert page.get_by_text("Display:").count() >= 1  # every image states its stretch
     screenshot(page, output_dir, name)
+
+
+def test_no_page_reaches_the_network(server, browser):
+    """Every page, loaded with the network cut off: nothing is even attempted, the tab icon is local."""
+    context = browser.new_context(viewport=VIEWPORT)
+    attempted = block_network(context)
+    pg = context.new_page()
+    try:
+        for path, title in (("", "Galaxy GAN Studio"), ("train", "Train"), ("latent_explorer", "Latent Explorer"),
+                            ("evaluation", "Evaluation"), ("memorisation", "Memorisation")):
+            pg.goto(f"{server}/{path}")
+            pg.get_by_role("heading", name=title, exact=True).first.wait_for(timeout=90_000)
+            settle(pg)
+            pg.wait_for_timeout(1500)  # late requests (icons, fonts) after the first paint
+        icons = pg.eval_on_selector_all("link[rel~=icon]", "els => els.map(e => e.href)")
+        assert icons and all(urlparse(h).hostname in LOCAL_HOSTS or h.startswith("data:") for h in icons), icons
+    finally:
+        context.close()
+    assert attempted == [], f"requests to the network: {sorted(set(attempted))}"
 
 
 def test_home_new_samples_button_changes_the_grid(server, page):
@@ -232,5 +277,38 @@ def test_train_page_launches_a_run_that_keeps_running(server, page, output_dir, 
             assert time.monotonic() < deadline, f"run did not stop: {run.read_status()}"
             time.sleep(0.5)
         assert run.checkpoint("last").exists()
+    finally:
+        stop_run(run.root, wait_s=30)
+
+
+def test_train_page_follows_a_run_started_elsewhere(server, page, app_env):
+    """A run started outside the app (as by galaxygan train) appears, runs and stops without a reload."""
+    page.goto(f"{server}/train")
+    check_page(page, "Train")
+    settle(page)
+    run = RunFolder(app_env["runs"] / "e2e-outside")
+    cfg = load_config(configs_dir() / "dcgan_hdf32.toml", [
+        "model.width=4", "train.steps=1000000", "train.batch_size=8", "train.threads=1", "train.device=cpu",
+        "log.metrics_every=5", "log.sample_every=50", "log.checkpoint_every=1000000", "log.eval_every=0",
+        "log.grid_size=4"])
+    try:
+        launch_training(cfg, run.root)
+        picker = page.locator('[data-testid="stSelectbox"]', has_text="Run").last
+        deadline = time.monotonic() + 60
+        while True:  # the run list refreshes by itself: the new run becomes one of the picker's options
+            assert time.monotonic() < deadline, "the outside run never appeared in the run picker"
+            if picker.count():
+                picker.click()
+                option = page.get_by_role("option", name="e2e-outside", exact=True)
+                if option.count():
+                    option.click()
+                    break
+                page.keyboard.press("Escape")
+            page.wait_for_timeout(1000)
+        page.locator("span.stMarkdownBadge", has_text="running").wait_for(timeout=120_000)
+        assert run.effective_state() == "running"
+        assert stop_run(run.root, wait_s=60)
+        page.locator("span.stMarkdownBadge", has_text="stopped").wait_for(timeout=30_000)
+        assert page.get_by_role("button", name="Resume").count() == 1  # the buttons follow the state too
     finally:
         stop_run(run.root, wait_s=30)

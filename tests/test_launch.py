@@ -54,6 +54,8 @@ def test_launch_watch_stop_and_resume(tmp_path):
         assert "--run-dir" in (run.root / "process.log").read_text()
 
         resume_run(run.root, overrides=[f"train.steps={stopped_at + 10}"])
+        st = run.read_status()  # at once, before the child has imported torch: the real step, the new total
+        assert (st["step"], st["total"]) == (stopped_at, stopped_at + 10) and st["state"] in ("starting", "running")
         wait_for(lambda: run.effective_state() == "finished", 120, "the resumed run to finish", run)
         assert run.read_status()["step"] == stopped_at + 10
         assert load_config(run.config_path).train.steps == stopped_at + 10

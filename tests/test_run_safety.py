@@ -25,8 +25,9 @@ def _sets(items):
 
 
 def _snapshot(folder: Path) -> dict[str, str]:
+    # RUN/.lock records who last held the run's lock (pid, heartbeat); it is not run data
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".lock"}
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +57,28 @@ def test_resuming_a_finished_run_with_nothing_to_do_rewrites_nothing(finished_ru
     r = _cli("train", "--resume", str(finished_run), "--quiet")
     assert r.returncode == 0, r.stderr
     assert _snapshot(finished_run) == before
+
+
+def test_a_second_writer_is_refused_with_the_holders_pid(tmp_path):
+    import os
+
+    from galaxy_core.train.run import RunFolder
+
+    run_dir = tmp_path / "shared"
+    held = RunFolder(run_dir).acquire_lock()  # this process is training into it
+    try:
+        r = _cli("train", "--run-dir", str(run_dir), "--quiet", *_sets(SMALL))
+        assert r.returncode == 2 and str(os.getpid()) in r.stderr and "in use" in r.stderr
+        assert not (run_dir / "checkpoints").exists()
+    finally:
+        held.release()
+
+
+def test_default_run_names_are_unique_within_a_second(tmp_path):
+    from galaxy_core.train.run import unique_run_name
+
+    names = {unique_run_name("dcgan_hdf32") for _ in range(50)}
+    assert len(names) == 50
 
 
 def test_resuming_on_other_data_is_refused_unless_forced(finished_run, tmp_path):

@@ -13,15 +13,57 @@ from galaxy_core.models.pretrained import Pretrained
 
 
 def provenance(model: Pretrained, *, seed: int | None = None, latents_file: str | None = None) -> dict:
-    """What is needed to regenerate an image: checkpoint name and hash, seed or latent file."""
+    """What is needed to regenerate an image and find the model again.
+
+    Returns
+    -------
+    dict
+        ``checkpoint`` (name), ``checkpoint_path`` (absolute path of its JSON), ``checkpoint_id``
+        (short hash), ``checkpoint_sha256`` (hash of its tensor file, from the model card),
+        ``run`` (the run folder it was trained in, as recorded at training time, or None for a
+        checkpoint without training provenance), ``step`` (training step of the weights),
+        ``arch``, ``seed`` or ``latents_file``, and ``created`` (local time, ISO 8601).
+    """
+    training = model.meta.get("training") or {}
     return {
         "checkpoint": model.name,
+        "checkpoint_path": str(Path(model.path).resolve()),
         "checkpoint_id": model.id,
+        "checkpoint_sha256": model.meta.get("tensors_sha256"),
+        "run": training.get("run"),
+        "step": training.get("step"),
         "arch": model.meta["arch"],
         "seed": seed,
         "latents_file": latents_file,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def fits_skip_reason(model: Pretrained, *, requested: bool = True) -> str | None:
+    """Why no FITS cube is written for ``model`` (None when one is).
+
+    A FITS cube holds fluxes, so it is written only for a model trained on physical data with
+    an invertible stretch (the ``asinh`` of :mod:`galaxy_core.io.stretch`).
+
+    Parameters
+    ----------
+    model : Pretrained
+        The generator and its model card.
+    requested : bool
+        False when the user turned FITS off (``--no-fits``).
+    """
+    if not requested:
+        return "FITS output was turned off (--no-fits)"
+    data = model.meta.get("data") or {}
+    stretch_type = (model.stretch or {}).get("type")
+    if not model.physical:
+        return (f"{model.name} was trained on display images ({data.get('name')}, channels "
+                f"{'/'.join(model.channels)}), not on flux-calibrated data, so its samples are colours, "
+                "not fluxes; PNG files only")
+    if stretch_type != "asinh":
+        return (f"{model.name} was trained with the {stretch_type or 'unrecorded'} normalisation, which cannot "
+                "be inverted to flux (only asinh can); PNG files only")
+    return None
 
 
 def save_samples(model: Pretrained, *, out_dir: Path, n: int, seed: int = 0,
@@ -30,6 +72,27 @@ def save_samples(model: Pretrained, *, out_dir: Path, n: int, seed: int = 0,
 
     Image ``i`` comes from latent ``i`` of ``model.latents(seed, n)`` (or row ``i`` of the latent
     file), so any image can be regenerated from the record.
+
+    Parameters
+    ----------
+    model : Pretrained
+        The generator.
+    out_dir : Path
+        Output folder (created).
+    n : int
+        Number of images (ignored with ``latents_file``).
+    seed : int
+        Seed of the latents.
+    latents_file : str, optional
+        ``.npy`` file of (n, z_dim) latents to use instead of the seed.
+    fits : bool
+        Write ``samples.fits`` when the model's data is physical (see :func:`fits_skip_reason`).
+
+    Returns
+    -------
+    list of Path
+        The files written. ``samples.json`` records the checkpoint (path, hash, run, step), the
+        seed or latent file, and either ``fits`` (the cube's name) or ``fits_skipped`` (why not).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     if latents_file:
@@ -52,30 +115,51 @@ def save_samples(model: Pretrained, *, out_dir: Path, n: int, seed: int = 0,
     record = {**provenance(model, seed=None if latents_file else seed, latents_file=latents_file),
               "count": n, "display": display_note(model.channels, model.stretch),
               "channels": model.channels}
-    if fits and model.physical and model.stretch and model.stretch.get("type") == "asinh":
-        from galaxy_core.io.fits import write_fits_cube
-
-        flux = model.to_flux(x).astype(np.float32)
-        data = model.meta["data"]
-        cards = {
-            "CKPT": model.name,
-            "CKPTID": model.id,
-            "ARCH": model.meta["arch"],
-            "SEED": -1 if latents_file else seed,
-            "GENERATD": "synthetic image from a GAN, not an observation",
-            "STRETCH": "asinh (inverted to flux)",
-        }
-        if data.get("zero_point") is not None:
-            cards["ZP"] = data["zero_point"]
-        if data.get("pixel_scale_arcsec") is not None:
-            cards["PIXSCALE"] = data["pixel_scale_arcsec"]
+    skipped = fits_skip_reason(model, requested=fits)
+    if skipped is None:
         p = out_dir / "samples.fits"
-        write_fits_cube(p, flux, bands=model.channels, header_cards=cards)
+        write_samples_fits(p, model, x, seed=-1 if latents_file else seed)
         written.append(p)
         record["fits"] = p.name
+    else:
+        record["fits_skipped"] = skipped
     atomic_write_json(out_dir / "samples.json", record)
     written.append(out_dir / "samples.json")
     return written
+
+
+def write_samples_fits(path: Path, model: Pretrained, x: np.ndarray, *, seed: int) -> None:
+    """Write model-range images ``x`` (n, C, H, W) in [-1, 1] as a flux cube with provenance cards.
+
+    ``seed`` is -1 for images from a latent file.
+    """
+    from galaxy_core.io.fits import write_fits_cube
+
+    flux = model.to_flux(x).astype(np.float32)
+    data = model.meta["data"]
+    cards = {
+        "CKPT": model.name,
+        "CKPTID": model.id,
+        "ARCH": model.meta["arch"],
+        "SEED": seed,
+        "GENERATD": "synthetic image from a GAN, not an observation",
+        "STRETCH": "asinh (inverted to flux)",
+    }
+    if data.get("zero_point") is not None:
+        cards["ZP"] = data["zero_point"]
+    if data.get("pixel_scale_arcsec") is not None:
+        cards["PIXSCALE"] = data["pixel_scale_arcsec"]
+    write_fits_cube(path, flux, bands=model.channels, header_cards=cards)
+
+
+def fits_bytes(model: Pretrained, x: np.ndarray, *, seed: int) -> bytes:
+    """The FITS cube of :func:`write_samples_fits` as bytes (for a download button)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        p = Path(tmp) / "samples.fits"
+        write_samples_fits(p, model, x, seed=seed)
+        return p.read_bytes()
 
 
 def model_card_lines(meta: dict) -> list[str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,37 +73,163 @@ def save_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], m
     return js_path
 
 
+class NotACheckpointError(CheckpointError):
+    """A file that is not a galaxygan model card plus its matching tensor file."""
+
+
+class NonFiniteTensorError(CheckpointError):
+    """A checkpoint tensor holds NaN or infinite values (a diverged run)."""
+
+
+def _not_a_checkpoint(path: Path, why: str, fix: str = "") -> NotACheckpointError:
+    return NotACheckpointError(f"Not a galaxygan checkpoint: {path} {why}" + (f"; {fix}" if fix else ""))
+
+
+_FIX_PAIR = "a checkpoint is NAME.json (model card) + NAME.safetensors written by galaxygan train or export"
+
+
 def read_meta(path: str | os.PathLike) -> dict:
-    """Read a checkpoint's JSON (model card) without loading tensors."""
+    """Read a checkpoint's JSON (model card) without loading tensors.
+
+    Parameters
+    ----------
+    path : path
+        ``NAME.json``, ``NAME.safetensors`` or ``NAME``.
+
+    Returns
+    -------
+    dict
+        The model card.
+
+    Raises
+    ------
+    NotACheckpointError
+        The file is missing, not text, not JSON, not a JSON object or of another format; the
+        message starts with "Not a galaxygan checkpoint:" and names the file.
+    """
     _, js_path = _resolve(path)
     if not js_path.exists():
-        raise CheckpointError(f"{js_path}: checkpoint description not found")
+        raise _not_a_checkpoint(js_path, "not found (the model card NAME.json is missing)", _FIX_PAIR)
+    if js_path.is_dir():
+        raise _not_a_checkpoint(js_path, "is a folder", _FIX_PAIR)
     try:
-        meta = json.loads(js_path.read_text())
+        text = js_path.read_bytes().decode("utf-8")
+    except OSError as e:
+        raise CheckpointError(f"{js_path}: cannot read the checkpoint description ({e.strerror})") from e
+    except UnicodeDecodeError:
+        raise _not_a_checkpoint(js_path, "is binary data, not a JSON model card (a pickle or a tensor file "
+                                "saved under a .json name?)", _FIX_PAIR) from None
+    try:
+        meta = json.loads(text)
     except json.JSONDecodeError as e:
-        raise CheckpointError(f"{js_path}: corrupt checkpoint description ({e})") from e
+        raise _not_a_checkpoint(js_path, f"is not valid JSON (corrupt description: {e})", _FIX_PAIR) from e
+    if not isinstance(meta, dict):
+        raise _not_a_checkpoint(js_path, f"holds a JSON {type(meta).__name__}, not a model card object",
+                                _FIX_PAIR)
     if meta.get("format") != FORMAT:
-        raise CheckpointError(
-            f"{js_path}: format {meta.get('format')!r} is not {FORMAT!r}; "
-            "it was written by another program or version — retrain or convert it"
-        )
+        raise _not_a_checkpoint(
+            js_path, f"has format {meta.get('format')!r}, not {FORMAT!r}",
+            "it was written by another program or version; retrain or convert it")
+    digest = meta.get("tensors_sha256")
+    if digest is not None and not (isinstance(digest, str) and len(digest) == 64
+                                   and all(c in "0123456789abcdef" for c in digest)):
+        raise _not_a_checkpoint(js_path, f"has a malformed tensors_sha256 {digest!r}", _FIX_PAIR)
     return meta
 
 
-def load_checkpoint(path: str | os.PathLike, *, verify: bool = True) -> tuple[dict[str, torch.Tensor], dict]:
-    """Load ``(tensors, meta)``; checks the tensor file matches the JSON's hash."""
+def find_nonfinite(tensors: Mapping[str, torch.Tensor]) -> dict[str, int]:
+    """Names of floating-point tensors holding NaN or infinite values, with how many they hold.
+
+    Parameters
+    ----------
+    tensors : mapping of str to torch.Tensor
+        Any tensors (integer and boolean tensors cannot be non-finite and are skipped).
+
+    Returns
+    -------
+    dict of str to int
+        ``name -> number of non-finite elements``, in the mapping's order; empty when all are finite.
+    """
+    bad = {}
+    for name, t in tensors.items():
+        if torch.is_tensor(t) and (t.is_floating_point() or t.is_complex()):
+            n = int(t.numel() - torch.isfinite(t).sum().item())
+            if n:
+                bad[name] = n
+    return bad
+
+
+def check_finite(tensors: Mapping[str, torch.Tensor], *, where: str | os.PathLike = "checkpoint") -> None:
+    """Refuse tensors holding NaN or infinite values, naming each one.
+
+    Call it before saving (a diverged run must not overwrite a good ``last``) and after loading.
+
+    Parameters
+    ----------
+    tensors : mapping of str to torch.Tensor
+        E.g. a checkpoint's tensors (``G.main.0.weight``, ``opt_G.state.0.exp_avg``, ...).
+    where : str or path
+        The file (or what is being saved) to name in the message.
+
+    Raises
+    ------
+    NonFiniteTensorError
+        At least one floating-point tensor holds NaN or +/-inf; the message names up to five
+        of them with their counts and how to recover.
+    """
+    bad = find_nonfinite(tensors)
+    if not bad:
+        return
+    shown = ", ".join(f"{k} ({n} of {tensors[k].numel()} values)" for k, n in list(bad.items())[:5])
+    more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+    raise NonFiniteTensorError(
+        f"{where}: non-finite (NaN or infinite) values in tensor(s) {shown}{more}; the training "
+        "diverged: use an earlier checkpoint, or resume with a lower learning rate")
+
+
+def load_checkpoint(path: str | os.PathLike, *, verify: bool = True,
+                    finite: bool = True) -> tuple[dict[str, torch.Tensor], dict]:
+    """Load ``(tensors, meta)``; checks the tensor file matches the JSON's hash.
+
+    Parameters
+    ----------
+    path : path
+        ``NAME.json``, ``NAME.safetensors`` or ``NAME``.
+    verify : bool
+        Compare the tensor file with the SHA-256 recorded in the JSON.
+    finite : bool
+        Refuse tensors holding NaN or infinite values (see :func:`check_finite`).
+
+    Raises
+    ------
+    NotACheckpointError
+        The description is not a galaxygan model card, the tensor file is missing, truncated or
+        not safetensors, or does not match the description's hash.
+    NonFiniteTensorError
+        A floating-point tensor holds NaN or infinite values (named in the message).
+    """
     st_path, js_path = _resolve(path)
     meta = read_meta(js_path)
-    if not st_path.exists():
-        raise CheckpointError(f"{st_path}: tensor file missing (the description is {js_path})")
-    blob = st_path.read_bytes()  # read once: hashed, then parsed
+    if not st_path.is_file():
+        raise _not_a_checkpoint(js_path, f"has no tensor file: {st_path.name} is missing",
+                                "copy NAME.safetensors next to NAME.json (both files are the checkpoint)")
+    try:
+        blob = st_path.read_bytes()  # read once: hashed, then parsed
+    except OSError as e:
+        raise CheckpointError(f"{st_path}: cannot read tensors ({e.strerror})") from e
     if verify and meta.get("tensors_sha256"):
         if hashlib.sha256(blob).hexdigest() != meta["tensors_sha256"]:
-            raise CheckpointError(f"{st_path}: tensors do not match {js_path.name} (interrupted write or edited file)")
+            raise _not_a_checkpoint(
+                st_path, f"does not match {js_path.name}: tensors do not match the recorded SHA-256 "
+                f"({len(blob)} bytes; truncated, an interrupted write or an edited file)",
+                "use the pair as galaxygan wrote it, or an earlier checkpoint")
     try:
         tensors = load(blob)
-    except Exception as e:
-        raise CheckpointError(f"{st_path}: cannot read tensors ({e})") from e
+    except Exception as e:  # safetensors raises its own error type for a bad header or size
+        raise _not_a_checkpoint(st_path, f"is not a complete safetensors file ({len(blob)} bytes: {e})",
+                                _FIX_PAIR) from e
+    if finite:
+        check_finite(tensors, where=st_path)
     return tensors, meta
 
 

@@ -187,10 +187,6 @@ def load_pretrained(path: str | os.PathLike, *, device: str | torch.device = "cp
         state = subdict(tensors, prefix)
         if not state and name != family.sampler:
             continue  # e.g. a discriminator left out of an exported checkpoint
-        bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
-        if bad:
-            raise CheckpointError(f"{path}: tensor {prefix}.{bad[0]} holds NaN or infinite values "
-                                  f"({len(bad)} such tensors); the run that wrote it diverged")
         try:
             net.load_state_dict(state)
         except RuntimeError as e:

@@ -21,7 +21,8 @@ from pathlib import Path
 from galaxy_core.config import Config, from_dict, load_config, to_toml
 from galaxy_core.errors import GalaxyGanError
 from galaxy_core.io.atomic import atomic_write_text
-from galaxy_core.train.run import RunFolder
+from galaxy_core.io.checkpoint import read_meta
+from galaxy_core.train.run import RunFolder, RunLockedError
 
 LOG_NAME = "process.log"
 
@@ -30,8 +31,12 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "galaxy_core.cli", "train", *args]
 
 
-def _spawn(cmd: list[str], run_dir: Path) -> int:
-    """Start ``cmd`` detached, output appended to ``run_dir/process.log``; returns the pid."""
+def _spawn(cmd: list[str], run_dir: Path, *, step: int, total: int, message: str) -> int:
+    """Start ``cmd`` detached, output appended to ``run_dir/process.log``; returns the pid.
+
+    Until the child writes its own status, the run is recorded as "starting" at ``step`` of
+    ``total`` (a resumed run shows the step it resumes from, not 0).
+    """
     with open(run_dir / LOG_NAME, "ab") as log:
         log.write(f"\n$ {' '.join(cmd)}\n".encode())
         log.flush()
@@ -43,7 +48,7 @@ def _spawn(cmd: list[str], run_dir: Path) -> int:
     if not _status_written_by(run, proc.pid):
         # Until the child writes its own status (after its imports), record it so the run is
         # listed as starting at once and can be stopped.
-        run.write_status("starting", pid=proc.pid, step=0, message="process started")
+        run.write_status("starting", pid=proc.pid, step=step, total=total, message=message)
     return proc.pid
 
 
@@ -77,11 +82,14 @@ def launch_training(config: str | os.PathLike | Config | dict, run_dir: str | os
     ------
     ConfigError
         The config (with overrides) is invalid; checked here, before anything is started.
+    RunLockedError
+        A process holds the run folder's lock (the message names its pid).
     GalaxyGanError
         The run folder already holds a run, or ``init`` does not exist.
     """
     run_dir = Path(run_dir)
     run = RunFolder(run_dir)
+    _refuse_if_locked(run)
     if run.status_path.exists() or run.checkpoint("last").exists():
         raise GalaxyGanError(f"{run_dir}: already holds a run; resume it or choose a new name")
     if init is not None and not Path(init).with_suffix(".json").exists():
@@ -94,14 +102,14 @@ def launch_training(config: str | os.PathLike | Config | dict, run_dir: str | os
         config_path = run.config_path
     else:
         config_path = Path(config)
-    load_config(config_path, overrides)  # raises ConfigError naming the bad key
+    cfg = load_config(config_path, overrides)  # raises ConfigError naming the bad key
     run_dir.mkdir(parents=True, exist_ok=True)
     cmd = _cli(str(config_path), "--run-dir", str(run_dir), "--quiet")
     for item in overrides:
         cmd += ["--set", item]
     if init is not None:
         cmd += ["--init", str(Path(init).with_suffix(".json"))]
-    return _spawn(cmd, run_dir)
+    return _spawn(cmd, run_dir, step=0, total=cfg.train.steps, message="process started")
 
 
 def resume_run(run_dir: str | os.PathLike, *, overrides: list[str] | tuple[str, ...] = ()) -> int:
@@ -114,18 +122,49 @@ def resume_run(run_dir: str | os.PathLike, *, overrides: list[str] | tuple[str, 
     overrides : list of str
         ``section.key=value`` changes for the continuation, e.g. ``train.steps=3000`` to train a
         finished run further (without it a finished run ends at once).
+
+    Raises
+    ------
+    RunLockedError
+        A process holds the run folder's lock (it is still training); the message names its pid.
+    ConfigError
+        The run's config with ``overrides`` is invalid (checked before anything starts).
+    GalaxyGanError
+        Not a run folder, or the run is still starting or running.
     """
     run = RunFolder(run_dir)
     if not run.config_path.exists():
         raise GalaxyGanError(f"{run.root}: not a run folder (config.toml missing)")
+    _refuse_if_locked(run)
     if run.effective_state() in ("running", "starting"):
         raise GalaxyGanError(f"{run.root}: is still running (pid {run.read_status().get('pid')})")
     overrides = [str(o) for o in overrides]
-    load_config(run.config_path, overrides)  # raises ConfigError naming the bad key
+    cfg = load_config(run.config_path, overrides)  # raises ConfigError naming the bad key
     cmd = _cli("--resume", str(run.root), "--quiet")
     for item in overrides:
         cmd += ["--set", item]
-    return _spawn(cmd, run.root)
+    step = resume_step(run)
+    return _spawn(cmd, run.root, step=step, total=cfg.train.steps, message=f"resuming from step {step}")
+
+
+def resume_step(run: RunFolder) -> int:
+    """The step a resume continues from: that of the ``last`` checkpoint (0 when there is none).
+
+    Falls back to the step in ``status.json`` when the checkpoint's description cannot be read.
+    """
+    try:
+        return int(read_meta(run.checkpoint("last"))["training"]["step"])
+    except (GalaxyGanError, KeyError, TypeError, ValueError):
+        return int((run.read_status() or {}).get("step") or 0)
+
+
+def _refuse_if_locked(run: RunFolder) -> None:
+    """Raise :class:`RunLockedError` naming the holder when a process holds the run's lock."""
+    holder = run.lock_holder()
+    if holder is not None:
+        pid = holder.get("pid", "unknown")
+        raise RunLockedError(f"{run.root}: is in use by process {pid} (it holds {run.lock_path.name}); "
+                             "stop that run first or choose another run folder")
 
 
 def _is_training_process(pid: int) -> bool:
@@ -165,7 +204,8 @@ def stop_run(run_dir: str | os.PathLike, *, wait_s: float = 0.0) -> bool:
         return False
     if st.get("host") not in (None, socket.gethostname()):
         raise GalaxyGanError(f"{run.root}: runs on host {st.get('host')}; stop it there")
-    pid = int(st.get("pid") or 0)
+    holder = run.lock_holder() or {}
+    pid = int(holder.get("pid") or st.get("pid") or 0)  # the lock's holder is the writer, if it has one
     if pid <= 0 or not _is_training_process(pid):
         return False
     try:

@@ -42,6 +42,7 @@ from galaxy_core.errors import CheckpointError, GalaxyGanError
 from galaxy_core.io.atomic import atomic_write_text
 from galaxy_core.io.checkpoint import (
     checkpoint_id,
+    find_nonfinite,
     flatten_optimizer,
     load_checkpoint,
     prefixed,
@@ -121,7 +122,7 @@ def _git_commit() -> str | None:
 
 def nonfinite_tensors(tensors: dict[str, torch.Tensor]) -> list[str]:
     """Names of floating-point tensors holding NaN or infinity."""
-    return [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    return list(find_nonfinite(tensors))
 
 
 class Trainer:
@@ -332,7 +333,7 @@ class Trainer:
         if not self.dist.is_main:
             return
         tensors, meta = self.card(with_optimizer=True)
-        bad = nonfinite_tensors({k: v for k, v in tensors.items() if not k.startswith("opt_")})
+        bad = nonfinite_tensors(tensors)
         if bad:
             raise TrainingDiverged(f"weights became non-finite by step {self.step} ({len(bad)} tensors, e.g. {bad[0]}); "
                                    f"{name} was not written, the previous one is kept")
@@ -481,6 +482,11 @@ def train(
         raise RunRefused(f"{run.root}: already holds a run (checkpoints/last.json); continue it with --resume "
                          f"{run.root}, or give a new --name / --run-dir")
     fresh = not run.status_path.exists()
+    # One writer per run folder: rank 0 holds the OS lock for the run's whole life; a second
+    # writer is refused here, before it writes anything (the lock file records the holder).
+    held = run.acquire_lock() if dist.is_main else None
+    if held is not None and held.previous and "released" not in held.previous:
+        run.log(f"the previous writer (pid {held.previous.get('pid')}) ended without releasing the run; continuing")
     if fresh and dist.is_main:  # a new folder: say at once that the run is starting (data may take minutes)
         run.create()
         run.write_status("starting", step=0, total=cfg.train.steps, message="preparing data")
@@ -512,6 +518,8 @@ def train(
             run.log(f"failed: {type(e).__name__}: {e}")
         raise
     finally:
+        if held is not None:
+            held.release()
         distributed.teardown(dist)
 
 
