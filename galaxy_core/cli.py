@@ -24,11 +24,16 @@ def _cmd_data_build(args) -> int:
 
 def _cmd_data_prepare(args) -> int:
     from galaxy_core.data import load_dataset
+    from galaxy_core.data.sources import remember_preparation
 
     t0 = time.perf_counter()
     ds = load_dataset(args.path, resolution=args.resolution, crop=args.crop,
                       normalisation=args.normalisation, rebuild=args.rebuild, progress=True)
     _print_dataset(ds, time.perf_counter() - t0)
+    remember_preparation(args.path, resolution=args.resolution, crop=args.crop, normalisation=args.normalisation)
+    preset = "dcgan_hdf32" if args.resolution <= 32 else "dcgan_hdf64"
+    print(f"next: galaxygan train configs/{preset}.toml --data {args.path}"
+          f"   (resolution {args.resolution}, crop {args.crop} remembered for this folder)")
     return 0
 
 
@@ -58,14 +63,14 @@ def _cmd_train(args) -> int:
             raise GalaxyGanError(f"{run_dir}: not a run folder (config.toml missing)")
         cfg = load_config(config_path, args.set or [])
     else:
-        cfg = load_config(args.config, args.set or [])  # no CONFIG: the documented defaults
+        cfg = load_config(args.config, _data_overrides(args) + (args.set or []))  # no CONFIG: the defaults
         stem = Path(args.config).stem if args.config else "default"
         from galaxy_core.train.run import unique_run_name
 
         name = args.name or unique_run_name(stem)
         run_dir = Path(args.run_dir) if args.run_dir else runs_dir() / name
     if args.dry_run:
-        print(to_toml(cfg), end="")
+        print(_applicable_toml(cfg), end="")
         print(_model_field_docs(cfg.arch))
         return 0
     stop = {"flag": False}
@@ -93,6 +98,38 @@ def _cmd_train(args) -> int:
               f"re-created: {', '.join(ini['recreated']) or 'none'}; new: {', '.join(ini['missing']) or 'none'}")
     print(f"{status['state']} at step {status['step']}; checkpoints in {run_dir / 'checkpoints'}")
     return 0 if status["state"] in ("finished", "stopped") else 1
+
+
+def _data_overrides(args) -> list[str]:
+    """``--data FOLDER``: the dataset, with the preprocessing remembered from ``data prepare``."""
+    if not args.data:
+        return []
+    from galaxy_core.data.sources import remembered_preparation
+
+    out = [f"data.dataset={args.data}"]
+    for key, value in (remembered_preparation(args.data) or {}).items():
+        out.append(f"data.{key}={value}")
+    return out
+
+
+def _applicable_toml(cfg) -> str:
+    """The resolved config, without the keys that mean nothing for this dataset."""
+    from galaxy_core.config import to_toml
+    from galaxy_core.data.sources import is_physical_source
+
+    d = cfg.to_dict()
+    notes = []
+    if cfg.data.dataset != "sim":
+        d["data"].pop("count"), d["data"].pop("seed")
+        notes.append("data.count and data.seed apply to the built-in sim only")
+    try:
+        physical = is_physical_source(cfg.data.dataset)
+    except OSError:
+        physical = True
+    if not physical:
+        d["data"].pop("normalisation")
+        notes.append("data.normalisation applies to flux data (sim, FITS) only")
+    return to_toml(d) + "".join(f"# {n}\n" for n in notes)
 
 
 def _model_field_docs(arch: str) -> str:
@@ -216,6 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model from a config file")
     t.add_argument("config", nargs="?", help="TOML or YAML config (default: built-in defaults)")
     t.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value")
+    t.add_argument("--data", metavar="FOLDER",
+                   help="train on your own folder of JPG/PNG/TIFF/FITS galaxies (data.dataset); the resolution, "
+                        "crop and normalisation of its last `galaxygan data prepare` are used unless --set")
     t.add_argument("--name", help="run name (default: config name + time)")
     t.add_argument("--run-dir", help="run folder (default: $GALAXYGAN_RUNS/NAME)")
     t.add_argument("--resume", metavar="RUN_FOLDER", help="continue a run from its last checkpoint")

@@ -17,7 +17,8 @@ from galaxy_core.config import Config, load_config
 from galaxy_core.errors import GalaxyGanError
 from galaxy_core.io.render import display_note
 from galaxy_core.metrics import plots
-from galaxy_core.models.registry import known_archs
+from galaxy_core.models.family import config_fields
+from galaxy_core.models.registry import get_arch, known_archs
 from galaxy_core.paths import configs_dir, runs_dir
 from galaxy_core.io.checkpoint import read_meta
 from galaxy_core.train.launch import launch_training, resume_run, stop_run
@@ -136,13 +137,31 @@ def model_ui(cfg: Config, k: str, init_meta: dict | None) -> dict:
         st.caption("Fine-tuning keeps the checkpoint's architecture:")
         st.code(", ".join(f"{a}={b}" for a, b in init_meta["model"].items()), language=None)
         return {key: v for key, v in init_meta["model"].items() if key not in ("resolution", "num_bands")}
-    c1, c2, c3 = st.columns(3)
-    model["arch"] = c1.selectbox("Architecture", known_archs(), index=known_archs().index(cfg.arch), key=f"{k}_arch")
-    widths = [8, 16, 32, 64, 128]
-    model["width"] = c2.select_slider("Width", widths, value=nearest(widths, int(model.get("width", 64))),
-                                      key=f"{k}_width", help="Channels at the image end; doubles per layer.")
-    model["z_dim"] = c3.number_input("z_dim", 2, 512, int(model.get("z_dim", 100)), key=f"{k}_zdim")
+    archs = known_archs()
+    arch = st.selectbox("Architecture", archs, index=archs.index(cfg.arch) if cfg.arch in archs else 0,
+                        key=f"{k}_arch", help=get_arch(cfg.arch).description)
+    if arch != cfg.arch:
+        model = {}  # another family: start from its own defaults
+    model["arch"] = arch
+    # The form is built from the family's documented config fields; what the data decides
+    # (resolution, bands) is not asked.
+    fields = [f for f in config_fields(get_arch(arch).config_cls) if f["name"] not in ("resolution", "num_bands")]
+    cols = st.columns(3)
+    for i, f in enumerate(fields):
+        model[f["name"]] = field_widget(cols[i % 3], f, model.get(f["name"], f["default"]), key=f"{k}_{arch}_{f['name']}")
     return model
+
+
+def field_widget(col, f: dict, value, *, key: str):
+    """One widget for one documented config field, by the type of its default."""
+    label, doc = f["name"], f["doc"] or None
+    if isinstance(f["default"], bool):
+        return col.checkbox(label, value=bool(value), key=key, help=doc)
+    if isinstance(f["default"], int):
+        return int(col.number_input(label, value=int(value), step=1, key=key, help=doc))
+    if isinstance(f["default"], float):
+        return float(col.number_input(label, value=float(value), format="%g", key=key, help=doc))
+    return col.text_input(label, value=str(value), key=key, help=doc)
 
 
 def optimiser_ui(cfg: Config, k: str) -> dict:

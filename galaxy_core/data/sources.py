@@ -80,3 +80,50 @@ def load_dataset(
         rebuild=rebuild,
         progress=progress,
     )
+
+
+def _preparation_record(path: str | os.PathLike) -> Path:
+    import hashlib
+
+    from galaxy_core.paths import cache_dir
+
+    key = hashlib.sha256(str(Path(path).expanduser().resolve()).encode()).hexdigest()[:16]
+    return cache_dir() / "preparations" / f"{key}.json"
+
+
+def remember_preparation(path: str | os.PathLike, *, resolution: int, crop: float, normalisation: str) -> None:
+    """Record how a folder was prepared, so ``galaxygan train --data FOLDER`` uses the same."""
+    import json
+
+    from galaxy_core.io.atomic import atomic_write_text
+
+    rec = _preparation_record(path)
+    rec.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(rec, json.dumps({"path": str(Path(path).expanduser().resolve()), "resolution": resolution,
+                                       "crop": crop, "normalisation": normalisation}))
+
+
+def remembered_preparation(path: str | os.PathLike) -> dict | None:
+    """The settings of the last ``galaxygan data prepare`` of ``path``: resolution, crop and
+    normalisation, or None when it was never prepared that way."""
+    import json
+
+    try:
+        rec = json.loads(_preparation_record(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return {k: rec[k] for k in ("resolution", "crop", "normalisation") if k in rec}
+
+
+FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fz")
+
+
+def is_physical_source(spec: str | os.PathLike) -> bool:
+    """True when the dataset holds flux data (``sim``, FITS files), where the normalisation applies."""
+    spec_s = str(spec)
+    if spec_s in BUILTIN:
+        return spec_s == "sim"
+    path = Path(spec_s).expanduser()
+    if path.is_file():
+        return path.name.lower().endswith(FITS_SUFFIXES)
+    return any(p.name.lower().endswith(FITS_SUFFIXES) for p in path.rglob("*") if p.is_file())
