@@ -14,6 +14,7 @@ import streamlit as st
 from galaxy_core.explore import evaluation as ev
 from galaxy_core.io.render import display_note, make_grid, png_bytes, to_rgb
 from galaxy_core.metrics import plots
+from galaxy_core.metrics.fid import parse_metric_name
 from galaxy_core.metrics.photometry import absolute_magnitude, acceptance_box, fraction_in_box
 from galaxy_core.metrics.report import feature_metrics
 from galaxy_core.models.pretrained import Pretrained
@@ -143,24 +144,23 @@ def settings_ui() -> tuple[int, str, int]:
 
 def distances_ui(result: dict, n: int) -> None:
     st.subheader(":material/functions: Feature-space distances")
-    gen, floor, extractor = result["generated"], result["floor"], result["extractor"]
-    fid = next(k for k in gen if k.startswith("fid_"))
-    kid = next(k for k in gen if k.startswith("kid_") and not k.endswith("_std"))
+    gen, floor, extractor, names = result["generated"], result["floor"], result["extractor"], result["names"]
+    fid, kid, kid_std = names["fid"], names["kid"], names["kid_std"]
     c1, c2, c3 = st.columns(3)
     c1.metric(fid, f"{gen[fid]:.4g}", border=True,
               help="Fréchet distance of Gaussians fitted to the features (Heusel et al. 2017); squared feature "
                    "units; lower is better.")
     c1.caption(f"Real-vs-real floor {floor[fid]:.4g}; generated / floor = {result['fid_ratio_to_floor']:.2f}.")
-    c2.metric(kid, f"{gen[kid]:.3g} ± {gen[kid + '_std']:.2g}", border=True,
+    c2.metric(kid, f"{gen[kid]:.3g} ± {gen[kid_std]:.2g}", border=True,
               help="Kernel distance, unbiased at small samples (Bińkowski et al. 2018); mean ± std over subsets.")
-    c2.caption(f"Real-vs-real floor {floor[kid]:.3g} ± {floor[kid + '_std']:.2g}.")
-    prdc = gen["prdc"]
-    c3.metric("precision / recall", f"{prdc['precision']:.2f} / {prdc['recall']:.2f}", border=True,
+    c2.caption(f"Real-vs-real floor {floor[kid]:.3g} ± {floor[kid_std]:.2g}.")
+    c3.metric("precision / recall", f"{gen[names['precision']]:.2f} / {gen[names['recall']]:.2f}", border=True,
               help="Kynkäänniemi et al. 2019: generated inside the real manifold / real inside the generated one.")
-    c3.caption(f"Density {prdc['density']:.2f}, coverage {prdc['coverage']:.2f} (Naeem et al. 2020); floor "
-               f"{floor['prdc']['precision']:.2f} / {floor['prdc']['recall']:.2f}.")
-    st.caption(f"Extractor **{extractor}**: {ev.describe_extractor(extractor)}. {n} images per set; the floor "
-               "compares the real sample with a second, disjoint real sample of the same size.")
+    c3.caption(f"Density {gen[names['density']]:.2f}, coverage {gen[names['coverage']]:.2f} (Naeem et al. 2020); "
+               f"floor {floor[names['precision']]:.2f} / {floor[names['recall']]:.2f}.")
+    st.caption(f"Extractor **{extractor}**: {ev.describe_extractor(extractor)}. "
+               f"`{fid}`: {parse_metric_name(fid).description}; the floor compares the real sample with a second, "
+               "disjoint real sample of the same size.")
 
 
 def morphology_ui(tables: dict[str, dict], *, physical: bool) -> None:

@@ -262,7 +262,7 @@ def test_evaluation_distances_and_morphology(runs):
     assert_clean(at)
     extractor = at.selectbox(key="ev_extractor").value  # the galaxy encoder when shipped, else pix8
     names = labels(at.metric)
-    assert f"fid_{extractor}_64" in names and f"kid_{extractor}_64" in names  # the extractor is in the name
+    assert f"fid_{extractor}_64v64" in names and f"kid_{extractor}_64v64" in names  # extractor and protocol
     assert any("Real-vs-real floor" in c.value for c in at.caption)
     assert len(at.get("plotly_chart")) == 5  # one histogram per morphology quantity
     assert any("colour–magnitude diagram needs" in i.value for i in at.info)  # hdf is RGB
@@ -270,7 +270,7 @@ def test_evaluation_distances_and_morphology(runs):
     if extractor != "pix8":
         at.selectbox(key="ev_extractor").set_value("pix8").run()
         assert_clean(at)
-        assert "fid_pix8_64" in labels(at.metric)
+        assert "fid_pix8_64v64" in labels(at.metric)
 
 
 def test_evaluation_explains_unusable_reference_folders(runs):

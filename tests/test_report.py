@@ -29,14 +29,15 @@ def test_report_files_and_names(report):
     assert summary["png_note"] is None and (out / "memorisation_l1.png").stat().st_size > 1000
     rows = {r["metric"]: r for r in csv.DictReader((out / "metrics.csv").open())}
     # metric names record the extractor and the sample size; extractors never share a name
-    assert {"fid_galaxy_96", "kid_galaxy_96", "fid_pix8_96", "mifid_galaxy_96", "recall_galaxy_96"} <= set(rows)
+    assert {"fid_galaxy_96v96", "kid_galaxy_96v96", "fid_pix8_96v96", "mifid_galaxy_96v96",
+            "recall_galaxy_96v96"} <= set(rows)
     assert json.loads((out / "summary.json").read_text())["checkpoint_id"] == summary["checkpoint_id"]
 
 
 def test_generated_is_further_from_real_than_the_real_floor(report):
     _, summary = report
     fm = summary["features"]["galaxy"]
-    assert fm["generated"]["fid_galaxy_96"] > fm["floor"]["fid_galaxy_96"] > 0
+    assert fm["generated"]["fid_galaxy_96v96"] > fm["floor"]["fid_galaxy_96v96"] > 0
     # a 1,500-step CPU model is still clearly better than noise: within 20x of the real floor
     assert fm["fid_ratio_to_floor"] < 20
     mem = summary["memorisation"]["cosine"]
@@ -61,8 +62,8 @@ def test_record_in_card_keeps_tensors_valid(report, tmp_path):
     for ext in (".json", ".safetensors"):
         shutil.copy(checkpoints_dir() / f"dcgan_hdf32{ext}", tmp_path / f"m{ext}")
     meta = record_in_card(tmp_path / "m.json", summary, command="galaxygan evaluate m.json")
-    assert meta["metrics"]["fid_galaxy_96"] == summary["features"]["galaxy"]["generated"]["fid_galaxy_96"]
-    assert meta["evaluation"]["real_vs_real_floor"]["fid_galaxy_96"] > 0
+    assert meta["metrics"]["fid_galaxy_96v96"] == summary["features"]["galaxy"]["generated"]["fid_galaxy_96v96"]
+    assert meta["evaluation"]["real_vs_real_floor"]["fid_galaxy_96v96"] > 0
     assert "fid_pix8_256" in meta["metrics"]  # the live metric from training is kept
     _, reloaded = load_checkpoint(tmp_path / "m.json")  # tensor hash still matches
     assert reloaded["evaluation"]["n"] == 96

@@ -91,20 +91,21 @@ def dataset_features(data: PreparedDataset, fn: Callable[[np.ndarray], np.ndarra
 
 
 def feature_distances(real_feats: np.ndarray, fake_feats: np.ndarray, *, extractor: str) -> dict:
-    """FID and KID between two feature sets, under names that record extractor and sample size.
+    """FID and KID between two feature sets, under names that record extractor and protocol.
 
     Returns
     -------
     dict
-        ``{"fid_<extractor>_<n>": float, "kid_<extractor>_<n>": float,
-        "kid_<extractor>_<n>_std": float}`` with ``n`` the number of generated samples.
+        ``{"fid_<extractor>_<n>v<m>": float, "kid_<extractor>_<n>v<m>": float,
+        "kid_<extractor>_<n>v<m>_std": float}`` with ``n`` generated and ``m`` real samples
+        (:func:`galaxy_core.metrics.fid.metric_name`).
     """
-    n = len(fake_feats)
-    fid_name = metric_name("fid", extractor=extractor, n=n)
-    kid_name = metric_name("kid", extractor=extractor, n=n)
-    size = min(1000, max(2, min(n, len(real_feats)) // 2))  # half-size subsets, so their spread means something
+    n, m = len(fake_feats), len(real_feats)
+    names = {kind: metric_name(kind, extractor=extractor, n=n, n_real=m) for kind in ("fid", "kid")}
+    size = min(1000, max(2, min(n, m) // 2))  # half-size subsets, so their spread means something
     kid_mean, kid_std = kid(real_feats, fake_feats, subsets=50, subset_size=size)
-    return {fid_name: fid_from_features(real_feats, fake_feats), kid_name: kid_mean, f"{kid_name}_std": kid_std}
+    return {names["fid"]: fid_from_features(real_feats, fake_feats), names["kid"]: kid_mean,
+            metric_name("kid", extractor=extractor, n=n, n_real=m, suffix="std"): kid_std}
 
 
 # ------------------------------------------------------------------------------------- data

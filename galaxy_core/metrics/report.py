@@ -55,22 +55,43 @@ def _split_real(data, n: int, *, seed: int) -> tuple[np.ndarray, np.ndarray, np.
 
 
 def feature_metrics(real_a, real_b, fake, *, extractor: str) -> dict:
-    """FID/KID/PRDC/MiFID of ``fake`` against ``real_a``, and the floor ``real_b`` against ``real_a``."""
+    """FID/KID/PRDC/MiFID of ``fake`` against ``real_a``, and the floor ``real_b`` against ``real_a``.
+
+    Parameters
+    ----------
+    real_a, real_b : ndarray, (M, C, H, W), float32, model range
+        Two disjoint real samples.
+    fake : ndarray, (N, C, H, W), float32, model range
+        Generated samples.
+    extractor : str
+        Feature extractor name.
+
+    Returns
+    -------
+    dict
+        ``generated`` and ``floor`` (metric name -> value, names from
+        :func:`galaxy_core.metrics.fid.metric_name`, the same for both so they line up),
+        ``names`` (kind -> name: ``fid``, ``kid``, ``kid_std``, ``mifid``, ``precision``, ...),
+        ``extractor``, ``extractor_description`` and ``fid_ratio_to_floor``.
+    """
     fn = ev.load_feature_fn(extractor)
     fa, fb, ff = (ev.extract_features(x, fn=fn) for x in (real_a, real_b, fake))
-    out = {"extractor": extractor, "extractor_description": ev.describe_extractor(extractor),
-           "generated": ev.feature_distances(fa, ff, extractor=extractor),
-           "floor": ev.feature_distances(fa, fb, extractor=extractor)}
-    fid_gen = next(v for k, v in out["generated"].items() if k.startswith("fid_"))
-    fid_floor = next(v for k, v in out["floor"].items() if k.startswith("fid_"))
-    mifid_name = metric_name("mifid", extractor=extractor, n=len(ff))
-    out["generated"][mifid_name] = mifid_from_features(fa, ff) if len(ff) else float("nan")
-    out["floor"][mifid_name] = mifid_from_features(fa, fb)
-    k = min(5, len(fa) - 1)
-    out["generated"]["prdc"] = precision_recall_density_coverage(fa, ff, k=k)
-    out["floor"]["prdc"] = precision_recall_density_coverage(fa, fb, k=k)
-    out["fid_ratio_to_floor"] = fid_gen / fid_floor if fid_floor > 0 else float("inf")
-    return out
+    n, m = len(ff), len(fa)
+    names = {kind: metric_name(kind, extractor=extractor, n=n, n_real=m)
+             for kind in ("fid", "kid", "mifid", "precision", "recall", "density", "coverage")}
+    names["kid_std"] = metric_name("kid", extractor=extractor, n=n, n_real=m, suffix="std")
+    generated, floor = {}, {}
+    for out, other in ((generated, ff), (floor, fb)):
+        # the floor compares two real samples of the same size, so it is named like the generated value
+        out.update(zip((names["fid"], names["kid"], names["kid_std"]),
+                       ev.feature_distances(fa, other, extractor=extractor).values()))
+        out[names["mifid"]] = mifid_from_features(fa, other)
+        prdc = precision_recall_density_coverage(fa, other, k=min(5, m - 1))
+        out.update({names[key]: value for key, value in prdc.items()})
+    fid_floor = floor[names["fid"]]
+    return {"extractor": extractor, "extractor_description": ev.describe_extractor(extractor), "names": names,
+            "generated": generated, "floor": floor,
+            "fid_ratio_to_floor": generated[names["fid"]] / fid_floor if fid_floor > 0 else float("inf")}
 
 
 def morphology_section(lin_a, lin_b, lin_fake, *, seed: int) -> tuple[dict, dict]:
@@ -263,11 +284,7 @@ def evaluate_checkpoint(
         fm = feature_metrics(real_a, real_b, fake, extractor=name)
         summary["features"][name] = fm
         for key, value in fm["generated"].items():
-            if isinstance(value, dict):
-                for sub, v in value.items():
-                    rows.append([f"{sub}_{name}_{len(real_a)}", v, fm["floor"][key][sub]])
-            else:
-                rows.append([key, value, fm["floor"].get(key)])
+            rows.append([key, value, fm["floor"][key]])
     lin = {k: ev.to_linear(x, stretch=model.stretch) for k, x in (("a", real_a), ("b", real_b), ("fake", fake))}
     if morphology:
         say("morphology (segmentation fast path)")
@@ -361,9 +378,9 @@ def headline_metrics(summary: dict) -> dict:
     """The numbers a model card carries: per extractor FID and KID, and the SGD, with floors."""
     metrics, floors = {}, {}
     for fm in summary.get("features", {}).values():
-        for key, value in fm["generated"].items():
-            if key.startswith(("fid_", "kid_")) and not key.endswith("_std"):
-                metrics[key], floors[key] = value, fm["floor"][key]
+        for kind in ("fid", "kid"):
+            key = fm["names"][kind]
+            metrics[key], floors[key] = fm["generated"][key], fm["floor"][key]
     sgd = (summary.get("morphology") or {}).get("sgd")
     if sgd:
         metrics["sgd_morphology"], floors["sgd_morphology"] = sgd["generated"]["sgd"], sgd["floor"]["sgd"]
