@@ -319,7 +319,8 @@ def test_memorisation_neighbours_distances_and_histograms(runs):
     at = open_app(shipped_path("dcgan_hdf32"), page="pages/memorisation.py")
     at.button(key="mem_go").click().run()
     assert_clean(at)
-    assert "Flagged as suspects" in labels(at.metric)
+    assert "Flagged as suspects" not in labels(at.metric)  # hdf has no held-out images: no verdict
+    assert any(i.value.startswith("No verdict") for i in at.info)
     captions = image_captions(at)
     shown, k = at.select_slider(key="mem_show").value, at.number_input(key="mem_k").value
     assert len(captions) == shown * (1 + k)
@@ -327,11 +328,13 @@ def test_memorisation_neighbours_distances_and_histograms(runs):
     later = [float(c.split("d = ")[1]) for c in captions[-k:]]
     assert first == sorted(first) and first[0] <= later[0]  # closest (suspect) samples first
     hist = json.loads(at.get("plotly_chart")[0].proto.spec)
-    assert {t["name"].split(" (")[0] for t in hist["data"]} == {"generated → train", "train → other train"}
-    at.selectbox(key="mem_metric").set_value("mse").run()  # applies without pressing the button again
+    assert {t["name"].split(" (")[0] for t in hist["data"]} == {"generated → nearest training",
+                                                                "training → nearest other training"}
+    assert all(c.split(" · ")[0].startswith("hdf #") for c in captions if " · d = " in c)  # training images named
+    at.selectbox(key="mem_metric").set_value("l1").run()  # applies without pressing the button again
     assert_clean(at)
     hist = json.loads(at.get("plotly_chart")[0].proto.spec)
-    assert "Δ²" in hist["layout"]["xaxis"]["title"]["text"]
+    assert "|Δ|" in hist["layout"]["xaxis"]["title"]["text"]
 
 
 # ------------------------------------------------------------------------ workspace paths
