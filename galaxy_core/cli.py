@@ -134,10 +134,14 @@ def _cmd_evaluate(args) -> int:
             args.checkpoint, report_dir=Path(args.report), data=args.data, held_out=args.held_out, n=args.n,
             extractors=tuple(args.extractor or ["galaxy"]), morphology=not args.no_morphology,
             memorisation=not args.no_memorisation, n_queries=args.queries, seed=args.seed, png=not args.no_png,
+            evidence=tuple(args.evidence or ["l1", "ssim"]),
             step=lambda text: bar.set_description_str(f"evaluate: {text}"), warn=_warn)
     finally:
         bar.close()
     print((Path(args.report) / "metrics.csv").read_text(), end="")
+    reading = (summary.get("cmd") or {}).get("reading")
+    if reading:
+        print(f"colour-magnitude box: {reading['sentence']}")
     mem = summary.get("memorisation")
     if mem:
         print(f"memorisation: {mem['compared']}")
@@ -228,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--extractor", action="append", choices=["galaxy", "inception", "pix8"],
                     help="feature extractor (repeatable; default galaxy)")
     ev.add_argument("--queries", type=int, default=64, help="generated samples searched for nearest matches")
+    ev.add_argument("--evidence", action="append", choices=["l1", "ssim"],
+                    help="distance shown beside the galaxy-encoder verdict (repeatable; default l1 and ssim)")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--no-morphology", action="store_true")
     ev.add_argument("--no-memorisation", action="store_true")
