@@ -287,6 +287,9 @@ def colour_magnitude(flux: np.ndarray, *, channels: list[str], zero_point: float
 # ------------------------------------------------------------------------------ memorisation
 
 
+HELD_OUT_SEED_OFFSET = 1_000_003  # a sim held-out set uses the training seed + this: disjoint galaxies
+
+
 def held_out_sample(meta: dict, train: PreparedDataset, n: int) -> tuple[np.ndarray | None, str]:
     """Real images the checkpoint never saw, in the training data's model range.
 
@@ -303,7 +306,7 @@ def held_out_sample(meta: dict, train: PreparedDataset, n: int) -> tuple[np.ndar
     if spec["spec"] != "sim":
         return None, (f"{train.name} has no images outside the training set; give real images that were not "
                       "trained on (galaxygan evaluate --held-out FOLDER) for a memorisation verdict")
-    seed = spec["seed"] + 1_000_003
+    seed = spec["seed"] + HELD_OUT_SEED_OFFSET
     fresh = open_reference("sim", resolution=spec["resolution"], crop=spec["crop"], count=n, seed=seed,
                            normalisation=spec["normalisation"])
     x = restretch(fresh.to_model_range(), source=fresh.stretch, target=train.stretch)
