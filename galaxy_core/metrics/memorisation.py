@@ -169,9 +169,7 @@ def training_baseline(space, distance: str, *, n: int, chunk: int = 32,
     out = np.empty(len(subset))
     for s in range(0, len(subset), chunk):
         sel = subset[s : s + chunk]
-        q = np.asarray(space[sel])
-        if distance != "cosine":
-            q = np.asarray(q)
+        q = np.asarray(space[sel])  # features, or images in their stored dtype
         idx, d = nearest_matches(q, space, metric=distance, k=2, method="brute")
         own = idx[:, 0] == sel
         out[s : s + len(sel)] = np.where(own, d[:, 1], d[:, 0])

@@ -130,7 +130,7 @@ def ssim_matrix(
     ----------
     queries : array_like, (Q, C, H, W) or (Q, H, W), float
         Images, e.g. in the model range [-1, 1].
-    references : array_like, (N, C, H, W) or (N, H, W), or a callable-free sliceable array
+    references : array_like, (N, C, H, W) or (N, H, W), float
         Reference images of the same shape (a memory-mapped array is read ``chunk`` at a time).
     data_range : float
         ``max - min`` of the value range (2.0 for [-1, 1]); sets ``C1``, ``C2``.
