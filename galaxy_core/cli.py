@@ -191,15 +191,34 @@ def _cmd_evaluate(args) -> int:
     from tqdm import tqdm
 
     from galaxy_core.metrics.report import evaluate_checkpoint
+    from galaxy_core.metrics.samples import check_sample_size
 
+    check_sample_size(args.n, option="-n")  # before anything is loaded or drawn
+    if not args.no_memorisation:
+        check_sample_size(args.queries, option="--queries", minimum=1, maximum=args.n)
     bar = tqdm(total=None, bar_format="{desc}", disable=args.quiet)
-    summary = evaluate_checkpoint(
-        args.checkpoint, report_dir=Path(args.report), data=args.data, n=args.n,
-        extractors=tuple(args.extractor or ["galaxy"]), morphology=not args.no_morphology,
-        memorisation=not args.no_memorisation, n_queries=args.queries, seed=args.seed, png=not args.no_png,
-        step=lambda text: bar.set_description_str(f"evaluate: {text}"))
-    bar.close()
+
+    def _warn(text: str) -> None:
+        bar.clear()
+        print(f"galaxygan: warning: {text}", file=sys.stderr, flush=True)
+
+    try:
+        summary = evaluate_checkpoint(
+            args.checkpoint, report_dir=Path(args.report), data=args.data, held_out=args.held_out, n=args.n,
+            extractors=tuple(args.extractor or ["galaxy"]), morphology=not args.no_morphology,
+            memorisation=not args.no_memorisation, n_queries=args.queries, seed=args.seed, png=not args.no_png,
+            evidence=tuple(args.evidence or ["l1", "ssim"]),
+            step=lambda text: bar.set_description_str(f"evaluate: {text}"), warn=_warn)
+    finally:
+        bar.close()
     print((Path(args.report) / "metrics.csv").read_text(), end="")
+    reading = (summary.get("cmd") or {}).get("reading")
+    if reading:
+        print(f"colour-magnitude box: {reading['sentence']}")
+    mem = summary.get("memorisation")
+    if mem:
+        print(f"memorisation: {mem['compared']}")
+        print(f"  {mem['verdict']}")
     if summary.get("png_note"):
         print(f"note: {summary['png_note']}")
     print(f"report: {args.report} ({summary['seconds']:.0f} s)")
@@ -284,10 +303,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("checkpoint")
     ev.add_argument("--report", required=True, help="output folder")
     ev.add_argument("--data", help="reference dataset (default: the checkpoint's training data)")
-    ev.add_argument("-n", type=int, default=500, help="generated samples and real samples per split")
+    ev.add_argument("--held-out", metavar="FOLDER",
+                    help="real images the checkpoint was not trained on (folder or FITS file): the reference for "
+                         "the memorisation verdict; the training data stays the set searched")
+    ev.add_argument("-n", type=int, default=500, help="generated samples and real samples per split (>= 2)")
     ev.add_argument("--extractor", action="append", choices=["galaxy", "inception", "pix8"],
                     help="feature extractor (repeatable; default galaxy)")
     ev.add_argument("--queries", type=int, default=64, help="generated samples searched for nearest matches")
+    ev.add_argument("--evidence", action="append", choices=["l1", "ssim"],
+                    help="distance shown beside the galaxy-encoder verdict (repeatable; default l1 and ssim)")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--no-morphology", action="store_true")
     ev.add_argument("--no-memorisation", action="store_true")

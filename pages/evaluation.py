@@ -14,8 +14,11 @@ import streamlit as st
 from galaxy_core.explore import evaluation as ev
 from galaxy_core.io.render import display_note, make_grid, png_bytes, to_rgb
 from galaxy_core.metrics import plots
+from galaxy_core.metrics.colour_box import BOX_NSIGMA, read_box_fraction
+from galaxy_core.metrics.fid import parse_metric_name
 from galaxy_core.metrics.photometry import absolute_magnitude, acceptance_box, fraction_in_box
 from galaxy_core.metrics.report import feature_metrics
+from galaxy_core.metrics.samples import sample_size_warnings
 from galaxy_core.models.pretrained import Pretrained
 from studio_ui import nav, state, widgets
 
@@ -143,24 +146,23 @@ def settings_ui() -> tuple[int, str, int]:
 
 def distances_ui(result: dict, n: int) -> None:
     st.subheader(":material/functions: Feature-space distances")
-    gen, floor, extractor = result["generated"], result["floor"], result["extractor"]
-    fid = next(k for k in gen if k.startswith("fid_"))
-    kid = next(k for k in gen if k.startswith("kid_") and not k.endswith("_std"))
+    gen, floor, extractor, names = result["generated"], result["floor"], result["extractor"], result["names"]
+    fid, kid, kid_std = names["fid"], names["kid"], names["kid_std"]
     c1, c2, c3 = st.columns(3)
     c1.metric(fid, f"{gen[fid]:.4g}", border=True,
               help="Fréchet distance of Gaussians fitted to the features (Heusel et al. 2017); squared feature "
                    "units; lower is better.")
     c1.caption(f"Real-vs-real floor {floor[fid]:.4g}; generated / floor = {result['fid_ratio_to_floor']:.2f}.")
-    c2.metric(kid, f"{gen[kid]:.3g} ± {gen[kid + '_std']:.2g}", border=True,
+    c2.metric(kid, f"{gen[kid]:.3g} ± {gen[kid_std]:.2g}", border=True,
               help="Kernel distance, unbiased at small samples (Bińkowski et al. 2018); mean ± std over subsets.")
-    c2.caption(f"Real-vs-real floor {floor[kid]:.3g} ± {floor[kid + '_std']:.2g}.")
-    prdc = gen["prdc"]
-    c3.metric("precision / recall", f"{prdc['precision']:.2f} / {prdc['recall']:.2f}", border=True,
+    c2.caption(f"Real-vs-real floor {floor[kid]:.3g} ± {floor[kid_std]:.2g}.")
+    c3.metric("precision / recall", f"{gen[names['precision']]:.2f} / {gen[names['recall']]:.2f}", border=True,
               help="Kynkäänniemi et al. 2019: generated inside the real manifold / real inside the generated one.")
-    c3.caption(f"Density {prdc['density']:.2f}, coverage {prdc['coverage']:.2f} (Naeem et al. 2020); floor "
-               f"{floor['prdc']['precision']:.2f} / {floor['prdc']['recall']:.2f}.")
-    st.caption(f"Extractor **{extractor}**: {ev.describe_extractor(extractor)}. {n} images per set; the floor "
-               "compares the real sample with a second, disjoint real sample of the same size.")
+    c3.caption(f"Density {gen[names['density']]:.2f}, coverage {gen[names['coverage']]:.2f} (Naeem et al. 2020); "
+               f"floor {floor[names['precision']]:.2f} / {floor[names['recall']]:.2f}.")
+    st.caption(f"Extractor **{extractor}**: {ev.describe_extractor(extractor)}. "
+               f"`{fid}`: {parse_metric_name(fid).description}; the floor compares the real sample with a second, "
+               "disjoint real sample of the same size.")
 
 
 def morphology_ui(tables: dict[str, dict], *, physical: bool) -> None:
@@ -204,19 +206,22 @@ def cmd_ui(mags: dict, redshift: dict) -> None:
     st.subheader(":material/scatter_plot: Colour–magnitude diagram")
     M, mag_title = absolute_or_apparent(mags, redshift)
     colour = {k: v[1] for k, v in mags.items()}
-    box = acceptance_box(M["real"], colour["real"], nsigma=1.75)
+    box = acceptance_box(M["real"], colour["real"], nsigma=BOX_NSIGMA)
     c1, c2 = st.columns([3, 1])
     fig = plots.colour_magnitude(
         {SETS[k]: (M[k], colour[k]) for k in ("real", "generated")},
         box={"mag_min": box.mag_lo, "mag_max": box.mag_hi, "colour_min": box.colour_lo, "colour_max": box.colour_hi},
-        title="g − r against r (dashed: acceptance box, real median ± 1.75σ)", mag_title=mag_title,
+        title=f"g − r against r (dashed: acceptance box, real median ± {BOX_NSIGMA}σ)", mag_title=mag_title,
         colour_title="g − r colour (mag)")
     fig.update_xaxes(autorange="reversed")  # bright to the right, as astronomers read it
     c1.plotly_chart(fig, key="ev_cmd")
-    c2.metric("Generated inside the box", f"{fraction_in_box(M['generated'], colour['generated'], box):.1%}",
-              border=True)
-    c2.metric("Second real sample inside", f"{fraction_in_box(M['heldout'], colour['heldout'], box):.1%}",
-              border=True, help="The floor: real galaxies not used to draw the box.")
+    f_gen = fraction_in_box(M["generated"], colour["generated"], box)
+    f_real = fraction_in_box(M["heldout"], colour["heldout"], box)
+    c2.metric("Generated inside the box", f"{f_gen:.1%}", border=True)
+    c2.metric("Second real sample inside", f"{f_real:.1%}", border=True,
+              help="The floor: real galaxies not used to draw the box.")
+    reading = read_box_fraction(f_gen, f_real, n_generated=len(M["generated"]), n_real=len(M["heldout"]))
+    (c2.warning if reading["reading"] != "consistent" else c2.caption)(reading["sentence"])
     c2.caption("One Kron aperture per galaxy for all bands (aperture-matched colours), no K-correction. "
                "Undetected galaxies count as outside.")
 
@@ -238,6 +243,9 @@ def results_ui(model: Pretrained, data_key: tuple, n: int, extractor: str, seed:
     sources = {"real": ("real", data_key, n, seed), "heldout": ("heldout", data_key, n, seed),
                "generated": ("generated", state.model_cache_key(model), len(real), seed)}
     with_cmd = model.physical and {"g", "r"} <= {c.lower() for c in model.channels}
+    for warning in sample_size_warnings(n, n_real=len(real), extractors=(extractor,), num_bands=len(model.channels),
+                                        data_name=data.name):
+        st.warning(warning.replace(" -n ", " a sample size of "), icon=":material/warning:")
     prog = widgets.StageProgress(8 if with_cmd else 5)
     fake = images(sources["generated"], prog.stage(0, "Generating images"))
     prog.stage(1, f"Feature metrics with the {extractor} extractor")

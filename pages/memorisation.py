@@ -1,8 +1,9 @@
 """Memorisation: are generated galaxies new, or copies of training images?
 
-Each generated sample is shown beside its k nearest training images under a chosen distance;
-the distances of generated samples are compared with those of real images the model never saw
-(:func:`galaxy_core.metrics.vetting.memorisation_report`), and suspects are listed first.
+The steps are those of ``galaxygan evaluate`` (:mod:`galaxy_core.metrics.memorisation`): exact
+nearest training images under the galaxy-encoder cosine distance, which gives the verdict with
+a threshold calibrated on held-out real images, and under pixel L1 and 1 − SSIM as evidence.
+This page only caches the steps and draws their results.
 """
 
 from __future__ import annotations
@@ -15,22 +16,29 @@ import streamlit as st
 
 from galaxy_core.explore import evaluation as ev
 from galaxy_core.io.render import display_note, png_bytes, to_rgb
-from galaxy_core.metrics import plots
-from galaxy_core.metrics.vetting import build_index, memorisation_report, nearest_matches
+from galaxy_core.metrics import memorisation as mem
+from galaxy_core.metrics.memorisation_figures import distance_histogram
 from galaxy_core.models.pretrained import Pretrained
 from studio_ui import nav, state, widgets
 
 nav.ensure_app()  # first request for this URL on a fresh server: run the app entry instead
 
 RUN_KEY = "mem_requested"
-FEATURES = next(n for n in ev.extractor_names() if n != "inception")  # galaxy encoder when shipped, else pix8
-METRICS = {"l1": "L1, central crop (half the side)", "mse": "MSE, border excluded",
-           "ssim": "1 − SSIM, whole image", "cosine": f"feature cosine distance ({FEATURES} features)"}
-UNITS = {"l1": "mean |Δ| in model range [-1, 1]", "mse": "mean Δ² in model range [-1, 1]",
-         "ssim": "1 − SSIM (dimensionless)", "cosine": "1 − cos (dimensionless)"}
+LABELS = {"cosine": "cosine of galaxy-encoder features (gives the verdict)", "l1": "L1, central half (evidence)",
+          "ssim": "1 − SSIM, whole image (evidence)"}
 
 
-# ------------------------------------------------------------------------------ cached compute
+# ------------------------------------------------------------------------------ cached steps
+
+
+@st.cache_resource(show_spinner=False)
+def extractor():
+    return mem.feature_extractor()
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def space(data_key: tuple, distance: str):
+    return mem.search_space(state.dataset(data_key), distance, extractor=extractor())
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
@@ -38,148 +46,172 @@ def generated(model_key: tuple, n: int, seed: int) -> np.ndarray:
     return ev.generated_sample(state.cached_model(model_key), n, seed=seed)[1]
 
 
-@st.cache_resource(max_entries=8, show_spinner=False)
-def _search_space(data_key: tuple, metric: str, features: str):
-    train = state.dataset(data_key)
-    if metric == "cosine":
-        return ev.dataset_features(train, state.feature_fn(features)), None
-    return train.images, build_index(train.images, metric=metric, n_components=min(64, len(train) - 1))
-
-
-def search_space(data_key: tuple, metric: str):
-    """(what the training set is searched in, PCA index or None): its images, or their features."""
-    return _search_space(data_key, metric, FEATURES)
-
-
-def _queries(x: np.ndarray, metric: str) -> np.ndarray:
-    return ev.extract_features(x, fn=state.feature_fn(FEATURES)) if metric == "cosine" else x
-
-
-def _search(x: np.ndarray, data_key: tuple, metric: str, k: int) -> tuple[np.ndarray, np.ndarray]:
-    space, index = search_space(data_key, metric)
-    opts = {} if index is None else {"index": index}
-    return nearest_matches(_queries(x, metric), space, metric=metric, k=k, **opts)
-
-
 @st.cache_data(max_entries=16, show_spinner=False)
-def matches(model_key: tuple, data_key: tuple, n: int, seed: int, metric: str, k: int):
+def matches(model_key: tuple, data_key: tuple, n: int, seed: int, distance: str, k: int):
     """k nearest training images of each generated sample: (indices (n, k), distances (n, k))."""
-    return _search(generated(model_key, n, seed), data_key, metric, k)
+    return mem.nearest(generated(model_key, n, seed), space(data_key, distance), distance, k=k, extractor=extractor())
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def held_out(model_key: tuple, data_key: tuple, folder: str | None, n: int) -> tuple[np.ndarray | None, str]:
+    """Real images never trained on: a given folder, a fresh simulation for ``sim``, else none."""
+    train = state.dataset(data_key)
+    if folder is not None:
+        return ev.open_held_out(folder, train=train, crop=data_key[2])
+    return ev.held_out_sample(state.cached_model(model_key).meta, train, n)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def baselines(model_key: tuple, data_key: tuple, metric: str, n: int) -> dict:
-    """Nearest-training distances of ``n`` held-out images (when there are any) and of ``n``
-    training images to their nearest other one (as ``galaxygan evaluate`` draws them)."""
-    model, train = state.cached_model(model_key), state.dataset(data_key)
-    space, index = search_space(data_key, metric)
-    query = np.random.default_rng(1).choice(len(train), size=min(n, len(train)), replace=False)
-    train_d = ev.leave_one_out(space, query, metric=metric, **({} if index is None else {"index": index}))
-    held, about = ev.held_out_sample(model.meta, train, n)
-    held_d = None if held is None else _search(held, data_key, metric, 1)[1][:, 0]
-    return {"train": train_d, "held": held_d, "about": about}
+def held_out_distances(model_key: tuple, data_key: tuple, folder: str | None, n: int,
+                       distance: str) -> np.ndarray | None:
+    x, _ = held_out(model_key, data_key, folder, n)
+    if x is None:
+        return None
+    return mem.nearest(x, space(data_key, distance), distance, extractor=extractor())[1][:, 0]
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def baseline(data_key: tuple, distance: str, n: int) -> np.ndarray:
+    return mem.training_baseline(space(data_key, distance), distance, n=n)[1]
 
 
 # ------------------------------------------------------------------------------------ widgets
 
 
-def settings_ui() -> tuple[str, int, int, int, int]:
-    c1, c2, c3, c4, c5 = st.columns([3, 1, 2, 2, 2])
-    metric = c1.selectbox("Distance", list(METRICS), format_func=METRICS.get, key="mem_metric")
-    k = c2.number_input("k nearest", 1, 5, 3, key="mem_k")
-    n = c3.select_slider("Generated samples", [16, 32, 64, 128, 256], value=64, key="mem_n",
-                         help="Searched against the whole training set; their distances feed the statistics.")
-    show = c4.select_slider("Shown", [4, 8, 16, 32], value=8, key="mem_show", help="Closest samples shown first.")
-    with c5:
+def settings_ui() -> tuple[list[str], str, int, int, int, int]:
+    c1, c2, c3, c4, c5, c6 = st.columns([3, 3, 1, 2, 2, 2])
+    evidence = c1.multiselect("Evidence distances", ["l1", "ssim"], default=["l1"], key="mem_evidence",
+                              format_func=LABELS.get,
+                              help="Shown beside the verdict. 1 − SSIM is exact and takes longer on large sets.")
+    shown = [mem.DEFAULT_DISTANCE, *evidence]
+    metric = c2.selectbox("Panels and histogram by", shown, format_func=LABELS.get, key="mem_metric")
+    k = c3.number_input("k nearest", 1, 5, 3, key="mem_k")
+    n = c4.select_slider("Generated samples", [16, 32, 64, 128, 256], value=64, key="mem_n",
+                         help="Searched exactly against the whole training set.")
+    show = c5.select_slider("Shown", [4, 8, 16, 32], value=8, key="mem_show", help="Closest samples shown first.")
+    with c6:
         seed = widgets.seed_ui("Seed", key="mem_seed", default=0)
-    return metric, int(k), n, show, seed
+    return shown, metric, int(k), n, show, seed
 
 
-def report_ui(report: dict, metric: str, held_about: str) -> None:
+def held_out_ui(own: dict) -> str | None:
+    """A folder of real images not trained on (None: a fresh simulation for sim, else none)."""
+    if own["spec"] == "sim":
+        st.caption("Held-out reference: freshly simulated galaxies (another seed), never seen in training.")
+        return None
+    path = widgets.workspace_path_ui(
+        "Held-out real images (folder or FITS file, not trained on)", key="mem_held", placeholder="data/held_out",
+        help="They calibrate the suspect threshold. Without them the distances are shown but there is no verdict.")
+    return None if path is None else str(path)
+
+
+def verdict_ui(main: dict, verdict: str) -> None:
+    rep = main["report"]
+    if rep is None:
+        st.info(verdict, icon=":material/info:")
+        return
     c1, c2, c3, c4 = st.columns(4)
-    c1.metric("Flagged as suspects", f"{report['n_flagged']} of {len(report['flagged'])}", border=True,
-              help=f"Closer to a training image than {report['percentile']:.0f}% of held-out images are.")
-    c2.metric("Expected by chance", f"{report['expected_fraction']:.1%}", border=True)
-    c3.metric("Excess p-value", f"{report['excess_p']:.2g}", border=True,
+    c1.metric("Flagged as suspects", f"{rep['n_flagged']} of {len(rep['flagged'])}", border=True,
+              help=f"Closer to a training image than {mem.THRESHOLD_PERCENTILE:.0f} % of held-out images are.")
+    c2.metric("Expected by chance", f"{rep['expected_fraction']:.1%}", border=True)
+    c3.metric("Excess p-value", f"{rep['excess_p']:.2g}", border=True,
               help="One-sided binomial test of the flagged count against the chance rate.")
-    c4.metric("Median distance ratio", f"{report['median_ratio']:.2f}", border=True,
+    c4.metric("Median distance ratio", f"{rep['median_ratio']:.2f}", border=True,
               help="Generated / held-out median nearest-training distance; well below 1 suggests copying.")
-    if report["memorised"]:
-        st.warning("More generated samples sit on top of training images than chance allows: inspect the "
-                   "suspects below.", icon=":material/warning:")
-    else:
-        st.success("No sign of memorisation at this sample size: generated samples are no closer to training "
-                   "images than unseen real galaxies are.", icon=":material/verified:")
-    st.caption(f"Threshold {report['threshold']:.4g} ({UNITS[metric]}). Held-out reference: {held_about}.")
+    (st.warning if main["memorised"] else st.success)(
+        verdict, icon=":material/warning:" if main["memorised"] else ":material/verified:")
 
 
-def histogram_ui(gen_d: np.ndarray, base: dict, threshold: float, metric: str) -> None:
-    groups = {"generated → train": gen_d}
-    if base["held"] is not None:
-        groups["held-out → train"] = base["held"]
-    groups["train → other train"] = base["train"]
-    fig = plots.histograms(groups, title="Nearest-training-image distances", x_title=f"distance ({UNITS[metric]})")
-    fig.add_vline(x=threshold, line_dash="dash", line_color="#ff6b6b", annotation_text="suspect threshold",
-                  annotation_position="bottom right", annotation_yshift=-4)
-    st.plotly_chart(fig, key="mem_hist")
+def evidence_ui(results: dict) -> None:
+    rows = []
+    for name, r in results.items():
+        rep = r["report"] or {}
+        rows.append({"distance": LABELS[name], "median generated": r["median_gen"],
+                     "median training ↔ training": r["median_train"], "threshold": rep.get("threshold"),
+                     "flagged": rep.get("fraction_flagged"), "what it responds to": r["note"]})
+    st.dataframe(rows, hide_index=True, width="stretch",
+                 column_config={"median generated": st.column_config.NumberColumn(format="%.4g"),
+                                "median training ↔ training": st.column_config.NumberColumn(format="%.4g"),
+                                "threshold": st.column_config.NumberColumn(format="%.4g"),
+                                "flagged": st.column_config.NumberColumn(format="percent")})
 
 
-def panel_ui(i: int, gen_rgb: np.ndarray, train_rgb: np.ndarray, idx: np.ndarray, dist: np.ndarray,
-             flagged: bool, scale: int) -> None:
-    """One generated sample beside its nearest training images, each with its distance."""
+def panel_ui(i: int, gen_rgb: np.ndarray, train_rgb: np.ndarray, names: list[str], dist: np.ndarray,
+             flagged: bool | None, scale: int) -> None:
+    """One generated sample beside its nearest training images, each with its name and distance."""
     with st.container(border=True):
-        tag = ":red-badge[:material/flag: suspect]" if flagged else ":green-badge[new]"
+        tag = "" if flagged is None else (":red-badge[:material/flag: suspect]" if flagged else ":green-badge[new]")
         st.markdown(f"**Generated #{i}** {tag} beside its nearest training images")
-        cols = st.columns(1 + len(idx), gap="small")
+        cols = st.columns(1 + len(names), gap="small")
         cols[0].image(png_bytes(gen_rgb, scale=scale), caption=f"generated #{i}", output_format="PNG",
                       width="stretch")
-        for col, im, j, d in zip(cols[1:], train_rgb, idx, dist):
-            col.image(png_bytes(im, scale=scale), caption=f"#{j} · d = {d:.3g}", output_format="PNG",
+        for col, im, name, d in zip(cols[1:], train_rgb, names, dist):
+            col.image(png_bytes(im, scale=scale), caption=f"{name} · d = {d:.3g}", output_format="PNG",
                       width="stretch")
 
 
-def matches_csv(order: np.ndarray, idx: np.ndarray, dist: np.ndarray, flagged: np.ndarray, record: dict) -> bytes:
+def matches_csv(order: np.ndarray, names: list[list[str]], dist: np.ndarray, flagged, record: dict) -> bytes:
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow([f"# checkpoint {record['checkpoint']} ({record['checkpoint_id']}), seed {record['seed']}: "
-                "sample i is latents(seed, n)[i]"])
-    w.writerow(["sample", "flagged"] + [f"train_{j + 1}" for j in range(idx.shape[1])] +
-               [f"distance_{j + 1}" for j in range(idx.shape[1])])
-    for i in order:
-        w.writerow([i, bool(flagged[i]), *idx[i].tolist(), *[f"{d:.6g}" for d in dist[i]]])
+    w.writerow([f"# checkpoint {record['checkpoint']} ({record['checkpoint_id']}), seed {record['seed']}, "
+                f"distance {record['metric']}: sample i is latents(seed, n)[i]"])
+    k = dist.shape[1]
+    w.writerow(["sample", "flagged"] + [f"nn{j + 1}_image" for j in range(k)] + [f"nn{j + 1}_distance" for j in range(k)])
+    for row, i in enumerate(order):
+        w.writerow([i, "" if flagged is None else bool(flagged[i]), *names[row], *[f"{d:.6g}" for d in dist[i]]])
     return buf.getvalue().encode()
 
 
-def results_ui(model: Pretrained, data_key: tuple, metric: str, k: int, n: int, show: int, seed: int) -> None:
+def results_ui(model: Pretrained, data_key: tuple, folder: str | None, shown: list[str], metric: str, k: int,
+               n: int, show: int, seed: int) -> None:
     data = state.dataset(data_key)
     ev.check_compatible(model, data)
     mk = state.model_cache_key(model)
-    prog = widgets.StageProgress(4)
-    prog.stage(0, "Generating samples")
-    x = generated(mk, n, seed)
-    prog.stage(1, f"Indexing {len(data)} training images and searching ({METRICS[metric]})")
-    idx, dist = matches(mk, data_key, n, seed, metric, k)
-    prog.stage(2, "Distances of held-out and training images")
-    base = baselines(mk, data_key, metric, n)
-    prog.stage(3, "Statistics")
-    held = base["held"] if base["held"] is not None else base["train"]
-    report = memorisation_report(dist[:, 0], held, base["train"], percentile=5.0)
+    prog = widgets.StageProgress(1 + 3 * len(shown))
+    prog.stage(0, "Generating samples and preparing held-out images")
+    generated(mk, n, seed)
+    held, about = held_out(mk, data_key, folder, n)
+    results = {}
+    for j, name in enumerate(shown):
+        # stage by stage (a cached step may not draw, so the bar moves between steps)
+        prog.stage(1 + 3 * j, f"{name}: searching all {len(data)} training images")
+        idx, dist = matches(mk, data_key, n, seed, name, k)
+        prog.stage(2 + 3 * j, f"{name}: held-out images")
+        held_d = held_out_distances(mk, data_key, folder, n, name)
+        prog.stage(3 + 3 * j, f"{name}: training baseline")
+        train_d = baseline(data_key, name, n)
+        results[name] = {**mem.assess(dist[:, 0], held_d, train_d, distance=name), "indices": idx, "distances": dist,
+                         "heldout_d": held_d, "train_d": train_d}
     prog.done()
-    report_ui(report, metric, base["about"])
-    histogram_ui(dist[:, 0], base, report["threshold"], metric)
-    order = np.argsort(dist[:, 0], kind="stable")  # closest first: suspects lead
+    main = results[mem.DEFAULT_DISTANCE]
+    _, verdict = mem.verdict(results)
+    verdict_ui(main, verdict)
+    st.caption(f"{n} generated samples searched exactly against all {len(data)} training images of {data.name}; "
+               f"held-out reference: {about}.")
+    evidence_ui(results)
+    r = results[metric]
+    rep = r["report"]
+    st.plotly_chart(distance_histogram(r["distances"][:, 0], r["heldout_d"], r["train_d"],
+                                       threshold=rep["threshold"] if rep else None,
+                                       title=f"Nearest-training-image distances: {LABELS[metric]}",
+                                       x_title=f"distance ({mem.DISTANCE_UNITS[metric]})"), key="mem_hist")
+    st.caption(mem.DISTANCE_NOTES[metric])
+    order = np.argsort(r["distances"][:, 0], kind="stable")  # closest first: suspects lead
     scale = widgets.display_scale(model.resolution)
     st.subheader(":material/compare: Closest samples first")
     st.caption(f"Generated: {display_note(model.channels, model.stretch)}. Training: "
-               f"{display_note(data.channels, data.stretch)}. Distances: {UNITS[metric]}.")
-    gen_rgb = to_rgb(x[order[:show]], model.channels)
+               f"{display_note(data.channels, data.stretch)}. Distances: {mem.DISTANCE_UNITS[metric]}.")
+    x = generated(mk, n, seed)
+    flagged = rep["flagged"] if rep else None
+    names = [mem.image_names(data, r["indices"][i]) for i in order]
     cols = st.columns(2)
-    for slot, (i, rgb) in enumerate(zip(order[:show], gen_rgb)):
+    for slot, i in enumerate(order[:show]):
         with cols[slot % 2]:
-            neighbours = to_rgb(data.to_model_range(idx[i]), data.channels)
-            panel_ui(int(i), rgb, neighbours, idx[i], dist[i], bool(report["flagged"][i]), scale)
+            neighbours = to_rgb(data.to_model_range(r["indices"][i]), data.channels)
+            panel_ui(int(i), to_rgb(x[i], model.channels), neighbours, names[slot], r["distances"][i],
+                     None if flagged is None else bool(flagged[i]), scale)
     record = widgets.record_for(model, seed=seed, metric=metric, k=k, n=n)
-    widgets.download_row([("Matches (CSV)", matches_csv(order, idx, dist, report["flagged"], record),
+    widgets.download_row([("Matches (CSV)", matches_csv(order, names, r["distances"], flagged, record),
                            f"{model.name}_matches_{metric}.csv", "text/csv")], key="mem_dl")
 
 
@@ -192,12 +224,13 @@ with widgets.error_boundary("The memorisation check"):
     data_key = state.data_key(own["spec"], resolution=own["resolution"], crop=own["crop"], count=own["count"],
                               seed=own["seed"], normalisation=own["normalisation"])
     st.caption(f"Training data: **{own['spec']}** at {own['resolution']} px, as recorded in the checkpoint.")
-    metric, k, n, show, seed = settings_ui()
+    folder = held_out_ui(own)
+    shown, metric, k, n, show, seed = settings_ui()
     request = str(model.path)  # once searched, setting changes recompute only what they affect
     if st.button("Find nearest training images", type="primary", icon=":material/search:", key="mem_go"):
         st.session_state[RUN_KEY] = request
     if st.session_state.get(RUN_KEY) == request:
-        results_ui(model, data_key, metric, k, n, show, seed)
+        results_ui(model, data_key, folder, shown, metric, k, n, show, seed)
     else:
-        st.caption("Choose a distance and press the button. Afterwards every setting applies at once; results are "
-                   "cached, so going back to earlier settings is instant.")
+        st.caption("Press the button. Afterwards every setting applies at once; results are cached, so going back to "
+                   "earlier settings is instant.")

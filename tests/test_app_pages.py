@@ -371,7 +371,7 @@ def test_evaluation_distances_and_morphology(runs):
     assert_clean(at)
     extractor = at.selectbox(key="ev_extractor").value  # the galaxy encoder when shipped, else pix8
     names = labels(at.metric)
-    assert f"fid_{extractor}_64" in names and f"kid_{extractor}_64" in names  # the extractor is in the name
+    assert f"fid_{extractor}_64v64" in names and f"kid_{extractor}_64v64" in names  # extractor and protocol
     assert any("Real-vs-real floor" in c.value for c in at.caption)
     assert len(at.get("plotly_chart")) == 5  # one histogram per morphology quantity
     assert any("colour–magnitude diagram needs" in i.value for i in at.info)  # hdf is RGB
@@ -379,7 +379,7 @@ def test_evaluation_distances_and_morphology(runs):
     if extractor != "pix8":
         at.selectbox(key="ev_extractor").set_value("pix8").run()
         assert_clean(at)
-        assert "fid_pix8_64" in labels(at.metric)
+        assert "fid_pix8_64v64" in labels(at.metric)
 
 
 def test_evaluation_explains_unusable_reference_folders(runs):
@@ -428,7 +428,8 @@ def test_memorisation_neighbours_distances_and_histograms(runs):
     at = open_app(shipped_path("dcgan_hdf32"), page="pages/memorisation.py")
     at.button(key="mem_go").click().run()
     assert_clean(at)
-    assert "Flagged as suspects" in labels(at.metric)
+    assert "Flagged as suspects" not in labels(at.metric)  # hdf has no held-out images: no verdict
+    assert any(i.value.startswith("No verdict") for i in at.info)
     captions = image_captions(at)
     shown, k = at.select_slider(key="mem_show").value, at.number_input(key="mem_k").value
     assert len(captions) == shown * (1 + k)
@@ -436,11 +437,13 @@ def test_memorisation_neighbours_distances_and_histograms(runs):
     later = [float(c.split("d = ")[1]) for c in captions[-k:]]
     assert first == sorted(first) and first[0] <= later[0]  # closest (suspect) samples first
     hist = json.loads(at.get("plotly_chart")[0].proto.spec)
-    assert {t["name"].split(" (")[0] for t in hist["data"]} == {"generated → train", "train → other train"}
-    at.selectbox(key="mem_metric").set_value("mse").run()  # applies without pressing the button again
+    assert {t["name"].split(" (")[0] for t in hist["data"]} == {"generated → nearest training",
+                                                                "training → nearest other training"}
+    assert all(c.split(" · ")[0].startswith("hdf #") for c in captions if " · d = " in c)  # training images named
+    at.selectbox(key="mem_metric").set_value("l1").run()  # applies without pressing the button again
     assert_clean(at)
     hist = json.loads(at.get("plotly_chart")[0].proto.spec)
-    assert "Δ²" in hist["layout"]["xaxis"]["title"]["text"]
+    assert "|Δ|" in hist["layout"]["xaxis"]["title"]["text"]
 
 
 # ------------------------------------------------------------------------ workspace paths

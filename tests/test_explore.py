@@ -245,5 +245,5 @@ def test_feature_distances_are_named_by_extractor_and_count():
     fake = extract_features(rng.uniform(-1, 1, (32, 3, 16, 16)).astype(np.float32), extractor="pix8")
     assert real.shape == (40, 3 * 64)
     result = feature_distances(real, fake, extractor="pix8")
-    assert set(result) == {"fid_pix8_32", "kid_pix8_32", "kid_pix8_32_std"}
-    assert result["fid_pix8_32"] > 0 and result["kid_pix8_32_std"] > 0
+    assert set(result) == {"fid_pix8_32v40", "kid_pix8_32v40", "kid_pix8_32v40_std"}
+    assert result["fid_pix8_32v40"] > 0 and result["kid_pix8_32v40_std"] > 0

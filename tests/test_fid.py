@@ -12,6 +12,7 @@ from galaxy_core.metrics.fid import (
     frechet_distance,
     kid,
     metric_name,
+    parse_metric_name,
     mifid,
     precision_recall_density_coverage,
 )
@@ -151,6 +152,23 @@ def test_mifid_thresholding():
 
 
 # ------------------------------------------------------------------------------- names
+
+
+def test_metric_names_say_extractor_protocol_and_parse_back():
+    assert metric_name("fid", extractor="galaxy", n=256, n_real=5000) == "fid_galaxy_256v5k"
+    assert metric_name("kid", extractor="pix8", n=500, n_real=500, suffix="std") == "kid_pix8_500v500_std"
+    assert metric_name("recall", extractor="galaxy", n=96, n_real=191) == "recall_galaxy_96v191"
+    for name, parts in [("fid_galaxy_256v5k", ("fid", "galaxy", 256, 5000, "")),
+                        ("kid_pix8_500v500_std", ("kid", "pix8", 500, 500, "std")),
+                        ("fid_inception_50kv50k", ("fid", "inception", 50000, 50000, "")),
+                        ("fid_pix8_256", ("fid", "pix8", 256, None, ""))]:  # older names: real count unknown
+        p = parse_metric_name(name)
+        assert (p.metric, p.extractor, p.n, p.n_real, p.suffix) == parts and str(p) == name
+    assert "256 generated samples against 5,000 real images" in parse_metric_name("fid_galaxy_256v5k").description
+    for other in ("sgd_morphology", "cmd_fraction_in_box", "fid_galaxy", "bogus_galaxy_5", "fid_galaxy_5x"):
+        assert parse_metric_name(other) is None
+    with pytest.raises(ValueError, match="positive"):
+        metric_name("fid", extractor="galaxy", n=10, n_real=0)
 
 
 def test_metric_names_and_registry():

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from galaxy_core.metrics.report import evaluate_checkpoint
@@ -29,20 +30,54 @@ def test_report_files_and_names(report):
     assert summary["png_note"] is None and (out / "memorisation_l1.png").stat().st_size > 1000
     rows = {r["metric"]: r for r in csv.DictReader((out / "metrics.csv").open())}
     # metric names record the extractor and the sample size; extractors never share a name
-    assert {"fid_galaxy_96", "kid_galaxy_96", "fid_pix8_96", "mifid_galaxy_96", "recall_galaxy_96"} <= set(rows)
+    assert {"fid_galaxy_96v96", "kid_galaxy_96v96", "fid_pix8_96v96", "mifid_galaxy_96v96",
+            "recall_galaxy_96v96"} <= set(rows)
     assert json.loads((out / "summary.json").read_text())["checkpoint_id"] == summary["checkpoint_id"]
 
 
 def test_generated_is_further_from_real_than_the_real_floor(report):
     _, summary = report
     fm = summary["features"]["galaxy"]
-    assert fm["generated"]["fid_galaxy_96"] > fm["floor"]["fid_galaxy_96"] > 0
+    assert fm["generated"]["fid_galaxy_96v96"] > fm["floor"]["fid_galaxy_96v96"] > 0
     # a 1,500-step CPU model is still clearly better than noise: within 20x of the real floor
     assert fm["fid_ratio_to_floor"] < 20
-    mem = summary["memorisation"]["cosine"]
-    assert 0 <= mem["fraction_flagged"] <= 1
-    # hdf has no held-out images, so the report gives the statistics but no verdict
-    assert summary["memorised"] is None and "indicative only" in summary["memorised_note"]
+    mem = summary["memorisation"]
+    assert set(mem["distances"]) == {"cosine", "l1", "ssim"} and mem["default_distance"] == "cosine"
+    assert all(d["what_it_is_sensitive_to"] for d in mem["distances"].values())
+    assert "16 generated samples searched against all 383 training images of hdf" in mem["compared"]
+    # hdf has no held-out images, so the report gives the distances but no verdict
+    assert summary["memorised"] is None and summary["memorised_note"].startswith("No verdict")
+    assert mem["distances"]["cosine"]["flagged_samples"] is None
+    # 96 samples: below both feature dimensions, said up front
+    assert len(summary["warnings"]) == 2 and "128 dimensions of the galaxy features" in summary["warnings"][0]
+
+
+def test_nearest_matches_csv_names_images(report):
+    out, _ = report
+    rows = list(csv.DictReader((out / "nearest_matches.csv").open()))
+    assert len(rows) == 16 and rows[0]["flagged_cosine"] == ""  # no held-out data: nothing flagged
+    assert all(r["cosine_nn1_image"].startswith("hdf #") for r in rows)
+    d = [float(r["cosine_nn1_distance"]) for r in rows]
+    assert d == sorted(d)  # closest first
+
+
+def test_held_out_folder_gives_a_verdict(tmp_path):
+    from PIL import Image
+
+    from galaxy_core.data import load_dataset
+
+    stamps = np.asarray(load_dataset("hdf", resolution=32, progress=False).images[:30]).transpose(0, 2, 3, 1)
+    (tmp_path / "held").mkdir()
+    for i, im in enumerate(stamps):  # mirrored stamps: not pixel copies of training images
+        Image.fromarray(np.ascontiguousarray(im[:, ::-1])).save(tmp_path / "held" / f"g{i:02d}.png")
+    summary = evaluate_checkpoint(checkpoints_dir() / "dcgan_hdf32.json", report_dir=tmp_path / "r", n=32,
+                                  extractors=("pix8",), morphology=False, n_queries=8, png=False,
+                                  held_out=tmp_path / "held")
+    mem = summary["memorisation"]
+    assert "threshold from 30 held-out real images (30 real images from" in mem["compared"]
+    assert isinstance(summary["memorised"], bool) and "memorised_note" not in summary
+    cos = mem["distances"]["cosine"]
+    assert cos["percentile"] == 5.0 and cos["threshold"] > 0 and len(cos["flagged_samples"]) == cos["n_flagged"]
 
 
 def test_cli_evaluate_reports_bad_checkpoint(tmp_path):
@@ -61,8 +96,8 @@ def test_record_in_card_keeps_tensors_valid(report, tmp_path):
     for ext in (".json", ".safetensors"):
         shutil.copy(checkpoints_dir() / f"dcgan_hdf32{ext}", tmp_path / f"m{ext}")
     meta = record_in_card(tmp_path / "m.json", summary, command="galaxygan evaluate m.json")
-    assert meta["metrics"]["fid_galaxy_96"] == summary["features"]["galaxy"]["generated"]["fid_galaxy_96"]
-    assert meta["evaluation"]["real_vs_real_floor"]["fid_galaxy_96"] > 0
+    assert meta["metrics"]["fid_galaxy_96v96"] == summary["features"]["galaxy"]["generated"]["fid_galaxy_96v96"]
+    assert meta["evaluation"]["real_vs_real_floor"]["fid_galaxy_96v96"] > 0
     assert "fid_pix8_256" in meta["metrics"]  # the live metric from training is kept
     _, reloaded = load_checkpoint(tmp_path / "m.json")  # tensor hash still matches
     assert reloaded["evaluation"]["n"] == 96

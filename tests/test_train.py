@@ -43,8 +43,8 @@ def test_short_run_writes_a_complete_run_folder(tmp_path):
         assert all(np.isfinite(r[key]) for r in recs), key
     loss_d = [r["loss_D"] for r in recs]
     assert max(loss_d) - min(loss_d) > 0.05  # the discriminator is learning, not frozen
-    assert "fid_galaxy_64" in recs[2] and "fid_galaxy_64" in recs[-1]
-    assert np.isfinite(recs[-1]["kid_galaxy_64"])
+    assert "fid_galaxy_64v383" in recs[2] and "fid_galaxy_64v383" in recs[-1]  # 64 samples vs all 383 hdf stamps
+    assert np.isfinite(recs[-1]["kid_galaxy_64v383"])
     assert [s for s, _ in run.sample_grids()] == [0, 10, 20, 30]
     assert np.load(run.samples_dir / "fixed_z.npy").shape == (16, 100)
     # resolved config is written and loads back
@@ -53,7 +53,7 @@ def test_short_run_writes_a_complete_run_folder(tmp_path):
     last = read_meta(run.checkpoint("last"))
     assert last["training"]["step"] == 30 and "optimizer" in last
     best = read_meta(run.checkpoint("best"))
-    values = [r["fid_galaxy_64"] for r in recs if "fid_galaxy_64" in r]
+    values = [r["fid_galaxy_64v383"] for r in recs if "fid_galaxy_64v383" in r]
     assert best["best"]["value"] == pytest.approx(min(values))
     model = load_pretrained(run.checkpoint("last"))
     x = model.generate(model.latents(0, 4))

@@ -15,7 +15,8 @@ those functions:
   that can be used here; every feature-space number is reported under a name that says which
   one produced it (:func:`feature_distances`);
 * :func:`morphology`, :func:`colour_magnitude` measure per-image quantities;
-* :func:`held_out_sample` and :func:`leave_one_out` give the baselines of the memorisation check.
+* :func:`held_out_sample` and :func:`open_held_out` give real images never trained on, the reference
+  of the memorisation check (:mod:`galaxy_core.metrics.memorisation`).
 """
 
 from __future__ import annotations
@@ -91,20 +92,21 @@ def dataset_features(data: PreparedDataset, fn: Callable[[np.ndarray], np.ndarra
 
 
 def feature_distances(real_feats: np.ndarray, fake_feats: np.ndarray, *, extractor: str) -> dict:
-    """FID and KID between two feature sets, under names that record extractor and sample size.
+    """FID and KID between two feature sets, under names that record extractor and protocol.
 
     Returns
     -------
     dict
-        ``{"fid_<extractor>_<n>": float, "kid_<extractor>_<n>": float,
-        "kid_<extractor>_<n>_std": float}`` with ``n`` the number of generated samples.
+        ``{"fid_<extractor>_<n>v<m>": float, "kid_<extractor>_<n>v<m>": float,
+        "kid_<extractor>_<n>v<m>_std": float}`` with ``n`` generated and ``m`` real samples
+        (:func:`galaxy_core.metrics.fid.metric_name`).
     """
-    n = len(fake_feats)
-    fid_name = metric_name("fid", extractor=extractor, n=n)
-    kid_name = metric_name("kid", extractor=extractor, n=n)
-    size = min(1000, max(2, min(n, len(real_feats)) // 2))  # half-size subsets, so their spread means something
+    n, m = len(fake_feats), len(real_feats)
+    names = {kind: metric_name(kind, extractor=extractor, n=n, n_real=m) for kind in ("fid", "kid")}
+    size = min(1000, max(2, min(n, m) // 2))  # half-size subsets, so their spread means something
     kid_mean, kid_std = kid(real_feats, fake_feats, subsets=50, subset_size=size)
-    return {fid_name: fid_from_features(real_feats, fake_feats), kid_name: kid_mean, f"{kid_name}_std": kid_std}
+    return {names["fid"]: fid_from_features(real_feats, fake_feats), names["kid"]: kid_mean,
+            metric_name("kid", extractor=extractor, n=n, n_real=m, suffix="std"): kid_std}
 
 
 # ------------------------------------------------------------------------------------- data
@@ -285,12 +287,15 @@ def colour_magnitude(flux: np.ndarray, *, channels: list[str], zero_point: float
 # ------------------------------------------------------------------------------ memorisation
 
 
+HELD_OUT_SEED_OFFSET = 1_000_003  # a sim held-out set uses the training seed + this: disjoint galaxies
+
+
 def held_out_sample(meta: dict, train: PreparedDataset, n: int) -> tuple[np.ndarray | None, str]:
     """Real images the checkpoint never saw, in the training data's model range.
 
     For ``sim`` a fresh simulation with another seed (restretched to the training stretch);
-    other datasets have no independent set, so None is returned with the reason, and callers
-    use the training set's leave-one-out distances instead.
+    other built-in data have no independent set, so None is returned with the reason (give a
+    folder to :func:`open_held_out` instead).
 
     Returns
     -------
@@ -299,20 +304,50 @@ def held_out_sample(meta: dict, train: PreparedDataset, n: int) -> tuple[np.ndar
     """
     spec = training_data(meta)
     if spec["spec"] != "sim":
-        return None, (f"{train.name} has no images outside the training set; the training images' distances "
-                      "to their nearest *other* training image stand in for held-out ones")
-    seed = spec["seed"] + 1_000_003
+        return None, (f"{train.name} has no images outside the training set; give real images that were not "
+                      "trained on (galaxygan evaluate --held-out FOLDER) for a memorisation verdict")
+    seed = spec["seed"] + HELD_OUT_SEED_OFFSET
     fresh = open_reference("sim", resolution=spec["resolution"], crop=spec["crop"], count=n, seed=seed,
                            normalisation=spec["normalisation"])
     x = restretch(fresh.to_model_range(), source=fresh.stretch, target=train.stretch)
     return x, f"{n} freshly simulated galaxies (seed {seed}), never seen in training"
 
 
-def leave_one_out(train_images, query_idx: np.ndarray, *, metric: str, **options) -> np.ndarray:
-    """Distance of training images ``query_idx`` to their nearest *other* training image."""
-    from galaxy_core.metrics.vetting import nearest_matches
+def open_held_out(path: str | os.PathLike, *, train: PreparedDataset, crop: float = 1.0,
+                  max_images: int | None = None) -> tuple[np.ndarray, str]:
+    """Real images from a folder or FITS file that the checkpoint was not trained on.
 
-    queries = np.asarray(train_images[np.sort(query_idx)]) if metric != "cosine" else train_images[np.sort(query_idx)]
-    idx, d = nearest_matches(queries, train_images, metric=metric, k=2, **options)
-    own = idx[:, 0] == np.sort(query_idx)
-    return np.where(own, d[:, 1], d[:, 0])
+    Prepared (and cached) at the training data's resolution and expressed in its stretch, so
+    their distances to training images mean the same as those of generated samples.
+
+    Parameters
+    ----------
+    path : path
+        A folder of JPG/PNG/TIFF/FITS images or one FITS file.
+    train : PreparedDataset
+        The checkpoint's training data.
+    crop : float
+        Centre-crop fraction before resizing (use the training data's).
+    max_images : int, optional
+        Use at most this many (the first ones).
+
+    Returns
+    -------
+    images : ndarray, (M, C, H, W), float32, model range
+    description : str
+
+    Raises
+    ------
+    DataError
+        The folder has no usable images, or other bands than the training data.
+    """
+    held = load_dataset(path, resolution=train.resolution, crop=crop, progress=False)
+    if held.num_bands != train.num_bands:
+        raise DataError(f"{path}: {held.num_bands} channel(s) {held.channels}, but the training data {train.name} has "
+                        f"{train.num_bands} ({', '.join(train.channels)}); give held-out images with the same bands")
+    if held.physical != train.physical:
+        raise DataError(f"{path}: {'flux' if held.physical else '8-bit'} images, but the training data {train.name} "
+                        f"is {'flux' if train.physical else '8-bit'} data; give held-out images of the same kind")
+    n = len(held) if max_images is None else min(len(held), max_images)
+    x = restretch(held.to_model_range(slice(0, n)), source=held.stretch, target=train.stretch)
+    return x, f"{n} real images from {path}, not trained on"

@@ -2,7 +2,8 @@
 
 Every function here works on plain feature arrays ``(N, D)`` (float, any units) produced by
 some extractor; which extractor it was is part of the metric's *name*
-(:func:`metric_name`, e.g. ``fid_galaxy_5k``) so numbers from different extractors are never
+together with the protocol (:func:`metric_name`, e.g. ``fid_galaxy_256v5k``: 256 generated
+samples against 5,000 real images) so numbers from different extractors are never
 mixed up.
 
 ==========================================  =============================================
@@ -20,18 +21,23 @@ function                                    reference
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
 
 __all__ = [
     "METRICS",
+    "METRIC_KINDS",
+    "MetricName",
     "feature_statistics",
     "fid_from_features",
     "frechet_distance",
     "kid",
     "metric_name",
+    "parse_metric_name",
     "mifid",
     "mifid_from_features",
     "precision_recall_density_coverage",
@@ -426,6 +432,60 @@ with ``(N, D)`` feature arrays of the same extractor. ``fid``/``mifid`` return a
 ``kid`` a ``(mean, std)`` pair, ``prdc`` a dict."""
 
 
+METRIC_KINDS: dict[str, str] = {
+    "fid": "Fréchet distance of Gaussians fitted to the features (squared feature units)",
+    "kid": "kernel distance, unbiased polynomial-kernel MMD² (kernel units)",
+    "mifid": "memorisation-informed FID (squared feature units)",
+    "precision": "fraction of generated samples inside the real feature manifold",
+    "recall": "fraction of real samples inside the generated feature manifold",
+    "density": "mean count of real neighbourhoods holding a generated sample, / k",
+    "coverage": "fraction of real neighbourhoods holding a generated sample",
+    "prdc": "precision, recall, density and coverage together",
+}
+"""Every kind of feature-space number that gets a :func:`metric_name`, with what it measures."""
+
+_NAME = re.compile(r"^(?P<metric>[a-z]+)_(?P<extractor>[a-z0-9]+)_(?P<n>\d+k?)(?:v(?P<n_real>\d+k?))?"
+                   r"(?:_(?P<suffix>std))?$")
+
+
+@dataclass(frozen=True)
+class MetricName:
+    """The parts of a metric name (see :func:`metric_name`).
+
+    Attributes
+    ----------
+    metric : str
+        A key of :data:`METRIC_KINDS`.
+    extractor : str
+        Feature extractor (``galaxy``, ``inception``, ``pix8``).
+    n : int
+        Generated samples.
+    n_real : int or None
+        Real samples compared with (None in names written before the protocol was recorded).
+    suffix : str
+        ``""``, or ``"std"`` for the spread of a value over subsets (KID).
+    """
+
+    metric: str
+    extractor: str
+    n: int
+    n_real: int | None = None
+    suffix: str = ""
+
+    def __str__(self) -> str:
+        real = "" if self.n_real is None else f"v{_count_label(self.n_real)}"
+        return f"{self.metric}_{self.extractor}_{_count_label(self.n)}{real}" + (f"_{self.suffix}" if self.suffix else "")
+
+    @property
+    def description(self) -> str:
+        """What the number is, with its protocol, e.g. for the card's tables and axis titles."""
+        real = ("real samples of unknown size" if self.n_real is None
+                else f"{self.n_real:,} real images")
+        what = METRIC_KINDS.get(self.metric, self.metric)
+        return (f"{'spread of ' if self.suffix == 'std' else ''}{what}; {self.extractor} features; "
+                f"{self.n:,} generated samples against {real}")
+
+
 def _count_label(n: int) -> str:
     """``5000 -> "5k"``, ``50000 -> "50k"``, ``500 -> "500"``, ``2500 -> "2500"``."""
     if n >= 1000 and n % 1000 == 0:
@@ -433,25 +493,56 @@ def _count_label(n: int) -> str:
     return str(n)
 
 
-def metric_name(metric: str, *, extractor: str, n: int) -> str:
-    """Name under which a metric value is recorded: metric, extractor, sample count.
+def _count_value(label: str) -> int:
+    return int(label[:-1]) * 1000 if label.endswith("k") else int(label)
 
-    Examples: ``metric_name("fid", extractor="galaxy", n=5000) == "fid_galaxy_5k"``,
-    ``metric_name("kid", extractor="inception", n=500) == "kid_inception_500"``.
+
+def metric_name(metric: str, *, extractor: str, n: int, n_real: int | None = None, suffix: str = "") -> str:
+    """Name under which a metric value is recorded: metric, extractor and the protocol.
+
+    ``<metric>_<extractor>_<n>v<n_real>``: ``n`` generated samples compared with ``n_real``
+    real ones, counts of whole thousands written ``5k``. Examples::
+
+        metric_name("fid", extractor="galaxy", n=256, n_real=5000) == "fid_galaxy_256v5k"  # live
+        metric_name("kid", extractor="galaxy", n=500, n_real=500) == "kid_galaxy_500v500"  # n vs n
 
     Parameters
     ----------
     metric : str
-        A key of :data:`METRICS`.
+        A key of :data:`METRIC_KINDS`.
     extractor : str
         Short name of the feature extractor (letters and digits only).
     n : int
         Number of generated samples the value was computed from (> 0).
+    n_real : int, optional
+        Number of real samples (> 0); leave out only for names of other protocols.
+    suffix : {"", "std"}
+        ``"std"`` names the spread of the value over subsets.
+
+    Raises
+    ------
+    ValueError
+        Unknown metric, an extractor name with other characters, or a count below 1.
     """
-    if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; known: {sorted(METRICS)}")
+    if metric not in METRIC_KINDS:
+        raise ValueError(f"unknown metric {metric!r}; known: {sorted(METRIC_KINDS)}")
     if not extractor or not extractor.isalnum():
         raise ValueError(f"extractor name must be letters/digits only, got {extractor!r}")
-    if int(n) <= 0:
-        raise ValueError(f"sample count must be positive, got {n}")
-    return f"{metric}_{extractor.lower()}_{_count_label(int(n))}"
+    if int(n) <= 0 or (n_real is not None and int(n_real) <= 0):
+        raise ValueError(f"sample counts must be positive, got n={n}, n_real={n_real}")
+    if suffix not in ("", "std"):
+        raise ValueError(f"suffix must be '' or 'std', got {suffix!r}")
+    return str(MetricName(metric, extractor.lower(), int(n), None if n_real is None else int(n_real), suffix))
+
+
+def parse_metric_name(name: str) -> MetricName | None:
+    """The parts of a name made by :func:`metric_name`; None for any other name.
+
+    Names of the older form without the real count (``fid_pix8_256``) parse with
+    ``n_real=None``.
+    """
+    m = _NAME.match(name)
+    if m is None or m["metric"] not in METRIC_KINDS:
+        return None
+    return MetricName(m["metric"], m["extractor"], _count_value(m["n"]),
+                      None if m["n_real"] is None else _count_value(m["n_real"]), m["suffix"] or "")

@@ -1,22 +1,32 @@
 """``galaxygan evaluate``: every evaluation of a checkpoint against real data, written to a folder.
 
 The steps are those of the app's Evaluation and Memorisation pages
-(:mod:`galaxy_core.explore.evaluation`), so the numbers agree. Each comparison of generated with
+(:mod:`galaxy_core.explore.evaluation`, :mod:`galaxy_core.metrics.memorisation`), so the numbers
+agree. Each comparison of generated with
 real data comes with its real-vs-real reference (the "floor"): two disjoint real samples of the
 same size compared the same way. A generator as good as the data reaches about the floor.
 
 Written files::
 
-    summary.json                 every number, with extractor names and sample sizes
-    metrics.csv                  name, value, real-vs-real floor
+    summary.json                 every number, with extractor names and sample sizes; warnings
+                                 about small samples; what the memorisation check compared
+    metrics.csv                  name (metric_extractor_<generated>v<real>), value, real-vs-real floor
     morphology_real.csv, morphology_generated.csv    per-image fast-path measurements
     morphology_<property>.html/.png                  real vs generated histograms
-    cmd.csv, cmd.html/.png       colour-magnitude diagram with the acceptance box (g, r data)
+    cmd.csv, cmd.html/.png       colour-magnitude diagram with the acceptance box (g, r data); the
+                                 summary reads the box fraction against the real one
     redshift.html/.png           redshift histogram of the training data (when it has redshifts)
-    memorisation_<metric>.html/.png  nearest-training-distance histograms (cosine of
-                                 galaxy-encoder features, which gives the verdict, and pixel L1)
-    nearest_matches.png, nearest_matches.csv         generated samples beside their nearest
-                                                     training images, closest first
+    memorisation_<distance>.html/.png  nearest-training-distance histograms of generated,
+                                 held-out and training images with the suspect threshold (cosine
+                                 of galaxy-encoder features gives the verdict; l1 and ssim are
+                                 evidence)
+    nearest_matches.png          the closest generated samples beside their nearest training
+                                 images (cosine), every tile labelled with name and distance
+    nearest_matches.csv          per sample and distance: nearest training images by file name
+                                 (or dataset and index) with distances, closest first
+
+The memorisation verdict needs real images that were never trained on (``held_out``; a fresh
+simulation for ``sim``); without them the report gives the distances but no verdict.
 
 PNG copies of plots need a Chromium-based browser for Plotly's exporter (kaleido); without one
 the HTML files are written and the summary says why the PNGs are missing.
@@ -35,42 +45,64 @@ from pathlib import Path
 import numpy as np
 
 from galaxy_core.explore import evaluation as ev
-from galaxy_core.io.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
-from galaxy_core.io.render import make_grid, save_png, to_rgb
+from galaxy_core.io.atomic import atomic_write_json, atomic_write_text
+from galaxy_core.io.render import save_png, to_rgb
 from galaxy_core.metrics import plots
+from galaxy_core.metrics.colour_box import BOX_NSIGMA, read_box_fraction
 from galaxy_core.metrics.fid import metric_name, mifid_from_features, precision_recall_density_coverage
+from galaxy_core.metrics.memorisation import (
+    DEFAULT_DISTANCE,
+    DISTANCE_UNITS,
+    THRESHOLD_PERCENTILE,
+    image_names,
+    memorisation_check,
+)
+from galaxy_core.metrics.memorisation_figures import distance_histogram, labelled_matches
+from galaxy_core.metrics.samples import check_sample_size, sample_size_warnings
 from galaxy_core.models.pretrained import Pretrained, load_pretrained
 
 log = logging.getLogger(__name__)
 Step = Callable[[str], None]
 
 
-def _split_real(data, n: int, *, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Two disjoint random real samples of up to ``n`` each: (idx_a, x_a, idx_b, x_b)."""
-    rng = np.random.default_rng(seed)
-    m = min(n, len(data) // 2)
-    perm = rng.permutation(len(data))
-    ia, ib = np.sort(perm[:m]), np.sort(perm[m : 2 * m])
-    return ia, data.to_model_range(ia), ib, data.to_model_range(ib)
-
-
 def feature_metrics(real_a, real_b, fake, *, extractor: str) -> dict:
-    """FID/KID/PRDC/MiFID of ``fake`` against ``real_a``, and the floor ``real_b`` against ``real_a``."""
+    """FID/KID/PRDC/MiFID of ``fake`` against ``real_a``, and the floor ``real_b`` against ``real_a``.
+
+    Parameters
+    ----------
+    real_a, real_b : ndarray, (M, C, H, W), float32, model range
+        Two disjoint real samples.
+    fake : ndarray, (N, C, H, W), float32, model range
+        Generated samples.
+    extractor : str
+        Feature extractor name.
+
+    Returns
+    -------
+    dict
+        ``generated`` and ``floor`` (metric name -> value, names from
+        :func:`galaxy_core.metrics.fid.metric_name`, the same for both so they line up),
+        ``names`` (kind -> name: ``fid``, ``kid``, ``kid_std``, ``mifid``, ``precision``, ...),
+        ``extractor``, ``extractor_description`` and ``fid_ratio_to_floor``.
+    """
     fn = ev.load_feature_fn(extractor)
     fa, fb, ff = (ev.extract_features(x, fn=fn) for x in (real_a, real_b, fake))
-    out = {"extractor": extractor, "extractor_description": ev.describe_extractor(extractor),
-           "generated": ev.feature_distances(fa, ff, extractor=extractor),
-           "floor": ev.feature_distances(fa, fb, extractor=extractor)}
-    fid_gen = next(v for k, v in out["generated"].items() if k.startswith("fid_"))
-    fid_floor = next(v for k, v in out["floor"].items() if k.startswith("fid_"))
-    mifid_name = metric_name("mifid", extractor=extractor, n=len(ff))
-    out["generated"][mifid_name] = mifid_from_features(fa, ff) if len(ff) else float("nan")
-    out["floor"][mifid_name] = mifid_from_features(fa, fb)
-    k = min(5, len(fa) - 1)
-    out["generated"]["prdc"] = precision_recall_density_coverage(fa, ff, k=k)
-    out["floor"]["prdc"] = precision_recall_density_coverage(fa, fb, k=k)
-    out["fid_ratio_to_floor"] = fid_gen / fid_floor if fid_floor > 0 else float("inf")
-    return out
+    n, m = len(ff), len(fa)
+    names = {kind: metric_name(kind, extractor=extractor, n=n, n_real=m)
+             for kind in ("fid", "kid", "mifid", "precision", "recall", "density", "coverage")}
+    names["kid_std"] = metric_name("kid", extractor=extractor, n=n, n_real=m, suffix="std")
+    generated, floor = {}, {}
+    for out, other in ((generated, ff), (floor, fb)):
+        # the floor compares two real samples of the same size, so it is named like the generated value
+        out.update(zip((names["fid"], names["kid"], names["kid_std"]),
+                       ev.feature_distances(fa, other, extractor=extractor).values()))
+        out[names["mifid"]] = mifid_from_features(fa, other)
+        prdc = precision_recall_density_coverage(fa, other, k=min(5, m - 1))
+        out.update({names[key]: value for key, value in prdc.items()})
+    fid_floor = floor[names["fid"]]
+    return {"extractor": extractor, "extractor_description": ev.describe_extractor(extractor), "names": names,
+            "generated": generated, "floor": floor,
+            "fid_ratio_to_floor": generated[names["fid"]] / fid_floor if fid_floor > 0 else float("inf")}
 
 
 def morphology_section(lin_a, lin_b, lin_fake, *, seed: int) -> tuple[dict, dict]:
@@ -116,47 +148,68 @@ def cmd_section(model: Pretrained, data, flux_a, idx_a, flux_b, idx_b, flux_fake
                            ("generated", flux_fake, np.full(len(flux_fake), z_med))):
         m_r, g_r = ev.colour_magnitude(flux, channels=model.channels, zero_point=zp)
         pts[name] = (absolute_magnitude(m_r, zs), g_r, m_r)
-    box = acceptance_box(pts["real"][0], pts["real"][1], nsigma=1.75)
+    box = acceptance_box(pts["real"][0], pts["real"][1], nsigma=BOX_NSIGMA)
     out["box"] = {"mag_lo": box.mag_lo, "mag_hi": box.mag_hi, "colour_lo": box.colour_lo, "colour_hi": box.colour_hi,
-                  "nsigma": 1.75}
+                  "nsigma": BOX_NSIGMA}
     for name in ("generated", "heldout"):
         out[f"fraction_in_box_{name}"] = fraction_in_box(pts[name][0], pts[name][1], box)
-        out[f"n_{name}"] = int(np.sum(np.isfinite(pts[name][0]) & np.isfinite(pts[name][1])))
+        out[f"n_{name}"] = len(pts[name][0])  # undetected galaxies count as outside
+    out["reading"] = read_box_fraction(out["fraction_in_box_generated"], out["fraction_in_box_heldout"],
+                                       n_generated=out["n_generated"], n_real=out["n_heldout"])
     out["points"] = pts
     return out
 
 
-def memorisation_section(data, fake, *, held: np.ndarray | None, held_note: str, metric: str = "l1",
-                         k: int = 3) -> dict:
-    """Nearest training images of generated samples, against held-out and training baselines.
+def memorisation_summary(mem: dict) -> dict:
+    """The JSON-friendly part of :func:`galaxy_core.metrics.memorisation.memorisation_check`."""
+    out = {"compared": mem["compared"], "verdict": mem["verdict"], "memorised": mem["memorised"],
+           "heldout": mem["heldout_about"], "default_distance": DEFAULT_DISTANCE,
+           "threshold_percentile": THRESHOLD_PERCENTILE, "distances": {}}
+    for name, r in mem["results"].items():
+        rep = r["report"] or {}
+        out["distances"][name] = {
+            "what_it_is_sensitive_to": r["note"], "units": r["units"], "gives_verdict": r["gives_verdict"],
+            "reading": r["sentence"], "median_generated": r["median_gen"], "median_train": r["median_train"],
+            **{k: v for k, v in rep.items() if k != "flagged"},
+            "flagged_samples": np.flatnonzero(rep["flagged"]).tolist() if rep else None}
+    return out
 
-    ``fake`` holds the query samples and ``held`` real images never trained on (None when the
-    data has none; :func:`galaxy_core.explore.evaluation.held_out_sample`). ``metric`` is a
-    pixel metric of :func:`galaxy_core.metrics.vetting.nearest_matches` or ``"cosine"``, which
-    compares galaxy-encoder features of every image. Pixel distances are biased for noisy data:
-    a generated image is usually smoother than a real one, so it sits closer to every noisy
-    training image than another noisy real image does, and the pixel test flags it without any
-    copying. The feature distance does not have that bias and gives the verdict; the pixel
-    distance is reported beside it and drives the panel.
-    """
-    from galaxy_core.metrics.vetting import memorisation_report, nearest_matches
 
-    sub = np.random.default_rng(1).choice(len(data), size=min(len(fake), len(data)), replace=False)
-    if metric == "cosine":
-        from galaxy_core.metrics.features import load_extractor, reference_statistics
+def matches_panel(mem: dict, fake: np.ndarray, train, *, channels, distance: str = DEFAULT_DISTANCE,
+                  rows: int = 8) -> np.ndarray:
+    """Labelled image: the ``rows`` generated samples closest to training images under ``distance``."""
+    r = mem["results"][distance]
+    order = np.argsort(r["distances"][:, 0], kind="stable")[:rows]
+    flagged = r["report"]["flagged"][order] if r["report"] else None
+    k = r["indices"].shape[1]
+    neighbours = to_rgb(train.to_model_range(r["indices"][order].ravel()), train.channels)
+    header = (f"nearest training images by {distance} ({r['units']}); closest samples first"
+              + ("" if r["report"] else "; no held-out data, so no suspects are marked"))
+    return labelled_matches(to_rgb(fake[order], channels), neighbours.reshape(len(order), k, *neighbours.shape[1:]),
+                            gen_labels=[f"generated #{i}" for i in order],
+                            train_labels=[image_names(train, r["indices"][i]) for i in order],
+                            distances=r["distances"][order], flagged=flagged, header=header)
 
-        ext = load_extractor("galaxy")
-        train = reference_statistics(data, ext, max_images=len(data))[2]
-        queries, held_q = ext(fake), (ext(held) if held is not None else None)
-    else:
-        train = data.images  # memory-mapped, native dtype
-        queries, held_q = fake, held
-    idx, d = nearest_matches(queries, train, metric=metric, k=k)
-    train_d = ev.leave_one_out(train, sub, metric=metric)  # nearest *other* training image
-    held_d = nearest_matches(held_q, train, metric=metric, k=1)[1][:, 0] if held_q is not None else train_d
-    rep = memorisation_report(d[:, 0], held_d, train_d, percentile=5.0)
-    return {"metric": metric, "k": k, "indices": idx, "distances": d, "heldout_note": held_note,
-            "has_heldout": held is not None, "heldout_d": held_d, "train_d": train_d, "report": rep}
+
+def matches_rows(mem: dict, train) -> tuple[list[str], list[list]]:
+    """Header and rows of ``nearest_matches.csv``: per sample and distance, the nearest training
+    images by name with their distances; rows ordered by the verdict's distance."""
+    res = mem["results"]
+    main = res.get(DEFAULT_DISTANCE) or next(iter(res.values()))
+    order = np.argsort(main["distances"][:, 0], kind="stable")
+    header = ["sample", f"flagged_{DEFAULT_DISTANCE}"]
+    for name, r in res.items():
+        for j in range(r["indices"].shape[1]):
+            header += [f"{name}_nn{j + 1}_image", f"{name}_nn{j + 1}_distance"]
+    rows = []
+    for i in order:
+        flag = "" if main["report"] is None else bool(main["report"]["flagged"][i])
+        row = [int(i), flag]
+        for r in res.values():
+            for name, d in zip(image_names(train, r["indices"][i]), r["distances"][i]):
+                row += [name, f"{d:.6g}"]
+        rows.append(row)
+    return header, rows
 
 
 def _write_csv(path: Path, header: list[str], rows) -> None:
@@ -199,14 +252,17 @@ def evaluate_checkpoint(
     *,
     report_dir: str | os.PathLike,
     data: str | None = None,
+    held_out: str | os.PathLike | None = None,
     n: int = 500,
     extractors: tuple[str, ...] = ("galaxy",),
     morphology: bool = True,
     memorisation: bool = True,
     n_queries: int = 64,
+    evidence: tuple[str, ...] = ("l1", "ssim"),
     seed: int = 0,
     png: bool = True,
     step: Step | None = None,
+    warn: Step | None = None,
 ) -> dict:
     """Evaluate a checkpoint and write the report folder (see module docstring).
 
@@ -217,44 +273,66 @@ def evaluate_checkpoint(
     report_dir : path
         Output folder (created).
     data : str, optional
-        Reference dataset spec; default: the data the checkpoint was trained on.
+        Reference dataset spec for the distribution metrics; default: the data the checkpoint
+        was trained on. The memorisation search always uses the training data.
+    held_out : path, optional
+        Folder (or FITS file) of real images the checkpoint was not trained on: the reference
+        that calibrates the memorisation threshold. Without it only ``sim`` checkpoints (fresh
+        simulations) get a memorisation verdict.
     n : int
-        Generated samples, and real samples per split (fewer if the data is small).
+        Generated samples, and real samples per split (fewer if the data is small); >= 2.
     extractors : tuple of str
         Feature extractors for FID/KID/PRDC/MiFID (``galaxy``, ``inception``, ``pix8``).
     morphology, memorisation : bool
         Run those sections.
     n_queries : int
-        Generated samples searched for nearest training images.
+        Generated samples searched for nearest training images, 1 to ``n``.
+    evidence : tuple of str
+        Distances shown beside the verdict's (``l1``, ``ssim``). Every search is exact: on
+        10,000 training images of 64 px, ``ssim`` is the slow one (a few minutes on two cores).
     seed : int
         Seed of the generated latents and the real splits.
     png : bool
         Also export plots as PNG.
     step : callable, optional
         Called with a line of text as each section starts (a progress report).
+    warn : callable, optional
+        Called with each warning about the sample sizes (they are also in the summary).
 
     Returns
     -------
     dict
         The summary written to ``summary.json``.
+
+    Raises
+    ------
+    ConfigError
+        ``n`` or ``n_queries`` out of range (checked before anything is loaded).
+    CheckpointError, DataError
+        The checkpoint, the data or the held-out folder cannot be used.
     """
+    n = check_sample_size(n, option="-n")
+    n_queries = check_sample_size(n_queries, option="--queries", minimum=1, maximum=n) if memorisation else n_queries
     say = step or (lambda s: log.info(s))
     out = Path(report_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     model = load_pretrained(checkpoint)
-    spec = ev.training_data(model.meta)
-    if data is not None:
-        spec["spec"] = data
+    own = ev.training_data(model.meta)
+    spec = dict(own, spec=data) if data is not None else own
     say(f"opening reference data {spec['spec']}")
     ref = ev.open_reference(spec["spec"], resolution=spec["resolution"], crop=spec["crop"], count=spec["count"],
                             seed=spec["seed"], normalisation=spec["normalisation"])
     ev.check_compatible(model, ref)
-    idx_a, real_a, idx_b, real_b = _split_real(ref, n, seed=seed)
+    idx_a, real_a, idx_b, real_b = ev.real_pair(ref, n, seed=seed)
+    warnings = sample_size_warnings(n, n_real=len(real_a), extractors=extractors, num_bands=len(model.channels),
+                                    data_name=ref.name)
+    for w in warnings:
+        (warn or log.warning)(w)
     say(f"generating {len(real_a)} samples")
     _, fake = ev.generated_sample(model, len(real_a), seed=seed)
     summary: dict = {"checkpoint": model.name, "checkpoint_id": model.id, "data": ref.name,
-                     "data_key": ref.manifest["key"], "n": len(real_a), "seed": seed,
+                     "data_key": ref.manifest["key"], "n": len(real_a), "seed": seed, "warnings": warnings,
                      "floor_definition": f"a second, disjoint real sample of {len(real_b)} images"}
     rows, figures = [], {}
     summary["features"] = {}
@@ -263,11 +341,7 @@ def evaluate_checkpoint(
         fm = feature_metrics(real_a, real_b, fake, extractor=name)
         summary["features"][name] = fm
         for key, value in fm["generated"].items():
-            if isinstance(value, dict):
-                for sub, v in value.items():
-                    rows.append([f"{sub}_{name}_{len(real_a)}", v, fm["floor"][key][sub]])
-            else:
-                rows.append([key, value, fm["floor"].get(key)])
+            rows.append([key, value, fm["floor"][key]])
     lin = {k: ev.to_linear(x, stretch=model.stretch) for k, x in (("a", real_a), ("b", real_b), ("fake", fake))}
     if morphology:
         say("morphology (segmentation fast path)")
@@ -298,8 +372,8 @@ def evaluate_checkpoint(
             {k: (v[0], v[1]) for k, v in pts.items()},
             box={"mag_min": box["mag_lo"], "mag_max": box["mag_hi"], "colour_min": box["colour_lo"],
                  "colour_max": box["colour_hi"]},
-            title="colour–magnitude diagram (box: real median ± 1.75σ)", mag_title="M_r (mag)",
-            colour_title="g − r (mag)")
+            title=f"colour–magnitude diagram (box: real median ± {BOX_NSIGMA}σ); {cmd['reading']['reading']}",
+            mag_title="M_r (mag)", colour_title="g − r (mag)")
         rows.append(["cmd_fraction_in_box", cmd["fraction_in_box_generated"], cmd["fraction_in_box_heldout"]])
     summary["cmd"] = cmd
     cat = ref.catalog
@@ -310,45 +384,34 @@ def evaluate_checkpoint(
         figures["redshift"] = plots.histograms({"training data": z}, title="redshift of the training data",
                                                x_title="redshift z (dimensionless)", density=False)
     if memorisation:
+        train = ref if data is None else ev.open_reference(
+            own["spec"], resolution=own["resolution"], crop=own["crop"], count=own["count"], seed=own["seed"],
+            normalisation=own["normalisation"])
+        if held_out is not None:
+            say(f"preparing held-out images from {held_out}")
+            held, held_about = ev.open_held_out(held_out, train=train, crop=own["crop"])
+        else:
+            held, held_about = ev.held_out_sample(model.meta, train, n_queries)
         say(f"nearest training images of {n_queries} generated samples")
-        held, held_note = ev.held_out_sample(model.meta, ref, n_queries)  # simulated once, used by both metrics
-        mems = {m: memorisation_section(ref, fake[:n_queries], held=held, held_note=held_note, metric=m)
-                for m in ("cosine", "l1")}
-        labels = {"cosine": "cosine distance of galaxy-encoder features (gives the verdict)",
-                  "l1": "mean |difference| on the central 50% (pixels; biased low for smooth samples)"}
-        summary["memorisation"] = {}
-        for m, mem in mems.items():
-            rep = mem["report"]
-            summary["memorisation"][m] = {"metric": labels[m], "heldout": mem["heldout_note"],
-                                          **{k: v for k, v in rep.items() if k != "flagged"},
-                                          "flagged_samples": np.flatnonzero(rep["flagged"]).tolist()}
-            rows.append([f"memorisation_fraction_flagged_{m}", rep["fraction_flagged"], rep["expected_fraction"]])
-            figures[f"memorisation_{m}"] = plots.histograms(
-                {"generated → train": mem["distances"][:, 0], "held-out → train": mem["heldout_d"],
-                 "train → other train": mem["train_d"]},
-                title=f"distance to the nearest training image: {m}", x_title=labels[m])
-        has_heldout = mems["cosine"]["has_heldout"]
-        # Without an independent held-out set the baseline is the training images' distances to
-        # each other, which a generator collapsed onto a common kind of galaxy beats without
-        # copying anything: report the statistics, withhold the verdict.
-        summary["memorised"] = summary["memorisation"]["cosine"]["memorised"] if has_heldout else None
-        if not has_heldout:
-            summary["memorised_note"] = ("no held-out real images exist for this data; the flags compare with "
-                                         "training-to-training distances and are indicative only — inspect "
-                                         "nearest_matches.png")
-        mem = mems["l1"]
-        rep = mem["report"]
-        order = np.argsort(mem["distances"][:, 0])
-        panel = []
-        for i in order[:8]:
-            panel.append(fake[i])
-            panel.extend(ref.to_model_range(mem["indices"][i]))
-        save_png(out / "nearest_matches.png", make_grid(to_rgb(np.stack(panel), model.channels), ncols=1 + mem["k"]),
-                 scale=2 if model.resolution <= 32 else 1)
-        _write_csv(out / "nearest_matches.csv", ["sample", "flagged"] + [f"nn{j}_index" for j in range(mem["k"])]
-                   + [f"nn{j}_distance" for j in range(mem["k"])],
-                   [[int(i), bool(rep["flagged"][i]), *mem["indices"][i].tolist(), *mem["distances"][i].tolist()]
-                    for i in order])
+        mem = memorisation_check(fake[:n_queries], train, held_out=held, held_out_about=held_about, k=3,
+                                 distances=(DEFAULT_DISTANCE, *[d for d in evidence if d != DEFAULT_DISTANCE]),
+                                 progress=lambda stage, done, total: say(f"memorisation, {stage} {done}/{total}"))
+        summary["memorisation"] = memorisation_summary(mem)
+        summary["memorised"] = mem["memorised"]
+        if mem["memorised"] is None:
+            summary["memorised_note"] = mem["verdict"]
+        for name, r in mem["results"].items():
+            rep = r["report"]
+            if rep is not None:
+                rows.append([f"memorisation_fraction_flagged_{name}", rep["fraction_flagged"],
+                             rep["expected_fraction"]])
+            figures[f"memorisation_{name}"] = distance_histogram(
+                r["distances"][:, 0], r["heldout_d"], r["train_d"], threshold=rep["threshold"] if rep else None,
+                title=f"distance to the nearest training image: {name}"
+                      + (" (gives the verdict)" if r["gives_verdict"] else " (evidence)"),
+                x_title=DISTANCE_UNITS[name])
+        save_png(out / "nearest_matches.png", matches_panel(mem, fake[:n_queries], train, channels=model.channels))
+        _write_csv(out / "nearest_matches.csv", *matches_rows(mem, train))
     _write_csv(out / "metrics.csv", ["metric", "generated", "real_vs_real_floor"], rows)
     why = _write_figures(out, figures, png=png)
     summary["png_note"] = why
@@ -361,9 +424,9 @@ def headline_metrics(summary: dict) -> dict:
     """The numbers a model card carries: per extractor FID and KID, and the SGD, with floors."""
     metrics, floors = {}, {}
     for fm in summary.get("features", {}).values():
-        for key, value in fm["generated"].items():
-            if key.startswith(("fid_", "kid_")) and not key.endswith("_std"):
-                metrics[key], floors[key] = value, fm["floor"][key]
+        for kind in ("fid", "kid"):
+            key = fm["names"][kind]
+            metrics[key], floors[key] = fm["generated"][key], fm["floor"][key]
     sgd = (summary.get("morphology") or {}).get("sgd")
     if sgd:
         metrics["sgd_morphology"], floors["sgd_morphology"] = sgd["generated"]["sgd"], sgd["floor"]["sgd"]

@@ -4,8 +4,10 @@ Every ``log.eval_every`` steps the loop calls the evaluator: it generates ``n_sa
 from a fixed set of latents with ``G_ema`` (so successive values are comparable), extracts
 features and compares them with the real data's statistics, computed once and cached on disk
 (:func:`galaxy_core.metrics.features.reference_statistics`). Metric names record the extractor
-and the sample size (``fid_galaxy_256``, ``kid_galaxy_256``), so numbers from different
-extractors are never mixed. The shipped galaxy encoder is used when present; otherwise the
+and the protocol (``fid_galaxy_256v5k``: 256 generated samples against the cached statistics of
+the first 5,000 real images, or all of them when there are fewer;
+:func:`galaxy_core.metrics.fid.metric_name`), so numbers from different extractors or sample
+sizes are never mixed. The shipped galaxy encoder is used when present; otherwise the
 weight-free ``pix8`` extractor (8x8 thumbnails). The best snapshot is chosen by the FID.
 """
 
@@ -27,9 +29,10 @@ class LiveEvaluator:
                  device: torch.device, max_real: int = 5000, batch: int = 128):
         self.n_samples, self.device, self.batch = n_samples, device, batch
         self.extractor = extractor
-        self.name = metric_name("fid", extractor=extractor.name, n=n_samples)
-        self.kid_name = metric_name("kid", extractor=extractor.name, n=n_samples)
         self.mu, self.sigma, self.real_feats = reference_statistics(data, extractor, max_images=max_real)
+        n_real = len(self.real_feats)  # min(len(data), max_real)
+        self.name = metric_name("fid", extractor=extractor.name, n=n_samples, n_real=n_real)
+        self.kid_name = metric_name("kid", extractor=extractor.name, n=n_samples, n_real=n_real)
 
     @torch.no_grad()
     def __call__(self, G: torch.nn.Module, sample_z: Callable[[int, torch.Generator], torch.Tensor]) -> dict:

@@ -1,0 +1,95 @@
+"""The memorisation pipeline on real hdf stamps: a copying generator is caught, an honest one is not."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from galaxy_core.data import load_dataset
+from galaxy_core.data.prepared import write_prepared
+from galaxy_core.metrics.memorisation import (
+    DEFAULT_DISTANCE,
+    DISTANCE_NOTES,
+    THRESHOLD_PERCENTILE,
+    assess,
+    image_names,
+    memorisation_check,
+)
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory):
+    """hdf 64 px stamps in three disjoint parts: a training set (written as a prepared dataset),
+    held-out images and new galaxies an honest generator could have made."""
+    ds = load_dataset("hdf", resolution=64, progress=False)
+    perm = np.random.default_rng(0).permutation(len(ds))
+    train_idx, held_idx, new_idx = np.sort(perm[:250]), np.sort(perm[250:310]), np.sort(perm[310:370])
+    manifest = {**ds.manifest, "name": "hdf-train", "key": "hdf-train-test", "count": len(train_idx)}
+    train = write_prepared(tmp_path_factory.mktemp("train") / "hdf-train", np.asarray(ds.images[train_idx]),
+                           manifest, catalog=None)
+    return train, ds.to_model_range(held_idx), ds.to_model_range(new_idx)
+
+
+def _copier(train, n: int, *, noise: float, seed: int) -> np.ndarray:
+    """A memorising "generator": training images with a little Gaussian noise, clipped to range."""
+    rng = np.random.default_rng(seed)
+    x = train.to_model_range(np.sort(rng.choice(len(train), n, replace=False)))
+    return np.clip(x + rng.normal(0, noise, x.shape).astype(np.float32), -1, 1)
+
+
+def test_copying_generator_is_flagged_by_the_default_distance(split):
+    train, held, _ = split
+    res = memorisation_check(_copier(train, 48, noise=0.02, seed=1), train, held_out=held, held_out_about="test",
+                             distances=(DEFAULT_DISTANCE,))
+    main = res["results"][DEFAULT_DISTANCE]
+    assert res["memorised"] is True and res["verdict"].startswith("Memorising")
+    assert main["report"]["fraction_flagged"] > 0.9 and main["report"]["excess_p"] < 1e-6
+    assert main["report"]["median_ratio"] < 0.5
+    assert "48 generated samples searched against all 250 training images of hdf-train" in res["compared"]
+    assert "60 held-out real images" in res["compared"]
+
+
+def test_honest_generator_is_not_flagged(split):
+    _, held, new = split
+    train = split[0]
+    res = memorisation_check(new, train, held_out=held, held_out_about="test", distances=(DEFAULT_DISTANCE,))
+    rep = res["results"][DEFAULT_DISTANCE]["report"]
+    assert res["memorised"] is False and res["verdict"].startswith("No sign")
+    assert rep["fraction_flagged"] < 0.2  # 5 % expected by chance; 60 samples
+    assert 0.6 < rep["median_ratio"] < 1.6
+
+
+def test_every_distance_as_evidence_and_no_verdict_without_held_out(split):
+    train, _, _ = split
+    fake = _copier(train, 6, noise=0.02, seed=2)
+    res = memorisation_check(fake, train, held_out=None, held_out_about="none given", k=2)
+    assert res["memorised"] is None and res["verdict"].startswith("No verdict")
+    assert set(res["results"]) == {"cosine", "l1", "ssim"}
+    for name, r in res["results"].items():
+        assert r["report"] is None and r["memorised"] is None and r["note"] == DISTANCE_NOTES[name]
+        assert r["indices"].shape == (6, 2) and np.all(np.diff(r["distances"], axis=1) >= 0)
+        assert r["median_gen"] < r["median_train"]  # copies sit on their sources under every distance
+    # the copies' nearest training image under the pixel distances is their source
+    src = np.sort(np.random.default_rng(2).choice(len(train), 6, replace=False))
+    assert res["results"]["l1"]["indices"][:, 0].tolist() == src.tolist()
+
+
+def test_assess_by_hand():
+    held = np.arange(1.0, 101.0)  # 5th percentile 5.95
+    out = assess([0.5, 3.0, 50.0, 80.0], held, np.array([4.0, 6.0]), distance="l1")
+    assert out["report"]["threshold"] == pytest.approx(np.percentile(held, THRESHOLD_PERCENTILE))
+    assert out["memorised"] is None  # only the default distance gives a verdict
+    assert "2 of 4 generated samples (50%)" in out["sentence"] and out["median_train"] == 5.0
+    with pytest.raises(ValueError, match="unknown distance"):
+        assess([1.0], None, [1.0], distance="l2")
+
+
+def test_image_names_use_files_when_the_data_has_them(split, tmp_path):
+    from astropy.table import Table
+
+    train = split[0]
+    assert image_names(train, [3, 0]) == ["hdf-train #3", "hdf-train #0"]
+    m = {**train.manifest, "count": 2, "key": "named"}
+    named = write_prepared(tmp_path / "named", np.asarray(train.images[:2]), m,
+                           catalog=Table({"file": ["a/one.png", "b/two.png"]}))
+    assert image_names(named, [1]) == ["b/two.png"]
