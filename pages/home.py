@@ -9,6 +9,7 @@ import streamlit as st
 from galaxy_core.explore.evaluation import describe_extractor
 from galaxy_core.explore.export import frames_zip
 from galaxy_core.explore.sampling import model_card_lines
+from galaxy_core.metrics.fid import parse_metric_name
 from galaxy_core.models.pretrained import Pretrained
 from studio_ui import nav, state, widgets
 
@@ -25,11 +26,15 @@ PLAIN_METRICS = {  # card metrics that are not feature-space distances
 
 
 def split_metric_name(name: str) -> tuple[str, str, str]:
-    """``"fid_galaxy_5k"`` -> ("fid", "galaxy", "5k"); names without the pattern -> (name, "", "")."""
-    parts = name.split("_")
-    if name not in PLAIN_METRICS and len(parts) >= 3:
-        return parts[0], "_".join(parts[1:-1]), parts[-1]
-    return name, "", ""
+    """``"fid_galaxy_256v5k"`` -> ("fid", "galaxy", "256 vs 5000 real"); other names -> (name, "", "").
+
+    Reads names through the one parser of :mod:`galaxy_core.metrics.fid`.
+    """
+    parsed = None if name in PLAIN_METRICS else parse_metric_name(name)
+    if parsed is None:
+        return name, "", ""
+    n = f"{parsed.n}" + (f" vs {parsed.n_real} real" if parsed.n_real else "")
+    return parsed.metric, parsed.extractor, n
 
 
 def metric_label(name: str) -> str:

@@ -17,6 +17,7 @@ from galaxy_core.config import Config, load_config
 from galaxy_core.errors import GalaxyGanError
 from galaxy_core.io.render import display_note
 from galaxy_core.metrics import plots
+from galaxy_core.metrics.fid import parse_metric_name
 from galaxy_core.models.family import config_fields
 from galaxy_core.models.registry import get_arch, known_archs
 from galaxy_core.paths import configs_dir, runs_dir
@@ -416,7 +417,8 @@ def curves_ui(records: list[dict]) -> None:
 
 def metric_unit(key: str) -> str:
     """Unit of a live metric from its name (``fid_pix8_256``: squared feature units)."""
-    kind = key.split("_", 1)[0]
+    parsed = parse_metric_name(key)
+    kind = parsed.metric if parsed else key
     return {"fid": "squared feature units", "fd": "squared feature units", "kid": "kernel units"}.get(kind, "value")
 
 
