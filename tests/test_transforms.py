@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from galaxy_core.data.transforms import (
     Augment,
@@ -104,6 +106,49 @@ def test_resize_float_antialiases_checkerboard():
     img = ((np.indices((64, 64)).sum(0) % 2) * 2 - 1).astype(np.float32)[None]
     out = resize(img, 16)
     assert np.abs(out).max() < 0.1
+
+
+# --------------------------------------------------------------------------- properties
+
+PROPS = settings(max_examples=60, deadline=None, derandomize=True)
+
+
+@PROPS
+@given(h=st.integers(1, 90), w=st.integers(1, 90), fraction=st.floats(0.01, 1.0))
+def test_centre_crop_box_properties(h, w, fraction):
+    top, left, side = centre_crop_box((h, w), fraction)
+    n = min(h, w)
+    assert 1 <= side <= n and (n - side) % 2 == 0  # same parity: a symmetric margin
+    assert top + side <= h and left + side <= w
+    assert top - (h - n) // 2 == left - (w - n) // 2 == (n - side) // 2  # centred in the square
+    if side > 2:  # nearest side of that parity, unless the 1-2 px floor applies
+        assert abs(side - fraction * n) <= 1 + 1e-9
+    assert centre_crop_box((h, w), 1.0) == ((h - n) // 2, (w - n) // 2, n)
+
+
+@PROPS
+@given(side=st.integers(4, 48), size=st.integers(2, 64), level=st.floats(0.01, 1e4),
+       cx=st.floats(-0.1, 0.1), cy=st.floats(-0.1, 0.1), sigma=st.floats(0.06, 0.12))
+def test_resize_keeps_total_flux_and_positivity(side, size, level, cx, cy, sigma):
+    flat = np.full((1, side, side), level, np.float32)
+    np.testing.assert_allclose(resize(flat, size).sum(), flat.sum(), rtol=1e-5)
+    # a smooth galaxy well inside the stamp (sigma 6-12 % of the side, centre within 10 %)
+    y, x = (np.mgrid[:side, :side] + 0.5) / side - 0.5
+    galaxy = level * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * sigma**2))[None]
+    out = resize(galaxy.astype(np.float32), size)
+    assert out.shape == (1, size, size) and out.min() >= 0
+    if size >= 8 and side >= 8:  # sampled finely enough for the flux to be defined
+        assert out.sum() == pytest.approx(galaxy.sum(), rel=0.02)
+
+
+@PROPS
+@given(a=st.floats(-5, 5), b=st.floats(-5, 5), size=st.integers(3, 40))
+def test_resize_is_linear(a, b, size):
+    rng = np.random.default_rng(0)
+    x, z = rng.normal(size=(2, 1, 24, 24))
+    lhs = resize((a * x + b * z).astype(np.float32), size)
+    rhs = a * resize(x.astype(np.float32), size) + b * resize(z.astype(np.float32), size)
+    np.testing.assert_allclose(lhs, rhs, atol=1e-4 * (abs(a) + abs(b) + 1))
 
 
 # --------------------------------------------------------------------------- flips, quarter turns
