@@ -280,3 +280,23 @@ def test_write_gzip(tmp_path):
 def test_write_checks_band_count(tmp_path):
     with pytest.raises(ValueError, match="2 band names for 3 channels"):
         write_fits_cube(tmp_path / "x.fits", cube(), bands=["g", "r"])
+
+
+def test_damaged_gzip_fits_fails_at_once(tmp_path):
+    # One byte changed inside the compressed stream. astropy's own gzip reading skips the CRC
+    # check and returns the damaged pixels (other damage made it loop for ever looking for
+    # an END card, found by tests/test_fuzz_readers.py); the reader checks the CRC first.
+    path = tmp_path / "g.fits.gz"
+    write_fits_cube(path, cube(), bands=["g", "r", "i"])
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match=r"g\.fits\.gz: cannot read as FITS \(.*(CRC|Error)"):
+        read_fits_image(path)
+    arr, bands, _ = read_fits_image(_rewrite(tmp_path / "ok.fits.gz"))
+    assert arr.shape == (3, 8, 10) and bands == ["g", "r", "i"]
+
+
+def _rewrite(path):
+    write_fits_cube(path, cube(), bands=["g", "r", "i"])
+    return path

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from astropy.modeling.models import Sersic2D
@@ -9,6 +11,7 @@ from astropy.table import Table
 
 from galaxy_core.metrics.morphology import (
     COLUMNS,
+    ISOPHOTE_PROTOCOLS,
     IsophoteAttempt,
     compare_distributions,
     flag_summary,
@@ -96,19 +99,44 @@ def _check_isophote(row, flux, ellip=0.4, theta=30.0):
 
 def test_isophote_path_native():
     img, flux = _galaxy()
-    _check_isophote(measure_isophote(img, upscale=False), flux)
+    _check_isophote(measure_isophote(img), flux)
 
 
 @pytest.mark.slow
 def test_isophote_path_upscaled_to_512():
     img, flux = _galaxy(ellip=0.5, theta=-20.0, seed=3)
-    _check_isophote(measure_isophote(img, maxit=20), flux, ellip=0.5, theta=-20.0)
+    paper = replace(ISOPHOTE_PROTOCOLS["paper512"], maxit=20)
+    _check_isophote(measure_isophote(img, protocol=paper), flux, ellip=0.5, theta=-20.0)
+
+
+def test_isophote_neighbour_is_filled_not_fitted():
+    # A bright star 14 px from the galaxy centre, split from it by deblending: the measurement
+    # with the star matches the one without, because its pixels are replaced by their mirror
+    # image through the galaxy centre.
+    img, flux = _galaxy()
+    y, x = np.mgrid[:64, :64]
+    star = 20.0 * np.exp(-((x - 45.5) ** 2 + (y - 32.0) ** 2) / 2.0)
+    clean = measure_isophote(img, deblend=True)
+    starred = measure_isophote(img + star, deblend=True)
+    assert not starred["failed"], starred["reason"]
+    for col, tol in [("iso_ellipticity", 0.02), ("iso_pa", 2.0), ("iso_x0", 0.2)]:
+        assert starred[col] == pytest.approx(clean[col], abs=tol)
+    assert starred["iso_sma_half"] == pytest.approx(clean["iso_sma_half"], rel=0.05)
+    # the star's flux, 20 * 2 pi = 126 (27 % of the galaxy's), is not in the galaxy's
+    assert starred["iso_flux"] == pytest.approx(clean["iso_flux"], rel=0.03)
+    assert clean["iso_flux"] == pytest.approx(flux, rel=0.06)
+
+
+def test_isophote_protocol_is_checked():
+    with pytest.raises(ValueError, match="unknown isophote protocol 'fast'"):
+        measure_isophote(np.zeros((8, 8)), protocol="fast")
+    assert ISOPHOTE_PROTOCOLS["paper512"].size == 512 and ISOPHOTE_PROTOCOLS["native"].size is None
 
 
 def test_isophote_failures_are_recorded_per_attempt():
     img, _ = _galaxy(size=32, r_eff=4.0)
     attempts = (IsophoteAttempt(), IsophoteAttempt(fix_center=True))
-    row = measure_isophote(img, upscale=False, attempts=attempts, min_isophotes=1000)
+    row = measure_isophote(img, attempts=attempts, min_isophotes=1000)
     assert row["failed"] and np.isnan(row["iso_ellipticity"])
     assert row["reason"].startswith("isophote fit failed: #0: only ")
     assert "; #1: only " in row["reason"]

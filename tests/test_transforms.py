@@ -5,10 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from galaxy_core.data.transforms import (
     Augment,
     centre_crop,
+    centre_crop_box,
     random_flip,
     random_hue_shift,
     random_rot90,
@@ -39,9 +42,24 @@ def same_multiset(a: torch.Tensor, b: torch.Tensor) -> bool:
 def test_centre_crop_square_and_fraction():
     img = np.arange(3 * 10 * 10).reshape(3, 10, 10)
     out = centre_crop(img, 0.5)
-    assert out.shape == (3, 5, 5)
-    # rows/cols 2..6: (10 - 5) // 2 = 2
-    np.testing.assert_array_equal(out, img[:, 2:7, 2:7])
+    # margin 10 * 0.5 / 2 = 2.5, a tie kept at 2 on every side: 6 px kept, centre unmoved
+    assert out.shape == (3, 6, 6)
+    np.testing.assert_array_equal(out, img[:, 2:8, 2:8])
+    assert centre_crop_box((64, 64), 0.8) == (6, 6, 52)  # not 51: the centre stays at 31.5
+    assert centre_crop_box((64, 64), 0.85) == (5, 5, 54)  # margin 4.8 -> 5
+    assert centre_crop_box((64, 64), 0.01) == (31, 31, 2)  # at least 2 px of an even side
+    assert centre_crop_box((9, 9), 0.01) == (4, 4, 1)
+
+
+def test_centre_crop_keeps_a_centred_galaxy_centred():
+    yy, xx = np.mgrid[0:64, 0:64]
+    galaxy = np.exp(-((xx - 31.5) ** 2 + (yy - 31.5) ** 2) / 50.0)[None]
+    for fraction in (0.8, 0.55, 0.3):
+        cut = centre_crop(galaxy, fraction)[0]
+        c = (cut.shape[-1] - 1) / 2
+        iy, ix = np.indices(cut.shape)
+        assert (cut * ix).sum() / cut.sum() == pytest.approx(c, abs=1e-9)
+        assert (cut * iy).sum() / cut.sum() == pytest.approx(c, abs=1e-9)
 
 
 def test_centre_crop_non_square_takes_central_square_first():
@@ -50,12 +68,15 @@ def test_centre_crop_non_square_takes_central_square_first():
     full = centre_crop(img, 1.0)
     assert full.shape == (1, 6, 6)
     assert (full == 7).all()
-    assert centre_crop(img, 0.5).shape == (1, 3, 3)
+    assert centre_crop(img, 0.5).shape == (1, 4, 4)  # margin 6 * 0.5 / 2 = 1.5, a tie: 1
+    assert centre_crop_box((7, 10), 1.0) == (0, 1, 7)  # odd difference: extra column dropped right
 
 
 def test_centre_crop_rejects_bad_fraction():
     with pytest.raises(ValueError, match="crop fraction"):
         centre_crop(np.zeros((1, 4, 4)), 0.0)
+    with pytest.raises(ValueError, match="crop fraction"):
+        centre_crop(np.zeros((1, 4, 4)), 1.5)
 
 
 def test_resize_uint8_keeps_uniform_colour():
@@ -67,15 +88,17 @@ def test_resize_uint8_keeps_uniform_colour():
     assert (out[0] == 200).all() and (out[1] == 90).all() and (out[2] == 17).all()
 
 
-def test_resize_float_preserves_surface_brightness():
-    # A smooth ramp keeps its mean (surface brightness) when shrunk; the total flux then
-    # scales with the pixel area: (16 / 64)**2.
+def test_resize_float_keeps_total_flux():
+    # The project's flux convention (galaxy_core.io.units): a smooth ramp shrunk 64 -> 16 keeps
+    # its summed flux; each output pixel holds (64 / 16)**2 = 16 source pixels' worth.
     yy, xx = np.mgrid[0:64, 0:64]
     img = (1.0 + 0.01 * xx + 0.02 * yy).astype(np.float32)[None]
     out = resize(img, 16)
     assert out.dtype == np.float32 and out.shape == (1, 16, 16)
-    assert out.mean() == pytest.approx(img.mean(), rel=1e-3)
-    assert out.sum() == pytest.approx(img.sum() * (16 / 64) ** 2, rel=1e-3)
+    assert out.sum() == pytest.approx(img.sum(), rel=1e-3)
+    assert out.mean() == pytest.approx(16 * img.mean(), rel=1e-3)
+    up = resize(img, 128)
+    assert up.sum() == pytest.approx(img.sum(), rel=1e-3)
 
 
 def test_resize_float_antialiases_checkerboard():
@@ -83,6 +106,49 @@ def test_resize_float_antialiases_checkerboard():
     img = ((np.indices((64, 64)).sum(0) % 2) * 2 - 1).astype(np.float32)[None]
     out = resize(img, 16)
     assert np.abs(out).max() < 0.1
+
+
+# --------------------------------------------------------------------------- properties
+
+PROPS = settings(max_examples=60, deadline=None, derandomize=True)
+
+
+@PROPS
+@given(h=st.integers(1, 90), w=st.integers(1, 90), fraction=st.floats(0.01, 1.0))
+def test_centre_crop_box_properties(h, w, fraction):
+    top, left, side = centre_crop_box((h, w), fraction)
+    n = min(h, w)
+    assert 1 <= side <= n and (n - side) % 2 == 0  # same parity: a symmetric margin
+    assert top + side <= h and left + side <= w
+    assert top - (h - n) // 2 == left - (w - n) // 2 == (n - side) // 2  # centred in the square
+    if side > 2:  # nearest side of that parity, unless the 1-2 px floor applies
+        assert abs(side - fraction * n) <= 1 + 1e-9
+    assert centre_crop_box((h, w), 1.0) == ((h - n) // 2, (w - n) // 2, n)
+
+
+@PROPS
+@given(side=st.integers(4, 48), size=st.integers(2, 64), level=st.floats(0.01, 1e4),
+       cx=st.floats(-0.1, 0.1), cy=st.floats(-0.1, 0.1), sigma=st.floats(0.06, 0.12))
+def test_resize_keeps_total_flux_and_positivity(side, size, level, cx, cy, sigma):
+    flat = np.full((1, side, side), level, np.float32)
+    np.testing.assert_allclose(resize(flat, size).sum(), flat.sum(), rtol=1e-5)
+    # a smooth galaxy well inside the stamp (sigma 6-12 % of the side, centre within 10 %)
+    y, x = (np.mgrid[:side, :side] + 0.5) / side - 0.5
+    galaxy = level * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * sigma**2))[None]
+    out = resize(galaxy.astype(np.float32), size)
+    assert out.shape == (1, size, size) and out.min() >= 0
+    if size >= 8 and side >= 8:  # sampled finely enough for the flux to be defined
+        assert out.sum() == pytest.approx(galaxy.sum(), rel=0.02)
+
+
+@PROPS
+@given(a=st.floats(-5, 5), b=st.floats(-5, 5), size=st.integers(3, 40))
+def test_resize_is_linear(a, b, size):
+    rng = np.random.default_rng(0)
+    x, z = rng.normal(size=(2, 1, 24, 24))
+    lhs = resize((a * x + b * z).astype(np.float32), size)
+    rhs = a * resize(x.astype(np.float32), size) + b * resize(z.astype(np.float32), size)
+    np.testing.assert_allclose(lhs, rhs, atol=1e-4 * (abs(a) + abs(b) + 1))
 
 
 # --------------------------------------------------------------------------- flips, quarter turns

@@ -4,7 +4,9 @@
 one grey channel when every image is grey), centre-cropped, resized with Lanczos and stored as
 uint8. FITS files (``.fits .fit .fts``, gzip or tile-compressed) are read as flux, grouped into
 multi-band images when there is one file per band (``obj_g.fits``, ``obj_r.fits``), cropped,
-resized, stretched to [-1, 1] and stored as float16 together with the stretch parameters.
+resized keeping their total flux (the project's one flux convention,
+:mod:`galaxy_core.io.units`), stretched to [-1, 1] and stored as float16 together with the
+stretch parameters.
 
 Files that cannot be decoded are skipped and listed in ``manifest["skipped"]``. The result is
 cached under ``cache_dir()/prepared/folder-<key>``, where the key hashes every source file and
@@ -44,20 +46,21 @@ from galaxy_core.io.fits import (
     read_fits_image,
     zero_point,
 )
-from galaxy_core.io.stretch import MINMAX_DESCRIPTION, AsinhStretch, minmax_normalise
+from galaxy_core.io.stretch import stretch_into
+from galaxy_core.io.units import FLUX_CONVENTION
 from galaxy_core.paths import cache_dir
 
 log = logging.getLogger(__name__)
 
-PREPARE_VERSION = 1  # bump when preprocessing changes, so old caches are not reused
+PREPARE_VERSION = 2  # bump when preprocessing changes, so old caches are not reused
+# 2: resized FITS keep total flux (galaxy_core.io.units), symmetric centre crop
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 _GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 _SIXTEEN_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
 _RESIZE_IMAGE = "centre square crop, Lanczos (PIL) on 8-bit values"
-_RESIZE_FLUX = ("centre square crop, Gaussian antialias + bilinear (skimage.transform.resize); "
-                "pixel values stay flux per source pixel")
+_RESIZE_FLUX = ("centre square crop, Gaussian antialias + bilinear (skimage.transform.resize), "
+                "times the pixel-area ratio: total flux kept, values are flux per output pixel")
 _SPILL_BYTES = 1 << 30  # arrays larger than this are built in a temporary file, not in memory
-_FIT_MAX_VALUES = 20_000_000  # pixel values used to fit the asinh stretch (evenly spaced images)
 _CHUNK = 256  # images per stretch step
 
 
@@ -366,7 +369,7 @@ def _prepare_fits(files, base, *, resolution, crop, normalisation, progress, spi
         return np.empty((0, 1, resolution, resolution), np.float16), None, {"skipped": skipped}
     flux = flux[: len(names)]
     out = _alloc(flux.shape, np.float16, spill=spill, name="images")
-    stretch, clip_fraction, fit_images = _stretch_into(flux, out, normalisation=normalisation)
+    stretched = stretch_into(flux, out, normalisation=normalisation, chunk=_CHUNK)
     area = [(s / resolution) ** 2 for s in sides]
     extra = {
         "channels": list(reference),
@@ -375,13 +378,14 @@ def _prepare_fits(files, base, *, resolution, crop, normalisation, progress, spi
             "resolution": int(resolution),
             "normalisation": normalisation,
             "resize": _RESIZE_FLUX,
-            "stretch_fit_images": fit_images,
+            "stretch_fit_images": stretched["stretch_fit_images"],
+            "flux_convention": FLUX_CONVENTION,
             "source_pixels_per_pixel": _common(area),
         },
-        "stretch": stretch,
+        "stretch": stretched["stretch"],
         "skipped": skipped,
         "num_nan_replaced": int(sum(nan_counts)),
-        "clip_fraction": float(clip_fraction),
+        "clip_fraction": float(stretched["clip_fraction"]),
         "bunit": _common(units),
         "pixel_scale_arcsec": _common(
             [None if s is None else s * side / resolution for s, side in zip(scales, sides)]
@@ -456,33 +460,3 @@ def _common(values: Sequence):
     else:
         ok = all(v == first for v in values)
     return first if ok else None
-
-
-def _stretch_into(flux: np.ndarray, out: np.ndarray, *, normalisation: str):
-    """Stretch flux (N, C, R, R) into ``out`` (float16, [-1, 1]) in chunks.
-
-    Returns the stretch description, the fraction of values clipped to [-1, 1], and how many
-    (evenly spaced) images the asinh stretch was fitted on.
-    """
-    n = flux.shape[0]
-    if normalisation == "minmax":
-        for s in range(0, n, _CHUNK):
-            out[s : s + _CHUNK] = model_range_to_float16(minmax_normalise(flux[s : s + _CHUNK]))
-        return dict(MINMAX_DESCRIPTION), 0.0, 0
-    if normalisation != "asinh":
-        raise DataError(f"normalisation must be 'asinh' or 'minmax', got {normalisation!r}")
-    per_image = math.prod(flux.shape[1:])
-    fit_n = max(1, min(n, _FIT_MAX_VALUES // per_image))
-    idx = np.unique(np.linspace(0, n - 1, fit_n).round().astype(np.int64))
-    stretch = AsinhStretch.fit(flux[idx])
-    clipped = 0
-    for s in range(0, n, _CHUNK):
-        y = stretch.forward(flux[s : s + _CHUNK])
-        clipped += int(np.count_nonzero(np.abs(y) > 1.0))
-        out[s : s + _CHUNK] = model_range_to_float16(y)
-    return stretch.to_dict(), clipped / flux.size, int(len(idx))
-
-
-def model_range_to_float16(y: np.ndarray) -> np.ndarray:
-    """Model-range values clipped to [-1, 1] and stored as float16 (about 3 significant digits)."""
-    return np.clip(y, -1.0, 1.0).astype(np.float16)

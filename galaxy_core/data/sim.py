@@ -36,7 +36,7 @@ import math
 import numbers
 import os
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +44,8 @@ import numpy as np
 from galaxy_core.errors import DataError
 
 VERSION = "sim/1"  # bump when the simulated images or the truth catalogue change
+PREPARE_VERSION = 2  # bump when cropping, resizing or stretching of the raw cube changes
+# 2: symmetric centre crop, shared flux resampling (galaxy_core.io.units) and stretch fitting
 BANDS = ("g", "r", "i")
 PIXEL_SCALE = 0.396  # arcsec / pixel, SDSS imaging camera
 ZERO_POINT = 22.5  # AB magnitude of 1 nanomaggy
@@ -784,31 +786,30 @@ def _default_workers(count: int) -> int:
     return max(1, min(cpus, 8, count // 200))
 
 
+def _crop_box(crop: float) -> tuple[int, int]:
+    """(first kept pixel, kept side) of the native stamp for a centre-crop fraction."""
+    from galaxy_core.data.transforms import centre_crop_box
+
+    top, _, side = centre_crop_box((NATIVE_SIZE, NATIVE_SIZE), crop)
+    return top, side
+
+
 def _resample(flux: np.ndarray, *, resolution: int, crop: float) -> np.ndarray:
     """Centre-crop ``(n, C, S, S)`` to ``crop`` of its side and resize to ``resolution``,
-    conserving flux (values stay nanomaggies per *output* pixel). float64 out."""
-    side = flux.shape[-1]
-    keep = max(2, int(round(side * crop)))
-    lo = (side - keep) // 2
-    x = np.asarray(flux[..., lo : lo + keep, lo : lo + keep], np.float64)
-    if keep == resolution:
-        return x
-    from skimage.transform import resize
+    keeping total flux (values become nanomaggies per *output* pixel). float64 out."""
+    from galaxy_core.data.transforms import centre_crop
+    from galaxy_core.io.units import resample_flux
 
-    out = resize(x, x.shape[:2] + (resolution, resolution), order=1, anti_aliasing=keep > resolution,
-                 preserve_range=True, mode="reflect")  # fmt: skip
-    return out * (keep / resolution) ** 2
+    return resample_flux(centre_crop(np.asarray(flux), crop), resolution)
 
 
 def _output_pixel_scale(*, resolution: int, crop: float) -> float:
-    keep = max(2, int(round(NATIVE_SIZE * crop)))
-    return PIXEL_SCALE * keep / resolution
+    return PIXEL_SCALE * _crop_box(crop)[1] / resolution
 
 
 def _rescale_catalog(table, *, resolution: int, crop: float):
     """Truth table with pixel quantities (x, y, hlr_pix) in the prepared images' pixels."""
-    keep = max(2, int(round(NATIVE_SIZE * crop)))
-    lo = (NATIVE_SIZE - keep) // 2
+    lo, keep = _crop_box(crop)
     factor = resolution / keep
     out = table.copy()
     out["x"] = (out["x"] - lo + 0.5) * factor - 0.5
@@ -816,26 +817,6 @@ def _rescale_catalog(table, *, resolution: int, crop: float):
     out["hlr_pix"] = out["hlr_pix"] * factor
     out.meta["PIXSCALE"] = _output_pixel_scale(resolution=resolution, crop=crop)
     return out
-
-
-def _stretch_into(out: np.ndarray, flux: np.ndarray, *, normalisation: str, resolution: int,
-                  crop: float, chunk: int = 500) -> dict:  # fmt: skip
-    """Fill ``out`` (N, 3, R, R) float16 in [-1, 1]; returns the stretch description and the
-    clipped fraction."""
-    from galaxy_core.io.stretch import MINMAX_DESCRIPTION, AsinhStretch, minmax_normalise
-
-    n = len(flux)
-    stretch = None
-    if normalisation == "asinh":
-        stretch = AsinhStretch.fit(_resample(flux[: min(n, 2000)], resolution=resolution, crop=crop))
-    clipped = 0
-    for a in range(0, n, chunk):
-        x = _resample(flux[a : a + chunk], resolution=resolution, crop=crop)
-        y = stretch.forward(x) if stretch else minmax_normalise(x)  # (n, 3, R, R) model range
-        clipped += int(np.count_nonzero((y < -1) | (y > 1)))
-        out[a : a + chunk] = np.clip(y, -1.0, 1.0).astype(np.float16)
-    description = stretch.to_dict() if stretch else dict(MINMAX_DESCRIPTION)
-    return {"stretch": description, "clip_fraction": clipped / out.size}
 
 
 def prepare_sim(
@@ -883,6 +864,8 @@ def prepare_sim(
     from astropy.table import Table
 
     from galaxy_core.data.prepared import cache_key, open_prepared, write_prepared
+    from galaxy_core.io.stretch import stretch_into
+    from galaxy_core.io.units import FLUX_CONVENTION
     from galaxy_core.paths import cache_dir
 
     if resolution not in (32, 64, 128, 256):
@@ -893,7 +876,8 @@ def prepare_sim(
         raise DataError(f"sim: normalisation must be 'asinh' or 'minmax', got {normalisation!r}")
     count = _check_int("count", count, low=1)
     seed = _check_int("seed", seed, low=0, high=2**63 - 1)
-    options = {"version": VERSION, "count": count, "seed": seed, "native_size": NATIVE_SIZE,
+    options = {"version": VERSION, "prepare": PREPARE_VERSION, "count": count, "seed": seed,
+               "native_size": NATIVE_SIZE,
                "resolution": resolution, "crop": float(crop), "normalisation": normalisation}  # fmt: skip
     key = cache_key({"source": "builtin:sim", **options})
     root = cache_dir() / "prepared" / f"sim-{key}"
@@ -914,15 +898,18 @@ def prepare_sim(
         with tempfile.TemporaryDirectory(prefix=".sim-scratch-", dir=root.parent) as scratch:
             out = np.lib.format.open_memmap(Path(scratch) / "images.npy", mode="w+", dtype=np.float16,
                                             shape=(len(flux), 3, resolution, resolution))  # fmt: skip
-            stretched = _stretch_into(out, flux, normalisation=normalisation, resolution=resolution, crop=crop)
+            stretched = stretch_into(flux, out, normalisation=normalisation, chunk=500,
+                                     resample=partial(_resample, resolution=resolution, crop=crop))
             manifest = {
                 "name": "sim",
                 "key": key,
                 "source": "builtin:sim",
                 "channels": list(BANDS),
                 "kind": "physical",
-                "preprocess": {**options, "resample": "centre crop, skimage resize (bilinear, "
-                               "anti-aliased when shrinking), flux-conserving"},  # fmt: skip
+                "preprocess": {**options, "resample": "symmetric centre crop, skimage resize "
+                               "(bilinear, anti-aliased when shrinking) times the pixel-area ratio",
+                               "flux_convention": FLUX_CONVENTION,
+                               "stretch_fit_images": stretched.pop("stretch_fit_images")},  # fmt: skip
                 **stretched,
                 "pixel_scale_arcsec": _output_pixel_scale(resolution=resolution, crop=crop),
                 "zero_point": ZERO_POINT,

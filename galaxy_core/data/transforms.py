@@ -23,12 +23,52 @@ import torch.nn.functional as F
 from PIL import Image
 
 from galaxy_core.errors import ConfigError
+from galaxy_core.io.units import resample_flux
 
 # --------------------------------------------------------------------------- preparation
 
 
+def centre_crop_box(shape: tuple[int, int], fraction: float) -> tuple[int, int, int]:
+    """Where :func:`centre_crop` cuts: ``(top, left, side)`` in pixels of an ``(H, W)`` image.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Image height and width, >= 1.
+    fraction : float
+        Side of the kept square as a fraction of ``n = min(H, W)``, in (0, 1].
+
+    Returns
+    -------
+    top, left, side : int
+        The kept square is ``[top : top + side, left : left + side]``.
+
+    Notes
+    -----
+    The central ``n x n`` square is taken first (when ``H - W`` is odd its extra row or
+    column is dropped at the bottom/right). From it the same margin ``m``, the whole number
+    nearest to ``n (1 - fraction) / 2`` (a tie keeps the larger square), is removed on every
+    side, so ``side = n - 2 m`` has
+    the parity of ``n`` and the square's centre stays exactly where it was: a galaxy centred
+    in the stamp stays centred, and pixel positions map as ``x' = x - left``. ``m`` is at
+    most ``(n - 1) // 2``, so at least 1 (odd ``n``) or 2 (even ``n``) pixels are kept.
+    """
+    if isinstance(fraction, bool) or not 0 < fraction <= 1:
+        raise ValueError(f"crop fraction must be in (0, 1], got {fraction!r}")
+    h, w = (int(v) for v in shape)
+    if h < 1 or w < 1:
+        raise ValueError(f"cannot crop an empty image of shape {(h, w)}")
+    n = min(h, w)
+    # nearest whole margin, a tie (e.g. 2.5) keeping the larger side; 1e-9 absorbs round-off
+    margin = min(math.ceil(n * (1.0 - fraction) / 2.0 - 0.5 - 1e-9), (n - 1) // 2)
+    side = n - 2 * margin
+    return (h - n) // 2 + margin, (w - n) // 2 + margin, side
+
+
 def centre_crop(img: np.ndarray, fraction: float) -> np.ndarray:
     """Keep the central ``fraction`` of the central square of an image.
+
+    The one centre crop of the project (FITS folders, image folders and ``sim`` use it).
 
     Parameters
     ----------
@@ -40,15 +80,15 @@ def centre_crop(img: np.ndarray, fraction: float) -> np.ndarray:
     Returns
     -------
     ndarray, (..., S, S)
-        A view; ``S = max(1, round(fraction * min(H, W)))``. When ``min(H, W) - S`` is odd the
-        extra pixel is dropped from the bottom/right.
+        A view; ``S`` and the offsets are those of :func:`centre_crop_box` (a symmetric
+        margin, so the centre does not move).
+
+    Raises
+    ------
+    ValueError
+        ``fraction`` outside (0, 1].
     """
-    if not 0 < fraction <= 1:
-        raise ValueError(f"crop fraction must be in (0, 1], got {fraction}")
-    h, w = img.shape[-2:]
-    side = max(1, int(round(fraction * min(h, w))))
-    top = (h - side) // 2
-    left = (w - side) // 2
+    top, left, side = centre_crop_box(img.shape[-2:], fraction)
     return img[..., top : top + side, left : left + side]
 
 
@@ -66,34 +106,23 @@ def resize(img: np.ndarray, size: int) -> np.ndarray:
     Returns
     -------
     ndarray, (C, size, size)
-        uint8 for uint8 input (Lanczos via PIL), float32 otherwise.
+        uint8 for uint8 input (Lanczos via PIL), float32 flux otherwise.
 
     Notes
     -----
-    Float (flux) images are Gaussian-smoothed before shrinking (``skimage.transform.resize``
-    with ``anti_aliasing=True``, sigma ``(factor - 1) / 2``) and then interpolated bilinearly,
-    so each output pixel is a local area *average*: surface brightness is preserved in the
-    original units (flux per original pixel area), the total flux summed over the image changes
-    by ``(size / side)**2``, and the pixel scale becomes ``pixel_scale * side / size``.
-    Bilinear interpolation introduces no ringing, so positive flux stays positive.
+    Float images are flux and follow the project's one flux convention
+    (:func:`galaxy_core.io.units.resample_flux`): the **total flux is kept**, so output
+    pixels hold flux per output pixel and the pixel scale becomes
+    ``pixel_scale * side / size``. Interpolation is bilinear after a Gaussian antialiasing
+    filter when shrinking, so positive flux stays positive.
     """
     if img.ndim != 3:
         raise ValueError(f"resize expects (C, H, W), got shape {img.shape}")
-    if img.shape[-2:] == (size, size):
-        return img.copy() if img.dtype == np.uint8 else img.astype(np.float32)
     if img.dtype == np.uint8:
+        if img.shape[-2:] == (size, size):
+            return img.copy()
         return _resize_uint8(img, size)
-    from skimage.transform import resize as sk_resize
-
-    out = sk_resize(
-        np.asarray(img, np.float64),
-        (img.shape[0], size, size),
-        order=1,
-        mode="reflect",
-        anti_aliasing=True,
-        preserve_range=True,
-    )
-    return out.astype(np.float32)
+    return resample_flux(img, size).astype(np.float32)
 
 
 def _resize_uint8(img: np.ndarray, size: int) -> np.ndarray:

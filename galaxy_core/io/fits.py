@@ -19,6 +19,7 @@ header cards: the unit, band names, pixel scale, ``ORIGIN``, ``DATE`` and proven
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import logging
 import math
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 
 FITS_SUFFIXES = (".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz", ".fits", ".fit", ".fts", ".fz")
 ORIGIN = "Galaxy GAN Studio"
+_MAX_GZIP_BYTES = 2 << 30  # a .gz FITS file decompressing to more than this is refused
 
 # EXTNAMEs that carry no band name of their own.
 _GENERIC_EXTNAMES = {"", "PRIMARY", "SCI", "IMAGE", "DATA", "COMPRESSED_IMAGE", "FLUX"}
@@ -157,7 +159,7 @@ def read_fits_image(path: str | os.PathLike) -> FitsImage:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            with fits.open(path, memmap=False) as hdul:
+            with fits.open(_fits_source(path), memmap=False) as hdul:
                 planes = _image_planes(hdul, path)
         for w in caught:
             log.debug("%s: %s", path, w.message)
@@ -171,6 +173,24 @@ def read_fits_image(path: str | os.PathLike) -> FitsImage:
     data, bands, header = planes
     nan_replaced = _replace_non_finite(data, bands, path)
     return FitsImage(data, bands, header, nan_replaced=nan_replaced, path=path)
+
+
+def _fits_source(path: Path):
+    """What ``fits.open`` reads: the path, or for gzip files the checked, decompressed bytes.
+
+    astropy streams ``.gz`` files itself and, given a damaged one (a flipped byte in the
+    compressed data), can loop for ever looking for a header's END card. Decompressing here
+    first checks the gzip CRC, so a damaged file fails at once with a clear error, and
+    bounds the memory a hostile file can claim.
+    """
+    if not path.name.lower().endswith(".gz"):
+        return path
+    with gzip.open(path, "rb") as f:
+        data = f.read(_MAX_GZIP_BYTES + 1)
+    if len(data) > _MAX_GZIP_BYTES:
+        raise DataError(f"{path}: decompresses to more than {_MAX_GZIP_BYTES >> 30} GiB; "
+                        "decompress it yourself if it really is one image")
+    return io.BytesIO(data)
 
 
 def _image_planes(hdul: fits.HDUList, path: Path) -> tuple[np.ndarray, list[str], fits.Header]:

@@ -8,7 +8,8 @@ The default is an invertible per-band asinh stretch (Lupton et al. 1999, AJ 118,
 so ``lo`` maps to -1 and ``hi`` to +1. Its parameters are stored in the dataset manifest and in
 every checkpoint, so generated images can be turned back into flux (:meth:`AsinhStretch.inverse`)
 for photometry and FITS output. Data outside [lo, hi] is clipped when stored for training; the
-clipped fraction is recorded.
+clipped fraction is recorded. :func:`stretch_into` is the one function every physical data
+source uses to fit a stretch and fill its prepared array.
 
 The per-image min-max normalisation used in the StyleGAN galaxy thesis is offered as
 :func:`minmax_normalise`; it is *not* flux-preserving (every image is rescaled on its own) and
@@ -17,6 +18,8 @@ is labelled so wherever it is used.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -130,3 +133,78 @@ def minmax_normalise(flux: np.ndarray) -> np.ndarray:
     span = flux.max(axis=axes, keepdims=True) - lo
     span[span == 0] = 1.0
     return (2.0 * (flux - lo) / span - 1.0).astype(np.float32)
+
+
+FIT_MAX_VALUES = 20_000_000  # pixel values used to fit the asinh stretch (evenly spaced images)
+
+
+def stretch_into(
+    flux,
+    out: np.ndarray,
+    *,
+    normalisation: str,
+    resample: Callable[[np.ndarray], np.ndarray] | None = None,
+    chunk: int = 256,
+    fit_max_values: int = FIT_MAX_VALUES,
+) -> dict:
+    """Stretch a stack of flux images into a float16 model-range array, chunk by chunk.
+
+    The one preparation step shared by every physical data source (FITS folders, ``sim``):
+    fit the stretch on evenly spaced images, then stretch, clip to [-1, 1] and store every
+    chunk, so neither the flux nor the result has to be held in memory at once.
+
+    Parameters
+    ----------
+    flux : array_like, (N, C, H, W), float
+        Flux images (a memory-mapped array is read chunk by chunk). When ``resample`` is
+        given these are the images before it.
+    out : ndarray, (N, C, R, R), float16
+        Filled in place with model-range values in [-1, 1].
+    normalisation : {"asinh", "minmax"}
+        The invertible per-band :class:`AsinhStretch` fitted over the dataset, or per-image
+        :func:`minmax_normalise` (not flux-preserving).
+    resample : callable, optional
+        Applied to every chunk ``(n, C, H, W)`` read from ``flux`` before fitting and
+        stretching, returning ``(n, C, R, R)`` flux (e.g. crop and
+        :func:`galaxy_core.io.units.resample_flux`).
+    chunk : int
+        Images per step.
+    fit_max_values : int
+        At most this many pixel values (whole images, evenly spaced over the stack) are used
+        to fit the asinh stretch.
+
+    Returns
+    -------
+    dict
+        ``stretch`` (the description stored in manifests and checkpoints), ``clip_fraction``
+        (fraction of values outside [-1, 1] before clipping), ``stretch_fit_images`` (images
+        the stretch was fitted on; 0 for minmax).
+
+    Raises
+    ------
+    galaxy_core.errors.DataError
+        An unknown ``normalisation``.
+    """
+    from galaxy_core.errors import DataError
+    from galaxy_core.io.units import model_to_float16
+
+    if normalisation not in ("asinh", "minmax"):
+        raise DataError(f"normalisation must be 'asinh' or 'minmax', got {normalisation!r}")
+    prepare = resample if resample is not None else (lambda x: np.asarray(x, np.float64))
+    n = len(flux)
+    stretch, fit_images = None, 0
+    if normalisation == "asinh":
+        per_image = math.prod(out.shape[1:])
+        fit_n = max(1, min(n, fit_max_values // per_image))
+        idx = np.unique(np.linspace(0, n - 1, fit_n).round().astype(np.int64))
+        stretch = AsinhStretch.fit(prepare(flux[idx]))
+        fit_images = int(len(idx))
+    clipped = 0
+    for s in range(0, n, chunk):
+        x = prepare(flux[s : s + chunk])
+        y = stretch.forward(x) if stretch is not None else minmax_normalise(x)  # (n, C, R, R)
+        clipped += int(np.count_nonzero(np.abs(y) > 1.0))
+        out[s : s + chunk] = model_to_float16(y)
+    description = stretch.to_dict() if stretch is not None else dict(MINMAX_DESCRIPTION)
+    return {"stretch": description, "clip_fraction": clipped / max(out.size, 1),
+            "stretch_fit_images": fit_images}

@@ -1,0 +1,159 @@
+"""Units and ranges at the data boundary: the flux convention of resampling, 8-bit <-> model range.
+
+Flux convention: a resize keeps the **total flux**
+-----------------------------------------------------
+Every physical image the project resamples (FITS folders, the built-in ``sim`` data, generated
+images turned back into flux) goes through :func:`resample_flux`, whose output pixels hold
+*flux per output pixel*: the flux summed over the image is the same before and after, and a
+galaxy's magnitude ``m = ZP - 2.5 log10(sum of its pixels)`` does not depend on the size the
+dataset was prepared at. The alternative, keeping the surface brightness (flux per *source*
+pixel, what a plain interpolation gives), changes every summed flux by the pixel-area ratio
+``(side / size)**2``; magnitudes measured on a generated 64 px image would then depend on the
+size of the survey cut-outs it was trained on, which nothing in the image records. Keeping
+total flux makes photometry on generated stamps (:mod:`galaxy_core.metrics.photometry`)
+read in the units of the source catalogue, with the same zero point; surface brightness
+per arcsec^2 is still recovered with the output pixel scale, ``pixel_scale * side / size``,
+which the preparation writes into every manifest.
+
+Model range
+-----------
+8-bit images (0..255) map to the models' [-1, 1] by ``x / 127.5 - 1`` and back by rounding
+``(y + 1) * 127.5`` and clipping to 0..255 (:func:`uint8_to_model`, :func:`model_to_uint8`).
+Physical data uses the invertible stretches of :mod:`galaxy_core.io.stretch` instead.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "FLUX_CONVENTION",
+    "model_to_float16",
+    "model_to_uint8",
+    "pixel_area_ratio",
+    "resample_flux",
+    "uint8_to_model",
+]
+
+FLUX_CONVENTION = "total flux kept: pixel values are flux per output pixel"
+"""Recorded in every prepared physical dataset's manifest (``preprocess.flux_convention``)."""
+
+_HALF_RANGE = 127.5  # 255 / 2: the 8-bit range is [0, 255], the model range [-1, 1]
+
+
+# --------------------------------------------------------------------------- flux
+
+
+def pixel_area_ratio(shape: tuple[int, int], size: int) -> float:
+    """Source pixels per output pixel when ``shape = (H, W)`` is resampled to ``(size, size)``.
+
+    The factor :func:`resample_flux` multiplies interpolated values by; ``H W / size**2``.
+    """
+    h, w = shape
+    return float(h) * float(w) / float(size) ** 2
+
+
+def resample_flux(flux: np.ndarray, size: int) -> np.ndarray:
+    """Resample flux images to ``size x size`` pixels keeping the total flux.
+
+    Parameters
+    ----------
+    flux : ndarray, (..., H, W), float
+        Flux per pixel in any linear unit (nanomaggies, counts, ...), sky-subtracted or not.
+        Non-square input is stretched; take the centre square first
+        (:func:`galaxy_core.data.transforms.centre_crop`).
+    size : int
+        Output side in pixels, >= 1.
+
+    Returns
+    -------
+    ndarray, (..., size, size), float64
+        Flux per *output* pixel, in the input unit. Sums over the last two axes equal the
+        input's to interpolation accuracy: exactly for a constant image, and within about
+        0.5 % for a galaxy well inside the image (edge pixels are extrapolated by reflection).
+
+    Notes
+    -----
+    The surface brightness is interpolated first: bilinearly, after a Gaussian anti-aliasing
+    filter of sigma ``(factor - 1) / 2`` source pixels when shrinking
+    (:func:`skimage.transform.resize` with ``anti_aliasing``), so each output pixel is a
+    local area average and positive flux stays positive (no ringing). The result is then
+    multiplied by the pixel-area ratio ``H W / size**2`` (:func:`pixel_area_ratio`), which
+    turns flux per source pixel into flux per output pixel. Same size in, a float64 copy out.
+    """
+    from skimage.transform import resize
+
+    x = np.asarray(flux, dtype=np.float64)
+    if x.ndim < 2:
+        raise ValueError(f"resample_flux expects (..., H, W) images, got shape {x.shape}")
+    size = int(size)
+    if size < 1:
+        raise ValueError(f"output size must be at least 1 pixel, got {size}")
+    h, w = x.shape[-2:]
+    if (h, w) == (size, size):
+        return x.copy()
+    shrinking = h > size or w > size
+    out = resize(x, x.shape[:-2] + (size, size), order=1, mode="reflect",
+                 anti_aliasing=shrinking, preserve_range=True)  # fmt: skip
+    return out * pixel_area_ratio((h, w), size)
+
+
+# --------------------------------------------------------------------------- ranges
+
+
+def _is_numpy(x) -> bool:
+    return isinstance(x, (np.ndarray, np.generic, int, float))
+
+
+def uint8_to_model(x):
+    """8-bit values 0..255 to the model range [-1, 1]: ``x / 127.5 - 1``.
+
+    Parameters
+    ----------
+    x : ndarray or torch.Tensor, any shape
+        uint8 (or any numeric dtype holding 0..255).
+
+    Returns
+    -------
+    ndarray or torch.Tensor, float32, same shape
+        0 maps to -1, 255 to +1; a tensor stays on its device.
+    """
+    if _is_numpy(x):
+        return np.asarray(x, np.float32) / np.float32(_HALF_RANGE) - np.float32(1.0)
+    return x.float() / _HALF_RANGE - 1.0  # torch.Tensor
+
+
+def model_to_uint8(y):
+    """Model range [-1, 1] to 8-bit values, the inverse of :func:`uint8_to_model`.
+
+    Parameters
+    ----------
+    y : ndarray or torch.Tensor, any shape, float
+        Values outside [-1, 1] are clipped.
+
+    Returns
+    -------
+    ndarray or torch.Tensor, uint8, same shape
+        ``round((y + 1) * 127.5)`` clipped to 0..255 (halves round to even); a tensor stays on
+        its device. ``model_to_uint8(uint8_to_model(x)) == x`` for every uint8 ``x``.
+    """
+    if _is_numpy(y):
+        v = np.round((np.asarray(y, np.float32) + np.float32(1.0)) * np.float32(_HALF_RANGE))
+        return np.clip(v, 0, 255).astype(np.uint8)
+    import torch
+
+    return ((y.float() + 1.0) * _HALF_RANGE).round().clamp(0, 255).to(torch.uint8)
+
+
+def model_to_float16(y: np.ndarray) -> np.ndarray:
+    """Model-range values clipped to [-1, 1] and stored as float16 (about 3 significant digits).
+
+    Parameters
+    ----------
+    y : ndarray, any shape, float
+
+    Returns
+    -------
+    ndarray, float16, same shape, in [-1, 1]
+    """
+    return np.clip(y, -1.0, 1.0).astype(np.float16)
