@@ -30,6 +30,7 @@ import numpy as np
 
 from galaxy_core.errors import DataError
 from galaxy_core.io.atomic import atomic_write_json
+from galaxy_core.io.units import uint8_to_model
 
 FORMAT = "galaxygan-prepared/1"
 
@@ -113,7 +114,7 @@ class PreparedDataset:
         """Images ``idx`` as float32 (n, C, H, W) in [-1, 1] (model range)."""
         x = np.asarray(self.images[idx])
         if x.dtype == np.uint8:
-            return x.astype(np.float32) / 127.5 - 1.0
+            return uint8_to_model(x)
         return x.astype(np.float32)
 
     def description(self) -> dict:

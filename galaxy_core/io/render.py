@@ -15,11 +15,12 @@ import numpy as np
 from PIL import Image
 
 from galaxy_core.io.atomic import atomic_write_bytes
+from galaxy_core.io.units import model_to_uint8
 
 
 def to_uint8(x: np.ndarray) -> np.ndarray:
     """[-1, 1] float -> uint8 0..255 (clipped)."""
-    return np.clip(np.round((np.asarray(x, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    return model_to_uint8(np.asarray(x, np.float32))
 
 
 def to_rgb(x: np.ndarray, channels: list[str] | None = None) -> np.ndarray:

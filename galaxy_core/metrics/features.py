@@ -57,6 +57,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from galaxy_core.errors import CheckpointError, ConfigError
+from galaxy_core.io.units import model_to_uint8
 from galaxy_core.paths import cache_dir, checkpoints_dir
 
 __all__ = [
@@ -334,7 +335,7 @@ def _inception_extractor(path, device: torch.device) -> Extractor:
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         x = to_encoder_input(x, resolution=x.shape[-1], channels=3)  # 1 -> 3 channels only
-        u8 = ((x + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)  # the reference input
+        u8 = model_to_uint8(x)  # the reference input
         return module(u8, return_features=True)
 
     try:

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from scipy import stats
 
+from galaxy_core.io.units import uint8_to_model
 from galaxy_core.metrics.ssim import ssim_matrix
 
 __all__ = [
@@ -66,10 +67,7 @@ def default_border(size: int) -> int:
 def _to_model_range(x: np.ndarray) -> np.ndarray:
     """float32 copy in the model range: uint8 (0..255) mapped to [-1, 1], float kept."""
     if x.dtype == np.uint8:
-        out = x.astype(np.float32)
-        out *= 1.0 / 127.5
-        out -= 1.0
-        return out
+        return uint8_to_model(x)
     return x.astype(np.float32, copy=False)
 
 
@@ -158,10 +156,9 @@ def _pooled(region: _Region, images, p: int) -> np.ndarray:
         for dx in range(p):
             acc += x[..., y0 + dy : y0 + h2 * p : p, x0 + dx : x0 + w2 * p : p]
     acc = acc.astype(np.float32, copy=False)
-    acc *= 1.0 / (p * p)
+    acc *= 1.0 / (p * p)  # the block mean, still in the input's units
     if x.dtype == np.uint8:
-        acc *= 1.0 / 127.5
-        acc -= 1.0
+        acc = uint8_to_model(acc)
     return acc.reshape(len(acc), -1)
 
 

@@ -29,6 +29,7 @@ from galaxy_core.data.prepared import PreparedDataset
 from galaxy_core.data.transforms import Augment
 from galaxy_core.errors import ConfigError
 from galaxy_core.io.render import make_grid, to_rgb
+from galaxy_core.io.units import uint8_to_model
 
 
 class BatchSource:
@@ -84,8 +85,9 @@ class BatchSource:
 
     def batch(self, step: int) -> torch.Tensor:
         """Float32 (B, C, H, W) in [-1, 1]."""
-        x = self.gather(self.indices(step)).float()
-        return x / 127.5 - 1.0 if self.uint8 else x
+        x = self.gather(self.indices(step))
+        x = x if self.uint8 else x.float()
+        return uint8_to_model(x) if self.uint8 else x
 
 
 class ImageKind:
@@ -149,8 +151,8 @@ class LabelKind(ImageKind):
 
     def batch(self, step: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         idx = self.source.indices(step)
-        x = self.source.gather(idx).float()
-        x = x / 127.5 - 1.0 if self.source.uint8 else x
+        x = self.source.gather(idx)
+        x = uint8_to_model(x) if self.source.uint8 else x.float()
         return {"image": self.augment(x, generator, channels=self.channels), "label": self.labels[idx]}
 
 
