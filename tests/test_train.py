@@ -52,7 +52,11 @@ def test_short_run_writes_a_complete_run_folder(tmp_path):
     # last and best checkpoints load for sampling; best is the lowest live metric
     last = read_meta(run.checkpoint("last"))
     assert last["training"]["step"] == 30 and "optimizer" in last
+    # each card carries only the metrics measured on its own weights
+    fid_key = next(k for k in recs[-1] if k.startswith("fid_galaxy_"))
+    assert last["metrics"][fid_key] == pytest.approx(recs[-1][fid_key])
     best = read_meta(run.checkpoint("best"))
+    assert best["metrics"][fid_key] == pytest.approx(best["best"]["value"])
     values = [r["fid_galaxy_64v383"] for r in recs if "fid_galaxy_64v383" in r]
     assert best["best"]["value"] == pytest.approx(min(values))
     model = load_pretrained(run.checkpoint("last"))

@@ -186,6 +186,7 @@ class Trainer:
         self.lr_scale = 1.0  # halved by each rollback after a non-finite loss
         self.rollbacks = 0
         self.best: dict | None = None
+        self.last_eval: tuple[int, dict] | None = None  # (step, metrics) of the latest live evaluation
         self.elapsed = 0.0
         self.amp = t.amp and self.device.type == "cuda"
         self.evaluator = None
@@ -312,7 +313,8 @@ class Trainer:
                 if self.init_report else None,
                 "references": {role: {"path": str(p.path), "sha": p.id} for role, p in self.refs.items()},
             },
-            "metrics": dict(self.best["metrics"]) if self.best else {},
+            # only what was measured on these weights; the best snapshot is named separately
+            "metrics": dict(self.last_eval[1]) if self.last_eval and self.last_eval[0] == self.step else {},
             "best": self.best,
         }
         if with_optimizer:
@@ -414,6 +416,7 @@ class Trainer:
 
         rec = self.evaluator(G, lambda n, g: self.family.sample_latents(self.model_cfg, n, generator=g))
         value = rec[self.evaluator.name]
+        self.last_eval = (self.step, rec)
         if self.best is None or value < self.best["value"]:
             self.best = {"metric": self.evaluator.name, "value": value, "step": self.step, "metrics": rec}
             self.save("best")
