@@ -339,7 +339,12 @@ class Trainer:
         if bad:
             raise TrainingDiverged(f"weights became non-finite by step {self.step} ({len(bad)} tensors, e.g. {bad[0]}); "
                                    f"{name} was not written, the previous one is kept")
-        save_checkpoint(self.run.checkpoints_dir / name, tensors, meta)
+        try:
+            save_checkpoint(self.run.checkpoints_dir / name, tensors, meta)
+        except OSError as e:  # disk full, file-size limit, read-only folder, ...
+            raise GalaxyGanError(f"{self.run.checkpoints_dir / name}.*: could not write the checkpoint at step "
+                                 f"{self.step} ({e.strerror or e}); free some space and resume with --resume "
+                                 f"{self.run.root}: the previous checkpoint is kept and loads") from e
 
     # work --------------------------------------------------------------------------------
     def set_lr(self) -> dict[str, float]:
