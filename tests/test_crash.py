@@ -100,4 +100,4 @@ def test_a_full_disk_stops_with_a_clear_error_and_the_previous_checkpoint_loads(
     tensors, meta = load_checkpoint(run_dir / "checkpoints" / "last.json")
     assert meta["training"]["step"] == 10
     load_pretrained(run_dir / "checkpoints" / "last.json")
-    assert not list((run_dir / "checkpoints").glob("*.tmp*"))  # no half-written temporary left behind
+    assert not [p for p in (run_dir / "checkpoints").iterdir() if p.name.endswith(".tmp")]  # none half-written
