@@ -192,6 +192,7 @@ def test_optimizer_groups_carry_the_mapping_lr_multiplier_and_lazy_ratio(tmp_pat
     assert [p.name for p in tr.objective.phases] == ["D", "D_reg", "G"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss", ["logistic", "wgan-gp"])
 def test_a_stylegan_run_resumes_exactly(tmp_path, loss):
     extra = [f"model.loss=\"{loss}\"", "model.r1_every=2", "model.pl_weight=2.0", "model.pl_every=3",

@@ -1,7 +1,8 @@
 """Projection of a real galaxy into a StyleGAN's latent space (w or w+).
 
 After the projector of Karras et al. (2020), "Analyzing and Improving the Image Quality of
-StyleGAN", section 5 and appendix D: start from the mean ``w_avg``, optimise w (one w for all
+StyleGAN", section 5 and appendix D: start from the mean ``w_avg`` (here: from the best of
+``w_avg`` and a few sampled w, which avoids poor local minima of one start), optimise w (one w for all
 layers, or one per layer for ``w+``, Abdal et al. 2019 "Image2StyleGAN") and the per-layer noise
 maps with Adam, adding decaying Gaussian noise to w early on (scaled by the spread of sampled
 w), under a learning-rate ramp-up and cosine ramp-down; the noise maps are regularised towards
@@ -47,7 +48,8 @@ class ProjectionResult:
     residual : ndarray (C, H, W)
         ``target - reconstruction`` (model range).
     losses : list of dict
-        Per step: ``total``, ``pixel``, ``feature``, ``noise_reg``.
+        Per step: ``pixel``, ``feature``, ``noise_reg`` and ``total`` (the weighted pixel and
+        feature terms, measured at the noisy w of that step, before its update).
     space : str
     """
 
@@ -93,7 +95,8 @@ def _feature_fn(extractor, num_bands: int):
 def project(model, target, *, space: str = "w", steps: int = 300, lr: float = 0.1, pixel_weight: float = 1.0,
             feature_weight: float = 0.1, noise_reg_weight: float = 1e4, initial_noise: float = 0.05,
             noise_ramp: float = 0.75, lr_rampdown: float = 0.25, lr_rampup: float = 0.05,
-            optimize_noise: bool = True, extractor="galaxy", w_avg_samples: int = 2000, seed: int = 0,
+            optimize_noise: bool = True, extractor="galaxy", w_avg_samples: int = 2000, init_candidates: int = 64,
+            seed: int = 0,
             progress: ProgressFn | None = None) -> ProjectionResult:
     """Find w (or w+) and noise maps whose image matches ``target``.
 
@@ -121,6 +124,9 @@ def project(model, target, *, space: str = "w", steps: int = 300, lr: float = 0.
         Features for the feature term (``"galaxy"`` = the shipped encoder; None = pixels only).
     w_avg_samples : int
         Latents mapped to estimate the spread of w.
+    init_candidates : int
+        Start from the best (lowest pixel + feature loss) of ``w_avg`` and this many sampled w,
+        which avoids poor local minima of a single start; 0 starts from ``w_avg`` as StyleGAN2.
     seed : int
         Seeds the initial noise maps and the w noise.
     progress : callable, optional
@@ -150,15 +156,29 @@ def project(model, target, *, space: str = "w", steps: int = 300, lr: float = 0.
     z = torch.randn(w_avg_samples, G.z_dim, generator=gen)
     w_samples = mapping(G, z.numpy())
     w_std = float(np.sqrt(((w_samples - w_samples.mean(0)) ** 2).sum(1).mean()))
+    feat = _feature_fn(extractor, bands) if feature_weight > 0 else None
+    tgt_feat = feat(tgt).detach() if feat is not None else None
     w0 = G.mapping.w_avg.detach().float().to(dev)
+    if init_candidates > 0:
+        cand = torch.cat([w0[None], torch.from_numpy(w_samples[:init_candidates]).to(dev)])
+        with torch.no_grad():
+            best, best_loss = w0, float("inf")
+            for i in range(0, len(cand), 64):
+                c = cand[i : i + 64]
+                img = G.synthesis(c[:, None, :].expand(-1, G.num_ws, -1), noise_mode="const")
+                loss = pixel_weight * (img - tgt).square().mean(dim=(1, 2, 3))
+                if feat is not None:
+                    loss = loss + feature_weight * (1 - (feat(img) * tgt_feat).sum(1))
+                j = int(loss.argmin())
+                if float(loss[j]) < best_loss:
+                    best, best_loss = c[j], float(loss[j])
+        w0 = best.clone()
     w_opt = (w0[None].repeat(G.num_ws, 1) if space == "w+" else w0.clone())[None].requires_grad_(True)
     noise = [G.synthesis.get_submodule(n).noise_const.detach().clone().to(dev) for n in G.synthesis.noise_layers]
     if optimize_noise:
         noise = [torch.randn(n.shape, generator=gen).to(dev).requires_grad_(True) for n in noise]
     params = [w_opt] + (noise if optimize_noise else [])
     opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999))
-    feat = _feature_fn(extractor, bands) if feature_weight > 0 else None
-    tgt_feat = feat(tgt).detach() if feat is not None else None
     losses: list[dict] = []
     for step in range(steps):
         t = step / max(steps, 1)
@@ -182,8 +202,8 @@ def project(model, target, *, space: str = "w", steps: int = 300, lr: float = 0.
             with torch.no_grad():
                 for n in noise:
                     n.sub_(n.mean()).div_(n.square().mean().sqrt() + 1e-8)
-        rec = {"total": float(pixel_weight * pix + feature_weight * fl), "pixel": float(pix), "feature": float(fl),
-               "noise_reg": float(reg)}
+        pix, fl, reg = float(pix.detach()), float(fl.detach()), float(reg.detach())
+        rec = {"total": pixel_weight * pix + feature_weight * fl, "pixel": pix, "feature": fl, "noise_reg": reg}
         losses.append(rec)
         if progress is not None:
             progress(step + 1, steps, rec["total"])

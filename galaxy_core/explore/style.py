@@ -231,3 +231,33 @@ def grid_with_headers(mix: MixingGrid, *, blank: float = -1.0) -> np.ndarray:
     for i in range(R):
         out += [mix.rows[i : i + 1], mix.grid[i]]
     return np.concatenate(out)
+
+
+def mixing_grid_rgb(model, row_z, col_z, *, mask, psi: float = 1.0, noise_mode: str = "const",
+                    channels: Sequence[str] | None = None) -> tuple[np.ndarray, MixingGrid]:
+    """The displayed grid: :func:`style_mix` laid out by :func:`grid_with_headers` and rendered.
+
+    Parameters
+    ----------
+    channels : sequence of str, optional
+        Band names for :func:`galaxy_core.io.render.to_rgb` (default: the checkpoint's).
+
+    Returns
+    -------
+    rgb : ndarray uint8 (H', W', 3)
+        ``K + 1`` columns by ``R + 1`` rows of tiles.
+    mix : MixingGrid
+    """
+    from galaxy_core.io.render import make_grid, to_rgb
+
+    mix = style_mix(model, row_z, col_z, mask=mask, psi=psi, noise_mode=noise_mode)
+    if channels is None:
+        channels = model.channels if hasattr(model, "channels") else None
+    tiles = to_rgb(grid_with_headers(mix), list(channels) if channels is not None else None)
+    return make_grid(tiles, ncols=mix.grid.shape[1] + 1), mix
+
+
+def layer_label(model, i: int) -> str:
+    """``"w[3] · 8 px · conv0"``: how the page names styled layer ``i``."""
+    name, res, _ = layers(model)[i]
+    return f"w[{i}] · {res} px · {name.rsplit('.', 1)[-1]}"
