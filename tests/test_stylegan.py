@@ -117,7 +117,9 @@ def test_noise_modes():
     torch.manual_seed(4)
     G = Generator(StyleGANConfig(resolution=32, num_bands=1, **TINY)).eval()
     for n in G.synthesis.noise_layers:
-        G.synthesis.get_submodule(n).noise_strength.data.fill_(0.5)
+        layer = G.synthesis.get_submodule(n)
+        assert layer.noise_strength.shape == (layer.weight.shape[0],)  # one strength per channel
+        layer.noise_strength.data.fill_(0.5)
     z = torch.randn(1, 16)
     with torch.no_grad():
         c1, c2 = G(z, noise_mode="const"), G(z, noise_mode="const")
@@ -249,3 +251,21 @@ def test_freezing_keeps_frozen_tensors_bit_identical(tmp_path, unit, k, n_frozen
                  and out[key].is_floating_point() and "noise_const" not in key]
     changed = [key for key in trainable if not torch.equal(out[key], src[key])]
     assert len(changed) == len(trainable) > 0
+
+
+@pytest.mark.parametrize("name", ["stylegan_sim64.toml", "stylegan_hdf64_ft.toml", "stylegan_sim128_gpu.toml"])
+def test_stylegan_configs_load_and_show_every_default(name):
+    from dataclasses import fields
+
+    from galaxy_core.paths import configs_dir
+
+    path = configs_dir() / name
+    cfg = load_config(path)
+    text = path.read_text()
+    for section in ("data", "augment", "train", "log"):
+        for key in getattr(cfg, section).__dataclass_fields__:
+            assert f"\n{key} = " in text, f"{name}: {section}.{key} not shown"
+    for f in fields(StyleGANConfig):
+        if f.name not in ("resolution", "num_bands"):  # from the data
+            assert f"\n{f.name} = " in text, f"{name}: model.{f.name} not shown"
+    make_config("stylegan", cfg.model_values())

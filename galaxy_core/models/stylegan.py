@@ -16,8 +16,8 @@ Generator ``G`` = ``mapping`` (z -> w) + ``synthesis`` (w per layer -> image):
   ``w' = w_avg + psi (w - w_avg)``.
 - synthesis: a learned 4x4 constant; per resolution block an optional 2x upsampling (bilinear),
   two 3x3 modulated convolutions (per-layer affine style of w scales the input channels; weight
-  demodulation normalises each output channel), per-pixel noise with a learned per-channel
-  strength, bias and leaky ReLU; each block has a 1x1 modulated toRGB (to ``num_bands``) whose
+  demodulation normalises each output channel), per-pixel noise (one map per layer) with a
+  learned per-channel strength, bias and leaky ReLU; each block has a 1x1 modulated toRGB (to ``num_bands``) whose
   outputs are upsampled and summed (skip architecture). The 4x4 block has one convolution.
 - Every styled layer (convolutions and toRGBs) takes its own w, so ``num_ws`` = number of styled
   layers (StyleGAN2 lets a toRGB share the w of the next block's first convolution; keeping
@@ -195,7 +195,7 @@ class ModulatedConv(nn.Module):
         self.up, self.k, self.resolution = up, k, resolution
         self.is_rgb = k == 1
         if not self.is_rgb:
-            self.noise_strength = nn.Parameter(torch.zeros(()))
+            self.noise_strength = nn.Parameter(torch.zeros(c_out))  # per channel (StyleGAN v1, Fig. 1b)
             self.register_buffer("noise_const", torch.randn(1, 1, resolution, resolution))
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, *, noise_mode: str = "random",
@@ -211,13 +211,14 @@ class ModulatedConv(nn.Module):
             return x + self.bias.to(x.dtype)[None, :, None, None]
         d = torch.rsqrt(s.square() @ weight.square().sum(dim=(2, 3)).t() + 1e-8)  # (N, c_out)
         x = x * d[:, :, None, None].to(x.dtype)
+        strength = self.noise_strength.to(x.dtype)[None, :, None, None]
         if noise is not None:
-            x = x + noise.to(x.dtype) * self.noise_strength.to(x.dtype)
+            x = x + noise.to(x.dtype) * strength
         elif noise_mode == "random":
             n = torch.randn(x.shape[0], 1, x.shape[2], x.shape[3], generator=generator).to(x.device, x.dtype)
-            x = x + n * self.noise_strength.to(x.dtype)
+            x = x + n * strength
         elif noise_mode == "const":
-            x = x + self.noise_const.to(x.dtype) * self.noise_strength.to(x.dtype)
+            x = x + self.noise_const.to(x.dtype) * strength
         return F.leaky_relu(x + self.bias.to(x.dtype)[None, :, None, None], 0.2) * LRELU_GAIN
 
 
