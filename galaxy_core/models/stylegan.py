@@ -45,7 +45,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -250,8 +249,7 @@ class SynthesisNetwork(nn.Module):
         super().__init__()
         self.const = nn.Parameter(torch.randn(cfg.channels(4), 4, 4))
         self.blocks = nn.ModuleDict({f"b{r}": SynthesisBlock(cfg, r) for r in cfg.block_resolutions})
-        self.layers = [(f"blocks.b{b.res}.{n}", b.res, "rgb" if n == "torgb" else "conv")
-                       for b in self.blocks.values() for n in b.layer_names]
+        self.layers = layer_table(cfg)
         self.num_ws = len(self.layers)
 
     @property
@@ -504,11 +502,11 @@ class StyleGANObjective(Objective):
 
 def num_ws(cfg: StyleGANConfig) -> int:
     """Number of styled layers: 2 at 4x4 (conv + toRGB), 3 per further block."""
-    return 2 + 3 * (len(cfg.block_resolutions) - 1)
+    return len(layer_table(cfg))
 
 
 def layer_table(cfg: StyleGANConfig) -> list[tuple[str, int, str]]:
-    """``(layer name, resolution, "conv" | "rgb")`` per w index."""
+    """``(layer name in the synthesis network, resolution in px, "conv" | "rgb")`` per w index."""
     out = []
     for r in cfg.block_resolutions:
         names = (["conv0"] if r > 4 else []) + ["conv1", "torgb"]
@@ -594,8 +592,3 @@ class StyleGANFamily(Family):
             units.append(under("conv") + under("fc") + under("out"))
             return units
         return super().freeze_units(net_name, net, unit)
-
-
-def describe_layers(cfg: StyleGANConfig) -> np.ndarray:
-    """Resolution of each styled layer by w index (int array, length ``num_ws``)."""
-    return np.array([r for _, r, _ in layer_table(cfg)], dtype=np.int64)
