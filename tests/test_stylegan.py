@@ -268,3 +268,20 @@ def test_stylegan_configs_load_and_show_every_default(name):
         if f.name not in ("resolution", "num_bands"):  # from the data
             assert f"\n{f.name} = " in text, f"{name}: model.{f.name} not shown"
     make_config("stylegan", cfg.model_values())
+
+
+def test_freeze_sweep_reads_the_best_live_metric_of_a_run(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "freeze_sweep.py"
+    spec = importlib.util.spec_from_file_location("freeze_sweep", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    recs = [{"step": 10, "loss_D": 1.0}, {"step": 20, "fid_galaxy_128": 30.5}, {"step": 40, "fid_galaxy_128": 12.25},
+            {"step": 60, "fid_galaxy_128": 19.0}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    assert mod.best_metric(tmp_path) == ("fid_galaxy_128", 12.25, 40)
+    (tmp_path / "metrics.jsonl").write_text(json.dumps(recs[0]) + "\n")
+    assert mod.best_metric(tmp_path) == (None, None, None)
