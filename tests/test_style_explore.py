@@ -180,7 +180,7 @@ def test_noise_regularisation_is_zero_for_uncorrelated_and_positive_for_smooth_m
 # ---------------------------------------------------------------------------------------- page
 
 
-def _app():
+def _app(sidebar: str | None = None):
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     from streamlit.testing.v1 import AppTest
@@ -189,6 +189,8 @@ def _app():
     if not path.exists():
         pytest.fail(f"shipped checkpoint {path} is missing (the Style Mixing page is tested with it)")
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    if sidebar is not None:
+        at.selectbox(key="checkpoint").set_value(sidebar).run()
     at.switch_page("pages/style_mixing.py").run()
     assert not at.exception and not at.error, [e.value for e in at.exception] + [e.value for e in at.error]
     return at, str(path)
@@ -206,9 +208,18 @@ def runs(tmp_path, monkeypatch):
     return tmp_path / "runs"
 
 
+def test_style_mixing_page_lists_only_stylegan_checkpoints(runs):
+    at, _ = _app()  # the sidebar shows a DCGAN (the first shipped checkpoint)
+    assert at.selectbox(key="checkpoint").value.endswith("dcgan_hdf32.json")
+    options = at.selectbox(key="sm_checkpoint").options
+    assert options and all(o.startswith("stylegan_") for o in options)
+    assert f"{SHIPPED} · shipped" in options
+
+
 def test_style_mixing_page_grid_controls_and_downloads(runs):
-    at, path = _app()
-    assert at.selectbox(key="sm_checkpoint").value == path  # the shipped StyleGAN, whatever the sidebar says
+    path = str(checkpoints_dir() / f"{SHIPPED}.json")
+    at, _ = _app(sidebar=path)
+    assert at.selectbox(key="sm_checkpoint").value == path  # follows the sidebar when it shows a StyleGAN
     urls = _urls(at)
     assert len(urls) == 1 and len(at.get("download_button")) == 3
     caption = at.get("image")[0].proto.imgs[0].caption
