@@ -285,3 +285,26 @@ def test_freeze_sweep_reads_the_best_live_metric_of_a_run(tmp_path):
     assert mod.best_metric(tmp_path) == ("fid_galaxy_128", 12.25, 40)
     (tmp_path / "metrics.jsonl").write_text(json.dumps(recs[0]) + "\n")
     assert mod.best_metric(tmp_path) == (None, None, None)
+
+
+def test_every_config_field_is_documented():
+    from galaxy_core.models.family import config_fields
+
+    docs = config_fields(StyleGANConfig)
+    assert len(docs) == 20 and all(d["doc"] for d in docs)
+
+
+def test_band_change_recreates_exactly_the_torgb_and_fromrgb_layers():
+    from galaxy_core.io.checkpoint import prefixed
+    from galaxy_core.train.finetune import load_matching
+
+    fam = get_arch("stylegan")
+    src = fam.build(StyleGANConfig(resolution=32, num_bands=3, **TINY))
+    dst = fam.build(StyleGANConfig(resolution=32, num_bands=1, **TINY))
+    tensors = {**prefixed("G", src["G"].state_dict()), **prefixed("D", src["D"].state_dict())}
+    rep = load_matching(dst, tensors, source="three-band")
+    want = {f"G.synthesis.blocks.b{r}.torgb.{p}" for r in (4, 8, 16, 32) for p in ("weight", "bias")}
+    assert set(rep.recreated) == want | {"D.fromrgb.weight"} and rep.missing == []
+    same = fam.build(StyleGANConfig(resolution=32, num_bands=3, **TINY))
+    rep = load_matching(same, tensors, source="three-band")
+    assert rep.recreated == [] and len(rep.loaded) == len(tensors)
