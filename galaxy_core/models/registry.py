@@ -71,9 +71,9 @@ def _register_builtin() -> None:
     if _BUILTINS_DONE:
         return
     _BUILTINS_DONE = True
-    from galaxy_core.models import dcgan
+    from galaxy_core.models import dcgan, stylegan
 
-    for family in (dcgan.DCGANFamily(),):
+    for family in (dcgan.DCGANFamily(), stylegan.StyleGANFamily()):
         _REGISTRY.setdefault(family.name, family)
     _load_plugins()
 

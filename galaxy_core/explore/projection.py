@@ -1,0 +1,222 @@
+"""Projection of a real galaxy into a StyleGAN's latent space (w or w+).
+
+After the projector of Karras et al. (2020), "Analyzing and Improving the Image Quality of
+StyleGAN", section 5 and appendix D: start from the mean ``w_avg`` (here: from the best of
+``w_avg`` and a few sampled w, which avoids poor local minima of one start), optimise w (one w for all
+layers, or one per layer for ``w+``, Abdal et al. 2019 "Image2StyleGAN") and the per-layer noise
+maps with Adam, adding decaying Gaussian noise to w early on (scaled by the spread of sampled
+w), under a learning-rate ramp-up and cosine ramp-down; the noise maps are regularised towards
+white noise (their autocorrelation at every scale of a pyramid is pushed to zero) and
+re-normalised to zero mean and unit variance after each step.
+
+The StyleGAN2 projector compares images with LPIPS (VGG features), which cannot be downloaded
+here; instead the loss is a pixel term (mean squared error in model range) plus a feature term
+from the project's shipped galaxy encoder
+(:func:`galaxy_core.metrics.features.load_extractor` ``("galaxy")``): one minus the cosine
+similarity of the encoder features of target and reconstruction. The encoder expects 3 channels,
+so it is used only for models with 1 or 3 bands (otherwise the feature weight must be 0).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from galaxy_core.explore.style import generator_of, mapping
+
+ProgressFn = Callable[[int, int, float], None]
+
+
+@dataclass
+class ProjectionResult:
+    """What :func:`project` found.
+
+    Attributes
+    ----------
+    latent : ndarray
+        ``(w_dim,)`` for space ``w``, ``(num_ws, w_dim)`` for ``w+``; float32.
+    ws : ndarray (num_ws, w_dim)
+        The styles every layer gets (feed to :func:`galaxy_core.explore.style.synthesize`).
+    noise : list of ndarray (1, 1, r, r)
+        The optimised noise maps, one per convolution layer.
+    reconstruction : ndarray (C, H, W) in [-1, 1]
+    residual : ndarray (C, H, W)
+        ``target - reconstruction`` (model range).
+    losses : list of dict
+        Per step: ``pixel``, ``feature``, ``noise_reg`` and ``total`` (the weighted pixel and
+        feature terms, measured at the noisy w of that step, before its update).
+    space : str
+    """
+
+    latent: np.ndarray
+    ws: np.ndarray
+    noise: list[np.ndarray]
+    reconstruction: np.ndarray
+    residual: np.ndarray
+    losses: list[dict] = field(default_factory=list)
+    space: str = "w"
+
+
+def noise_regularisation(noise: list[torch.Tensor]) -> torch.Tensor:
+    """Sum over maps and pyramid levels (down to 8 px) of squared autocorrelations at a shift of
+    one pixel in x and y (StyleGAN2 appendix D)."""
+    total = noise[0].new_zeros(())
+    for n in noise:
+        while True:
+            total = total + (n * torch.roll(n, 1, dims=3)).mean().square() + (n * torch.roll(n, 1, dims=2)).mean().square()
+            if n.shape[2] <= 8:
+                break
+            n = F.avg_pool2d(n, 2)
+    return total
+
+
+def _feature_fn(extractor, num_bands: int):
+    if extractor is None:
+        return None
+    if isinstance(extractor, str):
+        from galaxy_core.metrics.features import load_extractor
+
+        extractor = load_extractor(extractor)
+    if num_bands not in (1, 3):
+        raise ValueError(f"the {extractor.name} feature loss takes 1 or 3 bands, the model has {num_bands}; "
+                         "use feature_weight=0")
+
+    def features(x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(extractor.forward(x.float()), dim=1)  # differentiable (no inference_mode)
+
+    return features
+
+
+def project(model, target, *, space: str = "w", steps: int = 300, lr: float = 0.1, pixel_weight: float = 1.0,
+            feature_weight: float = 0.1, noise_reg_weight: float = 1e4, initial_noise: float = 0.05,
+            noise_ramp: float = 0.75, lr_rampdown: float = 0.25, lr_rampup: float = 0.05,
+            optimize_noise: bool = True, extractor="galaxy", w_avg_samples: int = 2000, init_candidates: int = 64,
+            seed: int = 0,
+            progress: ProgressFn | None = None) -> ProjectionResult:
+    """Find w (or w+) and noise maps whose image matches ``target``.
+
+    Parameters
+    ----------
+    model : Pretrained or Generator
+        A StyleGAN.
+    target : array (C, H, W), float, in [-1, 1]
+        A real galaxy in the model's range and bands (e.g. a dataset image, or an uploaded PNG/FITS
+        brought to the model's stretch and size).
+    space : {"w", "w+"}
+    steps : int
+        Adam steps.
+    lr : float
+        Peak learning rate (ramped up over ``lr_rampup`` and down over ``lr_rampdown`` of the steps).
+    pixel_weight, feature_weight : float
+        Weights of the mean squared pixel error and of the encoder-feature term.
+    noise_reg_weight : float
+        Weight of :func:`noise_regularisation` (1e5 in StyleGAN2; lower for small maps).
+    initial_noise, noise_ramp : float
+        Noise added to w, ``initial_noise * std(w) * max(0, 1 - t / noise_ramp)^2``.
+    optimize_noise : bool
+        Optimise the noise maps (else the checkpoint's constant noise is used).
+    extractor : str, Extractor or None
+        Features for the feature term (``"galaxy"`` = the shipped encoder; None = pixels only).
+    w_avg_samples : int
+        Latents mapped to estimate the spread of w.
+    init_candidates : int
+        Start from the best (lowest pixel + feature loss) of ``w_avg`` and this many sampled w,
+        which avoids poor local minima of a single start; 0 starts from ``w_avg`` as StyleGAN2.
+    seed : int
+        Seeds the initial noise maps and the w noise.
+    progress : callable, optional
+        ``progress(step, steps, total_loss)`` after each step.
+
+    Returns
+    -------
+    ProjectionResult
+
+    Raises
+    ------
+    ValueError
+        Wrong target shape, range or space.
+    """
+    G = generator_of(model)
+    dev = G.synthesis.const.device
+    tgt = torch.as_tensor(np.asarray(target, np.float32))
+    res, bands = G.cfg.resolution, G.cfg.num_bands
+    if tgt.shape != (bands, res, res):
+        raise ValueError(f"target must be ({bands}, {res}, {res}) like the model's images, got {tuple(tgt.shape)}")
+    if not torch.isfinite(tgt).all() or tgt.min() < -1.001 or tgt.max() > 1.001:
+        raise ValueError("target must be finite and in [-1, 1] (the model's range); stretch it first")
+    if space not in ("w", "w+"):
+        raise ValueError(f"space must be 'w' or 'w+', got {space!r}")
+    tgt = tgt[None].to(dev)
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(w_avg_samples, G.z_dim, generator=gen)
+    w_samples = mapping(G, z.numpy())
+    w_std = float(np.sqrt(((w_samples - w_samples.mean(0)) ** 2).sum(1).mean()))
+    feat = _feature_fn(extractor, bands) if feature_weight > 0 else None
+    tgt_feat = feat(tgt).detach() if feat is not None else None
+    w0 = G.mapping.w_avg.detach().float().to(dev)
+    if init_candidates > 0:
+        cand = torch.cat([w0[None], torch.from_numpy(w_samples[:init_candidates]).to(dev)])
+        with torch.no_grad():
+            best, best_loss = w0, float("inf")
+            for i in range(0, len(cand), 64):
+                c = cand[i : i + 64]
+                img = G.synthesis(c[:, None, :].expand(-1, G.num_ws, -1), noise_mode="const")
+                loss = pixel_weight * (img - tgt).square().mean(dim=(1, 2, 3))
+                if feat is not None:
+                    loss = loss + feature_weight * (1 - (feat(img) * tgt_feat).sum(1))
+                j = int(loss.argmin())
+                if float(loss[j]) < best_loss:
+                    best, best_loss = c[j], float(loss[j])
+        w0 = best.clone()
+    w_opt = (w0[None].repeat(G.num_ws, 1) if space == "w+" else w0.clone())[None].requires_grad_(True)
+    noise = [G.synthesis.get_submodule(n).noise_const.detach().clone().to(dev) for n in G.synthesis.noise_layers]
+    if optimize_noise:
+        noise = [torch.randn(n.shape, generator=gen).to(dev).requires_grad_(True) for n in noise]
+    params = [w_opt] + (noise if optimize_noise else [])
+    opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999))
+    losses: list[dict] = []
+    for step in range(steps):
+        t = step / max(steps, 1)
+        ramp = min(1.0, (1 - t) / lr_rampdown) if lr_rampdown > 0 else 1.0
+        ramp = 0.5 - 0.5 * math.cos(ramp * math.pi)
+        ramp = ramp * (min(1.0, t / lr_rampup) if lr_rampup > 0 else 1.0)
+        for g in opt.param_groups:
+            g["lr"] = lr * ramp
+        sigma = w_std * initial_noise * max(0.0, 1.0 - t / noise_ramp) ** 2
+        w_noisy = w_opt + torch.randn(w_opt.shape, generator=gen).to(dev) * sigma
+        ws = w_noisy if space == "w+" else w_noisy[:, None, :].expand(-1, G.num_ws, -1)
+        img = G.synthesis(ws, noise=noise)
+        pix = (img - tgt).square().mean()
+        fl = (1 - (feat(img) * tgt_feat).sum(1)).mean() if feat is not None else img.new_zeros(())
+        reg = noise_regularisation(noise) if optimize_noise else img.new_zeros(())
+        loss = pixel_weight * pix + feature_weight * fl + noise_reg_weight * reg
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if optimize_noise:
+            with torch.no_grad():
+                for n in noise:
+                    n.sub_(n.mean()).div_(n.square().mean().sqrt() + 1e-8)
+        pix, fl, reg = float(pix.detach()), float(fl.detach()), float(reg.detach())
+        rec = {"total": pixel_weight * pix + feature_weight * fl, "pixel": pix, "feature": fl, "noise_reg": reg}
+        losses.append(rec)
+        if progress is not None:
+            progress(step + 1, steps, rec["total"])
+    with torch.no_grad():
+        w_final = w_opt.detach()
+        ws = w_final if space == "w+" else w_final[:, None, :].expand(-1, G.num_ws, -1)
+        img = G.synthesis(ws, noise=noise).clamp(-1, 1)
+    recon = img[0].float().cpu().numpy()
+    return ProjectionResult(latent=w_final[0].float().cpu().numpy(), ws=ws[0].float().cpu().numpy(),
+                            noise=[n.detach().float().cpu().numpy() for n in noise], reconstruction=recon,
+                            residual=tgt[0].float().cpu().numpy() - recon, losses=losses, space=space)
+
+
+def reconstruction_loss(result: ProjectionResult) -> float:
+    """Final pixel + feature loss (the quantity :func:`project` lowers, without the noise term)."""
+    return float(result.losses[-1]["total"]) if result.losses else float("nan")
