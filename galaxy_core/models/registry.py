@@ -71,9 +71,9 @@ def _register_builtin() -> None:
     if _BUILTINS_DONE:
         return
     _BUILTINS_DONE = True
-    from galaxy_core.models import dcgan
+    from galaxy_core.models import dcgan, fastgan, stackgan
 
-    for family in (dcgan.DCGANFamily(),):
+    for family in (dcgan.DCGANFamily(), fastgan.FastGANFamily(), stackgan.StackGANFamily()):
         _REGISTRY.setdefault(family.name, family)
     _load_plugins()
 
