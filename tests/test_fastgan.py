@@ -148,3 +148,12 @@ def test_config_rejects_bad_values_with_the_key():
     with pytest.raises(ValueError, match="model.rec_loss"):
         FastGANConfig(rec_loss="lpips")
     assert get_arch("fastgan").data_kind == "image"
+
+
+def test_example_config_shows_every_model_field():
+    from dataclasses import fields
+
+    text = (ROOT / "configs" / "fastgan_hdf64.toml").read_text()
+    for f in fields(FastGANConfig):
+        if f.name not in ("resolution", "num_bands"):  # from the data
+            assert f"\n{f.name} = " in text, f.name

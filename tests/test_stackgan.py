@@ -160,3 +160,13 @@ def test_generate_without_stage1_says_what_is_missing():
     cfg = StackGANConfig(resolution=64, num_bands=1, width=4, final_width=4, d_width=4)
     with pytest.raises(ValueError, match="stage-I"):
         fam.generate(fam.build(cfg), torch.zeros(1, 100), refs={})
+
+
+def test_example_config_shows_every_model_field():
+    from dataclasses import fields
+
+    text = (ROOT / "configs" / "stackgan_sim128.toml").read_text()
+    for f in fields(StackGANConfig):
+        if f.name not in ("resolution", "num_bands"):  # from the data
+            assert f"\n{f.name} = " in text, f.name
+    assert "\nlr_step_every = 80.0" in text and '\nlr_step_unit = "epoch"' in text and "\nlr_gamma = 0.5" in text
