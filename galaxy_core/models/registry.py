@@ -71,9 +71,10 @@ def _register_builtin() -> None:
     if _BUILTINS_DONE:
         return
     _BUILTINS_DONE = True
-    from galaxy_core.models import dcgan, stylegan
+    from galaxy_core.models import dcgan, fastgan, stackgan, stylegan
 
-    for family in (dcgan.DCGANFamily(), stylegan.StyleGANFamily()):
+    for family in (dcgan.DCGANFamily(), stylegan.StyleGANFamily(), fastgan.FastGANFamily(),
+                   stackgan.StackGANFamily()):
         _REGISTRY.setdefault(family.name, family)
     _load_plugins()
 

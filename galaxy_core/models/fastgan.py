@@ -1,0 +1,288 @@
+"""FastGAN / Lightweight GAN (Liu et al. 2021) for small galaxy datasets.
+
+Reference: B. Liu, Y. Zhu, K. Song & A. Elgammal (2021), "Towards Faster and Stabilized GAN
+Training for High-fidelity Few-shot Image Synthesis", ICLR.
+
+Generator: z (N, z_dim) -> 4x4 by a transposed convolution, then one up-block per doubling
+(nearest-neighbour x2, 3x3 convolution, batch norm, GLU). Skip-layer excitation (SLE) lets a
+low-resolution map gate the channels of a high-resolution one: the 8x8 map gates the 64x64 map,
+16x16 gates 128x128 and 32x32 gates 256x256, for the outputs that have them.
+
+Discriminator: strided down-blocks with an average-pool shortcut to 16x16 and 8x8 feature maps,
+then a 4x4 convolution to a 5x5 map of logits (hinge loss on each). It is also trained as an
+auto-encoder on real images (self-supervision): one small decoder rebuilds the whole real image
+(downscaled to ``rec_resolution``) from the 8x8 features, another rebuilds a random quarter of
+it from the matching quarter of the 16x16 features. The paper uses a perceptual (LPIPS) distance;
+no pretrained VGG can be downloaded here, so the reconstruction loss is a pixel L1 (default) or
+MSE, chosen by ``rec_loss``.
+
+Differentiable augmentation (``[augment] diff``, translation/cutout/colour on RGB data) is applied
+by the engine to real and generated images alike before D; the decoders rebuild the augmented
+real image D was shown.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from galaxy_core.models.family import Family, Objective, Phase
+from galaxy_core.models.losses import d_loss, g_loss
+
+# Which low-resolution map gates which high-resolution map (Liu et al. 2021, Fig. 3).
+SLE_PAIRS = ((8, 64), (16, 128), (32, 256))
+SLE_LOW = {hi: lo for lo, hi in SLE_PAIRS}
+
+
+@dataclass
+class FastGANConfig:
+    resolution: int = field(default=64, metadata={"doc": "output side in pixels: 64, 128 or 256 (from the data)"})
+    num_bands: int = field(default=3, metadata={"doc": "output channels (from the data)"})
+    z_dim: int = field(default=256, metadata={"doc": "latent size; z ~ N(0, I) (the paper uses 256)"})
+    width: int = field(default=32, metadata={"doc": "channels at 64x64; doubled per halving of the side up to 8 x width"})
+    rec_resolution: int = field(default=0, metadata={"doc": "side of the decoders' reconstructions, pixels (0 = resolution / 2, at most 128)"})
+    rec_loss: str = field(default="l1", metadata={"doc": "reconstruction distance on real images: 'l1' or 'mse' (the paper's LPIPS needs VGG weights)"})
+    rec_weight: float = field(default=1.0, metadata={"doc": "weight of the reconstruction loss in D's objective"})
+
+    def __post_init__(self):
+        if self.resolution not in (64, 128, 256):
+            raise ValueError(f"model.resolution must be 64, 128 or 256 for fastgan, got {self.resolution}")
+        if self.width < 1 or self.z_dim < 1 or self.num_bands < 1:
+            raise ValueError("model.width, model.z_dim and model.num_bands must be positive")
+        if self.rec_loss not in ("l1", "mse"):
+            raise ValueError(f"model.rec_loss must be 'l1' or 'mse', got {self.rec_loss!r}")
+        if self.rec_resolution and self.rec_resolution not in (16, 32, 64, 128):
+            raise ValueError(f"model.rec_resolution must be 0, 16, 32, 64 or 128, got {self.rec_resolution}")
+        if self.rec_weight < 0:
+            raise ValueError(f"model.rec_weight must be >= 0, got {self.rec_weight}")
+
+    @property
+    def rec_side(self) -> int:
+        """Side of the reconstructions (``rec_resolution`` or its default)."""
+        return self.rec_resolution or min(128, self.resolution // 2)
+
+    def channels(self, side: int) -> int:
+        """Feature channels at a side of ``side`` pixels (at least 8)."""
+        return max(8, min(8 * self.width, self.width * 64 // side))
+
+
+def init_weights(module: nn.Module) -> None:
+    """Convolutions N(0, 0.02), batch-norm scales N(1, 0.02), biases 0 (as in the paper's code)."""
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+# blocks --------------------------------------------------------------------------------------
+class UpBlock(nn.Module):
+    """Nearest x2, 3x3 convolution to 2 * c_out, batch norm, GLU: (N, c_in, s, s) -> (N, c_out, 2s, 2s)."""
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, 2 * c_out, 3, 1, 1, bias=False)
+        self.bn = nn.BatchNorm2d(2 * c_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.glu(self.bn(self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))), dim=1)
+
+
+class SLE(nn.Module):
+    """Skip-layer excitation: channel gates for a high-resolution map from a low-resolution one.
+
+    ``low`` (N, c_low, s, s) -> adaptive average pool to 4x4 -> 4x4 convolution (no padding) to
+    (N, c_high, 1, 1) -> LeakyReLU(0.1) -> 1x1 convolution -> sigmoid, a gate in (0, 1) per
+    channel that multiplies ``high`` (N, c_high, S, S). Liu et al. (2021), Sec. 3.1, Eq. 1.
+    """
+
+    def __init__(self, c_low: int, c_high: int):
+        super().__init__()
+        self.squeeze = nn.Conv2d(c_low, c_high, 4, 1, 0, bias=False)
+        self.excite = nn.Conv2d(c_high, c_high, 1, 1, 0, bias=False)
+
+    def gate(self, low: torch.Tensor) -> torch.Tensor:
+        """(N, c_high, 1, 1) gates in (0, 1)."""
+        h = F.leaky_relu(self.squeeze(F.adaptive_avg_pool2d(low, 4)), 0.1)
+        return torch.sigmoid(self.excite(h))
+
+    def forward(self, high: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
+        return high * self.gate(low)
+
+
+class DownBlock(nn.Module):
+    """(N, c_in, s, s) -> (N, c_out, s/2, s/2): the mean of a strided 4x4 + 3x3 convolution path
+    and an average-pool + 1x1 convolution shortcut (the paper's DownBlockComp), each with batch
+    norm and LeakyReLU(0.2)."""
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        self.main = nn.Sequential(
+            nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2),
+            nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2),
+        )
+        self.skip = nn.Sequential(nn.AvgPool2d(2), nn.Conv2d(c_in, c_out, 1, 1, 0, bias=False),
+                                  nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.main(x) + self.skip(x)) / 2
+
+
+class Decoder(nn.Module):
+    """8x8 features (N, c_in, 8, 8) -> image (N, num_bands, side, side) in [-1, 1] by up-blocks."""
+
+    def __init__(self, c_in: int, num_bands: int, side: int, width: int):
+        super().__init__()
+        n_up = int(math.log2(side // 8))
+        chans = [c_in] + [max(8, width * 2 ** (n_up - 1 - i)) for i in range(n_up)]
+        self.ups = nn.Sequential(*[UpBlock(a, b) for a, b in zip(chans[:-1], chans[1:])])
+        self.to_img = nn.Conv2d(chans[-1], num_bands, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.to_img(self.ups(x)))
+
+
+# networks ------------------------------------------------------------------------------------
+class Generator(nn.Module):
+    def __init__(self, cfg: FastGANConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.z_dim = cfg.z_dim
+        c4 = cfg.channels(4)
+        self.init = nn.Sequential(nn.ConvTranspose2d(cfg.z_dim, 2 * c4, 4, 1, 0, bias=False), nn.BatchNorm2d(2 * c4))
+        sides = [2**k for k in range(3, int(math.log2(cfg.resolution)) + 1)]  # 8, 16, ..., R
+        self.ups = nn.ModuleDict({str(s): UpBlock(cfg.channels(s // 2), cfg.channels(s)) for s in sides})
+        self.sle = nn.ModuleDict({str(hi): SLE(cfg.channels(lo), cfg.channels(hi))
+                                  for lo, hi in SLE_PAIRS if hi <= cfg.resolution})
+        self.to_img = nn.Conv2d(cfg.channels(cfg.resolution), cfg.num_bands, 3, 1, 1)
+        self.apply(init_weights)
+
+    def features(self, z: torch.Tensor) -> dict[int, torch.Tensor]:
+        """Feature maps by side, after gating: ``{4: (N, c4, 4, 4), 8: ..., R: (N, cR, R, R)}``."""
+        x = F.glu(self.init(z.view(z.shape[0], self.z_dim, 1, 1)), dim=1)  # (N, c4, 4, 4)
+        feats = {4: x}
+        for key, up in self.ups.items():
+            side = int(key)
+            x = up(x)
+            if key in self.sle:
+                x = self.sle[key](x, feats[SLE_LOW[side]])
+            feats[side] = x
+        return feats
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        # z: (N, z_dim) -> (N, num_bands, R, R) in [-1, 1]
+        return torch.tanh(self.to_img(self.features(z)[self.cfg.resolution]))
+
+
+class Discriminator(nn.Module):
+    """Image (N, C, R, R) -> logits (N * 25,) (5x5 patches per image), optionally with
+    reconstructions: the whole image from the 8x8 features and quarter ``part`` (0..3: top-left,
+    top-right, bottom-left, bottom-right) from the 16x16 features, both (N, C, r, r), r =
+    ``rec_side``."""
+
+    def __init__(self, cfg: FastGANConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.stem = nn.Sequential(nn.Conv2d(cfg.num_bands, cfg.channels(cfg.resolution), 3, 1, 1, bias=False),
+                                  nn.LeakyReLU(0.2))
+        sides = [2**k for k in range(int(math.log2(cfg.resolution)), 3, -1)]  # R, R/2, ..., 16
+        self.downs = nn.ModuleDict({str(s // 2): DownBlock(cfg.channels(s), cfg.channels(s // 2)) for s in sides})
+        c8 = cfg.channels(8)
+        self.head = nn.Sequential(nn.Conv2d(c8, c8, 1, 1, 0, bias=False), nn.BatchNorm2d(c8), nn.LeakyReLU(0.2),
+                                  nn.Conv2d(c8, 1, 4, 1, 0))  # (N, 1, 5, 5)
+        self.dec_full = Decoder(c8, cfg.num_bands, cfg.rec_side, cfg.width)
+        self.dec_part = Decoder(cfg.channels(16), cfg.num_bands, cfg.rec_side, cfg.width)
+        self.apply(init_weights)
+
+    def forward(self, x: torch.Tensor, part: int | None = None):
+        h = self.stem(x)
+        feats = {}
+        for key, down in self.downs.items():
+            h = down(h)
+            feats[int(key)] = h
+        logits = self.head(feats[8]).flatten()
+        if part is None:
+            return logits
+        f16 = feats[16]  # (N, c16, 16, 16)
+        r, c = divmod(int(part), 2)
+        quarter = f16[:, :, r * 8 : r * 8 + 8, c * 8 : c * 8 + 8]  # (N, c16, 8, 8)
+        return logits, self.dec_full(feats[8]), self.dec_part(quarter)
+
+
+# objective -----------------------------------------------------------------------------------
+def quarter(x: torch.Tensor, part: int) -> torch.Tensor:
+    """Quarter ``part`` (0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right) of (N, C, H, W)."""
+    h, w = x.shape[-2] // 2, x.shape[-1] // 2
+    r, c = divmod(int(part), 2)
+    return x[..., r * h : (r + 1) * h, c * w : (c + 1) * w]
+
+
+def reconstruction_targets(real: torch.Tensor, part: int, side: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The whole image and quarter ``part`` of ``real`` (N, C, R, R), each area-averaged to
+    (N, C, side, side)."""
+    full = F.adaptive_avg_pool2d(real, side)
+    return full, F.adaptive_avg_pool2d(quarter(real, part), side)
+
+
+def reconstruction_loss(kind: str, rec: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean absolute (``l1``) or squared (``mse``) difference, a scalar."""
+    return (rec - target).abs().mean() if kind == "l1" else ((rec - target) ** 2).mean()
+
+
+class FastGANObjective(Objective):
+    """Hinge loss (``train.loss``, hinge in the paper) on 5x5 patch logits; D also minimises
+    ``rec_weight`` times the reconstruction loss of the two decoders on real images only.
+
+    Phases ``D`` then ``G``; the generated batch is made once in ``D`` and reused in ``G``. The
+    quarter the part-decoder rebuilds is drawn per step from the step's generator. Statistics:
+    ``loss_D`` (adversarial + reconstruction), ``loss_D_adv``, ``loss_rec`` (the two
+    reconstruction losses summed), ``loss_G``, ``D_real`` and ``D_fake`` (mean logits).
+    """
+
+    phases = (Phase("D", optimizer="D"), Phase("G", optimizer="G"))
+
+    def begin_step(self, batch, ctx):
+        ctx.stash["z"] = ctx.sample_latents(ctx.batch_size)
+        ctx.stash["part"] = int(torch.randint(4, (1,), generator=ctx.generator))
+
+    def run(self, phase, batch, ctx):
+        G, D, t, cfg = self.nets["G"], self.nets["D"], self.train_cfg, self.model_cfg
+        if phase == "D":
+            fake = G(ctx.stash["z"])  # (N, C, R, R) in [-1, 1]
+            ctx.stash["fake"] = fake
+            part = ctx.stash["part"]
+            real = ctx.augment(batch["image"])
+            real_logits, rec_full, rec_part = D(real, part)
+            fake_logits = D(ctx.augment(fake.detach()))
+            ctx.observe_real_logits(real_logits)
+            adv = d_loss(t.loss, real_logits.float(), fake_logits.float(), label_smoothing=t.label_smoothing)
+            full_t, part_t = reconstruction_targets(real.detach(), part, cfg.rec_side)
+            rec = (reconstruction_loss(cfg.rec_loss, rec_full.float(), full_t.float())
+                   + reconstruction_loss(cfg.rec_loss, rec_part.float(), part_t.float()))
+            loss = adv + cfg.rec_weight * rec
+            return loss, {"loss_D": loss.detach(), "loss_D_adv": adv.detach(), "loss_rec": rec.detach(),
+                          "D_real": real_logits.detach().float().mean(), "D_fake": fake_logits.detach().float().mean()}
+        loss = g_loss(t.loss, D(ctx.augment(ctx.stash["fake"])).float())
+        return loss, {"loss_G": loss.detach()}
+
+
+class FastGANFamily(Family):
+    name = "fastgan"
+    config_cls = FastGANConfig
+    objective_cls = FastGANObjective
+    description = "FastGAN / Lightweight GAN: skip-layer excitation, self-supervised D (Liu et al. 2021)"
+
+    def build(self, cfg: FastGANConfig) -> dict[str, nn.Module]:
+        return {"G": Generator(cfg), "D": Discriminator(cfg)}
+
+    def build_G(self, cfg: FastGANConfig) -> nn.Module:
+        return Generator(cfg)
+
+    def build_D(self, cfg: FastGANConfig) -> nn.Module:
+        return Discriminator(cfg)

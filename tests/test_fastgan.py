@@ -1,0 +1,159 @@
+"""FastGAN / Lightweight GAN: skip-layer excitation, the self-supervised discriminator, training
+from the example config through the CLI, exact resume, loading for sampling."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from galaxy_core.io.checkpoint import load_checkpoint, read_meta
+from galaxy_core.models.fastgan import (SLE, Discriminator, FastGANConfig, Generator, quarter, reconstruction_loss,
+                                        reconstruction_targets)
+from galaxy_core.models.pretrained import load_pretrained
+from galaxy_core.models.registry import get_arch
+from galaxy_core.train.run import read_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["model.width=8", "model.z_dim=32", "train.batch_size=3", "train.device=cpu", "train.threads=1",
+        "log.metrics_every=2", "log.sample_every=2", "log.checkpoint_every=2", "log.eval_every=0", "log.grid_size=4"]
+
+
+def test_sle_gate_matches_its_definition_and_gates_channels():
+    torch.manual_seed(0)
+    sle = SLE(4, 6)
+    low, high = torch.randn(2, 4, 8, 8), torch.randn(2, 6, 64, 64)
+    gate = sle.gate(low)
+    assert gate.shape == (2, 6, 1, 1) and 0 < gate.min() and gate.max() < 1
+    # by hand: 2x2 mean pool to 4x4, 4x4 valid conv, LeakyReLU(0.1), 1x1 conv, sigmoid
+    pooled = low.reshape(2, 4, 4, 2, 4, 2).mean((3, 5))
+    h = torch.einsum("nchw,ochw->no", pooled, sle.squeeze.weight)
+    h = torch.where(h > 0, h, 0.1 * h)
+    want = torch.sigmoid(h @ sle.excite.weight[:, :, 0, 0].T)
+    torch.testing.assert_close(gate[:, :, 0, 0], want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(sle(high, low), high * want[:, :, None, None], rtol=1e-5, atol=1e-6)
+    # a different low-resolution map gives different gates
+    assert (sle.gate(low + 1.0) - gate).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("resolution, gated", [(64, ["64"]), (128, ["64", "128"]), (256, ["64", "128", "256"])])
+def test_generator_sides_and_which_maps_are_gated(resolution, gated):
+    torch.manual_seed(0)
+    cfg = FastGANConfig(resolution=resolution, width=8, z_dim=16, num_bands=1)
+    G = Generator(cfg).eval()
+    assert sorted(G.sle, key=int) == gated
+    z = torch.randn(2, 16)
+    with torch.no_grad():
+        feats = G.features(z)
+        x = G(z)
+        # the 64 px map is the 64 px up-block's output gated by the 8x8 map
+        ungated = G.ups["64"](feats[32])
+        gate = G.sle["64"].gate(feats[8])
+    assert x.shape == (2, 1, resolution, resolution) and x.abs().max() <= 1
+    torch.testing.assert_close(feats[64], ungated * gate, rtol=1e-5, atol=1e-6)
+    assert (feats[64] - ungated).abs().mean() > 0.1 * ungated.abs().mean()  # gates in (0, 1) shrink the map
+
+
+def test_quarter_and_reconstruction_targets_by_hand():
+    x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    assert quarter(x, 1).flatten().tolist() == [2, 3, 6, 7]
+    assert quarter(x, 2).flatten().tolist() == [8, 9, 12, 13]
+    full, part = reconstruction_targets(x, 3, 2)
+    assert full.flatten().tolist() == [2.5, 4.5, 10.5, 12.5]  # 2x2 means
+    assert part.flatten().tolist() == [10, 11, 14, 15]
+    a, b = torch.zeros(1, 1, 2, 2), torch.tensor([[[[1.0, -1.0], [2.0, 0.0]]]])
+    assert float(reconstruction_loss("l1", a, b)) == pytest.approx(1.0)
+    assert float(reconstruction_loss("mse", a, b)) == pytest.approx(1.5)
+
+
+def test_discriminator_decoders_learn_to_reconstruct():
+    torch.manual_seed(0)
+    cfg = FastGANConfig(resolution=64, width=8, num_bands=3)
+    D = Discriminator(cfg)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 64), torch.linspace(-1, 1, 64), indexing="ij")
+    real = torch.stack([torch.exp(-((xx - a) ** 2 + (yy - b) ** 2) / 0.1) * 1.6 - 0.8
+                        for a, b in ((0, 0), (0.3, -0.2), (-0.4, 0.4))])[:, None].repeat(1, 3, 1, 1)  # (3, 3, 64, 64)
+    logits, full, part = D(real, 2)
+    assert logits.shape == (3 * 25,)
+    assert full.shape == part.shape == (3, 3, 32, 32)
+    opt = torch.optim.Adam(D.parameters(), lr=2e-3)
+    losses = []
+    for step in range(40):
+        p = step % 4
+        _, full, part = D(real, p)
+        full_t, part_t = reconstruction_targets(real, p, cfg.rec_side)
+        loss = reconstruction_loss("l1", full, full_t) + reconstruction_loss("l1", part, part_t)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert np.mean(losses[-4:]) < 0.5 * np.mean(losses[:4])
+
+
+def _train(*args):
+    return subprocess.run([sys.executable, "-m", "galaxy_core.cli", "train", *args, "--quiet"], capture_output=True,
+                          text=True, cwd=ROOT, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fastgan")
+    cfg = str(ROOT / "configs" / "fastgan_hdf64.toml")
+    sets = [a for s in TINY for a in ("--set", s)]
+    straight = _train(cfg, "--run-dir", str(root / "straight"), *sets, "--set", "train.steps=4")
+    assert straight.returncode == 0, straight.stdout + straight.stderr
+    first = _train(cfg, "--run-dir", str(root / "split"), *sets, "--set", "train.steps=2")
+    assert first.returncode == 0, first.stdout + first.stderr
+    second = _train("--resume", str(root / "split"), "--set", "train.steps=4")
+    assert second.returncode == 0, second.stdout + second.stderr
+    return root
+
+
+def test_trains_from_the_example_config_and_resumes_exactly(runs):
+    a = read_metrics(runs / "straight" / "metrics.jsonl")
+    b = read_metrics(runs / "split" / "metrics.jsonl")
+    assert [r["step"] for r in a] == [r["step"] for r in b] == [2, 4]
+    for key in ("loss_D", "loss_D_adv", "loss_rec", "loss_G", "D_real", "D_fake"):
+        assert all(np.isfinite(r[key]) for r in a), key
+    assert a[0]["loss_D"] == pytest.approx(a[0]["loss_D_adv"] + a[0]["loss_rec"], rel=1e-5)
+    assert a[0]["augment_p"] == 1.0  # differentiable augmentation on, as in the paper
+    for ra, rb in zip(a, b):
+        for key in ("loss_D", "loss_rec", "loss_G"):
+            assert ra[key] == pytest.approx(rb[key], rel=1e-4, abs=1e-5)
+    ta, _ = load_checkpoint(runs / "straight" / "checkpoints" / "last.json")
+    tb, _ = load_checkpoint(runs / "split" / "checkpoints" / "last.json")
+    for k in ta:
+        if k.startswith(("G_ema.", "D.")):
+            torch.testing.assert_close(ta[k], tb[k], rtol=1e-4, atol=1e-5)
+    assert (runs / "straight" / "samples" / "step_0000004.png").exists()
+
+
+def test_checkpoint_loads_for_sampling(runs):
+    path = runs / "straight" / "checkpoints" / "last.json"
+    assert read_meta(path)["model"]["arch"] == "fastgan"
+    model = load_pretrained(path)
+    assert model.latent_spaces == {"z": 32}
+    x = model.generate(model.latents(3, 4))
+    assert x.shape == (4, 3, 64, 64) and np.isfinite(x).all() and np.abs(x).max() <= 1
+    np.testing.assert_array_equal(x[:2], model.generate(model.latents(3, 2)))
+
+
+def test_config_rejects_bad_values_with_the_key():
+    with pytest.raises(ValueError, match="model.resolution"):
+        FastGANConfig(resolution=32)
+    with pytest.raises(ValueError, match="model.rec_loss"):
+        FastGANConfig(rec_loss="lpips")
+    assert get_arch("fastgan").data_kind == "image"
+
+
+def test_example_config_shows_every_model_field():
+    from dataclasses import fields
+
+    text = (ROOT / "configs" / "fastgan_hdf64.toml").read_text()
+    for f in fields(FastGANConfig):
+        if f.name not in ("resolution", "num_bands"):  # from the data
+            assert f"\n{f.name} = " in text, f.name

@@ -1,0 +1,173 @@
+"""StackGAN stage II chained after a DCGAN stage I: the generator's layout, the dual loss, chained
+sampling, training from the example config through the CLI, exact resume, loading."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from galaxy_core.errors import ConfigError
+from galaxy_core.io.checkpoint import checkpoint_id, load_checkpoint, read_meta
+from galaxy_core.models.pretrained import load_pretrained
+from galaxy_core.models.registry import get_arch
+from galaxy_core.models.stackgan import Generator, ResBlock, StackGANConfig, num_conv_layers, pixel_loss, stage1_path
+from galaxy_core.train.run import read_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGE1 = ROOT / "checkpoints" / "dcgan_sim64.json"
+TINY = ["data.count=64", "model.width=8", "model.final_width=16", "model.d_width=8", "train.batch_size=4",
+        "train.device=cpu", "train.threads=1", "log.metrics_every=2", "log.sample_every=2",
+        "log.checkpoint_every=2", "log.eval_every=0", "log.grid_size=4"]
+
+
+def test_generator_maps_64_to_128_with_its_residual_paths():
+    torch.manual_seed(0)
+    cfg = StackGANConfig(resolution=128, num_bands=3, width=8, final_width=16)
+    G = Generator(cfg).eval()
+    assert num_conv_layers(G) == 16
+    first = G.bottleneck[0]
+    assert (first.kernel_size, first.stride) == ((4, 4), (2, 2))
+    assert len(G.blocks) == 6 and all(isinstance(b, ResBlock) for b in G.blocks)
+    assert G.up1[0].out_channels == 16 and G.to_img.in_channels == 16 and G.to_img.out_channels == 3
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in G.modules()) == 15  # all but the tanh layer
+    low = torch.rand(2, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        out = G(low)
+        # the forward pass written out: bottleneck, blocks, + long residual, two doublings
+        h0 = G.bottleneck(low)
+        assert h0.shape == (2, 8, 32, 32)
+        h = G.blocks(h0)
+        blk = G.blocks[0]  # each block adds its input back
+        torch.testing.assert_close(blk(h0), F.relu(h0 + blk.conv2(blk.conv1(h0))))
+        h = G.mid(h) + h0
+        h = G.up1(F.interpolate(h, scale_factor=2, mode="nearest"))
+        want = torch.tanh(G.to_img(F.interpolate(h, scale_factor=2, mode="nearest")))
+    assert out.shape == (2, 3, 128, 128) and out.abs().max() <= 1
+    torch.testing.assert_close(out, want)
+
+
+def test_pixel_loss_by_hand():
+    fake = torch.tensor([[[[1.0, 0.0]], [[0.5, -1.0]]]])  # (1, 2 bands, 1, 2)
+    real = torch.tensor([[[[0.0, 0.0]], [[0.0, 0.0]]]])
+    # band sums: fake (1.5, -1.0), real (0, 0) -> ((1.5)^2 + 1^2) / 2
+    assert float(pixel_loss("band_sum", fake, real)) == pytest.approx((2.25 + 1.0) / 2)
+    assert float(pixel_loss("per_band", fake, real)) == pytest.approx((1 + 0 + 0.25 + 1) / 4)
+    # opposite errors in two bands cancel in the band sum (the paper's definition)
+    assert float(pixel_loss("band_sum", torch.tensor([[[[0.3]], [[-0.3]]]]), torch.zeros(1, 2, 1, 1))) == 0
+
+
+def test_dual_objective_weights_adversarial_and_pixel_terms():
+    from galaxy_core.config import load_config
+    from galaxy_core.models.family import StepContext
+
+    fam = get_arch("stackgan")
+    cfg = StackGANConfig(resolution=64, num_bands=1, width=4, final_width=4, d_width=4, res_blocks=1)
+    torch.manual_seed(1)
+    nets = fam.build(cfg)
+    train_cfg = load_config(None, []).train
+    obj = fam.objective_cls(cfg, train_cfg, nets)
+    hi = torch.rand(2, 1, 64, 64) * 2 - 1
+    batch = {"image": hi, "low": F.avg_pool2d(hi, 2)}
+    ctx = StepContext(step=0, batch_size=2, device=torch.device("cpu"), generator=torch.Generator().manual_seed(0),
+                      model_cfg=cfg, family=fam, augment=lambda x: x, observe=lambda x: None, amp=False)
+    obj.run("D", batch, ctx)
+    loss, stats = obj.run("G", batch, ctx)
+    with torch.no_grad():
+        fake = nets["G"](batch["low"])
+        adv = F.binary_cross_entropy_with_logits(nets["D"](fake), torch.ones(2))  # train.loss = bce
+        pix = ((fake[:, 0] - hi[:, 0]) ** 2).mean()  # one band: the band sum is the band
+    assert float(stats["loss_adv"]) == pytest.approx(float(adv), rel=1e-5)
+    assert float(stats["loss_pix"]) == pytest.approx(float(pix), rel=1e-5)
+    assert float(loss.detach()) == pytest.approx(0.001 * float(adv) + float(pix), rel=1e-5)
+
+
+def test_stage1_must_fit_the_data():
+    fam = get_arch("stackgan")
+
+    class Data:
+        resolution, num_bands = 128, 3
+
+    assert fam.resolve_config({"stage1": str(STAGE1)}, Data)["z_dim"] == 100
+    with pytest.raises(ConfigError, match="model.stage1"):
+        fam.resolve_config({"stage1": str(ROOT / "checkpoints" / "dcgan_hdf32.json")}, Data)
+    with pytest.raises(ConfigError, match="model.stage1: no checkpoint"):
+        stage1_path("checkpoints/nothing_here.json")
+    assert stage1_path("checkpoints/dcgan_sim64.json").resolve() == STAGE1.resolve()
+
+
+def _train(*args):
+    return subprocess.run([sys.executable, "-m", "galaxy_core.cli", "train", *args, "--quiet"], capture_output=True,
+                          text=True, cwd=ROOT, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stackgan")
+    cfg = str(ROOT / "configs" / "stackgan_sim128.toml")
+    sets = [a for s in TINY for a in ("--set", s)]
+    straight = _train(cfg, "--run-dir", str(root / "straight"), *sets, "--set", "train.steps=4")
+    assert straight.returncode == 0, straight.stdout + straight.stderr
+    first = _train(cfg, "--run-dir", str(root / "split"), *sets, "--set", "train.steps=2")
+    assert first.returncode == 0, first.stdout + first.stderr
+    second = _train("--resume", str(root / "split"), "--set", "train.steps=4")
+    assert second.returncode == 0, second.stdout + second.stderr
+    return root
+
+
+def test_trains_from_the_example_config_and_resumes_exactly(runs):
+    a = read_metrics(runs / "straight" / "metrics.jsonl")
+    b = read_metrics(runs / "split" / "metrics.jsonl")
+    assert [r["step"] for r in a] == [r["step"] for r in b] == [2, 4]
+    for ra, rb in zip(a, b):
+        for key in ("loss_D", "loss_G", "loss_adv", "loss_pix"):
+            assert np.isfinite(ra[key]) and ra[key] == pytest.approx(rb[key], rel=1e-4, abs=1e-6), key
+        assert ra["loss_G"] == pytest.approx(0.001 * ra["loss_adv"] + ra["loss_pix"], rel=1e-4)
+    ta, _ = load_checkpoint(runs / "straight" / "checkpoints" / "last.json")
+    tb, _ = load_checkpoint(runs / "split" / "checkpoints" / "last.json")
+    for k in ta:
+        if k.startswith(("G_ema.", "D.")):
+            torch.testing.assert_close(ta[k], tb[k], rtol=1e-4, atol=1e-5)
+    # the card records the stage-I checkpoint by path and content hash
+    ref = read_meta(runs / "straight" / "checkpoints" / "last.json")["engine"]["references"]["stage1"]
+    assert Path(ref["path"]).resolve() == STAGE1.resolve() and ref["sha"] == checkpoint_id(STAGE1)
+
+
+def test_chained_sample_is_deterministic_and_starts_from_stage1(runs):
+    model = load_pretrained(runs / "straight" / "checkpoints" / "last.json")
+    z = model.latents(7, 3)
+    s = model.generate_stages(z)
+    assert list(s) == ["stage1", "stage2"]
+    assert s["stage1"].shape == (3, 3, 64, 64) and s["stage2"].shape == (3, 3, 128, 128)
+    again = model.generate_stages(model.latents(7, 3))
+    np.testing.assert_array_equal(s["stage2"], again["stage2"])
+    np.testing.assert_array_equal(s["stage1"], load_pretrained(STAGE1).generate(z))
+    np.testing.assert_array_equal(model.generate(z), s["stage2"])
+    # the sample grid shows both stages side by side (two 2x2 grids of 128 px tiles)
+    from PIL import Image
+
+    grid = np.asarray(Image.open(runs / "straight" / "samples" / "step_0000004.png"))
+    assert grid.shape[0] < grid.shape[1] and grid.shape[1] > 2 * 2 * 128
+
+
+def test_generate_without_stage1_says_what_is_missing():
+    fam = get_arch("stackgan")
+    cfg = StackGANConfig(resolution=64, num_bands=1, width=4, final_width=4, d_width=4)
+    with pytest.raises(ValueError, match="stage-I"):
+        fam.generate(fam.build(cfg), torch.zeros(1, 100), refs={})
+
+
+def test_example_config_shows_every_model_field():
+    from dataclasses import fields
+
+    text = (ROOT / "configs" / "stackgan_sim128.toml").read_text()
+    for f in fields(StackGANConfig):
+        if f.name not in ("resolution", "num_bands"):  # from the data
+            assert f"\n{f.name} = " in text, f.name
+    assert "\nlr_step_every = 80.0" in text and '\nlr_step_unit = "epoch"' in text and "\nlr_gamma = 0.5" in text
