@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 
@@ -6,8 +8,21 @@ from galaxy_core.errors import ConfigError
 from galaxy_core.paths import configs_dir
 
 
-@pytest.mark.parametrize("name", ["dcgan_hdf32.toml", "dcgan_hdf64.toml", "dcgan_sim64.toml"])
+def _training_configs() -> list[str]:
+    """Every shipped training config (files with a [train] table; sky composition configs are not)."""
+    return sorted(p.name for p in configs_dir().glob("*.toml") if "\n[train]" in "\n" + p.read_text())
+
+
+def test_every_family_ships_training_configs():
+    names = _training_configs()
+    assert {"dcgan_hdf32.toml", "dcgan_hdf64.toml", "dcgan_sim64.toml"} <= set(names)
+    assert any(n.startswith(("stylegan", "fastgan", "stackgan")) for n in names)
+
+
+@pytest.mark.parametrize("name", _training_configs())
 def test_shipped_configs_load_and_show_every_default(name):
+    from galaxy_core.models.registry import get_arch
+
     path = configs_dir() / name
     cfg = load_config(path)
     text = path.read_text()
@@ -17,6 +32,10 @@ def test_shipped_configs_load_and_show_every_default(name):
             if section == "data" and key in ("count", "seed") and cfg.data.dataset != "sim":
                 continue
             assert f"\n{key} = " in text, f"{name}: {section}.{key} not shown"
+    # and every model field the data does not decide
+    for f in dataclasses.fields(get_arch(cfg.arch).config_cls):
+        if f.name not in ("resolution", "num_bands"):
+            assert f"\n{f.name} = " in text, f"{name}: model.{f.name} not shown"
 
 
 def test_round_trip_through_toml(tmp_path):
