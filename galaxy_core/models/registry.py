@@ -71,9 +71,11 @@ def _register_builtin() -> None:
     if _BUILTINS_DONE:
         return
     _BUILTINS_DONE = True
-    from galaxy_core.models import dcgan
+    from galaxy_core.models import began, dcgan, positions
 
-    for family in (dcgan.DCGANFamily(),):
+    for family in (dcgan.DCGANFamily(),
+                   positions.PositionsFamily(),
+                   began.BEGANFamily(), began.BEGANCondFamily(),):
         _REGISTRY.setdefault(family.name, family)
     _load_plugins()
 
