@@ -305,6 +305,8 @@ def _write_grids(root: Path, grids: np.ndarray, opts: GridOptions, info: dict, *
         "class_names": list(CLASS_NAMES[: opts.num_classes]) if opts.classes else ["empty", "galaxy"],
         "grid": asdict(opts) | {"version": GRID_VERSION},
         "cell_px": opts.cell_px,
+        "preprocess": {"grid": opts.grid, "cell_px": opts.cell_px, "classes": opts.classes,
+                       "thresholds": opts.thresholds, "min_area": opts.min_area},
         "size_thresholds_area": info["thresholds"],
         "mean_occupied": info["mean_occupied"],
         "stretch": None,
