@@ -90,7 +90,8 @@ def labels(elements) -> list[str]:
 def test_pages_are_registered_in_order_and_future_pages_slot_in(tmp_path):
     from studio_ui import nav
 
-    assert [p.title for p in nav.available()] == ["Home", "Train", "Latent Explorer", "Evaluation", "Memorisation"]
+    assert [p.title for p in nav.available()] == ["Home", "Train", "Latent Explorer", "Sky Composer", "Evaluation",
+                                                 "Memorisation"]
     # A page file added later appears at its registered place, between Latent Explorer and Evaluation.
     for p in nav.available():
         (tmp_path / p.file).parent.mkdir(parents=True, exist_ok=True)

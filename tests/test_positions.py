@@ -16,7 +16,8 @@ def test_generator_output_is_a_probability_map():
     fam = get_arch("positions")
     cfg = PositionsConfig(resolution=16, num_classes=4, z_dim=8, width=4)
     G = fam.build(cfg)["G"].eval()
-    x = G(torch.randn(3, 8))
+    with torch.no_grad():
+        x = G(torch.randn(3, 8))
     assert x.shape == (3, 4, 16, 16)
     p = (x + 1) / 2
     torch.testing.assert_close(p.sum(dim=1), torch.ones(3, 16, 16))

@@ -31,7 +31,7 @@ import numpy as np
 TILE = 128
 HIST_BINS = 32
 SCORER_VERSION = "realism/1"
-CLASSIFIER = {"max_iter": 200, "learning_rate": 0.1, "max_leaf_nodes": 15, "l2_regularization": 1.0,
+CLASSIFIER = {"max_iter": 100, "learning_rate": 0.1, "max_leaf_nodes": 15, "l2_regularization": 1.0,
               "early_stopping": False, "random_state": 0}
 
 
@@ -110,9 +110,12 @@ def fit_classifier(x_real: np.ndarray, x_fake: np.ndarray):
     """HistGradientBoostingClassifier (settings :data:`CLASSIFIER`) with real = 1, fake = 0."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
+    from threadpoolctl import threadpool_limits
+
     x = np.concatenate([x_real, x_fake])
     y = np.concatenate([np.ones(len(x_real)), np.zeros(len(x_fake))]).astype(np.int64)
-    return HistGradientBoostingClassifier(**CLASSIFIER).fit(x, y)
+    with threadpool_limits(1):  # OpenMP on a busy machine is many times slower than one thread
+        return HistGradientBoostingClassifier(**CLASSIFIER).fit(x, y)
 
 
 def classifier_test(x_real: np.ndarray, x_fake: np.ndarray, *, folds: int = 5, seed: int = 0) -> dict:
@@ -126,11 +129,13 @@ def classifier_test(x_real: np.ndarray, x_fake: np.ndarray, *, folds: int = 5, s
     """
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from threadpoolctl import threadpool_limits
 
     x = np.concatenate([x_real, x_fake])
     y = np.concatenate([np.ones(len(x_real)), np.zeros(len(x_fake))]).astype(np.int64)
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    acc = cross_val_score(HistGradientBoostingClassifier(**CLASSIFIER), x, y, cv=cv, scoring="accuracy")
+    with threadpool_limits(1):
+        acc = cross_val_score(HistGradientBoostingClassifier(**CLASSIFIER), x, y, cv=cv, scoring="accuracy")
     return {"accuracy": float(acc.mean()), "accuracy_std": float(acc.std()), "folds": folds,
             "n_real": int(len(x_real)), "n_fake": int(len(x_fake))}
 
@@ -155,7 +160,10 @@ class RealismScorer:
 
     def tile_scores(self, features: np.ndarray) -> np.ndarray:
         """(n,) probability of being real, in [0, 1]."""
-        return self.classifier.predict_proba(np.atleast_2d(features))[:, 1]
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1):
+            return self.classifier.predict_proba(np.atleast_2d(features))[:, 1]
 
     def score(self, sky: np.ndarray) -> float:
         """Realism score of a (3, H, W) sky (H, W >= the tile size): mean over its tiles."""

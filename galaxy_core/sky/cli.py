@@ -127,6 +127,14 @@ def _cmd_experiments(args) -> int:
                            ("conditional", args.positions_cond, args.galaxies_cond)):
         if pos and gal:
             models[name] = (load_model(pos), load_model(gal))
+    for item in args.also or []:
+        name, _, pair = item.partition("=")
+        pos, _, gal = pair.partition(",")
+        if not (name and pos and gal):
+            from galaxy_core.errors import GalaxyGanError
+
+            raise GalaxyGanError(f"sky experiments --also {item!r}: expected NAME=POSITIONS.json,GALAXIES.json")
+        models[name] = (load_model(pos), load_model(gal))
     t0 = time.perf_counter()
     out = {"table": realism_table(scorer, models=models, n=args.n, size=args.size, progress=not args.quiet)}
     if "conditional" in models:
@@ -212,6 +220,8 @@ def _add_sky_commands(sub) -> None:
     e.add_argument("--galaxies-uncond", default="checkpoints/began_hdf32.json")
     e.add_argument("--positions-cond", default="checkpoints/positions_hdf_cond.json")
     e.add_argument("--galaxies-cond", default="checkpoints/began_cond_hdf32.json")
+    e.add_argument("--also", action="append", metavar="NAME=POSITIONS,GALAXIES",
+                   help="another row of the table (repeatable)")
     e.add_argument("--out", help="write the results as JSON")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=_cmd_experiments)

@@ -129,7 +129,7 @@ def write_sky(sky: Sky, out: str | os.PathLike, *, png: bool = True, fits: bool 
         written.append(out.with_suffix(".png"))
     if fits:
         hdr = afits.Header()
-        hdr["BUNIT"] = ("field", "8-bit band value / 255 (hdf units, not calibrated)")
+        hdr["BUNIT"] = ("field", "8-bit band value / 255, not calibrated")
         for i, b in enumerate(("R", "G", "B"), 1):
             hdr[f"BAND{i}"] = b
         for k in ("seed", "height", "width", "cell_px", "jitter"):
