@@ -138,8 +138,9 @@ def _cmd_experiments(args) -> int:
     t0 = time.perf_counter()
     out = {"table": realism_table(scorer, models=models, n=args.n, size=args.size, progress=not args.quiet)}
     if "conditional" in models:
-        out["experiments"] = three_experiments(scorer, positions=models["conditional"][0],
-                                               galaxies=models["conditional"][1], n=args.n_exp, size=args.size)
+        gal = load_model(args.experiment_galaxies) if args.experiment_galaxies else models["conditional"][1]
+        out["experiments"] = three_experiments(scorer, positions=models["conditional"][0], galaxies=gal,
+                                               n=args.n_exp, size=args.size)
     out["seconds"] = round(time.perf_counter() - t0, 1)
     print(f"{'set':<16}{'realism mean':>14}{'std':>8}{'n':>6}{'C2ST acc':>10}")
     for name, r in out["table"].items():
@@ -220,6 +221,7 @@ def _add_sky_commands(sub) -> None:
     e.add_argument("--galaxies-uncond", default="checkpoints/began_hdf32.json")
     e.add_argument("--positions-cond", default="checkpoints/positions_hdf_cond.json")
     e.add_argument("--galaxies-cond", default="checkpoints/began_cond_hdf32.json")
+    e.add_argument("--experiment-galaxies", help="galaxy checkpoint for the three experiments (default: --galaxies-cond)")
     e.add_argument("--also", action="append", metavar="NAME=POSITIONS,GALAXIES",
                    help="another row of the table (repeatable)")
     e.add_argument("--out", help="write the results as JSON")
