@@ -106,7 +106,10 @@ def test_sidebar_lists_shipped_and_run_checkpoints(runs):
     save_checkpoint(fake.checkpoints_dir / "last", *_copy_of("dcgan_hdf32"))
     at = open_app()
     shown = at.selectbox(key="checkpoint").options  # the labels, shipped ones first
-    assert shown[: len(SHIPPED)] == [f"{name} · shipped" for name in SHIPPED]
+    shipped = [label for label in shown if label.endswith(" · shipped")]
+    assert shown[: len(shipped)] == shipped  # shipped ones first
+    assert [label for label in shipped if label.split(" · ")[0] in SHIPPED] == [f"{name} · shipped" for name in SHIPPED]
+    assert not any(label.startswith("positions_") for label in shown)  # grids belong to the Sky Composer
     assert "demo · last" in shown
 
 
