@@ -112,3 +112,19 @@ def test_transform_keeps_flux_and_write_sky_round_trip(tmp_path):
         truth = Table(h["TRUTH"].data)
     assert len(truth) == 1 and truth["flux"][0] == pytest.approx(sky.truth["flux"][0])
     assert Table.read(tmp_path / "s.csv")["cls"][0] == 2
+
+
+def test_mosaic_from_a_shipped_galaxy_model_adds_flux_and_is_deterministic():
+    from galaxy_core.models.pretrained import load_pretrained
+    from galaxy_core.paths import checkpoints_dir
+    from galaxy_core.sky.mosaic import compose_mosaic
+
+    model = load_pretrained(checkpoints_dir() / "dcgan_hdf32.json")
+    sky = compose_mosaic(model, height=300, width=200, density=1e-3, seed=4, background=QUIET, progress=False)
+    assert abs(len(sky.truth) - 60) < 4 * np.sqrt(60)  # Poisson(1e-3 * 300 * 200)
+    total = float(sky.image.sum(dtype=np.float64))
+    assert total == pytest.approx(sky.background_sum + float(np.sum(sky.truth["flux"])), rel=1e-6)
+    again = compose_mosaic(model, height=300, width=200, density=1e-3, seed=4, background=QUIET, progress=False)
+    np.testing.assert_array_equal(again.image, sky.image)
+    with pytest.raises(ValueError, match="8000"):
+        compose_mosaic(model, height=8001, width=10, progress=False)

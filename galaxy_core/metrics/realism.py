@@ -91,11 +91,16 @@ def image_features(sky: np.ndarray, *, tile: int = TILE) -> np.ndarray:
     return np.stack([tile_features(t) for t in tiles_of(luminance(sky), tile=tile)])
 
 
-def real_hdf_tiles(n: int, *, seed: int = 0, tile: int = TILE) -> np.ndarray:
-    """(n, tile, tile) luminance tiles of the deep field at random offsets and symmetries."""
+def real_hdf_tiles(n: int, *, seed: int = 0, tile: int = TILE, columns: tuple[int, int] | None = None) -> np.ndarray:
+    """(n, tile, tile) luminance tiles of the deep field at random offsets and symmetries.
+
+    ``columns`` = (x0, x1) restricts the tiles to that band of field columns (e.g. to keep a
+    held-out part of the field for testing the scorer)."""
     from galaxy_core.data.hdf import hdf_field
 
     lum = luminance(np.moveaxis(hdf_field().astype(np.float64) / 255.0, -1, 0))
+    if columns is not None:
+        lum = lum[:, columns[0] : columns[1]]
     rng = np.random.default_rng(seed)
     h, w = lum.shape
     out = np.empty((n, tile, tile))

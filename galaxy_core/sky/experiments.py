@@ -20,16 +20,23 @@ from galaxy_core.metrics.realism import RealismScorer, classifier_test, image_fe
 from galaxy_core.sky.compose import FixedPositions, ModelGalaxies, ModelPositions, RandomPositions, compose_sky
 
 
+FIELD_WIDTH = 1000  # columns of the hdf field
+
+
 def _summary(scores: list[float]) -> dict:
     a = np.asarray(scores, float)
     return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0, "n": int(len(a))}
 
 
-def real_images(n: int, *, size: int = 256, seed: int = 100) -> list[np.ndarray]:
-    """``n`` random (3, size, size) crops of the deep field (field units), each turned/flipped."""
+def real_images(n: int, *, size: int = 256, seed: int = 100, columns: tuple[int, int] | None = None
+                ) -> list[np.ndarray]:
+    """``n`` random (3, size, size) crops of the deep field (field units), each turned/flipped;
+    ``columns`` = (x0, x1) restricts them to that band of field columns."""
     from galaxy_core.data.hdf import hdf_field
 
     field = np.moveaxis(hdf_field().astype(np.float32) / 255.0, -1, 0)
+    if columns is not None:
+        field = field[:, :, columns[0] : columns[1]]
     rng = np.random.default_rng(seed)
     _, h, w = field.shape
     out = []
@@ -84,6 +91,10 @@ def realism_table(scorer: RealismScorer, *, models: dict, n: int = 100, size: in
     rows = {}
     bar = tqdm(total=4 + len(models), desc="realism table", disable=not progress)
     rows["real"] = _score_set(scorer, real_images(n, size=size, seed=seed), real_feats)
+    held = scorer.meta.get("real_columns")
+    if held is not None and FIELD_WIDTH - held[1] >= size:  # columns the scorer never saw
+        rows["real (held-out columns)"] = _score_set(
+            scorer, real_images(n, size=size, seed=seed, columns=(held[1], FIELD_WIDTH)), real_feats)
     bar.update()
     rows["baseline 1"] = _score_set(scorer, [baseline_uniform(height=size, width=size, seed=seed + i).image
                                              for i in range(n)], real_feats)
@@ -133,22 +144,26 @@ def three_experiments(scorer: RealismScorer, *, positions, galaxies, n: int = 50
     return out
 
 
-def fit_default_scorer(*, n_real: int = 1600, n_skies: int = 50, seed: int = 0) -> RealismScorer:
+def fit_default_scorer(*, n_real: int = 1600, n_skies: int = 50, seed: int = 0,
+                       real_columns: tuple[int, int] | None = (0, 700)) -> RealismScorer:
     """The shipped scorer: real deep-field tiles vs tiles of baseline-1 and baseline-2 skies.
 
-    ``n_real`` random 128 px real tiles; ``n_skies`` 512 px skies of each baseline (16 tiles
-    each). The classifier two-sample test accuracy (5-fold) is stored in the meta.
+    ``n_real`` random 128 px real tiles from field columns ``real_columns`` (default the left
+    700, so crops of the right 300 columns are a held-out real set); ``n_skies`` 512 px skies
+    of each baseline (16 tiles each). The classifier two-sample test accuracy (5-fold) is
+    stored in the meta.
     """
     from galaxy_core.sky.baselines import baseline_geometric, baseline_uniform
 
-    x_real = np.stack([tile_features(t) for t in real_hdf_tiles(n_real, seed=seed)])
+    x_real = np.stack([tile_features(t) for t in real_hdf_tiles(n_real, seed=seed, columns=real_columns)])
     fakes = [image_features(baseline_uniform(height=512, width=512, seed=seed + i).image) for i in range(n_skies)]
     fakes += [image_features(baseline_geometric(height=512, width=512, seed=seed + i).image) for i in range(n_skies)]
     x_fake = np.concatenate(fakes)
     test = classifier_test(x_real, x_fake)
     from galaxy_core.metrics.realism import TILE, train_scorer
 
-    meta = {"tile": TILE, "real": f"{n_real} random {TILE} px tiles of the hdf field (seed {seed})",
+    meta = {"tile": TILE, "real_columns": list(real_columns) if real_columns else None,
+            "real": f"{n_real} random {TILE} px tiles of the hdf field, columns {real_columns} (seed {seed})",
             "fake": f"{16 * n_skies} tiles each of baseline-1 and baseline-2 512 px skies (seeds {seed}..{seed + n_skies - 1})",
             "c2st": test}
     return train_scorer(x_real, x_fake, meta=meta)
