@@ -178,8 +178,6 @@ class ModelPositions:
         self.model, self.mode = model, mode
         self.class_mix = class_mix
         self.grid = model.resolution
-        self.cell_px = int(model.meta["data"].get("preprocess", {}).get("cell_px")
-                           or model.meta["data"].get("cell_px") or 16)
 
     def __call__(self, rng):
         import torch
