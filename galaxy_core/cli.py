@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from galaxy_core.errors import GalaxyGanError
+from galaxy_core.sky.cli import _add_sky_commands
 
 
 def _cmd_data_build(args) -> int:
@@ -332,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True, help="destination NAME (writes NAME.safetensors + NAME.json)")
     e.add_argument("--note", help="free text for the model card")
     e.set_defaults(func=_cmd_export)
+    _add_sky_commands(sub)
     return p
 
 

@@ -43,9 +43,16 @@ def stamp(path: str) -> int:
         return 0
 
 
+def _is_grid_model(path) -> bool:
+    from galaxy_core.io.checkpoint import read_meta
+
+    return read_meta(path).get("data", {}).get("kind") == "grid"
+
+
 def find_checkpoints() -> list[CheckpointRef]:
     """Shipped checkpoints first (by name), then every run's ``best`` and ``last``."""
-    refs = [CheckpointRef(str(p), f"{p.stem} · shipped", True) for p in list_checkpoints(checkpoints_dir())]
+    refs = [CheckpointRef(str(p), f"{p.stem} · shipped", True) for p in list_checkpoints(checkpoints_dir())
+            if not _is_grid_model(p)]  # position grids are picked on the Sky Composer page
     for p in list_checkpoints(runs_dir()):
         if p.parent.name == "checkpoints":
             refs.append(CheckpointRef(str(p), f"{p.parent.parent.name} · {p.stem}", False))

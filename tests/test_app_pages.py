@@ -91,8 +91,8 @@ def labels(elements) -> list[str]:
 def test_pages_are_registered_in_order_and_future_pages_slot_in(tmp_path):
     from studio_ui import nav
 
-    assert [p.title for p in nav.available()] == ["Home", "Train", "Latent Explorer", "Style Mixing", "Evaluation",
-                                                 "Memorisation"]
+    assert [p.title for p in nav.available()] == ["Home", "Train", "Latent Explorer", "Style Mixing",
+                                                 "Sky Composer", "Evaluation", "Memorisation"]
     # A page file added later appears at its registered place, between Latent Explorer and Evaluation.
     for p in nav.available():
         (tmp_path / p.file).parent.mkdir(parents=True, exist_ok=True)
@@ -107,7 +107,10 @@ def test_sidebar_lists_shipped_and_run_checkpoints(runs):
     save_checkpoint(fake.checkpoints_dir / "last", *_copy_of("dcgan_hdf32"))
     at = open_app()
     shown = at.selectbox(key="checkpoint").options  # the labels, shipped ones first
-    assert shown[: len(SHIPPED)] == [f"{name} · shipped" for name in SHIPPED]
+    shipped = [label for label in shown if label.endswith(" · shipped")]
+    assert shown[: len(shipped)] == shipped  # shipped ones first
+    assert [label for label in shipped if label.split(" · ")[0] in SHIPPED] == [f"{name} · shipped" for name in SHIPPED]
+    assert not any(label.startswith("positions_") for label in shown)  # grids belong to the Sky Composer
     assert "demo · last" in shown
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from galaxy_core.data.prepared import PreparedDataset
 from galaxy_core.errors import DataError
 
-BUILTIN = ("hdf", "sim")
+BUILTIN = ("hdf", "sim", "hdf_grid", "hdf_grid_classes")
 
 
 def load_dataset(
@@ -28,8 +28,12 @@ def load_dataset(
     ----------
     spec : str or path
         ``"hdf"`` (galaxies cut out of the Hubble deep field shipped with scikit-image),
-        ``"sim"`` (simulated SDSS-like g/r/i galaxies), a folder of JPG/PNG/TIFF/FITS files
-        (searched recursively), or a single FITS file.
+        ``"sim"`` (simulated SDSS-like g/r/i galaxies), ``"hdf_grid"`` / ``"hdf_grid_classes"``
+        (occupancy / size-class grids of deep-field tiles for the sky position model, with
+        ``resolution`` cells per side, ``count`` tiles and ``seed``), a folder of JPG/PNG/TIFF/FITS files
+        (searched recursively), a single FITS file, or a prepared dataset folder (one with a
+        ``manifest.json``, such as a sky grid dataset), opened as it is (the other options
+        are then ignored).
     resolution : int
         Output side length in pixels (32, 64, 128 or 256).
     crop : float
@@ -44,6 +48,11 @@ def load_dataset(
     progress : bool
         Show a tqdm progress bar while preparing.
     """
+    prepared = Path(str(spec)).expanduser() / "manifest.json"
+    if prepared.is_file():  # an already prepared dataset folder (e.g. a sky grid dataset)
+        from galaxy_core.data.prepared import open_prepared
+
+        return open_prepared(prepared.parent)
     if resolution not in (32, 64, 128, 256):
         raise DataError(f"resolution must be 32, 64, 128 or 256, got {resolution}")
     if not 0 < crop <= 1:
@@ -51,6 +60,12 @@ def load_dataset(
     if normalisation not in ("asinh", "minmax"):
         raise DataError(f"normalisation must be 'asinh' or 'minmax', got {normalisation!r}")
     spec_s = str(spec)
+    if spec_s in ("hdf_grid", "hdf_grid_classes"):  # sky position grids (galaxy_core.sky.grids)
+        from galaxy_core.sky.grids import GridOptions, prepare_hdf_grids
+
+        opts = GridOptions(grid=resolution, classes=spec_s == "hdf_grid_classes", seed=seed,
+                           count=4096 if count is None else count)
+        return prepare_hdf_grids(opts, rebuild=rebuild)
     if spec_s == "hdf":
         from galaxy_core.data.hdf import prepare_hdf
 

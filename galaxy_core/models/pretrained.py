@@ -78,6 +78,8 @@ class Pretrained:
 
     @property
     def channels(self) -> list[str]:
+        if self.meta["data"].get("kind") == "grid":  # one-hot output: one channel per cell class
+            return [f"class{k}" for k in range(int(self.model_cfg.num_classes))]
         return list(self.meta["data"]["channels"])
 
     @property

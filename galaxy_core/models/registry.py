@@ -71,10 +71,11 @@ def _register_builtin() -> None:
     if _BUILTINS_DONE:
         return
     _BUILTINS_DONE = True
-    from galaxy_core.models import dcgan, fastgan, stackgan, stylegan
+    from galaxy_core.models import began, dcgan, fastgan, positions, stackgan, stylegan
 
     for family in (dcgan.DCGANFamily(), stylegan.StyleGANFamily(), fastgan.FastGANFamily(),
-                   stackgan.StackGANFamily()):
+                   stackgan.StackGANFamily(), positions.PositionsFamily(), began.BEGANFamily(),
+                   began.BEGANCondFamily()):
         _REGISTRY.setdefault(family.name, family)
     _load_plugins()
 

@@ -1,0 +1,216 @@
+"""Power-spectrum realism score of sky images and a classifier two-sample test.
+
+The ETH two-stage sparse-sky paper scores generated skies with a model trained on their power
+spectra. Here the features of a square tile are
+
+1. the azimuthally averaged 1-D power spectrum of the Hann-windowed, mean-subtracted tile,
+   ``log10 P(k)`` for integer wavenumbers ``k = 1 .. N/2`` (cycles per tile), and
+2. the histogram of pixel intensities (band-sum luminance clipped to [0, 1]) in
+   :data:`HIST_BINS` equal bins, as ``log10(density + 1e-3)``,
+
+and a gradient-boosted tree classifier (scikit-learn ``HistGradientBoostingClassifier``, fixed
+seed, no early stopping, so fitting is deterministic) separates real ``hdf`` tiles (label 1)
+from generated or baseline tiles (label 0). The **realism score** of a tile is the
+classifier's probability that it is real; an image's score is the mean over its tiles. The
+cross-validated accuracy of the classifier is a classifier two-sample test (Lopez-Paz &
+Oquab 2017): 0.5 means the two sets cannot be told apart.
+
+The shipped scorer (``checkpoints/realism_hdf.npz`` + ``.json``) stores only the training
+features (no pickle); :func:`load_scorer` refits the classifier from them, which takes
+about a second and gives the same model every time.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+TILE = 128
+HIST_BINS = 32
+SCORER_VERSION = "realism/1"
+CLASSIFIER = {"max_iter": 100, "learning_rate": 0.1, "max_leaf_nodes": 15, "l2_regularization": 1.0,
+              "early_stopping": False, "random_state": 0}
+
+
+def power_spectrum_1d(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Azimuthally averaged power spectrum of a square image.
+
+    Parameters
+    ----------
+    image : array (N, N), float
+        N even.
+
+    Returns
+    -------
+    k : ndarray (N/2,), int
+        Wavenumbers 1 .. N/2 in cycles per image.
+    power : ndarray (N/2,), float64
+        Mean of ``|FFT(w * (image - mean))|^2 / sum(w^2)`` over the ring ``round(|k|) = k``,
+        with ``w`` the 2-D Hann window. A sinusoid of ``f`` cycles per image peaks at ``k = f``.
+    """
+    img = np.asarray(image, np.float64)
+    n = img.shape[0]
+    if img.ndim != 2 or img.shape[1] != n or n % 2:
+        raise ValueError(f"power_spectrum_1d: need a square image of even side, got shape {img.shape}")
+    w1 = np.hanning(n + 1)[:-1]  # periodic Hann
+    w = w1[:, None] * w1[None, :]
+    f = np.fft.fft2((img - img.mean()) * w)
+    p2 = np.abs(f) ** 2 / np.sum(w**2)
+    freq = np.fft.fftfreq(n) * n
+    kr = np.rint(np.hypot(freq[:, None], freq[None, :])).astype(np.int64)
+    sums = np.bincount(kr.ravel(), weights=p2.ravel(), minlength=n)
+    counts = np.bincount(kr.ravel(), minlength=n)
+    k = np.arange(1, n // 2 + 1)
+    return k, sums[k] / np.maximum(counts[k], 1)
+
+
+def luminance(sky: np.ndarray) -> np.ndarray:
+    """(3, H, W) R, G, B sky in field units -> (H, W) mean of the bands clipped to [0, 1]
+    (the 8-bit range of the real field)."""
+    return np.clip(np.asarray(sky, np.float64).mean(axis=0), 0.0, 1.0)
+
+
+def tile_features(lum: np.ndarray) -> np.ndarray:
+    """(TILE, TILE) luminance -> (TILE/2 + HIST_BINS,) feature vector (see module docstring)."""
+    _, p = power_spectrum_1d(lum)
+    hist, _ = np.histogram(lum, bins=HIST_BINS, range=(0.0, 1.0), density=True)
+    return np.concatenate([np.log10(p + 1e-12), np.log10(hist + 1e-3)])
+
+
+def tiles_of(lum: np.ndarray, *, tile: int = TILE) -> list[np.ndarray]:
+    """Non-overlapping ``tile`` squares of a (H, W) image, row-major."""
+    h, w = lum.shape
+    return [lum[y : y + tile, x : x + tile] for y in range(0, h - tile + 1, tile) for x in range(0, w - tile + 1, tile)]
+
+
+def image_features(sky: np.ndarray, *, tile: int = TILE) -> np.ndarray:
+    """(n_tiles, n_features) of a (3, H, W) sky."""
+    return np.stack([tile_features(t) for t in tiles_of(luminance(sky), tile=tile)])
+
+
+def real_hdf_tiles(n: int, *, seed: int = 0, tile: int = TILE, columns: tuple[int, int] | None = None) -> np.ndarray:
+    """(n, tile, tile) luminance tiles of the deep field at random offsets and symmetries.
+
+    ``columns`` = (x0, x1) restricts the tiles to that band of field columns (e.g. to keep a
+    held-out part of the field for testing the scorer)."""
+    from galaxy_core.data.hdf import hdf_field
+
+    lum = luminance(np.moveaxis(hdf_field().astype(np.float64) / 255.0, -1, 0))
+    if columns is not None:
+        lum = lum[:, columns[0] : columns[1]]
+    rng = np.random.default_rng(seed)
+    h, w = lum.shape
+    out = np.empty((n, tile, tile))
+    for i in range(n):
+        y, x, k = rng.integers(0, h - tile + 1), rng.integers(0, w - tile + 1), rng.integers(0, 8)
+        t = np.rot90(lum[y : y + tile, x : x + tile], k % 4)
+        out[i] = t[:, ::-1] if k >= 4 else t
+    return out
+
+
+def fit_classifier(x_real: np.ndarray, x_fake: np.ndarray):
+    """HistGradientBoostingClassifier (settings :data:`CLASSIFIER`) with real = 1, fake = 0."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from threadpoolctl import threadpool_limits
+
+    x = np.concatenate([x_real, x_fake])
+    y = np.concatenate([np.ones(len(x_real)), np.zeros(len(x_fake))]).astype(np.int64)
+    with threadpool_limits(1):  # OpenMP on a busy machine is many times slower than one thread
+        return HistGradientBoostingClassifier(**CLASSIFIER).fit(x, y)
+
+
+def classifier_test(x_real: np.ndarray, x_fake: np.ndarray, *, folds: int = 5, seed: int = 0) -> dict:
+    """Classifier two-sample test: stratified k-fold accuracy of real-vs-fake classification.
+
+    Returns
+    -------
+    dict
+        ``accuracy`` (mean over folds; 0.5 = indistinguishable), ``accuracy_std``, ``folds``,
+        ``n_real``, ``n_fake``.
+    """
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from threadpoolctl import threadpool_limits
+
+    x = np.concatenate([x_real, x_fake])
+    y = np.concatenate([np.ones(len(x_real)), np.zeros(len(x_fake))]).astype(np.int64)
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    with threadpool_limits(1):
+        acc = cross_val_score(HistGradientBoostingClassifier(**CLASSIFIER), x, y, cv=cv, scoring="accuracy")
+    return {"accuracy": float(acc.mean()), "accuracy_std": float(acc.std()), "folds": folds,
+            "n_real": int(len(x_real)), "n_fake": int(len(x_fake))}
+
+
+@dataclass
+class RealismScorer:
+    """A fitted real-vs-generated classifier on tile features.
+
+    Attributes
+    ----------
+    classifier : sklearn estimator
+    x_real, x_fake : ndarray
+        The training features (kept so the scorer can be saved without pickle).
+    meta : dict
+        Provenance: what the fake tiles were, tile size, version, cross-validated accuracy.
+    """
+
+    classifier: object
+    x_real: np.ndarray
+    x_fake: np.ndarray
+    meta: dict
+
+    def tile_scores(self, features: np.ndarray) -> np.ndarray:
+        """(n,) probability of being real, in [0, 1]."""
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1):
+            return self.classifier.predict_proba(np.atleast_2d(features))[:, 1]
+
+    def score(self, sky: np.ndarray) -> float:
+        """Realism score of a (3, H, W) sky (H, W >= the tile size): mean over its tiles."""
+        return float(self.tile_scores(image_features(sky, tile=self.meta.get("tile", TILE))).mean())
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``PATH.npz`` (features) and ``PATH.json`` (meta); no pickle."""
+        from galaxy_core.io.atomic import atomic_write_json
+
+        path = Path(path)
+        np.savez_compressed(path.with_suffix(".npz"), x_real=self.x_real, x_fake=self.x_fake)
+        atomic_write_json(path.with_suffix(".json"), {"kind": "realism", "version": SCORER_VERSION,
+                                                       "classifier": CLASSIFIER, **self.meta})
+        return path.with_suffix(".json")
+
+
+def train_scorer(x_real: np.ndarray, x_fake: np.ndarray, *, meta: dict | None = None) -> RealismScorer:
+    """Fit a :class:`RealismScorer` on real and fake tile features."""
+    return RealismScorer(fit_classifier(x_real, x_fake), x_real, x_fake, dict(meta or {}))
+
+
+def load_scorer(path: str | Path | None = None) -> RealismScorer:
+    """Refit the saved scorer from its features (default: the shipped ``realism_hdf``).
+
+    Raises
+    ------
+    CheckpointError
+        Missing files or a different format version (rebuild it with
+        ``galaxygan sky realism-fit``).
+    """
+    from galaxy_core.errors import CheckpointError
+    from galaxy_core.paths import checkpoints_dir
+
+    path = Path(path) if path else checkpoints_dir() / "realism_hdf.json"
+    jpath, npath = path.with_suffix(".json"), path.with_suffix(".npz")
+    if not jpath.exists() or not npath.exists():
+        raise CheckpointError(f"{jpath}: realism scorer missing (needs .json and .npz); "
+                              "build it with `galaxygan sky realism-fit`")
+    meta = json.loads(jpath.read_text())
+    if meta.get("version") != SCORER_VERSION:
+        raise CheckpointError(f"{jpath}: scorer version {meta.get('version')!r}, expected {SCORER_VERSION!r}; "
+                              "rebuild it with `galaxygan sky realism-fit`")
+    with np.load(npath) as z:
+        x_real, x_fake = z["x_real"], z["x_fake"]
+    return train_scorer(x_real, x_fake, meta=meta)

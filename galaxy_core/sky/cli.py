@@ -1,0 +1,229 @@
+"""``galaxygan sky ...``: grids, compose, mosaic, detect, realism-fit, experiments.
+
+Added to the main parser by :func:`_add_sky_commands`; every command calls the public
+functions of :mod:`galaxy_core.sky` and :mod:`galaxy_core.metrics.realism`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _cmd_grids(args) -> int:
+    from galaxy_core.sky.grids import (GridOptions, catalogue_from_image, prepare_catalogue_grids,
+                                       prepare_hdf_grids, read_catalogue)
+
+    opts = GridOptions(grid=args.grid, cell_px=args.cell_px, classes=not args.occupancy, thresholds=args.thresholds,
+                       count=args.count, seed=args.seed)
+    if args.catalogue or args.image:
+        if not args.out:
+            from galaxy_core.errors import GalaxyGanError
+
+            raise GalaxyGanError("sky grids: --out FOLDER is needed with --catalogue or --image")
+        if args.catalogue:
+            sources, what = read_catalogue(args.catalogue), f"catalogue {args.catalogue}"
+        else:
+            from galaxy_core.io.fits import is_fits_path, read_fits_image
+
+            if is_fits_path(args.image):
+                img = read_fits_image(args.image).data.sum(axis=0)
+            else:
+                from PIL import Image
+
+                img = np.asarray(Image.open(args.image).convert("L"), float) / 255.0
+            sources, what = catalogue_from_image(img), f"image {args.image}"
+        ds = prepare_catalogue_grids(sources, args.out, opts, source=what)
+    else:
+        ds = prepare_hdf_grids(opts, rebuild=args.rebuild)
+    m = ds.manifest
+    print(f"{m['name']}: {len(ds)} grids of {opts.grid} x {opts.grid} cells ({opts.cell_px} px), "
+          f"{m['num_classes']} classes, {m['mean_occupied']:.1f} galaxies per grid; thresholds "
+          f"{m['size_thresholds_area']} pix2")
+    print(f"  folder: {ds.root}")
+    return 0
+
+
+def _print_sky(sky, cfg, written) -> None:
+    print(f"sky {sky.image.shape[2]} x {sky.image.shape[1]} px, {len(sky.truth)} galaxies, seed {cfg.seed}")
+    for p in written:
+        print(f"  {p}")
+
+
+def _cmd_compose(args) -> int:
+    from galaxy_core.sky.mosaic import write_sky
+    from galaxy_core.sky.pipeline import compose, load_sky_config
+
+    cfg = load_sky_config(args.config, {"height": args.size, "width": args.size, "seed": args.seed, "out": args.out,
+                                        "positions": args.positions, "galaxies": args.galaxies})
+    t0 = time.perf_counter()
+    sky = compose(cfg, progress=not args.quiet)
+    t_compose = time.perf_counter() - t0
+    written = write_sky(sky, cfg.out)
+    _print_sky(sky, cfg, written)
+    report = {"compose_s": round(t_compose, 2), "n_galaxies": len(sky.truth)}
+    if cfg.detect:
+        from galaxy_core.sky.detect import detection_report
+
+        report.update(detection_report(sky.image, sky.truth, radius=cfg.radius).summary())
+    if cfg.realism:
+        from galaxy_core.metrics.realism import load_scorer
+
+        report["realism"] = load_scorer().score(sky.image)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _cmd_mosaic(args) -> int:
+    from galaxy_core.models.pretrained import load_pretrained
+    from galaxy_core.sky.mosaic import compose_mosaic, write_sky
+
+    model = load_pretrained(args.checkpoint)
+    sky = compose_mosaic(model, height=args.height or args.size, width=args.width or args.size, density=args.density,
+                         seed=args.seed, memmap=args.memmap, progress=not args.quiet)
+    written = write_sky(sky, args.out, png=not args.no_png)
+    print(f"mosaic {sky.image.shape[2]} x {sky.image.shape[1]} px, {len(sky.truth)} galaxies")
+    for p in written:
+        print(f"  {p}")
+    return 0
+
+
+def _cmd_detect(args) -> int:
+    from astropy.io import fits
+    from astropy.table import Table
+
+    from galaxy_core.sky.detect import detection_report
+
+    with fits.open(args.fits) as hdul:
+        image = np.asarray(hdul[0].data, float)
+        truth = Table(hdul["TRUTH"].data)
+    print(json.dumps(detection_report(image, truth, radius=args.radius, nsigma=args.nsigma).summary(), indent=2))
+    return 0
+
+
+def _cmd_realism_fit(args) -> int:
+    from galaxy_core.sky.experiments import fit_default_scorer
+
+    t0 = time.perf_counter()
+    scorer = fit_default_scorer(n_real=args.n_real, n_skies=args.n_skies, seed=args.seed)
+    path = scorer.save(args.out)
+    c = scorer.meta["c2st"]
+    print(f"{path}: classifier test accuracy {c['accuracy']:.3f} +- {c['accuracy_std']:.3f} "
+          f"({c['n_real']} real vs {c['n_fake']} baseline tiles, {c['folds']}-fold), {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+def _cmd_experiments(args) -> int:
+    from galaxy_core.metrics.realism import load_scorer
+    from galaxy_core.sky.experiments import realism_table, three_experiments
+    from galaxy_core.sky.pipeline import load_model
+
+    scorer = load_scorer(args.scorer)
+    models = {}
+    for name, pos, gal in (("unconditional", args.positions_uncond, args.galaxies_uncond),
+                           ("conditional", args.positions_cond, args.galaxies_cond)):
+        if pos and gal:
+            models[name] = (load_model(pos), load_model(gal))
+    for item in args.also or []:
+        name, _, pair = item.partition("=")
+        pos, _, gal = pair.partition(",")
+        if not (name and pos and gal):
+            from galaxy_core.errors import GalaxyGanError
+
+            raise GalaxyGanError(f"sky experiments --also {item!r}: expected NAME=POSITIONS.json,GALAXIES.json")
+        models[name] = (load_model(pos), load_model(gal))
+    t0 = time.perf_counter()
+    out = {"table": realism_table(scorer, models=models, n=args.n, size=args.size, progress=not args.quiet)}
+    if "conditional" in models:
+        gal = load_model(args.experiment_galaxies) if args.experiment_galaxies else models["conditional"][1]
+        out["experiments"] = three_experiments(scorer, positions=models["conditional"][0], galaxies=gal,
+                                               n=args.n_exp, size=args.size)
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    print(f"{'set':<16}{'realism mean':>14}{'std':>8}{'n':>6}{'C2ST acc':>10}")
+    for name, r in out["table"].items():
+        acc = "" if r["c2st_accuracy"] is None else f"{r['c2st_accuracy']:.3f}"
+        print(f"{name:<16}{r['mean']:>14.3f}{r['std']:>8.3f}{r['n']:>6}{acc:>10}")
+    for name, r in out.get("experiments", {}).items():
+        if isinstance(r, dict):
+            print(f"{name:<30}{r['mean']:.3f} +- {r['std']:.3f} (n={r['n']})")
+    if args.out:
+        from galaxy_core.io.atomic import atomic_write_json
+
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(args.out, out)
+        print(f"written: {args.out}")
+    return 0
+
+
+def _add_sky_commands(sub) -> None:
+    """Add the ``sky`` command group to the ``galaxygan`` sub-parsers."""
+    sky = sub.add_parser("sky", help="two-stage sparse skies: grids, compose, mosaic, detect, realism")
+    ss = sky.add_subparsers(dest="sky_command", required=True)
+
+    g = ss.add_parser("grids", help="build a grid dataset for the position model")
+    g.add_argument("--occupancy", action="store_true", help="2 classes (empty/galaxy) instead of 4 size classes")
+    g.add_argument("--catalogue", help="CSV or FITS table with x, y and size (or area) columns")
+    g.add_argument("--image", help="an image (PNG/JPG/FITS) to segment into a catalogue")
+    g.add_argument("--out", help="output folder (required with --catalogue or --image)")
+    g.add_argument("--grid", type=int, default=32)
+    g.add_argument("--cell-px", type=int, default=16)
+    g.add_argument("--count", type=int, default=4096)
+    g.add_argument("--thresholds", choices=["terciles", "heuristic"], default="terciles")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--rebuild", action="store_true")
+    g.set_defaults(func=_cmd_grids)
+
+    c = ss.add_parser("compose", help="compose a sky from a position model and a galaxy model (or a baseline)")
+    c.add_argument("--config", help="TOML file with a [sky] table (default: configs/sky_default.toml values)")
+    c.add_argument("--size", type=int, help="square sky side in pixels (overrides height and width)")
+    c.add_argument("--seed", type=int)
+    c.add_argument("--positions", help="position checkpoint, random, baseline1 or baseline2")
+    c.add_argument("--galaxies", help="galaxy checkpoint or stamps")
+    c.add_argument("--out", help="output stem (writes .png, .fits, .csv)")
+    c.add_argument("--quiet", action="store_true")
+    c.set_defaults(func=_cmd_compose)
+
+    m = ss.add_parser("mosaic", help="wide mosaic from any single-galaxy checkpoint")
+    m.add_argument("checkpoint")
+    m.add_argument("--size", type=int, default=2000)
+    m.add_argument("--height", type=int)
+    m.add_argument("--width", type=int)
+    m.add_argument("--density", type=float, default=4.9e-4, help="galaxies per pixel")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--memmap", help=".npy file to hold the sky (for the largest mosaics)")
+    m.add_argument("--no-png", action="store_true")
+    m.add_argument("--out", required=True)
+    m.add_argument("--quiet", action="store_true")
+    m.set_defaults(func=_cmd_mosaic)
+
+    d = ss.add_parser("detect", help="detect galaxies in a composed FITS sky; completeness and purity")
+    d.add_argument("fits")
+    d.add_argument("--radius", type=float, default=5.0)
+    d.add_argument("--nsigma", type=float, default=2.0)
+    d.set_defaults(func=_cmd_detect)
+
+    r = ss.add_parser("realism-fit", help="fit the power-spectrum realism scorer (real hdf vs baselines)")
+    r.add_argument("--out", default="checkpoints/realism_hdf")
+    r.add_argument("--n-real", type=int, default=1600)
+    r.add_argument("--n-skies", type=int, default=50)
+    r.add_argument("--seed", type=int, default=0)
+    r.set_defaults(func=_cmd_realism_fit)
+
+    e = ss.add_parser("experiments", help="realism table (real, baselines, models) and the paper's three experiments")
+    e.add_argument("--n", type=int, default=100, help="images per row of the table")
+    e.add_argument("--n-exp", type=int, default=50, help="images per experiment")
+    e.add_argument("--size", type=int, default=256)
+    e.add_argument("--scorer", help="scorer JSON (default: checkpoints/realism_hdf.json)")
+    e.add_argument("--positions-uncond", default="checkpoints/positions_hdf_uncond.json")
+    e.add_argument("--galaxies-uncond", default="checkpoints/began_hdf32.json")
+    e.add_argument("--positions-cond", default="checkpoints/positions_hdf_cond.json")
+    e.add_argument("--galaxies-cond", default="checkpoints/began_cond_hdf32.json")
+    e.add_argument("--experiment-galaxies", help="galaxy checkpoint for the three experiments (default: --galaxies-cond)")
+    e.add_argument("--also", action="append", metavar="NAME=POSITIONS,GALAXIES",
+                   help="another row of the table (repeatable)")
+    e.add_argument("--out", help="write the results as JSON")
+    e.add_argument("--quiet", action="store_true")
+    e.set_defaults(func=_cmd_experiments)

@@ -1,0 +1,130 @@
+"""Run a galaxy detector over a composed sky and score it against the truth table.
+
+Detection follows the ``hdf`` recipe (:mod:`galaxy_core.data.hdf`; SExtractor, Bertin &
+Arnouts 1996, as implemented in photutils): background and rms from
+:class:`photutils.background.Background2D`, Gaussian smoothing, :func:`detect_sources` at
+``nsigma`` rms, :func:`deblend_sources`, centroids from :class:`SourceCatalog`. Matching is
+one-to-one, nearest first, within ``radius`` pixels; completeness is the fraction of truth
+galaxies matched, purity the fraction of detections matched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def detect(image: np.ndarray, *, nsigma: float = 2.0, n_pixels: int = 10, deblend: bool = True,
+           box_size: int = 50) -> dict[str, np.ndarray]:
+    """Detect sources in a 2-D image.
+
+    Parameters
+    ----------
+    image : array (H, W), float
+        One band or the band sum of a sky.
+    nsigma : float
+        Threshold in background rms (after smoothing with a 2 px FWHM Gaussian).
+    n_pixels : int
+        Minimum connected pixels of a source.
+    deblend : bool
+        Split blended sources (32 levels, contrast 0.005).
+    box_size : int
+        Background box side (pix); reduced for small images.
+
+    Returns
+    -------
+    dict
+        ``x``, ``y`` centroids (pix), ``area`` (pix2), ``flux`` (background-subtracted segment
+        sum), ``segm`` (H, W) int label image (0 = sky). Empty arrays when nothing is found.
+    """
+    from astropy.convolution import convolve
+    from photutils.background import Background2D, MedianBackground
+    from photutils.segmentation import SourceCatalog, deblend_sources, detect_sources, make_2dgaussian_kernel
+
+    img = np.asarray(image, np.float64)
+    box = max(8, min(box_size, min(img.shape) // 4))
+    bkg = Background2D(img, box, filter_size=3, bkg_estimator=MedianBackground())
+    data = img - bkg.background
+    conv = convolve(data, make_2dgaussian_kernel(2.0, size=5))
+    segm = detect_sources(conv, nsigma * bkg.background_rms, n_pixels)
+    empty = {k: np.zeros(0) for k in ("x", "y", "area", "flux")}
+    if segm is None:
+        return empty | {"segm": np.zeros(img.shape, np.int32)}
+    if deblend:
+        segm = deblend_sources(conv, segm, n_pixels, n_levels=32, contrast=0.005, progress_bar=False)
+    cat = SourceCatalog(data, segm, convolved_data=conv)
+    return {"x": np.asarray(cat.x_centroid, float), "y": np.asarray(cat.y_centroid, float),
+            "area": np.asarray(cat.area.value, float), "flux": np.asarray(cat.segment_flux, float),
+            "segm": np.asarray(segm.data, np.int32)}
+
+
+def match(truth_xy: np.ndarray, det_xy: np.ndarray, *, radius: float) -> np.ndarray:
+    """One-to-one nearest matching: index of the detection matched to each truth (-1 if none).
+
+    Pairs within ``radius`` are taken in order of distance, each truth and detection at most once.
+    """
+    from scipy.spatial import cKDTree
+
+    out = np.full(len(truth_xy), -1, np.int64)
+    if len(truth_xy) == 0 or len(det_xy) == 0:
+        return out
+    pairs = cKDTree(truth_xy).sparse_distance_matrix(cKDTree(det_xy), radius, output_type="ndarray")
+    used = np.zeros(len(det_xy), bool)
+    for i, j, _ in sorted(pairs.tolist(), key=lambda r: r[2]):
+        i, j = int(i), int(j)
+        if out[i] < 0 and not used[j]:
+            out[i], used[j] = j, True
+    return out
+
+
+@dataclass
+class DetectionReport:
+    """Detections on a sky with completeness and purity against its truth table.
+
+    Attributes
+    ----------
+    detections : dict
+        Output of :func:`detect`.
+    matched : ndarray (n_truth,), int
+        Detection index per truth galaxy (-1 = missed).
+    completeness : float
+        Matched fraction of the truth galaxies.
+    completeness_bright : float
+        Same for the galaxies with ``flux >= bright_flux``.
+    purity : float
+        Matched fraction of the detections.
+    radius, bright_flux : float
+    """
+
+    detections: dict
+    matched: np.ndarray
+    completeness: float
+    completeness_bright: float
+    purity: float
+    radius: float
+    bright_flux: float
+
+    def summary(self) -> dict:
+        return {"n_detected": int(len(self.detections["x"])), "n_truth": int(len(self.matched)),
+                "completeness": self.completeness, "completeness_bright": self.completeness_bright,
+                "purity": self.purity, "radius_px": self.radius, "bright_flux": self.bright_flux}
+
+
+def detection_report(image: np.ndarray, truth, *, radius: float = 5.0, bright_flux: float | None = None,
+                     nsigma: float = 2.0) -> DetectionReport:
+    """Detect on the band sum of a sky (3, H, W) and match to ``truth`` (x, y, flux).
+
+    ``bright_flux`` defaults to the median truth flux.
+    """
+    det = detect(np.asarray(image).sum(axis=0), nsigma=nsigma)
+    txy = np.column_stack([np.asarray(truth["x"]), np.asarray(truth["y"])]) if len(truth) else np.zeros((0, 2))
+    dxy = np.column_stack([det["x"], det["y"]])
+    m = match(txy, dxy, radius=radius)
+    flux = np.asarray(truth["flux"]) if len(truth) else np.zeros(0)
+    bright = float(np.median(flux)) if bright_flux is None and len(flux) else float(bright_flux or 0.0)
+    sel = flux >= bright
+    frac = lambda a: float(a.mean()) if a.size else float("nan")  # noqa: E731
+    purity = float(len(set(m[m >= 0].tolist())) / len(dxy)) if len(dxy) else float("nan")
+    return DetectionReport(detections=det, matched=m, completeness=frac(m >= 0), completeness_bright=frac(m[sel] >= 0),
+                           purity=purity, radius=radius, bright_flux=bright)

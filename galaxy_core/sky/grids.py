@@ -1,0 +1,372 @@
+"""Coarse sky grids: a class per cell (0 empty, 1..3 small/medium/large galaxy).
+
+Stage one of the two-stage sparse-sky model (ETH Zurich: "Generative models for sparse
+cosmological images", a position GAN on a coarse grid followed by a patch GAN per occupied
+cell). A sky of ``H x W`` pixels is divided into ``G x G`` cells of ``cell_px`` pixels; a cell
+holds the class of the largest galaxy whose centre falls in it.
+
+Size classes
+------------
+``terciles`` (default, data-driven): the 1/3 and 2/3 quantiles of the catalogue's sizes split
+small / medium / large evenly. ``heuristic``: fixed area thresholds
+:data:`HEURISTIC_AREA` (pix2), a fixed-cut option in the spirit of the paper's hand-set
+thresholds (the paper's exact values are for its own simulated images and are not reused).
+
+Datasets
+--------
+:func:`prepare_hdf_grids` cuts random ``G * cell_px`` square tiles (random offset, one of the
+eight flips/quarter turns) out of the built-in Hubble deep field catalogue
+(:func:`galaxy_core.data.hdf.hdf_catalog`) and grids them; :func:`prepare_catalogue_grids`
+does the same for a user catalogue (CSV or FITS table with ``x``, ``y`` and ``size`` or
+``area`` columns) or for sources segmented from an image (:func:`catalogue_from_image`).
+Both write a prepared dataset (:mod:`galaxy_core.data.prepared`) of (N, 1, G, G) uint8 class
+ids with ``num_classes`` in the manifest, the data kind ``grid`` of the training engine.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from galaxy_core.data.prepared import PreparedDataset, cache_key, open_prepared, write_prepared
+from galaxy_core.errors import DataError
+
+GRID_VERSION = "skygrid/1"
+CLASS_NAMES = ("empty", "small", "medium", "large")
+HEURISTIC_AREA = (80.0, 300.0)  # pix2: small < 80 <= medium < 300 <= large
+MIN_AREA = 50  # pix2, the hdf stamp cut: smaller segments are mostly noise peaks and knots
+
+
+# --------------------------------------------------------------------------- classes
+
+
+def size_thresholds(sizes: np.ndarray, *, method: str = "terciles") -> tuple[float, float]:
+    """Two size thresholds splitting galaxies into small / medium / large.
+
+    Parameters
+    ----------
+    sizes : array (n,), float
+        Segment areas (pix2) of the galaxies.
+    method : {"terciles", "heuristic"}
+        Data-driven terciles, or the fixed :data:`HEURISTIC_AREA`.
+
+    Returns
+    -------
+    (lo, hi) : float
+        small if ``size < lo``, medium if ``size < hi``, else large.
+    """
+    if method == "heuristic":
+        return HEURISTIC_AREA
+    if method != "terciles":
+        raise DataError(f"size thresholds: method must be 'terciles' or 'heuristic', got {method!r}")
+    sizes = np.asarray(sizes, float)
+    if sizes.size < 3:
+        raise DataError(f"size thresholds: terciles need at least 3 galaxies, got {sizes.size}")
+    lo, hi = np.percentile(sizes, [100 / 3, 200 / 3])
+    return float(lo), float(hi)
+
+
+def size_class(sizes: np.ndarray, thresholds: tuple[float, float]) -> np.ndarray:
+    """(n,) int64 class 1 (small), 2 (medium) or 3 (large) of each size."""
+    sizes = np.asarray(sizes, float)
+    lo, hi = thresholds
+    return np.where(sizes < lo, 1, np.where(sizes < hi, 2, 3)).astype(np.int64)
+
+
+# --------------------------------------------------------------------------- grid <-> catalogue
+
+
+def catalogue_to_grid(x: np.ndarray, y: np.ndarray, cls: np.ndarray, *, grid: int, cell_px: float) -> np.ndarray:
+    """Grid of a catalogue: the largest class whose centre lies in each cell.
+
+    Parameters
+    ----------
+    x, y : array (n,), float
+        Galaxy centres (pix, 0-based, pixel centres at integers) in a sky whose pixel
+        ``(x, y)`` is ``sky[y, x]``; sources outside ``[-0.5, grid * cell_px - 0.5)`` are
+        dropped.
+    cls : array (n,), int
+        Class 1..K-1 of each galaxy (1 everywhere for an occupancy grid).
+    grid : int
+        Cells per side G.
+    cell_px : float
+        Cell side in pixels.
+
+    Returns
+    -------
+    ndarray (G, G), uint8
+        ``out[i, j]`` is the class of row ``i`` (y), column ``j`` (x); 0 where empty.
+    """
+    x, y, cls = np.asarray(x, float), np.asarray(y, float), np.asarray(cls, np.int64)
+    j = np.floor((x + 0.5) / cell_px).astype(np.int64)
+    i = np.floor((y + 0.5) / cell_px).astype(np.int64)
+    inside = (i >= 0) & (i < grid) & (j >= 0) & (j < grid)
+    out = np.zeros((grid, grid), np.uint8)
+    np.maximum.at(out, (i[inside], j[inside]), cls[inside].astype(np.uint8))
+    return out
+
+
+def grid_to_catalogue(cells: np.ndarray, *, cell_px: float, jitter: float = 0.0,
+                      rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
+    """Positions of the galaxies a grid asks for: cell centres plus uniform jitter.
+
+    Parameters
+    ----------
+    cells : array (G, G), int
+        Class per cell (0 empty).
+    cell_px : float
+        Cell side in pixels.
+    jitter : float
+        Maximum offset from the cell centre as a fraction of the cell side, in [0, 0.5]
+        (0.5 spreads positions over the whole cell).
+    rng : numpy Generator, optional
+        Needed when ``jitter > 0``.
+
+    Returns
+    -------
+    dict
+        ``x``, ``y`` (n,) float64 pixel positions, ``cls`` (n,) int64, ``row``, ``col`` (n,)
+        the cell, in row-major cell order.
+    """
+    cells = np.asarray(cells)
+    if not 0 <= jitter <= 0.5:
+        raise ValueError(f"jitter must be in [0, 0.5] of a cell, got {jitter}")
+    row, col = np.nonzero(cells)
+    x = (col + 0.5) * cell_px - 0.5
+    y = (row + 0.5) * cell_px - 0.5
+    if jitter > 0:
+        if rng is None:
+            raise ValueError("grid_to_catalogue: jitter > 0 needs an rng")
+        x = x + rng.uniform(-jitter, jitter, len(x)) * cell_px
+        y = y + rng.uniform(-jitter, jitter, len(y)) * cell_px
+    return {"x": x, "y": y, "cls": cells[row, col].astype(np.int64), "row": row, "col": col}
+
+
+def dihedral_xy(x: np.ndarray, y: np.ndarray, k: int, side: float) -> tuple[np.ndarray, np.ndarray]:
+    """Apply element ``k`` (0..7) of the square's symmetry group to positions in a square
+    tile of ``side`` pixels: ``k % 4`` quarter turns, then a left-right flip if ``k >= 4``."""
+    c = (side - 1) / 2
+    u, v = x - c, y - c
+    for _ in range(k % 4):
+        u, v = v, -u
+    if k >= 4:
+        u = -u
+    return u + c, v + c
+
+
+# --------------------------------------------------------------------------- catalogues
+
+
+@dataclass(frozen=True)
+class GridOptions:
+    """Settings of a grid dataset (stored in its manifest).
+
+    Parameters
+    ----------
+    grid : int
+        Cells per side G (the position model's resolution; 32 in the paper).
+    cell_px : int
+        Cell side in sky pixels; a tile is ``grid * cell_px`` pixels square.
+    classes : bool
+        True: classes 1..3 by size (4 classes with empty); False: occupancy only (2 classes).
+    thresholds : str
+        ``"terciles"`` or ``"heuristic"`` (see module docstring).
+    min_area : float
+        Sources with a smaller segment area (pix2) are left out.
+    count : int
+        Number of tiles.
+    seed : int
+        Seed of tile offsets and symmetries.
+    """
+
+    grid: int = 32
+    cell_px: int = 16
+    classes: bool = True
+    thresholds: str = "terciles"
+    min_area: float = MIN_AREA
+    count: int = 4096
+    seed: int = 0
+
+    @property
+    def num_classes(self) -> int:
+        return 4 if self.classes else 2
+
+    @property
+    def tile_px(self) -> int:
+        return self.grid * self.cell_px
+
+
+def hdf_sources(*, min_area: float = MIN_AREA) -> dict[str, np.ndarray]:
+    """Galaxy positions and areas of the built-in deep field (stars and their spikes removed).
+
+    Returns
+    -------
+    dict
+        ``x``, ``y`` (pix, field frame), ``area`` (pix2) of every detection that is not a star,
+        a diffraction-spike fragment or below ``min_area``; plus ``shape`` (H, W) of the field.
+    """
+    from galaxy_core.data.hdf import hdf_catalog, hdf_field
+
+    cat = hdf_catalog()
+    keep = ~np.isin(np.asarray(cat["reject"]), ["star", "near_star"]) & (np.asarray(cat["area"]) >= min_area)
+    return {"x": np.asarray(cat["x"])[keep], "y": np.asarray(cat["y"])[keep],
+            "area": np.asarray(cat["area"], float)[keep], "shape": hdf_field().shape[:2]}
+
+
+def read_catalogue(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read a user catalogue: a CSV or FITS table with ``x``, ``y`` (pix) and ``size`` or
+    ``area`` (pix2) columns.
+
+    Raises
+    ------
+    DataError
+        Unreadable file or missing columns (names the file and the columns it has).
+    """
+    from astropy.table import Table
+
+    path = Path(path)
+    try:
+        t = Table.read(path, format="csv") if path.suffix.lower() == ".csv" else Table.read(path)
+    except Exception as e:  # astropy raises many types for unreadable tables
+        raise DataError(f"{path}: cannot read the catalogue ({e}); give a CSV or FITS table") from e
+    size = "size" if "size" in t.colnames else "area" if "area" in t.colnames else None
+    if "x" not in t.colnames or "y" not in t.colnames or size is None:
+        raise DataError(f"{path}: a catalogue needs columns x, y and size (or area); it has {', '.join(t.colnames)}")
+    x, y = np.asarray(t["x"], float), np.asarray(t["y"], float)
+    return {"x": x, "y": y, "area": np.asarray(t[size], float),
+            "shape": (int(np.ceil(y.max())) + 1, int(np.ceil(x.max())) + 1)}
+
+
+def catalogue_from_image(image: np.ndarray, *, nsigma: float = 2.0, n_pixels: int = 10) -> dict[str, np.ndarray]:
+    """Segment an image (photutils, the recipe of :mod:`galaxy_core.data.hdf`) into a catalogue.
+
+    Parameters
+    ----------
+    image : array (H, W) or (H, W, C), float or uint8
+        The sky; colour images are averaged over channels.
+
+    Returns
+    -------
+    dict
+        ``x``, ``y`` centroids (pix), ``area`` (pix2), ``shape``.
+    """
+    from galaxy_core.sky.detect import detect
+
+    img = np.asarray(image, float)
+    if img.ndim == 3:
+        img = img.mean(axis=-1)
+    cat = detect(img, nsigma=nsigma, n_pixels=n_pixels)
+    return {"x": cat["x"], "y": cat["y"], "area": cat["area"], "shape": img.shape}
+
+
+def tile_grids(sources: dict[str, np.ndarray], opts: GridOptions) -> tuple[np.ndarray, dict]:
+    """Grids of ``opts.count`` random tiles of a catalogue.
+
+    Each tile is a ``tile_px`` square at a uniformly random offset inside the field, turned by
+    a random element of the square's symmetry group; the galaxies inside are gridded.
+
+    Returns
+    -------
+    grids : ndarray (count, 1, G, G), uint8
+    info : dict
+        ``thresholds`` (lo, hi) and ``mean_occupied`` (galaxies per grid).
+    """
+    h, w = sources["shape"]
+    side = opts.tile_px
+    if side > min(h, w):
+        raise DataError(f"grid tiles of {side} px (grid {opts.grid} x cell_px {opts.cell_px}) do not fit in a "
+                        f"{w} x {h} field; lower grid or cell_px")
+    thr = size_thresholds(sources["area"], method=opts.thresholds)
+    cls = size_class(sources["area"], thr) if opts.classes else np.ones(len(sources["x"]), np.int64)
+    rng = np.random.default_rng(opts.seed)
+    out = np.empty((opts.count, 1, opts.grid, opts.grid), np.uint8)
+    for n in range(opts.count):
+        x0, y0 = rng.integers(0, w - side + 1), rng.integers(0, h - side + 1)
+        k = int(rng.integers(0, 8))
+        x, y = sources["x"] - x0, sources["y"] - y0
+        inside = (x >= -0.5) & (x < side - 0.5) & (y >= -0.5) & (y < side - 0.5)
+        tx, ty = dihedral_xy(x[inside], y[inside], k, side)
+        out[n, 0] = catalogue_to_grid(tx, ty, cls[inside], grid=opts.grid, cell_px=opts.cell_px)
+    return out, {"thresholds": list(thr), "mean_occupied": float((out > 0).sum() / opts.count)}
+
+
+def _write_grids(root: Path, grids: np.ndarray, opts: GridOptions, info: dict, *, name: str, source: str,
+                 key: str) -> PreparedDataset:
+    manifest = {
+        "name": name,
+        "key": key,
+        "source": source,
+        "channels": ["class"],
+        "kind": "grid",
+        "num_classes": opts.num_classes,
+        "class_names": list(CLASS_NAMES[: opts.num_classes]) if opts.classes else ["empty", "galaxy"],
+        "grid": asdict(opts) | {"version": GRID_VERSION},
+        "cell_px": opts.cell_px,
+        "preprocess": {"grid": opts.grid, "cell_px": opts.cell_px, "classes": opts.classes,
+                       "thresholds": opts.thresholds, "min_area": opts.min_area},
+        "size_thresholds_area": info["thresholds"],
+        "mean_occupied": info["mean_occupied"],
+        "stretch": None,
+    }
+    return write_prepared(root, grids, manifest)
+
+
+def prepare_hdf_grids(opts: GridOptions = GridOptions(), *, rebuild: bool = False) -> PreparedDataset:
+    """Grid dataset of random tiles of the built-in ``hdf`` deep-field catalogue (cached).
+
+    Returns
+    -------
+    PreparedDataset
+        images (count, 1, G, G) uint8 class ids; manifest ``num_classes``, ``cell_px``,
+        ``size_thresholds_area``; stored under ``cache_dir()/prepared/hdfgrid-<key>``.
+    """
+    from galaxy_core.paths import cache_dir
+
+    key = cache_key({"source": "hdf", "opts": asdict(opts), "version": GRID_VERSION})
+    root = cache_dir() / "prepared" / f"hdfgrid-{key}"
+    if not rebuild and (root / "manifest.json").exists():
+        return open_prepared(root)
+    grids, info = tile_grids(hdf_sources(min_area=opts.min_area), opts)
+    name = "hdf_grid_classes" if opts.classes else "hdf_grid"
+    return _write_grids(root, grids, opts, info, name=name, source="builtin:hdf catalogue tiles", key=key)
+
+
+def prepare_catalogue_grids(sources: dict[str, np.ndarray], out: str | os.PathLike, opts: GridOptions, *,
+                            source: str) -> PreparedDataset:
+    """Grid dataset of random tiles of a user catalogue (:func:`read_catalogue` or
+    :func:`catalogue_from_image`), written to the folder ``out``."""
+    grids, info = tile_grids(sources, opts)
+    key = cache_key({"source": source, "opts": asdict(opts), "version": GRID_VERSION})
+    return _write_grids(Path(out), grids, opts, info, name=Path(out).name, source=source, key=key)
+
+
+def sample_cells(probs: np.ndarray, *, mode: str = "argmax", rng: np.random.Generator | None = None) -> np.ndarray:
+    """Discrete grids from a position model's one-hot-like output.
+
+    Parameters
+    ----------
+    probs : array (n, K, G, G), float
+        Output of the position generator in [-1, 1] (``2 p - 1`` of class probabilities p).
+    mode : {"argmax", "sample"}
+        Most likely class per cell, or a class drawn from p per cell.
+    rng : numpy Generator
+        Needed for ``"sample"``.
+
+    Returns
+    -------
+    ndarray (n, G, G), int64
+    """
+    p = (np.asarray(probs, float) + 1) / 2
+    if mode == "argmax":
+        return p.argmax(axis=1).astype(np.int64)
+    if mode != "sample":
+        raise ValueError(f"sample_cells: mode must be 'argmax' or 'sample', got {mode!r}")
+    if rng is None:
+        raise ValueError("sample_cells: mode 'sample' needs an rng")
+    p = p / p.sum(axis=1, keepdims=True)
+    c = np.cumsum(p, axis=1)  # (n, K, G, G)
+    u = rng.random((p.shape[0], 1) + p.shape[2:])
+    return np.minimum((u > c).sum(axis=1), p.shape[1] - 1).astype(np.int64)

@@ -1,0 +1,116 @@
+"""One implementation of "compose a sky from a description", shared by the CLI and the app.
+
+A sky description (:class:`SkyConfig`, the ``[sky]`` table of ``configs/sky_*.toml``) names a
+position source and a galaxy source:
+
+=============  =====================================================================
+positions      a position checkpoint (``.json``), ``"random"`` (independent cells),
+               ``"baseline1"`` or ``"baseline2"`` (the whole sky from a baseline;
+               ``galaxies`` is then ignored)
+galaxies       a single-galaxy checkpoint (``.json``) or ``"stamps"`` (real hdf stamps)
+=============  =====================================================================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from galaxy_core.errors import ConfigError
+from galaxy_core.sky.compose import ModelGalaxies, ModelPositions, RandomPositions, Sky, StampGalaxies, compose_sky
+
+BASELINES = ("baseline1", "baseline2")
+
+
+@dataclass
+class SkyConfig:
+    height: int = 1000               # sky size in pixels
+    width: int = 1000
+    seed: int = 0
+    positions: str = "checkpoints/positions_hdf_cond.json"  # checkpoint, "random", "baseline1", "baseline2"
+    galaxies: str = "checkpoints/dcgan_hdf32.json"           # checkpoint or "stamps" (the shipped BEGANs are too faint yet)
+    position_mode: str = "sample"    # "sample" (draw each cell's class) or "argmax"
+    class_mix: list = field(default_factory=lambda: [1.0, 1.0, 1.0])  # small/medium/large weights (occupancy models, random)
+    occupancy: float = 0.11          # "random": probability that a cell holds a galaxy
+    cell_px: int = 16                # cell side in pixels (the shipped grids use 16)
+    jitter: float = 0.35             # sub-cell jitter, fraction of a cell in [0, 0.5]
+    detect: bool = True              # run the detector and report completeness / purity
+    radius: float = 5.0              # matching radius (pix)
+    realism: bool = True             # realism score with the shipped scorer
+    out: str = "sky"                 # output stem: OUT.png, OUT.fits, OUT.csv
+
+    def __post_init__(self):
+        if not (0 < self.height <= 8000 and 0 < self.width <= 8000):
+            raise ConfigError(f"sky.height/width must be 1..8000, got {self.height} x {self.width}")
+        if not 0 <= self.jitter <= 0.5:
+            raise ConfigError(f"sky.jitter must be in [0, 0.5], got {self.jitter}")
+        if self.position_mode not in ("sample", "argmax"):
+            raise ConfigError(f"sky.position_mode must be 'sample' or 'argmax', got {self.position_mode!r}")
+        if len(self.class_mix) != 3 or min(self.class_mix) < 0 or sum(self.class_mix) <= 0:
+            raise ConfigError(f"sky.class_mix must be 3 non-negative weights, got {self.class_mix}")
+
+
+def load_sky_config(path: str | Path | None, overrides: dict | None = None) -> SkyConfig:
+    """Read the ``[sky]`` table of a TOML file (every key optional), then apply ``overrides``."""
+    values: dict = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise ConfigError(f"{path}: cannot read the sky config ({e})") from e
+        values = dict(data.get("sky", {}))
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    known = {f.name for f in dataclasses.fields(SkyConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{path or 'sky config'}: unknown key(s) {', '.join(unknown)} in [sky]; known: {', '.join(sorted(known))}")
+    return SkyConfig(**values)
+
+
+def _resolve(path: str) -> Path:
+    from galaxy_core.paths import REPO_ROOT
+
+    p = Path(path).expanduser()
+    return p if p.is_absolute() or p.exists() else REPO_ROOT / p
+
+
+@functools.lru_cache(maxsize=8)
+def load_model(path: str):
+    """A checkpoint loaded once per process (sampling networks in eval mode)."""
+    from galaxy_core.models.pretrained import load_pretrained
+
+    return load_pretrained(_resolve(path))
+
+
+def position_source(cfg: SkyConfig):
+    if cfg.positions == "random":
+        return RandomPositions(p=cfg.occupancy, class_mix=tuple(cfg.class_mix))
+    model = load_model(cfg.positions)
+    if model.family.data_kind != "grid":
+        raise ConfigError(f"sky.positions: {cfg.positions} is a {model.family.name} model, not a position model")
+    occupancy_only = model.model_cfg.num_classes == 2
+    return ModelPositions(model, mode=cfg.position_mode, class_mix=tuple(cfg.class_mix) if occupancy_only else None)
+
+
+def galaxy_source(cfg: SkyConfig):
+    if cfg.galaxies == "stamps":
+        return StampGalaxies()
+    model = load_model(cfg.galaxies)
+    if model.family.data_kind == "grid" or len(model.channels) != 3:
+        raise ConfigError(f"sky.galaxies: {cfg.galaxies} is not a 3-band single-galaxy model")
+    return ModelGalaxies(model)
+
+
+def compose(cfg: SkyConfig, *, progress: bool = False) -> Sky:
+    """The sky a :class:`SkyConfig` describes (deterministic for ``cfg.seed``)."""
+    if cfg.positions in BASELINES:
+        from galaxy_core.sky.baselines import baseline_geometric, baseline_uniform
+
+        fn = baseline_uniform if cfg.positions == "baseline1" else baseline_geometric
+        return fn(height=cfg.height, width=cfg.width, seed=cfg.seed)
+    return compose_sky(height=cfg.height, width=cfg.width, positions=position_source(cfg), galaxies=galaxy_source(cfg),
+                       cell_px=cfg.cell_px, jitter=cfg.jitter, seed=cfg.seed, progress=progress)

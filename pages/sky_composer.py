@@ -1,0 +1,153 @@
+"""Sky Composer: a sparse sky from a position model and a galaxy model (or a baseline), with
+the truth table, a detection overlay, completeness / purity and the power-spectrum realism score."""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from galaxy_core.io.checkpoint import read_meta
+from galaxy_core.models.pretrained import list_checkpoints
+from galaxy_core.paths import checkpoints_dir
+from galaxy_core.sky.pipeline import BASELINES, SkyConfig, compose
+from studio_ui import nav, widgets
+
+nav.ensure_app()  # first request for this URL on a fresh server: run the app entry instead
+
+CLASS_NAMES = {0: "galaxy", 1: "small", 2: "medium", 3: "large"}
+
+
+@st.cache_data(show_spinner=False)
+def _choices() -> tuple[list[str], list[str]]:
+    """(position checkpoints, 3-band galaxy checkpoints) among the shipped ones."""
+    pos, gal = [], []
+    for p in list_checkpoints(checkpoints_dir()):
+        meta = read_meta(p)
+        kind = meta.get("data", {}).get("kind")
+        if kind == "grid":
+            pos.append(str(p))
+        elif len(meta.get("data", {}).get("channels", [])) == 3:
+            gal.append(str(p))
+    return pos, gal
+
+
+def config_ui() -> SkyConfig:
+    pos, gal = _choices()
+    c1, c2 = st.columns(2)
+    positions = c1.selectbox("Positions", pos + ["random"] + list(BASELINES), key="sky_positions",
+                             format_func=lambda p: Path(p).stem if p.endswith(".json") else p,
+                             help="A position GAN (grid of cells), independent random cells, or a whole-sky baseline.")
+    galaxies = c2.selectbox("Galaxies", gal + ["stamps"], key="sky_galaxies",
+                            format_func=lambda p: Path(p).stem if p.endswith(".json") else f"{p} (real hdf stamps)",
+                            disabled=positions in BASELINES)
+    c1, c2, c3 = st.columns(3)
+    size = c1.select_slider("Sky size (px)", [256, 512, 768, 1000, 1500, 2000], value=512, key="sky_size")
+    seed = widgets.seed_ui("Seed", key="sky_seed")
+    jitter = c3.slider("Sub-cell jitter", 0.0, 0.5, 0.35, 0.05, key="sky_jitter")
+    with st.expander("Class mix (occupancy models and random cells)"):
+        m1, m2, m3 = st.columns(3)
+        mix = [m1.slider("small", 0.0, 1.0, 1.0, key="sky_mix_s"), m2.slider("medium", 0.0, 1.0, 1.0, key="sky_mix_m"),
+               m3.slider("large", 0.0, 1.0, 1.0, key="sky_mix_l")]
+        occupancy = st.slider("Random cells: occupancy", 0.01, 0.5, 0.11, key="sky_occ")
+    if sum(mix) <= 0:
+        mix = [1.0, 1.0, 1.0]
+    return SkyConfig(height=size, width=size, seed=seed, positions=positions, galaxies=galaxies, jitter=jitter,
+                     class_mix=mix, occupancy=occupancy)
+
+
+@st.cache_data(show_spinner="Composing the sky…", max_entries=8)
+def _compose(cfg_items: tuple):
+    cfg = SkyConfig(**dict((k, list(v) if isinstance(v, tuple) else v) for k, v in cfg_items))
+    sky = compose(cfg)
+    return sky.image, sky.truth, sky.background_sum, sky.meta
+
+
+@st.cache_data(show_spinner="Detecting galaxies…", max_entries=8)
+def _detect(cfg_items: tuple, radius: float) -> dict:
+    from galaxy_core.sky.detect import detection_report
+
+    image, truth, _, _ = _compose(cfg_items)
+    rep = detection_report(image, truth, radius=radius)
+    return {"summary": rep.summary(), "x": rep.detections["x"], "y": rep.detections["y"]}
+
+
+@st.cache_resource(show_spinner="Fitting the realism scorer…")
+def _scorer():
+    from galaxy_core.metrics.realism import load_scorer
+
+    return load_scorer()
+
+
+def figure(image: np.ndarray, truth, det: dict | None):
+    import plotly.graph_objects as go
+
+    from galaxy_core.sky.mosaic import sky_to_rgb8
+
+    fig = go.Figure(go.Image(z=sky_to_rgb8(image), hovertemplate="x %{x}, y %{y}<extra></extra>"))
+    if len(truth):
+        names = [CLASS_NAMES.get(int(c), str(c)) for c in truth["cls"]]
+        fig.add_trace(go.Scatter(x=np.asarray(truth["x"]), y=np.asarray(truth["y"]), mode="markers", name="placed",
+                                 marker=dict(symbol="circle-open", size=9, color="#4da3ff"),
+                                 customdata=np.column_stack([names, np.round(np.asarray(truth["flux"]), 2)]),
+                                 hovertemplate="placed %{customdata[0]}<br>flux %{customdata[1]}"
+                                               "<br>x %{x:.1f}, y %{y:.1f}<extra></extra>"))
+    if det is not None:
+        fig.add_trace(go.Scatter(x=det["x"], y=det["y"], mode="markers", name="detected",
+                                 marker=dict(symbol="x-thin-open", size=8, color="#ff5a5a", line=dict(width=1.5)),
+                                 hovertemplate="detected<br>x %{x:.1f}, y %{y:.1f}<extra></extra>"))
+    side = image.shape[-1]
+    fig.update_layout(height=min(800, max(450, side)), margin=dict(l=0, r=0, t=0, b=0),
+                      legend=dict(orientation="h", y=1.02), xaxis=dict(visible=False), yaxis=dict(visible=False))
+    return fig
+
+
+def downloads_ui(image, truth, background_sum, meta, seed: int) -> None:
+    from galaxy_core.sky.compose import Sky
+    from galaxy_core.sky.mosaic import write_sky
+
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = write_sky(Sky(image=image, truth=truth, background_sum=background_sum, meta=meta), Path(tmp) / "sky")
+        data = {p.suffix: p.read_bytes() for p in paths}
+    widgets.download_row([
+        ("PNG", data[".png"], f"sky_seed{seed}.png", "image/png"),
+        ("FITS + truth table", data[".fits"], f"sky_seed{seed}.fits", "application/fits"),
+        ("Truth CSV", data[".csv"], f"sky_seed{seed}.csv", "text/csv"),
+    ], key="sky_dl")
+
+
+def main() -> None:
+    widgets.page_header("Sky Composer", "Two-stage sparse skies: a position GAN decides which cells of a 32 × 32 "
+                        "grid hold a galaxy (and its size class); a BEGAN draws each galaxy, whose flux is added "
+                        "onto a background with the deep field's noise. Display: field units, linear, clipped.")
+    cfg = config_ui()
+    items = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in cfg.__dict__.items()))
+    with widgets.error_boundary("Composing the sky"):
+        image, truth, background_sum, meta = _compose(items)
+        c1, c2 = st.columns([3, 1])
+        overlay = c2.toggle("Detection overlay", value=True, key="sky_overlay")
+        radius = c2.slider("Matching radius (px)", 1.0, 10.0, 5.0, 0.5, key="sky_radius")
+        det = _detect(items, radius) if overlay else None
+        c1.plotly_chart(figure(image, truth, det), use_container_width=True, key="sky_fig")
+        c2.metric("Galaxies placed", len(truth))
+        if det is not None:
+            s = det["summary"]
+            c2.metric("Completeness", f"{s['completeness']:.2f}", help=f"placed galaxies detected within {radius} px")
+            c2.metric("Completeness (bright half)", f"{s['completeness_bright']:.2f}")
+            c2.metric("Purity", f"{s['purity']:.2f}", help=f"{s['n_detected']} detections matched to a placed galaxy")
+        if min(image.shape[1:]) >= 128:
+            score = _scorer().score(image)
+            c2.metric("Realism score", f"{score:.2f}",
+                      help="Probability of 'real deep field' from the power-spectrum + intensity-histogram "
+                           "classifier (real hdf tiles vs baseline skies); mean over 128 px tiles.")
+        downloads_ui(image, truth, background_sum, meta, cfg.seed)
+        with st.expander("Truth table"):
+            buf = io.StringIO()
+            truth.write(buf, format="ascii.csv")
+            st.dataframe(truth.to_pandas() if hasattr(truth, "to_pandas") else buf.getvalue(), height=240)
+
+
+main()

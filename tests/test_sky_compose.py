@@ -1,0 +1,130 @@
+"""Sky composition: the galaxies the grid asks for, flux added exactly, baselines, detection, files."""
+
+import numpy as np
+import pytest
+
+from galaxy_core.sky.baselines import Baseline1, Baseline2, baseline_geometric, baseline_uniform
+from galaxy_core.sky.compose import (Background, FixedPositions, add_stamp, compose_sky, galaxy_flux)
+from galaxy_core.sky.detect import detection_report, match
+from galaxy_core.sky.mosaic import transform_stamp, write_sky
+
+QUIET = Background(level=(0.05, 0.05, 0.05), sigma=(0.01, 0.01, 0.01))
+
+
+def gaussian_galaxies(cls, rng, *, side=15):
+    """Round Gaussian flux stamps, peak 0.3 per band times the class."""
+    d = np.arange(side) - (side - 1) / 2
+    g = np.exp(-(d[:, None] ** 2 + d[None] ** 2) / (2 * 1.5**2)).astype(np.float32)
+    return np.stack([0.3 * c * np.stack([g, g, g]) for c in np.asarray(cls)]) if len(cls) else np.zeros((0, 3, side, side), np.float32)
+
+
+def test_add_stamp_clips_at_edges_and_returns_added_flux():
+    img = np.zeros((1, 4, 4), np.float32)
+    f = add_stamp(img, np.ones((1, 3, 3), np.float32), -1, 2)
+    assert f.tolist() == [4.0] and img.sum() == 4.0 and img[0, 2:, :2].sum() == 4.0
+
+
+def test_compose_places_exactly_the_grid_galaxies_and_adds_flux():
+    cells = np.zeros((8, 8), np.int64)
+    cells[1, 2], cells[5, 6], cells[7, 0] = 1, 3, 2
+    sky = compose_sky(height=200, width=300, positions=FixedPositions(cells), galaxies=gaussian_galaxies,
+                      cell_px=16, jitter=0.2, background=QUIET, seed=3)
+    # 128 px tiles, 2 rows x 3 columns, the last ones cropped. Cell centres (x, y) in a tile:
+    # (40, 24) class 1, (104, 88) class 3, (8, 120) class 2 (jitter <= 3.2 px). Row 0 tiles
+    # hold all three but the third tile (x from 256) only x = 296 and 264; row 1 tiles (y from
+    # 128) only y = 152. So 3 + 3 + 2 + 1 + 1 + 1 = 11 galaxies.
+    assert len(sky.truth) == 11
+    assert sorted(sky.truth["cls"].tolist()) == sorted([1, 3, 2, 1, 3, 2, 1, 2, 1, 1, 1])
+    empty = compose_sky(height=200, width=300, positions=FixedPositions(cells), galaxies=None, cell_px=16,
+                        background=QUIET, seed=3)
+    assert empty.background_sum == pytest.approx(sky.background_sum)
+    total = float(sky.image.sum(dtype=np.float64))
+    assert total == pytest.approx(sky.background_sum + float(np.sum(sky.truth["flux"])), rel=1e-6)
+    np.testing.assert_allclose(sky.image - empty.image, sky.image - empty.image)  # same background stream
+    # galaxy centres within the jittered cell around the grid's cell centre
+    tx = (np.asarray(sky.truth["x"]) % 128) // 16
+    ty = (np.asarray(sky.truth["y"]) % 128) // 16
+    assert set(zip(ty.astype(int).tolist(), tx.astype(int).tolist())) == {(1, 2), (5, 6), (7, 0)}
+    again = compose_sky(height=200, width=300, positions=FixedPositions(cells), galaxies=gaussian_galaxies,
+                        cell_px=16, jitter=0.2, background=QUIET, seed=3)
+    np.testing.assert_array_equal(again.image, sky.image)
+
+
+def test_galaxy_flux_keeps_the_central_source_only():
+    x = np.full((1, 3, 32, 32), -0.8, np.float32)  # background 0.1 in [0, 1]
+    x[0, :, 14:18, 14:18] = 0.6  # central galaxy: 0.8 above background, 16 pixels
+    x[0, :, 1:4, 1:4] = 0.6  # a neighbour in the corner
+    f = galaxy_flux(x)
+    assert f[0, 0, 14:18, 14:18].sum() == pytest.approx(16 * 0.7, rel=1e-5)
+    assert f[0, :, :8, :8].sum() == 0.0
+
+
+def test_baseline_statistics_match_declared_distributions():
+    p = Baseline1(density=2e-3)
+    sky = baseline_uniform(height=700, width=700, params=p, seed=0, background=QUIET)
+    t = sky.truth
+    n_exp = p.density * 700 * 700  # 980: Poisson sd 31
+    assert abs(len(t) - n_exp) < 4 * np.sqrt(n_exp)
+    assert np.mean(t["size"]) == pytest.approx(p.size_mean, abs=4 * p.size_std / np.sqrt(len(t)))
+    assert np.std(t["size"]) == pytest.approx(p.size_std, rel=0.1)
+    assert np.mean(t["peak"]) == pytest.approx(p.peak_mean, abs=4 * p.peak_std / np.sqrt(len(t)))
+    assert np.mean(t["x"]) == pytest.approx(349.5, abs=4 * 700 / np.sqrt(12 * len(t)))  # uniform positions
+    q = Baseline2(density_small=2e-3, density_large=1e-3)
+    t2 = baseline_geometric(height=700, width=700, params=q, seed=0, background=QUIET).truth
+    small, large = t2[t2["cls"] == 1], t2[t2["cls"] == 3]
+    assert np.mean(small["size"]) / q.scale_small == pytest.approx(1 / q.p_size_small, rel=0.08)
+    assert np.mean(large["size"]) / q.scale_large == pytest.approx(1 / q.p_size_large, rel=0.1)
+    assert np.mean(large["peak"]) / q.peak_unit == pytest.approx(1 / q.p_peak_large, rel=0.1)
+    assert float(sky.image.sum(dtype=np.float64)) == pytest.approx(sky.background_sum + float(np.sum(t["flux"])), rel=1e-6)
+
+
+def test_match_is_one_to_one_nearest_first():
+    m = match(np.array([[0.0, 0.0], [3.0, 0.0]]), np.array([[1.0, 0.0], [10.0, 10.0]]), radius=2.5)
+    assert m.tolist() == [0, -1]
+
+
+def test_detection_recovers_bright_placed_galaxies():
+    rng = np.random.default_rng(0)
+    cells = np.zeros((8, 8), np.int64)
+    cells[rng.random((8, 8)) < 0.15] = 3
+    sky = compose_sky(height=256, width=256, positions=FixedPositions(cells), galaxies=gaussian_galaxies,
+                      cell_px=16, jitter=0.2, background=QUIET, seed=0)
+    rep = detection_report(sky.image, sky.truth, radius=4.0)
+    assert len(sky.truth) > 20
+    assert rep.completeness_bright >= 0.9 and rep.purity >= 0.9
+
+
+def test_transform_keeps_flux_and_write_sky_round_trip(tmp_path):
+    st = gaussian_galaxies([1], None)[0]
+    out = transform_stamp(st, angle=33.0, scale=1.4)
+    np.testing.assert_allclose(out.sum(axis=(1, 2)), st.sum(axis=(1, 2)), rtol=1e-5)
+    from astropy.io import fits
+    from astropy.table import Table
+
+    cells = np.zeros((4, 4), np.int64)
+    cells[1, 1] = 2
+    sky = compose_sky(height=64, width=64, positions=FixedPositions(cells), galaxies=gaussian_galaxies,
+                      cell_px=16, background=QUIET, seed=1)
+    paths = write_sky(sky, tmp_path / "s")
+    assert [p.suffix for p in paths] == [".png", ".fits", ".csv"]
+    with fits.open(tmp_path / "s.fits") as h:
+        np.testing.assert_array_equal(h[0].data, sky.image)
+        truth = Table(h["TRUTH"].data)
+    assert len(truth) == 1 and truth["flux"][0] == pytest.approx(sky.truth["flux"][0])
+    assert Table.read(tmp_path / "s.csv")["cls"][0] == 2
+
+
+def test_mosaic_from_a_shipped_galaxy_model_adds_flux_and_is_deterministic():
+    from galaxy_core.models.pretrained import load_pretrained
+    from galaxy_core.paths import checkpoints_dir
+    from galaxy_core.sky.mosaic import compose_mosaic
+
+    model = load_pretrained(checkpoints_dir() / "dcgan_hdf32.json")
+    sky = compose_mosaic(model, height=300, width=200, density=1e-3, seed=4, background=QUIET, progress=False)
+    assert abs(len(sky.truth) - 60) < 4 * np.sqrt(60)  # Poisson(1e-3 * 300 * 200)
+    total = float(sky.image.sum(dtype=np.float64))
+    assert total == pytest.approx(sky.background_sum + float(np.sum(sky.truth["flux"])), rel=1e-6)
+    again = compose_mosaic(model, height=300, width=200, density=1e-3, seed=4, background=QUIET, progress=False)
+    np.testing.assert_array_equal(again.image, sky.image)
+    with pytest.raises(ValueError, match="8000"):
+        compose_mosaic(model, height=8001, width=10, progress=False)

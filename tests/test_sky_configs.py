@@ -1,0 +1,45 @@
+"""The sky family configs show every default (training tables and model fields) and load."""
+
+import dataclasses
+
+import pytest
+
+from galaxy_core.config import load_config
+from galaxy_core.models.registry import get_arch
+from galaxy_core.paths import configs_dir
+from galaxy_core.sky.pipeline import SkyConfig, load_sky_config
+
+NAMES = ["positions_hdf_uncond.toml", "positions_hdf_cond.toml", "began_hdf32.toml", "began_cond_hdf32.toml"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_training_configs_show_every_default(name):
+    path = configs_dir() / name
+    cfg = load_config(path)
+    text = path.read_text()
+    for section in ("data", "augment", "train", "log"):
+        for key in getattr(cfg, section).__dataclass_fields__:
+            if section == "data" and key in ("count", "seed") and not cfg.data.dataset.startswith("hdf_grid"):
+                continue
+            assert f"\n{key} = " in text, f"{name}: {section}.{key} not shown"
+    for f in dataclasses.fields(get_arch(cfg.arch).config_cls):
+        if f.name not in ("resolution", "num_bands") and not (cfg.arch == "positions" and f.name == "num_classes"):
+            assert f"\n{f.name} = " in text, f"{name}: model.{f.name} not shown"
+
+
+def test_sky_default_config_shows_every_key():
+    path = configs_dir() / "sky_default.toml"
+    cfg = load_sky_config(path)
+    text = path.read_text()
+    for f in dataclasses.fields(SkyConfig):
+        assert f"\n{f.name} = " in text, f"sky.{f.name} not shown"
+    assert cfg.height == cfg.width == 1000
+
+
+def test_sky_config_errors_name_the_key(tmp_path):
+    bad = tmp_path / "s.toml"
+    bad.write_text("[sky]\nheigth = 3\n")
+    with pytest.raises(Exception, match="heigth"):
+        load_sky_config(bad)
+    with pytest.raises(Exception, match="jitter"):
+        load_sky_config(None, {"jitter": 0.9})
