@@ -93,6 +93,8 @@ def _cmd_train(args) -> int:
     status = train(cfg, run_dir, resume=bool(args.resume), init_from=args.init, progress_fn=_progress,
                    abort_fn=lambda: stop["flag"], progress=not args.quiet, force_data=args.force_data)
     bar.close()
+    for warning in status.get("warnings", []):
+        print(f"galaxygan: warning: {warning}", file=sys.stderr)
     if status.get("init"):
         ini = status["init"]
         print(f"initialised from {ini['source']}: {ini['loaded']} tensors loaded; "

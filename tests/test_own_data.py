@@ -35,3 +35,21 @@ def test_prepare_then_train_with_data_folder_remembers_the_preprocessing(tmp_pat
     assert r.returncode == 0, r.stdout + r.stderr
     toml = (run_dir / "config.toml").read_text()
     assert "crop = 0.5" in toml and "resolution = 32" in toml
+
+
+def test_a_one_image_folder_trains_with_live_evaluation_turned_off_and_says_why(tmp_path):
+    folder = tmp_path / "one"
+    folder.mkdir()
+    yy, xx = np.mgrid[:64, :64]
+    blob = (np.exp(-((xx - 32) ** 2 + (yy - 32) ** 2) / 50.0) * 255).astype(np.uint8)
+    Image.fromarray(np.stack([blob] * 3, -1)).save(folder / "only.png")
+    run_dir = tmp_path / "run"
+    r = _cli("train", "--data", str(folder), "--run-dir", str(run_dir), "--quiet",
+             "--set", "data.resolution=32", "--set", "train.steps=4", "--set", "train.batch_size=2",
+             "--set", "log.eval_every=2", "--set", "model.width=8", "--set", "log.grid_size=4",
+             "--set", "train.device=cpu")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "galaxygan: warning: live evaluation turned off" in r.stderr and "log.eval_every=0" in r.stderr
+    assert "Traceback" not in r.stderr
+    log = (run_dir / "log.txt").read_text()
+    assert "live evaluation turned off" in log

@@ -62,6 +62,8 @@ from galaxy_core.train.run import RunFolder, truncate_metrics
 ProgressFn = Callable[[int, int, dict], None]
 AbortFn = Callable[[], bool]
 
+MIN_LIVE_EVAL_IMAGES = 2    # a covariance needs two images
+FEW_LIVE_EVAL_IMAGES = 50   # below this, live FID/KID are mostly noise
 DIFF_KEYS = ("diff", "diff_p", "diff_policy", "ada_target", "ada_interval", "ada_kimg")
 
 
@@ -190,7 +192,15 @@ class Trainer:
         self.elapsed = 0.0
         self.amp = t.amp and self.device.type == "cuda"
         self.evaluator = None
-        if cfg.log.eval_every > 0 and self.dist.is_main:
+        self.notices: list[str] = []  # said in log.txt, status.json and by the CLI
+        if cfg.log.eval_every > 0 and len(self.data) < MIN_LIVE_EVAL_IMAGES:
+            self.notices.append(f"live evaluation turned off: {self.data.name} has {len(self.data)} image(s) and FID/KID "
+                                f"statistics need at least {MIN_LIVE_EVAL_IMAGES}; add images, or set log.eval_every=0 "
+                                "to silence this")
+        elif cfg.log.eval_every > 0 and len(self.data) < FEW_LIVE_EVAL_IMAGES:
+            self.notices.append(f"{self.data.name} has only {len(self.data)} images: live FID/KID against so few real "
+                                "images are noisy; compare runs on the same data only")
+        if cfg.log.eval_every > 0 and self.dist.is_main and len(self.data) >= MIN_LIVE_EVAL_IMAGES:
             from galaxy_core.train.live import make_live_evaluator
 
             self.evaluator = make_live_evaluator(self.data, n_samples=cfg.log.eval_samples, device=self.device,
@@ -513,6 +523,10 @@ def train(
             run.create()
             if resumed:
                 trainer.resume()  # now drop metrics past the checkpoint and log it
+            for notice in trainer.notices:
+                run.log(f"warning: {notice}")
+            if trainer.notices:
+                run.write_status("starting", warnings=trainer.notices)
             if trainer.init_report is not None:
                 run.log(trainer.init_report.summary())
                 run.write_status("starting", init=trainer.init_report.to_dict())
