@@ -171,3 +171,21 @@ def test_example_config_shows_every_model_field():
         if f.name not in ("resolution", "num_bands"):  # from the data
             assert f"\n{f.name} = " in text, f.name
     assert "\nlr_step_every = 80.0" in text and '\nlr_step_unit = "epoch"' in text and "\nlr_gamma = 0.5" in text
+
+
+def test_sampling_a_chained_checkpoint_writes_every_stage(tmp_path):
+    import json
+    from pathlib import Path
+
+    from PIL import Image
+
+    from galaxy_core.explore.sampling import save_samples
+    from galaxy_core.models.pretrained import load_pretrained
+
+    ckpt = Path(__file__).resolve().parents[1] / "checkpoints" / "stackgan_sim128.json"
+    save_samples(load_pretrained(ckpt), out_dir=tmp_path, n=4, seed=1)
+    rec = json.loads((tmp_path / "samples.json").read_text())
+    assert rec["stages"] == ["stage1", "stage2"]
+    g1, g2 = Image.open(tmp_path / "grid_stage1.png"), Image.open(tmp_path / "grid_stage2.png")
+    assert abs(g1.size[0] - g2.size[0]) <= 8  # stage I drawn at twice its size, like stage II at 128 px
+    assert Image.open(tmp_path / "sample_0000.png").size == (128, 128)  # single images are the final stage

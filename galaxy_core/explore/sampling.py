@@ -100,12 +100,18 @@ def save_samples(model: Pretrained, *, out_dir: Path, n: int, seed: int = 0,
         n = len(z)
     else:
         z = model.latents(seed, n).numpy()
-    x = model.generate(z)  # (n, C, H, W) in [-1, 1]
+    stages = model.generate_stages(z)  # {stage: (n, C, H, W) in [-1, 1]}, the final stage last
+    x = list(stages.values())[-1]
     rgb = to_rgb(x, model.channels)
     written = []
     grid = out_dir / "grid.png"
     save_png(grid, make_grid(rgb), scale=2 if model.resolution <= 32 else 1)
     written.append(grid)
+    if len(stages) > 1:  # a chained model: every stage's grid too, for side-by-side comparison
+        for name, xs in stages.items():
+            p = out_dir / f"grid_{name}.png"
+            save_png(p, make_grid(to_rgb(xs, model.channels)), scale=max(1, x.shape[-1] // xs.shape[-1]))
+            written.append(p)
     for i, im in enumerate(rgb):
         p = out_dir / f"sample_{i:04d}.png"
         save_png(p, im)
@@ -114,7 +120,7 @@ def save_samples(model: Pretrained, *, out_dir: Path, n: int, seed: int = 0,
     written.append(out_dir / "latents.npy")
     record = {**provenance(model, seed=None if latents_file else seed, latents_file=latents_file),
               "count": n, "display": display_note(model.channels, model.stretch),
-              "channels": model.channels}
+              "channels": model.channels, "stages": list(stages)}
     skipped = fits_skip_reason(model, requested=fits)
     if skipped is None:
         p = out_dir / "samples.fits"
