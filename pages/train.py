@@ -146,7 +146,8 @@ def model_ui(cfg: Config, k: str, init_meta: dict | None) -> dict:
     model["arch"] = arch
     # The form is built from the family's documented config fields; what the data decides
     # (resolution, bands) is not asked.
-    fields = [f for f in config_fields(get_arch(arch).config_cls) if f["name"] not in ("resolution", "num_bands")]
+    family = get_arch(arch)
+    fields = [f for f in config_fields(family.config_cls) if f["name"] not in family.data_fields]
     cols = st.columns(3)
     for i, f in enumerate(fields):
         model[f["name"]] = field_widget(cols[i % 3], f, model.get(f["name"], f["default"]), key=f"{k}_{arch}_{f['name']}")

@@ -33,8 +33,9 @@ def test_shipped_configs_load_and_show_every_default(name):
                 continue
             assert f"\n{key} = " in text, f"{name}: {section}.{key} not shown"
     # and every model field the data does not decide
-    for f in dataclasses.fields(get_arch(cfg.arch).config_cls):
-        if f.name not in ("resolution", "num_bands"):
+    family = get_arch(cfg.arch)
+    for f in dataclasses.fields(family.config_cls):
+        if f.name not in family.data_fields:
             assert f"\n{f.name} = " in text, f"{name}: model.{f.name} not shown"
 
 

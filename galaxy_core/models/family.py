@@ -152,6 +152,8 @@ class Family:
         ``"image"``, ``"pair"``, ``"label"`` or ``"grid"`` (see :mod:`galaxy_core.train.kinds`).
     description : str
         One line with the paper the family comes from.
+    data_fields : tuple of str
+        Config fields filled from the data by :meth:`resolve_config` (not asked in forms).
     """
 
     name: str = ""
@@ -161,6 +163,7 @@ class Family:
     sampler: str = "G"
     data_kind: str = "image"
     description: str = ""
+    data_fields: tuple[str, ...] = ("resolution", "num_bands")  # config fields the data decides
 
     # networks ---------------------------------------------------------------------------
     def build(self, cfg: Any) -> dict[str, nn.Module]:

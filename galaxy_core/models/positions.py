@@ -88,6 +88,8 @@ class PositionsFamily(Family):
     def build(self, cfg: PositionsConfig) -> dict[str, nn.Module]:
         return {"G": PositionGenerator(cfg), "D": PositionDiscriminator(cfg)}
 
+    data_fields = ("resolution", "num_classes")
+
     def resolve_config(self, values: dict, data) -> dict:
         values = dict(values)
         values["resolution"] = data.resolution
