@@ -145,6 +145,14 @@ def samples_ui(model: Pretrained) -> None:
     record = widgets.record_for(model, seed=seed, count=n, note="image i comes from latents(seed, n)[i]")
     grid = widgets.grid_png(rgb, record, scale=scale)
     widgets.show_image(grid, f"{n} samples from seed {seed}, shown ×{scale}. {widgets.stretch_note(model)}")
+    if model.refs:  # a chained model: every stage of the same latents, side by side
+        stages = state.render_stages(model, z)
+        cols = st.columns(len(stages))
+        for col, (stage, srgb) in zip(cols, stages.items()):
+            with col:
+                s_scale = max(1, scale * model.resolution // srgb.shape[1])
+                widgets.show_image(widgets.grid_png(srgb, record, scale=s_scale),
+                                   f"{stage}: {srgb.shape[1]} px, shown ×{s_scale}")
     name = f"{model.name}_seed{seed}"
     items = [
         ("Grid (PNG)", grid, f"{name}_grid.png", "image/png"),

@@ -90,6 +90,17 @@ def _render(path: str, mtime_ns: int, z: np.ndarray) -> np.ndarray:
     return to_rgb(model.generate(z), model.channels)
 
 
+@st.cache_data(max_entries=32, show_spinner=False)
+def _render_stages(path: str, mtime_ns: int, z: np.ndarray) -> dict[str, np.ndarray]:
+    model = _load(path, mtime_ns)
+    return {name: to_rgb(x, model.channels) for name, x in model.generate_stages(z).items()}
+
+
+def render_stages(model: Pretrained, z: np.ndarray) -> dict[str, np.ndarray]:
+    """Display RGB of every stage of a chained model: ``{stage: uint8 (n, H, W, 3)}``."""
+    return _render_stages(str(model.path), stamp(str(model.path)), np.ascontiguousarray(z, np.float32))
+
+
 def render(model: Pretrained, z: np.ndarray) -> np.ndarray:
     """Display RGB for latents ``z`` (n, z_dim): uint8 (n, H, W, 3), cached by value of ``z``."""
     return _render(str(model.path), stamp(str(model.path)), np.ascontiguousarray(z, np.float32))

@@ -469,3 +469,10 @@ def test_confine_keeps_paths_inside_the_workspace(tmp_path, monkeypatch):
 def test_shipped_checkpoints_are_listed():
     names = {p.stem for p in list_checkpoints(checkpoints_dir())}
     assert set(SHIPPED) <= names, f"missing shipped checkpoints: {set(SHIPPED) - names}"
+
+
+def test_home_shows_both_stages_of_a_chained_checkpoint(runs):
+    at = open_app(shipped_path("stackgan_sim128"))
+    captions = image_captions(at)
+    assert len(captions) == 3 and "16 samples" in captions[0]
+    assert captions[1].startswith("stage1: 64 px") and captions[2].startswith("stage2: 128 px")
