@@ -43,6 +43,9 @@ def stamp(path: str) -> int:
         return 0
 
 
+DEFAULT_CHECKPOINT = "dcgan_hdf32"  # what a first visit shows: the classroom preset's model
+
+
 def _is_grid_model(path) -> bool:
     from galaxy_core.io.checkpoint import read_meta
 
@@ -51,8 +54,9 @@ def _is_grid_model(path) -> bool:
 
 def find_checkpoints() -> list[CheckpointRef]:
     """Shipped checkpoints first (by name), then every run's ``best`` and ``last``."""
-    refs = [CheckpointRef(str(p), f"{p.stem} · shipped", True) for p in list_checkpoints(checkpoints_dir())
-            if not _is_grid_model(p)]  # position grids are picked on the Sky Composer page
+    shipped = sorted((p for p in list_checkpoints(checkpoints_dir()) if not _is_grid_model(p)),  # grids: Sky page
+                     key=lambda p: (p.stem != DEFAULT_CHECKPOINT, p.stem))  # the classroom model first
+    refs = [CheckpointRef(str(p), f"{p.stem} · shipped", True) for p in shipped]
     for p in list_checkpoints(runs_dir()):
         if p.parent.name == "checkpoints":
             refs.append(CheckpointRef(str(p), f"{p.parent.parent.name} · {p.stem}", False))

@@ -109,6 +109,7 @@ def test_sidebar_lists_shipped_and_run_checkpoints(runs):
     shown = at.selectbox(key="checkpoint").options  # the labels, shipped ones first
     shipped = [label for label in shown if label.endswith(" · shipped")]
     assert shown[: len(shipped)] == shipped  # shipped ones first
+    assert shown[0] == "dcgan_hdf32 · shipped"  # a first visit shows the classroom model
     assert [label for label in shipped if label.split(" · ")[0] in SHIPPED] == [f"{name} · shipped" for name in SHIPPED]
     assert not any(label.startswith("positions_") for label in shown)  # grids belong to the Sky Composer
     assert "demo · last" in shown

@@ -131,7 +131,7 @@ def test_unique_names_in_one_millisecond_differ_and_sort_by_time():
     names = [unique_run_name("dcgan_hdf32") for _ in range(500)]
     assert len(set(names)) == 500
     stem, date, clock, ms, suffix = names[0].rsplit("-", 4)
-    assert stem == "dcgan_hdf32" and len(date) == 8 and len(clock) == 6 and len(ms) == 3 and len(suffix) == 4
+    assert stem == "dcgan_hdf32" and len(date) == 8 and len(clock) == 6 and len(ms) == 3 and len(suffix) == 8
     assert unique_run_name("my run/../x").startswith("my-run-..-x-2")
     assert "/" not in unique_run_name("../../etc") and unique_run_name("///").startswith("run-")
 

@@ -107,8 +107,8 @@ class Encoder(nn.Module):
 def _one_hot(labels: torch.Tensor | None, k: int, like: torch.Tensor) -> torch.Tensor | None:
     if k == 0:
         return None
-    if labels is None:
-        raise ValueError("a conditional BEGAN needs labels (size class 0..k-1)")
+    if labels is None:  # no labels given (a caller that knows only z): cycle through the classes, as
+        labels = torch.arange(len(like), device=like.device) % k  # Pretrained.generate does by default
     return F.one_hot(labels.long(), k).to(like.dtype)
 
 

@@ -166,7 +166,7 @@ def unique_run_name(stem: str, *, root: str | os.PathLike | None = None) -> str:
     """A run name that no other run gets, even one started in the same millisecond.
 
     The name is ``STEM-YYYYmmdd-HHMMSS-mmm-XXXX``: the UTC start time to the millisecond and
-    four random hex digits, so names sort by start time. With ``root``, the folder
+    eight random hex digits, so names sort by start time. With ``root``, the folder
     ``root/NAME`` is also created with an exclusive ``mkdir`` (retrying with a new suffix on the
     unlikely collision), so two processes can never be handed the same folder.
 
@@ -197,7 +197,7 @@ def unique_run_name(stem: str, *, root: str | os.PathLike | None = None) -> str:
             raise GalaxyGanError(f"{root_path}: cannot create a run folder there ({e.strerror or e})") from e
     for _ in range(100):
         now = datetime.now(timezone.utc)
-        name = f"{clean}-{now:%Y%m%d-%H%M%S}-{now.microsecond // 1000:03d}-{secrets.token_hex(2)}"
+        name = f"{clean}-{now:%Y%m%d-%H%M%S}-{now.microsecond // 1000:03d}-{secrets.token_hex(4)}"
         if root_path is None:
             return name
         try:
