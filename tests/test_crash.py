@@ -51,9 +51,11 @@ def test_ten_random_kills_resume_cleanly(tmp_path):
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         start_step = _status(run_dir).get("step", 0) if not first else 0
         t0 = time.time()
-        while time.time() - t0 < 120 and proc.poll() is None:  # wait until it trains, then a random moment
+        while time.time() - t0 < 300 and proc.poll() is None:  # wait until it trains, then a random moment
             st = _status(run_dir)
-            if st.get("state") == "running" and st.get("pid") == proc.pid and st.get("step", 0) > start_step:
+            has_last = (run_dir / "checkpoints" / "last.json").exists()  # the first run: once it saved one
+            if st.get("state") == "running" and st.get("pid") == proc.pid and st.get("step", 0) > start_step \
+                    and has_last:
                 break
             time.sleep(0.05)
         time.sleep(rng.uniform(0.0, 1.5))
