@@ -237,6 +237,7 @@ def test_memorisation_page(server, page, output_dir):
     page.get_by_text("Closest samples first").wait_for(timeout=180_000)
     settle(page, 180_000)
     check_page(page, "Memorisation")
+    page.locator('[data-testid="stImage"] img').nth(7).wait_for(timeout=180_000)  # panels draw after the header
     assert page.locator('[data-testid="stImage"] img').count() >= 8
     screenshot(page, output_dir, "memorisation")
 
