@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from galaxy_core.models.dcgan import init_weights  # N(0, 0.02) convolutions, as in the paper's code
 from galaxy_core.models.family import Family, Objective, Phase
 from galaxy_core.models.losses import d_loss, g_loss
 
@@ -68,17 +69,6 @@ class FastGANConfig:
     def channels(self, side: int) -> int:
         """Feature channels at a side of ``side`` pixels (at least 8)."""
         return max(8, min(8 * self.width, self.width * 64 // side))
-
-
-def init_weights(module: nn.Module) -> None:
-    """Convolutions N(0, 0.02), batch-norm scales N(1, 0.02), biases 0 (as in the paper's code)."""
-    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
-        nn.init.normal_(module.weight, 0.0, 0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.BatchNorm2d):
-        nn.init.normal_(module.weight, 1.0, 0.02)
-        nn.init.zeros_(module.bias)
 
 
 # blocks --------------------------------------------------------------------------------------

@@ -241,9 +241,9 @@ class Trainer:
         """The networks generation uses: EMA copies where there are some."""
         return {k: self.ema.get(k, v) for k, v in self.nets.items()}
 
-    def resume(self, *, dry: bool = False) -> bool:
+    def resume(self) -> bool:
         """Load ``last`` (networks, EMA, optimisers, augmentation p, objective state, step).
-        With ``dry`` nothing is written; otherwise metrics past the checkpoint are dropped."""
+        Nothing is written: :meth:`record_resume` does that once the run may go ahead."""
         last = self.run.checkpoint("last")
         if not last.exists():
             return False
@@ -266,10 +266,13 @@ class Trainer:
         self.step = int(meta["training"]["step"])
         self.elapsed = float(meta["training"].get("wall_time_s", 0.0))
         self.best = meta.get("best")
-        if self.dist.is_main and not dry:
+        return True
+
+    def record_resume(self) -> None:
+        """Drop metrics records past the loaded checkpoint's step and log the resume (rank 0)."""
+        if self.dist.is_main:
             truncate_metrics(self.run.metrics_path, after_step=self.step)
             self.run.log(f"resumed from step {self.step}")
-        return True
 
     def tensors(self, *, with_optimizer: bool) -> tuple[dict, dict]:
         tensors: dict[str, torch.Tensor] = {}
@@ -514,7 +517,7 @@ def train(
         trainer = Trainer(cfg, run, init_from=init_from, progress=progress, dist=dist)
         if has_run:
             _check_same_data(trainer, force_data=force_data)
-        resumed = resume and trainer.resume(dry=True)
+        resumed = resume and trainer.resume()
         if resumed and trainer.step >= cfg.train.steps:
             dist.barrier()
             return run.read_status() or {"state": "finished", "step": trainer.step}  # nothing to do, nothing written
@@ -522,7 +525,7 @@ def train(
         if dist.is_main:
             run.create()
             if resumed:
-                trainer.resume()  # now drop metrics past the checkpoint and log it
+                trainer.record_resume()
             for notice in trainer.notices:
                 run.log(f"warning: {notice}")
             if trainer.notices:
@@ -667,6 +670,7 @@ def _roll_back(tr: Trainer, error: TrainingDiverged) -> bool:
         return False
     bad_step, scale = tr.step + 1, tr.lr_scale
     tr.resume()  # restores the checkpoint's own lr_scale; this rollback halves the current one
+    tr.record_resume()
     tr.rollbacks += 1
     tr.lr_scale = scale * 0.5
     message = (f"{error}; rolled back to step {tr.step} with learning rates x{tr.lr_scale:g} "
