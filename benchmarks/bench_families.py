@@ -28,7 +28,8 @@ from galaxy_core.train.loop import Trainer, _loop
 from galaxy_core.train.run import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
-PRESETS = ["configs/dcgan_hdf64.toml", "configs/fastgan_hdf64.toml", "configs/stackgan_sim128.toml"]
+PRESETS = ["configs/dcgan_hdf64.toml", "configs/fastgan_hdf64.toml", "configs/stackgan_sim128.toml",
+           "configs/began_hdf32.toml", "configs/positions_hdf_cond.toml"]
 
 
 def _first_output(out):
