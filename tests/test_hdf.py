@@ -145,6 +145,16 @@ def test_crop_keeps_the_centre():
     assert hdf._crop_resize(stamp, crop=0.75, resolution=32).shape == (32, 32, 3)
 
 
+@pytest.mark.parametrize("crop", [0.890625, 0.859375, 0.6, 1.0])  # the first two: margins 3.5 and 4.5 px, ties
+def test_crop_is_the_project_centre_crop(crop):
+    from galaxy_core.data.transforms import centre_crop
+
+    stamp = np.arange(64 * 64 * 3, dtype=np.uint8).reshape(64, 64, 3)
+    side = centre_crop(stamp.transpose(2, 0, 1), crop).shape[-1]
+    out = hdf._crop_resize(stamp, crop=crop, resolution=side)
+    assert np.array_equal(out, centre_crop(stamp.transpose(2, 0, 1), crop).transpose(1, 2, 0))
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [

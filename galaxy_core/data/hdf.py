@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from galaxy_core.data.transforms import centre_crop, centre_crop_box
 from galaxy_core.data.prepared import PreparedDataset, cache_key, open_prepared, write_prepared
 from galaxy_core.errors import DataError
 from galaxy_core.paths import cache_dir
@@ -413,24 +414,18 @@ def hdf_stamp_catalog(*, stamp: int = 64) -> Table:
     return _stamp_selection(stamp)[0]
 
 
-def _crop_margin(side: int, crop: float) -> int:
-    """Pixels removed from each edge to keep the central ``crop`` fraction of ``side``."""
-    return min(int(round(side * (1.0 - crop) / 2)), (side - 1) // 2)
-
-
 def _crop_resize(stamp_rgb: np.ndarray, *, crop: float, resolution: int) -> np.ndarray:
     """(S, S, 3) uint8 -> (resolution, resolution, 3) uint8: centre crop, then resize.
 
-    The crop keeps the central ``crop`` fraction of the side (rounded symmetrically, so the
-    centre does not move). Resizing uses bicubic interpolation with an antialiasing Gaussian
+    The crop is the project's one centre crop (:func:`galaxy_core.data.transforms.centre_crop`:
+    the central ``crop`` fraction of the side, the same margin on every edge, so the centre
+    does not move). Resizing uses bicubic interpolation with an antialiasing Gaussian
     when shrinking (:func:`skimage.transform.resize`, ``anti_aliasing=True``).
     """
     from skimage.transform import resize
     from skimage.util import img_as_float, img_as_ubyte
 
-    side = stamp_rgb.shape[0]
-    margin = _crop_margin(side, crop)
-    cut = stamp_rgb[margin : side - margin, margin : side - margin]
+    cut = np.moveaxis(centre_crop(np.moveaxis(stamp_rgb, -1, 0), crop), 0, -1)
     if cut.shape[0] == resolution:
         return np.ascontiguousarray(cut)
     cut = img_as_float(cut)
@@ -466,7 +461,7 @@ def _check_options(resolution, crop) -> None:
 
 
 def _resize_note(stamp: int, crop: float, resolution: int) -> str:
-    side = stamp - 2 * _crop_margin(stamp, crop)
+    side = centre_crop_box((stamp, stamp), crop)[2]
     if side == resolution:
         return f"none ({side} px native)"
     return f"{side} px -> {resolution} px, skimage.transform.resize(order=3, anti_aliasing=True)"
