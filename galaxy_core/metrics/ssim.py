@@ -163,7 +163,7 @@ def ssim_matrix(
         if r.shape[1:] != qx.shape[1:]:
             raise ValueError(f"references are {tuple(r.shape[1:])}, queries {tuple(qx.shape[1:])}: shapes must match")
         rs = local_statistics(r)
-        rows = max(1, 2**21 // max(1, query_chunk * len(r)))  # (rows, q, m) float32 blocks of ~8 MB
+        rows = max(1, 2**18 // max(1, query_chunk * len(r)))  # (rows, q, m) float32 blocks of ~1 MB, cache-sized
         for j, qs in enumerate(q_stats):
             q0 = j * query_chunk
             out[q0 : q0 + len(qs.mean), s : s + len(r)] = _block_ssim(qs, rs, c1=c1, c2=c2, rows=rows).numpy()
