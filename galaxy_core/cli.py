@@ -27,14 +27,24 @@ def _cmd_data_prepare(args) -> int:
     from galaxy_core.data import load_dataset
     from galaxy_core.data.sources import remember_preparation
 
+    path, held = args.path, None
+    if args.held_out_fraction is not None:
+        from galaxy_core.data.split import split_folder
+
+        rec = split_folder(args.path, fraction=args.held_out_fraction, out=args.split_dir, seed=args.split_seed)
+        path, held = rec["train_dir"], rec["held_out_dir"]
+        print(f"split {args.path} (seed {rec['seed']}): {len(rec['train'])} training and {len(rec['held_out'])} "
+              f"held-out galaxies\n  training: {path}\n  held out: {held}")
     t0 = time.perf_counter()
-    ds = load_dataset(args.path, resolution=args.resolution, crop=args.crop,
+    ds = load_dataset(path, resolution=args.resolution, crop=args.crop,
                       normalisation=args.normalisation, rebuild=args.rebuild, progress=True)
     _print_dataset(ds, time.perf_counter() - t0)
-    remember_preparation(args.path, resolution=args.resolution, crop=args.crop, normalisation=args.normalisation)
+    remember_preparation(path, resolution=args.resolution, crop=args.crop, normalisation=args.normalisation)
     preset = "dcgan_hdf32" if args.resolution <= 32 else "dcgan_hdf64"
-    print(f"next: galaxygan train configs/{preset}.toml --data {args.path}"
+    print(f"next: galaxygan train configs/{preset}.toml --data {path}"
           f"   (resolution {args.resolution}, crop {args.crop} remembered for this folder)")
+    if held is not None:
+        print(f"then: galaxygan evaluate RUN/checkpoints/best.json --held-out {held}")
     return 0
 
 
@@ -270,6 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--crop", type=float, default=1.0, help="centre-crop fraction before resizing")
     pr.add_argument("--normalisation", choices=["asinh", "minmax"], default="asinh")
     pr.add_argument("--rebuild", action="store_true")
+    pr.add_argument("--held-out-fraction", type=float, default=None, metavar="F",
+                    help="first set this fraction of the galaxies aside, never to be trained on (a deterministic "
+                         "split by file name and seed, written as two folders of links); the training part is prepared")
+    pr.add_argument("--split-seed", type=int, default=0, help="which held-out split (with --held-out-fraction)")
+    pr.add_argument("--split-dir", default=None,
+                    help="where the split folders go (default: PATH_split beside the folder)")
     pr.set_defaults(func=_cmd_data_prepare)
 
     t = sub.add_parser("train", help="train a model from a config file")
