@@ -29,6 +29,7 @@ W_PCA_SAMPLES = 10_000  # latents mapped to w for GANSpace (a fraction of a seco
 N_SLIDERS = 5        # directions with a slider
 WALK_STEPS = 7       # columns of the grid walk
 PROJ_KEY = "le_projection"   # session state: the last projection (its result, target and checkpoint)
+EDIT_KEY = "le_ganspace_ws"  # session state: the styles of the GANSpace image on screen
 USE_KEY = "le_use_projected"  # session state: the projected galaxy starts the interpolation
 RESIDUAL_SPAN = 0.5  # model-range residual shown black (-) to white (+)
 CHI2_WEIGHT = 0.002  # the chi^2 term's weight when switched on (chi^2 ~ 10 vs pixel MSE ~ 0.02)
@@ -280,7 +281,7 @@ def projection_result_ui(model: Pretrained, proj: dict) -> None:
     rgb = to_rgb(np.stack([target, recon]), model.channels)
     resid_rgb = widgets.residual_rgb(resid, span=RESIDUAL_SPAN)[None]
     scale = widgets.display_scale(model.resolution) * 2
-    record = widgets.record_for(model, target=proj["target_label"], space=proj["space"], **proj["settings"],
+    record = widgets.record_for(model, target=proj["target_label"], projection=proj["settings"],
                                 latent=np.asarray(proj["latent"]).tolist())
     pngs = [png_with_record(im, record, scale=scale) for im in (rgb[0], rgb[1], resid_rgb[0])]
     last = proj["losses"][-1]
@@ -467,6 +468,7 @@ def ganspace_ui(model: Pretrained) -> None:
     coeffs = sliders_ui(d, prefix="le_gs_pc", what="sampled w")
     ws0 = state.mapped_ws(model, state.seed_latents(model, seed, 1))[0]  # (num_ws, w_dim)
     ws = edit_ws(ws0, d, coeffs, mask=mask)
+    st.session_state[EDIT_KEY] = {"checkpoint_id": model.id, "seed": seed, "ws": ws}
     scale = widgets.display_scale(model.resolution)
     record = widgets.record_for(model, seed=seed, directions="GANSpace w PCA", layers=np.flatnonzero(mask).tolist(),
                                 coefficients_std=coeffs.tolist())

@@ -366,6 +366,61 @@ def test_latent_explorer_uploaded_latents_and_bad_input(runs):
     assert not at.exception and any("bad.npy" in e.value for e in at.error)
 
 
+def test_latent_explorer_projects_a_real_galaxy_and_starts_the_path_there(runs):
+    at = open_app(shipped_path("stylegan_sim64"), page="pages/latent_explorer.py")
+    assert {"le_pj_go", "le_gs_pc0"} <= {b.key for b in at.button} | {s.key for s in at.slider}
+    at.number_input(key="le_pj_index").set_value(3)
+    at.slider(key="le_pj_steps").set_value(5)
+    at.toggle(key="le_pj_chi2").set_value(True)
+    at.button(key="le_pj_go").click().run()
+    assert_clean(at)
+    captions = image_captions(at)
+    panel = [c for c in captions if c.startswith(("Target: sim #3", "Reconstruction in w", "Residual target"))]
+    assert len(panel) == 3, captions  # target, reconstruction and residual side by side
+    curve = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    curve = [c for c in curve if c["layout"]["title"]["text"] == "Projection loss"]
+    assert len(curve) == 1 and len(curve[0]["data"][0]["y"]) == 5  # one point per step
+    assert {"Pixel MSE (model range)", "Reduced χ² (flux units)"} <= set(labels(at.metric))
+    assert {"Latent w (.npy)", "Reconstruction (PNG)", "Fluxes (FITS)"} <= set(labels(at.get("download_button")))
+    at.button(key="le_pj_use").click().run()
+    assert_clean(at)
+    assert image_captions(at)[0].startswith("lerp in w through projected sim #3, seed 1, seed 2, seed 3")
+
+
+def test_latent_explorer_ganspace_acts_on_the_chosen_layers(runs):
+    from galaxy_core.explore import style
+    from galaxy_core.models.pretrained import load_pretrained
+
+    at = open_app(shipped_path("stylegan_hdf64_ft"), page="pages/latent_explorer.py")
+    single = [i for i, c in enumerate(image_captions(at)) if c.startswith("Seed 7 moved by the sliders")]
+    assert len(single) == 1 and "on coarse, middle, fine" in image_captions(at)[single[0]]
+    model = load_pretrained(shipped_path("stylegan_hdf64_ft"))
+    start = style.w_plus(style.mapping(model, model.latents(7, 1).numpy()), model.G.num_ws)[0]
+    np.testing.assert_array_equal(at.session_state["le_ganspace_ws"]["ws"], start)  # strength 0: the seed's styles
+    before = image_urls(at)
+    at.slider(key="le_gs_pc0").set_value(2.0)
+    at.multiselect(key="le_gs_ranges").set_value(["fine"]).run()
+    assert_clean(at)
+    assert "on fine" in image_captions(at)[single[0]]
+    assert image_urls(at)[single[0]] != before[single[0]] and image_urls(at)[:2] == before[:2]  # the strip stays
+    ws = at.session_state["le_ganspace_ws"]["ws"]
+    fine = style.layer_mask(model, "fine")
+    np.testing.assert_array_equal(ws[~fine], start[~fine])  # other layers: bit-identical styles
+    assert np.all(np.abs(ws[fine] - start[fine]).max(axis=1) > 0.1)
+    shown, plain = style.synthesize(model, np.stack([ws, start]))
+    assert np.abs(shown - plain).mean() > 1e-3  # ... and the image changes
+
+
+def test_latent_explorer_shows_both_stages_of_a_chain(runs):
+    at = open_app(shipped_path("stackgan_sim128"), page="pages/latent_explorer.py")
+    assert_clean(at)
+    captions = image_captions(at)
+    stage1 = [c for c in captions if c.startswith("stage1: 64 px")]
+    stage2 = [c for c in captions if c.startswith("stage2: 128 px")]
+    assert len(stage1) == 2 and len(stage2) == 2  # the strip and the moved image, at both stages
+    assert "Fluxes (FITS)" in labels(at.get("download_button"))
+
+
 # ------------------------------------------------------------------------------ evaluation
 
 
