@@ -209,6 +209,16 @@ def stage_images_ui(stages: dict[str, np.ndarray], record: dict, *, resolution: 
     return out
 
 
+def chain_note(model: Pretrained, data_name: str | None = None) -> None:
+    """For a chained model, one caption naming its stages and saying which one is measured."""
+    if not model.refs:
+        return
+    stages = " → ".join(f"{role} {ref.name} ({ref.resolution} px)" for role, ref in model.refs.items())
+    against = f" against {data_name} at {model.resolution} px" if data_name else ""
+    st.caption(f"Chained model: {stages} → {model.name} ({model.resolution} px). Everything measured here uses the "
+               f"final {model.resolution} px stage{against}; the earlier stage is shown beside it.")
+
+
 def fits_note(model: Pretrained) -> None:
     """One caption saying why there is no FITS download for ``model`` (nothing for band models)."""
     reason = fits_skip_reason(model)

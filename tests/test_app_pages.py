@@ -481,6 +481,39 @@ def test_evaluation_colour_magnitude_for_a_multiband_model(sim_checkpoint):
     assert "magnitude" in cmd["layout"]["xaxis"]["title"]["text"]
 
 
+@pytest.fixture
+def chain_checkpoint(runs) -> str:
+    """The shipped StackGAN stage II (chained on the shipped DCGAN stage I) with its card's training
+    data cut to a 128-galaxy sim set, so the 128 px reference is quick to prepare."""
+    tensors, meta = _copy_of("stackgan_sim128")
+    meta["config"]["data"]["count"] = 128
+    meta.pop("tensors_sha256", None)
+    return str(save_checkpoint(runs / "chain" / "checkpoints" / "last", tensors, meta))
+
+
+def test_evaluation_and_memorisation_of_a_chain_use_the_final_stage(chain_checkpoint):
+    at = open_app(chain_checkpoint, page="pages/evaluation.py")
+    assert any("Chained model: stage1 dcgan_sim64 (64 px)" in c.value for c in at.caption)
+    at.select_slider(key="ev_n").set_value(64).run()
+    at.button(key="ev_go").click().run()
+    assert_clean(at)
+    captions = image_captions(at)
+    assert captions[0].startswith("Real (first 16)") and captions[1].startswith("Generated (first 16)")
+    assert [c.split(" · ")[0] for c in captions[2:4]] == ["stage1: 64 px, shown ×2", "stage2: 128 px, shown ×1"]
+    extractor = at.selectbox(key="ev_extractor").value
+    assert f"fid_{extractor}_64v64" in labels(at.metric)  # 64 generated 128 px images vs 64 real ones
+    assert {"Generated inside the box", "Second real sample inside"} <= set(labels(at.metric))
+    at.switch_page("pages/memorisation.py").run()
+    at.select_slider(key="mem_n").set_value(16).run()
+    at.button(key="mem_go").click().run()
+    assert_clean(at)
+    assert "Flagged as suspects" in labels(at.metric)  # sim: a fresh simulation gives the verdict
+    captions = image_captions(at)
+    shown, k = at.select_slider(key="mem_show").value, at.number_input(key="mem_k").value
+    assert len(captions) == shown * (2 + k)  # stage I, the final sample and k neighbours per panel
+    assert captions[0].endswith("stage1: 64 px") and captions[1].startswith("generated #")
+
+
 # ---------------------------------------------------------------------------- memorisation
 
 
