@@ -234,7 +234,8 @@ def target_ui(model: Pretrained) -> tuple[np.ndarray, str] | None:
 def projection_settings_ui(model: Pretrained) -> dict:
     c1, c2, c3, c4 = st.columns([2, 2, 2, 3])
     steps = c1.slider("Steps", 5, 1000, 200, step=5, key="le_pj_steps",
-                      help="Adam steps; 200 take about half a minute for a 64 px model on a laptop CPU.")
+                      help="Adam steps, each a forward and backward pass of the generator (and of the encoder when the "
+                           "feature weight is above 0); the loss curve shows when more stop helping.")
     space = c2.radio("Into", ["w", "w+"], horizontal=True, key="le_pj_space",
                      help="w: one style vector for every layer (stays on the model's manifold); w+: one per layer "
                           "(Abdal et al. 2019), closer fits that edit less cleanly.")
