@@ -411,16 +411,6 @@ def test_latent_explorer_ganspace_acts_on_the_chosen_layers(runs):
     assert np.abs(shown - plain).mean() > 1e-3  # ... and the image changes
 
 
-def test_latent_explorer_shows_both_stages_of_a_chain(runs):
-    at = open_app(shipped_path("stackgan_sim128"), page="pages/latent_explorer.py")
-    assert_clean(at)
-    captions = image_captions(at)
-    stage1 = [c for c in captions if c.startswith("stage1: 64 px")]
-    stage2 = [c for c in captions if c.startswith("stage2: 128 px")]
-    assert len(stage1) == 2 and len(stage2) == 2  # the strip and the moved image, at both stages
-    assert "Fluxes (FITS)" in labels(at.get("download_button"))
-
-
 # ------------------------------------------------------------------------------ evaluation
 
 
@@ -491,8 +481,15 @@ def chain_checkpoint(runs) -> str:
     return str(save_checkpoint(runs / "chain" / "checkpoints" / "last", tensors, meta))
 
 
-def test_evaluation_and_memorisation_of_a_chain_use_the_final_stage(chain_checkpoint):
-    at = open_app(chain_checkpoint, page="pages/evaluation.py")
+def test_a_chain_on_latent_explorer_evaluation_and_memorisation(chain_checkpoint):
+    at = open_app(chain_checkpoint, page="pages/latent_explorer.py")
+    captions = image_captions(at)
+    stage1 = [c for c in captions if c.startswith("stage1: 64 px")]
+    stage2 = [c for c in captions if c.startswith("stage2: 128 px")]
+    assert len(stage1) == 2 and len(stage2) == 2  # the strip and the moved image, at both stages
+    assert "Fluxes (FITS)" in labels(at.get("download_button"))
+    at.switch_page("pages/evaluation.py").run()
+    assert_clean(at)  # evaluation of the final stage against 128 px real data
     assert any("Chained model: stage1 dcgan_sim64 (64 px)" in c.value for c in at.caption)
     at.select_slider(key="ev_n").set_value(64).run()
     at.button(key="ev_go").click().run()
