@@ -261,7 +261,7 @@ def test_latent_explorer_projects_a_galaxy(server, page, output_dir):
     steps.press("Home")  # the fewest steps
     settle(page)
     page.get_by_role("button", name="Project", exact=True).click()
-    page.get_by_text("Use as interpolation key").wait_for(timeout=180_000)
+    page.get_by_role("button", name="Use as interpolation key").wait_for(timeout=180_000)
     settle(page, 180_000)
     check_page(page, "Latent Explorer")
     captions = page.locator('[data-testid="stImage"]').all_inner_texts()
