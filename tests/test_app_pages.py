@@ -112,6 +112,11 @@ def test_sidebar_lists_shipped_and_run_checkpoints(runs):
     assert shown[0] == "dcgan_hdf32 · shipped"  # a first visit shows the classroom model
     assert [label for label in shipped if label.split(" · ")[0] in SHIPPED] == [f"{name} · shipped" for name in SHIPPED]
     assert not any(label.startswith("positions_") for label in shown)  # grids belong to the Sky Composer
+    families = {"dcgan", "stylegan", "fastgan", "stackgan", "began", "began_cond"}
+    galaxy_models = {p.stem for p in list_checkpoints(checkpoints_dir())
+                     if json.loads(p.read_text())["arch"] in families}
+    assert {"stylegan_sim64", "fastgan_hdf64", "stackgan_sim128", "began_cond_hdf32"} <= galaxy_models
+    assert {f"{name} · shipped" for name in galaxy_models} <= set(shipped)  # every family on every page
     assert "demo · last" in shown
 
 
