@@ -227,13 +227,17 @@ def cmd_ui(mags: dict, redshift: dict) -> None:
 
 
 def thumbnails_ui(model: Pretrained, real: np.ndarray, fake: np.ndarray, data_channels: list[str],
-                  data_stretch: dict | None) -> None:
+                  data_stretch: dict | None, seed: int) -> None:
     c1, c2 = st.columns(2)
     scale = widgets.display_scale(model.resolution)
     c1.image(png_bytes(make_grid(to_rgb(real[:16], data_channels), ncols=8), scale=scale), output_format="PNG",
              caption=f"Real (first 16). Display: {display_note(data_channels, data_stretch)}.")
     c2.image(png_bytes(make_grid(to_rgb(fake[:16], model.channels), ncols=8), scale=scale), output_format="PNG",
              caption=f"Generated (first 16). {widgets.stretch_note(model)}")
+    if model.refs:  # a chain: the same 16 latents at every stage, side by side (generated i = latents(seed, n)[i])
+        z = state.seed_latents(model, seed, len(fake))[:16]
+        widgets.stage_images_ui(state.render_stages(model, z), widgets.record_for(model, seed=seed), ncols=8,
+                                resolution=model.resolution, what=" · generated (first 16)")
 
 
 def results_ui(model: Pretrained, data_key: tuple, n: int, extractor: str, seed: int) -> None:
@@ -257,7 +261,7 @@ def results_ui(model: Pretrained, data_key: tuple, n: int, extractor: str, seed:
         mags = {k: colour_magnitude(src, prog.stage(5 + i, f"Photometry of the {SETS[k]} galaxies"))
                 for i, (k, src) in enumerate(sources.items())}
     prog.done()
-    thumbnails_ui(model, real, fake, data.channels, data.stretch)
+    thumbnails_ui(model, real, fake, data.channels, data.stretch, seed)
     distances_ui(dist, len(real))
     morphology_ui(tables, physical=model.physical)
     if mags is not None:
@@ -273,6 +277,7 @@ widgets.page_header("Evaluation", "How close are generated galaxies to real ones
 with widgets.error_boundary("Evaluation"):
     model = state.selected_model()
     widgets.model_badge(model)
+    widgets.chain_note(model, ev.training_data(model.meta)["spec"])
     data_key = reference_ui(model)
     n, extractor, seed = settings_ui()
     request = (str(model.path), data_key)  # once evaluated, setting changes recompute what they affect

@@ -137,12 +137,18 @@ def evidence_ui(results: dict) -> None:
 
 
 def panel_ui(i: int, gen_rgb: np.ndarray, train_rgb: np.ndarray, names: list[str], dist: np.ndarray,
-             flagged: bool | None, scale: int) -> None:
-    """One generated sample beside its nearest training images, each with its name and distance."""
+             flagged: bool | None, scale: int, earlier: dict[str, np.ndarray] | None = None) -> None:
+    """One generated sample beside its nearest training images, each with its name and distance;
+    ``earlier`` holds the sample's earlier stages of a chained model ({stage: (H, W, 3)}), shown first."""
+    earlier = earlier or {}
     with st.container(border=True):
         tag = "" if flagged is None else (":red-badge[:material/flag: suspect]" if flagged else ":green-badge[new]")
         st.markdown(f"**Generated #{i}** {tag} beside its nearest training images")
-        cols = st.columns(1 + len(names), gap="small")
+        cols = st.columns(len(earlier) + 1 + len(names), gap="small")
+        for col, (stage, im) in zip(cols, earlier.items()):
+            col.image(png_bytes(im, scale=max(1, scale * gen_rgb.shape[0] // im.shape[0])), output_format="PNG",
+                      caption=f"#{i} {stage}: {im.shape[0]} px", width="stretch")
+        cols = cols[len(earlier):]
         cols[0].image(png_bytes(gen_rgb, scale=scale), caption=f"generated #{i}", output_format="PNG",
                       width="stretch")
         for col, im, name, d in zip(cols[1:], train_rgb, names, dist):
@@ -204,12 +210,17 @@ def results_ui(model: Pretrained, data_key: tuple, folder: str | None, shown: li
     x = generated(mk, n, seed)
     flagged = rep["flagged"] if rep else None
     names = [mem.image_names(data, r["indices"][i]) for i in order]
+    stages = {}
+    if model.refs:  # a chain: the earlier stages of the shown samples (sample i is latents(seed, n)[i])
+        shown_z = state.seed_latents(model, seed, n)[order[:show]]
+        stages = {k: v for k, v in list(state.render_stages(model, shown_z).items())[:-1]}
     cols = st.columns(2)
     for slot, i in enumerate(order[:show]):
         with cols[slot % 2]:
             neighbours = to_rgb(data.to_model_range(r["indices"][i]), data.channels)
             panel_ui(int(i), to_rgb(x[i], model.channels), neighbours, names[slot], r["distances"][i],
-                     None if flagged is None else bool(flagged[i]), scale)
+                     None if flagged is None else bool(flagged[i]), scale,
+                     earlier={k: v[slot] for k, v in stages.items()})
     record = widgets.record_for(model, seed=seed, metric=metric, k=k, n=n)
     widgets.download_row([("Matches (CSV)", matches_csv(order, names, r["distances"], flagged, record),
                            f"{model.name}_matches_{metric}.csv", "text/csv")], key="mem_dl")
@@ -224,6 +235,7 @@ with widgets.error_boundary("The memorisation check"):
     data_key = state.data_key(own["spec"], resolution=own["resolution"], crop=own["crop"], count=own["count"],
                               seed=own["seed"], normalisation=own["normalisation"])
     st.caption(f"Training data: **{own['spec']}** at {own['resolution']} px, as recorded in the checkpoint.")
+    widgets.chain_note(model, own["spec"])
     folder = held_out_ui(own)
     shown, metric, k, n, show, seed = settings_ui()
     request = str(model.path)  # once searched, setting changes recompute only what they affect

@@ -155,3 +155,35 @@ def feature_fn(name: str):
     from galaxy_core.explore.evaluation import load_feature_fn
 
     return load_feature_fn(name)
+
+
+@st.cache_data(max_entries=128, show_spinner=False)
+def _render_ws(path: str, mtime_ns: int, ws: np.ndarray) -> np.ndarray:
+    from galaxy_core.explore.style import synthesize
+
+    model = _load(path, mtime_ns)
+    return to_rgb(synthesize(model, ws), model.channels)
+
+
+def render_ws(model: Pretrained, ws: np.ndarray) -> np.ndarray:
+    """Display RGB of a StyleGAN's images for per-layer styles ``ws`` (n, num_ws, w_dim): uint8
+    (n, H, W, 3), with the checkpoint's constant noise; cached by value of ``ws``."""
+    return _render_ws(str(model.path), stamp(str(model.path)), np.ascontiguousarray(ws, np.float32))
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _mapped(path: str, mtime_ns: int, z: np.ndarray) -> np.ndarray:
+    from galaxy_core.explore.style import mapping, w_plus
+
+    model = _load(path, mtime_ns)
+    return w_plus(mapping(model, z), model.G.num_ws)
+
+
+def mapped_ws(model: Pretrained, z: np.ndarray) -> np.ndarray:
+    """A StyleGAN's styles for latents ``z`` (n, z_dim): (n, num_ws, w_dim) float32, w repeated per layer."""
+    return _mapped(str(model.path), stamp(str(model.path)), np.ascontiguousarray(z, np.float32))
+
+
+def has_w(model: Pretrained) -> bool:
+    """True for a family with a w latent space (StyleGAN): the page shows projection and GANSpace."""
+    return "w" in model.latent_spaces

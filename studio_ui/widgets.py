@@ -186,11 +186,52 @@ def fits_download(model: Pretrained, z: np.ndarray, *, seed: int | None,
     return ("Fluxes (FITS)", build, file_name, "application/fits")
 
 
+def fits_images_download(model: Pretrained, x: np.ndarray, *,
+                         file_name: str) -> tuple[str, Callable[[], bytes], str, str] | None:
+    """Like :func:`fits_download` for images already made (model range (n, C, H, W)), such as
+    a StyleGAN's images from styles or a projection's reconstruction (seed recorded as -1)."""
+    if fits_skip_reason(model) is not None:
+        return None
+    x = np.array(x, dtype=np.float32, copy=True)
+    return ("Fluxes (FITS)", lambda: fits_bytes(model, x, seed=-1), file_name, "application/fits")
+
+
+def stage_images_ui(stages: dict[str, np.ndarray], record: dict, *, resolution: int, ncols: int | None = None,
+                    what: str = "") -> dict[str, bytes]:
+    """Every stage of a chained model side by side (``{stage: uint8 (n, H, W, 3)}``), each shown
+    at the size the final stage is; returns the PNG of each stage (with ``record`` embedded)."""
+    out = {}
+    scale = display_scale(resolution)
+    for col, (stage, rgb) in zip(st.columns(len(stages)), stages.items()):
+        s_scale = max(1, scale * resolution // rgb.shape[1])
+        out[stage] = grid_png(rgb, record, ncols=ncols, scale=s_scale)
+        show_image(out[stage], f"{stage}: {rgb.shape[1]} px, shown ×{s_scale}{what}", where=col)
+    return out
+
+
+def chain_note(model: Pretrained, data_name: str | None = None) -> None:
+    """For a chained model, one caption naming its stages and saying which one is measured."""
+    if not model.refs:
+        return
+    stages = " → ".join(f"{role} {ref.name} ({ref.resolution} px)" for role, ref in model.refs.items())
+    against = f" against {data_name} at {model.resolution} px" if data_name else ""
+    st.caption(f"Chained model: {stages} → {model.name} ({model.resolution} px). Everything measured here uses the "
+               f"final {model.resolution} px stage{against}; the earlier stage is shown beside it.")
+
+
 def fits_note(model: Pretrained) -> None:
     """One caption saying why there is no FITS download for ``model`` (nothing for band models)."""
     reason = fits_skip_reason(model)
     if reason is not None:
         st.caption(f"No FITS download: {reason}.")
+
+
+def residual_rgb(residual: np.ndarray, *, span: float = 0.5) -> np.ndarray:
+    """A residual (C, H, W) in model range as a grey image: the mean over bands, mid-grey at 0,
+    black at ``-span`` and white at ``+span`` (clipped beyond). Returns uint8 (H, W, 3)."""
+    r = np.clip(np.asarray(residual, np.float64).mean(axis=0) / span, -1.0, 1.0)
+    grey = np.round((r + 1.0) * 127.5).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=-1)
 
 
 def show_image(data: bytes, caption: str, *, where=st) -> None:

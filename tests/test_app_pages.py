@@ -112,6 +112,11 @@ def test_sidebar_lists_shipped_and_run_checkpoints(runs):
     assert shown[0] == "dcgan_hdf32 · shipped"  # a first visit shows the classroom model
     assert [label for label in shipped if label.split(" · ")[0] in SHIPPED] == [f"{name} · shipped" for name in SHIPPED]
     assert not any(label.startswith("positions_") for label in shown)  # grids belong to the Sky Composer
+    families = {"dcgan", "stylegan", "fastgan", "stackgan", "began", "began_cond"}
+    galaxy_models = {p.stem for p in list_checkpoints(checkpoints_dir())
+                     if json.loads(p.read_text())["arch"] in families}
+    assert {"stylegan_sim64", "fastgan_hdf64", "stackgan_sim128", "began_cond_hdf32"} <= galaxy_models
+    assert {f"{name} · shipped" for name in galaxy_models} <= set(shipped)  # every family on every page
     assert "demo · last" in shown
 
 
@@ -366,6 +371,51 @@ def test_latent_explorer_uploaded_latents_and_bad_input(runs):
     assert not at.exception and any("bad.npy" in e.value for e in at.error)
 
 
+def test_latent_explorer_projects_a_real_galaxy_and_starts_the_path_there(runs):
+    at = open_app(shipped_path("stylegan_sim64"), page="pages/latent_explorer.py")
+    assert {"le_pj_go", "le_gs_pc0"} <= {b.key for b in at.button} | {s.key for s in at.slider}
+    at.number_input(key="le_pj_index").set_value(3)
+    at.slider(key="le_pj_steps").set_value(5)
+    at.toggle(key="le_pj_chi2").set_value(True)
+    at.button(key="le_pj_go").click().run()
+    assert_clean(at)
+    captions = image_captions(at)
+    panel = [c for c in captions if c.startswith(("Target: sim #3", "Reconstruction in w", "Residual target"))]
+    assert len(panel) == 3, captions  # target, reconstruction and residual side by side
+    curve = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    curve = [c for c in curve if c["layout"]["title"]["text"] == "Projection loss"]
+    assert len(curve) == 1 and len(curve[0]["data"][0]["y"]) == 5  # one point per step
+    assert {"Pixel MSE (model range)", "Reduced χ² (flux units)"} <= set(labels(at.metric))
+    assert {"Latent w (.npy)", "Reconstruction (PNG)", "Fluxes (FITS)"} <= set(labels(at.get("download_button")))
+    at.button(key="le_pj_use").click().run()
+    assert_clean(at)
+    assert image_captions(at)[0].startswith("lerp in w through projected sim #3, seed 1, seed 2, seed 3")
+
+
+def test_latent_explorer_ganspace_acts_on_the_chosen_layers(runs):
+    from galaxy_core.explore import style
+    from galaxy_core.models.pretrained import load_pretrained
+
+    at = open_app(shipped_path("stylegan_hdf64_ft"), page="pages/latent_explorer.py")
+    single = [i for i, c in enumerate(image_captions(at)) if c.startswith("Seed 7 moved by the sliders")]
+    assert len(single) == 1 and "on coarse, middle, fine" in image_captions(at)[single[0]]
+    model = load_pretrained(shipped_path("stylegan_hdf64_ft"))
+    start = style.w_plus(style.mapping(model, model.latents(7, 1).numpy()), model.G.num_ws)[0]
+    np.testing.assert_array_equal(at.session_state["le_ganspace_ws"]["ws"], start)  # strength 0: the seed's styles
+    before = image_urls(at)
+    at.slider(key="le_gs_pc0").set_value(2.0)
+    at.multiselect(key="le_gs_ranges").set_value(["fine"]).run()
+    assert_clean(at)
+    assert "on fine" in image_captions(at)[single[0]]
+    assert image_urls(at)[single[0]] != before[single[0]] and image_urls(at)[:2] == before[:2]  # the strip stays
+    ws = at.session_state["le_ganspace_ws"]["ws"]
+    fine = style.layer_mask(model, "fine")
+    np.testing.assert_array_equal(ws[~fine], start[~fine])  # other layers: bit-identical styles
+    assert np.all(np.abs(ws[fine] - start[fine]).max(axis=1) > 0.1)
+    shown, plain = style.synthesize(model, np.stack([ws, start]))
+    assert np.abs(shown - plain).mean() > 1e-3  # ... and the image changes
+
+
 # ------------------------------------------------------------------------------ evaluation
 
 
@@ -424,6 +474,46 @@ def test_evaluation_colour_magnitude_for_a_multiband_model(sim_checkpoint):
     cmd = [json.loads(c.proto.spec) for c in at.get("plotly_chart")][-1]
     assert cmd["layout"]["shapes"][0]["type"] == "rect"  # the acceptance box
     assert "magnitude" in cmd["layout"]["xaxis"]["title"]["text"]
+
+
+@pytest.fixture
+def chain_checkpoint(runs) -> str:
+    """The shipped StackGAN stage II (chained on the shipped DCGAN stage I) with its card's training
+    data cut to a 128-galaxy sim set, so the 128 px reference is quick to prepare."""
+    tensors, meta = _copy_of("stackgan_sim128")
+    meta["config"]["data"]["count"] = 128
+    meta.pop("tensors_sha256", None)
+    return str(save_checkpoint(runs / "chain" / "checkpoints" / "last", tensors, meta))
+
+
+def test_a_chain_on_latent_explorer_evaluation_and_memorisation(chain_checkpoint):
+    at = open_app(chain_checkpoint, page="pages/latent_explorer.py")
+    captions = image_captions(at)
+    stage1 = [c for c in captions if c.startswith("stage1: 64 px")]
+    stage2 = [c for c in captions if c.startswith("stage2: 128 px")]
+    assert len(stage1) == 2 and len(stage2) == 2  # the strip and the moved image, at both stages
+    assert "Fluxes (FITS)" in labels(at.get("download_button"))
+    at.switch_page("pages/evaluation.py").run()
+    assert_clean(at)  # evaluation of the final stage against 128 px real data
+    assert any("Chained model: stage1 dcgan_sim64 (64 px)" in c.value for c in at.caption)
+    at.select_slider(key="ev_n").set_value(64).run()
+    at.button(key="ev_go").click().run()
+    assert_clean(at)
+    captions = image_captions(at)
+    assert captions[0].startswith("Real (first 16)") and captions[1].startswith("Generated (first 16)")
+    assert [c.split(" · ")[0] for c in captions[2:4]] == ["stage1: 64 px, shown ×2", "stage2: 128 px, shown ×1"]
+    extractor = at.selectbox(key="ev_extractor").value
+    assert f"fid_{extractor}_64v64" in labels(at.metric)  # 64 generated 128 px images vs 64 real ones
+    assert {"Generated inside the box", "Second real sample inside"} <= set(labels(at.metric))
+    at.switch_page("pages/memorisation.py").run()
+    at.select_slider(key="mem_n").set_value(16).run()
+    at.button(key="mem_go").click().run()
+    assert_clean(at)
+    assert "Flagged as suspects" in labels(at.metric)  # sim: a fresh simulation gives the verdict
+    captions = image_captions(at)
+    shown, k = at.select_slider(key="mem_show").value, at.number_input(key="mem_k").value
+    assert len(captions) == shown * (2 + k)  # stage I, the final sample and k neighbours per panel
+    assert captions[0].endswith("stage1: 64 px") and captions[1].startswith("generated #")
 
 
 # ---------------------------------------------------------------------------- memorisation

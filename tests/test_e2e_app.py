@@ -242,6 +242,45 @@ def test_memorisation_page(server, page, output_dir):
     screenshot(page, output_dir, "memorisation")
 
 
+def choose_checkpoint(pg, label: str) -> None:
+    """Pick a checkpoint in the sidebar's picker by its label."""
+    pg.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').first.click()
+    pg.get_by_role("option", name=label, exact=True).click()
+    settle(pg)
+
+
+def test_latent_explorer_projects_a_galaxy(server, page, output_dir):
+    page.goto(f"{server}/latent_explorer")
+    check_page(page, "Latent Explorer")
+    settle(page)
+    choose_checkpoint(page, "stylegan_sim64 · shipped")
+    page.get_by_text("Project a real galaxy").wait_for(timeout=90_000)
+    settle(page)
+    steps = page.locator('[data-testid="stSlider"]').filter(has_text="Steps").get_by_role("slider")
+    steps.focus()
+    steps.press("Home")  # the fewest steps
+    settle(page)
+    page.get_by_role("button", name="Project", exact=True).click()
+    page.get_by_role("button", name="Use as interpolation key").wait_for(timeout=180_000)
+    settle(page, 180_000)
+    check_page(page, "Latent Explorer")
+    captions = page.locator('[data-testid="stImage"]').all_inner_texts()
+    assert sum(c.startswith(("Target:", "Reconstruction in w", "Residual target")) for c in captions) == 3, captions
+    assert page.locator('[data-testid="stPlotlyChart"]').count() >= 1  # the loss curve
+    screenshot(page, output_dir, "latent_explorer_projection")
+
+
+def test_latent_explorer_shows_both_stages_of_a_chain(server, page):
+    page.goto(f"{server}/latent_explorer")
+    check_page(page, "Latent Explorer")
+    settle(page)
+    choose_checkpoint(page, "stackgan_sim128 · shipped")
+    page.get_by_text("stage2: 128 px").first.wait_for(timeout=90_000)
+    settle(page)
+    check_page(page, "Latent Explorer")
+    assert page.get_by_text("stage1: 64 px").count() >= 2 and page.get_by_text("stage2: 128 px").count() >= 2
+
+
 def test_train_page_launches_a_run_that_keeps_running(server, page, output_dir, app_env):
     run = RunFolder(app_env["runs"] / "e2e-classroom")
     page.goto(f"{server}/train")

@@ -1,6 +1,6 @@
 """Principal directions of a generator's latent space, for walking along them.
 
-Two ways to find directions:
+Three ways to find directions:
 
 * :func:`latent_pca`: PCA over sampled latents ``z``. For an isotropic Gaussian prior the
   components are close to arbitrary orthonormal axes with nearly equal variance; they are a
@@ -11,7 +11,15 @@ Two ways to find directions:
   mapping network). These directions follow what the generator actually varies most (size,
   brightness, orientation), ordered by the variance they explain in that layer.
 
-Both return :class:`Directions`; :func:`walk` moves a latent along them in units of each
+* :func:`w_pca`: for a StyleGAN, PCA of the intermediate latents ``w = mapping(z)`` (GANSpace's
+  recipe for StyleGAN, Härkönen et al. 2020, section 2: "the principal components of w"). The
+  mapping network makes w far from isotropic, so its leading components carry most of its
+  variance and often one visible property each. :func:`edit_ws` applies them to chosen styled
+  layers only (a range from :data:`galaxy_core.explore.style.LAYER_RANGES` or an explicit
+  per-layer mask), as the paper does to separate, say, orientation (coarse layers) from colour
+  (fine layers); :func:`edit_grid` lays out a walk.
+
+All return :class:`Directions`; :func:`walk` moves a latent along them in units of each
 direction's standard deviation.
 """
 
@@ -37,7 +45,7 @@ class Directions:
     explained : ndarray, (k,), float32
         Fraction of the variance (of ``z`` or of the layer's activations) each component explains.
     source : str
-        ``"z"`` or ``"layer <name>"``.
+        ``"z"``, ``"layer <name>"`` or ``"w"`` (:func:`w_pca`: vectors live in w, not z).
     """
 
     vectors: np.ndarray
@@ -212,3 +220,121 @@ def walk_grid(z0, directions: Directions, *, components: list[int], span: float 
             c[comp] += off
             coeffs.append(c)
     return walk(z0, directions, np.array(coeffs))
+
+
+# ------------------------------------------------------------------------ GANSpace in StyleGAN w
+
+
+W_PCA_SAMPLES = 10_000  # GANSpace samples 10^6 w for StyleGAN2 at 512-d; w here is 128-d or less
+
+
+def w_pca(model, *, n: int = W_PCA_SAMPLES, k: int = 8, seed: int = 0) -> Directions:
+    """GANSpace directions of a StyleGAN: principal components of w over sampled z.
+
+    ``n`` latents ``z ~ N(0, I)`` are mapped to ``w`` (no truncation) and the top ``k`` principal
+    axes of the w cloud are returned, most variance first (Härkönen et al. 2020, "GANSpace:
+    Discovering Interpretable GAN Controls", NeurIPS, section 2). Unlike the z-space directions
+    of :func:`activation_pca` they need no regression: w is where the styles are read from.
+
+    Parameters
+    ----------
+    model : Pretrained or galaxy_core.models.stylegan.Generator
+        A StyleGAN checkpoint (anything :func:`galaxy_core.explore.style.generator_of` accepts).
+    n : int
+        Sampled latents (> k); 10,000 takes well under a second for a 128-d mapping on a CPU.
+    k : int
+        Number of components, at most ``w_dim``.
+    seed : int
+        Seed of the sampled z (so the directions of a checkpoint are reproducible).
+
+    Returns
+    -------
+    Directions
+        Orthonormal ``vectors`` (k, w_dim) float32; ``std`` the spread of w along each (w units);
+        ``explained`` the fraction of the total variance of w, non-increasing; ``source`` ``"w"``.
+
+    Raises
+    ------
+    CheckpointError
+        The model is not a StyleGAN.
+    ValueError
+        ``n`` or ``k`` out of range.
+    """
+    from galaxy_core.explore.style import generator_of, mapping
+
+    G = generator_of(model)
+    if not 1 <= k <= G.w_dim or n <= k:
+        raise ValueError(f"need 1 <= k <= w_dim ({G.w_dim}) and n > k, got k={k}, n={n}")
+    z = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(int(seed)))
+    w = np.concatenate([mapping(G, z[i : i + 4096].numpy()) for i in range(0, n, 4096)]).astype(np.float64)
+    axes, coords, explained = _pca(w, k)
+    return Directions(axes.astype(np.float32), coords.std(axis=0).astype(np.float32), explained, "w")
+
+
+def w_step(directions: Directions, coeffs) -> np.ndarray:
+    """The w offset ``sum_i c_i std_i u_i`` for coefficients (k,) or (M, k): (w_dim,) or (M, w_dim) float64."""
+    c = np.asarray(coeffs, np.float64)
+    k = min(c.shape[-1], len(directions))
+    return (c[..., :k] * directions.std[:k]) @ directions.vectors[:k].astype(np.float64)
+
+
+def edit_ws(ws, directions: Directions, coeffs, *, mask) -> np.ndarray:
+    """Move the styles of the masked layers along w directions; the others are left untouched.
+
+    ``ws'[l] = ws[l] + sum_i c_i std_i u_i`` for every layer ``l`` with ``mask[l]``, and
+    ``ws'[l] = ws[l]`` (bit for bit) elsewhere.
+
+    Parameters
+    ----------
+    ws : array_like, (num_ws, w_dim) or (n, num_ws, w_dim), float
+        Per-layer styles (e.g. :func:`galaxy_core.explore.style.w_plus` of a mapped w, or a
+        projection's ``ws``).
+    directions : Directions
+        From :func:`w_pca` (``source == "w"``).
+    coeffs : array_like, (k,) or (n, k)
+        Strength along each direction in standard deviations of w along it (missing trailing
+        ones are 0); one row per ws when 2-d.
+    mask : array_like of bool, (num_ws,)
+        Layers to edit (:func:`galaxy_core.explore.style.layer_mask`).
+
+    Returns
+    -------
+    ndarray, same shape as ``ws``, float32
+
+    Raises
+    ------
+    ValueError
+        Directions not in w, or a mask that does not fit ``ws``.
+    """
+    if directions.source != "w":
+        raise ValueError(f"edit_ws needs directions in w (from w_pca), got {directions.source!r}")
+    out = np.array(ws, dtype=np.float32, copy=True)
+    mask = np.asarray(mask, bool)
+    if out.ndim not in (2, 3) or mask.shape != (out.shape[-2],):
+        raise ValueError(f"mask of shape {mask.shape} does not fit ws of shape {out.shape} (num_ws, w_dim)")
+    step = w_step(directions, coeffs)  # (w_dim,) or (n, w_dim)
+    if out.ndim == 3 and step.ndim == 2:
+        step = step[:, None, :]
+    out[..., mask, :] = (out[..., mask, :].astype(np.float64) + step).astype(np.float32)
+    return out
+
+
+def edit_grid(ws, directions: Directions, *, mask, components: list[int], span: float = 3.0, steps: int = 7,
+              base_coeffs=None) -> np.ndarray:
+    """Styles for a walk grid: one row per component, ``steps`` columns from ``-span`` to ``+span``
+    (in std of w) around ``base_coeffs``, applied to the masked layers of one ``ws`` (num_ws, w_dim).
+
+    Returns
+    -------
+    ndarray, (len(components) * steps, num_ws, w_dim), float32
+        Row-major, like :func:`walk_grid`.
+    """
+    base = np.zeros(len(directions)) if base_coeffs is None else np.asarray(base_coeffs, np.float64)
+    coeffs = []
+    for comp in components:
+        for off in np.linspace(-span, span, steps):
+            c = base.copy()
+            c[comp] += off
+            coeffs.append(c)
+    ws = np.asarray(ws, np.float32)
+    return edit_ws(np.broadcast_to(ws, (len(coeffs), *ws.shape)), directions, np.array(coeffs), mask=mask)

@@ -109,6 +109,30 @@ def interpolation_path(keys, frames: int, *, method: str = "slerp") -> np.ndarra
     return out
 
 
+def styles_path(keys_ws, frames: int) -> np.ndarray:
+    """A StyleGAN path through per-layer styles: :func:`interpolation_path` with ``lerp``, layer by layer.
+
+    w is not Gaussian (it is the mapping network's output), so the norm argument for ``slerp``
+    does not hold there and paths in w are linear (Karras et al. 2019 measure perceptual path
+    length in w with lerp, section 4.1).
+
+    Parameters
+    ----------
+    keys_ws : array_like, (K, num_ws, w_dim), float
+        Key styles (a mapped w repeated for every layer, or a w+ from a projection), K >= 2.
+    frames : int
+
+    Returns
+    -------
+    ndarray, (frames, num_ws, w_dim), float32
+    """
+    keys = np.asarray(keys_ws, np.float32)
+    if keys.ndim != 3:
+        raise ValueError(f"need key styles as a (K, num_ws, w_dim) array, got shape {keys.shape}")
+    flat = interpolation_path(keys.reshape(len(keys), -1), frames, method="lerp")
+    return flat.reshape(frames, *keys.shape[1:])
+
+
 def key_frames(n_keys: int, frames: int) -> list[int]:
     """Indices of the frames of :func:`interpolation_path` that are exactly the keys."""
     pos = np.linspace(0.0, n_keys - 1, frames)

@@ -15,6 +15,13 @@ from the project's shipped galaxy encoder
 (:func:`galaxy_core.metrics.features.load_extractor` ``("galaxy")``): one minus the cosine
 similarity of the encoder features of target and reconstruction. The encoder expects 3 channels,
 so it is used only for models with 1 or 3 bands (otherwise the feature weight must be 0).
+
+For models of flux data (an invertible stretch stored with the checkpoint) a third term can be
+added: the reduced chi^2 of the residual in flux units, ``mean(((f_target - f_model) / sigma)^2)``
+with ``sigma`` the per-band noise of the target (by default a robust estimate from its outer
+pixels, :func:`noise_sigma`). It weighs faint outskirts by their signal-to-noise rather than by
+their stretched brightness, and reads as the usual goodness of fit: about 1 when the residual is
+pure noise.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import torch.nn.functional as F
 from galaxy_core.explore.style import generator_of, mapping
 
 ProgressFn = Callable[[int, int, float], None]
+BORDER_FRACTION = 0.125  # outer ring (1/8 of the side) used by noise_sigma
 
 
 @dataclass
@@ -48,9 +56,14 @@ class ProjectionResult:
     residual : ndarray (C, H, W)
         ``target - reconstruction`` (model range).
     losses : list of dict
-        Per step: ``pixel``, ``feature``, ``noise_reg`` and ``total`` (the weighted pixel and
-        feature terms, measured at the noisy w of that step, before its update).
+        Per step: ``pixel``, ``feature``, ``chi2`` (NaN when not computed), ``noise_reg`` and
+        ``total`` (the weighted pixel, feature and chi^2 terms, measured at the noisy w of that
+        step, before its update).
     space : str
+    chi2 : float or None
+        Reduced chi^2 of the final residual in flux units (None without an invertible stretch).
+    sigma : ndarray (C,) or None
+        The per-band flux noise used for ``chi2`` (flux units).
     """
 
     latent: np.ndarray
@@ -60,6 +73,8 @@ class ProjectionResult:
     residual: np.ndarray
     losses: list[dict] = field(default_factory=list)
     space: str = "w"
+    chi2: float | None = None
+    sigma: np.ndarray | None = None
 
 
 def noise_regularisation(noise: list[torch.Tensor]) -> torch.Tensor:
@@ -73,6 +88,60 @@ def noise_regularisation(noise: list[torch.Tensor]) -> torch.Tensor:
                 break
             n = F.avg_pool2d(n, 2)
     return total
+
+
+def noise_sigma(flux, *, border: float = BORDER_FRACTION) -> np.ndarray:
+    """Per-band noise of a galaxy stamp from its outer ring: 1.4826 x the median absolute
+    deviation of the pixels within ``border`` x side of the edge (robust to a few sources there).
+
+    Parameters
+    ----------
+    flux : array (C, H, W), float, flux units
+    border : float
+        Width of the ring as a fraction of the side (0 < border <= 0.5).
+
+    Returns
+    -------
+    ndarray (C,) float64, flux units, > 0 (the band's overall std, or 1, where the ring is flat)
+    """
+    f = np.asarray(flux, np.float64)
+    if f.ndim != 3:
+        raise ValueError(f"flux must be (C, H, W), got shape {f.shape}")
+    if not 0 < border <= 0.5:
+        raise ValueError(f"border must be in (0, 0.5], got {border}")
+    h, w = f.shape[1:]
+    b = max(1, int(round(border * min(h, w))))
+    ring = np.ones((h, w), bool)
+    ring[b : h - b, b : w - b] = False
+    out = []
+    for band in f:
+        px = band[ring]
+        s = 1.4826 * float(np.median(np.abs(px - np.median(px))))
+        out.append(s if s > 0 else (float(band.std()) or 1.0))
+    return np.asarray(out)
+
+
+def torch_inverse_stretch(stretch: dict | None):
+    """Differentiable model range -> flux for a stored stretch, or None when it is not invertible.
+
+    The torch counterpart of :meth:`galaxy_core.io.stretch.AsinhStretch.inverse` (same
+    parameters, same formula ``f = s sinh((y + 1) / 2 (u_hi - u_lo) + u_lo)``), so gradients of a
+    flux-space loss reach w. Takes and returns (N, C, H, W).
+    """
+    from galaxy_core.io.stretch import stretch_from_dict
+
+    st = stretch_from_dict(stretch)
+    if st is None:
+        return None
+    soft = np.asarray(st.softening, np.float64)
+    s, ulo, uhi = (torch.as_tensor(a, dtype=torch.float32).view(-1, 1, 1)  # (C, 1, 1) each
+                   for a in (soft, np.arcsinh(np.asarray(st.lo) / soft), np.arcsinh(np.asarray(st.hi) / soft)))
+
+    def inverse(y: torch.Tensor) -> torch.Tensor:
+        s_, lo, hi = (a.to(y.device) for a in (s, ulo, uhi))
+        return s_ * torch.sinh((y + 1.0) / 2.0 * (hi - lo) + lo)
+
+    return inverse
 
 
 def _feature_fn(extractor, num_bands: int):
@@ -96,7 +165,7 @@ def project(model, target, *, space: str = "w", steps: int = 300, lr: float = 0.
             feature_weight: float = 0.1, noise_reg_weight: float = 1e4, initial_noise: float = 0.05,
             noise_ramp: float = 0.75, lr_rampdown: float = 0.25, lr_rampup: float = 0.05,
             optimize_noise: bool = True, extractor="galaxy", w_avg_samples: int = 2000, init_candidates: int = 64,
-            seed: int = 0,
+            seed: int = 0, chi2_weight: float = 0.0, stretch: dict | None = None, sigma=None,
             progress: ProgressFn | None = None) -> ProjectionResult:
     """Find w (or w+) and noise maps whose image matches ``target``.
 
@@ -129,6 +198,13 @@ def project(model, target, *, space: str = "w", steps: int = 300, lr: float = 0.
         which avoids poor local minima of a single start; 0 starts from ``w_avg`` as StyleGAN2.
     seed : int
         Seeds the initial noise maps and the w noise.
+    chi2_weight : float
+        Weight of the reduced chi^2 of the residual in flux units (0 = off; it is still reported
+        when the stretch is invertible). Needs an invertible stretch.
+    stretch : dict, optional
+        The stored stretch of the model's data (default: ``model.stretch`` of a checkpoint).
+    sigma : array_like (C,), optional
+        Per-band flux noise of the target (default: :func:`noise_sigma` of the target's flux).
     progress : callable, optional
         ``progress(step, steps, total_loss)`` after each step.
 
@@ -139,7 +215,7 @@ def project(model, target, *, space: str = "w", steps: int = 300, lr: float = 0.
     Raises
     ------
     ValueError
-        Wrong target shape, range or space.
+        Wrong target shape, range or space; a chi^2 weight without an invertible stretch.
     """
     G = generator_of(model)
     dev = G.synthesis.const.device
@@ -152,6 +228,20 @@ def project(model, target, *, space: str = "w", steps: int = 300, lr: float = 0.
     if space not in ("w", "w+"):
         raise ValueError(f"space must be 'w' or 'w+', got {space!r}")
     tgt = tgt[None].to(dev)
+    to_flux = torch_inverse_stretch(stretch if stretch is not None else getattr(model, "stretch", None))
+    if chi2_weight > 0 and to_flux is None:
+        raise ValueError("chi2_weight needs a model of flux data with an invertible stretch; use chi2_weight=0")
+    if to_flux is not None:
+        with torch.no_grad():
+            tgt_flux = to_flux(tgt)
+        sig = noise_sigma(tgt_flux[0].cpu().numpy()) if sigma is None else np.asarray(sigma, np.float64)
+        if sig.shape != (bands,) or not np.all(sig > 0):
+            raise ValueError(f"sigma must hold {bands} positive per-band noise values, got {sig}")
+        inv_var = torch.as_tensor(1.0 / sig**2, dtype=torch.float32, device=dev).view(1, -1, 1, 1)
+
+    def chi2_of(img: torch.Tensor) -> torch.Tensor:
+        return ((to_flux(img) - tgt_flux).square() * inv_var).mean()
+
     gen = torch.Generator().manual_seed(seed)
     z = torch.randn(w_avg_samples, G.z_dim, generator=gen)
     w_samples = mapping(G, z.numpy())
@@ -194,7 +284,13 @@ def project(model, target, *, space: str = "w", steps: int = 300, lr: float = 0.
         pix = (img - tgt).square().mean()
         fl = (1 - (feat(img) * tgt_feat).sum(1)).mean() if feat is not None else img.new_zeros(())
         reg = noise_regularisation(noise) if optimize_noise else img.new_zeros(())
+        if to_flux is None:
+            c2 = img.new_full((), float("nan"))
+        else:
+            c2 = chi2_of(img if chi2_weight > 0 else img.detach())
         loss = pixel_weight * pix + feature_weight * fl + noise_reg_weight * reg
+        if chi2_weight > 0:
+            loss = loss + chi2_weight * c2
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -202,8 +298,9 @@ def project(model, target, *, space: str = "w", steps: int = 300, lr: float = 0.
             with torch.no_grad():
                 for n in noise:
                     n.sub_(n.mean()).div_(n.square().mean().sqrt() + 1e-8)
-        pix, fl, reg = float(pix.detach()), float(fl.detach()), float(reg.detach())
-        rec = {"total": pixel_weight * pix + feature_weight * fl, "pixel": pix, "feature": fl, "noise_reg": reg}
+        pix, fl, reg, c2 = float(pix.detach()), float(fl.detach()), float(reg.detach()), float(c2.detach())
+        total = pixel_weight * pix + feature_weight * fl + (chi2_weight * c2 if chi2_weight > 0 else 0.0)
+        rec = {"total": total, "pixel": pix, "feature": fl, "chi2": c2, "noise_reg": reg}
         losses.append(rec)
         if progress is not None:
             progress(step + 1, steps, rec["total"])
@@ -211,12 +308,79 @@ def project(model, target, *, space: str = "w", steps: int = 300, lr: float = 0.
         w_final = w_opt.detach()
         ws = w_final if space == "w+" else w_final[:, None, :].expand(-1, G.num_ws, -1)
         img = G.synthesis(ws, noise=noise).clamp(-1, 1)
+        chi2 = float(chi2_of(img)) if to_flux is not None else None
     recon = img[0].float().cpu().numpy()
     return ProjectionResult(latent=w_final[0].float().cpu().numpy(), ws=ws[0].float().cpu().numpy(),
                             noise=[n.detach().float().cpu().numpy() for n in noise], reconstruction=recon,
-                            residual=tgt[0].float().cpu().numpy() - recon, losses=losses, space=space)
+                            residual=tgt[0].float().cpu().numpy() - recon, losses=losses, space=space,
+                            chi2=chi2, sigma=None if to_flux is None else sig)
 
 
 def reconstruction_loss(result: ProjectionResult) -> float:
-    """Final pixel + feature loss (the quantity :func:`project` lowers, without the noise term)."""
+    """Final weighted pixel + feature (+ chi^2) loss (what :func:`project` lowers, without the noise term)."""
     return float(result.losses[-1]["total"]) if result.losses else float("nan")
+
+
+# ---------------------------------------------------------------------------------- targets
+
+
+def target_from_dataset(data, index: int, *, model) -> tuple[np.ndarray, float]:
+    """One stamp of a prepared dataset as a projection target in ``model``'s range.
+
+    Parameters
+    ----------
+    data : PreparedDataset
+        Same bands and resolution as the model (its training data, say).
+    index : int
+        Stamp number, 0 <= index < len(data).
+    model : Pretrained
+        The StyleGAN checkpoint (its ``stretch``, ``channels``, ``resolution`` and ``physical``).
+
+    Returns
+    -------
+    target : ndarray (C, H, W) float32 in [-1, 1]
+        Expressed in the model's stretch (a no-op for its own training data) and clipped.
+    clipped : float
+        Fraction of pixels that were outside [-1, 1] before clipping.
+
+    Raises
+    ------
+    DataError
+        Other bands, size or kind of data (flux vs 8-bit) than the model's.
+    IndexError
+        ``index`` out of range.
+    """
+    from galaxy_core.errors import DataError
+    from galaxy_core.explore.evaluation import restretch
+
+    if not 0 <= index < len(data):
+        raise IndexError(f"{data.name} has {len(data)} images; stamp {index} does not exist")
+    if data.num_bands != len(model.channels) or data.resolution != model.resolution:
+        raise DataError(f"{data.name}: {data.num_bands}-band {data.resolution} px images ({', '.join(data.channels)}), "
+                        f"but {model.name} makes {len(model.channels)}-band {model.resolution} px images "
+                        f"({', '.join(model.channels)}); give a stamp with the model's bands")
+    if data.physical != model.physical:
+        want = "a FITS stamp in flux units" if model.physical else "a PNG or JPG image"
+        raise DataError(f"{data.name}: {'flux' if data.physical else '8-bit'} data, but {model.name} was trained on "
+                        f"{'flux' if model.physical else '8-bit'} data; give {want}")
+    x = restretch(data.to_model_range(np.array([index])), source=data.stretch, target=model.stretch)[0]
+    clipped = float(np.mean(np.abs(x) > 1.0))
+    return np.clip(x, -1.0, 1.0).astype(np.float32), clipped
+
+
+def target_from_file(path, *, model, crop: float = 1.0) -> tuple[np.ndarray, float]:
+    """The first image of a file (PNG, JPG, TIFF or FITS) or folder as a projection target.
+
+    The file is prepared like any user data (:func:`galaxy_core.data.load_dataset`: centre
+    crop, resize to the model's resolution, its own stretch for flux data), then brought to the
+    model's stretch by :func:`target_from_dataset`.
+
+    Raises
+    ------
+    DataError
+        Unreadable file, or other bands or kind of data than the model's.
+    """
+    from galaxy_core.data import load_dataset
+
+    data = load_dataset(path, resolution=model.resolution, crop=crop, progress=False)
+    return target_from_dataset(data, 0, model=model)

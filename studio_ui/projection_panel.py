@@ -1,0 +1,196 @@
+"""The Latent Explorer's "Project a real galaxy" panel (StyleGAN checkpoints).
+
+Draws the target choice (a stamp of the checkpoint's training data, or an uploaded PNG/JPG/TIFF
+or FITS stamp), the settings, a progress bar with a live loss curve while
+:func:`galaxy_core.explore.projection.project` runs, and the result: target, reconstruction and
+residual side by side, the loss curve per term and the downloads. The result stays in the
+session (:data:`PROJ_KEY`) so the interpolation can start from it (:data:`USE_KEY`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from galaxy_core.explore import evaluation as ev
+from galaxy_core.explore import projection
+from galaxy_core.explore.export import npy_bytes, png_with_record
+from galaxy_core.io.render import make_grid, to_rgb
+from galaxy_core.metrics import plots
+from galaxy_core.models.pretrained import Pretrained
+from studio_ui import state, widgets
+
+PROJ_KEY = "le_projection"    # session state: the last projection (its result, target and checkpoint)
+USE_KEY = "le_use_projected"  # session state: the projected galaxy starts the interpolation
+RESIDUAL_SPAN = 0.5  # model-range residual shown black (-) to white (+)
+CHI2_WEIGHT = 0.002  # the chi^2 term's weight when switched on (chi^2 ~ 10 vs pixel MSE ~ 0.02)
+
+
+def projected(model: Pretrained) -> dict | None:
+    """The last projection, when it was made with this checkpoint."""
+    proj = st.session_state.get(PROJ_KEY)
+    return proj if proj is not None and proj["checkpoint_id"] == model.id else None
+
+
+@st.cache_data(max_entries=16, show_spinner="Preparing the uploaded stamp…")
+def _uploaded_target(data: bytes, name: str, model_key: tuple) -> tuple[np.ndarray, float]:
+    import tempfile
+    from pathlib import Path
+
+    model = state.cached_model(model_key)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "upload"
+        folder.mkdir()
+        (folder / Path(name).name).write_bytes(data)
+        return projection.target_from_file(folder, model=model)
+
+
+def _training_data_key(model: Pretrained) -> tuple:
+    own = ev.training_data(model.meta)
+    return state.data_key(own["spec"], resolution=own["resolution"], crop=own["crop"], count=own["count"],
+                          seed=own["seed"], normalisation=own["normalisation"])
+
+
+def target_ui(model: Pretrained) -> tuple[np.ndarray, str] | None:
+    """The real galaxy to project, in the model's range (C, H, W), and its label; None until chosen."""
+    own = ev.training_data(model.meta)
+    source = st.segmented_control("Real galaxy from", ["training", "upload"], default="training", key="le_pj_src",
+                                  required=True, format_func={"training": f"Training data ({own['spec']})",
+                                                              "upload": "Upload a stamp (PNG, JPG, FITS)"}.get)
+    if source == "training":
+        data = state.dataset(_training_data_key(model))
+        index = int(st.number_input(f"Stamp number (0 – {len(data) - 1})", 0, len(data) - 1, 0, key="le_pj_index",
+                                    help="The stamp of the data this checkpoint was trained on."))
+        target, clipped = projection.target_from_dataset(data, index, model=model)
+        label = f"{data.name} #{index}"
+    else:
+        kinds = ["fits", "fit", "fz"] if model.physical else ["png", "jpg", "jpeg", "tif", "tiff"]
+        f = st.file_uploader(f"A {'/'.join(model.channels)} stamp; centre-cropped and resized to {model.resolution} px",
+                             type=kinds, key="le_pj_upload",
+                             help="Flux data (FITS) for a model trained on fluxes, an image file for one trained "
+                                  "on 8-bit images; the bands must be the model's.")
+        if f is None:
+            return None
+        target, clipped = _uploaded_target(f.getvalue(), f.name, state.model_cache_key(model))
+        label = f.name
+    if clipped > 0.001:
+        st.caption(f"{clipped:.1%} of the stamp's pixels lie outside the model's range and were clipped.")
+    return target, label
+
+
+def projection_settings_ui(model: Pretrained) -> dict:
+    c1, c2, c3, c4 = st.columns([2, 2, 2, 3])
+    steps = c1.slider("Steps", 5, 1000, 200, step=5, key="le_pj_steps",
+                      help="Adam steps, each a forward and backward pass of the generator (and of the encoder when the "
+                           "feature weight is above 0); the loss curve shows when more stop helping.")
+    space = c2.radio("Into", ["w", "w+"], horizontal=True, key="le_pj_space",
+                     help="w: one style vector for every layer (stays on the model's manifold); w+: one per layer "
+                          "(Abdal et al. 2019), closer fits that edit less cleanly.")
+    usable = len(model.channels) in (1, 3)
+    fw = c3.number_input("Feature weight", 0.0, 10.0, 0.1 if usable else 0.0, 0.05, key="le_pj_fw", disabled=not usable,
+                         help="Weight of 1 − cosine similarity of galaxy-encoder features (the pixel MSE has weight 1).")
+    chi2 = False
+    if model.physical:
+        chi2 = c4.toggle("Add χ² of the residual in flux units", key="le_pj_chi2",
+                         help=f"Weight {CHI2_WEIGHT}: reduced χ² with the noise of the stamp's outer ring; it weighs "
+                              "faint outskirts by signal-to-noise. It is reported either way.")
+    return {"steps": int(steps), "space": space, "feature_weight": float(fw) if usable else 0.0,
+            "chi2_weight": CHI2_WEIGHT if chi2 else 0.0}
+
+
+def run_projection(model: Pretrained, target: np.ndarray, label: str, settings: dict) -> None:
+    """Project with a progress bar and a live loss curve; keep the result in the session."""
+    bar = st.progress(0.0, text="Starting the projection…")
+    live = st.empty()
+    totals: list[float] = []
+    every = max(1, settings["steps"] // 40)  # about 40 redraws of the live curve
+
+    def progress(step: int, steps: int, total: float) -> None:
+        totals.append(total)
+        bar.progress(step / steps, text=f"Step {step} of {steps} · loss {total:.4g}")
+        if step % every == 0 or step == steps:
+            live.plotly_chart(plots.lines(range(1, step + 1), {"loss": totals}, title="Loss (live)", x_title="step",
+                                          y_title="weighted loss", log_y=True, height=240), key=f"le_pj_live_{step}")
+
+    res = projection.project(model, target, space=settings["space"], steps=settings["steps"],
+                             feature_weight=settings["feature_weight"], chi2_weight=settings["chi2_weight"],
+                             extractor="galaxy" if settings["feature_weight"] > 0 else None, progress=progress)
+    bar.empty()
+    live.empty()
+    st.session_state[PROJ_KEY] = {"checkpoint_id": model.id, "label": f"projected {label}", "target_label": label,
+                                  "target": target, "space": res.space, "latent": res.latent, "ws": res.ws,
+                                  "reconstruction": res.reconstruction, "residual": res.residual,
+                                  "losses": res.losses, "chi2": res.chi2, "settings": settings}
+    st.session_state.pop(USE_KEY, None)  # a new galaxy: the user decides again
+
+
+def projection_result_ui(model: Pretrained, proj: dict) -> None:
+    target, recon, resid = proj["target"], proj["reconstruction"], proj["residual"]
+    rgb = to_rgb(np.stack([target, recon]), model.channels)
+    resid_rgb = widgets.residual_rgb(resid, span=RESIDUAL_SPAN)[None]
+    scale = widgets.display_scale(model.resolution) * 2
+    record = widgets.record_for(model, target=proj["target_label"], projection=proj["settings"],
+                                latent=np.asarray(proj["latent"]).tolist())
+    pngs = [png_with_record(im, record, scale=scale) for im in (rgb[0], rgb[1], resid_rgb[0])]
+    last = proj["losses"][-1]
+    cols = st.columns(4)
+    widgets.show_image(pngs[0], f"Target: {proj['target_label']}. {widgets.stretch_note(model)}", where=cols[0])
+    widgets.show_image(pngs[1], f"Reconstruction in {proj['space']} (optimised noise maps); same display.",
+                       where=cols[1])
+    widgets.show_image(pngs[2], "Residual target − reconstruction, mean over bands in model range: mid-grey = 0, "
+                       f"black −{RESIDUAL_SPAN:g}, white +{RESIDUAL_SPAN:g}.", where=cols[2])
+    with cols[3]:
+        st.metric("Pixel MSE (model range)", f"{last['pixel']:.4g}", border=True)
+        if proj["chi2"] is not None:
+            st.metric("Reduced χ² (flux units)", f"{proj['chi2']:.3g}", border=True,
+                      help="mean((f_target − f_model)² / σ²) with σ per band from the stamp's outer ring; "
+                           "about 1 when the residual is noise.")
+    steps = range(1, len(proj["losses"]) + 1)
+    series = {k: [r[k] for r in proj["losses"]] for k in ("total", "pixel", "feature")}
+    if proj["settings"]["feature_weight"] == 0:
+        series.pop("feature")
+    if proj["chi2"] is not None:
+        series["chi2 / 100"] = [r["chi2"] / 100 for r in proj["losses"]]
+    st.plotly_chart(plots.lines(steps, series, title="Projection loss", x_title="step", y_title="loss (log scale)",
+                                log_y=True, height=280), key="le_pj_curve")
+    st.caption("Total = pixel MSE + feature weight × (1 − encoder cosine)"
+               + (" + χ² weight × χ²" if proj["settings"]["chi2_weight"] else "")
+               + ", measured at the noisy w of each step (noise on w decays over the first three quarters).")
+    name = f"{model.name}_projected_{proj['space'].replace('+', 'plus')}"
+    items = [
+        (f"Latent {proj['space']} (.npy)", npy_bytes(np.asarray(proj["latent"])[None]), f"{name}.npy",
+         "application/octet-stream"),
+        ("Styles ws (.npy)", npy_bytes(np.asarray(proj["ws"])[None]), f"{name}_ws.npy", "application/octet-stream"),
+        ("Reconstruction (PNG)", pngs[1], f"{name}.png", "image/png"),
+        ("Target | reconstruction | residual (PNG)",
+         png_with_record(make_grid(np.concatenate([rgb, resid_rgb]), ncols=3), record, scale=scale),
+         f"{name}_panel.png", "image/png"),
+    ]
+    fits = widgets.fits_images_download(model, recon[None], file_name=f"{name}.fits")
+    widgets.download_row(items + ([fits] if fits else []), key="le_pj_dl")
+    st.button("Use as interpolation key", key="le_pj_use", icon=":material/linear_scale:", type="primary",
+              on_click=lambda: st.session_state.__setitem__(USE_KEY, True),
+              help="The interpolation above then starts at this galaxy (in w) and runs through its keys. The "
+                   "strip uses the checkpoint's constant noise, not the optimised noise maps.")
+
+
+def projection_ui(model: Pretrained) -> None:
+    st.subheader(":material/center_focus_strong: Project a real galaxy")
+    st.caption("Find the w (or per-layer w+) whose image matches a real stamp: Adam on w and the noise maps, "
+               "pixel + galaxy-encoder feature loss, noise regularisation (Karras et al. 2020, appendix D).")
+    with widgets.error_boundary("Projecting the galaxy"):
+        chosen = target_ui(model)
+        settings = projection_settings_ui(model)
+        if chosen is None:
+            st.caption("Upload a stamp to project.")
+            return
+        target, label = chosen
+        if st.button("Project", key="le_pj_go", icon=":material/play_arrow:"):
+            run_projection(model, target, label, settings)
+        proj = projected(model)
+        if proj is not None:
+            projection_result_ui(model, proj)
+        else:
+            preview = png_with_record(to_rgb(target[None], model.channels)[0], widgets.record_for(model, target=label),
+                                      scale=2 * widgets.display_scale(model.resolution))
+            widgets.show_image(preview, f"Target: {label}. {widgets.stretch_note(model)}")
