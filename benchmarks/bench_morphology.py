@@ -11,6 +11,12 @@ stamps would take on the ``native`` protocol at the measured rate (goal: under 1
 
 The paper protocol is slow (seconds per stamp), so it runs on the first ``--paper-stamps``
 stamps only; its rate is still a per-stamp figure measured in this run.
+
+Measured (``--stamps 2000 --paper-stamps 4 --workers 2``, load average 14 from other jobs on the
+2 cores, so the wall-clock rates are a third of an idle machine's and the CPU time is the figure
+to read): native 0.118 CPU s/stamp, 3.5 % failures; paper512 4.0 CPU s/stamp; 34x in CPU time;
+9,000 stamps project to 8.8 min on 2 otherwise idle cores (paper512: 5.0 h). With 400 stamps
+at load 18: 0.122 CPU s/stamp, 3.2 % failures, 9.2 min.
 """
 
 from __future__ import annotations
