@@ -19,10 +19,8 @@ import json
 import math
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import plotly.graph_objects as go
+import plotly.io as pio
 
 
 def fid_curve(run_dir: Path, budget_min: float = math.inf) -> tuple[str, list[tuple[float, float, int]]]:
@@ -57,17 +55,14 @@ def main() -> None:
     if len(names) != 1:
         raise SystemExit(f"runs use different live metrics: {sorted(names)}")
     metric = names.pop()
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    fig = go.Figure()
     for label, (_, pts) in curves.items():
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=label)
-    ax.set_yscale("log")
-    ax.set_xlabel("training CPU-minutes (one thread; live evaluation excluded)")
-    ax.set_ylabel(f"live {metric} (lower is better)")
-    ax.set_title(args.title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(args.out)
+        fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers", name=label))
+    fig.update_layout(title=args.title, template="plotly_white",
+                      xaxis_title="training CPU-minutes (one thread; live evaluation excluded)",
+                      yaxis_title=f"live {metric} (log scale; lower is better)")
+    fig.update_yaxes(type="log")
+    pio.write_image(fig, args.out, width=800, height=480)
     base_label = next(iter(curves))
     base_best = min(p[1] for p in curves[base_label][1])
     print(f"{metric}; baseline {base_label} best {base_best:.1f}")
