@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from galaxy_core.io.checkpoint import load_checkpoint, read_meta
-from galaxy_core.models.fastgan import (SLE, Discriminator, FastGANConfig, Generator, quarter, reconstruction_loss,
-                                        reconstruction_targets)
+from galaxy_core.models.bnstats import state_key
+from galaxy_core.models.fastgan import (SLE, Discriminator, FastGANConfig, Generator, calibration_latents, quarter,
+                                        reconstruction_loss, reconstruction_targets)
 from galaxy_core.models.pretrained import load_pretrained
 from galaxy_core.models.registry import get_arch
 from galaxy_core.train.run import read_metrics
@@ -140,6 +141,29 @@ def test_checkpoint_loads_for_sampling(runs):
     x = model.generate(model.latents(3, 4))
     assert x.shape == (4, 3, 64, 64) and np.isfinite(x).all() and np.abs(x).max() <= 1
     np.testing.assert_array_equal(x[:2], model.generate(model.latents(3, 2)))
+
+
+def test_sampling_generator_gets_batch_norm_statistics_of_its_own_weights():
+    torch.manual_seed(0)
+    G = Generator(FastGANConfig(width=8, z_dim=32)).eval()
+    bn = G.init[1]
+    bn.running_mean.fill_(5.0)  # statistics that belong to other weights
+    bn.running_var.fill_(100.0)
+    fam = get_arch("fastgan")
+    z = torch.randn(3, 32)
+    first = fam.generate({"G": G}, z)
+    cal = torch.cat(calibration_latents(32))
+    with torch.no_grad():
+        pre = G.init[0](cal.view(len(cal), 32, 1, 1))  # what the first batch norm sees
+    torch.testing.assert_close(bn.running_mean, pre.mean((0, 2, 3)), rtol=1e-4, atol=1e-5)
+    assert not G.training
+    key = state_key(G)
+    torch.testing.assert_close(fam.generate({"G": G}, z[:1]), first[:1])  # no re-estimate, batch-independent
+    assert state_key(G) == key
+    with torch.no_grad():  # new weights (an EMA update) -> new statistics
+        G.init[0].weight.mul_(2.0)
+    fam.generate({"G": G}, z)
+    torch.testing.assert_close(bn.running_mean, 2 * pre.mean((0, 2, 3)), rtol=1e-4, atol=1e-5)
 
 
 def test_config_rejects_bad_values_with_the_key():

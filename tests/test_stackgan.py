@@ -149,6 +149,10 @@ def test_chained_sample_is_deterministic_and_starts_from_stage1(runs):
     np.testing.assert_array_equal(s["stage2"], again["stage2"])
     np.testing.assert_array_equal(s["stage1"], load_pretrained(STAGE1).generate(z))
     np.testing.assert_array_equal(model.generate(z), s["stage2"])
+    # stage II sampled with batch-norm statistics of its own (EMA) weights, estimated on stage-I output
+    from galaxy_core.models.bnstats import state_key
+
+    assert model.nets["G"]._bn_calibrated == state_key(model.nets["G"])
     # the sample grid shows both stages side by side (two 2x2 grids of 128 px tiles)
     from PIL import Image
 

@@ -172,3 +172,18 @@ def test_cli_reports_bad_config_without_traceback(tmp_path):
                        timeout=120)
     assert r.returncode == 2
     assert "bad.toml" in r.stderr and "train.stepz" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cpu_seconds_accumulate_in_records_and_across_a_resume(tmp_path):
+    run_dir = tmp_path / "run"
+    train(_cfg("train.steps=10", "log.eval_every=0"), run_dir, progress=False)
+    first = read_meta(RunFolder(run_dir).checkpoint("last"))["training"]["cpu_time_s"]
+    train(_cfg("train.steps=20", "log.eval_every=0"), run_dir, progress=False)  # resumes at step 10
+    recs = read_metrics(RunFolder(run_dir).metrics_path)
+    cpu = [r["cpu_s"] for r in recs]
+    assert [r["step"] for r in recs] == [5, 10, 15, 20]
+    assert all(b > a for a, b in zip(cpu, cpu[1:])) and cpu[0] > 0
+    assert cpu[1] == pytest.approx(first) and cpu[2] > first  # continued from the checkpoint, not restarted
+    last = read_meta(RunFolder(run_dir).checkpoint("last"))["training"]
+    assert last["cpu_time_s"] == pytest.approx(cpu[-1])
+    assert 0 < last["cpu_time_s"] < 4 * last["wall_time_s"] + 1  # seconds of one process, not a clock reading

@@ -43,11 +43,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from galaxy_core.errors import ConfigError
+from galaxy_core.models.bnstats import ensure_calibrated
 from galaxy_core.models.dcgan import DCGANConfig
 from galaxy_core.models.dcgan import Discriminator as DCGANDiscriminator
 from galaxy_core.models.dcgan import init_weights
 from galaxy_core.models.family import Family, Objective, Phase
 from galaxy_core.models.losses import d_loss, g_loss
+
+CALIBRATION_SAMPLES = 256  # stage-I images on which a sampling stage II re-estimates batch-norm statistics
+CALIBRATION_BATCH = 64
+CALIBRATION_SEED = 8191
 
 
 @dataclass
@@ -225,7 +230,10 @@ class StackGANFamily(Family):
     def generate(self, nets, latents, *, labels=None, psi=1.0, noise_mode="const", refs=None):
         """Chained sample: ``{"stage1": (n, C, R/2, R/2), "stage2": (n, C, R, R)}`` in [-1, 1]
         from latents (n, z_dim) through the stage-I generator in ``refs["stage1"]`` and the
-        stage-II generator ``nets["G"]``.
+        stage-II generator ``nets["G"]``. A stage II in eval mode first re-estimates its
+        batch-norm statistics on stage-I images of fixed latents (:func:`calibration_inputs`)
+        whenever its weights changed since the last estimate: the EMA copy otherwise carries
+        statistics of the live weights, measured on training inputs.
 
         Raises
         ------
@@ -239,8 +247,25 @@ class StackGANFamily(Family):
                                 refs=s1.refs)
         x1 = list(x1.values())[-1] if isinstance(x1, dict) else x1
         G = nets["G"]
-        x1 = x1.to(next(G.parameters()).device)
+        device = next(G.parameters()).device
+        ensure_calibrated(G, lambda: calibration_inputs(s1, device, psi=psi, noise_mode=noise_mode))
+        x1 = x1.to(device)
         return {"stage1": x1, "stage2": G(x1)}
+
+
+@torch.no_grad()
+def calibration_inputs(stage1, device: torch.device, *, psi: float = 1.0, noise_mode: str = "const",
+                       n: int = CALIBRATION_SAMPLES, batch: int = CALIBRATION_BATCH,
+                       seed: int = CALIBRATION_SEED) -> list[torch.Tensor]:
+    """Stage-I images of fixed latents (``stage1.latents(seed, n)``), in batches on ``device``:
+    what a sampling stage II re-estimates its batch-norm statistics on. Calibrating on stage-I
+    output rather than on the training inputs (2x2 means of real 128 px images) also adapts the
+    statistics to the inputs the chain actually gives it."""
+    out = []
+    for z in stage1.latents(seed, n).split(batch):
+        x = stage1.family.generate(stage1.nets, z.to(stage1.device), psi=psi, noise_mode=noise_mode, refs=stage1.refs)
+        out.append((list(x.values())[-1] if isinstance(x, dict) else x).to(device))
+    return out
 
 
 def num_conv_layers(G: Generator) -> int:

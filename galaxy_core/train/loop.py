@@ -18,6 +18,11 @@ and latents/augmentations by ``(seed, step)``, so resuming from a checkpoint at 
 continues exactly as an uninterrupted run would (up to floating-point non-determinism of the
 device) without storing random-generator state. The learning-rate schedule is a function of the
 step, the augmentation probability and the objective's own state are saved in the checkpoint.
+
+Time: every metrics record carries ``cpu_s``, the CPU seconds this process has spent training
+(sums of :func:`time.process_time` deltas, all its threads, live evaluation excluded), and the
+checkpoint's ``training`` table carries it as ``cpu_time_s`` beside ``wall_time_s``, so both
+continue across a resume. CPU time is the fair clock on a machine shared with other jobs.
 """
 
 from __future__ import annotations
@@ -190,6 +195,7 @@ class Trainer:
         self.best: dict | None = None
         self.last_eval: tuple[int, dict] | None = None  # (step, metrics) of the latest live evaluation
         self.elapsed = 0.0
+        self.cpu_time = 0.0  # CPU seconds of this process in training (time.process_time), across resumes
         self.amp = t.amp and self.device.type == "cuda"
         self.evaluator = None
         self.notices: list[str] = []  # said in log.txt, status.json and by the CLI
@@ -265,6 +271,7 @@ class Trainer:
             self.fixed_labels = tensors["fixed_labels"]
         self.step = int(meta["training"]["step"])
         self.elapsed = float(meta["training"].get("wall_time_s", 0.0))
+        self.cpu_time = float(meta["training"].get("cpu_time_s", 0.0))
         self.best = meta.get("best")
         return True
 
@@ -306,6 +313,7 @@ class Trainer:
                 "kimg": kimg,
                 "epochs": self.step / self.kind.steps_per_epoch(),
                 "wall_time_s": self.elapsed,
+                "cpu_time_s": self.cpu_time,
                 "images_per_s": (self.step * t.batch_size / self.elapsed) if self.elapsed else None,
                 "device": str(self.device) if self.device.type != "cuda" else torch.cuda.get_device_name(self.device),
                 "cpu": platform.processor() or platform.machine(),
@@ -580,7 +588,7 @@ def _loop(tr: Trainer, progress_fn: ProgressFn | None, abort_fn: AbortFn | None,
         tr.sample_grid()
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
-    n_acc, t_mark = 0, time.perf_counter()
+    n_acc, t_mark, c_mark = 0, time.perf_counter(), time.process_time()
     imgs_since = 0
     state = "finished"
     r_t = None
@@ -597,7 +605,7 @@ def _loop(tr: Trainer, progress_fn: ProgressFn | None, abort_fn: AbortFn | None,
             if not _roll_back(tr, e):
                 raise
             sums, counts, n_acc, imgs_since = {}, {}, 0, 0
-            t_mark = time.perf_counter()
+            t_mark, c_mark = time.perf_counter(), time.process_time()
             continue
         tr.step += 1
         r = tr.diffaug.update(step=tr.step, images_per_step=cfg.train.batch_size,
@@ -612,11 +620,13 @@ def _loop(tr: Trainer, progress_fn: ProgressFn | None, abort_fn: AbortFn | None,
             now = time.perf_counter()
             dt = now - t_mark
             tr.elapsed += dt
+            tr.cpu_time += time.process_time() - c_mark
             rec = {"step": tr.step, "kimg": tr.step * cfg.train.batch_size / 1000,
                    "epoch": tr.step / tr.kind.steps_per_epoch(),
                    **{k: float(v) / counts[k] for k, v in sums.items()},
                    **{f"lr_{k}": v for k, v in lrs.items()},
                    "images_per_s": imgs_since / dt if dt > 0 else None,
+                   "cpu_s": tr.cpu_time,
                    "time": time.time()}
             if tr.diffaug.mode != "off":
                 rec["augment_p"] = tr.diffaug.p
@@ -630,12 +640,13 @@ def _loop(tr: Trainer, progress_fn: ProgressFn | None, abort_fn: AbortFn | None,
                 if progress_fn is not None:
                     progress_fn(tr.step, total, rec)
             sums, counts, n_acc, imgs_since = {}, {}, 0, 0
-            t_mark = time.perf_counter()
+            t_mark, c_mark = time.perf_counter(), time.process_time()
         if tr.step % lg.sample_every == 0:
             tr.sample_grid()
         if tr.step % lg.checkpoint_every == 0 and tr.step < total:
             tr.save("last")
     tr.elapsed += time.perf_counter() - t_mark if n_acc else 0.0
+    tr.cpu_time += time.process_time() - c_mark if n_acc else 0.0
     if tr.step % lg.sample_every != 0:
         tr.sample_grid()
     tr.save("last")
