@@ -135,17 +135,26 @@ def _cmd_experiments(args) -> int:
 
             raise GalaxyGanError(f"sky experiments --also {item!r}: expected NAME=POSITIONS.json,GALAXIES.json")
         models[name] = (load_model(pos), load_model(gal))
+    e2e = load_model(args.end_to_end) if args.end_to_end and args.end_to_end != "none" else None
     t0 = time.perf_counter()
-    out = {"table": realism_table(scorer, models=models, n=args.n, size=args.size, progress=not args.quiet)}
+    out = {"table": realism_table(scorer, models=models, n=args.n, size=args.size, end_to_end=e2e,
+                                  progress=not args.quiet)}
+    generated = {k: v for k, v in out["table"].items() if not k.startswith(("real", "baseline"))}
+    if generated:  # the generated set the classifier two-sample test finds hardest to tell from real
+        best = min(generated, key=lambda k: generated[k]["c2st_accuracy"])
+        out["best"] = {"set": best, "c2st_accuracy": generated[best]["c2st_accuracy"],
+                       "realism_mean": generated[best]["mean"]}
     if "conditional" in models:
         gal = load_model(args.experiment_galaxies) if args.experiment_galaxies else models["conditional"][1]
         out["experiments"] = three_experiments(scorer, positions=models["conditional"][0], galaxies=gal,
                                                n=args.n_exp, size=args.size)
     out["seconds"] = round(time.perf_counter() - t0, 1)
-    print(f"{'set':<16}{'realism mean':>14}{'std':>8}{'n':>6}{'C2ST acc':>10}")
+    print(f"{'set':<32}{'realism mean':>14}{'std':>8}{'n':>6}{'C2ST acc':>10}")
     for name, r in out["table"].items():
         acc = "" if r["c2st_accuracy"] is None else f"{r['c2st_accuracy']:.3f}"
-        print(f"{name:<16}{r['mean']:>14.3f}{r['std']:>8.3f}{r['n']:>6}{acc:>10}")
+        print(f"{name:<32}{r['mean']:>14.3f}{r['std']:>8.3f}{r['n']:>6}{acc:>10}")
+    if "best" in out:
+        print(f"best generated set (lowest C2ST accuracy): {out['best']['set']} {out['best']['c2st_accuracy']:.3f}")
     for name, r in out.get("experiments", {}).items():
         if isinstance(r, dict):
             print(f"{name:<30}{r['mean']:.3f} +- {r['std']:.3f} (n={r['n']})")
@@ -221,6 +230,8 @@ def _add_sky_commands(sub) -> None:
     e.add_argument("--galaxies-uncond", default="checkpoints/began_hdf32.json")
     e.add_argument("--positions-cond", default="checkpoints/positions_hdf_cond.json")
     e.add_argument("--galaxies-cond", default="checkpoints/began_cond_hdf32.json")
+    e.add_argument("--end-to-end", default="checkpoints/sky_e2e_dcgan128.json",
+                   help="end-to-end GAN of whole sky tiles for its row ('none' to leave it out)")
     e.add_argument("--experiment-galaxies", help="galaxy checkpoint for the three experiments (default: --galaxies-cond)")
     e.add_argument("--also", action="append", metavar="NAME=POSITIONS,GALAXIES",
                    help="another row of the table (repeatable)")

@@ -105,8 +105,9 @@ def galaxy_source(cfg: SkyConfig):
     return ModelGalaxies(model)
 
 
-def compose(cfg: SkyConfig, *, progress: bool = False) -> Sky:
-    """The sky a :class:`SkyConfig` describes (deterministic for ``cfg.seed``)."""
+def compose(cfg: SkyConfig, *, progress=False) -> Sky:
+    """The sky a :class:`SkyConfig` describes (deterministic for ``cfg.seed``); ``progress`` as
+    in :func:`~galaxy_core.sky.compose.compose_sky` (True: tqdm bar; callable (done, total))."""
     if cfg.positions in BASELINES:
         from galaxy_core.sky.baselines import baseline_geometric, baseline_uniform
 
