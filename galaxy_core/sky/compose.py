@@ -17,6 +17,7 @@ never written over it, so ``sky.sum() == background.sum() + truth["flux"].sum()`
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
@@ -179,14 +180,36 @@ def measure_background(rgb01: np.ndarray, mask: np.ndarray, *, kernel: int = 25,
                       quantiles=quantiles.astype(np.float32) if n_quantiles else None)
 
 
+BACKGROUND_VERSION = "hdf-background/1"  # bump when measure_background or source_mask change
+
+
 @functools.lru_cache(maxsize=1)
 def hdf_background() -> Background:
     """Background of the built-in deep field (:func:`measure_background` with
-    :func:`source_mask`): its sky level and its correlated (drizzled, JPEG-compressed) noise."""
-    from galaxy_core.data.hdf import hdf_field
+    :func:`source_mask`): its sky level and its correlated (drizzled, JPEG-compressed) noise.
 
+    Measured once (about 10 s) and kept in ``$GALAXYGAN_CACHE/sky/`` (arrays only, no pickle)."""
+    from galaxy_core.data.hdf import hdf_field
+    from galaxy_core.paths import cache_dir
+
+    path = cache_dir() / "sky" / f"{BACKGROUND_VERSION.replace('/', '-')}.npz"
+    try:
+        with np.load(path) as z:
+            return Background(level=tuple(float(v) for v in z["level"]), sigma=tuple(float(v) for v in z["sigma"]),
+                              colour=z["colour"], kernels=z["kernels"], quantiles=z["quantiles"])
+    except (OSError, KeyError, ValueError):
+        pass
     rgb = hdf_field().astype(np.float64) / 255.0
-    return measure_background(rgb, source_mask(rgb))
+    bg = measure_background(rgb, source_mask(rgb))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(tmp, level=np.asarray(bg.level), sigma=np.asarray(bg.sigma), colour=bg.colour, kernels=bg.kernels,
+                 quantiles=bg.quantiles)
+        os.replace(tmp, path)
+    except OSError:  # a read-only cache: measure again next time
+        pass
+    return bg
 
 
 def white_hdf_background() -> Background:
