@@ -56,6 +56,9 @@ def config_ui() -> SkyConfig:
     size = c1.select_slider("Sky size (px)", [256, 512, 768, 1000, 1500, 2000], value=512, key="sky_size")
     seed = widgets.seed_ui("Seed", key="sky_seed")
     jitter = c3.slider("Sub-cell jitter", 0.0, 0.5, 0.35, 0.05, key="sky_jitter")
+    flux_match = c3.checkbox("Match galaxy fluxes to the data", value=default.flux_match, key="sky_flux_match",
+                             help="Scale each model galaxy so its total flux has the rank in the real stamps' flux "
+                                  "distribution that it has among the model's own galaxies (shapes stay the model's).")
     with st.expander("Class mix (occupancy models and random cells)"):
         m1, m2, m3 = st.columns(3)
         mix = [m1.slider("small", 0.0, 1.0, 1.0, key="sky_mix_s"), m2.slider("medium", 0.0, 1.0, 1.0, key="sky_mix_m"),
@@ -64,7 +67,7 @@ def config_ui() -> SkyConfig:
     if sum(mix) <= 0:
         mix = [1.0, 1.0, 1.0]
     return SkyConfig(height=size, width=size, seed=seed, positions=positions, galaxies=galaxies, jitter=jitter,
-                     class_mix=mix, occupancy=occupancy)
+                     class_mix=mix, occupancy=occupancy, flux_match=flux_match)
 
 
 LARGE = 1000 * 1000  # skies with more pixels than this get a progress bar

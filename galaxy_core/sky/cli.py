@@ -58,7 +58,8 @@ def _cmd_compose(args) -> int:
     from galaxy_core.sky.pipeline import compose, load_sky_config
 
     cfg = load_sky_config(args.config, {"height": args.size, "width": args.size, "seed": args.seed, "out": args.out,
-                                        "positions": args.positions, "galaxies": args.galaxies})
+                                        "positions": args.positions, "galaxies": args.galaxies,
+                                        "flux_match": True if args.flux_match else None})
     t0 = time.perf_counter()
     sky = compose(cfg, progress=not args.quiet)
     t_compose = time.perf_counter() - t0
@@ -138,6 +139,7 @@ def _cmd_experiments(args) -> int:
     e2e = load_model(args.end_to_end) if args.end_to_end and args.end_to_end != "none" else None
     t0 = time.perf_counter()
     out = {"table": realism_table(scorer, models=models, n=args.n, size=args.size, end_to_end=e2e,
+                                  flux_match=args.flux_match, matched_rows=args.flux_matched_rows,
                                   progress=not args.quiet)}
     generated = {k: v for k, v in out["table"].items() if not k.startswith(("real", "baseline"))}
     if generated:  # the generated set the classifier two-sample test finds hardest to tell from real
@@ -147,7 +149,7 @@ def _cmd_experiments(args) -> int:
     if "conditional" in models:
         gal = load_model(args.experiment_galaxies) if args.experiment_galaxies else models["conditional"][1]
         out["experiments"] = three_experiments(scorer, positions=models["conditional"][0], galaxies=gal,
-                                               n=args.n_exp, size=args.size)
+                                               n=args.n_exp, size=args.size, flux_match=args.flux_match)
     out["seconds"] = round(time.perf_counter() - t0, 1)
     print(f"{'set':<32}{'realism mean':>14}{'std':>8}{'n':>6}{'C2ST acc':>10}")
     for name, r in out["table"].items():
@@ -191,6 +193,8 @@ def _add_sky_commands(sub) -> None:
     c.add_argument("--seed", type=int)
     c.add_argument("--positions", help="position checkpoint, random, baseline1 or baseline2")
     c.add_argument("--galaxies", help="galaxy checkpoint or stamps")
+    c.add_argument("--flux-match", action="store_true",
+                   help="map the model galaxies' fluxes onto the real stamps' flux distribution")
     c.add_argument("--out", help="output stem (writes .png, .fits, .csv)")
     c.add_argument("--quiet", action="store_true")
     c.set_defaults(func=_cmd_compose)
@@ -232,6 +236,10 @@ def _add_sky_commands(sub) -> None:
     e.add_argument("--galaxies-cond", default="checkpoints/began_cond_hdf32.json")
     e.add_argument("--end-to-end", default="checkpoints/sky_e2e_dcgan128.json",
                    help="end-to-end GAN of whole sky tiles for its row ('none' to leave it out)")
+    e.add_argument("--flux-match", action="store_true",
+                   help="model galaxies with their fluxes mapped onto the real stamps' flux distribution")
+    e.add_argument("--flux-matched-rows", action="store_true",
+                   help="also a flux-matched row for every model pair")
     e.add_argument("--experiment-galaxies", help="galaxy checkpoint for the three experiments (default: --galaxies-cond)")
     e.add_argument("--also", action="append", metavar="NAME=POSITIONS,GALAXIES",
                    help="another row of the table (repeatable)")

@@ -291,24 +291,78 @@ class ModelGalaxies:
 
     A conditional model gets label ``cls - 1`` (small/medium/large); an unconditional one
     ignores the class. Latents are drawn from the tile's random stream.
+
+    ``flux_match``: each galaxy's flux image is scaled so that its total flux has the rank in
+    the real stamps' flux distribution that it has in the model's own (a monotone map
+    calibrated once on :data:`CALIBRATION_SAMPLES` samples per class drawn with a fixed seed;
+    per size class for a conditional model, over all stamps for an unconditional one). Shapes
+    and the brightness order are the model's; the flux scale is the data's.
     """
 
-    def __init__(self, model, *, batch: int = 256):
+    def __init__(self, model, *, batch: int = 256, flux_match: bool = False):
         self.model, self.batch = model, batch
         self.conditional = model.num_classes > 0
+        self.flux_match = flux_match
+        self._calibration: dict | None = None
 
-    def __call__(self, cls, rng):
+    def _raw(self, cls: np.ndarray, seed: int) -> np.ndarray:
         import torch
 
+        g = torch.Generator().manual_seed(seed)
+        z = self.model.family.sample_latents(self.model.model_cfg, len(cls), generator=g)
+        labels = np.clip(cls - 1, 0, self.model.num_classes - 1) if self.conditional else None
+        return galaxy_flux(self.model.generate(z, labels=labels, batch=self.batch))
+
+    def calibration(self) -> dict:
+        """``{class: (sorted model fluxes, sorted real fluxes)}``, class 0 = all (unconditional)."""
+        if self._calibration is None:
+            real = real_stamp_fluxes(self.model.resolution)
+            classes = (1, 2, 3) if self.conditional else (0,)
+            cal = {}
+            for c in classes:
+                cls = np.full(CALIBRATION_SAMPLES, max(c, 1), np.int64)
+                model_f = np.sort(self._raw(cls, seed=c).sum(axis=(1, 2, 3), dtype=np.float64))
+                cal[c] = (model_f, real[c])
+            self._calibration = cal
+        return self._calibration
+
+    def __call__(self, cls, rng):
         cls = np.asarray(cls, np.int64)
         if len(cls) == 0:
             r = self.model.resolution
             return np.zeros((0, 3, r, r), np.float32)
-        g = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        z = self.model.family.sample_latents(self.model.model_cfg, len(cls), generator=g)
-        labels = np.clip(cls - 1, 0, self.model.num_classes - 1) if self.conditional else None
-        x = self.model.generate(z, labels=labels, batch=self.batch)
-        return galaxy_flux(x)
+        flux = self._raw(cls, int(rng.integers(2**62)))
+        if not self.flux_match:
+            return flux
+        cal = self.calibration()
+        total = flux.sum(axis=(1, 2, 3), dtype=np.float64)
+        scale = np.ones(len(cls))
+        for c, (model_f, real_f) in cal.items():
+            sel = (cls == c) if self.conditional else np.ones(len(cls), bool)
+            u = np.interp(total[sel], model_f, np.linspace(0.0, 1.0, len(model_f)))
+            target = np.quantile(real_f, u)
+            ratio = np.where(total[sel] > 1e-6, target / np.maximum(total[sel], 1e-6), 1.0)
+            scale[sel] = np.clip(ratio, 1 / MAX_FLUX_SCALE, MAX_FLUX_SCALE)
+        return (flux * scale[:, None, None, None]).astype(np.float32)
+
+
+CALIBRATION_SAMPLES = 512
+MAX_FLUX_SCALE = 3.0
+
+
+@functools.lru_cache(maxsize=2)
+def real_stamp_fluxes(resolution: int = 32) -> dict:
+    """Total flux (band sum, :func:`galaxy_flux`) of the real ``hdf`` stamps: ``{0: all, 1:
+    small, 2: medium, 3: large}``, each sorted."""
+    from galaxy_core.data.hdf import prepare_hdf
+
+    ds = prepare_hdf(resolution=resolution, progress=False)
+    total = galaxy_flux(ds.to_model_range()).sum(axis=(1, 2, 3), dtype=np.float64)
+    names = np.asarray(ds.catalog["size_class"]).astype(str)
+    out = {0: np.sort(total)}
+    for c, n in enumerate(("small", "medium", "large"), 1):
+        out[c] = np.sort(total[names == n])
+    return out
 
 
 class StampGalaxies:

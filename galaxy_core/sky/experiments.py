@@ -83,7 +83,8 @@ def end_to_end_images(model, n: int, *, size: int = 256, seed: int = 0) -> list[
 
 
 def realism_table(scorer: RealismScorer, *, models: dict, n: int = 100, size: int = 256, cell_px: int = 16,
-                  seed: int = 1000, end_to_end=None, progress: bool = True) -> dict:
+                  seed: int = 1000, end_to_end=None, flux_match: bool = False, matched_rows: bool = False,
+                  progress: bool = True) -> dict:
     """Realism table (see module docstring).
 
     Parameters
@@ -93,6 +94,10 @@ def realism_table(scorer: RealismScorer, *, models: dict, n: int = 100, size: in
         (:class:`~galaxy_core.models.pretrained.Pretrained`); missing entries are skipped.
     end_to_end : Pretrained, optional
         An end-to-end GAN of whole sky tiles (:func:`end_to_end_images`): row "end-to-end GAN".
+    flux_match : bool
+        Model galaxies with their fluxes mapped onto the real stamps' (:class:`ModelGalaxies`).
+    matched_rows : bool
+        Without ``flux_match``: also a row "NAME, flux-matched" per model pair with the mapping.
     n : int
         Images per row.
 
@@ -108,7 +113,9 @@ def realism_table(scorer: RealismScorer, *, models: dict, n: int = 100, size: in
 
     real_feats = np.stack([tile_features(t) for t in real_hdf_tiles(4 * n, seed=seed + 1)])
     rows = {}
-    bar = tqdm(total=4 + len(models) + (end_to_end is not None), desc="realism table", disable=not progress)
+    variants = [(flux_match, "")] + ([(True, ", flux-matched")] if matched_rows and not flux_match else [])
+    bar = tqdm(total=4 + len(models) * len(variants) + (end_to_end is not None), desc="realism table",
+               disable=not progress)
     rows["real"] = _score_set(scorer, real_images(n, size=size, seed=seed), real_feats)
     held = scorer.meta.get("real_columns")
     if held is not None and FIELD_WIDTH - held[1] >= size:  # columns the scorer never saw
@@ -126,17 +133,18 @@ def realism_table(scorer: RealismScorer, *, models: dict, n: int = 100, size: in
         bar.update()
     for name, (pos, gal) in models.items():
         mix = (1.0, 1.0, 1.0) if pos.model_cfg.num_classes == 2 else None
-        ps, gs = ModelPositions(pos, class_mix=mix), ModelGalaxies(gal)
-        skies = [compose_sky(height=size, width=size, positions=ps, galaxies=gs, cell_px=cell_px, seed=seed + i).image
-                 for i in range(n)]
-        rows[name] = _score_set(scorer, skies, real_feats)
-        bar.update()
+        for match, suffix in variants:
+            ps, gs = ModelPositions(pos, class_mix=mix), ModelGalaxies(gal, flux_match=match)
+            skies = [compose_sky(height=size, width=size, positions=ps, galaxies=gs, cell_px=cell_px,
+                                 seed=seed + i).image for i in range(n)]
+            rows[name + suffix] = _score_set(scorer, skies, real_feats)
+            bar.update()
     bar.close()
     return rows
 
 
 def three_experiments(scorer: RealismScorer, *, positions, galaxies, n: int = 50, size: int = 256,
-                      cell_px: int = 16, seed: int = 2000) -> dict:
+                      cell_px: int = 16, seed: int = 2000, flux_match: bool = False) -> dict:
     """The paper's three experiments with the conditional two-stage model.
 
     Returns
@@ -145,7 +153,7 @@ def three_experiments(scorer: RealismScorer, *, positions, galaxies, n: int = 50
         ``position_model``, ``random_positions`` (experiment 1), ``fixed_positions_galaxy_sets``
         (2), ``fixed_positions_shuffled`` (3): each ``{"mean", "std", "n"}`` of realism scores.
     """
-    ps, gs = ModelPositions(positions), ModelGalaxies(galaxies)
+    ps, gs = ModelPositions(positions), ModelGalaxies(galaxies, flux_match=flux_match)
     grids = [ps(np.random.default_rng(seed + i)) for i in range(20)]
     occupancy = float(np.mean([(g > 0).mean() for g in grids]))
     counts = np.bincount(np.concatenate([g[g > 0] for g in grids]), minlength=4)[1:] + 1e-9

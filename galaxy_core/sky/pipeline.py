@@ -37,6 +37,7 @@ class SkyConfig:
     occupancy: float = 0.11          # "random": probability that a cell holds a galaxy
     cell_px: int = 16                # cell side in pixels (the shipped grids use 16)
     jitter: float = 0.35             # sub-cell jitter, fraction of a cell in [0, 0.5]
+    flux_match: bool = False         # map model galaxies' fluxes onto the real stamps' flux distribution
     detect: bool = True              # run the detector and report completeness / purity
     radius: float = 5.0              # matching radius (pix)
     realism: bool = True             # realism score with the shipped scorer
@@ -102,7 +103,7 @@ def galaxy_source(cfg: SkyConfig):
     model = load_model(cfg.galaxies)
     if model.family.data_kind == "grid" or len(model.channels) != 3:
         raise ConfigError(f"sky.galaxies: {cfg.galaxies} is not a 3-band single-galaxy model")
-    return ModelGalaxies(model)
+    return ModelGalaxies(model, flux_match=cfg.flux_match)
 
 
 def compose(cfg: SkyConfig, *, progress=False) -> Sky:
