@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from galaxy_core.metrics.realism import RealismScorer, classifier_test, image_features, real_hdf_tiles, tile_features
+from galaxy_core.metrics.realism import (RealismScorer, classifier_test, feature_shifts, image_features, real_hdf_tiles,
+                                        tile_features)
 from galaxy_core.sky.compose import FixedPositions, ModelGalaxies, ModelPositions, RandomPositions, compose_sky
 
 
@@ -62,6 +63,9 @@ def _score_set(scorer: RealismScorer, images, real_feats) -> dict:
     scores = [float(scorer.tile_scores(f).mean()) for f in feats]
     out = _summary(scores)
     out["c2st_accuracy"] = classifier_test(real_feats, np.concatenate(feats))["accuracy"] if real_feats is not None else None
+    if real_feats is not None:  # what tells the set from real tiles (standardised mean shifts, KS)
+        out["top_shifts"] = [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in f.items()}
+                             for f in feature_shifts(real_feats, np.concatenate(feats), top=5)]
     return out
 
 
