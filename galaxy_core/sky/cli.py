@@ -138,9 +138,9 @@ def _cmd_experiments(args) -> int:
         models[name] = (load_model(pos), load_model(gal))
     e2e = load_model(args.end_to_end) if args.end_to_end and args.end_to_end != "none" else None
     t0 = time.perf_counter()
-    out = {"table": realism_table(scorer, models=models, n=args.n, size=args.size, end_to_end=e2e,
-                                  flux_match=args.flux_match, matched_rows=args.flux_matched_rows,
-                                  progress=not args.quiet)}
+    out = {"table": {} if args.experiments_only else realism_table(
+        scorer, models=models, n=args.n, size=args.size, end_to_end=e2e, flux_match=args.flux_match,
+        matched_rows=args.flux_matched_rows, progress=not args.quiet)}
     generated = {k: v for k, v in out["table"].items() if not k.startswith(("real", "baseline"))}
     if generated:  # the generated set the classifier two-sample test finds hardest to tell from real
         best = min(generated, key=lambda k: generated[k]["c2st_accuracy"])
@@ -238,6 +238,7 @@ def _add_sky_commands(sub) -> None:
                    help="end-to-end GAN of whole sky tiles for its row ('none' to leave it out)")
     e.add_argument("--flux-match", action="store_true",
                    help="model galaxies with their fluxes mapped onto the real stamps' flux distribution")
+    e.add_argument("--experiments-only", action="store_true", help="only the three experiments (no table)")
     e.add_argument("--flux-matched-rows", action="store_true",
                    help="also a flux-matched row for every model pair")
     e.add_argument("--experiment-galaxies", help="galaxy checkpoint for the three experiments (default: --galaxies-cond)")
