@@ -1,4 +1,4 @@
-"""``galaxygan sky ...``: grids, compose, mosaic, detect, realism-fit, experiments.
+"""``galaxygan sky ...``: grids, compose, mosaic, detect, crops, realism-fit, experiments.
 
 Added to the main parser by :func:`_add_sky_commands`; every command calls the public
 functions of :mod:`galaxy_core.sky` and :mod:`galaxy_core.metrics.realism`.
@@ -102,6 +102,14 @@ def _cmd_detect(args) -> int:
         image = np.asarray(hdul[0].data, float)
         truth = Table(hdul["TRUTH"].data)
     print(json.dumps(detection_report(image, truth, radius=args.radius, nsigma=args.nsigma).summary(), indent=2))
+    return 0
+
+
+def _cmd_crops(args) -> int:
+    from galaxy_core.sky.experiments import write_field_crops
+
+    paths = write_field_crops(args.out, n=args.n, size=args.size, seed=args.seed)
+    print(f"{len(paths)} crops of {args.size} px of the deep field in {args.out}")
     return 0
 
 
@@ -217,6 +225,13 @@ def _add_sky_commands(sub) -> None:
     d.add_argument("--radius", type=float, default=5.0)
     d.add_argument("--nsigma", type=float, default=2.0)
     d.set_defaults(func=_cmd_detect)
+
+    cr = ss.add_parser("crops", help="random crops of the deep field (training data of the end-to-end GAN)")
+    cr.add_argument("--out", default="data/sky_e2e128_crops")
+    cr.add_argument("--n", type=int, default=1500)
+    cr.add_argument("--size", type=int, default=128)
+    cr.add_argument("--seed", type=int, default=7)
+    cr.set_defaults(func=_cmd_crops)
 
     r = ss.add_parser("realism-fit", help="fit the power-spectrum realism scorer (real hdf vs baselines)")
     r.add_argument("--out", default="checkpoints/realism_hdf")
