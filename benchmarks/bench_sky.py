@@ -1,8 +1,9 @@
 """Sky composition speed: the two-stage composer against baseline 1 on the same sky size.
 
 Both build a ``--size`` square sky in one process, alternating, so machine load affects both
-alike. The two-stage side generates one position grid per 512 px tile and one BEGAN galaxy per
-occupied cell (the shipped checkpoints), extracts each galaxy's flux and adds it; baseline 1
+alike. The two-stage side generates one position grid per 512 px tile and one galaxy per
+occupied cell (the default sky config's shipped checkpoints) over the measured background, extracts
+each galaxy's flux and adds it; baseline 1
 draws diamonds. Reported: seconds per sky (median over rounds) and their ratio.
 
     python benchmarks/bench_sky.py [--size 1000] [--rounds 3]

@@ -35,19 +35,30 @@ def _choices() -> tuple[list[str], list[str]]:
     return pos, gal
 
 
+def _index(options: list[str], wanted: str) -> int:
+    """Position of the option whose file name matches ``wanted`` (a path or a name), else 0."""
+    names = [Path(o).name for o in options]
+    return names.index(Path(wanted).name) if Path(wanted).name in names else 0
+
+
 def config_ui() -> SkyConfig:
     pos, gal = _choices()
+    default = SkyConfig()  # the shipped defaults (configs/sky_default.toml) are selected first
+    pos_opts, gal_opts = pos + ["random"] + list(BASELINES), gal + ["stamps"]
     c1, c2 = st.columns(2)
-    positions = c1.selectbox("Positions", pos + ["random"] + list(BASELINES), key="sky_positions",
+    positions = c1.selectbox("Positions", pos_opts, key="sky_positions", index=_index(pos_opts, default.positions),
                              format_func=lambda p: Path(p).stem if p.endswith(".json") else p,
                              help="A position GAN (grid of cells), independent random cells, or a whole-sky baseline.")
-    galaxies = c2.selectbox("Galaxies", gal + ["stamps"], key="sky_galaxies",
+    galaxies = c2.selectbox("Galaxies", gal_opts, key="sky_galaxies", index=_index(gal_opts, default.galaxies),
                             format_func=lambda p: Path(p).stem if p.endswith(".json") else f"{p} (real hdf stamps)",
                             disabled=positions in BASELINES)
     c1, c2, c3 = st.columns(3)
     size = c1.select_slider("Sky size (px)", [256, 512, 768, 1000, 1500, 2000], value=512, key="sky_size")
     seed = widgets.seed_ui("Seed", key="sky_seed")
     jitter = c3.slider("Sub-cell jitter", 0.0, 0.5, 0.35, 0.05, key="sky_jitter")
+    flux_match = c3.checkbox("Match galaxy fluxes to the data", value=default.flux_match, key="sky_flux_match",
+                             help="Scale each model galaxy so its total flux has the rank in the real stamps' flux "
+                                  "distribution that it has among the model's own galaxies (shapes stay the model's).")
     with st.expander("Class mix (occupancy models and random cells)"):
         m1, m2, m3 = st.columns(3)
         mix = [m1.slider("small", 0.0, 1.0, 1.0, key="sky_mix_s"), m2.slider("medium", 0.0, 1.0, 1.0, key="sky_mix_m"),
@@ -56,13 +67,22 @@ def config_ui() -> SkyConfig:
     if sum(mix) <= 0:
         mix = [1.0, 1.0, 1.0]
     return SkyConfig(height=size, width=size, seed=seed, positions=positions, galaxies=galaxies, jitter=jitter,
-                     class_mix=mix, occupancy=occupancy)
+                     class_mix=mix, occupancy=occupancy, flux_match=flux_match)
+
+
+LARGE = 1000 * 1000  # skies with more pixels than this get a progress bar
 
 
 @st.cache_data(show_spinner="Composing the sky…", max_entries=8)
 def _compose(cfg_items: tuple):
     cfg = SkyConfig(**dict((k, list(v) if isinstance(v, tuple) else v) for k, v in cfg_items))
-    sky = compose(cfg)
+    if cfg.height * cfg.width <= LARGE:
+        sky = compose(cfg)
+    else:
+        bar = st.progress(0.0, text="Composing the sky…")
+        sky = compose(cfg, progress=lambda done, total: bar.progress(done / total, text=f"Composing the sky: "
+                                                                     f"{done * 50 // total} of 50"))
+        bar.empty()
     return sky.image, sky.truth, sky.background_sum, sky.meta
 
 
@@ -87,14 +107,19 @@ def figure(image: np.ndarray, truth, det: dict | None):
 
     from galaxy_core.sky.mosaic import sky_to_rgb8
 
-    fig = go.Figure(go.Image(z=sky_to_rgb8(image), hovertemplate="x %{x}, y %{y}<extra></extra>"))
+    fig = go.Figure(go.Image(z=sky_to_rgb8(image), hovertemplate="x %{x}, y %{y}<br>R, G, B %{z} "
+                                                                 "(field units x 255)<extra></extra>"))
     if len(truth):
         names = [CLASS_NAMES.get(int(c), str(c)) for c in truth["cls"]]
+        row = np.arange(len(truth))
+        cols = [np.round(np.asarray(truth[c], float), 2) for c in ("flux", "flux_r", "flux_g", "flux_b")]
         fig.add_trace(go.Scatter(x=np.asarray(truth["x"]), y=np.asarray(truth["y"]), mode="markers", name="placed",
                                  marker=dict(symbol="circle-open", size=9, color="#4da3ff"),
-                                 customdata=np.column_stack([names, np.round(np.asarray(truth["flux"]), 2)]),
-                                 hovertemplate="placed %{customdata[0]}<br>flux %{customdata[1]}"
-                                               "<br>x %{x:.1f}, y %{y:.1f}<extra></extra>"))
+                                 customdata=np.column_stack([row, names, *cols, np.asarray(truth["tile"])]),
+                                 hovertemplate="truth row %{customdata[0]}: placed %{customdata[1]}"
+                                               "<br>flux %{customdata[2]} (R %{customdata[3]}, G %{customdata[4]}, "
+                                               "B %{customdata[5]})<br>x %{x:.1f}, y %{y:.1f}, tile %{customdata[6]}"
+                                               "<extra></extra>"))
     if det is not None:
         fig.add_trace(go.Scatter(x=det["x"], y=det["y"], mode="markers", name="detected",
                                  marker=dict(symbol="x-thin-open", size=8, color="#ff5a5a", line=dict(width=1.5)),
@@ -121,8 +146,9 @@ def downloads_ui(image, truth, background_sum, meta, seed: int) -> None:
 
 def main() -> None:
     widgets.page_header("Sky Composer", "Two-stage sparse skies: a position GAN decides which cells of a 32 × 32 "
-                        "grid hold a galaxy (and its size class); a BEGAN draws each galaxy, whose flux is added "
-                        "onto a background with the deep field's noise. Display: field units, linear, clipped.")
+                        "grid hold a galaxy (and its size class); a galaxy GAN (BEGAN, or the DCGAN that scores "
+                        "higher and is the default) draws each galaxy, whose flux is added onto a background with "
+                        "the deep field's own correlated noise. Display: field units, linear, clipped.")
     cfg = config_ui()
     items = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in cfg.__dict__.items()))
     with widgets.error_boundary("Composing the sky"):

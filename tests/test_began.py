@@ -90,3 +90,22 @@ def test_size_class_labels_from_catalogue():
 
     labels = get_arch("began_cond").dataset_labels(None, Data())
     np.testing.assert_array_equal(labels, [2, 0, 1])
+
+
+@pytest.mark.parametrize("name", ["began_hdf32", "began_cond_hdf32"])
+def test_shipped_began_draws_galaxies_not_blank_sky(name):
+    """The shipped BEGANs must draw galaxies with about the flux of the real 32 px stamps: a
+    generator collapsed onto blank sky (what an auto-encoder reconstructs best, while k_t is
+    still ~0) gives patches in which the composer's galaxy mask finds no flux at all."""
+    from galaxy_core.data.hdf import prepare_hdf
+    from galaxy_core.models.pretrained import load_pretrained
+    from galaxy_core.paths import checkpoints_dir
+    from galaxy_core.sky.compose import galaxy_flux
+
+    model = load_pretrained(checkpoints_dir() / f"{name}.json")
+    z = model.family.sample_latents(model.model_cfg, 96, generator=torch.Generator().manual_seed(0))
+    labels = np.arange(96) % 3 if model.num_classes else None
+    fake = galaxy_flux(np.asarray(model.generate(z, labels=labels))).sum(axis=(1, 2, 3))
+    real = galaxy_flux(prepare_hdf(resolution=32, progress=False).to_model_range()[:96]).sum(axis=(1, 2, 3))
+    assert (fake > 0.05 * np.median(real)).mean() > 0.8  # nearly every sample holds a source
+    assert 0.25 < np.median(fake) / np.median(real) < 4.0

@@ -32,3 +32,15 @@ def test_scorer_separates_real_from_baseline1_on_held_out_tiles():
     acc = (np.sum(p_real > 0.5) + np.sum(p_fake <= 0.5)) / (len(p_real) + len(p_fake))
     assert acc > 0.85
     assert classifier_test(real, fake, folds=3)["accuracy"] > 0.85
+
+
+def test_feature_shifts_name_the_changed_feature():
+    from galaxy_core.metrics.realism import feature_names, feature_shifts
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(200, 96))
+    b = rng.normal(size=(200, 96))
+    b[:, 64 + 3] += 2.0  # histogram bin H3 shifted by two standard deviations
+    top = feature_shifts(a, b, top=3)
+    assert feature_names()[67] == "H3" and top[0]["feature"] == "H3"
+    assert 1.5 < top[0]["d"] < 2.5 and top[0]["ks"] > 0.5

@@ -128,3 +128,21 @@ def test_mosaic_from_a_shipped_galaxy_model_adds_flux_and_is_deterministic():
     np.testing.assert_array_equal(again.image, sky.image)
     with pytest.raises(ValueError, match="8000"):
         compose_mosaic(model, height=8001, width=10, progress=False)
+
+
+def test_flux_match_maps_model_fluxes_onto_the_real_stamps():
+    from galaxy_core.models.pretrained import load_pretrained
+    from galaxy_core.paths import checkpoints_dir
+    from galaxy_core.sky.compose import MAX_FLUX_SCALE, ModelGalaxies, real_stamp_fluxes
+
+    model = load_pretrained(checkpoints_dir() / "dcgan_hdf32.json")
+    raw, matched = ModelGalaxies(model), ModelGalaxies(model, flux_match=True)
+    cls = np.full(200, 2)
+    a = raw(cls, np.random.default_rng(5)).sum(axis=(1, 2, 3))
+    b = matched(cls, np.random.default_rng(5)).sum(axis=(1, 2, 3))  # same latents, rescaled
+    real = real_stamp_fluxes(32)[0]
+    assert abs(np.log(np.median(b) / np.median(real))) < 0.15  # the data's flux scale
+    assert abs(np.log(np.median(a) / np.median(real))) > 0.2  # (the raw model's is not: about +0.27)
+    ok = a > 1
+    assert np.all(np.diff(b[ok][np.argsort(a[ok])]) >= -1e-3)  # brightness order kept
+    assert np.all(b[ok] / a[ok] <= MAX_FLUX_SCALE + 1e-4)

@@ -9,7 +9,8 @@ from galaxy_core.models.registry import get_arch
 from galaxy_core.paths import configs_dir
 from galaxy_core.sky.pipeline import SkyConfig, load_sky_config
 
-NAMES = ["positions_hdf_uncond.toml", "positions_hdf_cond.toml", "began_hdf32.toml", "began_cond_hdf32.toml"]
+NAMES = ["positions_hdf_uncond.toml", "positions_hdf_cond.toml", "began_hdf32.toml", "began_cond_hdf32.toml",
+         "sky_e2e_dcgan128.toml"]
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -26,6 +26,10 @@ def test_sky_composer_composes_detects_scores_and_offers_downloads():
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run()
     at.switch_page("pages/sky_composer.py").run()
     _clean(at)
+    from galaxy_core.sky.pipeline import SkyConfig  # the shipped defaults are preselected
+
+    assert Path(at.selectbox(key="sky_galaxies").value).name == Path(SkyConfig().galaxies).name
+    assert Path(at.selectbox(key="sky_positions").value).name == Path(SkyConfig().positions).name
     at.selectbox(key="sky_positions").set_value("random").run()
     at.selectbox(key="sky_galaxies").set_value("stamps").run()
     at.select_slider(key="sky_size").set_value(256).run()

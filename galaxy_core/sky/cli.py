@@ -1,4 +1,4 @@
-"""``galaxygan sky ...``: grids, compose, mosaic, detect, realism-fit, experiments.
+"""``galaxygan sky ...``: grids, compose, mosaic, detect, crops, realism-fit, experiments.
 
 Added to the main parser by :func:`_add_sky_commands`; every command calls the public
 functions of :mod:`galaxy_core.sky` and :mod:`galaxy_core.metrics.realism`.
@@ -58,7 +58,8 @@ def _cmd_compose(args) -> int:
     from galaxy_core.sky.pipeline import compose, load_sky_config
 
     cfg = load_sky_config(args.config, {"height": args.size, "width": args.size, "seed": args.seed, "out": args.out,
-                                        "positions": args.positions, "galaxies": args.galaxies})
+                                        "positions": args.positions, "galaxies": args.galaxies,
+                                        "flux_match": True if args.flux_match else None})
     t0 = time.perf_counter()
     sky = compose(cfg, progress=not args.quiet)
     t_compose = time.perf_counter() - t0
@@ -104,6 +105,14 @@ def _cmd_detect(args) -> int:
     return 0
 
 
+def _cmd_crops(args) -> int:
+    from galaxy_core.sky.experiments import write_field_crops
+
+    paths = write_field_crops(args.out, n=args.n, size=args.size, seed=args.seed)
+    print(f"{len(paths)} crops of {args.size} px of the deep field in {args.out}")
+    return 0
+
+
 def _cmd_realism_fit(args) -> int:
     from galaxy_core.sky.experiments import fit_default_scorer
 
@@ -135,17 +144,27 @@ def _cmd_experiments(args) -> int:
 
             raise GalaxyGanError(f"sky experiments --also {item!r}: expected NAME=POSITIONS.json,GALAXIES.json")
         models[name] = (load_model(pos), load_model(gal))
+    e2e = load_model(args.end_to_end) if args.end_to_end and args.end_to_end != "none" else None
     t0 = time.perf_counter()
-    out = {"table": realism_table(scorer, models=models, n=args.n, size=args.size, progress=not args.quiet)}
+    out = {"table": {} if args.experiments_only else realism_table(
+        scorer, models=models, n=args.n, size=args.size, end_to_end=e2e, flux_match=args.flux_match,
+        matched_rows=args.flux_matched_rows, progress=not args.quiet)}
+    generated = {k: v for k, v in out["table"].items() if not k.startswith(("real", "baseline"))}
+    if generated:  # the generated set the classifier two-sample test finds hardest to tell from real
+        best = min(generated, key=lambda k: generated[k]["c2st_accuracy"])
+        out["best"] = {"set": best, "c2st_accuracy": generated[best]["c2st_accuracy"],
+                       "realism_mean": generated[best]["mean"]}
     if "conditional" in models:
         gal = load_model(args.experiment_galaxies) if args.experiment_galaxies else models["conditional"][1]
         out["experiments"] = three_experiments(scorer, positions=models["conditional"][0], galaxies=gal,
-                                               n=args.n_exp, size=args.size)
+                                               n=args.n_exp, size=args.size, flux_match=args.flux_match)
     out["seconds"] = round(time.perf_counter() - t0, 1)
-    print(f"{'set':<16}{'realism mean':>14}{'std':>8}{'n':>6}{'C2ST acc':>10}")
+    print(f"{'set':<32}{'realism mean':>14}{'std':>8}{'n':>6}{'C2ST acc':>10}")
     for name, r in out["table"].items():
         acc = "" if r["c2st_accuracy"] is None else f"{r['c2st_accuracy']:.3f}"
-        print(f"{name:<16}{r['mean']:>14.3f}{r['std']:>8.3f}{r['n']:>6}{acc:>10}")
+        print(f"{name:<32}{r['mean']:>14.3f}{r['std']:>8.3f}{r['n']:>6}{acc:>10}")
+    if "best" in out:
+        print(f"best generated set (lowest C2ST accuracy): {out['best']['set']} {out['best']['c2st_accuracy']:.3f}")
     for name, r in out.get("experiments", {}).items():
         if isinstance(r, dict):
             print(f"{name:<30}{r['mean']:.3f} +- {r['std']:.3f} (n={r['n']})")
@@ -182,6 +201,8 @@ def _add_sky_commands(sub) -> None:
     c.add_argument("--seed", type=int)
     c.add_argument("--positions", help="position checkpoint, random, baseline1 or baseline2")
     c.add_argument("--galaxies", help="galaxy checkpoint or stamps")
+    c.add_argument("--flux-match", action="store_true",
+                   help="map the model galaxies' fluxes onto the real stamps' flux distribution")
     c.add_argument("--out", help="output stem (writes .png, .fits, .csv)")
     c.add_argument("--quiet", action="store_true")
     c.set_defaults(func=_cmd_compose)
@@ -205,6 +226,13 @@ def _add_sky_commands(sub) -> None:
     d.add_argument("--nsigma", type=float, default=2.0)
     d.set_defaults(func=_cmd_detect)
 
+    cr = ss.add_parser("crops", help="random crops of the deep field (training data of the end-to-end GAN)")
+    cr.add_argument("--out", default="data/sky_e2e128_crops")
+    cr.add_argument("--n", type=int, default=1500)
+    cr.add_argument("--size", type=int, default=128)
+    cr.add_argument("--seed", type=int, default=7)
+    cr.set_defaults(func=_cmd_crops)
+
     r = ss.add_parser("realism-fit", help="fit the power-spectrum realism scorer (real hdf vs baselines)")
     r.add_argument("--out", default="checkpoints/realism_hdf")
     r.add_argument("--n-real", type=int, default=1600)
@@ -221,6 +249,13 @@ def _add_sky_commands(sub) -> None:
     e.add_argument("--galaxies-uncond", default="checkpoints/began_hdf32.json")
     e.add_argument("--positions-cond", default="checkpoints/positions_hdf_cond.json")
     e.add_argument("--galaxies-cond", default="checkpoints/began_cond_hdf32.json")
+    e.add_argument("--end-to-end", default="checkpoints/sky_e2e_dcgan128.json",
+                   help="end-to-end GAN of whole sky tiles for its row ('none' to leave it out)")
+    e.add_argument("--flux-match", action="store_true",
+                   help="model galaxies with their fluxes mapped onto the real stamps' flux distribution")
+    e.add_argument("--experiments-only", action="store_true", help="only the three experiments (no table)")
+    e.add_argument("--flux-matched-rows", action="store_true",
+                   help="also a flux-matched row for every model pair")
     e.add_argument("--experiment-galaxies", help="galaxy checkpoint for the three experiments (default: --galaxies-cond)")
     e.add_argument("--also", action="append", metavar="NAME=POSITIONS,GALAXIES",
                    help="another row of the table (repeatable)")

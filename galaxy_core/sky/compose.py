@@ -17,6 +17,7 @@ never written over it, so ``sky.sum() == background.sum() + truth["flux"].sum()`
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
@@ -30,30 +31,190 @@ BANDS = ("R", "G", "B")
 # --------------------------------------------------------------------------- background
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Background:
-    """Sky level and per-pixel noise of each band (field units, see module docstring).
+    """Sky level and noise of each band (field units, see module docstring).
+
+    White noise (``kernels`` None): independent Gaussian noise of standard deviation
+    ``sigma`` per band and pixel. Correlated noise (``kernels`` given, see
+    :func:`measure_background`): ``colour @ (kernels * white)``, i.e. three independent
+    unit-variance white fields, each convolved with its own kernel, mixed into R, G, B by the
+    ``colour`` matrix, so the noise has the measured cross-band covariance and the measured
+    spatial power spectrum of each colour component.
 
     Attributes
     ----------
     level, sigma : tuple of 3 float
-        Mean sky level and Gaussian noise standard deviation of R, G, B.
+        Mean sky level and noise standard deviation of R, G, B.
+    colour : ndarray (3, 3), optional
+        Columns = the band vectors of the colour components (eigenvectors of the band
+        covariance of the source-free sky).
+    kernels : ndarray (3, K, K), optional
+        Convolution kernel of each colour component, K odd.
+    quantiles : ndarray (3, Q), optional
+        With ``kernels``: quantiles of each band's source-free sky at probabilities
+        ``linspace(0, 1, Q)``; the Gaussian noise of each band is mapped through its normal
+        CDF onto them, so the pixel histogram is the data's (its skew and its lower cut-off at
+        the 8-bit zero included), not a Gaussian.
     """
 
     level: tuple[float, float, float]
     sigma: tuple[float, float, float]
+    colour: np.ndarray | None = None
+    kernels: np.ndarray | None = None
+    quantiles: np.ndarray | None = None
 
     def draw(self, shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
-        """(3, h, w) float32 background: level plus Gaussian noise."""
+        """(3, h, w) float32 background: level plus (white or correlated) Gaussian noise."""
         lev = np.asarray(self.level, np.float32)[:, None, None]
-        sig = np.asarray(self.sigma, np.float32)[:, None, None]
-        return (lev + sig * rng.standard_normal((3,) + tuple(shape), dtype=np.float32)).astype(np.float32)
+        if self.kernels is None:
+            sig = np.asarray(self.sigma, np.float32)[:, None, None]
+            return (lev + sig * rng.standard_normal((3,) + tuple(shape), dtype=np.float32)).astype(np.float32)
+        from scipy.signal import fftconvolve
+
+        h, w = shape
+        k = self.kernels.shape[-1]
+        white = rng.standard_normal((3, h + k - 1, w + k - 1), dtype=np.float32)
+        comps = np.stack([fftconvolve(white[c], self.kernels[c], mode="valid") for c in range(3)])
+        noise = np.tensordot(np.asarray(self.colour, np.float32), comps.astype(np.float32), axes=(1, 0))
+        if self.quantiles is None:
+            return (lev + noise).astype(np.float32)
+        from scipy.special import ndtr
+
+        probs = np.linspace(0.0, 1.0, self.quantiles.shape[1])
+        out = np.empty_like(noise)
+        for b in range(3):
+            out[b] = np.interp(ndtr(noise[b] / self.sigma[b]), probs, self.quantiles[b])
+        return out.astype(np.float32)
+
+
+def source_mask(rgb01: np.ndarray, *, nsigma: float = 1.5, n_pixels: int = 5, grow: int = 2) -> np.ndarray:
+    """(H, W) bool mask of the sources of a (H, W, 3) image in [0, 1]: photutils
+    segmentation of the band mean (Background2D with 50 px boxes, 2 px FWHM Gaussian
+    smoothing, ``nsigma`` times the background rms, ``n_pixels`` connected pixels), grown by
+    ``grow`` pixels, plus pixels saturated in any band."""
+    from astropy.convolution import convolve
+    from photutils.background import Background2D, MedianBackground
+    from photutils.segmentation import detect_sources, make_2dgaussian_kernel
+    from scipy import ndimage
+
+    lum = np.asarray(rgb01, np.float64).mean(axis=-1)
+    bkg = Background2D(lum, 50, filter_size=3, bkg_estimator=MedianBackground())
+    conv = convolve(lum - bkg.background, make_2dgaussian_kernel(2.0, size=5))
+    segm = detect_sources(conv, nsigma * bkg.background_rms, n_pixels)
+    mask = np.zeros(lum.shape, bool) if segm is None else segm.data > 0
+    mask |= (np.asarray(rgb01) >= 1.0).any(axis=-1)
+    return ndimage.binary_dilation(mask, iterations=grow) if grow else mask
+
+
+def masked_autocorrelation(values: np.ndarray, weights: np.ndarray, max_lag: int) -> np.ndarray:
+    """Autocovariance of a (H, W) field seen through (H, W) 0/1 weights, lags
+    ``-max_lag .. max_lag`` in both axes: ``xi(d) = sum w(x) w(x+d) v(x) v(x+d) /
+    sum w(x) w(x+d)`` (both sums by FFT, zero-padded, so nothing wraps). Returns
+    ``(2 max_lag + 1, 2 max_lag + 1)``, ``[max_lag, max_lag]`` = the variance."""
+    h, w = values.shape
+    shape = (2 * h, 2 * w)
+    v = np.fft.rfft2(values * weights, shape)
+    m = np.fft.rfft2(weights, shape)
+    num = np.fft.irfft2(np.abs(v) ** 2, shape)
+    den = np.fft.irfft2(np.abs(m) ** 2, shape)
+    lags = np.r_[0 : max_lag + 1, -max_lag:0]
+    sl = np.ix_(lags, lags)
+    xi = num[sl] / np.maximum(den[sl], 1.0)
+    return np.fft.fftshift(xi)
+
+
+def measure_background(rgb01: np.ndarray, mask: np.ndarray, *, kernel: int = 25, n_quantiles: int = 257
+                       ) -> Background:
+    """Background model of an image: level, cross-band covariance and spatial power spectra of
+    the source-free pixels.
+
+    Parameters
+    ----------
+    rgb01 : array (H, W, 3), float in [0, 1]
+    mask : array (H, W), bool
+        True on sources (:func:`source_mask`); those pixels are left out.
+    kernel : int
+        Side K (odd) of the noise kernels: correlations up to ``(K - 1) / 2`` pixels are kept.
+    n_quantiles : int
+        Quantiles of each band's free pixels kept for the histogram mapping (0: Gaussian).
+
+    Returns
+    -------
+    Background
+        ``level`` = median of the free pixels per band; ``colour`` = eigenvectors of their
+        band covariance; ``kernels`` such that white noise convolved with kernel ``c`` has the
+        autocovariance of colour component ``c`` (measured with
+        :func:`masked_autocorrelation`, Hann-tapered, turned into a power spectrum, its square
+        root back into a kernel); ``sigma`` = the resulting standard deviation per band
+        (before the histogram mapping); ``quantiles`` of the free pixels per band.
+    """
+    if kernel % 2 == 0 or kernel < 3:
+        raise ValueError(f"measure_background: kernel must be odd and >= 3, got {kernel}")
+    x = np.asarray(rgb01, np.float64)
+    free = ~np.asarray(mask, bool)
+    level = np.median(x[free], axis=0)
+    r = x - level
+    free &= (np.abs(r) < 5 * 1.4826 * np.median(np.abs(r[free]), axis=0)).all(axis=-1)  # stray outliers
+    cov = np.cov(r[free].T)
+    _, vecs = np.linalg.eigh(cov)
+    comps = np.tensordot(r, vecs, axes=(-1, 0))  # (H, W, 3) colour components
+    half = kernel // 2
+    n = 4 * kernel  # power spectrum grid
+    taper = np.outer(np.hanning(2 * half + 3)[1:-1], np.hanning(2 * half + 3)[1:-1])
+    kernels = []
+    for c in range(3):
+        xi = masked_autocorrelation(comps[..., c] * free, free.astype(np.float64), half) * taper
+        grid = np.zeros((n, n))
+        grid[np.ix_(np.r_[0 : half + 1, -half:0], np.r_[0 : half + 1, -half:0])] = np.fft.ifftshift(xi)
+        power = np.clip(np.fft.fft2(grid).real, 0.0, None)
+        k = np.fft.fftshift(np.fft.ifft2(np.sqrt(power)).real)
+        k = k[n // 2 - half : n // 2 + half + 1, n // 2 - half : n // 2 + half + 1]
+        k *= np.sqrt(xi[half, half] / taper[half, half] / np.sum(k**2))  # keep the component's variance
+        kernels.append(k)
+    kernels = np.stack(kernels).astype(np.float32)
+    var = (vecs**2) @ np.array([np.sum(k.astype(np.float64) ** 2) for k in kernels])
+    quantiles = np.quantile(x[free], np.linspace(0.0, 1.0, n_quantiles), axis=0).T
+    return Background(level=tuple(float(v) for v in level), sigma=tuple(float(s) for s in np.sqrt(var)),
+                      colour=vecs.astype(np.float32), kernels=kernels,
+                      quantiles=quantiles.astype(np.float32) if n_quantiles else None)
+
+
+BACKGROUND_VERSION = "hdf-background/1"  # bump when measure_background or source_mask change
 
 
 @functools.lru_cache(maxsize=1)
 def hdf_background() -> Background:
-    """Background of the built-in deep field: 3-sigma-clipped median and standard deviation
-    of each band (source pixels are clipped away)."""
+    """Background of the built-in deep field (:func:`measure_background` with
+    :func:`source_mask`): its sky level and its correlated (drizzled, JPEG-compressed) noise.
+
+    Measured once (about 10 s) and kept in ``$GALAXYGAN_CACHE/sky/`` (arrays only, no pickle)."""
+    from galaxy_core.data.hdf import hdf_field
+    from galaxy_core.paths import cache_dir
+
+    path = cache_dir() / "sky" / f"{BACKGROUND_VERSION.replace('/', '-')}.npz"
+    try:
+        with np.load(path) as z:
+            return Background(level=tuple(float(v) for v in z["level"]), sigma=tuple(float(v) for v in z["sigma"]),
+                              colour=z["colour"], kernels=z["kernels"], quantiles=z["quantiles"])
+    except (OSError, KeyError, ValueError):
+        pass
+    rgb = hdf_field().astype(np.float64) / 255.0
+    bg = measure_background(rgb, source_mask(rgb))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(tmp, level=np.asarray(bg.level), sigma=np.asarray(bg.sigma), colour=bg.colour, kernels=bg.kernels,
+                 quantiles=bg.quantiles)
+        os.replace(tmp, path)
+    except OSError:  # a read-only cache: measure again next time
+        pass
+    return bg
+
+
+def white_hdf_background() -> Background:
+    """The earlier background model: 3-sigma-clipped median and standard deviation of each
+    band, independent white noise (kept for comparison)."""
     from astropy.stats import sigma_clipped_stats
 
     from galaxy_core.data.hdf import hdf_field
@@ -130,24 +291,78 @@ class ModelGalaxies:
 
     A conditional model gets label ``cls - 1`` (small/medium/large); an unconditional one
     ignores the class. Latents are drawn from the tile's random stream.
+
+    ``flux_match``: each galaxy's flux image is scaled so that its total flux has the rank in
+    the real stamps' flux distribution that it has in the model's own (a monotone map
+    calibrated once on :data:`CALIBRATION_SAMPLES` samples per class drawn with a fixed seed;
+    per size class for a conditional model, over all stamps for an unconditional one). Shapes
+    and the brightness order are the model's; the flux scale is the data's.
     """
 
-    def __init__(self, model, *, batch: int = 256):
+    def __init__(self, model, *, batch: int = 256, flux_match: bool = False):
         self.model, self.batch = model, batch
         self.conditional = model.num_classes > 0
+        self.flux_match = flux_match
+        self._calibration: dict | None = None
 
-    def __call__(self, cls, rng):
+    def _raw(self, cls: np.ndarray, seed: int) -> np.ndarray:
         import torch
 
+        g = torch.Generator().manual_seed(seed)
+        z = self.model.family.sample_latents(self.model.model_cfg, len(cls), generator=g)
+        labels = np.clip(cls - 1, 0, self.model.num_classes - 1) if self.conditional else None
+        return galaxy_flux(self.model.generate(z, labels=labels, batch=self.batch))
+
+    def calibration(self) -> dict:
+        """``{class: (sorted model fluxes, sorted real fluxes)}``, class 0 = all (unconditional)."""
+        if self._calibration is None:
+            real = real_stamp_fluxes(self.model.resolution)
+            classes = (1, 2, 3) if self.conditional else (0,)
+            cal = {}
+            for c in classes:
+                cls = np.full(CALIBRATION_SAMPLES, max(c, 1), np.int64)
+                model_f = np.sort(self._raw(cls, seed=c).sum(axis=(1, 2, 3), dtype=np.float64))
+                cal[c] = (model_f, real[c])
+            self._calibration = cal
+        return self._calibration
+
+    def __call__(self, cls, rng):
         cls = np.asarray(cls, np.int64)
         if len(cls) == 0:
             r = self.model.resolution
             return np.zeros((0, 3, r, r), np.float32)
-        g = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        z = self.model.family.sample_latents(self.model.model_cfg, len(cls), generator=g)
-        labels = np.clip(cls - 1, 0, self.model.num_classes - 1) if self.conditional else None
-        x = self.model.generate(z, labels=labels, batch=self.batch)
-        return galaxy_flux(x)
+        flux = self._raw(cls, int(rng.integers(2**62)))
+        if not self.flux_match:
+            return flux
+        cal = self.calibration()
+        total = flux.sum(axis=(1, 2, 3), dtype=np.float64)
+        scale = np.ones(len(cls))
+        for c, (model_f, real_f) in cal.items():
+            sel = (cls == c) if self.conditional else np.ones(len(cls), bool)
+            u = np.interp(total[sel], model_f, np.linspace(0.0, 1.0, len(model_f)))
+            target = np.quantile(real_f, u)
+            ratio = np.where(total[sel] > 1e-6, target / np.maximum(total[sel], 1e-6), 1.0)
+            scale[sel] = np.clip(ratio, 1 / MAX_FLUX_SCALE, MAX_FLUX_SCALE)
+        return (flux * scale[:, None, None, None]).astype(np.float32)
+
+
+CALIBRATION_SAMPLES = 512
+MAX_FLUX_SCALE = 3.0
+
+
+@functools.lru_cache(maxsize=2)
+def real_stamp_fluxes(resolution: int = 32) -> dict:
+    """Total flux (band sum, :func:`galaxy_flux`) of the real ``hdf`` stamps: ``{0: all, 1:
+    small, 2: medium, 3: large}``, each sorted."""
+    from galaxy_core.data.hdf import prepare_hdf
+
+    ds = prepare_hdf(resolution=resolution, progress=False)
+    total = galaxy_flux(ds.to_model_range()).sum(axis=(1, 2, 3), dtype=np.float64)
+    names = np.asarray(ds.catalog["size_class"]).astype(str)
+    out = {0: np.sort(total)}
+    for c, n in enumerate(("small", "medium", "large"), 1):
+        out[c] = np.sort(total[names == n])
+    return out
 
 
 class StampGalaxies:
@@ -272,7 +487,8 @@ def _truth_table(rows: list[dict]):
 
 def compose_sky(*, height: int, width: int, positions: Callable[[np.random.Generator], np.ndarray],
                 galaxies: GalaxySource | None, cell_px: int = 16, jitter: float = 0.35,
-                background: Background | None = None, seed: int = 0, progress: bool = False) -> Sky:
+                background: Background | None = None, seed: int = 0,
+                progress: bool | Callable[[int, int], None] = False) -> Sky:
     """Compose a sky tile by tile from a position source and a galaxy source.
 
     Parameters
@@ -294,6 +510,9 @@ def compose_sky(*, height: int, width: int, positions: Callable[[np.random.Gener
         Default :func:`hdf_background`.
     seed : int
         The sky is a pure function of the seed and the sources.
+    progress : bool or callable (done, total) -> None
+        True: a tqdm bar over the tiles; a callable is called after each tile's background
+        and after each tile's galaxies (``total`` = 2 x tiles), e.g. to drive an app's bar.
 
     Returns
     -------
@@ -307,7 +526,9 @@ def compose_sky(*, height: int, width: int, positions: Callable[[np.random.Gener
     n_ty, n_tx = -(-height // tile), -(-width // tile)
     rows: list[dict] = []
     bg_sum = 0.0
-    for t in tqdm(range(n_ty * n_tx), desc="sky tiles", disable=not progress):
+    report = progress if callable(progress) else (lambda done, total: None)
+    n_tiles = n_ty * n_tx
+    for t in tqdm(range(n_ty * n_tx), desc="sky tiles", disable=progress is not True):
         ty, tx = divmod(t, n_tx)
         y_off, x_off = ty * tile, tx * tile
         bg_rng, pos_rng, gal_rng = (np.random.default_rng(s) for s in np.random.SeedSequence([seed, t]).spawn(3))
@@ -315,6 +536,7 @@ def compose_sky(*, height: int, width: int, positions: Callable[[np.random.Gener
         back = bg.draw((h, w), bg_rng)
         bg_sum += float(back.sum(dtype=np.float64))
         image[:, y_off : y_off + h, x_off : x_off + w] = back
+        report(t + 1, 2 * n_tiles)
     for t in range(n_ty * n_tx):  # galaxies after every background, so stamps may cross tiles
         if galaxies is None:
             break
@@ -332,6 +554,8 @@ def compose_sky(*, height: int, width: int, positions: Callable[[np.random.Gener
             f = add_stamp(image, st, x0, y0)
             rows.append({"x": x0 + (s - 1) / 2, "y": y0 + (s - 1) / 2, "cls": int(ci), "flux": float(f.sum()),
                          "flux_r": f[0], "flux_g": f[1], "flux_b": f[2], "tile": t})
+        report(n_tiles + t + 1, 2 * n_tiles)
     meta = {"seed": seed, "height": height, "width": width, "cell_px": cell_px, "jitter": jitter,
-            "tile_px": tile, "background": {"level": list(bg.level), "sigma": list(bg.sigma)}}
+            "tile_px": tile, "background": {"level": list(bg.level), "sigma": list(bg.sigma),
+                                             "correlated": bg.kernels is not None}}
     return Sky(image=image, truth=_truth_table(rows), background_sum=bg_sum, meta=meta)

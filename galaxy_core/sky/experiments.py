@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from galaxy_core.metrics.realism import RealismScorer, classifier_test, image_features, real_hdf_tiles, tile_features
+from galaxy_core.metrics.realism import (RealismScorer, classifier_test, feature_shifts, image_features, real_hdf_tiles,
+                                        tile_features)
 from galaxy_core.sky.compose import FixedPositions, ModelGalaxies, ModelPositions, RandomPositions, compose_sky
 
 
@@ -62,11 +63,32 @@ def _score_set(scorer: RealismScorer, images, real_feats) -> dict:
     scores = [float(scorer.tile_scores(f).mean()) for f in feats]
     out = _summary(scores)
     out["c2st_accuracy"] = classifier_test(real_feats, np.concatenate(feats))["accuracy"] if real_feats is not None else None
+    if real_feats is not None:  # what tells the set from real tiles (standardised mean shifts, KS)
+        out["top_shifts"] = [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in f.items()}
+                             for f in feature_shifts(real_feats, np.concatenate(feats), top=5)]
     return out
 
 
+def end_to_end_images(model, n: int, *, size: int = 256, seed: int = 0) -> list[np.ndarray]:
+    """``n`` (3, size, size) skies from an end-to-end GAN (a checkpoint that draws whole sky
+    tiles of ``R`` px, ``size`` a multiple of ``R``): independent samples side by side, in
+    field units (model range [-1, 1] -> [0, 1], as the 8-bit field / 255)."""
+    import torch
+
+    r = int(model.resolution)
+    if size % r:
+        raise ValueError(f"end_to_end_images: size {size} is not a multiple of the model's {r} px")
+    m = size // r
+    g = torch.Generator().manual_seed(seed)
+    z = model.family.sample_latents(model.model_cfg, n * m * m, generator=g)
+    x = (np.asarray(model.generate(z), np.float32) + 1) / 2  # (n m m, 3, r, r)
+    x = x.reshape(n, m, m, 3, r, r).transpose(0, 3, 1, 4, 2, 5).reshape(n, 3, size, size)
+    return list(x)
+
+
 def realism_table(scorer: RealismScorer, *, models: dict, n: int = 100, size: int = 256, cell_px: int = 16,
-                  seed: int = 1000, progress: bool = True) -> dict:
+                  seed: int = 1000, end_to_end=None, flux_match: bool = False, matched_rows: bool = False,
+                  progress: bool = True) -> dict:
     """Realism table (see module docstring).
 
     Parameters
@@ -74,6 +96,12 @@ def realism_table(scorer: RealismScorer, *, models: dict, n: int = 100, size: in
     models : dict
         ``{"unconditional": (positions_model, galaxy_model), "conditional": (...)}``
         (:class:`~galaxy_core.models.pretrained.Pretrained`); missing entries are skipped.
+    end_to_end : Pretrained, optional
+        An end-to-end GAN of whole sky tiles (:func:`end_to_end_images`): row "end-to-end GAN".
+    flux_match : bool
+        Model galaxies with their fluxes mapped onto the real stamps' (:class:`ModelGalaxies`).
+    matched_rows : bool
+        Without ``flux_match``: also a row "NAME, flux-matched" per model pair with the mapping.
     n : int
         Images per row.
 
@@ -89,7 +117,9 @@ def realism_table(scorer: RealismScorer, *, models: dict, n: int = 100, size: in
 
     real_feats = np.stack([tile_features(t) for t in real_hdf_tiles(4 * n, seed=seed + 1)])
     rows = {}
-    bar = tqdm(total=4 + len(models), desc="realism table", disable=not progress)
+    variants = [(flux_match, "")] + ([(True, ", flux-matched")] if matched_rows and not flux_match else [])
+    bar = tqdm(total=4 + len(models) * len(variants) + (end_to_end is not None), desc="realism table",
+               disable=not progress)
     rows["real"] = _score_set(scorer, real_images(n, size=size, seed=seed), real_feats)
     held = scorer.meta.get("real_columns")
     if held is not None and FIELD_WIDTH - held[1] >= size:  # columns the scorer never saw
@@ -102,19 +132,23 @@ def realism_table(scorer: RealismScorer, *, models: dict, n: int = 100, size: in
     rows["baseline 2"] = _score_set(scorer, [baseline_geometric(height=size, width=size, seed=seed + i).image
                                              for i in range(n)], real_feats)
     bar.update()
+    if end_to_end is not None:
+        rows["end-to-end GAN"] = _score_set(scorer, end_to_end_images(end_to_end, n, size=size, seed=seed), real_feats)
+        bar.update()
     for name, (pos, gal) in models.items():
         mix = (1.0, 1.0, 1.0) if pos.model_cfg.num_classes == 2 else None
-        ps, gs = ModelPositions(pos, class_mix=mix), ModelGalaxies(gal)
-        skies = [compose_sky(height=size, width=size, positions=ps, galaxies=gs, cell_px=cell_px, seed=seed + i).image
-                 for i in range(n)]
-        rows[name] = _score_set(scorer, skies, real_feats)
-        bar.update()
+        for match, suffix in variants:
+            ps, gs = ModelPositions(pos, class_mix=mix), ModelGalaxies(gal, flux_match=match)
+            skies = [compose_sky(height=size, width=size, positions=ps, galaxies=gs, cell_px=cell_px,
+                                 seed=seed + i).image for i in range(n)]
+            rows[name + suffix] = _score_set(scorer, skies, real_feats)
+            bar.update()
     bar.close()
     return rows
 
 
 def three_experiments(scorer: RealismScorer, *, positions, galaxies, n: int = 50, size: int = 256,
-                      cell_px: int = 16, seed: int = 2000) -> dict:
+                      cell_px: int = 16, seed: int = 2000, flux_match: bool = False) -> dict:
     """The paper's three experiments with the conditional two-stage model.
 
     Returns
@@ -123,7 +157,7 @@ def three_experiments(scorer: RealismScorer, *, positions, galaxies, n: int = 50
         ``position_model``, ``random_positions`` (experiment 1), ``fixed_positions_galaxy_sets``
         (2), ``fixed_positions_shuffled`` (3): each ``{"mean", "std", "n"}`` of realism scores.
     """
-    ps, gs = ModelPositions(positions), ModelGalaxies(galaxies)
+    ps, gs = ModelPositions(positions), ModelGalaxies(galaxies, flux_match=flux_match)
     grids = [ps(np.random.default_rng(seed + i)) for i in range(20)]
     occupancy = float(np.mean([(g > 0).mean() for g in grids]))
     counts = np.bincount(np.concatenate([g[g > 0] for g in grids]), minlength=4)[1:] + 1e-9
@@ -167,3 +201,21 @@ def fit_default_scorer(*, n_real: int = 1600, n_skies: int = 50, seed: int = 0,
             "fake": f"{16 * n_skies} tiles each of baseline-1 and baseline-2 512 px skies (seeds {seed}..{seed + n_skies - 1})",
             "c2st": test}
     return train_scorer(x_real, x_fake, meta=meta)
+
+
+def write_field_crops(out, *, n: int = 1500, size: int = 128, seed: int = 7) -> list:
+    """Write ``n`` random ``size`` px crops of the deep field (each turned/flipped, as
+    :func:`real_images`) as 8-bit PNGs ``OUT/crop_00000.png``...: the training data of the
+    end-to-end GAN baseline (a GAN that draws whole sky tiles, no two stages)."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, im in enumerate(real_images(n, size=size, seed=seed)):
+        p = out / f"crop_{i:05d}.png"
+        Image.fromarray(np.clip(np.rint(np.moveaxis(im, 0, -1) * 255), 0, 255).astype(np.uint8)).save(p)
+        paths.append(p)
+    return paths

@@ -31,12 +31,13 @@ class SkyConfig:
     width: int = 1000
     seed: int = 0
     positions: str = "checkpoints/positions_hdf_cond.json"  # checkpoint, "random", "baseline1", "baseline2"
-    galaxies: str = "checkpoints/dcgan_hdf32.json"           # checkpoint or "stamps" (the shipped BEGANs are too faint yet)
+    galaxies: str = "checkpoints/dcgan_hdf32.json"           # checkpoint or "stamps" (DCGAN: scores above the BEGANs)
     position_mode: str = "sample"    # "sample" (draw each cell's class) or "argmax"
     class_mix: list = field(default_factory=lambda: [1.0, 1.0, 1.0])  # small/medium/large weights (occupancy models, random)
     occupancy: float = 0.11          # "random": probability that a cell holds a galaxy
     cell_px: int = 16                # cell side in pixels (the shipped grids use 16)
     jitter: float = 0.35             # sub-cell jitter, fraction of a cell in [0, 0.5]
+    flux_match: bool = False         # map model galaxies' fluxes onto the real stamps' flux distribution
     detect: bool = True              # run the detector and report completeness / purity
     radius: float = 5.0              # matching radius (pix)
     realism: bool = True             # realism score with the shipped scorer
@@ -102,11 +103,12 @@ def galaxy_source(cfg: SkyConfig):
     model = load_model(cfg.galaxies)
     if model.family.data_kind == "grid" or len(model.channels) != 3:
         raise ConfigError(f"sky.galaxies: {cfg.galaxies} is not a 3-band single-galaxy model")
-    return ModelGalaxies(model)
+    return ModelGalaxies(model, flux_match=cfg.flux_match)
 
 
-def compose(cfg: SkyConfig, *, progress: bool = False) -> Sky:
-    """The sky a :class:`SkyConfig` describes (deterministic for ``cfg.seed``)."""
+def compose(cfg: SkyConfig, *, progress=False) -> Sky:
+    """The sky a :class:`SkyConfig` describes (deterministic for ``cfg.seed``); ``progress`` as
+    in :func:`~galaxy_core.sky.compose.compose_sky` (True: tqdm bar; callable (done, total))."""
     if cfg.positions in BASELINES:
         from galaxy_core.sky.baselines import baseline_geometric, baseline_uniform
 
