@@ -339,6 +339,24 @@ def test_freeze_sweep_reads_the_best_live_metric_of_a_run(tmp_path):
     assert mod.best_metric(tmp_path) == (None, None, None)
 
 
+def test_freeze_sweep_floor_of_the_live_metric_on_hdf():
+    """Real images in place of samples: near zero against a reference that contains them,
+    higher against the other real images, far below any shipped model's value."""
+    import importlib.util
+    from pathlib import Path
+
+    from galaxy_core.paths import configs_dir
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "freeze_sweep.py"
+    spec = importlib.util.spec_from_file_location("freeze_sweep", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    f = mod.real_floor(str(configs_dir() / "stylegan_hdf64_ft.toml"), ["log.eval_samples=64"], draws=3)
+    assert f["extractor"] == "galaxy" and f["samples"] == 64 and f["reference"] == 375
+    same, other = f["vs_reference"][0], f["vs_other_real"][0]
+    assert 0 < same < other < 200
+
+
 def test_every_config_field_is_documented():
     from galaxy_core.models.family import config_fields
 
