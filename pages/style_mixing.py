@@ -8,7 +8,8 @@ import streamlit as st
 
 from galaxy_core.errors import CheckpointError
 from galaxy_core.explore.export import npy_bytes, png_with_record
-from galaxy_core.explore.style import LAYER_RANGES, layer_label, layer_mask, layers, mixing_grid_rgb
+from galaxy_core.explore.sampling import fits_skip_reason
+from galaxy_core.explore.style import LAYER_RANGES, layer_label, layer_mask, layers, mixing_fits_bytes, mixing_grid_rgb
 from galaxy_core.io.checkpoint import read_meta
 from galaxy_core.models.pretrained import Pretrained
 from studio_ui import nav, state, widgets
@@ -85,17 +86,21 @@ def mask_ui(model: Pretrained) -> tuple[np.ndarray, float, str]:
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def _grid(model_key: tuple[str, int], rows: tuple[int, ...], cols: tuple[int, ...], mask: tuple[bool, ...],
-          psi: float, noise: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(grid RGB uint8, row+column z (R+K, z_dim), cell styles (R, K, num_ws, w_dim))."""
+          psi: float, noise: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, bytes | None]:
+    """(grid RGB uint8, row+column z (R+K, z_dim), cell styles (R, K, num_ws, w_dim), the images
+    as a FITS flux cube for band models trained with the asinh stretch, else None)."""
     model = state.cached_model(model_key)
     z = np.concatenate([model.latents(s, 1).numpy() for s in rows + cols])
     rgb, mix = mixing_grid_rgb(model, z[: len(rows)], z[len(rows):], mask=np.array(mask), psi=psi,
                                noise_mode=noise, channels=model.channels)
-    return rgb, z, mix.ws
+    cube = None
+    if fits_skip_reason(model) is None:
+        cube = mixing_fits_bytes(model, mix, row_seeds=rows, column_seeds=cols, psi=psi, noise_mode=noise)
+    return rgb, z, mix.ws, cube
 
 
 def grid_ui(model: Pretrained, rows: list[int], cols: list[int], mask: np.ndarray, psi: float, noise: str) -> None:
-    rgb, z, ws = _grid(state.model_cache_key(model), tuple(rows), tuple(cols), tuple(bool(m) for m in mask),
+    rgb, z, ws, cube = _grid(state.model_cache_key(model), tuple(rows), tuple(cols), tuple(bool(m) for m in mask),
                        float(psi), noise)
     table = layers(model)
     chosen = [layer_label(model, i) for i in np.flatnonzero(mask)]
@@ -110,11 +115,14 @@ def grid_ui(model: Pretrained, rows: list[int], cols: list[int], mask: np.ndarra
                        f"galaxy's styles at {what}, the row galaxy's elsewhere; ψ = {psi:g}, noise {noise}. "
                        f"{widgets.stretch_note(model)}")
     name = f"{model.name}_mix_{'-'.join(map(str, rows))}_x_{'-'.join(map(str, cols))}"
-    widgets.download_row([
+    files = [
         ("Grid (PNG)", png, f"{name}.png", "image/png"),
         ("Row then column latents z (.npy)", npy_bytes(z), f"{name}_z.npy", "application/octet-stream"),
         ("Cell styles w+ (.npy)", npy_bytes(ws), f"{name}_ws.npy", "application/octet-stream"),
-    ], key="sm_dl")
+    ]
+    if cube is not None:  # rows, columns, then the cells, in flux units with band names
+        files.append(("Images in flux (FITS)", cube, f"{name}.fits", "application/fits"))
+    widgets.download_row(files, key="sm_dl")
 
 
 widgets.page_header("Style Mixing", "Swap the styles of chosen generator layers between galaxies: coarse layers "

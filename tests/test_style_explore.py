@@ -19,6 +19,7 @@ from galaxy_core.paths import checkpoints_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = "stylegan_sim64"
+SHIPPED_GRI = "stylegan_sim64_gri"  # g/r/i in flux units (FITS output)
 
 
 def _generator(resolution: int, *, noise: float) -> Generator:
@@ -65,7 +66,11 @@ def test_layer_ranges_follow_resolution(G):
 
 
 def test_all_coarse_mask_feeds_column_styles_to_exactly_the_coarse_layers(G):
-    """Capture the w each styled layer's affine receives; compare with the mapped latents."""
+    """Capture the w each styled layer's affine receives; compare with the mapped latents.
+
+    The grid shares computation between images whose styles agree up to a layer: at the coarse
+    layers a cell's prefix is its column's, so those layers run once per source (rows, then
+    columns); from the first fine layer on, every cell runs with its row's styles."""
     seen: dict[int, torch.Tensor] = {}
     hooks = [G.synthesis.get_submodule(name).affine.register_forward_hook(
         lambda m, inp, out, i=i: seen.__setitem__(i, inp[0].detach().clone()))
@@ -81,16 +86,23 @@ def test_all_coarse_mask_feeds_column_styles_to_exactly_the_coarse_layers(G):
     w_cols = torch.from_numpy(style.mapping(G, col_z, psi=0.8))
     coarse = style.layer_mask(G, "coarse")
     for i in range(G.num_ws):
-        w_in = seen[i]  # (2 rows + 3 columns + 6 cells, w_dim), in that order
+        w_in = seen[i]  # 2 rows + 3 columns (+ 6 cells once the cells part from their columns)
+        assert len(w_in) == (5 if coarse[i] else 11), (i, len(w_in))
         torch.testing.assert_close(w_in[:2], w_rows)
         torch.testing.assert_close(w_in[2:5], w_cols)
-        cells = w_in[5:].reshape(2, 3, -1)
-        for r in range(2):
+        if not coarse[i]:
+            cells = w_in[5:].reshape(2, 3, -1)
+            for r in range(2):
+                for c in range(3):
+                    torch.testing.assert_close(cells[r, c], w_rows[r])
+                    assert (cells[r, c] - w_cols[c]).abs().max() > 1e-3
+        for r in range(2):  # the styles recorded per cell and layer
             for c in range(3):
                 want = w_cols[c] if coarse[i] else w_rows[r]
-                other = w_rows[r] if coarse[i] else w_cols[c]
-                torch.testing.assert_close(cells[r, c], want)
-                assert (cells[r, c] - other).abs().max() > 1e-3
+                torch.testing.assert_close(torch.from_numpy(mix.ws[r, c, i]), want)
+    # the shared computation gives the images of a plain synthesis of every cell's styles
+    plain = style.synthesize(G, mix.ws.reshape(6, G.num_ws, -1))
+    np.testing.assert_allclose(mix.grid.reshape(6, 3, 64, 64), plain, atol=1e-5)
     assert mix.grid.shape == (2, 3, 3, 64, 64) and mix.ws.shape == (2, 3, 14, 16)
     # a cell with no layers from the column is its row image; with all layers, its column image
     none = style.style_mix(G, row_z, col_z, mask=[False] * 14)
@@ -109,6 +121,63 @@ def test_grid_with_headers_layout(G):
     np.testing.assert_array_equal(tiles[5:8], mix.grid[0])
     rgb, _ = style.mixing_grid_rgb(G, np.zeros((2, 16)), np.ones((3, 16)), mask="fine", channels=["g", "r", "i"])
     assert rgb.shape == (3 * 66 + 2, 4 * 66 + 2, 3) and rgb.dtype == np.uint8
+
+
+def test_prefix_groups_and_shared_synthesis_match_plain_synthesis(G):
+    from galaxy_core.models.stylegan import prefix_groups
+
+    rng = np.random.default_rng(3)
+    w = torch.from_numpy(rng.normal(size=(3, 16)).astype(np.float32))
+    ws = w[[0, 1, 0, 2]][:, None, :].repeat(1, G.num_ws, 1)  # images 0 and 2 are the same
+    ws[3, 8:] = w[1]  # image 3 = image 1 from layer 8 on: its own prefix until then
+    groups = prefix_groups(ws)
+    assert groups[0].tolist() == [0, 1, 0, 2] and groups[-1].tolist() == [0, 1, 0, 2]
+    ws[2, 10:] = w[2]  # image 2 leaves image 0 at layer 10
+    groups = prefix_groups(ws)
+    assert groups[9].tolist() == [0, 1, 0, 2] and groups[10].tolist() == [0, 1, 2, 3]
+    with torch.no_grad():
+        for noise_mode in ("const", "none"):
+            shared = G.synthesis(ws, noise_mode=noise_mode, share_prefixes=True)
+            plain = G.synthesis(ws, noise_mode=noise_mode)
+            torch.testing.assert_close(shared, plain, atol=1e-5, rtol=1e-5)
+        # random noise differs per image, so nothing is shared: images 0 and 2 differ
+        g = torch.Generator().manual_seed(0)
+        rand = G.synthesis(ws, noise_mode="random", generator=g, share_prefixes=True)
+        assert (rand[0] - rand[2]).abs().max() > 1e-3
+
+
+def test_mixing_grid_fits_cube_is_in_flux_with_units_and_bands():
+    """The Style Mixing page's FITS download for a g/r/i model: flux units, band names, layout."""
+    from astropy.io import fits
+    import io
+
+    from galaxy_core.models.pretrained import load_pretrained
+
+    model = load_pretrained(checkpoints_dir() / f"{SHIPPED_GRI}.json")
+    rows, cols = model.latents(1, 2).numpy(), model.latents(2, 3).numpy()
+    mix = style.style_mix(model, rows, cols, mask="middle")
+    raw = style.mixing_fits_bytes(model, mix, row_seeds=[1, 1], column_seeds=[2, 2, 2], psi=1.0)
+    with fits.open(io.BytesIO(raw)) as hdul:
+        h, data = hdul[0].header, hdul[0].data
+        assert data.shape == (2 + 3 + 6, 3, 64, 64) and data.dtype.kind == "f"
+        assert h["BUNIT"] == "nanomaggy"
+        assert [h["BAND1"], h["BAND2"], h["BAND3"]] == ["g", "r", "i"]
+        assert h["ZP"] == 22.5 and h["PIXSCALE"] == pytest.approx(0.396)
+        assert h["MIXLAYRS"] == ",".join(map(str, np.flatnonzero(style.layer_mask(model, "middle"))))
+        # the pixels are the inverted asinh stretch of the displayed images: cell (1, 2) last
+        np.testing.assert_allclose(data[-1], model.to_flux(mix.grid[1, 2]), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(data[2], model.to_flux(mix.columns[0]), rtol=1e-5, atol=1e-6)
+        # a galaxy is brighter in i than in g in total (sim's galaxies are all red in g - i)
+        assert float(data[:, 2].sum()) > float(data[:, 0].sum()) > 0
+
+
+def test_mixing_fits_refuses_a_display_image_model():
+    from galaxy_core.models.pretrained import load_pretrained
+
+    model = load_pretrained(checkpoints_dir() / "stylegan_hdf64_ft.json")  # hdf: R/G/B display images
+    mix = style.style_mix(model, model.latents(1, 1).numpy(), model.latents(2, 1).numpy(), mask="fine")
+    with pytest.raises(ValueError, match="display images"):
+        style.mixing_fits_bytes(model, mix)
 
 
 def test_generation_from_z_w_and_w_plus_agree_and_psi_zero_is_the_mean(G):
@@ -221,7 +290,7 @@ def test_style_mixing_page_grid_controls_and_downloads(runs):
     at, _ = _app(sidebar=path)
     assert at.selectbox(key="sm_checkpoint").value == path  # follows the sidebar when it shows a StyleGAN
     urls = _urls(at)
-    assert len(urls) == 1 and len(at.get("download_button")) == 3
+    assert len(urls) == 1 and len(at.get("download_button")) == 4  # grid, z, w+, FITS (g/r/i model)
     caption = at.get("image")[0].proto.imgs[0].caption
     assert "w[0] · 4 px · conv1" in caption and "Display:" in caption
     at.get("button_group")[0].set_value(["fine"]).run()

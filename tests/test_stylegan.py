@@ -178,6 +178,57 @@ def test_gradient_penalty_matches_hand_computed_values():
     assert gp.item() == pytest.approx((2 * float(x_hat.norm()) - 1) ** 2)
 
 
+def test_channels_last_activations_compute_the_same_function():
+    import galaxy_core.models.stylegan as sg
+
+    torch.manual_seed(0)
+    cfg = StyleGANConfig(resolution=32, num_bands=3, **TINY)
+    G, D = Generator(cfg), Discriminator(cfg)
+    z = torch.randn(4, 16)
+    out = {}
+    for fmt in (torch.channels_last, torch.contiguous_format):
+        sg.MEMORY_FORMAT = fmt
+        try:
+            x = G(z, noise_mode="const")
+            out[fmt] = (x.detach(), D(x).detach())
+        finally:
+            sg.MEMORY_FORMAT = torch.channels_last
+    assert out[torch.channels_last][0].is_contiguous(memory_format=torch.channels_last)
+    for a, b in zip(out[torch.channels_last], out[torch.contiguous_format]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_g_phase_gives_g_its_gradient_and_leaves_d_without_one(tmp_path):
+    """D's weights are recorded without gradients in the G phase: G's gradient is unchanged,
+    D gets none, and D's parameters require gradients again afterwards."""
+    from galaxy_core.models.family import StepContext
+
+    tr = Trainer(_cfg("train.steps=1"), RunFolder(tmp_path / "r"), progress=False)
+    G, D, obj = tr.nets["G"], tr.nets["D"], tr.objective
+    gen = torch.Generator().manual_seed(0)
+    batch = tr.kind.batch(0, gen)
+    ctx = StepContext(step=0, batch_size=8, device=torch.device("cpu"), generator=gen, model_cfg=tr.model_cfg,
+                      family=tr.family, augment=lambda x: x, observe=lambda *a: None, amp=False)
+    obj.begin_step(batch, ctx)
+    obj.run("D", batch, ctx)
+    for p in list(G.parameters()) + list(D.parameters()):
+        p.grad = None
+    loss, _ = obj.run("G", batch, ctx)
+    loss.backward(retain_graph=True)  # G's graph is used again below
+    assert all(p.grad is None for p in D.parameters())
+    assert all(p.requires_grad for p in D.parameters())
+    got = {n: p.grad.clone() for n, p in G.named_parameters() if p.grad is not None}
+    # the same loss with D's weights taking part in autograd
+    for p in G.parameters():
+        p.grad = None
+    want = F.softplus(-D(ctx.stash["fake"]).float()).mean()
+    want.backward()
+    assert got.keys() == {n for n, p in G.named_parameters() if p.grad is not None} and got
+    for n, p in G.named_parameters():
+        if n in got:
+            torch.testing.assert_close(got[n], p.grad, rtol=1e-5, atol=1e-7)
+
+
 def test_optimizer_groups_carry_the_mapping_lr_multiplier_and_lazy_ratio(tmp_path):
     tr = Trainer(_cfg("train.steps=1"), RunFolder(tmp_path / "r"), progress=False)
     tr.set_lr()
@@ -252,7 +303,8 @@ def test_freezing_keeps_frozen_tensors_bit_identical(tmp_path, unit, k, n_frozen
     assert len(changed) == len(trainable) > 0
 
 
-@pytest.mark.parametrize("name", ["stylegan_sim64.toml", "stylegan_hdf64_ft.toml", "stylegan_sim128_gpu.toml"])
+@pytest.mark.parametrize("name", ["stylegan_sim64.toml", "stylegan_sim64_gri.toml", "stylegan_hdf64_ft.toml",
+                                  "stylegan_sim128_gpu.toml"])
 def test_stylegan_configs_load_and_show_every_default(name):
     from dataclasses import fields
 
@@ -285,6 +337,24 @@ def test_freeze_sweep_reads_the_best_live_metric_of_a_run(tmp_path):
     assert mod.best_metric(tmp_path) == ("fid_galaxy_128", 12.25, 40)
     (tmp_path / "metrics.jsonl").write_text(json.dumps(recs[0]) + "\n")
     assert mod.best_metric(tmp_path) == (None, None, None)
+
+
+def test_freeze_sweep_floor_of_the_live_metric_on_hdf():
+    """Real images in place of samples: near zero against a reference that contains them,
+    higher against the other real images, far below any shipped model's value."""
+    import importlib.util
+    from pathlib import Path
+
+    from galaxy_core.paths import configs_dir
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "freeze_sweep.py"
+    spec = importlib.util.spec_from_file_location("freeze_sweep", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    f = mod.real_floor(str(configs_dir() / "stylegan_hdf64_ft.toml"), ["log.eval_samples=64"], draws=3)
+    assert f["extractor"] == "galaxy" and f["samples"] == 64 and f["reference"] == 375
+    same, other = f["vs_reference"][0], f["vs_other_real"][0]
+    assert 0 < same < other < 200
 
 
 def test_every_config_field_is_documented():

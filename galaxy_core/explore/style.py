@@ -19,7 +19,9 @@ The functions take a :class:`~galaxy_core.models.pretrained.Pretrained` StyleGAN
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -118,8 +120,11 @@ def truncate(model, ws, psi: float) -> np.ndarray:
 
 
 @torch.no_grad()
-def synthesize(model, ws, *, noise_mode: str = "const", batch: int = 256) -> np.ndarray:
+def synthesize(model, ws, *, noise_mode: str = "const", batch: int = 256, share_prefixes: bool = False) -> np.ndarray:
     """ws (n, num_ws, w_dim) -> images float32 (n, C, H, W) clamped to [-1, 1].
+
+    ``share_prefixes``: run each layer once per distinct prefix of styles (see
+    :meth:`galaxy_core.models.stylegan.SynthesisNetwork.forward`); what a mixing grid uses.
 
     Raises
     ------
@@ -132,8 +137,8 @@ def synthesize(model, ws, *, noise_mode: str = "const", batch: int = 256) -> np.
     ws = torch.as_tensor(np.asarray(ws, np.float32))
     if ws.ndim != 3 or tuple(ws.shape[1:]) != (G.num_ws, G.w_dim):
         raise ValueError(f"ws must be (n, {G.num_ws}, {G.w_dim}), got {tuple(ws.shape)}")
-    out = [G.synthesis(ws[i : i + batch].to(_device(G)), noise_mode=noise_mode).clamp(-1, 1).float().cpu()
-           for i in range(0, len(ws), batch)]
+    out = [G.synthesis(ws[i : i + batch].to(_device(G)), noise_mode=noise_mode, share_prefixes=share_prefixes)
+           .clamp(-1, 1).float().cpu() for i in range(0, len(ws), batch)]
     return torch.cat(out).numpy() if out else np.zeros((0,), np.float32)
 
 
@@ -195,7 +200,9 @@ def style_mix(model, row_z, col_z, *, mask, psi: float = 1.0, noise_mode: str = 
     """Style-mixing grid for row latents z (R, z_dim) and column latents z (K, z_dim).
 
     The mapping runs once for the R + K latents and the synthesis once for the R + K + R*K
-    images, so a grid costs about one synthesis forward of those images.
+    images, each layer once per distinct prefix of styles (``share_prefixes``): the layers
+    before the first mixed one run once per source, not once per cell. So a grid costs at most
+    one synthesis forward of those images (less with a ``fine`` or ``middle`` mask).
 
     Parameters
     ----------
@@ -216,7 +223,7 @@ def style_mix(model, row_z, col_z, *, mask, psi: float = 1.0, noise_mode: str = 
     R, K = len(row_z), len(col_z)
     cells = mixing_ws(w[:R], w[R:], m)
     x = synthesize(G, np.concatenate([w_plus(w, G.num_ws), cells.reshape(R * K, G.num_ws, G.w_dim)]),
-                   noise_mode=noise_mode)
+                   noise_mode=noise_mode, share_prefixes=True)
     return MixingGrid(rows=x[:R], columns=x[R : R + K], grid=x[R + K :].reshape(R, K, *x.shape[1:]),
                       ws=cells, mask=m)
 
@@ -261,3 +268,52 @@ def layer_label(model, i: int) -> str:
     """``"w[3] · 8 px · conv0"``: how the page names styled layer ``i``."""
     name, res, _ = layers(model)[i]
     return f"w[{i}] · {res} px · {name.rsplit('.', 1)[-1]}"
+
+
+def mixing_fits_bytes(model, mix: MixingGrid, *, row_seeds: Sequence[int] | None = None,
+                      column_seeds: Sequence[int] | None = None, psi: float = 1.0, noise_mode: str = "const") -> bytes:
+    """A mixing grid's images as a FITS flux cube (band models trained with the asinh stretch).
+
+    The cube is (R + K + R*K, C, H, W) float32: the R row images, the K column images, then the
+    cells row by row (cell (i, j) at ``R + K + i*K + j``), in the flux unit of the training data
+    (``BUNIT``, e.g. nanomaggy for ``sim``) with the band names (``BAND1..n``), zero point and pixel
+    scale of the checkpoint's card, and the mixed layers (``MIXLAYRS``) in the header.
+
+    Raises
+    ------
+    ValueError
+        The checkpoint's samples cannot be turned back into flux (display-image data or a
+        non-invertible normalisation); the message says why.
+    """
+    from galaxy_core.explore.sampling import fits_skip_reason
+    from galaxy_core.io.fits import write_fits_cube
+
+    why = fits_skip_reason(model)
+    if why is not None:
+        raise ValueError(why)
+    R, K = mix.grid.shape[:2]
+    x = np.concatenate([mix.rows, mix.columns, mix.grid.reshape(R * K, *mix.grid.shape[2:])])
+    flux = model.to_flux(x).astype(np.float32)
+    data = model.meta.get("data") or {}
+    cards = {
+        "CKPT": model.name,
+        "CKPTID": model.id,
+        "ARCH": model.meta.get("arch"),
+        "GENERATD": "synthetic image from a GAN, not an observation",
+        "STRETCH": "asinh (inverted to flux)",
+        "LAYOUT": f"{R} row images, {K} column images, then cell (i, j) at {R + K} + i*{K} + j",
+        "MIXLAYRS": ",".join(str(i) for i in np.flatnonzero(mix.mask)),
+        "PSI": float(psi),
+        "NOISE": noise_mode,
+    }
+    if row_seeds is not None:
+        cards["ROWSEEDS"] = ",".join(map(str, row_seeds))
+    if column_seeds is not None:
+        cards["COLSEEDS"] = ",".join(map(str, column_seeds))
+    if data.get("zero_point") is not None:
+        cards["ZP"] = data["zero_point"]
+    with tempfile.TemporaryDirectory() as tmp:
+        p = Path(tmp) / "mix.fits"
+        write_fits_cube(p, flux, bands=model.channels, header_cards=cards, bunit=data.get("flux_unit"),
+                        pixel_scale_arcsec=data.get("pixel_scale_arcsec"))
+        return p.read_bytes()

@@ -55,6 +55,9 @@ RESOLUTIONS = (32, 64, 128, 256)
 LOSSES = ("logistic", "wgan-gp")
 NOISE_MODES = ("const", "random", "none")
 LRELU_GAIN = math.sqrt(2.0)
+# memory format of G's and D's activations; channels-last makes oneDNN's CPU convolutions
+# 1.5-4x faster at the few channels of the high-resolution layers (benchmarks/bench_stylegan.py)
+MEMORY_FORMAT = torch.channels_last
 
 
 @dataclass
@@ -258,30 +261,78 @@ class SynthesisNetwork(nn.Module):
         return [name for name, _, kind in self.layers if kind == "conv"]
 
     def forward(self, ws: torch.Tensor, *, noise_mode: str = "const", generator: torch.Generator | None = None,
-                noise: list[torch.Tensor] | None = None) -> torch.Tensor:
+                noise: list[torch.Tensor] | None = None, share_prefixes: bool = False) -> torch.Tensor:
         """``noise``: one map (1 or N, 1, r, r) per entry of :attr:`noise_layers`, overriding
-        ``noise_mode`` (used by projection, which optimises them)."""
+        ``noise_mode`` (used by projection, which optimises them).
+
+        ``share_prefixes``: images whose ws agree on layers 0..i have equal activations up to
+        layer i (with ``const`` or ``none`` noise), so each layer runs once per distinct prefix and
+        the result is copied out where the prefixes part. A style-mixing grid computes the layers
+        before the first mixed one once per source instead of once per cell (the same images,
+        up to float rounding). Ignored with ``random`` noise or explicit ``noise``."""
         if noise is not None and len(noise) != len(self.noise_layers):
             raise ValueError(f"noise must hold {len(self.noise_layers)} maps, got {len(noise)}")
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode must be one of {', '.join(NOISE_MODES)}, got {noise_mode!r}")
         if ws.ndim != 3 or ws.shape[1] != self.num_ws:
             raise ValueError(f"ws must be (n, {self.num_ws}, w_dim), got {tuple(ws.shape)}")
-        x = self.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1).to(ws.dtype)
+        share = share_prefixes and noise is None and noise_mode != "random"
+        groups = prefix_groups(ws) if share else None
+        n0 = int(groups[0].max()) + 1 if share else ws.shape[0]
+        # channels-last activations: oneDNN's convolutions on a CPU are 1.5-4x faster for the few
+        # channels at high resolution (the same function; the loop only sets it on CUDA)
+        x = self.const.unsqueeze(0).expand(n0, -1, -1, -1).to(ws.dtype)
+        x = x.contiguous(memory_format=MEMORY_FORMAT)
         img, i, j = None, 0, 0
+        rep = None  # share: the index of one image per current group
         for block in self.blocks.values():
             for name in block.layer_names:
                 layer = getattr(block, name)
+                if share:
+                    first = _first_index(groups[i])  # one image per group of layer i
+                    if i and len(first) > x.shape[0]:  # prefixes part here
+                        pick = groups[i - 1][first]  # the group of layer i - 1 each one continues
+                        x = x[pick]
+                        img = img[pick] if img is not None else None
+                    w_i = ws[first, i]
+                else:
+                    w_i = ws[:, i]
                 if name == "torgb":
-                    y = layer(x, ws[:, i])
+                    y = layer(x, w_i)
                     img = y if img is None else F.interpolate(img, scale_factor=2, mode="bilinear",
                                                               align_corners=False) + y
                 else:
-                    x = layer(x, ws[:, i], noise_mode=noise_mode, generator=generator,
+                    x = layer(x, w_i, noise_mode=noise_mode, generator=generator,
                               noise=None if noise is None else noise[j])
                     j += 1
                 i += 1
+        if share:
+            img = img[groups[-1]]
         return img
+
+
+def prefix_groups(ws: torch.Tensor) -> list[torch.Tensor]:
+    """For ws (N, L, w_dim): per layer i a (N,) long tensor of group ids, equal for two images
+    exactly when their ws agree on layers 0..i; ids are 0..G_i-1 in order of first appearance."""
+    out, prev = [], torch.zeros(ws.shape[0], dtype=torch.long, device=ws.device)
+    for i in range(ws.shape[1]):
+        _, layer_id = torch.unique(ws[:, i], dim=0, return_inverse=True)
+        key = prev * (ws.shape[0] + 1) + layer_id
+        _, ids = torch.unique(key, return_inverse=True)
+        # renumber by first appearance, so group k's first image comes before group k+1's
+        order = _first_index(ids).argsort()
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(len(order), device=ws.device)
+        prev = rank[ids]
+        out.append(prev)
+    return out
+
+
+def _first_index(ids: torch.Tensor) -> torch.Tensor:
+    """(G,) index of the first image of each group id 0..G-1."""
+    n = int(ids.max()) + 1
+    first = torch.full((n,), len(ids), dtype=torch.long, device=ids.device)
+    return first.scatter_reduce(0, ids, torch.arange(len(ids), device=ids.device), reduce="amin")
 
 
 class Generator(nn.Module):
@@ -357,7 +408,7 @@ class Discriminator(nn.Module):
         self.out = EqLinear(c4, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.fromrgb(x)
+        x = self.fromrgb(x.contiguous(memory_format=MEMORY_FORMAT))  # see SynthesisNetwork.forward
         for block in self.blocks.values():
             x = block(x)
         if self.mbstd_group:
@@ -472,7 +523,10 @@ class StyleGANObjective(Objective):
             loss = pen.mean() * (c.r1_gamma / 2) * c.r1_every + logits.float().mean() * 0
             return loss, {"r1": pen.detach().mean()}
         if phase == "G":
-            fake_logits = D(ctx.augment(ctx.stash["fake"])).float()
+            # D's weights take no gradient here (the G optimiser steps only G): recording D's
+            # forward without them skips the weight half of D's backward pass
+            with _no_weight_grad(D):
+                fake_logits = D(ctx.augment(ctx.stash["fake"])).float()
             loss = F.softplus(-fake_logits).mean() if c.loss == "logistic" else -fake_logits.mean()
             return loss, {"loss_G": loss.detach()}
         if phase == "G_reg":
@@ -494,6 +548,24 @@ class StyleGANObjective(Objective):
 
     def load_state_dict(self, state) -> None:
         self.pl_mean = float(state.get("pl_mean", self.pl_mean))
+
+
+class _no_weight_grad:
+    """Within the block, the module's parameters do not require gradients (restored after)."""
+
+    def __init__(self, net: nn.Module):
+        # not under DistributedDataParallel, whose reducer expects every parameter's gradient
+        ddp = isinstance(net, nn.parallel.DistributedDataParallel)
+        self.params = [] if ddp else [p for p in net.parameters() if p.requires_grad]
+
+    def __enter__(self):
+        for p in self.params:
+            p.requires_grad_(False)
+
+    def __exit__(self, *exc):
+        for p in self.params:
+            p.requires_grad_(True)
+        return False
 
 
 # ---------------------------------------------------------------------------------------------
