@@ -234,7 +234,7 @@ def test_fits_cubes_asinh(tmp_path):
     assert [s["file"] for s in m["skipped"]] == ["catalogue.fits"]
     assert "no image data" in m["skipped"][0]["reason"]
     assert 0 <= m["clip_fraction"] < 0.05
-    assert m["bunit"] == "nanomaggy" and m["zero_point"] == 22.5
+    assert m["flux_unit"] == "nanomaggy" and m["zero_point"] == 22.5
     # 32 px kept (0.8 x 40) resized to 16: 2 source pixels per pixel, 0.8 "/px
     assert m["pixel_scale_arcsec"] == pytest.approx(0.8)
     assert m["preprocess"]["source_pixels_per_pixel"] == pytest.approx(4.0)

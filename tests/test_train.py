@@ -156,6 +156,7 @@ def test_sample_and_info_cli_on_physical_data(tmp_path):
         cube, hdr = hdul[0].data, hdul[0].header
     assert cube.shape == (6, 3, 32, 32)
     assert hdr["SEED"] == 3 and hdr["CKPTID"] == json.loads((out / "samples.json").read_text())["checkpoint_id"]
+    assert hdr["BUNIT"] == "nanomaggy" and hdr["ZP"] == 22.5  # the data's unit travels through the card
     # flux in the FITS inverts back to exactly what the model generated
     model = load_pretrained(run_dir / "checkpoints" / "last.json")
     x = model.generate(model.latents(3, 6))
@@ -163,6 +164,14 @@ def test_sample_and_info_cli_on_physical_data(tmp_path):
     info = subprocess.run([sys.executable, "-m", "galaxy_core.cli", "info", str(run_dir / "checkpoints" / "last.json")],
                           capture_output=True, text=True, timeout=120)
     assert "architecture: dcgan" in info.stdout and "data: sim" in info.stdout
+
+
+def test_fits_unit_of_shipped_sim_checkpoints_is_known():
+    from galaxy_core.paths import checkpoints_dir
+
+    for name in ("dcgan_sim64", "stylegan_sim64_gri", "stackgan_sim128"):
+        assert load_pretrained(checkpoints_dir() / f"{name}.json").flux_unit == "nanomaggy", name
+    assert load_pretrained(checkpoints_dir() / "dcgan_hdf32.json").flux_unit is None  # 8-bit images, no unit
 
 
 def test_cli_reports_bad_config_without_traceback(tmp_path):

@@ -386,7 +386,7 @@ def _prepare_fits(files, base, *, resolution, crop, normalisation, progress, spi
         "skipped": skipped,
         "num_nan_replaced": int(sum(nan_counts)),
         "clip_fraction": float(stretched["clip_fraction"]),
-        "bunit": _common(units),
+        "flux_unit": _common(units),
         "pixel_scale_arcsec": _common(
             [None if s is None else s * side / resolution for s, side in zip(scales, sides)]
         ),

@@ -132,6 +132,7 @@ class PreparedDataset:
             "stretch": m.get("stretch"),
             "pixel_scale_arcsec": m.get("pixel_scale_arcsec"),
             "zero_point": m.get("zero_point"),
+            "flux_unit": m.get("flux_unit") or m.get("bunit"),  # "bunit": folders prepared before the name was unified
         }
 
 

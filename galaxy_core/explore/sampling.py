@@ -155,7 +155,7 @@ def write_samples_fits(path: Path, model: Pretrained, x: np.ndarray, *, seed: in
         cards["ZP"] = data["zero_point"]
     if data.get("pixel_scale_arcsec") is not None:
         cards["PIXSCALE"] = data["pixel_scale_arcsec"]
-    write_fits_cube(path, flux, bands=model.channels, header_cards=cards)
+    write_fits_cube(path, flux, bands=model.channels, header_cards=cards, bunit=model.flux_unit)
 
 
 def fits_bytes(model: Pretrained, x: np.ndarray, *, seed: int) -> bytes:

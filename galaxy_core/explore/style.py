@@ -314,6 +314,6 @@ def mixing_fits_bytes(model, mix: MixingGrid, *, row_seeds: Sequence[int] | None
         cards["ZP"] = data["zero_point"]
     with tempfile.TemporaryDirectory() as tmp:
         p = Path(tmp) / "mix.fits"
-        write_fits_cube(p, flux, bands=model.channels, header_cards=cards, bunit=data.get("flux_unit"),
+        write_fits_cube(p, flux, bands=model.channels, header_cards=cards, bunit=model.flux_unit,
                         pixel_scale_arcsec=data.get("pixel_scale_arcsec"))
         return p.read_bytes()

@@ -153,6 +153,24 @@ class Pretrained:
         stages = self.generate_stages(latents, labels=labels, psi=psi, noise_mode=noise_mode, batch=batch)
         return list(stages.values())[-1]
 
+    @property
+    def flux_unit(self) -> str | None:
+        """Unit of :meth:`to_flux` (``BUNIT``), or None where the training data did not say.
+
+        From the card's data block (``flux_unit``; ``bunit`` in cards of folders prepared before
+        the name was unified); cards of the built-in ``sim`` written before units were recorded
+        get its unit (nanomaggy).
+        """
+        data = self.meta.get("data", {})
+        unit = data.get("flux_unit") or data.get("bunit")
+        if unit:
+            return str(unit)
+        if data.get("source") == "builtin:sim" or (data.get("name") == "sim" and data.get("kind") == "physical"):
+            from galaxy_core.data.sim import FLUX_UNIT
+
+            return FLUX_UNIT
+        return None
+
     def to_flux(self, x: np.ndarray) -> np.ndarray:
         """Model-range images back to flux with the stored stretch (physical data only)."""
         st = stretch_from_dict(self.stretch)
