@@ -19,8 +19,16 @@ Two measurements, each a comparison made in the same process so machine load aff
 Measured (2 CPU cores shared with other jobs, load average 8-18, so absolute times are slow
 and only ratios from one run mean much):
 
-* SSIM, sim 64 px, 64 x 9,936 pairs: batched 483 s; per-pair loop 2.6 s for 1,024 pairs,
-  1,624 s scaled: ratio 3.4x (goal 20x not reached); largest difference 3.5e-6.
+* SSIM, sim 64 px, 64 x 9,936 pairs, quiet machine (load average 1.0), 2 torch threads:
+  batched 24.8 s; per-pair loop 0.6 s for 1,024 pairs, 342 s scaled: **13.8x** in wall-clock
+  time, 7.1x in CPU time (goal 20x not reached); largest difference 4.1e-6. (An earlier run
+  with 8 MB blocks at load 8-18: 3.4x. Under heavy load the two torch threads wait on each
+  other and the batched side can even lose to the loop: at load 17.8, 64 x 1,000 gave 1.0x.)
+  What is left per pair is the window mean of ``x y`` (a 49-term dot product per position,
+  one batched matrix product) and five element-wise passes over (positions, q, m) blocks; a
+  fused kernel (``torch.compile`` tried: 1.7x less CPU per pair on one thread) would remove
+  most passes but costs 20-50 s of compilation per process and a C++ compiler at run time,
+  so it is not used.
 * top-1 agreement of the fast path (PCA pre-filter, 64 candidates) with exact search, 64 real
   held-out queries:
 
