@@ -222,3 +222,42 @@ def test_a_good_pair_loads(tmp_path):
     tensors, meta = load_checkpoint(js)
     assert torch.equal(tensors["G.w"], torch.arange(6, dtype=torch.float32).reshape(2, 3))
     assert meta["arch"] == "dcgan" and read_meta(js.with_suffix(".safetensors")) == meta
+
+
+@pytest.mark.parametrize("killed_after", ["tensors", "json"])
+def test_a_save_killed_between_its_steps_leaves_a_usable_pair(tmp_path, monkeypatch, killed_after):
+    """The three steps of a save (tensors to .next, JSON, rename) stopped after step 1 or 2."""
+    import galaxy_core.io.checkpoint as ck
+
+    save_checkpoint(tmp_path / "last", {"G.w": torch.zeros(3)}, {"arch": "dcgan", "step": 1})
+
+    class Killed(Exception):
+        pass
+
+    real_replace, real_json = ck.os.replace, ck.atomic_write_json
+
+    def stop_json(path, obj):
+        raise Killed
+
+    def stop_rename(src, dst):  # only the save's last step: .next over the tensor file
+        if str(src).endswith(".next"):
+            raise Killed
+        real_replace(src, dst)
+
+    if killed_after == "tensors":
+        monkeypatch.setattr(ck, "atomic_write_json", stop_json)
+    else:
+        monkeypatch.setattr(ck.os, "replace", stop_rename)
+    with pytest.raises(Killed):
+        save_checkpoint(tmp_path / "last", {"G.w": torch.ones(3)}, {"arch": "dcgan", "step": 2})
+    monkeypatch.setattr(ck.os, "replace", real_replace)
+    monkeypatch.setattr(ck, "atomic_write_json", real_json)
+    tensors, meta = load_checkpoint(tmp_path / "last.json")
+    if killed_after == "tensors":  # the JSON still names the old tensors: the old pair, whole
+        assert meta["step"] == 1 and torch.equal(tensors["G.w"], torch.zeros(3))
+    else:  # the JSON names the new tensors, still in .next: found, and the rename completed
+        assert meta["step"] == 2 and torch.equal(tensors["G.w"], torch.ones(3))
+        assert not (tmp_path / "last.safetensors.next").exists()
+        assert load_checkpoint(tmp_path / "last.json")[1]["step"] == 2
+    save_checkpoint(tmp_path / "last", {"G.w": torch.full((3,), 5.0)}, {"arch": "dcgan", "step": 3})
+    assert load_checkpoint(tmp_path / "last.json")[1]["step"] == 3 and not (tmp_path / "last.safetensors.next").exists()

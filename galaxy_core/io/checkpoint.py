@@ -59,18 +59,50 @@ def unflatten_optimizer(prefix: str, tensors: dict[str, torch.Tensor], meta: dic
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
-def save_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
-    """Write tensors and metadata atomically (tensors first, then the JSON that names them).
+def _pending(st_path: Path) -> Path:
+    """Where the next tensor file waits until its JSON is written (``NAME.safetensors.next``)."""
+    return st_path.with_name(st_path.name + ".next")
 
-    The JSON records the SHA-256 of the tensor file, so a reader can tell the pair belongs
-    together even if a crash landed between the two renames.
+
+def save_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
+    """Write tensors and metadata so that a crash at any moment leaves a usable pair.
+
+    Three atomic steps: the tensors go to ``NAME.safetensors.next``; the JSON, which records
+    their SHA-256, replaces ``NAME.json``; ``.next`` is renamed over ``NAME.safetensors``.
+    Killed before the JSON, the old pair is intact (the stray ``.next`` is ignored and
+    replaced next time); killed after it, :func:`load_checkpoint` finds the tensors the JSON
+    names in ``.next`` and completes the rename.
     """
     st_path, js_path = _resolve(path)
     blob = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
     meta = dict(meta, format=FORMAT, tensors_sha256=hashlib.sha256(blob).hexdigest())
-    atomic_write_bytes(st_path, blob)
+    pending = _pending(st_path)
+    atomic_write_bytes(pending, blob)
     atomic_write_json(js_path, meta)
+    os.replace(pending, st_path)
     return js_path
+
+
+def _finish_interrupted_save(st_path: Path, sha256: str) -> bytes | None:
+    """The tensors a JSON names when a save was killed between its JSON and its last rename.
+
+    Returns their bytes (and completes the rename where the folder is writable), or None when
+    there is no pending file or it is not the one the JSON names.
+    """
+    pending = _pending(st_path)
+    if not pending.is_file():
+        return None
+    try:
+        blob = pending.read_bytes()
+    except OSError:
+        return None
+    if hashlib.sha256(blob).hexdigest() != sha256:
+        return None
+    try:
+        os.replace(pending, st_path)
+    except OSError:  # a read-only folder: the pair is still read correctly from .next
+        pass
+    return blob
 
 
 class NotACheckpointError(CheckpointError):
@@ -210,15 +242,23 @@ def load_checkpoint(path: str | os.PathLike, *, verify: bool = True,
     """
     st_path, js_path = _resolve(path)
     meta = read_meta(js_path)
-    if not st_path.is_file():
+    recorded = meta.get("tensors_sha256")
+    blob = None
+    if st_path.is_file():
+        try:
+            blob = st_path.read_bytes()  # read once: hashed, then parsed
+        except OSError as e:
+            raise CheckpointError(f"{st_path}: cannot read tensors ({e.strerror})") from e
+    digest = None if blob is None else hashlib.sha256(blob).hexdigest()
+    if recorded and digest != recorded:  # missing or other tensors: a save killed before its last rename?
+        finished = _finish_interrupted_save(st_path, recorded)
+        if finished is not None:
+            blob, digest = finished, recorded
+    if blob is None:
         raise _not_a_checkpoint(js_path, f"has no tensor file: {st_path.name} is missing",
                                 "copy NAME.safetensors next to NAME.json (both files are the checkpoint)")
-    try:
-        blob = st_path.read_bytes()  # read once: hashed, then parsed
-    except OSError as e:
-        raise CheckpointError(f"{st_path}: cannot read tensors ({e.strerror})") from e
-    if verify and meta.get("tensors_sha256"):
-        if hashlib.sha256(blob).hexdigest() != meta["tensors_sha256"]:
+    if verify and recorded:
+        if digest != recorded:
             raise _not_a_checkpoint(
                 st_path, f"does not match {js_path.name}: tensors do not match the recorded SHA-256 "
                 f"({len(blob)} bytes; truncated, an interrupted write or an edited file)",

@@ -176,10 +176,11 @@ class RealismScorer:
 
     def save(self, path: str | Path) -> Path:
         """Write ``PATH.npz`` (features) and ``PATH.json`` (meta); no pickle."""
-        from galaxy_core.io.atomic import atomic_write_json
+        from galaxy_core.io.atomic import atomic_open, atomic_write_json
 
         path = Path(path)
-        np.savez_compressed(path.with_suffix(".npz"), x_real=self.x_real, x_fake=self.x_fake)
+        with atomic_open(path.with_suffix(".npz"), "wb") as f:  # a killed save leaves the old file whole
+            np.savez_compressed(f, x_real=self.x_real, x_fake=self.x_fake)
         atomic_write_json(path.with_suffix(".json"), {"kind": "realism", "version": SCORER_VERSION,
                                                        "classifier": CLASSIFIER, **self.meta})
         return path.with_suffix(".json")
