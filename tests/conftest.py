@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,3 +23,26 @@ def output_dir() -> Path:
     """Folder for artefacts a person may want to look at after the run (screenshots, grids)."""
     OUTPUT.mkdir(parents=True, exist_ok=True)
     return OUTPUT
+
+
+def _train_cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "galaxy_core.cli", "train", *args, "--quiet"], capture_output=True,
+                          text=True, cwd=ROOT, timeout=600)
+
+
+@pytest.fixture(scope="session")
+def straight_and_split():
+    """``make(root, config, sets)``: train ``config`` 4 steps straight into ``root/straight`` and
+    2 + 2 steps with a resume into ``root/split`` through the CLI (``sets``: ``--set`` values);
+    returns ``root``. For exact-resume tests of a family."""
+
+    def make(root: Path, config: str, sets: list[str]) -> Path:
+        flags = [a for s in sets for a in ("--set", s)]
+        for args in ((config, "--run-dir", str(root / "straight"), *flags, "--set", "train.steps=4"),
+                     (config, "--run-dir", str(root / "split"), *flags, "--set", "train.steps=2"),
+                     ("--resume", str(root / "split"), "--set", "train.steps=4")):
+            r = _train_cli(*args)
+            assert r.returncode == 0, r.stdout + r.stderr
+        return root
+
+    return make

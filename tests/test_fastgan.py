@@ -3,8 +3,6 @@ from the example config through the CLI, exact resume, loading for sampling."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -95,23 +93,9 @@ def test_discriminator_decoders_learn_to_reconstruct():
     assert np.mean(losses[-4:]) < 0.5 * np.mean(losses[:4])
 
 
-def _train(*args):
-    return subprocess.run([sys.executable, "-m", "galaxy_core.cli", "train", *args, "--quiet"], capture_output=True,
-                          text=True, cwd=ROOT, timeout=600)
-
-
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fastgan")
-    cfg = str(ROOT / "configs" / "fastgan_hdf64.toml")
-    sets = [a for s in TINY for a in ("--set", s)]
-    straight = _train(cfg, "--run-dir", str(root / "straight"), *sets, "--set", "train.steps=4")
-    assert straight.returncode == 0, straight.stdout + straight.stderr
-    first = _train(cfg, "--run-dir", str(root / "split"), *sets, "--set", "train.steps=2")
-    assert first.returncode == 0, first.stdout + first.stderr
-    second = _train("--resume", str(root / "split"), "--set", "train.steps=4")
-    assert second.returncode == 0, second.stdout + second.stderr
-    return root
+def runs(tmp_path_factory, straight_and_split):
+    return straight_and_split(tmp_path_factory.mktemp("fastgan"), str(ROOT / "configs" / "fastgan_hdf64.toml"), TINY)
 
 
 def test_trains_from_the_example_config_and_resumes_exactly(runs):
