@@ -165,3 +165,23 @@ def test_example_config_shows_every_model_field():
     for f in fields(FastGANConfig):
         if f.name not in ("resolution", "num_bands"):  # from the data
             assert f"\n{f.name} = " in text, f.name
+
+
+def test_discriminator_adversarial_convolutions_are_spectrally_normalised():
+    from torch.nn.utils import parametrize
+
+    torch.manual_seed(0)
+    D = Discriminator(FastGANConfig(resolution=64, width=8, num_bands=3)).train()
+    x = torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        for _ in range(30):  # each training-mode forward runs one power iteration
+            D(x)
+    adv = [m for part in (D.stem, D.downs, D.head) for m in part.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert adv and all(parametrize.is_parametrized(m, "weight") for m in adv)
+    for m in adv:
+        sigma = torch.linalg.matrix_norm(m.weight.detach().flatten(1), ord=2)
+        assert abs(float(sigma) - 1.0) < 0.1
+    decoders = [m for m in D.dec_full.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert decoders and not any(parametrize.is_parametrized(m) for m in decoders)
+    plain = Discriminator(FastGANConfig(resolution=64, width=8, num_bands=3, d_spectral_norm=False))
+    assert not any(parametrize.is_parametrized(m) for m in plain.modules() if isinstance(m, torch.nn.Conv2d))

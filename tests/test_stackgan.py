@@ -177,3 +177,28 @@ def test_sampling_a_chained_checkpoint_writes_every_stage(tmp_path):
     g1, g2 = Image.open(tmp_path / "grid_stage1.png"), Image.open(tmp_path / "grid_stage2.png")
     assert abs(g1.size[0] - g2.size[0]) <= 8  # stage I drawn at twice its size, like stage II at 128 px
     assert Image.open(tmp_path / "sample_0000.png").size == (128, 128)  # single images are the final stage
+
+
+def test_input_skip_starts_as_bilinear_upsampling_and_learns_a_correction():
+    torch.manual_seed(0)
+    cfg = StackGANConfig(resolution=128, num_bands=3, width=8, final_width=16, input_skip=True)
+    G = Generator(cfg)
+    low = torch.rand(2, 3, 64, 64) * 1.6 - 0.8
+    bilinear = F.interpolate(low, scale_factor=2, mode="bilinear", align_corners=False)
+    with torch.no_grad():
+        assert torch.allclose(G.eval()(low), bilinear, atol=1e-5)
+    # one optimiser step on a target away from the input moves the output towards it
+    target = bilinear.roll(1, dims=-1)
+    opt = torch.optim.Adam(G.parameters(), lr=1e-3)
+    G.train()
+    before = F.mse_loss(G(low), target).item()
+    for _ in range(3):
+        opt.zero_grad()
+        F.mse_loss(G(low), target).backward()
+        opt.step()
+    assert F.mse_loss(G(low), target).item() < before
+    assert not torch.allclose(G.eval()(low), bilinear, atol=1e-3)
+    # the paper's layout has no such path: an untrained generator is not an upsampler
+    plain = Generator(StackGANConfig(resolution=128, num_bands=3, width=8, final_width=16)).eval()
+    with torch.no_grad():
+        assert (plain(low) - bilinear).abs().mean() > 0.1

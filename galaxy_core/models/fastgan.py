@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
 
 from galaxy_core.models.bnstats import ensure_calibrated
 from galaxy_core.models.dcgan import init_weights  # N(0, 0.02) convolutions, as in the paper's code
@@ -62,6 +63,7 @@ class FastGANConfig:
     rec_resolution: int = field(default=0, metadata={"doc": "side of the decoders' reconstructions, pixels (0 = resolution / 2, at most 128)"})
     rec_loss: str = field(default="l1", metadata={"doc": "reconstruction distance on real images: 'l1' or 'mse' (the paper's LPIPS needs VGG weights)"})
     rec_weight: float = field(default=1.0, metadata={"doc": "weight of the reconstruction loss in D's objective"})
+    d_spectral_norm: bool = field(default=True, metadata={"doc": "spectral normalisation of every convolution of D's adversarial path (Miyato et al. 2018), as the paper's code does"})
 
     def __post_init__(self):
         if self.resolution not in (64, 128, 256):
@@ -203,6 +205,11 @@ class Discriminator(nn.Module):
         self.dec_full = Decoder(c8, cfg.num_bands, cfg.rec_side, cfg.width)
         self.dec_part = Decoder(cfg.channels(16), cfg.num_bands, cfg.rec_side, cfg.width)
         self.apply(init_weights)
+        if cfg.d_spectral_norm:
+            for part in (self.stem, self.downs, self.head):
+                for m in part.modules():
+                    if isinstance(m, nn.Conv2d):
+                        spectral_norm(m)
 
     def forward(self, x: torch.Tensor, part: int | None = None):
         h = self.stem(x)

@@ -16,6 +16,11 @@ convolutions, batch norm and ReLU after each but the last::
                   nearest-neighbour x2                          64 -> 128 px
     layer 16      3x3 convolution, final_width -> C, tanh       128 px
 
+Option ``input_skip`` (not in the paper): the output is ``tanh(atanh(up(low)) + layer 16)`` with
+``up`` the bilinear x2 of the input (clamped to +-0.999) and layer 16 initialised to zero, so an
+untrained stage II is exactly bilinear upsampling and training learns only the correction (a
+residual to the input, as super-resolution networks after Kim et al. 2016, VDSR, use).
+
 The paper upsamples once before its last two layers; because the bottleneck halves 64 to 32, an
 output of 128 needs two doublings here, one before each of the last two layers.
 
@@ -53,6 +58,7 @@ from galaxy_core.models.losses import d_loss, g_loss
 CALIBRATION_SAMPLES = 256  # stage-I images on which a sampling stage II re-estimates batch-norm statistics
 CALIBRATION_BATCH = 64
 CALIBRATION_SEED = 8191
+SKIP_CLAMP = 0.999  # |bilinear input| is clamped below 1 before atanh (input_skip), atanh(0.999) = 3.8
 
 
 @dataclass
@@ -68,6 +74,7 @@ class StackGANConfig:
     lambda_adv: float = field(default=0.001, metadata={"doc": "weight of the adversarial loss in G's objective (paper: 0.001)"})
     lambda_pix: float = field(default=1.0, metadata={"doc": "weight of the pixel loss in G's objective (paper: 1)"})
     pixel_loss: str = field(default="band_sum", metadata={"doc": "'band_sum': MSE of per-pixel sums over bands (paper); 'per_band': MSE of every band"})
+    input_skip: bool = field(default=False, metadata={"doc": "output tanh(atanh(bilinear x2 of the input) + layer 16) with layer 16 zero at start, so stage II starts as bilinear upsampling and learns a correction (not in the paper)"})
 
     def __post_init__(self):
         if self.resolution not in (64, 128, 256):
@@ -139,12 +146,19 @@ class Generator(nn.Module):
         self.up1 = conv_bn_relu(w, cfg.final_width)  # layer 15, after the first doubling
         self.to_img = nn.Conv2d(cfg.final_width, cfg.num_bands, 3, 1, 1)  # layer 16, after the second
         self.apply(init_weights)
+        if cfg.input_skip:  # start as exactly the bilinear upsampling of the input
+            nn.init.zeros_(self.to_img.weight)
+            nn.init.zeros_(self.to_img.bias)
 
     def forward(self, low: torch.Tensor) -> torch.Tensor:
         h0 = self.bottleneck(low)  # (N, w, R/4, R/4)
         h = self.mid(self.blocks(h0)) + h0  # long residual from layer 1
         h = self.up1(F.interpolate(h, scale_factor=2, mode="nearest"))  # (N, final_width, R/2, R/2)
-        return torch.tanh(self.to_img(F.interpolate(h, scale_factor=2, mode="nearest")))  # (N, C, R, R)
+        out = self.to_img(F.interpolate(h, scale_factor=2, mode="nearest"))  # (N, C, R, R), pre-tanh
+        if self.cfg.input_skip:
+            base = F.interpolate(low, scale_factor=2, mode="bilinear", align_corners=False)
+            out = out + torch.atanh(base.clamp(-SKIP_CLAMP, SKIP_CLAMP))
+        return torch.tanh(out)
 
 
 def build_discriminator(cfg: StackGANConfig) -> nn.Module:
