@@ -117,6 +117,29 @@ def test_trains_from_the_example_config_and_resumes_exactly(runs):
     assert (runs / "straight" / "samples" / "step_0000004.png").exists()
 
 
+def test_output_bias_starts_at_the_sky_level_of_the_training_data(runs):
+    from galaxy_core.data.sources import load_dataset
+    from galaxy_core.models.fastgan import data_out_bias
+
+    meta = read_meta(runs / "straight" / "checkpoints" / "last.json")
+    data = load_dataset("hdf", resolution=64, progress=False)
+    assert data.description()["key"] == meta["data"]["key"]
+    sky = float(np.median(data.to_model_range()))
+    assert sky < -0.5  # hdf stamps are mostly dark sky
+    assert meta["model"]["out_bias"] == pytest.approx(float(np.arctanh(sky)), abs=1e-5)
+    assert meta["model"]["out_bias"] == pytest.approx(data_out_bias(data.to_model_range()), abs=1e-5)
+    # an untrained generator with that bias draws the sky level, not mid-grey
+    cfg = FastGANConfig(width=8, z_dim=16, out_bias=meta["model"]["out_bias"])
+    torch.manual_seed(0)
+    with torch.no_grad():
+        x = Generator(cfg).train()(torch.randn(8, 16))
+        x0 = Generator(FastGANConfig(width=8, z_dim=16)).train()(torch.randn(8, 16))
+    assert float(x.median()) == pytest.approx(sky, abs=0.05)
+    assert abs(float(x0.median())) < 0.05
+    with pytest.raises(ValueError, match="out_bias"):
+        FastGANConfig(out_bias=float("nan"))
+
+
 def test_checkpoint_loads_for_sampling(runs):
     path = runs / "straight" / "checkpoints" / "last.json"
     assert read_meta(path)["model"]["arch"] == "fastgan"
@@ -163,7 +186,7 @@ def test_example_config_shows_every_model_field():
 
     text = (ROOT / "configs" / "fastgan_hdf64.toml").read_text()
     for f in fields(FastGANConfig):
-        if f.name not in ("resolution", "num_bands"):  # from the data
+        if f.name not in get_arch("fastgan").data_fields:  # resolution, bands, output bias: from the data
             assert f"\n{f.name} = " in text, f.name
 
 

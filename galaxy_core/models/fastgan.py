@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -48,6 +49,28 @@ from galaxy_core.models.losses import d_loss, g_loss
 RECAL_SAMPLES = 256   # latents used to re-estimate batch-norm statistics of a sampling generator
 RECAL_BATCH = 64
 RECAL_SEED = 8191
+
+OUT_BIAS_SAMPLE = 2048  # training images whose median pixel sets the output bias
+OUT_BIAS_CLIP = 0.95     # the median is clipped to +-0.95 before atanh
+OUT_BIAS_MAX = math.atanh(OUT_BIAS_CLIP)
+
+
+def data_out_bias(images: np.ndarray) -> float:
+    """Initial pre-tanh bias of an output layer for training images ``images`` (N, C, H, W) in the
+    model range [-1, 1]: ``atanh(clip(median pixel, -0.95, 0.95))``.
+
+    A galaxy stamp is mostly sky, so the median is the sky level. The output layers follow
+    zero-mean features (batch norm, GLU), so only their bias can shift every pixel at once, and
+    Adam moves a bias by about the learning rate per step: from 0 to the sky level of asinh-
+    stretched data (about -1.5 before tanh) takes thousands of steps, during which every sample
+    has a grey sky. Starting the bias at the sky level removes that phase (the usual
+    initialisation of an output layer at the data's typical value).
+    """
+    if images.size == 0:
+        raise ValueError("data_out_bias: no images")
+    med = float(np.median(np.asarray(images, np.float32)))
+    return float(np.arctanh(np.clip(med, -OUT_BIAS_CLIP, OUT_BIAS_CLIP)))
+
 
 # Which low-resolution map gates which high-resolution map (Liu et al. 2021, Fig. 3).
 SLE_PAIRS = ((8, 64), (16, 128), (32, 256))
@@ -63,6 +86,7 @@ class FastGANConfig:
     rec_resolution: int = field(default=0, metadata={"doc": "side of the decoders' reconstructions, pixels (0 = resolution / 2, at most 128)"})
     rec_loss: str = field(default="l1", metadata={"doc": "reconstruction distance on real images: 'l1' or 'mse' (the paper's LPIPS needs VGG weights)"})
     rec_weight: float = field(default=1.0, metadata={"doc": "weight of the reconstruction loss in D's objective"})
+    out_bias: float = field(default=0.0, metadata={"doc": "pre-tanh bias of the output layers of G and of D's decoders at initialisation (from the data: atanh of the median training pixel, see data_out_bias)"})
     d_spectral_norm: bool = field(default=True, metadata={"doc": "spectral normalisation of every convolution of D's adversarial path (Miyato et al. 2018), as the paper's code does"})
 
     def __post_init__(self):
@@ -74,6 +98,8 @@ class FastGANConfig:
             raise ValueError(f"model.rec_loss must be 'l1' or 'mse', got {self.rec_loss!r}")
         if self.rec_resolution and self.rec_resolution not in (16, 32, 64, 128):
             raise ValueError(f"model.rec_resolution must be 0, 16, 32, 64 or 128, got {self.rec_resolution}")
+        if not math.isfinite(self.out_bias) or abs(self.out_bias) > OUT_BIAS_MAX + 1e-6:
+            raise ValueError(f"model.out_bias must be finite and within +-{OUT_BIAS_MAX:.2f}, got {self.out_bias}")
         if self.rec_weight < 0:
             raise ValueError(f"model.rec_weight must be >= 0, got {self.rec_weight}")
 
@@ -168,6 +194,7 @@ class Generator(nn.Module):
                                   for lo, hi in SLE_PAIRS if hi <= cfg.resolution})
         self.to_img = nn.Conv2d(cfg.channels(cfg.resolution), cfg.num_bands, 3, 1, 1)
         self.apply(init_weights)
+        nn.init.constant_(self.to_img.bias, cfg.out_bias)
 
     def features(self, z: torch.Tensor) -> dict[int, torch.Tensor]:
         """Feature maps by side, after gating: ``{4: (N, c4, 4, 4), 8: ..., R: (N, cR, R, R)}``."""
@@ -205,6 +232,8 @@ class Discriminator(nn.Module):
         self.dec_full = Decoder(c8, cfg.num_bands, cfg.rec_side, cfg.width)
         self.dec_part = Decoder(cfg.channels(16), cfg.num_bands, cfg.rec_side, cfg.width)
         self.apply(init_weights)
+        for dec in (self.dec_full, self.dec_part):
+            nn.init.constant_(dec.to_img.bias, cfg.out_bias)
         if cfg.d_spectral_norm:
             for part in (self.stem, self.downs, self.head):
                 for m in part.modules():
@@ -296,6 +325,17 @@ class FastGANFamily(Family):
     config_cls = FastGANConfig
     objective_cls = FastGANObjective
     description = "FastGAN / Lightweight GAN: skip-layer excitation, self-supervised D (Liu et al. 2021)"
+
+    data_fields = ("resolution", "num_bands", "out_bias")
+
+    def resolve_config(self, values: dict, data) -> dict:
+        """Resolution and bands from the data, and ``out_bias`` from up to 2,048 evenly spaced
+        training images (:func:`data_out_bias`)."""
+        values = super().resolve_config(values, data)
+        n = len(data)
+        idx = np.unique(np.linspace(0, n - 1, min(n, OUT_BIAS_SAMPLE)).astype(int))
+        values["out_bias"] = round(data_out_bias(data.to_model_range(idx)), 6)
+        return values
 
     def build(self, cfg: FastGANConfig) -> dict[str, nn.Module]:
         return {"G": Generator(cfg), "D": Discriminator(cfg)}
