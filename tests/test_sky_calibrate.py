@@ -93,9 +93,9 @@ def test_compose_with_faint_sources_keeps_the_flux_books_and_the_galaxies():
     plain = compose_sky(**kw)
     sky = compose_sky(**kw, faint=FaintSources())
     t = sky.truth
-    faint = t[t["cls"] == 0]
-    assert len(faint) > 40 and len(t[t["cls"] > 0]) == len(plain.truth)
-    np.testing.assert_array_equal(np.asarray(t[t["cls"] > 0]["x"]), np.asarray(plain.truth["x"]))  # same streams
+    faint = t[t["cls"] == -1]
+    assert len(faint) > 40 and len(t[t["cls"] != -1]) == len(plain.truth)
+    np.testing.assert_array_equal(np.asarray(t[t["cls"] != -1]["x"]), np.asarray(plain.truth["x"]))  # same streams
     assert sky.background_sum == pytest.approx(plain.background_sum)
     total = float(sky.image.sum(dtype=np.float64))
     assert total == pytest.approx(sky.background_sum + float(np.sum(t["flux"])), rel=1e-6)
@@ -112,7 +112,7 @@ def test_detection_report_does_not_count_faint_sources_as_missed_galaxies():
     d = np.arange(96)
     for x, y in [(20, 20), (70, 60)]:
         img += 0.5 * np.exp(-((d[None] - x) ** 2 + (d[:, None] - y) ** 2) / 8.0).astype(np.float32)
-    truth = Table({"x": [20.0, 70.0, 50.0], "y": [20.0, 60.0, 10.0], "flux": [30.0, 30.0, 0.5], "cls": [1, 2, 0]})
+    truth = Table({"x": [20.0, 70.0, 50.0], "y": [20.0, 60.0, 10.0], "flux": [30.0, 30.0, 0.5], "cls": [1, 2, -1]})
     rep = detection_report(img, truth, radius=3.0)
     assert rep.completeness == 1.0 and len(rep.matched) == 2
 

@@ -48,7 +48,9 @@ def _cmd_grids(args) -> int:
 
 
 def _print_sky(sky, cfg, written) -> None:
-    print(f"sky {sky.image.shape[2]} x {sky.image.shape[1]} px, {len(sky.truth)} galaxies, seed {cfg.seed}")
+    n_faint = int(np.sum(np.asarray(sky.truth["cls"]) == -1)) if len(sky.truth) else 0
+    faint = f" and {n_faint} faint sources" if n_faint else ""
+    print(f"sky {sky.image.shape[2]} x {sky.image.shape[1]} px, {len(sky.truth) - n_faint} galaxies{faint}, seed {cfg.seed}")
     for p in written:
         print(f"  {p}")
 
@@ -65,7 +67,8 @@ def _cmd_compose(args) -> int:
     t_compose = time.perf_counter() - t0
     written = write_sky(sky, cfg.out)
     _print_sky(sky, cfg, written)
-    report = {"compose_s": round(t_compose, 2), "n_galaxies": len(sky.truth)}
+    n_faint = int(np.sum(np.asarray(sky.truth["cls"]) == -1)) if len(sky.truth) else 0
+    report = {"compose_s": round(t_compose, 2), "n_galaxies": len(sky.truth) - n_faint, "n_faint": n_faint}
     if cfg.detect:
         from galaxy_core.sky.detect import detection_report
 

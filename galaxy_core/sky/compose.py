@@ -509,7 +509,7 @@ class Sky:
     image : ndarray (3, H, W), float32
         R, G, B in field units (see module docstring).
     truth : astropy.table.Table
-        One row per placed galaxy: ``x``, ``y`` (centre, pix), ``cls`` (1..3; 0 = a faint
+        One row per placed galaxy: ``x``, ``y`` (centre, pix), ``cls`` (1..3; -1 = a faint
         source below the grid catalogue's size cut, see ``compose_sky(faint=...)``), ``flux`` (sum
         over bands of the flux added inside the sky), ``flux_r``, ``flux_g``, ``flux_b``,
         ``tile``.
@@ -562,7 +562,7 @@ def compose_sky(*, height: int, width: int, positions: Callable[[np.random.Gener
         Sources below the grid catalogue's size cut, added to each tile after its galaxies
         (:class:`galaxy_core.sky.calibrate.FaintSources`; its own random stream, the fourth
         child of the tile's seed sequence, so the other streams are unchanged); they enter
-        the truth table with ``cls`` 0. Only with ``galaxies``.
+        the truth table with ``cls`` -1. Only with ``galaxies``.
     seed : int
         The sky is a pure function of the seed and the sources.
     progress : bool or callable (done, total) -> None
@@ -616,7 +616,7 @@ def compose_sky(*, height: int, width: int, positions: Callable[[np.random.Gener
             for xi, yi, st in zip(src["x"] + x_off, src["y"] + y_off, src["stamps"]):
                 x0, y0 = int(np.round(xi)) - (fs - 1) // 2, int(np.round(yi)) - (fs - 1) // 2
                 f = add_stamp(image, st, x0, y0)
-                rows.append({"x": float(xi), "y": float(yi), "cls": 0, "flux": float(f.sum()),
+                rows.append({"x": float(xi), "y": float(yi), "cls": -1, "flux": float(f.sum()),
                              "flux_r": f[0], "flux_g": f[1], "flux_b": f[2], "tile": t})
         report(n_tiles + t + 1, 2 * n_tiles)
     meta = {"seed": seed, "height": height, "width": width, "cell_px": cell_px, "jitter": jitter,
