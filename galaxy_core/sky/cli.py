@@ -50,7 +50,8 @@ def _cmd_grids(args) -> int:
 def _print_sky(sky, cfg, written) -> None:
     n_faint = int(np.sum(np.asarray(sky.truth["cls"]) == -1)) if len(sky.truth) else 0
     faint = f" and {n_faint} faint sources" if n_faint else ""
-    print(f"sky {sky.image.shape[2]} x {sky.image.shape[1]} px, {len(sky.truth) - n_faint} galaxies{faint}, seed {cfg.seed}")
+    size = f"{sky.image.shape[2]} x {sky.image.shape[1]} px"
+    print(f"sky {size}, {len(sky.truth) - n_faint} galaxies{faint}, seed {cfg.seed}")
     for p in written:
         print(f"  {p}")
 

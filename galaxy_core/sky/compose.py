@@ -620,6 +620,7 @@ def compose_sky(*, height: int, width: int, positions: Callable[[np.random.Gener
                              "flux_r": f[0], "flux_g": f[1], "flux_b": f[2], "tile": t})
         report(n_tiles + t + 1, 2 * n_tiles)
     meta = {"seed": seed, "height": height, "width": width, "cell_px": cell_px, "jitter": jitter,
-            "tile_px": tile, "faint": faint is not None, "background": {"level": list(bg.level), "sigma": list(bg.sigma),
+            "tile_px": tile, "faint": faint is not None,
+            "background": {"level": list(bg.level), "sigma": list(bg.sigma),
                                              "correlated": bg.kernels is not None}}
     return Sky(image=image, truth=_truth_table(rows), background_sum=bg_sum, meta=meta)

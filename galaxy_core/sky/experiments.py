@@ -134,7 +134,8 @@ def realism_table(scorer: RealismScorer, *, models: dict, n: int = 100, size: in
     g_tiles, g_band = real_hdf_tiles_grouped(4 * n, seed=seed + 2, bands=GROUPS)
     grouped = (np.stack([tile_features(t) for t in g_tiles]), g_band)
     rows = {}
-    variants = [(flux_match, False, "")] + ([(True, False, ", flux-matched")] if matched_rows and not flux_match else [])
+    variants = [(flux_match, False, "")]
+    variants += [(True, False, ", flux-matched")] if matched_rows and not flux_match else []
     variants += [(flux_match, True, ", calibrated")] if calibrated_rows else []
     bar = tqdm(total=4 + len(models) * len(variants) + (end_to_end is not None), desc="realism table",
                disable=not progress)
@@ -151,7 +152,8 @@ def realism_table(scorer: RealismScorer, *, models: dict, n: int = 100, size: in
                                              for i in range(n)], real_feats, grouped)
     bar.update()
     if end_to_end is not None:
-        rows["end-to-end GAN"] = _score_set(scorer, end_to_end_images(end_to_end, n, size=size, seed=seed), real_feats, grouped)
+        rows["end-to-end GAN"] = _score_set(scorer, end_to_end_images(end_to_end, n, size=size, seed=seed), real_feats,
+                                            grouped)
         bar.update()
     for name, (pos, gal) in models.items():
         mix = (1.0, 1.0, 1.0) if pos.model_cfg.num_classes == 2 else None
