@@ -109,9 +109,10 @@ def figure(image: np.ndarray, truth, det: dict | None):
 
     fig = go.Figure(go.Image(z=sky_to_rgb8(image), hovertemplate="x %{x}, y %{y}<br>R, G, B %{z} "
                                                                  "(field units x 255)<extra></extra>"))
+    row = np.flatnonzero(np.asarray(truth["cls"]) != -1) if len(truth) else np.zeros(0, np.int64)
+    truth = truth[row]  # galaxies only: the faint sources (cls -1) get no marker
     if len(truth):
         names = [CLASS_NAMES.get(int(c), str(c)) for c in truth["cls"]]
-        row = np.arange(len(truth))
         cols = [np.round(np.asarray(truth[c], float), 2) for c in ("flux", "flux_r", "flux_g", "flux_b")]
         fig.add_trace(go.Scatter(x=np.asarray(truth["x"]), y=np.asarray(truth["y"]), mode="markers", name="placed",
                                  marker=dict(symbol="circle-open", size=9, color="#4da3ff"),
@@ -158,7 +159,9 @@ def main() -> None:
         radius = c2.slider("Matching radius (px)", 1.0, 10.0, 5.0, 0.5, key="sky_radius")
         det = _detect(items, radius) if overlay else None
         c1.plotly_chart(figure(image, truth, det), use_container_width=True, key="sky_fig")
-        c2.metric("Galaxies placed", len(truth))
+        n_faint = int(np.sum(np.asarray(truth["cls"]) == -1)) if len(truth) else 0
+        c2.metric("Galaxies placed", len(truth) - n_faint,
+                  help=f"plus {n_faint} faint sources below the catalogue's size cut" if n_faint else None)
         if det is not None:
             s = det["summary"]
             c2.metric("Completeness", f"{s['completeness']:.2f}", help=f"placed galaxies detected within {radius} px")

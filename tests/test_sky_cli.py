@@ -29,7 +29,10 @@ def test_sky_compose_writes_png_fits_csv_and_reports(tmp_path, capsys):
     out = capsys.readouterr().out
     report = json.loads(out[out.index("{"):])
     truth = Table.read(tmp_path / "s.csv")
-    assert report["n_galaxies"] == len(truth) > 0 and 0 <= report["completeness"] <= 1
+    assert report["n_galaxies"] > 0 and 0 <= report["completeness"] <= 1
+    # the default composer adds the faint sources (truth cls -1), which completeness leaves out
+    assert report["n_faint"] == int((truth["cls"] == -1).sum()) > 0
+    assert report["n_galaxies"] + report["n_faint"] == len(truth) and report["n_truth"] == report["n_galaxies"]
     with fits.open(tmp_path / "s.fits") as h:
         assert h[0].data.shape == (3, 256, 256) and len(h["TRUTH"].data) == len(truth)
     assert (tmp_path / "s.png").stat().st_size > 0

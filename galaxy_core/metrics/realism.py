@@ -111,6 +111,29 @@ def real_hdf_tiles(n: int, *, seed: int = 0, tile: int = TILE, columns: tuple[in
     return out
 
 
+def real_hdf_tiles_grouped(n: int, *, seed: int = 0, tile: int = TILE, bands: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """(n, tile, tile) luminance tiles of the deep field, tile ``i`` lying wholly inside
+    column band ``i % bands`` (the field's 1000 columns cut into ``bands`` equal bands), at a
+    random row, column and symmetry; and (n,) the band of each tile. Tiles of different bands
+    never overlap, so a cross-validation grouped by band (:func:`classifier_test` with
+    ``groups``) never tests on pixels it trained on."""
+    from galaxy_core.data.hdf import hdf_field
+
+    lum = luminance(np.moveaxis(hdf_field().astype(np.float64) / 255.0, -1, 0))
+    h, w = lum.shape
+    bw = w // bands
+    if bw < tile:
+        raise ValueError(f"real_hdf_tiles_grouped: {bands} bands of {bw} px cannot hold {tile} px tiles")
+    rng = np.random.default_rng(seed)
+    out, group = np.empty((n, tile, tile)), np.arange(n) % bands
+    for i in range(n):
+        b = group[i]
+        y, x, k = rng.integers(0, h - tile + 1), rng.integers(b * bw, (b + 1) * bw - tile + 1), rng.integers(0, 8)
+        t = np.rot90(lum[y : y + tile, x : x + tile], k % 4)
+        out[i] = t[:, ::-1] if k >= 4 else t
+    return out, group
+
+
 def fit_classifier(x_real: np.ndarray, x_fake: np.ndarray):
     """HistGradientBoostingClassifier (settings :data:`CLASSIFIER`) with real = 1, fake = 0."""
     from sklearn.ensemble import HistGradientBoostingClassifier
@@ -123,8 +146,16 @@ def fit_classifier(x_real: np.ndarray, x_fake: np.ndarray):
         return HistGradientBoostingClassifier(**CLASSIFIER).fit(x, y)
 
 
-def classifier_test(x_real: np.ndarray, x_fake: np.ndarray, *, folds: int = 5, seed: int = 0) -> dict:
+def classifier_test(x_real: np.ndarray, x_fake: np.ndarray, *, folds: int = 5, seed: int = 0,
+                    groups: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
     """Classifier two-sample test: stratified k-fold accuracy of real-vs-fake classification.
+
+    ``groups`` = (real groups (n_real,), fake groups (n_fake,)) int: grouped k-fold instead
+    (:class:`sklearn.model_selection.GroupKFold`, ``folds`` = number of groups; a real and a
+    fake group with the same number share a fold), so tiles that overlap or come from one image
+    are never split between training and test (:func:`real_hdf_tiles_grouped`). The plain
+    stratified test draws real tiles that overlap each other into both sides and so can score
+    a classifier that memorises the one real field.
 
     Returns
     -------
@@ -133,14 +164,19 @@ def classifier_test(x_real: np.ndarray, x_fake: np.ndarray, *, folds: int = 5, s
         ``n_real``, ``n_fake``.
     """
     from sklearn.ensemble import HistGradientBoostingClassifier
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.model_selection import GroupKFold, StratifiedKFold, cross_val_score
     from threadpoolctl import threadpool_limits
 
     x = np.concatenate([x_real, x_fake])
     y = np.concatenate([np.ones(len(x_real)), np.zeros(len(x_fake))]).astype(np.int64)
-    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    g = None
+    if groups is not None:
+        g = np.concatenate([np.asarray(groups[0]), np.asarray(groups[1])]).astype(np.int64)
+        cv = GroupKFold(n_splits=folds)
+    else:
+        cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     with threadpool_limits(1):
-        acc = cross_val_score(HistGradientBoostingClassifier(**CLASSIFIER), x, y, cv=cv, scoring="accuracy")
+        acc = cross_val_score(HistGradientBoostingClassifier(**CLASSIFIER), x, y, groups=g, cv=cv, scoring="accuracy")
     return {"accuracy": float(acc.mean()), "accuracy_std": float(acc.std()), "folds": folds,
             "n_real": int(len(x_real)), "n_fake": int(len(x_fake))}
 

@@ -297,13 +297,25 @@ class ModelGalaxies:
     calibrated once on :data:`CALIBRATION_SAMPLES` samples per class drawn with a fixed seed;
     per size class for a conditional model, over all stamps for an unconditional one). Shapes
     and the brightness order are the model's; the flux scale is the data's.
+
+    ``sharpen``: each flux image is filtered with the radial transfer function that gives the
+    model's galaxies the real stamps' mean power spectrum
+    (:func:`galaxy_core.sky.calibrate.sharpness_transfer`; total flux kept exactly).
+    ``pixel_match``: then every galaxy pixel's band mean is mapped monotonically onto the real
+    stamps' galaxy-pixel distribution (:func:`galaxy_core.sky.calibrate.map_pixels`; colours
+    kept). Both are calibrated once on :data:`CALIBRATION_SAMPLES` x 2 samples drawn with a
+    fixed seed (classes cycling for a conditional model), each on the output of the steps
+    before it (``flux_match``, then ``sharpen``, then ``pixel_match``).
     """
 
-    def __init__(self, model, *, batch: int = 256, flux_match: bool = False):
+    def __init__(self, model, *, batch: int = 256, flux_match: bool = False, sharpen: bool = False,
+                 pixel_match: bool = False):
         self.model, self.batch = model, batch
         self.conditional = model.num_classes > 0
         self.flux_match = flux_match
+        self.sharpen, self.pixel_match = sharpen, pixel_match
         self._calibration: dict | None = None
+        self._shape_cal: dict | None = None
 
     def _raw(self, cls: np.ndarray, seed: int) -> np.ndarray:
         import torch
@@ -331,7 +343,44 @@ class ModelGalaxies:
         if len(cls) == 0:
             r = self.model.resolution
             return np.zeros((0, 3, r, r), np.float32)
-        flux = self._raw(cls, int(rng.integers(2**62)))
+        flux = self._matched(cls, self._raw(cls, int(rng.integers(2**62))))
+        return self._shaped(flux)
+
+    def shape_calibration(self) -> dict:
+        """``{"transfer": T(k) or None, "model_q", "real_q": pixel quantiles or None}``,
+        measured once on a fixed-seed sample (see the class docstring)."""
+        if self._shape_cal is None:
+            from galaxy_core.sky.calibrate import pixel_quantiles, real_stamp_reference, sharpness_transfer
+
+            cal: dict = {"transfer": None, "model_q": None, "real_q": None}
+            if self.sharpen or self.pixel_match:
+                n = 2 * CALIBRATION_SAMPLES
+                cls = (np.arange(n) % 3 + 1).astype(np.int64)
+                flux = self._matched(cls, self._raw(cls, seed=17))
+                if self.sharpen:
+                    from galaxy_core.sky.calibrate import apply_transfer
+
+                    cal["transfer"] = sharpness_transfer(flux, resolution=self.model.resolution)
+                    flux = apply_transfer(flux, cal["transfer"])
+                if self.pixel_match:
+                    cal["model_q"] = pixel_quantiles(flux)
+                    cal["real_q"] = real_stamp_reference(self.model.resolution)["pixels"]
+            self._shape_cal = cal
+        return self._shape_cal
+
+    def _shaped(self, flux: np.ndarray) -> np.ndarray:
+        if not (self.sharpen or self.pixel_match):
+            return flux
+        from galaxy_core.sky.calibrate import apply_transfer, map_pixels
+
+        cal = self.shape_calibration()
+        if cal["transfer"] is not None:
+            flux = apply_transfer(flux, cal["transfer"])
+        if cal["model_q"] is not None:
+            flux = map_pixels(flux, cal["model_q"], cal["real_q"])
+        return flux
+
+    def _matched(self, cls: np.ndarray, flux: np.ndarray) -> np.ndarray:
         if not self.flux_match:
             return flux
         cal = self.calibration()
@@ -460,7 +509,8 @@ class Sky:
     image : ndarray (3, H, W), float32
         R, G, B in field units (see module docstring).
     truth : astropy.table.Table
-        One row per placed galaxy: ``x``, ``y`` (centre, pix), ``cls`` (1..3), ``flux`` (sum
+        One row per placed galaxy: ``x``, ``y`` (centre, pix), ``cls`` (1..3; -1 = a faint
+        source below the grid catalogue's size cut, see ``compose_sky(faint=...)``), ``flux`` (sum
         over bands of the flux added inside the sky), ``flux_r``, ``flux_g``, ``flux_b``,
         ``tile``.
     background_sum : float
@@ -487,7 +537,7 @@ def _truth_table(rows: list[dict]):
 
 def compose_sky(*, height: int, width: int, positions: Callable[[np.random.Generator], np.ndarray],
                 galaxies: GalaxySource | None, cell_px: int = 16, jitter: float = 0.35,
-                background: Background | None = None, seed: int = 0,
+                background: Background | None = None, faint=None, seed: int = 0,
                 progress: bool | Callable[[int, int], None] = False) -> Sky:
     """Compose a sky tile by tile from a position source and a galaxy source.
 
@@ -508,6 +558,11 @@ def compose_sky(*, height: int, width: int, positions: Callable[[np.random.Gener
         Sub-cell jitter of each position, fraction of a cell in [0, 0.5].
     background : Background, optional
         Default :func:`hdf_background`.
+    faint : callable ((h, w), rng) -> dict, optional
+        Sources below the grid catalogue's size cut, added to each tile after its galaxies
+        (:class:`galaxy_core.sky.calibrate.FaintSources`; its own random stream, the fourth
+        child of the tile's seed sequence, so the other streams are unchanged); they enter
+        the truth table with ``cls`` -1. Only with ``galaxies``.
     seed : int
         The sky is a pure function of the seed and the sources.
     progress : bool or callable (done, total) -> None
@@ -542,7 +597,7 @@ def compose_sky(*, height: int, width: int, positions: Callable[[np.random.Gener
             break
         ty, tx = divmod(t, n_tx)
         y_off, x_off = ty * tile, tx * tile
-        _, pos_rng, gal_rng = (np.random.default_rng(s) for s in np.random.SeedSequence([seed, t]).spawn(3))
+        _, pos_rng, gal_rng, faint_rng = (np.random.default_rng(s) for s in np.random.SeedSequence([seed, t]).spawn(4))
         cat = grid_to_catalogue(positions(pos_rng), cell_px=cell_px, jitter=jitter, rng=pos_rng)
         x, y = cat["x"] + x_off, cat["y"] + y_off
         inside = (x < width - 0.5) & (y < height - 0.5)
@@ -554,8 +609,18 @@ def compose_sky(*, height: int, width: int, positions: Callable[[np.random.Gener
             f = add_stamp(image, st, x0, y0)
             rows.append({"x": x0 + (s - 1) / 2, "y": y0 + (s - 1) / 2, "cls": int(ci), "flux": float(f.sum()),
                          "flux_r": f[0], "flux_g": f[1], "flux_b": f[2], "tile": t})
+        if faint is not None:
+            h, w = min(tile, height - y_off), min(tile, width - x_off)
+            src = faint((h, w), faint_rng)
+            fs = src["stamps"].shape[-1]
+            for xi, yi, st in zip(src["x"] + x_off, src["y"] + y_off, src["stamps"]):
+                x0, y0 = int(np.round(xi)) - (fs - 1) // 2, int(np.round(yi)) - (fs - 1) // 2
+                f = add_stamp(image, st, x0, y0)
+                rows.append({"x": float(xi), "y": float(yi), "cls": -1, "flux": float(f.sum()),
+                             "flux_r": f[0], "flux_g": f[1], "flux_b": f[2], "tile": t})
         report(n_tiles + t + 1, 2 * n_tiles)
     meta = {"seed": seed, "height": height, "width": width, "cell_px": cell_px, "jitter": jitter,
-            "tile_px": tile, "background": {"level": list(bg.level), "sigma": list(bg.sigma),
+            "tile_px": tile, "faint": faint is not None,
+            "background": {"level": list(bg.level), "sigma": list(bg.sigma),
                                              "correlated": bg.kernels is not None}}
     return Sky(image=image, truth=_truth_table(rows), background_sum=bg_sum, meta=meta)

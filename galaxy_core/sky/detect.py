@@ -115,9 +115,18 @@ def detection_report(image: np.ndarray, truth, *, radius: float = 5.0, bright_fl
                      nsigma: float = 2.0) -> DetectionReport:
     """Detect on the band sum of a sky (3, H, W) and match to ``truth`` (x, y, flux).
 
-    ``bright_flux`` defaults to the median truth flux.
+    ``bright_flux`` defaults to the median truth flux. Rows with ``cls`` -1 (faint sources below
+    the grid catalogue's size cut) are left out of the completeness; a detection matched to
+    one of them (after the galaxies are matched) counts as a true detection for the purity.
     """
     det = detect(np.asarray(image).sum(axis=0), nsigma=nsigma)
+    if len(truth) and "cls" in getattr(truth, "colnames", ()) and (np.asarray(truth["cls"]) == -1).any():
+        # faint sources (cls -1) are not galaxies to find; a detection of one still counts as real
+        faint = truth[np.asarray(truth["cls"]) == -1]
+        truth = truth[np.asarray(truth["cls"]) != -1]
+        fxy = np.column_stack([np.asarray(faint["x"]), np.asarray(faint["y"])])
+    else:
+        fxy = np.zeros((0, 2))
     txy = np.column_stack([np.asarray(truth["x"]), np.asarray(truth["y"])]) if len(truth) else np.zeros((0, 2))
     dxy = np.column_stack([det["x"], det["y"]])
     m = match(txy, dxy, radius=radius)
@@ -125,6 +134,12 @@ def detection_report(image: np.ndarray, truth, *, radius: float = 5.0, bright_fl
     bright = float(np.median(flux)) if bright_flux is None and len(flux) else float(bright_flux or 0.0)
     sel = flux >= bright
     frac = lambda a: float(a.mean()) if a.size else float("nan")  # noqa: E731
-    purity = float(len(set(m[m >= 0].tolist())) / len(dxy)) if len(dxy) else float("nan")
+    real = set(m[m >= 0].tolist())
+    if len(fxy) and len(dxy):  # detections not matched to a galaxy but to a faint source
+        rest = np.array(sorted(set(range(len(dxy))) - real), np.int64)
+        if len(rest):
+            mf = match(fxy, dxy[rest], radius=radius)
+            real |= set(rest[mf[mf >= 0]].tolist())
+    purity = float(len(real) / len(dxy)) if len(dxy) else float("nan")
     return DetectionReport(detections=det, matched=m, completeness=frac(m >= 0), completeness_bright=frac(m[sel] >= 0),
                            purity=purity, radius=radius, bright_flux=bright)

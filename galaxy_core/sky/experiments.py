@@ -17,7 +17,8 @@ from __future__ import annotations
 import numpy as np
 
 from galaxy_core.metrics.realism import (RealismScorer, classifier_test, feature_shifts, image_features, real_hdf_tiles,
-                                        tile_features)
+                                        real_hdf_tiles_grouped, tile_features)
+from galaxy_core.sky.calibrate import FaintSources
 from galaxy_core.sky.compose import FixedPositions, ModelGalaxies, ModelPositions, RandomPositions, compose_sky
 
 
@@ -58,11 +59,18 @@ class ShuffledGalaxies:
         return self.stamps[rng.permutation(len(self.stamps))[: len(cls)]]
 
 
-def _score_set(scorer: RealismScorer, images, real_feats) -> dict:
+GROUPS = 4  # column bands of the field / image groups of the grouped classifier test
+
+
+def _score_set(scorer: RealismScorer, images, real_feats, grouped=None) -> dict:
     feats = [image_features(im) for im in images]
     scores = [float(scorer.tile_scores(f).mean()) for f in feats]
     out = _summary(scores)
     out["c2st_accuracy"] = classifier_test(real_feats, np.concatenate(feats))["accuracy"] if real_feats is not None else None
+    if grouped is not None:  # real tiles by column band, the set's tiles by image: no overlap across folds
+        fake_groups = np.concatenate([np.full(len(f), i % GROUPS) for i, f in enumerate(feats)])
+        out["c2st_grouped"] = classifier_test(grouped[0], np.concatenate(feats), folds=GROUPS,
+                                              groups=(grouped[1], fake_groups))["accuracy"]
     if real_feats is not None:  # what tells the set from real tiles (standardised mean shifts, KS)
         out["top_shifts"] = [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in f.items()}
                              for f in feature_shifts(real_feats, np.concatenate(feats), top=5)]
@@ -88,7 +96,7 @@ def end_to_end_images(model, n: int, *, size: int = 256, seed: int = 0) -> list[
 
 def realism_table(scorer: RealismScorer, *, models: dict, n: int = 100, size: int = 256, cell_px: int = 16,
                   seed: int = 1000, end_to_end=None, flux_match: bool = False, matched_rows: bool = False,
-                  progress: bool = True) -> dict:
+                  calibrated_rows: bool = False, progress: bool = True) -> dict:
     """Realism table (see module docstring).
 
     Parameters
@@ -102,46 +110,60 @@ def realism_table(scorer: RealismScorer, *, models: dict, n: int = 100, size: in
         Model galaxies with their fluxes mapped onto the real stamps' (:class:`ModelGalaxies`).
     matched_rows : bool
         Without ``flux_match``: also a row "NAME, flux-matched" per model pair with the mapping.
+    calibrated_rows : bool
+        Also a row "NAME, calibrated" per model pair: galaxies sharpened and pixel-matched to
+        the real stamps, plus the faint sources (:mod:`galaxy_core.sky.calibrate`; the
+        composer's default).
     n : int
         Images per row.
 
     Returns
     -------
     dict
-        Row name -> ``{"mean", "std", "n", "c2st_accuracy"}``; the classifier test compares
-        the row's tiles with an independent set of real tiles (real crops use other seeds).
+        Row name -> ``{"mean", "std", "n", "c2st_accuracy", "c2st_grouped"}``; the classifier
+        test compares the row's tiles with an independent set of real tiles (real crops use
+        other seeds); ``c2st_grouped`` is the leakage-free version: real tiles from 4 column
+        bands of the field, grouped 4-fold cross-validation by band and by image
+        (:func:`~galaxy_core.metrics.realism.classifier_test` with ``groups``).
     """
     from tqdm.auto import tqdm
 
     from galaxy_core.sky.baselines import baseline_geometric, baseline_uniform
 
     real_feats = np.stack([tile_features(t) for t in real_hdf_tiles(4 * n, seed=seed + 1)])
+    g_tiles, g_band = real_hdf_tiles_grouped(4 * n, seed=seed + 2, bands=GROUPS)
+    grouped = (np.stack([tile_features(t) for t in g_tiles]), g_band)
     rows = {}
-    variants = [(flux_match, "")] + ([(True, ", flux-matched")] if matched_rows and not flux_match else [])
+    variants = [(flux_match, False, "")]
+    variants += [(True, False, ", flux-matched")] if matched_rows and not flux_match else []
+    variants += [(flux_match, True, ", calibrated")] if calibrated_rows else []
     bar = tqdm(total=4 + len(models) * len(variants) + (end_to_end is not None), desc="realism table",
                disable=not progress)
-    rows["real"] = _score_set(scorer, real_images(n, size=size, seed=seed), real_feats)
+    rows["real"] = _score_set(scorer, real_images(n, size=size, seed=seed), real_feats, grouped)
     held = scorer.meta.get("real_columns")
     if held is not None and FIELD_WIDTH - held[1] >= size:  # columns the scorer never saw
         rows["real (held-out columns)"] = _score_set(
-            scorer, real_images(n, size=size, seed=seed, columns=(held[1], FIELD_WIDTH)), real_feats)
+            scorer, real_images(n, size=size, seed=seed, columns=(held[1], FIELD_WIDTH)), real_feats, grouped)
     bar.update()
     rows["baseline 1"] = _score_set(scorer, [baseline_uniform(height=size, width=size, seed=seed + i).image
-                                             for i in range(n)], real_feats)
+                                             for i in range(n)], real_feats, grouped)
     bar.update()
     rows["baseline 2"] = _score_set(scorer, [baseline_geometric(height=size, width=size, seed=seed + i).image
-                                             for i in range(n)], real_feats)
+                                             for i in range(n)], real_feats, grouped)
     bar.update()
     if end_to_end is not None:
-        rows["end-to-end GAN"] = _score_set(scorer, end_to_end_images(end_to_end, n, size=size, seed=seed), real_feats)
+        rows["end-to-end GAN"] = _score_set(scorer, end_to_end_images(end_to_end, n, size=size, seed=seed), real_feats,
+                                            grouped)
         bar.update()
     for name, (pos, gal) in models.items():
         mix = (1.0, 1.0, 1.0) if pos.model_cfg.num_classes == 2 else None
-        for match, suffix in variants:
-            ps, gs = ModelPositions(pos, class_mix=mix), ModelGalaxies(gal, flux_match=match)
-            skies = [compose_sky(height=size, width=size, positions=ps, galaxies=gs, cell_px=cell_px,
+        for match, calibrated, suffix in variants:
+            ps = ModelPositions(pos, class_mix=mix)
+            gs = ModelGalaxies(gal, flux_match=match, sharpen=calibrated, pixel_match=calibrated)
+            faint = FaintSources() if calibrated else None
+            skies = [compose_sky(height=size, width=size, positions=ps, galaxies=gs, cell_px=cell_px, faint=faint,
                                  seed=seed + i).image for i in range(n)]
-            rows[name + suffix] = _score_set(scorer, skies, real_feats)
+            rows[name + suffix] = _score_set(scorer, skies, real_feats, grouped)
             bar.update()
     bar.close()
     return rows

@@ -31,13 +31,16 @@ class SkyConfig:
     width: int = 1000
     seed: int = 0
     positions: str = "checkpoints/positions_hdf_cond.json"  # checkpoint, "random", "baseline1", "baseline2"
-    galaxies: str = "checkpoints/dcgan_hdf32.json"           # checkpoint or "stamps" (DCGAN: scores above the BEGANs)
+    galaxies: str = "checkpoints/dcgan_hdf32.json"           # checkpoint or "stamps" (DCGAN: lowest C2ST, docs/families/sky.md)
     position_mode: str = "sample"    # "sample" (draw each cell's class) or "argmax"
     class_mix: list = field(default_factory=lambda: [1.0, 1.0, 1.0])  # small/medium/large weights (occupancy models, random)
     occupancy: float = 0.11          # "random": probability that a cell holds a galaxy
     cell_px: int = 16                # cell side in pixels (the shipped grids use 16)
     jitter: float = 0.35             # sub-cell jitter, fraction of a cell in [0, 0.5]
     flux_match: bool = False         # map model galaxies' fluxes onto the real stamps' flux distribution
+    sharpen: bool = True             # give model galaxies the real stamps' power spectrum (flux kept)
+    pixel_match: bool = True         # map model galaxies' pixel values onto the real stamps' distribution
+    faint: bool = True               # add the faint sources below the grid catalogue's size cut
     detect: bool = True              # run the detector and report completeness / purity
     radius: float = 5.0              # matching radius (pix)
     realism: bool = True             # realism score with the shipped scorer
@@ -103,7 +106,7 @@ def galaxy_source(cfg: SkyConfig):
     model = load_model(cfg.galaxies)
     if model.family.data_kind == "grid" or len(model.channels) != 3:
         raise ConfigError(f"sky.galaxies: {cfg.galaxies} is not a 3-band single-galaxy model")
-    return ModelGalaxies(model, flux_match=cfg.flux_match)
+    return ModelGalaxies(model, flux_match=cfg.flux_match, sharpen=cfg.sharpen, pixel_match=cfg.pixel_match)
 
 
 def compose(cfg: SkyConfig, *, progress=False) -> Sky:
@@ -114,5 +117,8 @@ def compose(cfg: SkyConfig, *, progress=False) -> Sky:
 
         fn = baseline_uniform if cfg.positions == "baseline1" else baseline_geometric
         return fn(height=cfg.height, width=cfg.width, seed=cfg.seed)
+    from galaxy_core.sky.calibrate import FaintSources
+
     return compose_sky(height=cfg.height, width=cfg.width, positions=position_source(cfg), galaxies=galaxy_source(cfg),
-                       cell_px=cfg.cell_px, jitter=cfg.jitter, seed=cfg.seed, progress=progress)
+                       cell_px=cfg.cell_px, jitter=cfg.jitter, faint=FaintSources() if cfg.faint else None,
+                       seed=cfg.seed, progress=progress)

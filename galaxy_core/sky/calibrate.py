@@ -1,0 +1,213 @@
+"""Calibrations that bring generated galaxies and the composed sky closer to the deep field.
+
+Measured against the real tiles (``docs/families/sky.md``, section "Realism of composed
+skies"), three things told composed skies from the field apart, and each has a correction
+calibrated on the data (never on the realism scorer):
+
+* **sharpness** (:func:`sharpness_transfer`): the generators draw galaxies that are too smooth
+  at 2.5–4 px scales (the known spectral bias of up-sampling generators, Durall, Keuper &
+  Keuper 2020, "Watch your up-convolution", CVPR). A radial Fourier filter ``T(k)`` with
+  ``T(0) = 1`` (total flux kept exactly) gives the model's galaxies the mean flux-normalised
+  power spectrum of the real stamps, after removing from the latter the background noise that
+  the real stamps carry inside their masks (the composed sky adds its own);
+* **pixel intensities** (:func:`pixel_quantiles`): the field is a stretched 8-bit composite, so
+  the distribution of a galaxy's pixel values (how peaked its core is) is a property of the
+  data's stretch; a monotone map of each pixel's band-mean value, calibrated per model, gives
+  the stamps' pixels the real stamps' distribution, the empty pixels around the galaxy
+  included, so the area a galaxy covers follows too (colours and the brightness order kept);
+* **faint sources** (:class:`FaintSources`): 1289 of the field's detections (74 %) are smaller
+  than the 50 pix² the grid catalogue keeps, and the measured background has them masked
+  out, so composed skies missed them entirely. They are drawn as elliptical Gaussians whose
+  band fluxes, axes and orientation are those of a random small detection of the catalogue,
+  at the catalogue's density and uniform positions.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+# --------------------------------------------------------------------------- Fourier helpers
+
+
+def _radius_index(side: int) -> np.ndarray:
+    """(S, S) integer radial wavenumber ``round(|k|)`` in cycles per stamp (FFT layout)."""
+    f = np.fft.fftfreq(side) * side
+    return np.rint(np.hypot(f[:, None], f[None, :])).astype(np.int64)
+
+
+def ring_power(flux: np.ndarray) -> np.ndarray:
+    """Mean flux-normalised ring power of band-summed flux images.
+
+    Parameters
+    ----------
+    flux : array (n, 3, S, S), float
+
+    Returns
+    -------
+    ndarray (K,), float64
+        ``mean_i |FFT(f_i)|^2`` averaged over the ring ``round(|k|) = k`` for ``k = 0 .. K-1``
+        (``K = floor(S / sqrt 2) + 1``), divided by ``mean_i f_i.sum()^2`` (so ``[0] == 1``
+        when every stamp has the same total).
+    """
+    f = np.asarray(flux, np.float64).sum(axis=1)
+    spec = np.fft.fft2(f)
+    p2 = (np.abs(spec) ** 2).mean(axis=0)
+    kr = _radius_index(f.shape[-1])
+    ring = np.bincount(kr.ravel(), p2.ravel()) / np.bincount(kr.ravel())
+    return ring / np.mean(np.abs(spec[:, 0, 0]) ** 2)
+
+
+def apply_transfer(flux: np.ndarray, transfer: np.ndarray) -> np.ndarray:
+    """Filter (n, 3, S, S) stamps with the radial transfer function ``transfer[k]`` (periodic
+    FFT filter; with ``transfer[0] == 1`` every band's total is kept exactly)."""
+    t = np.asarray(transfer, np.float64)[np.minimum(_radius_index(flux.shape[-1]), len(transfer) - 1)]
+    return np.fft.ifft2(np.fft.fft2(np.asarray(flux, np.float64)) * t).real.astype(np.float32)
+
+
+# --------------------------------------------------------------------------- real-stamp references
+
+
+@functools.lru_cache(maxsize=2)
+def real_stamp_reference(resolution: int = 32) -> dict:
+    """What the calibrations aim at, measured once on the real ``hdf`` stamps.
+
+    Returns
+    -------
+    dict
+        ``power``: :func:`ring_power` of the stamps' flux images (:func:`~galaxy_core.sky.
+        compose.galaxy_flux`); ``noise_power``: the same normalisation applied to draws of the
+        measured background noise seen through each stamp's own galaxy mask and edge taper (the
+        noise a real stamp carries on top of its galaxy; fixed seed 0); ``pixels``: 513
+        quantiles of the band-mean value of all the stamps' pixels (:func:`pixel_quantiles`;
+        field units).
+    """
+    from galaxy_core.data.hdf import prepare_hdf
+    from galaxy_core.sky.compose import edge_taper, galaxy_flux, hdf_background
+
+    ds = prepare_hdf(resolution=resolution, progress=False)
+    flux = galaxy_flux(ds.to_model_range())  # (n, 3, S, S)
+    bg = hdf_background()
+    rng = np.random.default_rng(0)
+    level = np.asarray(bg.level, np.float32)[:, None, None]
+    mask = (np.abs(flux).sum(axis=1) > 0)[:, None] * edge_taper(resolution)
+    noise = np.stack([bg.draw((resolution, resolution), rng) - level for _ in range(len(flux))]) * mask
+    totals = flux.sum(axis=(1, 2, 3), dtype=np.float64)
+    spec_n = np.fft.fft2(noise.sum(axis=1).astype(np.float64))
+    kr = _radius_index(resolution)
+    noise_ring = np.bincount(kr.ravel(), (np.abs(spec_n) ** 2).mean(axis=0).ravel()) / np.bincount(kr.ravel())
+    return {"power": ring_power(flux), "noise_power": noise_ring / np.mean(totals**2),
+            "pixels": pixel_quantiles(flux)}
+
+
+def sharpness_transfer(model_flux: np.ndarray, *, resolution: int = 32, floor: float = 0.05,
+                       max_gain: float = 3.0) -> np.ndarray:
+    """Radial transfer function that gives model galaxies the real stamps' power spectrum.
+
+    ``T(k) = sqrt(max(P_real(k) - P_noise(k), floor P_real(k)) / P_model(k))``, ``T(0) = 1``,
+    clipped to ``[0, max_gain]`` (:func:`real_stamp_reference` for ``P_real`` and
+    ``P_noise``; ``P_model`` = :func:`ring_power` of ``model_flux``).
+
+    Parameters
+    ----------
+    model_flux : array (n, 3, S, S), float
+        Flux images of model galaxies (a calibration sample).
+
+    Returns
+    -------
+    ndarray (K,), float64
+        ``T[k]`` for ring ``k`` (cycles per stamp).
+    """
+    ref = real_stamp_reference(resolution)
+    target = np.maximum(ref["power"] - ref["noise_power"], floor * ref["power"])
+    t = np.sqrt(target / np.maximum(ring_power(model_flux), 1e-30))
+    t[0] = 1.0
+    return np.clip(t, 0.0, max_gain)
+
+
+def pixel_quantiles(flux: np.ndarray, n: int = 513) -> np.ndarray:
+    """``n`` quantiles (probabilities ``linspace(0, 1, n)``) of the band-mean value of every
+    pixel of (m, 3, S, S) flux images, the zeros outside the galaxy masks included (so the
+    quantiles also describe how many pixels a galaxy covers)."""
+    lum = np.asarray(flux, np.float64).mean(axis=1)
+    return np.quantile(lum, np.linspace(0.0, 1.0, n))
+
+
+def map_pixels(flux: np.ndarray, model_q: np.ndarray, real_q: np.ndarray) -> np.ndarray:
+    """Monotone map of every positive pixel's band mean from the model's quantiles onto the
+    real ones (:func:`pixel_quantiles`); the three bands of a pixel are scaled by the same
+    factor (its colour is kept). A model whose galaxies cover more pixels than the real ones
+    has its faintest galaxy pixels mapped to 0. Pixels with band mean <= 0 are left as they
+    are. (n, 3, S, S) float32 in and out."""
+    f = np.asarray(flux, np.float32)
+    lum = f.mean(axis=1, keepdims=True)
+    p = np.linspace(0.0, 1.0, len(model_q))
+    target = np.interp(np.interp(lum, model_q, p), p, real_q)
+    ratio = np.where(lum > 0, np.maximum(target, 0.0) / np.maximum(lum, 1e-12), 1.0)
+    return (f * ratio).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- faint sources
+
+
+@functools.lru_cache(maxsize=1)
+def faint_catalogue(max_area: float = 50.0) -> dict:
+    """Parameters of the field's small detections: not stars, spike fragments or cut by the
+    border, segment area below ``max_area`` pix² (the grid catalogue's cut).
+
+    Returns
+    -------
+    dict
+        ``flux`` (m, 3) band fluxes (field units, clipped at 0), ``a``, ``b`` (m,) 1-sigma
+        axes (pix), ``theta`` (m,) major-axis angle (rad), ``density`` (sources per pixel of
+        the field).
+    """
+    from galaxy_core.data.hdf import hdf_catalog, hdf_field
+
+    cat = hdf_catalog()
+    keep = (np.asarray(cat["area"]) < max_area) & ~np.isin(np.asarray(cat["reject"]), ["star", "near_star", "border"])
+    t = cat[keep]
+    h, w = hdf_field().shape[:2]
+    return {"flux": np.clip(np.column_stack([t["flux_r"], t["flux_g"], t["flux_b"]]).astype(np.float64), 0, None),
+            "a": np.asarray(t["semimajor_axis"], np.float64), "b": np.asarray(t["semiminor_axis"], np.float64),
+            "theta": np.deg2rad(np.asarray(t["orientation"], np.float64)), "density": float(keep.sum()) / (h * w)}
+
+
+class FaintSources:
+    """Sources below the grid catalogue's size cut, scattered uniformly over a sky tile.
+
+    Count per tile ``Poisson(density * h * w)``; each source is an elliptical Gaussian of a
+    random small detection's 1-sigma axes (floored at ``min_sigma`` px), orientation and band
+    fluxes (:func:`faint_catalogue`), at a uniform sub-pixel position, drawn on a ``side`` px
+    stamp normalised to the catalogue flux.
+    """
+
+    def __init__(self, *, density: float | None = None, side: int = 15, min_sigma: float = 0.5):
+        self.cat = faint_catalogue()
+        self.density = self.cat["density"] if density is None else float(density)
+        self.side, self.min_sigma = side, min_sigma
+
+    def __call__(self, shape: tuple[int, int], rng: np.random.Generator):
+        """Sources for a (h, w) tile: ``x``, ``y`` (n,) source centres (pix, tile frame; a
+        stamp's centre pixel is at ``round(x), round(y)``) and ``stamps`` (n, 3, side, side)
+        float32 flux images."""
+        h, w = shape
+        n = int(rng.poisson(self.density * h * w))
+        idx = rng.integers(0, len(self.cat["a"]), n)
+        x, y = rng.uniform(-0.5, w - 0.5, n), rng.uniform(-0.5, h - 0.5, n)
+        s = self.side
+        c = (s - 1) / 2
+        d = np.arange(s) - c
+        sub_x = (x - np.round(x))[:, None, None]  # (n, 1, 1) sub-pixel offset of the centre
+        sub_y = (y - np.round(y))[:, None, None]
+        dx, dy = d[None, None, :] - sub_x, d[None, :, None] - sub_y
+        th = self.cat["theta"][idx][:, None, None]
+        u = dx * np.cos(th) + dy * np.sin(th)
+        v = -dx * np.sin(th) + dy * np.cos(th)
+        a = np.maximum(self.cat["a"][idx], self.min_sigma)[:, None, None]
+        b = np.maximum(self.cat["b"][idx], self.min_sigma)[:, None, None]
+        prof = np.exp(-0.5 * ((u / a) ** 2 + (v / b) ** 2))
+        prof /= prof.sum(axis=(1, 2), keepdims=True)
+        stamps = self.cat["flux"][idx][:, :, None, None] * prof[:, None]
+        return {"x": x, "y": y, "stamps": stamps.astype(np.float32)}

@@ -1,0 +1,155 @@
+"""Calibrations of composed skies: sharpness, pixel intensities, faint sources, grouped C2ST."""
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from galaxy_core.sky.calibrate import (FaintSources, apply_transfer, faint_catalogue, map_pixels, pixel_quantiles,
+                                       real_stamp_reference, ring_power, sharpness_transfer)
+from galaxy_core.sky.compose import Background, FixedPositions, compose_sky, galaxy_flux
+
+QUIET = Background(level=(0.05, 0.05, 0.05), sigma=(0.01, 0.01, 0.01))
+
+
+def real_flux(n=120):
+    from galaxy_core.data.hdf import prepare_hdf
+
+    return galaxy_flux(prepare_hdf(resolution=32, progress=False).to_model_range()[:n])
+
+
+def test_transfer_keeps_every_band_total_and_undoes_a_blur():
+    real = real_flux()
+    blurred = ndimage.gaussian_filter(real, (0, 0, 0.7, 0.7), mode="wrap")  # a "too smooth model"
+    t = sharpness_transfer(blurred)
+    assert t[0] == 1.0 and t[8] > 1.2  # 4 px scales: the blur took power away
+    out = apply_transfer(blurred, t)
+    np.testing.assert_allclose(out.sum(axis=(2, 3)), blurred.sum(axis=(2, 3)), rtol=1e-4, atol=1e-3)
+    ref = real_stamp_reference(32)
+    target = np.maximum(ref["power"] - ref["noise_power"], 0.05 * ref["power"])
+    k = np.arange(1, 11)
+    k = k[t[k] < 3.0]  # where the gain is below its clip, the filtered power is the target's
+    assert len(k) >= 8
+    np.testing.assert_allclose(np.log10(ring_power(out)[k]), np.log10(target[k]), atol=0.05)
+    assert np.all(np.log10(ring_power(blurred)[8:11] / target[8:11]) < -0.25)  # (before: 0.3-0.5 dex short)
+
+
+def test_background_noise_inside_the_real_masks_is_below_the_galaxy_power_at_large_scales():
+    ref = real_stamp_reference(32)
+    assert ref["power"][0] == pytest.approx(1.0, rel=0.5)
+    assert np.all(ref["noise_power"][:6] < 0.1 * ref["power"][:6])  # galaxies dominate above 5 px
+    assert ref["noise_power"][14] > 0.3 * ref["power"][14]  # near 2 px the stamps' own noise is comparable
+
+
+def test_map_pixels_gives_the_target_distribution_and_coverage_and_keeps_colours():
+    real = real_flux()
+    inside = ndimage.binary_dilation(real.mean(axis=1) > 0, iterations=2, axes=(1, 2))
+    model = 0.6 * np.clip(real, 0, None) ** 1.3 + 0.003 * inside[:, None]  # distorted, and wider masks
+    out = map_pixels(model, pixel_quantiles(model), pixel_quantiles(real))
+    q = np.linspace(0.5, 0.98, 13)
+    lum_out, lum_real = out.mean(axis=1), real.mean(axis=1)
+    np.testing.assert_allclose(np.quantile(lum_out, q), np.quantile(lum_real, q), rtol=0.03, atol=2e-4)
+    cover = lambda lum: float((lum > 0).mean())  # noqa: E731
+    assert cover(model.mean(axis=1)) > 1.2 * cover(lum_real)
+    assert cover(lum_out) == pytest.approx(cover(lum_real), rel=0.05)  # the faintest extra pixels went to 0
+    m = model.mean(axis=1) > 0.01
+    ratio = (out.mean(axis=1) / np.where(m, model.mean(axis=1), 1.0))[:, None]  # one factor per pixel ...
+    np.testing.assert_allclose((out * m[:, None])[:, :, m.any(0)], (model * ratio * m[:, None])[:, :, m.any(0)],
+                               rtol=1e-4, atol=1e-6)  # ... applied to all three bands
+
+
+def test_faint_sources_follow_the_catalogue():
+    cat = faint_catalogue()
+    assert len(cat["a"]) > 1000 and 1e-3 < cat["density"] < 2e-3
+    src = FaintSources()
+    rng = np.random.default_rng(0)
+    counts = [len(src((256, 256), rng)["x"]) for _ in range(20)]
+    lam = cat["density"] * 256 * 256
+    assert abs(np.mean(counts) - lam) < 4 * np.sqrt(lam / 20)
+    s = src((256, 256), np.random.default_rng(1))
+    assert s["stamps"].shape[1:] == (3, 15, 15)
+    assert np.all((s["x"] >= -0.5) & (s["x"] < 255.5) & (s["y"] >= -0.5) & (s["y"] < 255.5))
+    totals = s["stamps"].sum(axis=(1, 2, 3))
+    lo, hi = np.percentile(cat["flux"].sum(axis=1), [1, 99])
+    assert np.median(totals) == pytest.approx(np.median(cat["flux"].sum(axis=1)), rel=0.3)
+    assert np.all((totals >= lo * 0.99 - 1e-6) | (totals < lo))  # flux = a catalogue row's (within the stamp)
+    # the centre of light sits at the drawn sub-pixel position
+    d = np.arange(15) - 7
+    i = int(np.argmax(totals))
+    lum = s["stamps"][i].sum(axis=0)
+    cx = (lum.sum(axis=0) * d).sum() / lum.sum()
+    assert cx == pytest.approx(s["x"][i] - np.round(s["x"][i]), abs=0.15)
+
+
+def test_compose_with_faint_sources_keeps_the_flux_books_and_the_galaxies():
+    def galaxies(cls, rng):
+        g = np.zeros((len(cls), 3, 9, 9), np.float32)
+        g[:, :, 3:6, 3:6] = 1.0
+        return g
+
+    cells = np.zeros((8, 8), np.int64)
+    cells[2, 3], cells[6, 1] = 1, 3
+    kw = dict(height=200, width=260, positions=FixedPositions(cells), galaxies=galaxies, cell_px=16,
+              background=QUIET, seed=5)
+    plain = compose_sky(**kw)
+    sky = compose_sky(**kw, faint=FaintSources())
+    t = sky.truth
+    faint = t[t["cls"] == -1]
+    assert len(faint) > 40 and len(t[t["cls"] != -1]) == len(plain.truth)
+    np.testing.assert_array_equal(np.asarray(t[t["cls"] != -1]["x"]), np.asarray(plain.truth["x"]))  # same streams
+    assert sky.background_sum == pytest.approx(plain.background_sum)
+    total = float(sky.image.sum(dtype=np.float64))
+    assert total == pytest.approx(sky.background_sum + float(np.sum(t["flux"])), rel=1e-6)
+
+
+def test_detection_report_does_not_count_faint_sources_as_missed_galaxies():
+    from astropy.table import Table
+
+    from galaxy_core.sky.detect import detection_report
+
+    img = np.zeros((3, 96, 96), np.float32)
+    rng = np.random.default_rng(0)
+    img += 0.01 * rng.standard_normal(img.shape).astype(np.float32)
+    d = np.arange(96)
+    for x, y in [(20, 20), (70, 60)]:
+        img += 0.5 * np.exp(-((d[None] - x) ** 2 + (d[:, None] - y) ** 2) / 8.0).astype(np.float32)
+    truth = Table({"x": [20.0, 70.0, 50.0], "y": [20.0, 60.0, 10.0], "flux": [30.0, 30.0, 0.5], "cls": [1, 2, -1]})
+    rep = detection_report(img, truth, radius=3.0)
+    assert rep.completeness == 1.0 and len(rep.matched) == 2
+
+
+def test_grouped_classifier_test_does_not_reward_memorising_overlapping_tiles():
+    from galaxy_core.metrics.realism import classifier_test
+
+    rng = np.random.default_rng(0)
+    # real: 8 "regions", 25 near-copies of each (overlapping tiles); fake: the same distribution
+    centres = rng.normal(size=(8, 10))
+    real = np.repeat(centres, 25, axis=0) + 0.01 * rng.normal(size=(200, 10))
+    fake = rng.normal(size=(200, 10))
+    plain = classifier_test(real, fake)["accuracy"]
+    grouped = classifier_test(real, fake, folds=4, groups=(np.repeat(np.arange(8) % 4, 25), np.arange(200) % 4))
+    assert plain > 0.8  # the classifier recognises the regions it has seen
+    assert grouped["accuracy"] < 0.65  # and cannot tell new ones from the fake set
+
+
+def test_shipped_model_galaxies_sharpened_keep_their_flux_and_pixel_match_the_data():
+    from galaxy_core.models.pretrained import load_pretrained
+    from galaxy_core.paths import checkpoints_dir
+    from galaxy_core.sky.compose import ModelGalaxies
+
+    model = load_pretrained(checkpoints_dir() / "dcgan_hdf32.json")
+    cls = np.full(300, 2)
+    raw = ModelGalaxies(model)(cls, np.random.default_rng(5))
+    sharp = ModelGalaxies(model, sharpen=True)(cls, np.random.default_rng(5))  # same latents, filtered
+    np.testing.assert_allclose(sharp.sum(axis=(1, 2, 3)), raw.sum(axis=(1, 2, 3)), rtol=1e-4, atol=1e-2)
+    ref = real_stamp_reference(32)
+    target = np.log10(np.maximum(ref["power"] - ref["noise_power"], 0.05 * ref["power"]))
+    k = np.arange(8, 12)  # 2.7-4 px: the scales the generator draws too smooth
+    assert np.all(np.log10(ring_power(raw)[k]) < target[k] - 0.15)
+    np.testing.assert_allclose(np.log10(ring_power(sharp)[k]), target[k], atol=0.1)
+    both = ModelGalaxies(model, sharpen=True, pixel_match=True)(cls, np.random.default_rng(5))
+    q = np.linspace(0.1, 0.9, 9)
+    lum_b, lum_r = both.mean(axis=1), real_flux(383).mean(axis=1)
+    lum_s = sharp.mean(axis=1)
+    err_b = np.abs(np.log(np.quantile(lum_b[lum_b > 0], q) / np.quantile(lum_r[lum_r > 0], q)))
+    err_s = np.abs(np.log(np.quantile(lum_s[lum_s > 0], q) / np.quantile(lum_r[lum_r > 0], q)))
+    assert err_b.max() < 0.1 and err_s.max() > 0.2
