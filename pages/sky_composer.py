@@ -109,8 +109,8 @@ def figure(image: np.ndarray, truth, det: dict | None):
 
     fig = go.Figure(go.Image(z=sky_to_rgb8(image), hovertemplate="x %{x}, y %{y}<br>R, G, B %{z} "
                                                                  "(field units x 255)<extra></extra>"))
-    row = np.flatnonzero(np.asarray(truth["cls"]) != -1) if len(truth) else np.zeros(0, np.int64)
-    truth = truth[row]  # galaxies only: the faint sources (cls -1) get no marker
+    row = np.flatnonzero(np.asarray(truth["cls"]) > 0) if len(truth) else np.zeros(0, np.int64)
+    truth = truth[row]  # galaxies only: the faint sources (cls -1) and stars (cls -2) get no marker
     if len(truth):
         names = [CLASS_NAMES.get(int(c), str(c)) for c in truth["cls"]]
         cols = [np.round(np.asarray(truth[c], float), 2) for c in ("flux", "flux_r", "flux_g", "flux_b")]
@@ -160,7 +160,7 @@ def main() -> None:
         det = _detect(items, radius) if overlay else None
         c1.plotly_chart(figure(image, truth, det), use_container_width=True, key="sky_fig")
         n_faint = int(np.sum(np.asarray(truth["cls"]) == -1)) if len(truth) else 0
-        c2.metric("Galaxies placed", len(truth) - n_faint,
+        c2.metric("Galaxies placed", int(np.sum(np.asarray(truth["cls"]) > 0)) if len(truth) else 0,
                   help=f"plus {n_faint} faint sources below the catalogue's size cut" if n_faint else None)
         if det is not None:
             s = det["summary"]

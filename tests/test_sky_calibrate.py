@@ -1,11 +1,13 @@
-"""Calibrations of composed skies: sharpness, pixel intensities, faint sources, grouped C2ST."""
+"""Calibrations of composed skies: sharpness, pixel intensities, faint sources, grouped C2ST,
+class-matched grids, the field's stars and the sources below the catalogue's limit."""
 
 import numpy as np
 import pytest
 from scipy import ndimage
 
-from galaxy_core.sky.calibrate import (FaintSources, apply_transfer, faint_catalogue, map_pixels, pixel_quantiles,
-                                       real_stamp_reference, ring_power, sharpness_transfer)
+from galaxy_core.sky.calibrate import (FaintSources, FieldStars, apply_transfer, faint_catalogue, field_star_stamps,
+                                       grid_class_fractions, map_pixels, pixel_quantiles, real_stamp_reference,
+                                       ring_power, sharpness_transfer)
 from galaxy_core.sky.compose import Background, FixedPositions, compose_sky, galaxy_flux
 
 QUIET = Background(level=(0.05, 0.05, 0.05), sigma=(0.01, 0.01, 0.01))
@@ -153,3 +155,128 @@ def test_shipped_model_galaxies_sharpened_keep_their_flux_and_pixel_match_the_da
     err_b = np.abs(np.log(np.quantile(lum_b[lum_b > 0], q) / np.quantile(lum_r[lum_r > 0], q)))
     err_s = np.abs(np.log(np.quantile(lum_s[lum_s > 0], q) / np.quantile(lum_r[lum_r > 0], q)))
     assert err_b.max() < 0.1 and err_s.max() > 0.2
+
+
+def test_grid_class_fractions_are_those_of_the_grid_catalogue():
+    from galaxy_core.sky.grids import GridOptions, hdf_sources, tile_grids
+
+    f = grid_class_fractions()
+    assert f.shape == (4,) and f.sum() == pytest.approx(1.0)
+    _, info = tile_grids(hdf_sources(), GridOptions(count=1024))
+    assert 1.0 - f[0] == pytest.approx(info["mean_occupied"] / 32**2, rel=1e-9)
+    assert np.all((f[1:] > 0.025) & (f[1:] < 0.06))  # tercile classes: similar shares of the ~12 % occupied cells
+    occ = grid_class_fractions(classes=False)
+    assert occ[1] == pytest.approx(1.0 - f[0], rel=1e-9)
+
+
+def test_class_matched_positions_only_remove_cells_of_overfilled_classes():
+    from galaxy_core.models.pretrained import load_pretrained
+    from galaxy_core.paths import checkpoints_dir
+    from galaxy_core.sky.compose import ModelPositions
+
+    model = load_pretrained(checkpoints_dir() / "positions_hdf_cond.json")
+    plain, matched = ModelPositions(model), ModelPositions(model, match_classes=True)
+    keep = matched.keep_probabilities()
+    assert keep[0] == 1.0 and np.all((keep > 0) & (keep <= 1))
+    data = grid_class_fractions()
+    a = np.stack([plain(np.random.default_rng(s)) for s in range(48)])
+    b = np.stack([matched(np.random.default_rng(s)) for s in range(48)])
+    # same latents and cell draws: thinning only empties cells, never adds or relabels one
+    assert np.all((b == a) | (b == 0))
+    assert (b > 0).sum() < (a > 0).sum()
+    for c in (1, 2, 3):
+        fa, fb = (a == c).mean(), (b == c).mean()
+        if keep[c] == 1.0:
+            assert fb == fa
+        else:  # thinned towards the data's fraction of that class
+            assert abs(fb - data[c]) < abs(fa - data[c]) and fb == pytest.approx(data[c], rel=0.25)
+
+
+def test_field_star_stamps_are_the_catalogue_stars_centred_with_their_cores():
+    ref = field_star_stamps()
+    st = ref["stamps"]
+    assert st.shape[0] == 4 and st.shape[1] == 3 and st.shape[2] == st.shape[3] and st.shape[2] % 2 == 1
+    assert ref["density"] == pytest.approx(4 / (1000 * 872))
+    c = (st.shape[-1] - 1) // 2
+    from galaxy_core.sky.compose import hdf_background
+
+    level = np.asarray(hdf_background().level)[:, None, None]
+    for s in st:
+        lum = s.sum(axis=0)
+        y, x = np.unravel_index(np.argmax(lum), lum.shape)
+        assert abs(y - c) <= 3 and abs(x - c) <= 3  # the star sits at the stamp centre
+        assert (s + level).max() > 0.95  # its core reaches the 8-bit ceiling of the field
+        assert np.all(s.sum(axis=(1, 2)) > 0)
+    np.testing.assert_allclose(ref["flux"], st.sum(axis=(1, 2, 3), dtype=np.float64))
+
+
+def test_field_stars_are_drawn_at_the_field_density_with_their_own_flux():
+    stars = FieldStars()
+    rng = np.random.default_rng(0)
+    draws = [stars((512, 512), rng) for _ in range(150)]
+    lam = stars.density * 512 * 512
+    counts = np.array([len(d["x"]) for d in draws])
+    assert abs(counts.mean() - lam) < 4 * np.sqrt(lam / len(counts))
+    flux = field_star_stamps()["flux"]
+    for d in draws[:20]:
+        assert np.all((d["x"] >= 0) & (d["x"] < 512) & (d["y"] >= 0) & (d["y"] < 512))
+        for s in d["stamps"]:  # a turned or flipped copy of one of the field's stars
+            assert np.min(np.abs(flux - s.sum(dtype=np.float64))) < 1e-3 * flux.min()
+
+
+def test_compose_with_stars_keeps_the_flux_books_and_the_other_sources():
+
+    def galaxies(cls, rng):
+        g = np.zeros((len(cls), 3, 9, 9), np.float32)
+        g[:, :, 3:6, 3:6] = 1.0
+        return g
+
+    cells = np.zeros((8, 8), np.int64)
+    cells[2, 3], cells[6, 1] = 1, 3
+    kw = dict(height=300, width=260, positions=FixedPositions(cells), galaxies=galaxies, cell_px=16,
+              background=QUIET, faint=FaintSources(), seed=3)
+    plain = compose_sky(**kw)
+    sky = compose_sky(**kw, stars=FieldStars(density=3e-5))
+    t = sky.truth
+    assert (t["cls"] == -2).sum() >= 1 and sky.meta["stars"]
+    rest = t[t["cls"] != -2]
+    np.testing.assert_array_equal(np.asarray(rest["x"]), np.asarray(plain.truth["x"]))  # other streams unchanged
+    np.testing.assert_array_equal(np.asarray(rest["flux"]), np.asarray(plain.truth["flux"]))
+    total = float(sky.image.sum(dtype=np.float64))
+    assert total == pytest.approx(sky.background_sum + float(np.sum(t["flux"])), rel=1e-6)
+    # stars near an edge are clipped: the truth records only the flux that landed in the sky
+    assert np.all(np.asarray(t[t["cls"] == -2]["flux"]) <= field_star_stamps()["flux"].max() + 1e-3)
+
+
+def test_detection_report_does_not_count_stars_as_missed_galaxies():
+    from astropy.table import Table
+
+    from galaxy_core.sky.detect import detection_report
+
+    img = 0.01 * np.random.default_rng(0).standard_normal((3, 96, 96)).astype(np.float32)
+    d = np.arange(96)
+    for x, y in [(20, 20), (70, 60)]:
+        img += 0.5 * np.exp(-((d[None] - x) ** 2 + (d[:, None] - y) ** 2) / 8.0).astype(np.float32)
+    truth = Table({"x": [20.0, 70.0], "y": [20.0, 60.0], "flux": [30.0, 30.0], "cls": [1, -2]})
+    rep = detection_report(img, truth, radius=3.0)
+    assert rep.completeness == 1.0 and len(rep.matched) == 1 and rep.purity == 1.0
+
+
+def test_subcatalogue_sources_are_sources_not_noise_peaks():
+    from scipy import ndimage
+
+    from galaxy_core.sky.calibrate import subcatalogue_sources
+    from galaxy_core.sky.compose import hdf_background, source_mask
+
+    sub = subcatalogue_sources()
+    n = len(sub["a"])
+    assert n > 500 and sub["density"] == pytest.approx(n / (1000 * 872))
+    assert np.all(sub["b"] <= sub["a"] + 1e-12) and np.median(sub["flux"].sum(axis=1)) > 0
+    # the measured background noise over a field-sized area, masked the same way, has far fewer such parts
+    bg = hdf_background()
+    noise = bg.draw((872, 1000), np.random.default_rng(0))
+    _, n_noise = ndimage.label(source_mask(np.moveaxis(noise, 0, -1), grow=0))
+    assert n_noise < 0.2 * n
+    both = FaintSources(subcatalogue=True)
+    assert both.density == pytest.approx(faint_catalogue()["density"] + sub["density"])
+    assert len(both.cat["a"]) == len(faint_catalogue()["a"]) + n

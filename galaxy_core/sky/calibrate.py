@@ -148,6 +148,30 @@ def map_pixels(flux: np.ndarray, model_q: np.ndarray, real_q: np.ndarray) -> np.
     return (f * ratio).astype(np.float32)
 
 
+# --------------------------------------------------------------------------- grid occupancy
+
+
+@functools.lru_cache(maxsize=2)
+def grid_class_fractions(classes: bool = True, count: int = 1024) -> np.ndarray:
+    """Fraction of the cells of the deep field's grids that hold each class.
+
+    ``count`` random grids of the grid catalogue (:func:`galaxy_core.sky.grids.tile_grids` with
+    the default options, seed 0; the same catalogue and cuts as the ``hdf_grid_classes`` /
+    ``hdf_grid`` datasets the position models were trained on).
+
+    Returns
+    -------
+    ndarray (4,) or (2,), float64
+        ``[empty, small, medium, large]`` (``classes``) or ``[empty, occupied]``; sums to 1.
+        For the field: about ``[0.878, 0.040, 0.036, 0.046]``.
+    """
+    from galaxy_core.sky.grids import GridOptions, hdf_sources, tile_grids
+
+    grids, _ = tile_grids(hdf_sources(), GridOptions(classes=classes, count=count))
+    k = 4 if classes else 2
+    return np.bincount(grids.ravel(), minlength=k)[:k] / grids.size
+
+
 # --------------------------------------------------------------------------- faint sources
 
 
@@ -174,6 +198,52 @@ def faint_catalogue(max_area: float = 50.0) -> dict:
             "theta": np.deg2rad(np.asarray(t["orientation"], np.float64)), "density": float(keep.sum()) / (h * w)}
 
 
+@functools.lru_cache(maxsize=1)
+def subcatalogue_sources() -> dict:
+    """Parameters of the field's sources below the catalogue's detection limit.
+
+    The background model (:func:`~galaxy_core.sky.compose.hdf_background`) is measured on the
+    pixels outside :func:`~galaxy_core.sky.compose.source_mask` (1.5 sigma, 5 pixels), a lower
+    threshold than the catalogue's, so the connected parts of that mask (before growing) that
+    hold no catalogue centroid are sources that neither the background model nor the catalogue
+    contain: 1250 in the field, 5-12 pix² each, while the measured background noise itself,
+    drawn over a field-sized area and masked the same way, gives only a few dozen such parts.
+
+    Returns
+    -------
+    dict
+        As :func:`faint_catalogue`: ``flux`` (m, 3) band sums of the field minus the background
+        level over each part (clipped at 0), ``a``, ``b`` (m,) 1-sigma axes and ``theta`` (m,)
+        major-axis angle (rad) from the flux-weighted second moments of the part, ``density``
+        (parts per pixel of the field).
+    """
+    from scipy import ndimage
+
+    from galaxy_core.data.hdf import hdf_catalog, hdf_field
+    from galaxy_core.sky.compose import hdf_background, source_mask
+
+    rgb = hdf_field().astype(np.float64) / 255.0
+    h, w = rgb.shape[:2]
+    lab, n = ndimage.label(source_mask(rgb, grow=0))
+    cat = hdf_catalog()
+    cx = np.clip(np.rint(np.asarray(cat["x"], float)).astype(int), 0, w - 1)
+    cy = np.clip(np.rint(np.asarray(cat["y"], float)).astype(int), 0, h - 1)
+    ids = np.setdiff1d(np.arange(1, n + 1), lab[cy, cx])
+    excess = rgb - np.asarray(hdf_background().level)
+    band = np.column_stack([ndimage.sum(excess[..., c], lab, ids) for c in range(3)])
+    wgt = np.clip(excess.sum(axis=-1), 0.0, None)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    terms = {"w": wgt, "x": wgt * xx, "y": wgt * yy, "xx": wgt * xx * xx, "yy": wgt * yy * yy, "xy": wgt * xx * yy}
+    m = {k: ndimage.sum(v, lab, ids) for k, v in terms.items()}
+    tot = np.maximum(m["w"], 1e-12)
+    mx, my = m["x"] / tot, m["y"] / tot
+    sxx, syy, sxy = m["xx"] / tot - mx**2, m["yy"] / tot - my**2, m["xy"] / tot - mx * my
+    half_sum, half_diff = (sxx + syy) / 2, np.sqrt(((sxx - syy) / 2) ** 2 + sxy**2)
+    return {"flux": np.clip(band, 0, None), "a": np.sqrt(np.clip(half_sum + half_diff, 0, None)),
+            "b": np.sqrt(np.clip(half_sum - half_diff, 0, None)), "theta": 0.5 * np.arctan2(2 * sxy, sxx - syy),
+            "density": len(ids) / (h * w)}
+
+
 class FaintSources:
     """Sources below the grid catalogue's size cut, scattered uniformly over a sky tile.
 
@@ -181,10 +251,19 @@ class FaintSources:
     random small detection's 1-sigma axes (floored at ``min_sigma`` px), orientation and band
     fluxes (:func:`faint_catalogue`), at a uniform sub-pixel position, drawn on a ``side`` px
     stamp normalised to the catalogue flux.
+
+    ``subcatalogue``: also the sources below the catalogue's detection limit
+    (:func:`subcatalogue_sources`): the two lists are pooled and the density is their sum, so
+    each drawn source is one of either population in proportion to its count in the field.
     """
 
-    def __init__(self, *, density: float | None = None, side: int = 15, min_sigma: float = 0.5):
-        self.cat = faint_catalogue()
+    def __init__(self, *, density: float | None = None, side: int = 15, min_sigma: float = 0.5,
+                 subcatalogue: bool = False):
+        cat = faint_catalogue()
+        if subcatalogue:
+            sub = subcatalogue_sources()
+            cat = {k: (cat[k] + sub[k] if k == "density" else np.concatenate([cat[k], sub[k]])) for k in cat}
+        self.cat = cat
         self.density = self.cat["density"] if density is None else float(density)
         self.side, self.min_sigma = side, min_sigma
 
@@ -211,3 +290,92 @@ class FaintSources:
         prof /= prof.sum(axis=(1, 2), keepdims=True)
         stamps = self.cat["flux"][idx][:, :, None, None] * prof[:, None]
         return {"x": x, "y": y, "stamps": stamps.astype(np.float32)}
+
+
+# --------------------------------------------------------------------------- stars
+
+
+@functools.lru_cache(maxsize=1)
+def field_star_stamps(link_px: float = 60.0, pad: int = 3) -> dict:
+    """Flux images of the deep field's stars, diffraction spikes included.
+
+    The catalogue's ``star`` detections, each with the ``near_star`` fragments (pieces of its
+    spikes and halo split off by the segmentation) whose centre lies within ``link_px`` of it.
+    A star's stamp is the field minus the measured background level
+    (:func:`~galaxy_core.sky.compose.hdf_background`) over the union of the star's and its
+    fragments' bounding boxes (grown by ``pad``), kept on the pixels of the field's source mask
+    (:func:`~galaxy_core.sky.compose.source_mask`) that are connected to the star or a
+    fragment; neighbouring galaxies in the box are dropped. Saturated cores stay at the
+    8-bit ceiling, as in the field.
+
+    Returns
+    -------
+    dict
+        ``stamps`` (m, 3, S, S) float32 flux images (field units, star centred at
+        ``[(S - 1) / 2, (S - 1) / 2]``, S odd, zero padded); ``flux`` (m,) band-sum flux;
+        ``density`` stars per pixel of the field (4 stars in 1000 x 872 px).
+    """
+    from scipy import ndimage
+
+    from galaxy_core.data.hdf import hdf_catalog, hdf_field
+    from galaxy_core.sky.compose import hdf_background, source_mask
+
+    cat = hdf_catalog()
+    rej = np.asarray(cat["reject"]).astype(str)
+    x, y = np.asarray(cat["x"], float), np.asarray(cat["y"], float)
+    box = np.column_stack([cat["bbox_xmin"], cat["bbox_xmax"], cat["bbox_ymin"], cat["bbox_ymax"]]).astype(int)
+    rgb = hdf_field().astype(np.float64) / 255.0
+    h, w = rgb.shape[:2]
+    flux = rgb - np.asarray(hdf_background().level)
+    lab, _ = ndimage.label(source_mask(rgb))
+    stars = np.flatnonzero(rej == "star")
+    frags = np.flatnonzero(rej == "near_star")
+    cut = []
+    for s in stars:
+        members = [s] + [f for f in frags if np.hypot(x[f] - x[s], y[f] - y[s]) <= link_px
+                         and np.argmin(np.hypot(x[stars] - x[f], y[stars] - y[f])) == np.flatnonzero(stars == s)[0]]
+        x0, x1 = max(box[members, 0].min() - pad, 0), min(box[members, 1].max() + pad + 1, w)
+        y0, y1 = max(box[members, 2].min() - pad, 0), min(box[members, 3].max() + pad + 1, h)
+        ids = {int(lab[int(round(y[m])), int(round(x[m]))]) for m in members} - {0}
+        keep = np.isin(lab[y0:y1, x0:x1], list(ids))
+        cut.append((np.moveaxis(flux[y0:y1, x0:x1] * keep[..., None], -1, 0), x[s] - x0, y[s] - y0))
+    side = 2 * int(max(max(c.shape[1:]) for c, _, _ in cut)) + 1
+    stamps = np.zeros((len(cut), 3, side, side), np.float32)
+    half = (side - 1) // 2
+    for i, (c, cx, cy) in enumerate(cut):
+        oy, ox = half - int(round(cy)), half - int(round(cx))
+        stamps[i, :, oy : oy + c.shape[1], ox : ox + c.shape[2]] = c
+    return {"stamps": stamps, "flux": stamps.sum(axis=(1, 2, 3), dtype=np.float64), "density": len(stars) / (h * w)}
+
+
+class FieldStars:
+    """The field's stars (:func:`field_star_stamps`) scattered over a sky tile.
+
+    The catalogue used for the grids leaves stars out, so a composed sky had none, while about
+    one real 128 px tile in ten holds a star with its diffraction spikes (the field's PSF) and
+    its saturated core. Count per tile ``Poisson(density * h * w)`` at the field's density,
+    uniform positions (whole pixels), each a random one of the field's stars turned by a random
+    element of the square's symmetry group (the real tiles are turned and flipped alike).
+    """
+
+    def __init__(self, *, density: float | None = None):
+        ref = field_star_stamps()
+        self.stamps = ref["stamps"]
+        self.density = ref["density"] if density is None else float(density)
+
+    def __call__(self, shape: tuple[int, int], rng: np.random.Generator):
+        """Stars for a (h, w) tile: ``x``, ``y`` (n,) centres (pix, tile frame) and ``stamps``
+        (n, 3, S, S) float32 flux images centred on them."""
+        h, w = shape
+        n = int(rng.poisson(self.density * h * w))
+        idx = rng.integers(0, len(self.stamps), n)
+        k = rng.integers(0, 8, n)
+        x, y = rng.integers(0, w, n).astype(np.float64), rng.integers(0, h, n).astype(np.float64)
+        out = []
+        for i, ki in zip(idx, k):
+            st = np.rot90(self.stamps[i], ki % 4, axes=(1, 2))
+            out.append(st[:, :, ::-1] if ki >= 4 else st)
+        side = self.stamps.shape[-1]
+        stamps = np.ascontiguousarray(np.stack(out)) if out else np.zeros((0, 3, side, side), np.float32)
+        return {"x": x, "y": y, "stamps": stamps.astype(np.float32)}
+

@@ -48,10 +48,12 @@ def _cmd_grids(args) -> int:
 
 
 def _print_sky(sky, cfg, written) -> None:
-    n_faint = int(np.sum(np.asarray(sky.truth["cls"]) == -1)) if len(sky.truth) else 0
+    cls = np.asarray(sky.truth["cls"]) if len(sky.truth) else np.zeros(0, int)
+    n_faint, n_stars = int(np.sum(cls == -1)), int(np.sum(cls == -2))
     faint = f" and {n_faint} faint sources" if n_faint else ""
+    stars = f" and {n_stars} stars" if n_stars else ""
     size = f"{sky.image.shape[2]} x {sky.image.shape[1]} px"
-    print(f"sky {size}, {len(sky.truth) - n_faint} galaxies{faint}, seed {cfg.seed}")
+    print(f"sky {size}, {int(np.sum(cls > 0))} galaxies{faint}{stars}, seed {cfg.seed}")
     for p in written:
         print(f"  {p}")
 
@@ -68,8 +70,9 @@ def _cmd_compose(args) -> int:
     t_compose = time.perf_counter() - t0
     written = write_sky(sky, cfg.out)
     _print_sky(sky, cfg, written)
-    n_faint = int(np.sum(np.asarray(sky.truth["cls"]) == -1)) if len(sky.truth) else 0
-    report = {"compose_s": round(t_compose, 2), "n_galaxies": len(sky.truth) - n_faint, "n_faint": n_faint}
+    cls = np.asarray(sky.truth["cls"]) if len(sky.truth) else np.zeros(0, int)
+    report = {"compose_s": round(t_compose, 2), "n_galaxies": int(np.sum(cls > 0)), "n_faint": int(np.sum(cls == -1)),
+              "n_stars": int(np.sum(cls == -2))}
     if cfg.detect:
         from galaxy_core.sky.detect import detection_report
 

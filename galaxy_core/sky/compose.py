@@ -436,20 +436,57 @@ class ModelPositions:
     ``mode`` ``"argmax"`` takes the most likely class per cell, ``"sample"`` draws it. An
     occupancy model (2 classes) gives class 1 per occupied cell; ``class_mix`` (3 weights)
     then assigns small/medium/large at random.
+
+    ``match_classes``: the occupied cells of each class are thinned at random so that the
+    fraction of cells holding that class is, on average, the data's
+    (:func:`galaxy_core.sky.calibrate.grid_class_fractions`): a class the model draws too
+    often keeps each of its cells with probability ``data fraction / model fraction``; a
+    class it draws too rarely is kept whole. The model's fractions are measured once on
+    :data:`CALIBRATION_GRIDS` grids drawn with fixed seeds. Only for a model with size classes
+    (4 classes) or an occupancy model (2 classes, then against the data's occupancy).
     """
 
-    def __init__(self, model, *, mode: str = "sample", class_mix: tuple[float, float, float] | None = None):
+    def __init__(self, model, *, mode: str = "sample", class_mix: tuple[float, float, float] | None = None,
+                 match_classes: bool = False):
         self.model, self.mode = model, mode
         self.class_mix = class_mix
         self.grid = model.resolution
+        self.match_classes = match_classes
+        self._keep: np.ndarray | None = None
 
-    def __call__(self, rng):
+    def _cells(self, rng):
         import torch
 
         g = torch.Generator().manual_seed(int(rng.integers(2**62)))
         z = self.model.family.sample_latents(self.model.model_cfg, 1, generator=g)
-        cells = sample_cells(self.model.generate(z), mode=self.mode, rng=rng)[0]
+        return sample_cells(self.model.generate(z), mode=self.mode, rng=rng)[0]
+
+    def keep_probabilities(self) -> np.ndarray:
+        """(K,) probability that an occupied cell of class k is kept (``[0]`` unused, 1.0)."""
+        if self._keep is None:
+            from galaxy_core.sky.calibrate import grid_class_fractions
+
+            k = self.model.model_cfg.num_classes
+            grids = np.stack([self._cells(np.random.default_rng([CALIBRATION_SEED, i]))
+                              for i in range(CALIBRATION_GRIDS)])
+            model_f = np.bincount(np.clip(grids, 0, k - 1).ravel(), minlength=k) / grids.size
+            data_f = grid_class_fractions(classes=k > 2)
+            keep = np.ones(k)
+            keep[1:] = np.minimum(1.0, data_f[1:] / np.maximum(model_f[1:], 1e-12))
+            self._keep = keep
+        return self._keep
+
+    def __call__(self, rng):
+        cells = self._cells(rng)
+        if self.match_classes:
+            keep = self.keep_probabilities()
+            u = rng.random(cells.shape)
+            cells = np.where((cells > 0) & (u >= keep[np.clip(cells, 0, len(keep) - 1)]), 0, cells)
         return assign_classes(cells, self.class_mix, rng) if self.class_mix is not None else cells
+
+
+CALIBRATION_GRIDS = 256
+CALIBRATION_SEED = 23
 
 
 def assign_classes(cells: np.ndarray, class_mix, rng: np.random.Generator) -> np.ndarray:
@@ -510,7 +547,8 @@ class Sky:
         R, G, B in field units (see module docstring).
     truth : astropy.table.Table
         One row per placed galaxy: ``x``, ``y`` (centre, pix), ``cls`` (1..3; -1 = a faint
-        source below the grid catalogue's size cut, see ``compose_sky(faint=...)``), ``flux`` (sum
+        source below the grid catalogue's size cut, see ``compose_sky(faint=...)``; -2 = a star,
+        ``compose_sky(stars=...)``), ``flux`` (sum
         over bands of the flux added inside the sky), ``flux_r``, ``flux_g``, ``flux_b``,
         ``tile``.
     background_sum : float
@@ -537,7 +575,7 @@ def _truth_table(rows: list[dict]):
 
 def compose_sky(*, height: int, width: int, positions: Callable[[np.random.Generator], np.ndarray],
                 galaxies: GalaxySource | None, cell_px: int = 16, jitter: float = 0.35,
-                background: Background | None = None, faint=None, seed: int = 0,
+                background: Background | None = None, faint=None, stars=None, seed: int = 0,
                 progress: bool | Callable[[int, int], None] = False) -> Sky:
     """Compose a sky tile by tile from a position source and a galaxy source.
 
@@ -563,6 +601,10 @@ def compose_sky(*, height: int, width: int, positions: Callable[[np.random.Gener
         (:class:`galaxy_core.sky.calibrate.FaintSources`; its own random stream, the fourth
         child of the tile's seed sequence, so the other streams are unchanged); they enter
         the truth table with ``cls`` -1. Only with ``galaxies``.
+    stars : callable ((h, w), rng) -> dict, optional
+        Stars, added to each tile after the faint sources, the same way
+        (:class:`galaxy_core.sky.calibrate.FieldStars`; the tile's fifth random stream);
+        truth rows with ``cls`` -2. Only with ``galaxies``.
     seed : int
         The sky is a pure function of the seed and the sources.
     progress : bool or callable (done, total) -> None
@@ -597,7 +639,8 @@ def compose_sky(*, height: int, width: int, positions: Callable[[np.random.Gener
             break
         ty, tx = divmod(t, n_tx)
         y_off, x_off = ty * tile, tx * tile
-        _, pos_rng, gal_rng, faint_rng = (np.random.default_rng(s) for s in np.random.SeedSequence([seed, t]).spawn(4))
+        _, pos_rng, gal_rng, faint_rng, star_rng = (np.random.default_rng(s)
+                                                    for s in np.random.SeedSequence([seed, t]).spawn(5))
         cat = grid_to_catalogue(positions(pos_rng), cell_px=cell_px, jitter=jitter, rng=pos_rng)
         x, y = cat["x"] + x_off, cat["y"] + y_off
         inside = (x < width - 0.5) & (y < height - 0.5)
@@ -609,18 +652,20 @@ def compose_sky(*, height: int, width: int, positions: Callable[[np.random.Gener
             f = add_stamp(image, st, x0, y0)
             rows.append({"x": x0 + (s - 1) / 2, "y": y0 + (s - 1) / 2, "cls": int(ci), "flux": float(f.sum()),
                          "flux_r": f[0], "flux_g": f[1], "flux_b": f[2], "tile": t})
-        if faint is not None:
-            h, w = min(tile, height - y_off), min(tile, width - x_off)
-            src = faint((h, w), faint_rng)
+        h, w = min(tile, height - y_off), min(tile, width - x_off)
+        for extra, extra_rng, label in ((faint, faint_rng, -1), (stars, star_rng, -2)):
+            if extra is None:
+                continue
+            src = extra((h, w), extra_rng)
             fs = src["stamps"].shape[-1]
             for xi, yi, st in zip(src["x"] + x_off, src["y"] + y_off, src["stamps"]):
                 x0, y0 = int(np.round(xi)) - (fs - 1) // 2, int(np.round(yi)) - (fs - 1) // 2
                 f = add_stamp(image, st, x0, y0)
-                rows.append({"x": float(xi), "y": float(yi), "cls": -1, "flux": float(f.sum()),
+                rows.append({"x": float(xi), "y": float(yi), "cls": label, "flux": float(f.sum()),
                              "flux_r": f[0], "flux_g": f[1], "flux_b": f[2], "tile": t})
         report(n_tiles + t + 1, 2 * n_tiles)
     meta = {"seed": seed, "height": height, "width": width, "cell_px": cell_px, "jitter": jitter,
-            "tile_px": tile, "faint": faint is not None,
+            "tile_px": tile, "faint": faint is not None, "stars": stars is not None,
             "background": {"level": list(bg.level), "sigma": list(bg.sigma),
                                              "correlated": bg.kernels is not None}}
     return Sky(image=image, truth=_truth_table(rows), background_sum=bg_sum, meta=meta)

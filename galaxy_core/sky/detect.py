@@ -115,15 +115,16 @@ def detection_report(image: np.ndarray, truth, *, radius: float = 5.0, bright_fl
                      nsigma: float = 2.0) -> DetectionReport:
     """Detect on the band sum of a sky (3, H, W) and match to ``truth`` (x, y, flux).
 
-    ``bright_flux`` defaults to the median truth flux. Rows with ``cls`` -1 (faint sources below
-    the grid catalogue's size cut) are left out of the completeness; a detection matched to
-    one of them (after the galaxies are matched) counts as a true detection for the purity.
+    ``bright_flux`` defaults to the median truth flux. Rows with a negative ``cls`` (-1: faint
+    sources below the grid catalogue's size cut, -2: stars) are left out of the completeness;
+    a detection matched to one of them (after the galaxies are matched) counts as a true
+    detection for the purity.
     """
     det = detect(np.asarray(image).sum(axis=0), nsigma=nsigma)
-    if len(truth) and "cls" in getattr(truth, "colnames", ()) and (np.asarray(truth["cls"]) == -1).any():
-        # faint sources (cls -1) are not galaxies to find; a detection of one still counts as real
-        faint = truth[np.asarray(truth["cls"]) == -1]
-        truth = truth[np.asarray(truth["cls"]) != -1]
+    if len(truth) and "cls" in getattr(truth, "colnames", ()) and (np.asarray(truth["cls"]) < 0).any():
+        # faint sources and stars (cls < 0) are not galaxies to find; a detection of one still counts as real
+        faint = truth[np.asarray(truth["cls"]) < 0]
+        truth = truth[np.asarray(truth["cls"]) >= 0]
         fxy = np.column_stack([np.asarray(faint["x"]), np.asarray(faint["y"])])
     else:
         fxy = np.zeros((0, 2))

@@ -41,6 +41,9 @@ class SkyConfig:
     sharpen: bool = True             # give model galaxies the real stamps' power spectrum (flux kept)
     pixel_match: bool = True         # map model galaxies' pixel values onto the real stamps' distribution
     faint: bool = True               # add the faint sources below the grid catalogue's size cut
+    subcatalogue: bool = False       # with faint: also the sources below the catalogue's detection limit
+    stars: bool = False              # add the field's stars (with their spikes) at the field's density
+    match_classes: bool = False      # thin the position model's cells to the data's class fractions
     detect: bool = True              # run the detector and report completeness / purity
     radius: float = 5.0              # matching radius (pix)
     realism: bool = True             # realism score with the shipped scorer
@@ -97,7 +100,8 @@ def position_source(cfg: SkyConfig):
     if model.family.data_kind != "grid":
         raise ConfigError(f"sky.positions: {cfg.positions} is a {model.family.name} model, not a position model")
     occupancy_only = model.model_cfg.num_classes == 2
-    return ModelPositions(model, mode=cfg.position_mode, class_mix=tuple(cfg.class_mix) if occupancy_only else None)
+    return ModelPositions(model, mode=cfg.position_mode, class_mix=tuple(cfg.class_mix) if occupancy_only else None,
+                          match_classes=cfg.match_classes)
 
 
 def galaxy_source(cfg: SkyConfig):
@@ -117,8 +121,9 @@ def compose(cfg: SkyConfig, *, progress=False) -> Sky:
 
         fn = baseline_uniform if cfg.positions == "baseline1" else baseline_geometric
         return fn(height=cfg.height, width=cfg.width, seed=cfg.seed)
-    from galaxy_core.sky.calibrate import FaintSources
+    from galaxy_core.sky.calibrate import FaintSources, FieldStars
 
+    faint = FaintSources(subcatalogue=cfg.subcatalogue) if cfg.faint else None
     return compose_sky(height=cfg.height, width=cfg.width, positions=position_source(cfg), galaxies=galaxy_source(cfg),
-                       cell_px=cfg.cell_px, jitter=cfg.jitter, faint=FaintSources() if cfg.faint else None,
+                       cell_px=cfg.cell_px, jitter=cfg.jitter, faint=faint, stars=FieldStars() if cfg.stars else None,
                        seed=cfg.seed, progress=progress)
