@@ -4,8 +4,9 @@
         [--galaxies checkpoints/dcgan_hdf32.json]
 
 For each variant (raw galaxies, flux matching, faint sources, sharpening, pixel matching and
-their combinations; then, on top of the default, class-matched grids, the field's stars and
-the sources below the catalogue's detection limit), ``n`` 256 px skies from
+their combinations; then, on top of sharpening + pixel matching + faint sources, the
+class-matched grids, the field's stars and the sources below the catalogue's detection limit;
+the last variant is the composer's default), ``n`` 256 px skies from
 ``positions_hdf_cond`` are composed with seeds SEED.. and their 128 px tiles compared with
 real tiles: the plain 5-fold C2ST against 4n random real tiles (seed SEED + 1) and the grouped
 4-fold C2ST against 4n real tiles from 4 column bands (seed SEED + 2)

@@ -280,3 +280,18 @@ def test_subcatalogue_sources_are_sources_not_noise_peaks():
     both = FaintSources(subcatalogue=True)
     assert both.density == pytest.approx(faint_catalogue()["density"] + sub["density"])
     assert len(both.cat["a"]) == len(faint_catalogue()["a"]) + n
+
+
+def test_truncated_moment_fraction_matches_a_gaussian_cut_at_an_isophote():
+    from galaxy_core.sky.calibrate import truncated_moment_fraction
+
+    sigma = 6.0
+    d = np.arange(-60, 61, dtype=np.float64)
+    prof = np.exp(-(d[None] ** 2 + d[:, None] ** 2) / (2 * sigma**2))
+    x2 = np.broadcast_to(d[None] ** 2, prof.shape)
+    for f in (0.05, 0.2, 0.5, 0.7):
+        inside = prof >= f
+        measured = (prof * x2)[inside].sum() / prof[inside].sum()
+        assert measured / sigma**2 == pytest.approx(truncated_moment_fraction(f), rel=0.05)  # pixels: ~3 %
+    assert truncated_moment_fraction(1e-9) == pytest.approx(1.0, abs=1e-6)
+    assert truncated_moment_fraction(0.999) < 1e-3

@@ -198,6 +198,22 @@ def faint_catalogue(max_area: float = 50.0) -> dict:
             "theta": np.deg2rad(np.asarray(t["orientation"], np.float64)), "density": float(keep.sum()) / (h * w)}
 
 
+TRUNCATION_RANGE = (0.05, 0.7)  # isophote / peak ratios accepted by subcatalogue_sources
+
+
+def truncated_moment_fraction(f: np.ndarray) -> np.ndarray:
+    """Second moment of a 2-D Gaussian measured only inside the isophote at ``f`` times its
+    peak, as a fraction of the full one.
+
+    With ``u = r^2 / (2 sigma^2)`` the isophote is at ``u = ln(1 / f)`` and the profile-weighted
+    mean of ``x^2`` inside it is ``sigma^2 (1 - f (1 + ln(1 / f))) / (1 - f)`` (integrate
+    ``u e^-u`` and ``e^-u`` from 0 to ``ln(1 / f)``). ``f`` in (0, 1) -> fraction in (0, 1);
+    it tends to 1 as ``f -> 0`` (nothing cut) and to 0 as ``f -> 1`` (only the peak left).
+    """
+    f = np.asarray(f, np.float64)
+    return (1.0 - f * (1.0 + np.log(1.0 / f))) / (1.0 - f)
+
+
 @functools.lru_cache(maxsize=1)
 def subcatalogue_sources() -> dict:
     """Parameters of the field's sources below the catalogue's detection limit.
@@ -215,7 +231,11 @@ def subcatalogue_sources() -> dict:
         As :func:`faint_catalogue`: ``flux`` (m, 3) band sums of the field minus the background
         level over each part (clipped at 0), ``a``, ``b`` (m,) 1-sigma axes and ``theta`` (m,)
         major-axis angle (rad) from the flux-weighted second moments of the part, ``density``
-        (parts per pixel of the field).
+        (parts per pixel of the field). The moments are taken only inside the part, i.e.
+        inside an isophote, which makes a source look more compact than it is; each is divided
+        by :func:`truncated_moment_fraction` of the part's lowest-to-highest pixel ratio
+        (clipped to :data:`TRUNCATION_RANGE`; median axes 0.96 and 0.70 px instead of 0.75 and
+        0.56).
     """
     from scipy import ndimage
 
@@ -238,6 +258,12 @@ def subcatalogue_sources() -> dict:
     tot = np.maximum(m["w"], 1e-12)
     mx, my = m["x"] / tot, m["y"] / tot
     sxx, syy, sxy = m["xx"] / tot - mx**2, m["yy"] / tot - my**2, m["xy"] / tot - mx * my
+    # moments inside an isophote underestimate a Gaussian's: undo the truncation (see docstring)
+    lum = excess.sum(axis=-1)
+    lo, hi = np.asarray(ndimage.minimum(lum, lab, ids)), np.asarray(ndimage.maximum(lum, lab, ids))
+    f = np.clip(lo / np.maximum(hi, 1e-12), *TRUNCATION_RANGE)
+    g = truncated_moment_fraction(f)
+    sxx, syy, sxy = sxx / g, syy / g, sxy / g
     half_sum, half_diff = (sxx + syy) / 2, np.sqrt(((sxx - syy) / 2) ** 2 + sxy**2)
     return {"flux": np.clip(band, 0, None), "a": np.sqrt(np.clip(half_sum + half_diff, 0, None)),
             "b": np.sqrt(np.clip(half_sum - half_diff, 0, None)), "theta": 0.5 * np.arctan2(2 * sxy, sxx - syy),

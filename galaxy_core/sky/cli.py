@@ -265,8 +265,8 @@ def _add_sky_commands(sub) -> None:
     e.add_argument("--flux-matched-rows", action="store_true",
                    help="also a flux-matched row for every model pair")
     e.add_argument("--calibrated-rows", action="store_true",
-                   help="also a row per model pair with sharpened, pixel-matched galaxies and the faint sources "
-                        "(the composer's default)")
+                   help="also a row per model pair with the composer's default calibrations (sharpened, "
+                        "pixel-matched galaxies, class-matched grids, faint and sub-catalogue sources, stars)")
     e.add_argument("--experiment-galaxies", help="galaxy checkpoint for the three experiments (default: --galaxies-cond)")
     e.add_argument("--also", action="append", metavar="NAME=POSITIONS,GALAXIES",
                    help="another row of the table (repeatable)")

@@ -18,7 +18,7 @@ import numpy as np
 
 from galaxy_core.metrics.realism import (RealismScorer, classifier_test, feature_shifts, image_features, real_hdf_tiles,
                                         real_hdf_tiles_grouped, tile_features)
-from galaxy_core.sky.calibrate import FaintSources
+from galaxy_core.sky.calibrate import FaintSources, FieldStars
 from galaxy_core.sky.compose import FixedPositions, ModelGalaxies, ModelPositions, RandomPositions, compose_sky
 
 
@@ -112,7 +112,8 @@ def realism_table(scorer: RealismScorer, *, models: dict, n: int = 100, size: in
         Without ``flux_match``: also a row "NAME, flux-matched" per model pair with the mapping.
     calibrated_rows : bool
         Also a row "NAME, calibrated" per model pair: galaxies sharpened and pixel-matched to
-        the real stamps, plus the faint sources (:mod:`galaxy_core.sky.calibrate`; the
+        the real stamps, grids thinned to the data's class fractions, plus the faint and
+        sub-catalogue sources and the field's stars (:mod:`galaxy_core.sky.calibrate`; the
         composer's default).
     n : int
         Images per row.
@@ -158,11 +159,12 @@ def realism_table(scorer: RealismScorer, *, models: dict, n: int = 100, size: in
     for name, (pos, gal) in models.items():
         mix = (1.0, 1.0, 1.0) if pos.model_cfg.num_classes == 2 else None
         for match, calibrated, suffix in variants:
-            ps = ModelPositions(pos, class_mix=mix)
+            ps = ModelPositions(pos, class_mix=mix, match_classes=calibrated)
             gs = ModelGalaxies(gal, flux_match=match, sharpen=calibrated, pixel_match=calibrated)
-            faint = FaintSources() if calibrated else None
+            faint = FaintSources(subcatalogue=True) if calibrated else None
+            stars = FieldStars() if calibrated else None
             skies = [compose_sky(height=size, width=size, positions=ps, galaxies=gs, cell_px=cell_px, faint=faint,
-                                 seed=seed + i).image for i in range(n)]
+                                 stars=stars, seed=seed + i).image for i in range(n)]
             rows[name + suffix] = _score_set(scorer, skies, real_feats, grouped)
             bar.update()
     bar.close()

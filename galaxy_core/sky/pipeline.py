@@ -41,9 +41,9 @@ class SkyConfig:
     sharpen: bool = True             # give model galaxies the real stamps' power spectrum (flux kept)
     pixel_match: bool = True         # map model galaxies' pixel values onto the real stamps' distribution
     faint: bool = True               # add the faint sources below the grid catalogue's size cut
-    subcatalogue: bool = False       # with faint: also the sources below the catalogue's detection limit
-    stars: bool = False              # add the field's stars (with their spikes) at the field's density
-    match_classes: bool = False      # thin the position model's cells to the data's class fractions
+    subcatalogue: bool = True        # with faint: also the sources below the catalogue's detection limit
+    stars: bool = True               # add the field's stars (with their spikes) at the field's density
+    match_classes: bool = True       # thin the position model's cells to the data's class fractions
     detect: bool = True              # run the detector and report completeness / purity
     radius: float = 5.0              # matching radius (pix)
     realism: bool = True             # realism score with the shipped scorer
