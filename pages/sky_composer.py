@@ -161,7 +161,8 @@ def main() -> None:
         c1.plotly_chart(figure(image, truth, det), use_container_width=True, key="sky_fig")
         n_faint = int(np.sum(np.asarray(truth["cls"]) == -1)) if len(truth) else 0
         c2.metric("Galaxies placed", int(np.sum(np.asarray(truth["cls"]) > 0)) if len(truth) else 0,
-                  help=f"plus {n_faint} faint sources below the catalogue's size cut" if n_faint else None)
+                  help=(f"plus {n_faint} faint sources below the catalogue's size cut and "
+                        f"{int(np.sum(np.asarray(truth['cls']) == -2))} stars") if n_faint else None)
         if det is not None:
             s = det["summary"]
             c2.metric("Completeness", f"{s['completeness']:.2f}", help=f"placed galaxies detected within {radius} px")
