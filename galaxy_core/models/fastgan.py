@@ -83,6 +83,7 @@ class FastGANConfig:
     num_bands: int = field(default=3, metadata={"doc": "output channels (from the data)"})
     z_dim: int = field(default=256, metadata={"doc": "latent size; z ~ N(0, I) (the paper uses 256)"})
     width: int = field(default=32, metadata={"doc": "channels at 64x64; doubled per halving of the side up to 8 x width"})
+    d_width: int = field(default=0, metadata={"doc": "the same for D and its decoders (0 = width)"})
     rec_resolution: int = field(default=0, metadata={"doc": "side of the decoders' reconstructions, pixels (0 = resolution / 2, at most 128)"})
     rec_loss: str = field(default="l1", metadata={"doc": "reconstruction distance on real images: 'l1' or 'mse' (the paper's LPIPS needs VGG weights)"})
     rec_weight: float = field(default=1.0, metadata={"doc": "weight of the reconstruction loss in D's objective"})
@@ -92,8 +93,8 @@ class FastGANConfig:
     def __post_init__(self):
         if self.resolution not in (64, 128, 256):
             raise ValueError(f"model.resolution must be 64, 128 or 256 for fastgan, got {self.resolution}")
-        if self.width < 1 or self.z_dim < 1 or self.num_bands < 1:
-            raise ValueError("model.width, model.z_dim and model.num_bands must be positive")
+        if self.width < 1 or self.z_dim < 1 or self.num_bands < 1 or self.d_width < 0:
+            raise ValueError("model.width, model.z_dim and model.num_bands must be positive, model.d_width >= 0")
         if self.rec_loss not in ("l1", "mse"):
             raise ValueError(f"model.rec_loss must be 'l1' or 'mse', got {self.rec_loss!r}")
         if self.rec_resolution and self.rec_resolution not in (16, 32, 64, 128):
@@ -108,9 +109,15 @@ class FastGANConfig:
         """Side of the reconstructions (``rec_resolution`` or its default)."""
         return self.rec_resolution or min(128, self.resolution // 2)
 
-    def channels(self, side: int) -> int:
-        """Feature channels at a side of ``side`` pixels (at least 8)."""
-        return max(8, min(8 * self.width, self.width * 64 // side))
+    def channels(self, side: int, width: int | None = None) -> int:
+        """Feature channels of G (or, with ``width``, of another network) at a side of ``side``
+        pixels (at least 8)."""
+        w = self.width if width is None else width
+        return max(8, min(8 * w, w * 64 // side))
+
+    def d_channels(self, side: int) -> int:
+        """Feature channels of D at a side of ``side`` pixels."""
+        return self.channels(side, self.d_width or self.width)
 
 
 # blocks --------------------------------------------------------------------------------------
@@ -222,15 +229,15 @@ class Discriminator(nn.Module):
     def __init__(self, cfg: FastGANConfig):
         super().__init__()
         self.cfg = cfg
-        self.stem = nn.Sequential(nn.Conv2d(cfg.num_bands, cfg.channels(cfg.resolution), 3, 1, 1, bias=False),
+        self.stem = nn.Sequential(nn.Conv2d(cfg.num_bands, cfg.d_channels(cfg.resolution), 3, 1, 1, bias=False),
                                   nn.LeakyReLU(0.2))
         sides = [2**k for k in range(int(math.log2(cfg.resolution)), 3, -1)]  # R, R/2, ..., 16
-        self.downs = nn.ModuleDict({str(s // 2): DownBlock(cfg.channels(s), cfg.channels(s // 2)) for s in sides})
-        c8 = cfg.channels(8)
+        self.downs = nn.ModuleDict({str(s // 2): DownBlock(cfg.d_channels(s), cfg.d_channels(s // 2)) for s in sides})
+        c8 = cfg.d_channels(8)
         self.head = nn.Sequential(nn.Conv2d(c8, c8, 1, 1, 0, bias=False), nn.BatchNorm2d(c8), nn.LeakyReLU(0.2),
                                   nn.Conv2d(c8, 1, 4, 1, 0))  # (N, 1, 5, 5)
-        self.dec_full = Decoder(c8, cfg.num_bands, cfg.rec_side, cfg.width)
-        self.dec_part = Decoder(cfg.channels(16), cfg.num_bands, cfg.rec_side, cfg.width)
+        self.dec_full = Decoder(c8, cfg.num_bands, cfg.rec_side, cfg.d_width or cfg.width)
+        self.dec_part = Decoder(cfg.d_channels(16), cfg.num_bands, cfg.rec_side, cfg.d_width or cfg.width)
         self.apply(init_weights)
         for dec in (self.dec_full, self.dec_part):
             nn.init.constant_(dec.to_img.bias, cfg.out_bias)
