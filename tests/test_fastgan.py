@@ -208,3 +208,16 @@ def test_discriminator_adversarial_convolutions_are_spectrally_normalised():
     assert decoders and not any(parametrize.is_parametrized(m) for m in decoders)
     plain = Discriminator(FastGANConfig(resolution=64, width=8, num_bands=3, d_spectral_norm=False))
     assert not any(parametrize.is_parametrized(m) for m in plain.modules() if isinstance(m, torch.nn.Conv2d))
+
+
+def test_discriminator_width_can_differ_from_the_generator_width():
+    cfg = FastGANConfig(resolution=64, width=8, d_width=16, num_bands=3)
+    G, D = Generator(cfg), Discriminator(cfg)
+    assert G.to_img.in_channels == 8  # G keeps width 8 at 64 px
+    assert D.stem[0].out_channels == 16 and D.head[-1].in_channels == 128  # D: 16 at 64 px, 8 x 16 at 8 px
+    logits, full, part = D(torch.randn(2, 3, 64, 64), 1)
+    assert logits.shape == (50,) and full.shape == part.shape == (2, 3, 32, 32)
+    same = Discriminator(FastGANConfig(resolution=64, width=8, num_bands=3))
+    assert same.stem[0].out_channels == 8
+    with pytest.raises(ValueError, match="d_width"):
+        FastGANConfig(d_width=-1)
