@@ -9,12 +9,18 @@ low-resolution map gate the channels of a high-resolution one: the 8x8 map gates
 16x16 gates 128x128 and 32x32 gates 256x256, for the outputs that have them.
 
 Discriminator: strided down-blocks with an average-pool shortcut to 16x16 and 8x8 feature maps,
-then a 4x4 convolution to a 5x5 map of logits (hinge loss on each). It is also trained as an
+then a 4x4 convolution to a 5x5 map of logits (hinge loss on each); every convolution of this
+adversarial path is spectrally normalised (Miyato et al. 2018, as in the paper's code;
+``d_spectral_norm``) and ``d_width`` may make D wider than G. It is also trained as an
 auto-encoder on real images (self-supervision): one small decoder rebuilds the whole real image
 (downscaled to ``rec_resolution``) from the 8x8 features, another rebuilds a random quarter of
 it from the matching quarter of the 16x16 features. The paper uses a perceptual (LPIPS) distance;
 no pretrained VGG can be downloaded here, so the reconstruction loss is a pixel L1 (default) or
 MSE, chosen by ``rec_loss``.
+
+Output bias: the output convolutions of G and of the decoders follow zero-mean features (batch
+norm, GLU), so their bias starts at the data's sky level (``out_bias``, :func:`data_out_bias`)
+instead of 0, which Adam would take thousands of steps to leave.
 
 Batch-norm statistics for sampling: the engine's EMA generator averages the weights but copies
 the batch-norm running statistics of the live generator, which belong to other weights; in eval
