@@ -82,16 +82,23 @@ def test_faint_sources_follow_the_catalogue():
     assert cx == pytest.approx(s["x"][i] - np.round(s["x"][i]), abs=0.15)
 
 
-def test_compose_with_faint_sources_keeps_the_flux_books_and_the_galaxies():
-    def galaxies(cls, rng):
-        g = np.zeros((len(cls), 3, 9, 9), np.float32)
-        g[:, :, 3:6, 3:6] = 1.0
-        return g
+def box_galaxies(cls, rng):
+    """A 3 x 3 box of flux 1 per band in a 9 x 9 stamp for every requested galaxy."""
+    g = np.zeros((len(cls), 3, 9, 9), np.float32)
+    g[:, :, 3:6, 3:6] = 1.0
+    return g
 
+
+def two_galaxy_cells() -> np.ndarray:
+    """An 8 x 8 grid with a small (class 1) and a large (class 3) galaxy."""
     cells = np.zeros((8, 8), np.int64)
     cells[2, 3], cells[6, 1] = 1, 3
-    kw = dict(height=200, width=260, positions=FixedPositions(cells), galaxies=galaxies, cell_px=16,
-              background=QUIET, seed=5)
+    return cells
+
+
+def test_compose_with_faint_sources_keeps_the_flux_books_and_the_galaxies():
+    kw = dict(height=200, width=260, positions=FixedPositions(two_galaxy_cells()), galaxies=box_galaxies,
+              cell_px=16, background=QUIET, seed=5)
     plain = compose_sky(**kw)
     sky = compose_sky(**kw, faint=FaintSources())
     t = sky.truth
@@ -225,16 +232,8 @@ def test_field_stars_are_drawn_at_the_field_density_with_their_own_flux():
 
 
 def test_compose_with_stars_keeps_the_flux_books_and_the_other_sources():
-
-    def galaxies(cls, rng):
-        g = np.zeros((len(cls), 3, 9, 9), np.float32)
-        g[:, :, 3:6, 3:6] = 1.0
-        return g
-
-    cells = np.zeros((8, 8), np.int64)
-    cells[2, 3], cells[6, 1] = 1, 3
-    kw = dict(height=300, width=260, positions=FixedPositions(cells), galaxies=galaxies, cell_px=16,
-              background=QUIET, faint=FaintSources(), seed=3)
+    kw = dict(height=300, width=260, positions=FixedPositions(two_galaxy_cells()), galaxies=box_galaxies,
+              cell_px=16, background=QUIET, faint=FaintSources(), seed=3)
     plain = compose_sky(**kw)
     sky = compose_sky(**kw, stars=FieldStars(density=3e-5))
     t = sky.truth
