@@ -167,7 +167,10 @@ def main() -> None:
             s = det["summary"]
             c2.metric("Completeness", f"{s['completeness']:.2f}", help=f"placed galaxies detected within {radius} px")
             c2.metric("Completeness (bright half)", f"{s['completeness_bright']:.2f}")
-            c2.metric("Purity", f"{s['purity']:.2f}", help=f"{s['n_detected']} detections matched to a placed galaxy")
+            c2.metric("Purity", f"{s['purity']:.2f}",
+                      help=f"{s['n_detected']} detections; fraction matched to a placed galaxy (or within "
+                           f"{s['source_radius_px']:.1f} px of a faint source or star); galaxies only: "
+                           f"{s['purity_galaxies']:.2f}")
         if min(image.shape[1:]) >= 128:
             score = _scorer().score(image)
             c2.metric("Realism score", f"{score:.2f}",

@@ -259,6 +259,13 @@ def test_detection_report_does_not_count_stars_as_missed_galaxies():
     truth = Table({"x": [20.0, 70.0], "y": [20.0, 60.0], "flux": [30.0, 30.0], "cls": [1, -2]})
     rep = detection_report(img, truth, radius=3.0)
     assert rep.completeness == 1.0 and len(rep.matched) == 1 and rep.purity == 1.0
+    assert rep.purity_galaxies == 0.5  # the star's detection is real but not a galaxy
+    # a faint source 2.5 px from a detection is not its match: dense faint sources must not
+    # turn chance coincidences into true detections
+    off = Table({"x": [20.0, 72.5], "y": [20.0, 60.0], "flux": [30.0, 30.0], "cls": [1, -1]})
+    rep = detection_report(img, off, radius=3.0)
+    assert rep.completeness == 1.0 and rep.purity == 0.5 and rep.source_radius == 1.5
+    assert detection_report(img, off, radius=3.0, source_radius=3.0).purity == 1.0
 
 
 def test_subcatalogue_sources_are_sources_not_noise_peaks():
