@@ -35,4 +35,7 @@ def test_sky_compose_writes_png_fits_csv_and_reports(tmp_path, capsys):
     assert report["n_galaxies"] + report["n_faint"] == len(truth) and report["n_truth"] == report["n_galaxies"]
     with fits.open(tmp_path / "s.fits") as h:
         assert h[0].data.shape == (3, 256, 256) and len(h["TRUTH"].data) == len(truth)
+        hdr = h[0].header  # every composer option is in the header, the seed as given on the command line
+        assert hdr["SKY SEED"] == 2 and hdr["SKY POSITIONS"] == "random" and hdr["SKY GALAXIES"] == "stamps"
+        assert hdr["SKY FAINT"] is True and hdr["SKY HEIGHT"] == 256
     assert (tmp_path / "s.png").stat().st_size > 0

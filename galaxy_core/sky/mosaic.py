@@ -136,6 +136,9 @@ def write_sky(sky: Sky, out: str | os.PathLike, *, png: bool = True, fits: bool 
             if k in sky.meta:
                 hdr[k.upper()[:8]] = sky.meta[k]
         hdr["BKGSUM"] = (sky.background_sum, "background sum, all bands")
+        for k, v in (sky.meta.get("config") or {}).items():  # the composer options (regenerate from the header)
+            if k not in ("out", "detect", "realism", "radius"):
+                hdr[f"HIERARCH SKY {k.upper()}"] = v if isinstance(v, (bool, int, float)) else str(v)[:48]
         hdul = afits.HDUList([afits.PrimaryHDU(np.asarray(sky.image, np.float32), header=hdr),
                               afits.table_to_hdu(sky.truth)])
         hdul[1].name = "TRUTH"

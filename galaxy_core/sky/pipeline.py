@@ -124,6 +124,8 @@ def compose(cfg: SkyConfig, *, progress=False) -> Sky:
     from galaxy_core.sky.calibrate import FaintSources, FieldStars
 
     faint = FaintSources(subcatalogue=cfg.subcatalogue) if cfg.faint else None
-    return compose_sky(height=cfg.height, width=cfg.width, positions=position_source(cfg), galaxies=galaxy_source(cfg),
-                       cell_px=cfg.cell_px, jitter=cfg.jitter, faint=faint, stars=FieldStars() if cfg.stars else None,
-                       seed=cfg.seed, progress=progress)
+    sky = compose_sky(height=cfg.height, width=cfg.width, positions=position_source(cfg), galaxies=galaxy_source(cfg),
+                      cell_px=cfg.cell_px, jitter=cfg.jitter, faint=faint, stars=FieldStars() if cfg.stars else None,
+                      seed=cfg.seed, progress=progress)
+    sky.meta["config"] = dataclasses.asdict(cfg)  # every option that shaped the image, for the FITS header
+    return sky
