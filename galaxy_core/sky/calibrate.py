@@ -1,8 +1,10 @@
 """Calibrations that bring generated galaxies and the composed sky closer to the deep field.
 
 Measured against the real tiles (``docs/families/sky.md``, section "Realism of composed
-skies"), three things told composed skies from the field apart, and each has a correction
-calibrated on the data (never on the realism scorer):
+skies"), these things told composed skies from the field apart, and each has a correction
+calibrated on the data (never on the realism scorer); the first three are below, the others
+(sources below the catalogue's detection limit, the field's stars, grid class fractions) are
+described at their functions:
 
 * **sharpness** (:func:`sharpness_transfer`): the generators draw galaxies that are too smooth
   at 2.5–4 px scales (the known spectral bias of up-sampling generators, Durall, Keuper &
@@ -291,6 +293,8 @@ class FaintSources:
             cat = {k: (cat[k] + sub[k] if k == "density" else np.concatenate([cat[k], sub[k]])) for k in cat}
         self.cat = cat
         self.density = self.cat["density"] if density is None else float(density)
+        if side < 3 or side % 2 == 0:
+            raise ValueError(f"FaintSources: side must be odd and >= 3 (the stamp is centred on a pixel), got {side}")
         self.side, self.min_sigma = side, min_sigma
 
     def __call__(self, shape: tuple[int, int], rng: np.random.Generator):
