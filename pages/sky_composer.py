@@ -159,10 +159,11 @@ def main() -> None:
         radius = c2.slider("Matching radius (px)", 1.0, 10.0, 5.0, 0.5, key="sky_radius")
         det = _detect(items, radius) if overlay else None
         c1.plotly_chart(figure(image, truth, det), use_container_width=True, key="sky_fig")
-        n_faint = int(np.sum(np.asarray(truth["cls"]) == -1)) if len(truth) else 0
-        c2.metric("Galaxies placed", int(np.sum(np.asarray(truth["cls"]) > 0)) if len(truth) else 0,
-                  help=(f"plus {n_faint} faint sources below the catalogue's size cut and "
-                        f"{int(np.sum(np.asarray(truth['cls']) == -2))} stars") if n_faint else None)
+        cls = np.asarray(truth["cls"]) if len(truth) else np.zeros(0, np.int64)
+        n_faint, n_stars = int(np.sum(cls == -1)), int(np.sum(cls == -2))
+        c2.metric("Galaxies placed", int(np.sum(cls >= 0)),
+                  help=f"plus {n_faint} faint sources below the catalogue's size cut and {n_stars} stars"
+                  if n_faint or n_stars else None)
         if det is not None:
             s = det["summary"]
             c2.metric("Completeness", f"{s['completeness']:.2f}", help=f"placed galaxies detected within {radius} px")

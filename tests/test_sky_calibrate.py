@@ -301,3 +301,4 @@ def test_truncated_moment_fraction_matches_a_gaussian_cut_at_an_isophote():
         assert measured / sigma**2 == pytest.approx(truncated_moment_fraction(f), rel=0.05)  # pixels: ~3 %
     assert truncated_moment_fraction(1e-9) == pytest.approx(1.0, abs=1e-6)
     assert truncated_moment_fraction(0.999) < 1e-3
+

@@ -53,7 +53,7 @@ def _print_sky(sky, cfg, written) -> None:
     faint = f" and {n_faint} faint sources" if n_faint else ""
     stars = f" and {n_stars} stars" if n_stars else ""
     size = f"{sky.image.shape[2]} x {sky.image.shape[1]} px"
-    print(f"sky {size}, {int(np.sum(cls > 0))} galaxies{faint}{stars}, seed {cfg.seed}")
+    print(f"sky {size}, {int(np.sum(cls >= 0))} galaxies{faint}{stars}, seed {cfg.seed}")
     for p in written:
         print(f"  {p}")
 
@@ -71,7 +71,7 @@ def _cmd_compose(args) -> int:
     written = write_sky(sky, cfg.out)
     _print_sky(sky, cfg, written)
     cls = np.asarray(sky.truth["cls"]) if len(sky.truth) else np.zeros(0, int)
-    report = {"compose_s": round(t_compose, 2), "n_galaxies": int(np.sum(cls > 0)), "n_faint": int(np.sum(cls == -1)),
+    report = {"compose_s": round(t_compose, 2), "n_galaxies": int(np.sum(cls >= 0)), "n_faint": int(np.sum(cls == -1)),
               "n_stars": int(np.sum(cls == -2))}
     if cfg.detect:
         from galaxy_core.sky.detect import detection_report

@@ -467,6 +467,9 @@ class ModelPositions:
             from galaxy_core.sky.calibrate import grid_class_fractions
 
             k = self.model.model_cfg.num_classes
+            if k not in (2, 4):
+                raise ValueError(f"match_classes: the position model has {k} classes; the data's class fractions "
+                                 "exist for 2 (occupancy) or 4 (empty + three size classes)")
             grids = np.stack([self._cells(np.random.default_rng([CALIBRATION_SEED, i]))
                               for i in range(CALIBRATION_GRIDS)])
             model_f = np.bincount(np.clip(grids, 0, k - 1).ravel(), minlength=k) / grids.size
