@@ -35,6 +35,13 @@ CLASSIFIER = {"max_iter": 100, "learning_rate": 0.1, "max_leaf_nodes": 15, "l2_r
               "early_stopping": False, "random_state": 0}
 
 
+def ring_index(n: int) -> np.ndarray:
+    """(n, n) int64 radial wavenumber ``round(|k|)`` in cycles per image, in the FFT layout of
+    ``np.fft.fft2`` of an (n, n) image: the ring each Fourier coefficient is averaged into."""
+    f = np.fft.fftfreq(n) * n
+    return np.rint(np.hypot(f[:, None], f[None, :])).astype(np.int64)
+
+
 def power_spectrum_1d(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Azimuthally averaged power spectrum of a square image.
 
@@ -59,8 +66,7 @@ def power_spectrum_1d(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     w = w1[:, None] * w1[None, :]
     f = np.fft.fft2((img - img.mean()) * w)
     p2 = np.abs(f) ** 2 / np.sum(w**2)
-    freq = np.fft.fftfreq(n) * n
-    kr = np.rint(np.hypot(freq[:, None], freq[None, :])).astype(np.int64)
+    kr = ring_index(n)
     sums = np.bincount(kr.ravel(), weights=p2.ravel(), minlength=n)
     counts = np.bincount(kr.ravel(), minlength=n)
     k = np.arange(1, n // 2 + 1)

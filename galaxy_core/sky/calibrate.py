@@ -30,13 +30,9 @@ import functools
 
 import numpy as np
 
+from galaxy_core.metrics.realism import ring_index
+
 # --------------------------------------------------------------------------- Fourier helpers
-
-
-def _radius_index(side: int) -> np.ndarray:
-    """(S, S) integer radial wavenumber ``round(|k|)`` in cycles per stamp (FFT layout)."""
-    f = np.fft.fftfreq(side) * side
-    return np.rint(np.hypot(f[:, None], f[None, :])).astype(np.int64)
 
 
 def ring_power(flux: np.ndarray) -> np.ndarray:
@@ -56,7 +52,7 @@ def ring_power(flux: np.ndarray) -> np.ndarray:
     f = np.asarray(flux, np.float64).sum(axis=1)
     spec = np.fft.fft2(f)
     p2 = (np.abs(spec) ** 2).mean(axis=0)
-    kr = _radius_index(f.shape[-1])
+    kr = ring_index(f.shape[-1])
     ring = np.bincount(kr.ravel(), p2.ravel()) / np.bincount(kr.ravel())
     return ring / np.mean(np.abs(spec[:, 0, 0]) ** 2)
 
@@ -64,7 +60,7 @@ def ring_power(flux: np.ndarray) -> np.ndarray:
 def apply_transfer(flux: np.ndarray, transfer: np.ndarray) -> np.ndarray:
     """Filter (n, 3, S, S) stamps with the radial transfer function ``transfer[k]`` (periodic
     FFT filter; with ``transfer[0] == 1`` every band's total is kept exactly)."""
-    t = np.asarray(transfer, np.float64)[np.minimum(_radius_index(flux.shape[-1]), len(transfer) - 1)]
+    t = np.asarray(transfer, np.float64)[np.minimum(ring_index(flux.shape[-1]), len(transfer) - 1)]
     return np.fft.ifft2(np.fft.fft2(np.asarray(flux, np.float64)) * t).real.astype(np.float32)
 
 
@@ -97,7 +93,7 @@ def real_stamp_reference(resolution: int = 32) -> dict:
     noise = np.stack([bg.draw((resolution, resolution), rng) - level for _ in range(len(flux))]) * mask
     totals = flux.sum(axis=(1, 2, 3), dtype=np.float64)
     spec_n = np.fft.fft2(noise.sum(axis=1).astype(np.float64))
-    kr = _radius_index(resolution)
+    kr = ring_index(resolution)
     noise_ring = np.bincount(kr.ravel(), (np.abs(spec_n) ** 2).mean(axis=0).ravel()) / np.bincount(kr.ravel())
     return {"power": ring_power(flux), "noise_power": noise_ring / np.mean(totals**2),
             "pixels": pixel_quantiles(flux)}
