@@ -100,8 +100,8 @@ def position_source(cfg: SkyConfig):
     if model.family.data_kind != "grid":
         raise ConfigError(f"sky.positions: {cfg.positions} is a {model.family.name} model, not a position model")
     occupancy_only = model.model_cfg.num_classes == 2
-    return ModelPositions(model, mode=cfg.position_mode, class_mix=tuple(cfg.class_mix) if occupancy_only else None,
-                          match_classes=cfg.match_classes)
+    return _model_positions(cfg.positions, cfg.position_mode, tuple(cfg.class_mix) if occupancy_only else None,
+                            cfg.match_classes)
 
 
 def galaxy_source(cfg: SkyConfig):
@@ -110,7 +110,20 @@ def galaxy_source(cfg: SkyConfig):
     model = load_model(cfg.galaxies)
     if model.family.data_kind == "grid" or len(model.channels) != 3:
         raise ConfigError(f"sky.galaxies: {cfg.galaxies} is not a 3-band single-galaxy model")
-    return ModelGalaxies(model, flux_match=cfg.flux_match, sharpen=cfg.sharpen, pixel_match=cfg.pixel_match)
+    return _model_galaxies(cfg.galaxies, cfg.flux_match, cfg.sharpen, cfg.pixel_match)
+
+
+# One source per checkpoint and options per process: their calibrations (class fractions of 256
+# grids; flux, sharpness and pixel maps of 512 galaxies, about a second) are measured once, not
+# on every compose. Draws depend only on the rng passed in, so reuse keeps skies deterministic.
+@functools.lru_cache(maxsize=8)
+def _model_positions(path: str, mode: str, class_mix, match_classes: bool) -> ModelPositions:
+    return ModelPositions(load_model(path), mode=mode, class_mix=class_mix, match_classes=match_classes)
+
+
+@functools.lru_cache(maxsize=8)
+def _model_galaxies(path: str, flux_match: bool, sharpen: bool, pixel_match: bool) -> ModelGalaxies:
+    return ModelGalaxies(load_model(path), flux_match=flux_match, sharpen=sharpen, pixel_match=pixel_match)
 
 
 def compose(cfg: SkyConfig, *, progress=False) -> Sky:
