@@ -302,3 +302,22 @@ def test_truncated_moment_fraction_matches_a_gaussian_cut_at_an_isophote():
     assert truncated_moment_fraction(1e-9) == pytest.approx(1.0, abs=1e-6)
     assert truncated_moment_fraction(0.999) < 1e-3
 
+
+
+def test_catalogue_grids_are_the_grid_catalogue_and_compose_with_real_stamps():
+    from galaxy_core.sky.compose import CatalogueGrids, StampGalaxies
+
+    ref = CatalogueGrids()
+    assert ref.grids.shape == (1024, 32, 32) and ref.grid == 32
+    f = np.bincount(ref.grids.ravel(), minlength=4) / ref.grids.size
+    assert f == pytest.approx(grid_class_fractions(), abs=1e-12)
+    a, b = ref(np.random.default_rng(3)), ref(np.random.default_rng(3))
+    assert np.array_equal(a, b) and any(np.array_equal(a, g) for g in ref.grids)
+    a[:] = 0  # a copy: the catalogue is not changed by its user
+    assert ref.grids.sum() > 0 and ref(np.random.default_rng(3)).sum() > 0
+    sky = compose_sky(height=512, width=512, positions=ref, galaxies=StampGalaxies(), background=QUIET, seed=5)
+    pos_rng = np.random.default_rng(np.random.SeedSequence([5, 0]).spawn(5)[1])  # the composer's stream
+    grid = ref(pos_rng)
+    # one placed galaxy per occupied cell, of that cell's class
+    assert len(sky.truth) == int((grid > 0).sum()) > 50
+    assert np.array_equal(np.sort(np.asarray(sky.truth["cls"])), np.sort(grid[grid > 0]))

@@ -155,8 +155,9 @@ def _cmd_experiments(args) -> int:
     t0 = time.perf_counter()
     out = {"table": {} if args.experiments_only else realism_table(
         scorer, models=models, n=args.n, size=args.size, end_to_end=e2e, flux_match=args.flux_match,
-        matched_rows=args.flux_matched_rows, calibrated_rows=args.calibrated_rows, progress=not args.quiet)}
-    generated = {k: v for k, v in out["table"].items() if not k.startswith(("real", "baseline"))}
+        matched_rows=args.flux_matched_rows, calibrated_rows=args.calibrated_rows,
+        reference_rows=args.reference_rows, progress=not args.quiet)}
+    generated = {k: v for k, v in out["table"].items() if not k.startswith(("real", "baseline", "reference"))}
     if generated:  # the generated set the classifier two-sample test finds hardest to tell from real
         best = min(generated, key=lambda k: generated[k]["c2st_accuracy"])
         out["best"] = {"set": best, "c2st_accuracy": generated[best]["c2st_accuracy"],
@@ -267,6 +268,9 @@ def _add_sky_commands(sub) -> None:
     e.add_argument("--calibrated-rows", action="store_true",
                    help="also a row per model pair with the composer's default calibrations (sharpened, "
                         "pixel-matched galaxies, class-matched grids, faint and sub-catalogue sources, stars)")
+    e.add_argument("--reference-rows", action="store_true",
+                   help="also the composer with the field's catalogue grids and real stamps in place of the two "
+                        "generators (the ceiling of the composition under this scorer)")
     e.add_argument("--experiment-galaxies", help="galaxy checkpoint for the three experiments (default: --galaxies-cond)")
     e.add_argument("--also", action="append", metavar="NAME=POSITIONS,GALAXIES",
                    help="another row of the table (repeatable)")

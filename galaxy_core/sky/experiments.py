@@ -19,7 +19,8 @@ import numpy as np
 from galaxy_core.metrics.realism import (RealismScorer, classifier_test, feature_shifts, image_features, real_hdf_tiles,
                                         real_hdf_tiles_grouped, tile_features)
 from galaxy_core.sky.calibrate import FaintSources, FieldStars
-from galaxy_core.sky.compose import FixedPositions, ModelGalaxies, ModelPositions, RandomPositions, compose_sky
+from galaxy_core.sky.compose import (CatalogueGrids, FixedPositions, ModelGalaxies, ModelPositions, RandomPositions,
+                                     StampGalaxies, compose_sky)
 
 
 FIELD_WIDTH = 1000  # columns of the hdf field
@@ -59,6 +60,7 @@ class ShuffledGalaxies:
         return self.stamps[rng.permutation(len(self.stamps))[: len(cls)]]
 
 
+REFERENCE = "reference: catalogue grids + real stamps"
 GROUPS = 4  # column bands of the field / image groups of the grouped classifier test
 
 
@@ -96,7 +98,7 @@ def end_to_end_images(model, n: int, *, size: int = 256, seed: int = 0) -> list[
 
 def realism_table(scorer: RealismScorer, *, models: dict, n: int = 100, size: int = 256, cell_px: int = 16,
                   seed: int = 1000, end_to_end=None, flux_match: bool = False, matched_rows: bool = False,
-                  calibrated_rows: bool = False, progress: bool = True) -> dict:
+                  calibrated_rows: bool = False, reference_rows: bool = False, progress: bool = True) -> dict:
     """Realism table (see module docstring).
 
     Parameters
@@ -115,6 +117,12 @@ def realism_table(scorer: RealismScorer, *, models: dict, n: int = 100, size: in
         the real stamps, grids thinned to the data's class fractions, plus the faint and
         sub-catalogue sources and the field's stars (:mod:`galaxy_core.sky.calibrate`; the
         composer's default).
+    reference_rows : bool
+        Also the composer with real parts in place of the two generators, the ceiling of the
+        two-stage composition under this scorer: "reference: catalogue grids + real stamps"
+        (grids of the field's catalogue, :class:`CatalogueGrids`; real 32 px stamps of the
+        cell's size class, :class:`StampGalaxies`) and the same ", with faint sources and
+        stars" (the composer's default extra sources).
     n : int
         Images per row.
 
@@ -138,7 +146,8 @@ def realism_table(scorer: RealismScorer, *, models: dict, n: int = 100, size: in
     variants = [(flux_match, False, "")]
     variants += [(True, False, ", flux-matched")] if matched_rows and not flux_match else []
     variants += [(flux_match, True, ", calibrated")] if calibrated_rows else []
-    bar = tqdm(total=4 + len(models) * len(variants) + (end_to_end is not None), desc="realism table",
+    bar = tqdm(total=4 + len(models) * len(variants) + (end_to_end is not None) + 2 * reference_rows,
+               desc="realism table",
                disable=not progress)
     rows["real"] = _score_set(scorer, real_images(n, size=size, seed=seed), real_feats, grouped)
     held = scorer.meta.get("real_columns")
@@ -166,6 +175,14 @@ def realism_table(scorer: RealismScorer, *, models: dict, n: int = 100, size: in
             skies = [compose_sky(height=size, width=size, positions=ps, galaxies=gs, cell_px=cell_px, faint=faint,
                                  stars=stars, seed=seed + i).image for i in range(n)]
             rows[name + suffix] = _score_set(scorer, skies, real_feats, grouped)
+            bar.update()
+    if reference_rows:
+        ps, gs = CatalogueGrids(), StampGalaxies()
+        for suffix, extra in (("", False), (", with faint sources and stars", True)):
+            faint, stars = (FaintSources(subcatalogue=True), FieldStars()) if extra else (None, None)
+            skies = [compose_sky(height=size, width=size, positions=ps, galaxies=gs, cell_px=cell_px, faint=faint,
+                                 stars=stars, seed=seed + i).image for i in range(n)]
+            rows[REFERENCE + suffix] = _score_set(scorer, skies, real_feats, grouped)
             bar.update()
     bar.close()
     return rows
