@@ -26,7 +26,7 @@ def test_transfer_keeps_every_band_total_and_undoes_a_blur():
     assert t[0] == 1.0 and t[8] > 1.2  # 4 px scales: the blur took power away
     out = apply_transfer(blurred, t)
     np.testing.assert_allclose(out.sum(axis=(2, 3)), blurred.sum(axis=(2, 3)), rtol=1e-4, atol=1e-3)
-    ref = real_stamp_reference(32)
+    ref = real_stamp_reference(resolution=32)
     target = np.maximum(ref["power"] - ref["noise_power"], 0.05 * ref["power"])
     k = np.arange(1, 11)
     k = k[t[k] < 3.0]  # where the gain is below its clip, the filtered power is the target's
@@ -36,7 +36,7 @@ def test_transfer_keeps_every_band_total_and_undoes_a_blur():
 
 
 def test_background_noise_inside_the_real_masks_is_below_the_galaxy_power_at_large_scales():
-    ref = real_stamp_reference(32)
+    ref = real_stamp_reference(resolution=32)
     assert ref["power"][0] == pytest.approx(1.0, rel=0.5)
     assert np.all(ref["noise_power"][:6] < 0.1 * ref["power"][:6])  # galaxies dominate above 5 px
     assert ref["noise_power"][14] > 0.3 * ref["power"][14]  # near 2 px the stamps' own noise is comparable
@@ -150,7 +150,7 @@ def test_shipped_model_galaxies_sharpened_keep_their_flux_and_pixel_match_the_da
     raw = ModelGalaxies(model)(cls, np.random.default_rng(5))
     sharp = ModelGalaxies(model, sharpen=True)(cls, np.random.default_rng(5))  # same latents, filtered
     np.testing.assert_allclose(sharp.sum(axis=(1, 2, 3)), raw.sum(axis=(1, 2, 3)), rtol=1e-4, atol=1e-2)
-    ref = real_stamp_reference(32)
+    ref = real_stamp_reference(resolution=32)
     target = np.log10(np.maximum(ref["power"] - ref["noise_power"], 0.05 * ref["power"]))
     k = np.arange(8, 12)  # 2.7-4 px: the scales the generator draws too smooth
     assert np.all(np.log10(ring_power(raw)[k]) < target[k] - 0.15)

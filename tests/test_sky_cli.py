@@ -39,3 +39,20 @@ def test_sky_compose_writes_png_fits_csv_and_reports(tmp_path, capsys):
         assert hdr["SKY SEED"] == 2 and hdr["SKY POSITIONS"] == "random" and hdr["SKY GALAXIES"] == "stamps"
         assert hdr["SKY FAINT"] is True and hdr["SKY HEIGHT"] == 256
     assert (tmp_path / "s.png").stat().st_size > 0
+
+
+def test_sky_experiments_writes_the_table_with_reference_rows(tmp_path, capsys):
+    out = tmp_path / "exp.json"
+    assert main(["sky", "experiments", "--n", "4", "--n-exp", "2", "--end-to-end", "none", "--calibrated-rows",
+                 "--reference-rows", "--positions-uncond", "", "--out", str(out), "--quiet"]) == 0
+    table = json.loads(out.read_text())["table"]
+    ref = "reference: catalogue grids + real stamps"
+    assert {"real", "baseline 1", "baseline 2", "conditional", "conditional, calibrated", ref,
+            ref + ", with faint sources and stars"} <= set(table)
+    assert "unconditional" not in table and "end-to-end GAN" not in table
+    for row in table.values():
+        assert row["n"] == 4 and 0 <= row["mean"] <= 1 and 0.0 <= row["c2st_accuracy"] <= 1.0
+    assert table["baseline 1"]["mean"] < 0.2 < table[ref + ", with faint sources and stars"]["mean"]
+    best = json.loads(out.read_text())["best"]["set"]
+    assert not best.startswith(("real", "baseline", "reference"))  # the reference is no generated set
+    assert "reference: catalogue grids + real stamps" in capsys.readouterr().out

@@ -68,7 +68,7 @@ def apply_transfer(flux: np.ndarray, transfer: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=2)
-def real_stamp_reference(resolution: int = 32) -> dict:
+def real_stamp_reference(*, resolution: int = 32) -> dict:
     """What the calibrations aim at, measured once on the real ``hdf`` stamps.
 
     Returns
@@ -117,14 +117,14 @@ def sharpness_transfer(model_flux: np.ndarray, *, resolution: int = 32, floor: f
     ndarray (K,), float64
         ``T[k]`` for ring ``k`` (cycles per stamp).
     """
-    ref = real_stamp_reference(resolution)
+    ref = real_stamp_reference(resolution=resolution)
     target = np.maximum(ref["power"] - ref["noise_power"], floor * ref["power"])
     t = np.sqrt(target / np.maximum(ring_power(model_flux), 1e-30))
     t[0] = 1.0
     return np.clip(t, 0.0, max_gain)
 
 
-def pixel_quantiles(flux: np.ndarray, n: int = 513) -> np.ndarray:
+def pixel_quantiles(flux: np.ndarray, *, n: int = 513) -> np.ndarray:
     """``n`` quantiles (probabilities ``linspace(0, 1, n)``) of the band-mean value of every
     pixel of (m, 3, S, S) flux images, the zeros outside the galaxy masks included (so the
     quantiles also describe how many pixels a galaxy covers)."""
@@ -150,7 +150,7 @@ def map_pixels(flux: np.ndarray, model_q: np.ndarray, real_q: np.ndarray) -> np.
 
 
 @functools.lru_cache(maxsize=2)
-def grid_class_fractions(classes: bool = True, count: int = 1024) -> np.ndarray:
+def grid_class_fractions(*, classes: bool = True, count: int = 1024) -> np.ndarray:
     """Fraction of the cells of the deep field's grids that hold each class.
 
     ``count`` random grids of the grid catalogue (:func:`galaxy_core.sky.grids.tile_grids` with
@@ -174,7 +174,7 @@ def grid_class_fractions(classes: bool = True, count: int = 1024) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=1)
-def faint_catalogue(max_area: float = 50.0) -> dict:
+def faint_catalogue(*, max_area: float = 50.0) -> dict:
     """Parameters of the field's small detections: not stars, spike fragments or cut by the
     border, segment area below ``max_area`` pix² (the grid catalogue's cut).
 
@@ -322,7 +322,7 @@ class FaintSources:
 
 
 @functools.lru_cache(maxsize=1)
-def field_star_stamps(link_px: float = 60.0, pad: int = 3) -> dict:
+def field_star_stamps(*, link_px: float = 60.0, pad: int = 3) -> dict:
     """Flux images of the deep field's stars, diffraction spikes included.
 
     The catalogue's ``star`` detections, each with the ``near_star`` fragments (pieces of its

@@ -364,7 +364,7 @@ class ModelGalaxies:
                     flux = apply_transfer(flux, cal["transfer"])
                 if self.pixel_match:
                     cal["model_q"] = pixel_quantiles(flux)
-                    cal["real_q"] = real_stamp_reference(self.model.resolution)["pixels"]
+                    cal["real_q"] = real_stamp_reference(resolution=self.model.resolution)["pixels"]
             self._shape_cal = cal
         return self._shape_cal
 
