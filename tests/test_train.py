@@ -196,3 +196,16 @@ def test_cpu_seconds_accumulate_in_records_and_across_a_resume(tmp_path):
     last = read_meta(RunFolder(run_dir).checkpoint("last"))["training"]
     assert last["cpu_time_s"] == pytest.approx(cpu[-1])
     assert 0 < last["cpu_time_s"] < 4 * last["wall_time_s"] + 1  # seconds of one process, not a clock reading
+
+
+def test_card_records_the_commit_of_the_code_that_started_the_run(tmp_path, monkeypatch):
+    from galaxy_core.train import loop
+
+    tr = loop.Trainer(_cfg("train.steps=1", "log.eval_every=0"), RunFolder(tmp_path / "r"), progress=False)
+    want = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=7"], cwd=Path(loop.__file__).parent, capture_output=True,
+                          text=True).stdout.strip() or None
+    assert tr.git_commit == want
+    # a commit made while the run trains is not the code that trained it: the card keeps the start's
+    monkeypatch.setattr(loop, "_git_commit", lambda: "0000000")
+    _, meta = tr.card(with_optimizer=False)
+    assert meta["training"]["git_commit"] == want

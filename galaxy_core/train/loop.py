@@ -119,8 +119,11 @@ def build_augment(cfg: AugmentConfig, channels: list[str]) -> tuple[Augment, Ada
 
 
 def _git_commit() -> str | None:
+    """The short commit of the package's source tree, ``-dirty`` if it has uncommitted changes;
+    None outside a git checkout. Read once when a run starts (the code that runs), not at each
+    save: a commit made while a run trains is not the code that trained it."""
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
+        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=7"], cwd=Path(__file__).parent,
                              capture_output=True, text=True, timeout=5)
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
@@ -196,6 +199,7 @@ class Trainer:
         self.last_eval: tuple[int, dict] | None = None  # (step, metrics) of the latest live evaluation
         self.elapsed = 0.0
         self.cpu_time = 0.0  # CPU seconds of this process in training (time.process_time), across resumes
+        self.git_commit = _git_commit()
         self.amp = t.amp and self.device.type == "cuda"
         self.evaluator = None
         self.notices: list[str] = []  # said in log.txt, status.json and by the CLI
@@ -319,7 +323,7 @@ class Trainer:
                 "cpu": platform.processor() or platform.machine(),
                 "torch": torch.__version__,
                 "galaxy_core": galaxy_core.__version__,
-                "git_commit": _git_commit(),
+                "git_commit": self.git_commit,
                 "seed": t.seed,
                 "run": str(self.run.root),
                 "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
