@@ -1,12 +1,13 @@
 """Which composer calibration lowers the classifier two-sample test, one at a time.
 
     python scripts/sky_realism_ablation.py --n 100 [--seed 1000] [--only NAME ...]
-        [--galaxies checkpoints/dcgan_hdf32.json]
+        [--galaxies checkpoints/dcgan_hdf32.json] [--feature-groups]
 
 For each variant (raw galaxies, flux matching, faint sources, sharpening, pixel matching and
 their combinations; then, on top of sharpening + pixel matching + faint sources, the
 class-matched grids, the field's stars and the sources below the catalogue's detection limit;
-the last variant is the composer's default), ``n`` 256 px skies from
+the second-last variant is the composer's default, the last the reference with the field's
+catalogue grids and real stamps in place of the generators), ``n`` 256 px skies from
 ``positions_hdf_cond`` are composed with seeds SEED.. and their 128 px tiles compared with
 real tiles: the plain 5-fold C2ST against 4n random real tiles (seed SEED + 1) and the grouped
 4-fold C2ST against 4n real tiles from 4 column bands (seed SEED + 2)
@@ -31,14 +32,17 @@ def main() -> None:
     ap.add_argument("--galaxies", default="checkpoints/dcgan_hdf32.json")
     ap.add_argument("--seed", type=int, default=1000, help="skies use seeds SEED.., real tiles SEED+1, SEED+2")
     ap.add_argument("--only", nargs="+", help="run only the variants with these names (as printed)")
+    ap.add_argument("--feature-groups", action="store_true",
+                    help="also the grouped C2ST on each feature group alone (power at 1-16, 17-40, 41-64 "
+                         "cycles per tile, the intensity histogram) and the spread of the fakes' features")
     args = ap.parse_args()
 
     import torch
 
-    from galaxy_core.metrics.realism import (classifier_test, feature_shifts, image_features, real_hdf_tiles,
-                                             real_hdf_tiles_grouped, tile_features)
+    from galaxy_core.metrics.realism import (classifier_test, feature_names, feature_shifts, image_features,
+                                             real_hdf_tiles, real_hdf_tiles_grouped, tile_features)
     from galaxy_core.sky.calibrate import FaintSources, FieldStars
-    from galaxy_core.sky.compose import ModelGalaxies, ModelPositions, compose_sky
+    from galaxy_core.sky.compose import CatalogueGrids, ModelGalaxies, ModelPositions, StampGalaxies, compose_sky
     from galaxy_core.sky.pipeline import load_model
 
     torch.set_num_threads(1)
@@ -62,14 +66,23 @@ def main() -> None:
         "sharpen + pixel_match + faint + sub-catalogue + stars": (False, True, True, "sub", False, True),
         "sharpen + pixel_match + faint + sub-catalogue + class-matched grids + stars":
             (False, True, True, "sub", True, True),
+        # the field's own grids and real stamps in place of the two generators, with the default extras
+        "reference: catalogue grids + real stamps + faint + sub-catalogue + stars": (None, None, None, "sub", None, True),
     }
     if args.only:
         variants = {k: v for k, v in variants.items() if any(o == k for o in args.only)}
     positions_model = load_model(args.positions)
+    names = np.array(feature_names())
+    k = np.array([int(f[1:]) if f.startswith("P") else 0 for f in names])
+    feature_groups = {"P1-16": (k >= 1) & (k <= 16), "P17-40": (k > 16) & (k <= 40), "P41-64": k > 40,
+                      "histogram": np.char.startswith(names, "H")}
     for name, (fm, sh, pm, fa, mc, st) in variants.items():
         t0 = time.perf_counter()
-        positions = ModelPositions(positions_model, match_classes=mc)
-        source = ModelGalaxies(gal, flux_match=fm, sharpen=sh, pixel_match=pm)
+        if fm is None:  # the reference
+            positions, source = CatalogueGrids(), StampGalaxies()
+        else:
+            positions = ModelPositions(positions_model, match_classes=mc)
+            source = ModelGalaxies(gal, flux_match=fm, sharpen=sh, pixel_match=pm)
         faint = FaintSources(subcatalogue=fa == "sub") if fa else None
         fake = np.concatenate([image_features(compose_sky(height=256, width=256, positions=positions, galaxies=source,
                                                           faint=faint, stars=FieldStars() if st else None,
@@ -80,6 +93,13 @@ def main() -> None:
         print(f"{name:52s} C2ST {plain['accuracy']:.3f} ± {plain['accuracy_std']:.3f}  "
               f"grouped {grp['accuracy']:.3f} ± {grp['accuracy_std']:.3f}  {top}  ({time.perf_counter() - t0:.0f} s)",
               flush=True)
+        if args.feature_groups:
+            parts = [f"{g} {classifier_test(grouped[:, m], fake[:, m], folds=4, groups=(band, np.repeat(np.arange(n) % 4, 4)))['accuracy']:.3f}"
+                     for g, m in feature_groups.items()]
+            spread = fake.std(axis=0) / np.maximum(grouped.std(axis=0), 1e-12)
+            sel = feature_groups["P17-40"] | feature_groups["P41-64"]
+            print(f"    grouped C2ST by feature group: {', '.join(parts)}; fakes' spread / real spread of "
+                  f"P17-64: median {np.median(spread[sel]):.2f}", flush=True)
 
 
 if __name__ == "__main__":

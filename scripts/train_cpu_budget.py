@@ -7,7 +7,9 @@ Usage::
 The run's ``metrics.jsonl`` records carry ``cpu_s`` (cumulative CPU seconds of the training
 process, live evaluation excluded). Once a record reaches ``SECONDS`` the run is sent SIGTERM,
 which saves ``last`` and stops cleanly. Budgeting by CPU time rather than wall time makes runs
-comparable on a machine shared with other jobs.
+comparable on a machine shared with other jobs. If ``RUN_DIR`` already holds a run (stopped by
+an earlier, smaller budget), it is resumed with its own config until the new budget; resuming
+is exact, so the curve is the one an uninterrupted run would have drawn.
 """
 
 from __future__ import annotations
@@ -37,7 +39,12 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 2
     budget, run_dir, rest = float(argv[0]), Path(argv[1]), argv[2:]
-    cmd = [sys.executable, "-m", "galaxy_core.cli", "train", *rest, "--run-dir", str(run_dir), "--quiet"]
+    if (run_dir / "checkpoints" / "last.json").exists():  # extend an earlier budgeted run to the new budget
+        print(f"{run_dir} holds a run stopped at {last_cpu_s(run_dir / 'metrics.jsonl'):.0f} CPU-seconds: "
+              "resuming it with its own config (the config and --set arguments given are not used)")
+        cmd = [sys.executable, "-m", "galaxy_core.cli", "train", "--resume", str(run_dir), "--quiet"]
+    else:
+        cmd = [sys.executable, "-m", "galaxy_core.cli", "train", *rest, "--run-dir", str(run_dir), "--quiet"]
     proc = subprocess.Popen(cmd)
     while proc.poll() is None:
         time.sleep(5)

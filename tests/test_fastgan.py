@@ -223,3 +223,30 @@ def test_discriminator_width_can_differ_from_the_generator_width():
     assert same.stem[0].out_channels == 8
     with pytest.raises(ValueError, match="d_width"):
         FastGANConfig(d_width=-1)
+
+
+def test_without_self_supervision_the_decoders_are_not_run(tmp_path):
+    from galaxy_core.config import load_config
+    from galaxy_core.models.family import StepContext
+    from galaxy_core.train.loop import Trainer
+    from galaxy_core.train.run import RunFolder
+
+    stats = {}
+    for w in (0.0, 1.0):
+        cfg = load_config(str(ROOT / "configs" / "fastgan_hdf64.toml"), TINY + [f"model.rec_weight={w}", "train.steps=1"])
+        tr = Trainer(cfg, RunFolder(tmp_path / f"r{w}"), progress=False)
+        D, obj = tr.nets["D"], tr.objective
+        gen = torch.Generator().manual_seed(0)
+        batch = tr.kind.batch(0, gen)
+        ctx = StepContext(step=0, batch_size=3, device=torch.device("cpu"), generator=gen, model_cfg=tr.model_cfg,
+                          family=tr.family, augment=lambda x: x, observe=lambda *a: None, amp=False)
+        obj.begin_step(batch, ctx)
+        loss, s = obj.run("D", batch, ctx)
+        loss.backward()
+        decoders = list(D.dec_full.parameters()) + list(D.dec_part.parameters())
+        stats[w] = (s, [p.grad for p in decoders])
+    s0, g0 = stats[0.0]
+    assert float(s0["loss_rec"]) == 0.0 and float(s0["loss_D"]) == pytest.approx(float(s0["loss_D_adv"]))
+    assert all(g is None for g in g0)  # never run, so no gradient at all
+    s1, g1 = stats[1.0]
+    assert float(s1["loss_rec"]) > 0 and all(g is not None for g in g1)

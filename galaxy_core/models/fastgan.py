@@ -92,7 +92,7 @@ class FastGANConfig:
     d_width: int = field(default=0, metadata={"doc": "the same for D and its decoders (0 = width)"})
     rec_resolution: int = field(default=0, metadata={"doc": "side of the decoders' reconstructions, pixels (0 = resolution / 2, at most 128)"})
     rec_loss: str = field(default="l1", metadata={"doc": "reconstruction distance on real images: 'l1' or 'mse' (the paper's LPIPS needs VGG weights)"})
-    rec_weight: float = field(default=1.0, metadata={"doc": "weight of the reconstruction loss in D's objective"})
+    rec_weight: float = field(default=1.0, metadata={"doc": "weight of the reconstruction loss in D's objective (0 = no self-supervision; the decoders are then not run)"})
     out_bias: float = field(default=0.0, metadata={"doc": "pre-tanh bias of the output layers of G and of D's decoders at initialisation (from the data: atanh of the median training pixel, see data_out_bias)"})
     d_spectral_norm: bool = field(default=True, metadata={"doc": "spectral normalisation of every convolution of D's adversarial path (Miyato et al. 2018), as the paper's code does"})
 
@@ -311,13 +311,19 @@ class FastGANObjective(Objective):
             ctx.stash["fake"] = fake
             part = ctx.stash["part"]
             real = ctx.augment(batch["image"])
-            real_logits, rec_full, rec_part = D(real, part)
+            if cfg.rec_weight > 0:
+                real_logits, rec_full, rec_part = D(real, part)
+            else:  # no self-supervision: the decoders are not run
+                real_logits = D(real)
             fake_logits = D(ctx.augment(fake.detach()))
             ctx.observe_real_logits(real_logits)
             adv = d_loss(t.loss, real_logits.float(), fake_logits.float(), label_smoothing=t.label_smoothing)
-            full_t, part_t = reconstruction_targets(real.detach(), part, cfg.rec_side)
-            rec = (reconstruction_loss(cfg.rec_loss, rec_full.float(), full_t.float())
-                   + reconstruction_loss(cfg.rec_loss, rec_part.float(), part_t.float()))
+            if cfg.rec_weight > 0:
+                full_t, part_t = reconstruction_targets(real.detach(), part, cfg.rec_side)
+                rec = (reconstruction_loss(cfg.rec_loss, rec_full.float(), full_t.float())
+                       + reconstruction_loss(cfg.rec_loss, rec_part.float(), part_t.float()))
+            else:
+                rec = torch.zeros((), device=adv.device)
             loss = adv + cfg.rec_weight * rec
             return loss, {"loss_D": loss.detach(), "loss_D_adv": adv.detach(), "loss_rec": rec.detach(),
                           "D_real": real_logits.detach().float().mean(), "D_fake": fake_logits.detach().float().mean()}
