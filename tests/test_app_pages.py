@@ -3,7 +3,8 @@
 The pages use the shipped checkpoints (``galaxy_core.paths.checkpoints_dir()``) and the built-in
 ``hdf`` data; runs go to a fresh folder per test. A multi-band model for the colour-magnitude
 diagram is made here with random weights (the page's code path, not the model's quality, is
-under test) on a small ``sim`` set, so no 10,000-galaxy simulation is needed.
+under test) on a small ``sim`` set; only the projection test needs the 10,000-galaxy simulation
+(the shipped StyleGAN's training data), built once per cache.
 """
 
 from __future__ import annotations
@@ -372,6 +373,12 @@ def test_latent_explorer_uploaded_latents_and_bad_input(runs):
 
 
 def test_latent_explorer_projects_a_real_galaxy_and_starts_the_path_there(runs):
+    from galaxy_core.explore.evaluation import open_reference, training_data
+    from galaxy_core.io.checkpoint import read_meta
+
+    # the page opens the checkpoint's own training data (10,000 simulated galaxies): on a fresh
+    # cache build it here, outside the page's time limit, which is for the page and not the simulation
+    open_reference(**training_data(read_meta(shipped_path("stylegan_sim64"))))
     at = open_app(shipped_path("stylegan_sim64"), page="pages/latent_explorer.py")
     assert {"le_pj_go", "le_gs_pc0"} <= {b.key for b in at.button} | {s.key for s in at.slider}
     at.number_input(key="le_pj_index").set_value(3)

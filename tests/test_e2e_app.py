@@ -349,6 +349,8 @@ def test_train_page_follows_a_run_started_elsewhere(server, page, app_env):
         assert run.effective_state() == "running"
         assert stop_run(run.root, wait_s=60)
         page.locator("span.stMarkdownBadge", has_text="stopped").wait_for(timeout=30_000)
-        assert page.get_by_role("button", name="Resume").count() == 1  # the buttons follow the state too
+        # the buttons follow the state too (drawn after the badge in the same rerun, so wait for them)
+        page.get_by_role("button", name="Resume").wait_for(timeout=30_000)
+        assert page.get_by_role("button", name="Resume").count() == 1
     finally:
         stop_run(run.root, wait_s=30)
