@@ -270,7 +270,7 @@ def _add_sky_commands(sub) -> None:
                         "pixel-matched galaxies, class-matched grids, faint and sub-catalogue sources, stars)")
     e.add_argument("--reference-rows", action="store_true",
                    help="also the composer with the field's catalogue grids and real stamps in place of the two "
-                        "generators (the ceiling of the composition under this scorer)")
+                        "generators (a reference for the composition under this scorer)")
     e.add_argument("--experiment-galaxies", help="galaxy checkpoint for the three experiments (default: --galaxies-cond)")
     e.add_argument("--also", action="append", metavar="NAME=POSITIONS,GALAXIES",
                    help="another row of the table (repeatable)")

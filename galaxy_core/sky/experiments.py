@@ -118,8 +118,10 @@ def realism_table(scorer: RealismScorer, *, models: dict, n: int = 100, size: in
         sub-catalogue sources and the field's stars (:mod:`galaxy_core.sky.calibrate`; the
         composer's default).
     reference_rows : bool
-        Also the composer with real parts in place of the two generators, the ceiling of the
-        two-stage composition under this scorer: "reference: catalogue grids + real stamps"
+        Also the composer with real parts in place of the two generators, a reference for
+        the two-stage composition under this scorer (not a clean ceiling: a real stamp brings
+        the field's noise inside its mask on top of the composed background): "reference:
+        catalogue grids + real stamps"
         (grids of the field's catalogue, :class:`CatalogueGrids`; real 32 px stamps of the
         cell's size class, :class:`StampGalaxies`) and the same ", with faint sources and
         stars" (the composer's default extra sources).
