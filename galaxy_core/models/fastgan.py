@@ -313,17 +313,15 @@ class FastGANObjective(Objective):
             real = ctx.augment(batch["image"])
             if cfg.rec_weight > 0:
                 real_logits, rec_full, rec_part = D(real, part)
-            else:  # no self-supervision: the decoders are not run
-                real_logits = D(real)
-            fake_logits = D(ctx.augment(fake.detach()))
-            ctx.observe_real_logits(real_logits)
-            adv = d_loss(t.loss, real_logits.float(), fake_logits.float(), label_smoothing=t.label_smoothing)
-            if cfg.rec_weight > 0:
                 full_t, part_t = reconstruction_targets(real.detach(), part, cfg.rec_side)
                 rec = (reconstruction_loss(cfg.rec_loss, rec_full.float(), full_t.float())
                        + reconstruction_loss(cfg.rec_loss, rec_part.float(), part_t.float()))
-            else:
-                rec = torch.zeros((), device=adv.device)
+            else:  # no self-supervision: the decoders are not run
+                real_logits = D(real)
+                rec = torch.zeros((), device=real.device)
+            fake_logits = D(ctx.augment(fake.detach()))
+            ctx.observe_real_logits(real_logits)
+            adv = d_loss(t.loss, real_logits.float(), fake_logits.float(), label_smoothing=t.label_smoothing)
             loss = adv + cfg.rec_weight * rec
             return loss, {"loss_D": loss.detach(), "loss_D_adv": adv.detach(), "loss_rec": rec.detach(),
                           "D_real": real_logits.detach().float().mean(), "D_fake": fake_logits.detach().float().mean()}

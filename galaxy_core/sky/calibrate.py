@@ -150,12 +150,30 @@ def map_pixels(flux: np.ndarray, model_q: np.ndarray, real_q: np.ndarray) -> np.
 
 
 @functools.lru_cache(maxsize=2)
+def catalogue_grids(*, classes: bool = True, count: int = 1024) -> np.ndarray:
+    """``count`` random grids of the deep field's grid catalogue
+    (:func:`galaxy_core.sky.grids.tile_grids` with the default options, seed 0: the catalogue
+    and cuts of the ``hdf_grid_classes`` / ``hdf_grid`` datasets the position models were
+    trained on), measured once per process.
+
+    Returns
+    -------
+    ndarray (count, G, G), int64, read-only
+        Class per cell: 0..3 (``classes``) or 0/1.
+    """
+    from galaxy_core.sky.grids import GridOptions, hdf_sources, tile_grids
+
+    grids, _ = tile_grids(hdf_sources(), GridOptions(classes=classes, count=count))
+    out = np.asarray(grids, np.int64).reshape(len(grids), *grids.shape[-2:])
+    out.flags.writeable = False
+    return out
+
+
+@functools.lru_cache(maxsize=2)
 def grid_class_fractions(*, classes: bool = True, count: int = 1024) -> np.ndarray:
     """Fraction of the cells of the deep field's grids that hold each class.
 
-    ``count`` random grids of the grid catalogue (:func:`galaxy_core.sky.grids.tile_grids` with
-    the default options, seed 0; the same catalogue and cuts as the ``hdf_grid_classes`` /
-    ``hdf_grid`` datasets the position models were trained on).
+    Over the ``count`` grids of :func:`catalogue_grids`.
 
     Returns
     -------
@@ -163,9 +181,7 @@ def grid_class_fractions(*, classes: bool = True, count: int = 1024) -> np.ndarr
         ``[empty, small, medium, large]`` (``classes``) or ``[empty, occupied]``; sums to 1.
         For the field: about ``[0.878, 0.040, 0.036, 0.046]``.
     """
-    from galaxy_core.sky.grids import GridOptions, hdf_sources, tile_grids
-
-    grids, _ = tile_grids(hdf_sources(), GridOptions(classes=classes, count=count))
+    grids = catalogue_grids(classes=classes, count=count)
     k = 4 if classes else 2
     return np.bincount(grids.ravel(), minlength=k)[:k] / grids.size
 

@@ -432,15 +432,14 @@ class StampGalaxies:
 
 class CatalogueGrids:
     """Grids of the deep field's own catalogue (a reference for the position model): each call
-    returns one of ``count`` random 512 px tiles of the ``hdf`` grid catalogue
-    (:func:`galaxy_core.sky.grids.tile_grids`, default options, seed 0: the grids the position
-    models were trained on), classes 0..3 (``classes``) or occupancy 0/1."""
+    returns one of the ``count`` grids of :func:`galaxy_core.sky.calibrate.catalogue_grids`
+    (random 512 px tiles of the ``hdf`` grid catalogue, the grids the position models were
+    trained on), classes 0..3 (``classes``) or occupancy 0/1."""
 
     def __init__(self, *, classes: bool = True, count: int = 1024):
-        from galaxy_core.sky.grids import GridOptions, hdf_sources, tile_grids
+        from galaxy_core.sky.calibrate import catalogue_grids
 
-        grids, _ = tile_grids(hdf_sources(), GridOptions(classes=classes, count=count))
-        self.grids = np.asarray(grids, np.int64).reshape(len(grids), *grids.shape[-2:])  # (count, G, G)
+        self.grids = catalogue_grids(classes=classes, count=count)  # (count, G, G), shared, read-only
         self.grid = self.grids.shape[-1]
 
     def __call__(self, rng):
