@@ -53,3 +53,19 @@ def test_grouped_test_of_the_field_against_itself_is_near_chance():
     assert len(out["splits"]) == 3 and out["n"] == 400
     # the field's column bands are indistinguishable: a perfect generator could reach the goal of 0.65
     assert 0.35 < out["accuracy"] < 0.62
+
+
+def test_luminance_saturates_each_band_like_the_8bit_field(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    sky = rng.uniform(-0.2, 1.6, (3, 16, 16)).astype(np.float32)
+    sky[:, 0, 0] = (1.5, 0.5, 0.5)  # one band over the ceiling
+    lum = luminance(sky)
+    assert lum[0, 0] == pytest.approx((1.0 + 128 / 255 + 128 / 255) / 3)  # not the clipped band mean, 0.833
+    # the scorer sees a composed sky exactly as its 8-bit PNG records it
+    png = tmp_path / "sky.png"
+    Image.fromarray(np.clip(np.rint(np.moveaxis(sky, 0, -1) * 255), 0, 255).astype(np.uint8)).save(png)
+    back = np.moveaxis(np.asarray(Image.open(png), np.float64) / 255.0, -1, 0)
+    np.testing.assert_array_equal(luminance(back), lum)
+    assert np.all((lum >= 0) & (lum <= 1))

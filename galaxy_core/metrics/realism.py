@@ -5,8 +5,8 @@ spectra. Here the features of a square tile are
 
 1. the azimuthally averaged 1-D power spectrum of the Hann-windowed, mean-subtracted tile,
    ``log10 P(k)`` for integer wavenumbers ``k = 1 .. N/2`` (cycles per tile), and
-2. the histogram of pixel intensities (band-sum luminance clipped to [0, 1]) in
-   :data:`HIST_BINS` equal bins, as ``log10(density + 1e-3)``,
+2. the histogram of pixel intensities (:func:`luminance`: the mean of the bands as the field's
+   8-bit composite records them) in :data:`HIST_BINS` equal bins, as ``log10(density + 1e-3)``,
 
 and a gradient-boosted tree classifier (scikit-learn ``HistGradientBoostingClassifier``, fixed
 seed, no early stopping, so fitting is deterministic) separates real ``hdf`` tiles (label 1)
@@ -30,7 +30,7 @@ import numpy as np
 
 TILE = 128
 HIST_BINS = 32
-SCORER_VERSION = "realism/1"
+SCORER_VERSION = "realism/2"  # 2: 8-bit luminance (each band saturates on its own)
 CLASSIFIER = {"max_iter": 100, "learning_rate": 0.1, "max_leaf_nodes": 15, "l2_regularization": 1.0,
               "early_stopping": False, "random_state": 0}
 
@@ -73,10 +73,21 @@ def power_spectrum_1d(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return k, sums[k] / np.maximum(counts[k], 1)
 
 
+def as_8bit(sky: np.ndarray) -> np.ndarray:
+    """(3, H, W) sky in field units -> the same sky as the field's 8-bit composite records it:
+    each band clipped to [0, 1] on its own (a band saturates at 255 whatever the others hold)
+    and rounded to the nearest of its 256 levels; float64 in [0, 1]. An image that already
+    is 8-bit divided by 255 comes back unchanged."""
+    return np.rint(np.clip(np.asarray(sky, np.float64), 0.0, 1.0) * 255.0) / 255.0
+
+
 def luminance(sky: np.ndarray) -> np.ndarray:
-    """(3, H, W) R, G, B sky in field units -> (H, W) mean of the bands clipped to [0, 1]
-    (the 8-bit range of the real field)."""
-    return np.clip(np.asarray(sky, np.float64).mean(axis=0), 0.0, 1.0)
+    """(3, H, W) R, G, B sky in field units -> (H, W) float64 mean of the bands of
+    :func:`as_8bit`, in [0, 1]. The real tiles come from an 8-bit composite, so a composed
+    (float, unbounded) sky is scored as that composite would record it, the same as its PNG:
+    clipping the band mean instead would put a pixel with one saturated band in the top
+    histogram bin, where the field has it lower."""
+    return as_8bit(sky).mean(axis=0)
 
 
 def tile_features(lum: np.ndarray) -> np.ndarray:
