@@ -321,3 +321,29 @@ def test_catalogue_grids_are_the_grid_catalogue_and_compose_with_real_stamps():
     # one placed galaxy per occupied cell, of that cell's class
     assert len(sky.truth) == int((grid > 0).sum()) > 50
     assert np.array_equal(np.sort(np.asarray(sky.truth["cls"])), np.sort(grid[grid > 0]))
+
+
+def test_faint_source_profiles_keep_the_catalogue_moments_and_flux():
+    src = {p: FaintSources(profile=p, side=41) for p in ("moffat", "gaussian")}
+    for s in src.values():  # one known source: a = 1.5, b = 1.0 px, along x, flux 1 per band
+        s.cat = {"flux": np.ones((1, 3)), "a": np.array([1.5]), "b": np.array([1.0]), "theta": np.array([0.0]),
+                 "density": 1.0}
+    out = {p: s((64, 64), np.random.default_rng(2)) for p, s in src.items()}
+    d = np.arange(41) - 20.0
+    for p, o in out.items():
+        lum = o["stamps"].astype(np.float64).sum(axis=1)  # (n, 41, 41)
+        np.testing.assert_allclose(lum.sum(axis=(1, 2)), 3.0, rtol=1e-5)  # the catalogue flux, all bands
+        i = 0
+        cx, cy = o["x"][i] - np.round(o["x"][i]), o["y"][i] - np.round(o["y"][i])
+        w = lum[i] / lum[i].sum()
+        var_x = (w * (d[None, :] - cx) ** 2).sum()
+        var_y = (w * (d[:, None] - cy) ** 2).sum()
+        # second moments = the catalogue's (plus the 1/12 px^2 of integrating over a pixel; the
+        # Moffat's wings are cut by the 41 px stamp at the per-cent level)
+        assert var_x == pytest.approx(1.5**2 + 1 / 12, rel=0.05), p
+        assert var_y == pytest.approx(1.0**2 + 1 / 12, rel=0.05), p
+    peak = {p: o["stamps"][0].sum(axis=0).max() / o["stamps"][0].sum() for p, o in out.items()}
+    assert peak["moffat"] > 1.2 * peak["gaussian"]  # same moments, sharper core
+    for bad in (dict(profile="sersic"), dict(beta=2.0), dict(oversample=0)):
+        with pytest.raises(ValueError):
+            FaintSources(**bad)

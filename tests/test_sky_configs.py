@@ -44,3 +44,5 @@ def test_sky_config_errors_name_the_key(tmp_path):
         load_sky_config(bad)
     with pytest.raises(Exception, match="jitter"):
         load_sky_config(None, {"jitter": 0.9})
+    with pytest.raises(Exception, match="faint_profile"):
+        load_sky_config(None, {"faint_profile": "sersic"})

@@ -287,10 +287,23 @@ def subcatalogue_sources() -> dict:
 class FaintSources:
     """Sources below the grid catalogue's size cut, scattered uniformly over a sky tile.
 
-    Count per tile ``Poisson(density * h * w)``; each source is an elliptical Gaussian of a
-    random small detection's 1-sigma axes (floored at ``min_sigma`` px), orientation and band
-    fluxes (:func:`faint_catalogue`), at a uniform sub-pixel position, drawn on a ``side`` px
-    stamp normalised to the catalogue flux.
+    Count per tile ``Poisson(density * h * w)``; each source has a random small detection's
+    1-sigma axes ``a``, ``b`` (floored at ``min_sigma`` px), orientation and band fluxes
+    (:func:`faint_catalogue`), at a uniform sub-pixel position, drawn on a ``side`` px stamp
+    normalised to the catalogue flux. ``profile``:
+
+    * ``"moffat"`` (default): an elliptical Moffat profile ``(1 + q / (2 (beta - 2)))^-beta``,
+      ``q = (u / a)^2 + (v / b)^2``, i.e. core width ``alpha = a sqrt(2 (beta - 2))``, so its
+      second moments are the catalogue's ``a^2``, ``b^2`` (``beta > 2``; Moffat 1969, the usual
+      model of a star or compact source blurred by a PSF). It has a sharper core and wider
+      wings than a Gaussian of the same moments, as the field's compact sources do.
+    * ``"gaussian"``: an elliptical Gaussian of 1-sigma axes ``a``, ``b``.
+
+    The profile is integrated over each pixel (``oversample`` x ``oversample`` sub-pixels;
+    1 = sampled at the pixel centre, which makes a sub-pixel source too peaky).
+    On the realism table's protocol (grouped C2ST of the composer's default, four seed sets)
+    the Moffat with ``beta = 4`` gave 0.766-0.799 against 0.821-0.869 for the pixel-integrated
+    Gaussian (docs/families/sky.md).
 
     ``subcatalogue``: also the sources below the catalogue's detection limit
     (:func:`subcatalogue_sources`): the two lists are pooled and the density is their sum, so
@@ -298,7 +311,14 @@ class FaintSources:
     """
 
     def __init__(self, *, density: float | None = None, side: int = 15, min_sigma: float = 0.5,
-                 subcatalogue: bool = False):
+                 subcatalogue: bool = False, profile: str = "moffat", beta: float = 4.0, oversample: int = 5):
+        if profile not in ("moffat", "gaussian"):
+            raise ValueError(f"FaintSources: profile must be 'moffat' or 'gaussian', got {profile!r}")
+        if profile == "moffat" and not beta > 2:
+            raise ValueError(f"FaintSources: the Moffat beta must be > 2 (finite second moments), got {beta}")
+        if oversample < 1:
+            raise ValueError(f"FaintSources: oversample must be >= 1, got {oversample}")
+        self.profile, self.beta, self.oversample = profile, float(beta), int(oversample)
         cat = faint_catalogue()
         if subcatalogue:
             sub = subcatalogue_sources()
@@ -324,11 +344,17 @@ class FaintSources:
         sub_y = (y - np.round(y))[:, None, None]
         dx, dy = d[None, None, :] - sub_x, d[None, :, None] - sub_y
         th = self.cat["theta"][idx][:, None, None]
-        u = dx * np.cos(th) + dy * np.sin(th)
-        v = -dx * np.sin(th) + dy * np.cos(th)
+        cos, sin = np.cos(th), np.sin(th)
         a = np.maximum(self.cat["a"][idx], self.min_sigma)[:, None, None]
         b = np.maximum(self.cat["b"][idx], self.min_sigma)[:, None, None]
-        prof = np.exp(-0.5 * ((u / a) ** 2 + (v / b) ** 2))
+        sub = (np.arange(self.oversample) + 0.5) / self.oversample - 0.5  # sub-pixel centres
+        prof = np.zeros((n, s, s))
+        for ox in sub:
+            for oy in sub:
+                u = (dx + ox) * cos + (dy + oy) * sin
+                v = -(dx + ox) * sin + (dy + oy) * cos
+                q = (u / a) ** 2 + (v / b) ** 2
+                prof += np.exp(-0.5 * q) if self.profile == "gaussian" else (1 + q / (2 * (self.beta - 2))) ** -self.beta
         prof /= prof.sum(axis=(1, 2), keepdims=True)
         stamps = self.cat["flux"][idx][:, :, None, None] * prof[:, None]
         return {"x": x, "y": y, "stamps": stamps.astype(np.float32)}

@@ -42,6 +42,7 @@ class SkyConfig:
     pixel_match: bool = True         # map model galaxies' pixel values onto the real stamps' distribution
     faint: bool = True               # add the faint sources below the grid catalogue's size cut
     subcatalogue: bool = True        # with faint: also the sources below the catalogue's detection limit
+    faint_profile: str = "moffat"    # faint sources' profile: "moffat" (beta 4) or "gaussian", same moments
     stars: bool = True               # add the field's stars (with their spikes) at the field's density
     match_classes: bool = True       # thin the position model's cells to the data's class fractions
     detect: bool = True              # run the detector and report completeness / purity
@@ -54,6 +55,8 @@ class SkyConfig:
             raise ConfigError(f"sky.height/width must be 1..8000, got {self.height} x {self.width}")
         if not 0 <= self.jitter <= 0.5:
             raise ConfigError(f"sky.jitter must be in [0, 0.5], got {self.jitter}")
+        if self.faint_profile not in ("moffat", "gaussian"):
+            raise ConfigError(f"sky.faint_profile must be 'moffat' or 'gaussian', got {self.faint_profile!r}")
         if self.position_mode not in ("sample", "argmax"):
             raise ConfigError(f"sky.position_mode must be 'sample' or 'argmax', got {self.position_mode!r}")
         if len(self.class_mix) != 3 or min(self.class_mix) < 0 or sum(self.class_mix) <= 0:
@@ -136,7 +139,7 @@ def compose(cfg: SkyConfig, *, progress=False) -> Sky:
         return fn(height=cfg.height, width=cfg.width, seed=cfg.seed)
     from galaxy_core.sky.calibrate import FaintSources, FieldStars
 
-    faint = FaintSources(subcatalogue=cfg.subcatalogue) if cfg.faint else None
+    faint = FaintSources(subcatalogue=cfg.subcatalogue, profile=cfg.faint_profile) if cfg.faint else None
     sky = compose_sky(height=cfg.height, width=cfg.width, positions=position_source(cfg), galaxies=galaxy_source(cfg),
                       cell_px=cfg.cell_px, jitter=cfg.jitter, faint=faint, stars=FieldStars() if cfg.stars else None,
                       seed=cfg.seed, progress=progress)
