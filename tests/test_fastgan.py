@@ -57,6 +57,24 @@ def test_generator_sides_and_which_maps_are_gated(resolution, gated):
     assert (feats[64] - ungated).abs().mean() > 0.1 * ungated.abs().mean()  # gates in (0, 1) shrink the map
 
 
+def test_32px_generator_gates_its_output_map_by_the_4x4_map_and_d_reconstructs_16px():
+    torch.manual_seed(0)
+    cfg = FastGANConfig(resolution=32, width=8, z_dim=16, num_bands=3)
+    G, D = Generator(cfg).eval(), Discriminator(cfg).eval()
+    assert list(G.sle) == ["32"]
+    z = torch.randn(2, 16)
+    with torch.no_grad():
+        feats = G.features(z)
+        ungated = G.ups["32"](feats[16])
+        gate = G.sle["32"].gate(feats[4])
+        x = G(z)
+        logits, rec_full, rec_part = D(x, part=3)
+    assert x.shape == (2, 3, 32, 32)
+    torch.testing.assert_close(feats[32], ungated * gate, rtol=1e-5, atol=1e-6)
+    assert (feats[32] - ungated).abs().mean() > 0.1 * ungated.abs().mean()
+    assert logits.shape == (2 * 25,) and rec_full.shape == rec_part.shape == (2, 3, 16, 16)
+
+
 def test_quarter_and_reconstruction_targets_by_hand():
     x = torch.arange(16.0).reshape(1, 1, 4, 4)
     assert quarter(x, 1).flatten().tolist() == [2, 3, 6, 7]
@@ -177,7 +195,7 @@ def test_sampling_generator_gets_batch_norm_statistics_of_its_own_weights():
 
 def test_config_rejects_bad_values_with_the_key():
     with pytest.raises(ValueError, match="model.resolution"):
-        FastGANConfig(resolution=32)
+        FastGANConfig(resolution=48)
     with pytest.raises(ValueError, match="model.rec_loss"):
         FastGANConfig(rec_loss="lpips")
     assert get_arch("fastgan").data_kind == "image"

@@ -6,7 +6,9 @@ Training for High-fidelity Few-shot Image Synthesis", ICLR.
 Generator: z (N, z_dim) -> 4x4 by a transposed convolution, then one up-block per doubling
 (nearest-neighbour x2, 3x3 convolution, batch norm, GLU). Skip-layer excitation (SLE) lets a
 low-resolution map gate the channels of a high-resolution one: the 8x8 map gates the 64x64 map,
-16x16 gates 128x128 and 32x32 gates 256x256, for the outputs that have them.
+16x16 gates 128x128 and 32x32 gates 256x256, for the outputs that have them. A 32 px generator
+(small stamps, e.g. the sky composer's galaxies) has none of those maps, so its 32x32 map is
+gated by the 4x4 map instead (the same side ratio of 8).
 
 Discriminator: strided down-blocks with an average-pool shortcut to 16x16 and 8x8 feature maps,
 then a 4x4 convolution to a 5x5 map of logits (hinge loss on each); every convolution of this
@@ -80,12 +82,17 @@ def data_out_bias(images: np.ndarray) -> float:
 
 # Which low-resolution map gates which high-resolution map (Liu et al. 2021, Fig. 3).
 SLE_PAIRS = ((8, 64), (16, 128), (32, 256))
-SLE_LOW = {hi: lo for lo, hi in SLE_PAIRS}
+SLE_PAIRS_32 = ((4, 32),)  # a 32 px generator: the 4x4 map gates the output map
+
+
+def sle_pairs(resolution: int) -> tuple[tuple[int, int], ...]:
+    """(low side, high side) of every SLE of a generator with output side ``resolution``."""
+    return SLE_PAIRS_32 if resolution == 32 else tuple(p for p in SLE_PAIRS if p[1] <= resolution)
 
 
 @dataclass
 class FastGANConfig:
-    resolution: int = field(default=64, metadata={"doc": "output side in pixels: 64, 128 or 256 (from the data)"})
+    resolution: int = field(default=64, metadata={"doc": "output side in pixels: 32, 64, 128 or 256 (from the data)"})
     num_bands: int = field(default=3, metadata={"doc": "output channels (from the data)"})
     z_dim: int = field(default=256, metadata={"doc": "latent size; z ~ N(0, I) (the paper uses 256)"})
     width: int = field(default=32, metadata={"doc": "channels at 64x64; doubled per halving of the side up to 8 x width"})
@@ -97,8 +104,8 @@ class FastGANConfig:
     d_spectral_norm: bool = field(default=True, metadata={"doc": "spectral normalisation of every convolution of D's adversarial path (Miyato et al. 2018), as the paper's code does"})
 
     def __post_init__(self):
-        if self.resolution not in (64, 128, 256):
-            raise ValueError(f"model.resolution must be 64, 128 or 256 for fastgan, got {self.resolution}")
+        if self.resolution not in (32, 64, 128, 256):
+            raise ValueError(f"model.resolution must be 32, 64, 128 or 256 for fastgan, got {self.resolution}")
         if self.width < 1 or self.z_dim < 1 or self.num_bands < 1 or self.d_width < 0:
             raise ValueError("model.width, model.z_dim and model.num_bands must be positive, model.d_width >= 0")
         if self.rec_loss not in ("l1", "mse"):
@@ -203,8 +210,8 @@ class Generator(nn.Module):
         self.init = nn.Sequential(nn.ConvTranspose2d(cfg.z_dim, 2 * c4, 4, 1, 0, bias=False), nn.BatchNorm2d(2 * c4))
         sides = [2**k for k in range(3, int(math.log2(cfg.resolution)) + 1)]  # 8, 16, ..., R
         self.ups = nn.ModuleDict({str(s): UpBlock(cfg.channels(s // 2), cfg.channels(s)) for s in sides})
-        self.sle = nn.ModuleDict({str(hi): SLE(cfg.channels(lo), cfg.channels(hi))
-                                  for lo, hi in SLE_PAIRS if hi <= cfg.resolution})
+        self.sle_low = {hi: lo for lo, hi in sle_pairs(cfg.resolution)}
+        self.sle = nn.ModuleDict({str(hi): SLE(cfg.channels(lo), cfg.channels(hi)) for hi, lo in self.sle_low.items()})
         self.to_img = nn.Conv2d(cfg.channels(cfg.resolution), cfg.num_bands, 3, 1, 1)
         self.apply(init_weights)
         nn.init.constant_(self.to_img.bias, cfg.out_bias)
@@ -217,7 +224,7 @@ class Generator(nn.Module):
             side = int(key)
             x = up(x)
             if key in self.sle:
-                x = self.sle[key](x, feats[SLE_LOW[side]])
+                x = self.sle[key](x, feats[self.sle_low[side]])
             feats[side] = x
         return feats
 
