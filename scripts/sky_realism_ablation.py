@@ -1,7 +1,7 @@
 """Which composer calibration lowers the classifier two-sample test, one at a time.
 
     python scripts/sky_realism_ablation.py --n 100 [--seed 1000] [--only NAME ...]
-        [--galaxies checkpoints/dcgan_hdf32.json] [--feature-groups]
+        [--galaxies checkpoints/fastgan_hdf32.json] [--feature-groups]
 
 For each variant (raw galaxies, flux matching, faint sources, sharpening, pixel matching and
 their combinations; then, on top of sharpening + pixel matching + faint sources, the
@@ -29,7 +29,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=100, help="256 px skies per variant")
     ap.add_argument("--positions", default="checkpoints/positions_hdf_cond.json")
-    ap.add_argument("--galaxies", default="checkpoints/dcgan_hdf32.json")
+    ap.add_argument("--galaxies", default="checkpoints/fastgan_hdf32.json")
     ap.add_argument("--seed", type=int, default=1000, help="skies use seeds SEED.., real tiles SEED+1, SEED+2")
     ap.add_argument("--only", nargs="+", help="run only the variants with these names (as printed)")
     ap.add_argument("--feature-groups", action="store_true",
