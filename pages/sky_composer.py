@@ -147,8 +147,8 @@ def downloads_ui(image, truth, background_sum, meta, seed: int) -> None:
 
 def main() -> None:
     widgets.page_header("Sky Composer", "Two-stage sparse skies: a position GAN decides which cells of a 32 × 32 "
-                        "grid hold a galaxy (and its size class); a galaxy GAN (BEGAN, or the DCGAN that scores "
-                        "higher and is the default) draws each galaxy, whose flux is added onto a background with "
+                        "grid hold a galaxy (and its size class); a galaxy GAN (by default the 32 px FastGAN, whose "
+                        "skies are the hardest to tell from the deep field; or BEGAN, DCGAN) draws each galaxy, whose flux is added onto a background with "
                         "the deep field's own correlated noise. Display: field units, linear, clipped.")
     cfg = config_ui()
     items = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in cfg.__dict__.items()))

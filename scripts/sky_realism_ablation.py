@@ -1,7 +1,7 @@
 """Which composer calibration lowers the classifier two-sample test, one at a time.
 
     python scripts/sky_realism_ablation.py --n 100 [--seed 1000] [--only NAME ...]
-        [--galaxies checkpoints/fastgan_hdf32.json] [--feature-groups]
+        [--galaxies checkpoints/fastgan_hdf32.json] [--faint-profile moffat|gaussian] [--feature-groups]
 
 For each variant (raw galaxies, flux matching, faint sources, sharpening, pixel matching and
 their combinations; then, on top of sharpening + pixel matching + faint sources, the
@@ -32,6 +32,8 @@ def main() -> None:
     ap.add_argument("--galaxies", default="checkpoints/fastgan_hdf32.json")
     ap.add_argument("--seed", type=int, default=1000, help="skies use seeds SEED.., real tiles SEED+1, SEED+2")
     ap.add_argument("--only", nargs="+", help="run only the variants with these names (as printed)")
+    ap.add_argument("--faint-profile", default="moffat", choices=("moffat", "gaussian"),
+                    help="profile of the faint sources (the composer's default: moffat)")
     ap.add_argument("--feature-groups", action="store_true",
                     help="also the grouped C2ST on each feature group alone (power at 1-16, 17-40, 41-64 "
                          "cycles per tile, the intensity histogram) and the spread of the fakes' features")
@@ -83,7 +85,7 @@ def main() -> None:
         else:
             positions = ModelPositions(positions_model, match_classes=mc)
             source = ModelGalaxies(gal, flux_match=fm, sharpen=sh, pixel_match=pm)
-        faint = FaintSources(subcatalogue=fa == "sub") if fa else None
+        faint = FaintSources(subcatalogue=fa == "sub", profile=args.faint_profile) if fa else None
         fake = np.concatenate([image_features(compose_sky(height=256, width=256, positions=positions, galaxies=source,
                                                           faint=faint, stars=FieldStars() if st else None,
                                                           seed=args.seed + i).image) for i in range(n)])

@@ -63,9 +63,14 @@ def test_luminance_saturates_each_band_like_the_8bit_field(tmp_path):
     sky[:, 0, 0] = (1.5, 0.5, 0.5)  # one band over the ceiling
     lum = luminance(sky)
     assert lum[0, 0] == pytest.approx((1.0 + 128 / 255 + 128 / 255) / 3)  # not the clipped band mean, 0.833
-    # the scorer sees a composed sky exactly as its 8-bit PNG records it
-    png = tmp_path / "sky.png"
-    Image.fromarray(np.clip(np.rint(np.moveaxis(sky, 0, -1) * 255), 0, 255).astype(np.uint8)).save(png)
+    sky[:, 1, :8] = (np.arange(8) + 0.5)[None] / 255.0  # exact half levels, where roundings differ
+    lum = luminance(sky)
+    # the scorer sees a composed sky exactly as the composer's 8-bit PNG records it
+    from galaxy_core.sky.compose import Sky, _truth_table
+    from galaxy_core.sky.mosaic import write_sky
+
+    (png,) = write_sky(Sky(image=sky, truth=_truth_table([]), background_sum=0.0), tmp_path / "sky", fits=False,
+                       csv=False)
     back = np.moveaxis(np.asarray(Image.open(png), np.float64) / 255.0, -1, 0)
     np.testing.assert_array_equal(luminance(back), lum)
     assert np.all((lum >= 0) & (lum <= 1))

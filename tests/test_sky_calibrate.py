@@ -68,15 +68,17 @@ def test_faint_sources_follow_the_catalogue():
     lam = cat["density"] * 256 * 256
     assert abs(np.mean(counts) - lam) < 4 * np.sqrt(lam / 20)
     s = src((256, 256), np.random.default_rng(1))
-    assert s["stamps"].shape[1:] == (3, 15, 15)
+    sides = np.array([st.shape[-1] for st in s["stamps"]])
+    assert len(sides) == len(s["x"]) and all(st.shape == (3, k, k) for st, k in zip(s["stamps"], sides))
+    assert np.all((sides >= 15) & (sides <= 63) & (sides % 2 == 1)) and (sides == 15).any()  # larger for wide ones
     assert np.all((s["x"] >= -0.5) & (s["x"] < 255.5) & (s["y"] >= -0.5) & (s["y"] < 255.5))
-    totals = s["stamps"].sum(axis=(1, 2, 3))
+    totals = np.array([st.sum() for st in s["stamps"]])
     lo, hi = np.percentile(cat["flux"].sum(axis=1), [1, 99])
     assert np.median(totals) == pytest.approx(np.median(cat["flux"].sum(axis=1)), rel=0.3)
     assert np.all((totals >= lo * 0.99 - 1e-6) | (totals < lo))  # flux = a catalogue row's (within the stamp)
     # the centre of light sits at the drawn sub-pixel position
-    d = np.arange(15) - 7
     i = int(np.argmax(totals))
+    d = np.arange(sides[i]) - (sides[i] - 1) / 2
     lum = s["stamps"][i].sum(axis=0)
     cx = (lum.sum(axis=0) * d).sum() / lum.sum()
     assert cx == pytest.approx(s["x"][i] - np.round(s["x"][i]), abs=0.15)
@@ -324,25 +326,37 @@ def test_catalogue_grids_are_the_grid_catalogue_and_compose_with_real_stamps():
 
 
 def test_faint_source_profiles_keep_the_catalogue_moments_and_flux():
-    src = {p: FaintSources(profile=p, side=41) for p in ("moffat", "gaussian")}
-    for s in src.values():  # one known source: a = 1.5, b = 1.0 px, along x, flux 1 per band
-        s.cat = {"flux": np.ones((1, 3)), "a": np.array([1.5]), "b": np.array([1.0]), "theta": np.array([0.0]),
-                 "density": 1.0}
-    out = {p: s((64, 64), np.random.default_rng(2)) for p, s in src.items()}
-    d = np.arange(41) - 20.0
-    for p, o in out.items():
-        lum = o["stamps"].astype(np.float64).sum(axis=1)  # (n, 41, 41)
-        np.testing.assert_allclose(lum.sum(axis=(1, 2)), 3.0, rtol=1e-5)  # the catalogue flux, all bands
-        i = 0
-        cx, cy = o["x"][i] - np.round(o["x"][i]), o["y"][i] - np.round(o["y"][i])
-        w = lum[i] / lum[i].sum()
-        var_x = (w * (d[None, :] - cx) ** 2).sum()
-        var_y = (w * (d[:, None] - cy) ** 2).sum()
-        # second moments = the catalogue's (plus the 1/12 px^2 of integrating over a pixel; the
-        # Moffat's wings are cut by the 41 px stamp at the per-cent level)
-        assert var_x == pytest.approx(1.5**2 + 1 / 12, rel=0.05), p
-        assert var_y == pytest.approx(1.0**2 + 1 / 12, rel=0.05), p
-    peak = {p: o["stamps"][0].sum(axis=0).max() / o["stamps"][0].sum() for p, o in out.items()}
+    # two known sources, measured moments (on pixels) a = 2.6 / 1.2 px, b = 1.0 / 0.8 px, along x, flux 1
+    # per band: the wide one needs a stamp larger than the default 15 px to keep its Moffat wings
+    cat = {"flux": np.ones((2, 3)), "a": np.array([2.6, 1.2]), "b": np.array([1.0, 0.8]), "theta": np.zeros(2),
+           "density": 1.0}
+    out = {}
+    for p in ("moffat", "gaussian"):
+        src = FaintSources(profile=p)
+        src.cat, src.density = cat, 2.0 / (64 * 64)
+        rng = np.random.default_rng(2)
+        while True:  # a draw that holds both sources
+            o = src((64, 64), rng)
+            idx = [int(np.argmax([st.shape[-1] for st in o["stamps"]]))] if len(o["x"]) else []
+            if len(o["x"]) >= 2 and o["stamps"][idx[0]].shape[-1] > 15:
+                break
+        out[p] = o
+        for st, x, y in zip(o["stamps"], o["x"], o["y"]):
+            lum = st.astype(np.float64).sum(axis=0)
+            assert lum.sum() == pytest.approx(3.0, rel=1e-5)  # the catalogue flux, all bands
+            k = st.shape[-1]
+            d = np.arange(k) - (k - 1) / 2
+            w = lum / lum.sum()
+            cx, cy = x - np.round(x), y - np.round(y)
+            var_x = (w * (d[None, :] - cx) ** 2).sum()
+            var_y = (w * (d[:, None] - cy) ** 2).sum()
+            j = 0 if var_x > 2.0 else 1  # which of the two catalogue rows this is
+            # the catalogue's second moments, plus the pixel's own (1 - 1/25) / 12 from the 5 x 5 integration;
+            # no wing is cut off, not even the wide Moffat's
+            assert var_x == pytest.approx(cat["a"][j] ** 2 + 0.08, rel=0.04), (p, j)
+            assert var_y == pytest.approx(cat["b"][j] ** 2 + 0.08, rel=0.04), (p, j)
+    small = {p: min(o["stamps"], key=lambda st: st.shape[-1]) for p, o in out.items()}
+    peak = {p: st.sum(axis=0).max() / st.sum() for p, st in small.items()}
     assert peak["moffat"] > 1.2 * peak["gaussian"]  # same moments, sharper core
     for bad in (dict(profile="sersic"), dict(beta=2.0), dict(oversample=0)):
         with pytest.raises(ValueError):

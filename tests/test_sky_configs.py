@@ -1,6 +1,7 @@
 """The sky family configs show every default (training tables and model fields) and load."""
 
 import dataclasses
+import numpy as np
 
 import pytest
 
@@ -46,3 +47,21 @@ def test_sky_config_errors_name_the_key(tmp_path):
         load_sky_config(None, {"jitter": 0.9})
     with pytest.raises(Exception, match="faint_profile"):
         load_sky_config(None, {"faint_profile": "sersic"})
+
+
+def test_faint_profile_of_the_config_shapes_the_composed_sky():
+    from galaxy_core.sky.pipeline import compose
+
+    kw = dict(height=128, width=128, seed=4, positions="random", galaxies="stamps", stars=False, detect=False,
+              realism=False)
+    skies = {p: compose(SkyConfig(**kw, faint_profile=p)) for p in ("moffat", "gaussian")}
+    t = {p: s.truth for p, s in skies.items()}
+    faint = {p: tt[tt["cls"] == -1] for p, tt in t.items()}
+    assert len(faint["moffat"]) > 10
+    np.testing.assert_array_equal(np.asarray(faint["moffat"]["x"]), np.asarray(faint["gaussian"]["x"]))  # same draws
+    assert skies["moffat"].meta["config"]["faint_profile"] == "moffat"
+    diff = np.abs(skies["moffat"].image - skies["gaussian"].image).max()
+    assert diff > 0.01  # the profiles differ, so the images do
+    # the Moffat puts more of a source's light in its peak pixel
+    x, y = int(round(faint["moffat"]["x"][0])), int(round(faint["moffat"]["y"][0]))
+    assert skies["moffat"].image[:, y, x].sum() > skies["gaussian"].image[:, y, x].sum()

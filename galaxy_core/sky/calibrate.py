@@ -19,9 +19,10 @@ described at their functions:
   included, so the area a galaxy covers follows too (colours and the brightness order kept);
 * **faint sources** (:class:`FaintSources`): 1289 of the field's detections (74 %) are smaller
   than the 50 pix² the grid catalogue keeps, and the measured background has them masked
-  out, so composed skies missed them entirely. They are drawn as elliptical Gaussians whose
-  band fluxes, axes and orientation are those of a random small detection of the catalogue,
-  at the catalogue's density and uniform positions.
+  out, so composed skies missed them entirely. They are drawn as elliptical Moffat profiles
+  (beta 4, integrated over each pixel; or Gaussians) whose band fluxes, second moments and
+  orientation are those of a random small detection of the catalogue, at the catalogue's
+  density and uniform positions.
 """
 
 from __future__ import annotations
@@ -289,7 +290,7 @@ class FaintSources:
 
     Count per tile ``Poisson(density * h * w)``; each source has a random small detection's
     1-sigma axes ``a``, ``b`` (floored at ``min_sigma`` px), orientation and band fluxes
-    (:func:`faint_catalogue`), at a uniform sub-pixel position, drawn on a ``side`` px stamp
+    (:func:`faint_catalogue`), at a uniform sub-pixel position, drawn on a stamp (below)
     normalised to the catalogue flux. ``profile``:
 
     * ``"moffat"`` (default): an elliptical Moffat profile ``(1 + q / (2 (beta - 2)))^-beta``,
@@ -300,10 +301,19 @@ class FaintSources:
     * ``"gaussian"``: an elliptical Gaussian of 1-sigma axes ``a``, ``b``.
 
     The profile is integrated over each pixel (``oversample`` x ``oversample`` sub-pixels;
-    1 = sampled at the pixel centre, which makes a sub-pixel source too peaky).
-    On the realism table's protocol (grouped C2ST of the composer's default, four seed sets)
-    the Moffat with ``beta = 4`` gave 0.766-0.799 against 0.821-0.869 for the pixel-integrated
-    Gaussian (docs/families/sky.md).
+    1 = sampled at the pixel centre, which makes a sub-pixel source too peaky), so the drawn
+    source's pixel moments are the catalogue's plus ``(1 - 1 / oversample^2) / 12`` px^2. The
+    catalogue's moments were themselves measured on pixels, so that term could be taken off
+    first; doing so sharpened the cores and scored worse (below). Each stamp is at least
+    ``side`` px and large enough for its profile (radius 3 alpha, or 3.5 a for the Gaussian, at
+    most :data:`MAX_FAINT_SIDE`), so no wing is cut off.
+
+    Measured with ``scripts/sky_realism_ablation.py --n 100 --seed S`` (grouped C2ST of the
+    composer's default, four seed sets S; docs/families/sky.md): with ``dcgan_hdf32`` galaxies
+    the Moffat (15 px stamps) gave 0.766-0.799 against 0.821-0.869 for the pixel-integrated
+    Gaussian; with ``fastgan_hdf32`` galaxies 0.732-0.785 on 15 px stamps, 0.730-0.779 (mean
+    0.752) on stamps sized to the profile (the default), 0.760-0.824 (mean 0.789) with the
+    pixel term taken off.
 
     ``subcatalogue``: also the sources below the catalogue's detection limit
     (:func:`subcatalogue_sources`): the two lists are pooled and the density is their sum, so
@@ -331,24 +341,37 @@ class FaintSources:
 
     def __call__(self, shape: tuple[int, int], rng: np.random.Generator):
         """Sources for a (h, w) tile: ``x``, ``y`` (n,) source centres (pix, tile frame; a
-        stamp's centre pixel is at ``round(x), round(y)``) and ``stamps`` (n, 3, side, side)
-        float32 flux images."""
+        stamp's centre pixel is at ``round(x), round(y)``) and ``stamps``, a list of n float32
+        flux images (3, s, s), s odd: ``side``, or larger for a source whose profile reaches
+        further (radius 3 alpha for the Moffat, 3.5 a for the Gaussian; at most
+        :data:`MAX_FAINT_SIDE`), so that its second moments are the catalogue's."""
         h, w = shape
         n = int(rng.poisson(self.density * h * w))
         idx = rng.integers(0, len(self.cat["a"]), n)
         x, y = rng.uniform(-0.5, w - 0.5, n), rng.uniform(-0.5, h - 0.5, n)
-        s = self.side
-        c = (s - 1) / 2
-        d = np.arange(s) - c
-        sub_x = (x - np.round(x))[:, None, None]  # (n, 1, 1) sub-pixel offset of the centre
-        sub_y = (y - np.round(y))[:, None, None]
-        dx, dy = d[None, None, :] - sub_x, d[None, :, None] - sub_y
-        th = self.cat["theta"][idx][:, None, None]
-        cos, sin = np.cos(th), np.sin(th)
-        a = np.maximum(self.cat["a"][idx], self.min_sigma)[:, None, None]
-        b = np.maximum(self.cat["b"][idx], self.min_sigma)[:, None, None]
+        # the catalogue's axes are the continuous profile's; integrated over a pixel its moments
+        # gain (1 - 1 / oversample^2) / 12 px^2 (see the class docstring)
+        a = np.maximum(np.asarray(self.cat["a"][idx], np.float64), self.min_sigma)
+        b = np.maximum(np.asarray(self.cat["b"][idx], np.float64), self.min_sigma)
+        reach = 3.0 * np.sqrt(2 * (self.beta - 2)) * a if self.profile == "moffat" else 3.5 * a
+        sides = np.clip(2 * np.ceil(reach).astype(np.int64) + 1, self.side, MAX_FAINT_SIDE)
+        stamps: list = [None] * n
+        for s in np.unique(sides):
+            sel = np.flatnonzero(sides == s)
+            for k, st in zip(sel, self._draw(int(s), x[sel], y[sel], a[sel], b[sel], self.cat["theta"][idx[sel]],
+                                              self.cat["flux"][idx[sel]])):
+                stamps[k] = st
+        return {"x": x, "y": y, "stamps": stamps}
+
+    def _draw(self, s: int, x, y, a, b, theta, flux) -> np.ndarray:
+        """(m, 3, s, s) float32 stamps of m sources (continuous 1-sigma axes ``a``, ``b``)."""
+        d = np.arange(s) - (s - 1) / 2
+        dx = d[None, None, :] - (x - np.round(x))[:, None, None]  # (m, 1, s): offsets from the centre
+        dy = d[None, :, None] - (y - np.round(y))[:, None, None]
+        cos, sin = np.cos(theta)[:, None, None], np.sin(theta)[:, None, None]
+        a, b = a[:, None, None], b[:, None, None]
         sub = (np.arange(self.oversample) + 0.5) / self.oversample - 0.5  # sub-pixel centres
-        prof = np.zeros((n, s, s))
+        prof = np.zeros((len(x), s, s))
         for ox in sub:
             for oy in sub:
                 u = (dx + ox) * cos + (dy + oy) * sin
@@ -356,8 +379,10 @@ class FaintSources:
                 q = (u / a) ** 2 + (v / b) ** 2
                 prof += np.exp(-0.5 * q) if self.profile == "gaussian" else (1 + q / (2 * (self.beta - 2))) ** -self.beta
         prof /= prof.sum(axis=(1, 2), keepdims=True)
-        stamps = self.cat["flux"][idx][:, :, None, None] * prof[:, None]
-        return {"x": x, "y": y, "stamps": stamps.astype(np.float32)}
+        return (flux[:, :, None, None] * prof[:, None]).astype(np.float32)
+
+
+MAX_FAINT_SIDE = 63  # largest faint-source stamp (pixels)
 
 
 # --------------------------------------------------------------------------- stars

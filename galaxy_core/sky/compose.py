@@ -676,8 +676,8 @@ def compose_sky(*, height: int, width: int, positions: Callable[[np.random.Gener
             if extra is None:
                 continue
             src = extra((h, w), extra_rng)
-            fs = src["stamps"].shape[-1]
             for xi, yi, st in zip(src["x"] + x_off, src["y"] + y_off, src["stamps"]):
+                fs = st.shape[-1]  # stamps may differ in size
                 x0, y0 = int(np.round(xi)) - (fs - 1) // 2, int(np.round(yi)) - (fs - 1) // 2
                 f = add_stamp(image, st, x0, y0)
                 rows.append({"x": float(xi), "y": float(yi), "cls": label, "flux": float(f.sum()),

@@ -102,9 +102,12 @@ def compose_mosaic(model, *, height: int, width: int, density: float = 4.9e-4, s
 
 def sky_to_rgb8(image: np.ndarray) -> np.ndarray:
     """(3, H, W) field-unit sky -> (H, W, 3) uint8 display image: the real field's stretch
-    (values in [0, 1] shown linearly, clipped), so composed skies look like the deep field."""
-    x = np.clip(np.moveaxis(np.asarray(image, np.float32), 0, -1), 0.0, 1.0)
-    return (x * 255.0 + 0.5).astype(np.uint8)
+    (values in [0, 1] shown linearly, each band clipped on its own), so composed skies look like
+    the deep field; the same 8-bit values the realism scorer reads
+    (:func:`galaxy_core.metrics.realism.as_8bit`)."""
+    from galaxy_core.metrics.realism import as_8bit
+
+    return np.moveaxis(np.rint(as_8bit(image) * 255.0), 0, -1).astype(np.uint8)
 
 
 def write_sky(sky: Sky, out: str | os.PathLike, *, png: bool = True, fits: bool = True, csv: bool = True
