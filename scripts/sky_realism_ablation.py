@@ -90,13 +90,14 @@ def main() -> None:
                                                           faint=faint, stars=FieldStars() if st else None,
                                                           seed=args.seed + i).image) for i in range(n)])
         plain = classifier_test(real, fake)
-        grp = classifier_test(grouped, fake, folds=4, groups=(band, np.repeat(np.arange(n) % 4, 4)))
+        groups = (band, np.repeat(np.arange(n) % 4, 4))  # real tiles by column band, fakes by sky
+        grp = classifier_test(grouped, fake, folds=4, groups=groups)
         top = ", ".join(f"{s['feature']} {s['d']:+.2f}" for s in feature_shifts(real, fake, top=3))
         print(f"{name:52s} C2ST {plain['accuracy']:.3f} ± {plain['accuracy_std']:.3f}  "
               f"grouped {grp['accuracy']:.3f} ± {grp['accuracy_std']:.3f}  {top}  ({time.perf_counter() - t0:.0f} s)",
               flush=True)
         if args.feature_groups:
-            parts = [f"{g} {classifier_test(grouped[:, m], fake[:, m], folds=4, groups=(band, np.repeat(np.arange(n) % 4, 4)))['accuracy']:.3f}"
+            parts = [f"{g} {classifier_test(grouped[:, m], fake[:, m], folds=4, groups=groups)['accuracy']:.3f}"
                      for g, m in feature_groups.items()]
             spread = fake.std(axis=0) / np.maximum(grouped.std(axis=0), 1e-12)
             sel = feature_groups["P17-40"] | feature_groups["P41-64"]

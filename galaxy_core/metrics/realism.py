@@ -73,21 +73,27 @@ def power_spectrum_1d(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return k, sums[k] / np.maximum(counts[k], 1)
 
 
-def as_8bit(sky: np.ndarray) -> np.ndarray:
-    """(3, H, W) sky in field units -> the same sky as the field's 8-bit composite records it:
-    each band clipped to [0, 1] on its own (a band saturates at 255 whatever the others hold)
-    and rounded to the nearest of its 256 levels; float64 in [0, 1]. An image that already
-    is 8-bit divided by 255 comes back unchanged."""
-    return np.rint(np.clip(np.asarray(sky, np.float64), 0.0, 1.0) * 255.0) / 255.0
+def levels_8bit(sky: np.ndarray) -> np.ndarray:
+    """(3, H, W) sky in field units -> (3, H, W) uint8: the levels the field's 8-bit composite
+    records, each band clipped to [0, 1] on its own (a band saturates at 255 whatever the others
+    hold) and rounded to the nearest level. An 8-bit image divided by 255 comes back as its own
+    levels. The one conversion shared by the realism scorer (:func:`luminance`) and the
+    composer's PNG (:func:`galaxy_core.sky.mosaic.sky_to_rgb8`). Rounded in float64, one band
+    at a time, so an 8000 px sky never holds a float64 copy of all three bands."""
+    sky = np.asarray(sky)
+    out = np.empty(sky.shape, np.uint8)
+    for b in range(sky.shape[0]):
+        out[b] = np.rint(np.clip(sky[b].astype(np.float64), 0.0, 1.0) * 255.0)
+    return out
 
 
 def luminance(sky: np.ndarray) -> np.ndarray:
-    """(3, H, W) R, G, B sky in field units -> (H, W) float64 mean of the bands of
-    :func:`as_8bit`, in [0, 1]. The real tiles come from an 8-bit composite, so a composed
-    (float, unbounded) sky is scored as that composite would record it, the same as its PNG:
-    clipping the band mean instead would put a pixel with one saturated band in the top
+    """(3, H, W) R, G, B sky in field units -> (H, W) float64 mean of the bands'
+    :func:`levels_8bit` / 255, in [0, 1]. The real tiles come from an 8-bit composite, so a
+    composed (float, unbounded) sky is scored as that composite would record it, the same as its
+    PNG: clipping the band mean instead would put a pixel with one saturated band in the top
     histogram bin, where the field has it lower."""
-    return as_8bit(sky).mean(axis=0)
+    return levels_8bit(sky).mean(axis=0, dtype=np.float64) / 255.0
 
 
 def tile_features(lum: np.ndarray) -> np.ndarray:

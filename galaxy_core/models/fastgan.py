@@ -82,12 +82,13 @@ def data_out_bias(images: np.ndarray) -> float:
 
 # Which low-resolution map gates which high-resolution map (Liu et al. 2021, Fig. 3).
 SLE_PAIRS = ((8, 64), (16, 128), (32, 256))
-SLE_PAIRS_32 = ((4, 32),)  # a 32 px generator: the 4x4 map gates the output map
 
 
 def sle_pairs(resolution: int) -> tuple[tuple[int, int], ...]:
-    """(low side, high side) of every SLE of a generator with output side ``resolution``."""
-    return SLE_PAIRS_32 if resolution == 32 else tuple(p for p in SLE_PAIRS if p[1] <= resolution)
+    """(low side, high side) of every SLE of a generator with output side ``resolution``: the
+    pairs of :data:`SLE_PAIRS` it has, or, for an output below 64 px that has none, its output
+    map gated by the map of 1/8 its side (the same ratio; 4 -> 32 px)."""
+    return tuple(p for p in SLE_PAIRS if p[1] <= resolution) or ((resolution // 8, resolution),)
 
 
 @dataclass

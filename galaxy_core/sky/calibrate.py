@@ -370,12 +370,13 @@ class FaintSources:
         dy = d[None, :, None] - (y - np.round(y))[:, None, None]
         cos, sin = np.cos(theta)[:, None, None], np.sin(theta)[:, None, None]
         a, b = a[:, None, None], b[:, None, None]
+        u0, v0 = dx * cos + dy * sin, -dx * sin + dy * cos  # (m, s, s) pixel centres in the source's axes
         sub = (np.arange(self.oversample) + 0.5) / self.oversample - 0.5  # sub-pixel centres
         prof = np.zeros((len(x), s, s))
         for ox in sub:
-            for oy in sub:
-                u = (dx + ox) * cos + (dy + oy) * sin
-                v = -(dx + ox) * sin + (dy + oy) * cos
+            for oy in sub:  # a sub-pixel offset only shifts the rotated coordinates
+                u = u0 + (ox * cos + oy * sin)
+                v = v0 + (oy * cos - ox * sin)
                 q = (u / a) ** 2 + (v / b) ** 2
                 prof += np.exp(-0.5 * q) if self.profile == "gaussian" else (1 + q / (2 * (self.beta - 2))) ** -self.beta
         prof /= prof.sum(axis=(1, 2), keepdims=True)

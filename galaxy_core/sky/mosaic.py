@@ -104,10 +104,10 @@ def sky_to_rgb8(image: np.ndarray) -> np.ndarray:
     """(3, H, W) field-unit sky -> (H, W, 3) uint8 display image: the real field's stretch
     (values in [0, 1] shown linearly, each band clipped on its own), so composed skies look like
     the deep field; the same 8-bit values the realism scorer reads
-    (:func:`galaxy_core.metrics.realism.as_8bit`)."""
-    from galaxy_core.metrics.realism import as_8bit
+    (:func:`galaxy_core.metrics.realism.levels_8bit`)."""
+    from galaxy_core.metrics.realism import levels_8bit
 
-    return np.moveaxis(np.rint(as_8bit(image) * 255.0), 0, -1).astype(np.uint8)
+    return np.moveaxis(levels_8bit(image), 0, -1)
 
 
 def write_sky(sky: Sky, out: str | os.PathLike, *, png: bool = True, fits: bool = True, csv: bool = True
