@@ -92,7 +92,11 @@ def _detect(cfg_items: tuple, radius: float) -> dict:
 
     image, truth, _, _ = _compose(cfg_items)
     rep = detection_report(image, truth, radius=radius)
-    return {"summary": rep.summary(), "x": rep.detections["x"], "y": rep.detections["y"]}
+    galaxies = truth[np.asarray(truth["cls"]) >= 0] if len(truth) else truth
+    missed = rep.matched < 0
+    return {"summary": rep.summary(), "x": rep.detections["x"], "y": rep.detections["y"], "kind": rep.kind,
+            "missed_x": np.asarray(galaxies["x"])[missed] if len(galaxies) else np.zeros(0),
+            "missed_y": np.asarray(galaxies["y"])[missed] if len(galaxies) else np.zeros(0)}
 
 
 @st.cache_resource(show_spinner="Fitting the realism scorer…")
@@ -122,9 +126,23 @@ def figure(image: np.ndarray, truth, det: dict | None):
                                                "B %{customdata[5]})<br>x %{x:.1f}, y %{y:.1f}, tile %{customdata[6]}"
                                                "<extra></extra>"))
     if det is not None:
-        fig.add_trace(go.Scatter(x=det["x"], y=det["y"], mode="markers", name="detected",
-                                 marker=dict(symbol="x-thin-open", size=8, color="#ff5a5a", line=dict(width=1.5)),
-                                 hovertemplate="detected<br>x %{x:.1f}, y %{y:.1f}<extra></extra>"))
+        from galaxy_core.sky.detect import DETECTED_GALAXY, DETECTED_SOURCE, DETECTED_SPURIOUS
+
+        # one trace per kind, so a click on the legend hides or shows it; the detections of faint
+        # sources and stars (most of them on a default sky) start hidden
+        for kind, name, color, visible in ((DETECTED_GALAXY, "detected galaxy", "#ff5a5a", True),
+                                           (DETECTED_SPURIOUS, "detected, nothing placed there", "#ffb000", True),
+                                           (DETECTED_SOURCE, "detected faint source or star", "#b0b0b0",
+                                            "legendonly")):
+            sel = np.asarray(det["kind"]) == kind
+            fig.add_trace(go.Scatter(x=np.asarray(det["x"])[sel], y=np.asarray(det["y"])[sel], mode="markers",
+                                     name=f"{name} ({int(sel.sum())})", visible=visible,
+                                     marker=dict(symbol="x-thin-open", size=8, color=color, line=dict(width=1.5)),
+                                     hovertemplate=f"{name}<br>x %{{x:.1f}}, y %{{y:.1f}}<extra></extra>"))
+        fig.add_trace(go.Scatter(x=det["missed_x"], y=det["missed_y"], mode="markers",
+                                 name=f"missed galaxy ({len(det['missed_x'])})",
+                                 marker=dict(symbol="square-open", size=11, color="#ffe14d"),
+                                 hovertemplate="placed galaxy not detected<br>x %{x:.1f}, y %{y:.1f}<extra></extra>"))
     side = image.shape[-1]
     fig.update_layout(height=min(800, max(450, side)), margin=dict(l=0, r=0, t=0, b=0),
                       legend=dict(orientation="h", y=1.02), xaxis=dict(visible=False), yaxis=dict(visible=False))

@@ -262,11 +262,16 @@ def test_detection_report_does_not_count_stars_as_missed_galaxies():
     rep = detection_report(img, truth, radius=3.0)
     assert rep.completeness == 1.0 and len(rep.matched) == 1 and rep.purity == 1.0
     assert rep.purity_galaxies == 0.5  # the star's detection is real but not a galaxy
+    # each detection says what it was matched to (the overlay draws the three kinds apart)
+    from galaxy_core.sky.detect import DETECTED_GALAXY, DETECTED_SOURCE, DETECTED_SPURIOUS
+    near_star = np.hypot(rep.detections["x"] - 70, rep.detections["y"] - 60) < 1.5
+    assert sorted(rep.kind.tolist()) == [DETECTED_GALAXY, DETECTED_SOURCE] and rep.kind[near_star] == [DETECTED_SOURCE]
     # a faint source 2.5 px from a detection is not its match: dense faint sources must not
     # turn chance coincidences into true detections
     off = Table({"x": [20.0, 72.5], "y": [20.0, 60.0], "flux": [30.0, 30.0], "cls": [1, -1]})
     rep = detection_report(img, off, radius=3.0)
     assert rep.completeness == 1.0 and rep.purity == 0.5 and rep.source_radius == 1.5
+    assert sorted(rep.kind.tolist()) == [DETECTED_SPURIOUS, DETECTED_GALAXY]
     assert detection_report(img, off, radius=3.0, source_radius=3.0).purity == 1.0
 
 

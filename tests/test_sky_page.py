@@ -39,6 +39,14 @@ def test_sky_composer_composes_detects_scores_and_offers_downloads():
     assert 0 <= float(metrics["Completeness"]) <= 1 and 0 <= float(metrics["Purity"]) <= 1
     assert 0 <= float(metrics["Realism score"]) <= 1
     assert len(at.get("plotly_chart")) == 1
+    import json
+
+    traces = {t.get("name", "").split(" (")[0]: t for t in json.loads(at.get("plotly_chart")[0].proto.spec)["data"]}
+    assert {"placed", "detected galaxy", "detected, nothing placed there", "detected faint source or star",
+            "missed galaxy"} <= set(traces)
+    assert traces["detected faint source or star"]["visible"] == "legendonly"  # shown on a click of the legend
+    n_placed = len(traces["placed"]["x"])
+    assert len(traces["detected galaxy"]["x"]) + len(traces["missed galaxy"]["x"]) == n_placed
     labels = [b.proto.label for b in at.get("download_button")]
     assert labels == ["PNG", "FITS + truth table", "Truth CSV"]
     first = metrics["Galaxies placed"]

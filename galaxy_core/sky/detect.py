@@ -79,6 +79,7 @@ def match(truth_xy: np.ndarray, det_xy: np.ndarray, *, radius: float) -> np.ndar
 
 
 SOURCE_RADIUS = 1.5  # px: matching radius for faint sources and stars in the purity (see detection_report)
+DETECTED_SPURIOUS, DETECTED_GALAXY, DETECTED_SOURCE = 0, 1, 2  # DetectionReport.kind
 
 
 @dataclass
@@ -102,6 +103,9 @@ class DetectionReport:
         Fraction of the detections matched to a galaxy.
     radius, source_radius, bright_flux : float
         Matching radii (px) and the flux above which a galaxy counts as bright.
+    kind : ndarray (n_detections,), int8
+        What each detection was matched to: ``DETECTED_GALAXY`` (1), ``DETECTED_SOURCE`` (2: a
+        faint source or star) or ``DETECTED_SPURIOUS`` (0: nothing in the truth table).
     """
 
     detections: dict
@@ -113,6 +117,7 @@ class DetectionReport:
     bright_flux: float
     purity_galaxies: float = float("nan")
     source_radius: float = float("nan")
+    kind: np.ndarray | None = None
 
     def summary(self) -> dict:
         return {"n_detected": int(len(self.detections["x"])), "n_truth": int(len(self.matched)),
@@ -148,14 +153,15 @@ def detection_report(image: np.ndarray, truth, *, radius: float = 5.0, bright_fl
     bright = float(np.median(flux)) if bright_flux is None and len(flux) else float(bright_flux or 0.0)
     sel = flux >= bright
     frac = lambda a: float(a.mean()) if a.size else float("nan")  # noqa: E731
-    real = set(m[m >= 0].tolist())
+    kind = np.full(len(dxy), DETECTED_SPURIOUS, np.int8)
+    kind[m[m >= 0]] = DETECTED_GALAXY
     if len(fxy) and len(dxy):  # detections not matched to a galaxy but to a faint source
-        rest = np.array(sorted(set(range(len(dxy))) - real), np.int64)
+        rest = np.flatnonzero(kind == DETECTED_SPURIOUS)
         if len(rest):
             mf = match(fxy, dxy[rest], radius=min(radius, source_radius))
-            real |= set(rest[mf[mf >= 0]].tolist())
-    purity = float(len(real) / len(dxy)) if len(dxy) else float("nan")
+            kind[rest[mf[mf >= 0]]] = DETECTED_SOURCE
+    purity = float(np.count_nonzero(kind != DETECTED_SPURIOUS) / len(dxy)) if len(dxy) else float("nan")
     purity_galaxies = float(np.count_nonzero(m >= 0) / len(dxy)) if len(dxy) else float("nan")
     return DetectionReport(detections=det, matched=m, completeness=frac(m >= 0), completeness_bright=frac(m[sel] >= 0),
                            purity=purity, radius=radius, bright_flux=bright, purity_galaxies=purity_galaxies,
-                           source_radius=min(radius, source_radius))
+                           source_radius=min(radius, source_radius), kind=kind)
