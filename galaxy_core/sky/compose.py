@@ -124,8 +124,33 @@ def masked_autocorrelation(values: np.ndarray, weights: np.ndarray, max_lag: int
     return np.fft.fftshift(xi)
 
 
-def measure_background(rgb01: np.ndarray, mask: np.ndarray, *, kernel: int = 25, n_quantiles: int = 257
-                       ) -> Background:
+def _component_xi(x: np.ndarray, free: np.ndarray, vecs: np.ndarray, level: np.ndarray, half: int) -> list:
+    """Autocovariances (lags ``-half .. half``) of the colour components ``(x - level) @ vecs``
+    of an (H, W, 3) image over its ``free`` pixels (:func:`masked_autocorrelation`)."""
+    comps = np.tensordot(x - level, vecs, axes=(-1, 0))
+    w = free.astype(np.float64)
+    return [masked_autocorrelation(comps[..., c] * w, w, half) for c in range(3)]
+
+
+def _xi_power(xi: np.ndarray, taper: np.ndarray, n: int) -> np.ndarray:
+    """Hann-tapered (2h+1, 2h+1) autocovariance -> (n, n) power spectrum (negative parts clipped)."""
+    half = xi.shape[0] // 2
+    grid = np.zeros((n, n))
+    grid[np.ix_(np.r_[0 : half + 1, -half:0], np.r_[0 : half + 1, -half:0])] = np.fft.ifftshift(xi * taper)
+    return np.clip(np.fft.fft2(grid).real, 0.0, None)
+
+
+def _power_kernel(power: np.ndarray, half: int, variance: float) -> np.ndarray:
+    """(2h+1, 2h+1) kernel whose square has the (n, n) power spectrum ``power``, scaled so
+    that white noise convolved with it has ``variance``."""
+    n = power.shape[0]
+    k = np.fft.fftshift(np.fft.ifft2(np.sqrt(power)).real)[n // 2 - half : n // 2 + half + 1,
+                                                           n // 2 - half : n // 2 + half + 1]
+    return k * np.sqrt(variance / np.sum(k**2))
+
+
+def measure_background(rgb01: np.ndarray, mask: np.ndarray, *, kernel: int = 25, n_quantiles: int = 257,
+                       match_iterations: int = 2, match_size: int = 1024) -> Background:
     """Background model of an image: level, cross-band covariance and spatial power spectra of
     the source-free pixels.
 
@@ -138,6 +163,15 @@ def measure_background(rgb01: np.ndarray, mask: np.ndarray, *, kernel: int = 25,
         Side K (odd) of the noise kernels: correlations up to ``(K - 1) / 2`` pixels are kept.
     n_quantiles : int
         Quantiles of each band's free pixels kept for the histogram mapping (0: Gaussian).
+    match_iterations : int
+        Rounds of pre-compensation for the histogram mapping (0: none). The mapping is not
+        linear, so it changes the spectrum of the Gaussian noise it is applied to (on the deep
+        field it lowers the lag-1 correlation of the weaker colour components from 0.38 to
+        0.36); each round draws ``match_size``² pixels of the model, measures their
+        autocovariances as the data's were measured, and multiplies each component's input
+        power spectrum by target / drawn (ratio clipped to [1/4, 4]), as the iterative
+        amplitude-adjusted surrogates of Schreiber & Schmitz (1996) do. Fixed seeds: the
+        result is deterministic.
 
     Returns
     -------
@@ -146,11 +180,19 @@ def measure_background(rgb01: np.ndarray, mask: np.ndarray, *, kernel: int = 25,
         band covariance; ``kernels`` such that white noise convolved with kernel ``c`` has the
         autocovariance of colour component ``c`` (measured with
         :func:`masked_autocorrelation`, Hann-tapered, turned into a power spectrum, its square
-        root back into a kernel); ``sigma`` = the resulting standard deviation per band
-        (before the histogram mapping); ``quantiles`` of the free pixels per band.
+        root back into a kernel; pre-compensated as above); ``sigma`` = the resulting standard
+        deviation per band (before the histogram mapping); ``quantiles`` of the free pixels per
+        band.
+
+    Raises
+    ------
+    ValueError
+        If ``kernel`` is even or below 3, or ``match_iterations`` is negative.
     """
     if kernel % 2 == 0 or kernel < 3:
         raise ValueError(f"measure_background: kernel must be odd and >= 3, got {kernel}")
+    if match_iterations < 0:
+        raise ValueError(f"measure_background: match_iterations must be >= 0, got {match_iterations}")
     x = np.asarray(rgb01, np.float64)
     free = ~np.asarray(mask, bool)
     level = np.median(x[free], axis=0)
@@ -158,29 +200,35 @@ def measure_background(rgb01: np.ndarray, mask: np.ndarray, *, kernel: int = 25,
     free &= (np.abs(r) < 5 * 1.4826 * np.median(np.abs(r[free]), axis=0)).all(axis=-1)  # stray outliers
     cov = np.cov(r[free].T)
     _, vecs = np.linalg.eigh(cov)
-    comps = np.tensordot(r, vecs, axes=(-1, 0))  # (H, W, 3) colour components
     half = kernel // 2
     n = 4 * kernel  # power spectrum grid
     taper = np.outer(np.hanning(2 * half + 3)[1:-1], np.hanning(2 * half + 3)[1:-1])
-    kernels = []
-    for c in range(3):
-        xi = masked_autocorrelation(comps[..., c] * free, free.astype(np.float64), half) * taper
-        grid = np.zeros((n, n))
-        grid[np.ix_(np.r_[0 : half + 1, -half:0], np.r_[0 : half + 1, -half:0])] = np.fft.ifftshift(xi)
-        power = np.clip(np.fft.fft2(grid).real, 0.0, None)
-        k = np.fft.fftshift(np.fft.ifft2(np.sqrt(power)).real)
-        k = k[n // 2 - half : n // 2 + half + 1, n // 2 - half : n // 2 + half + 1]
-        k *= np.sqrt(xi[half, half] / taper[half, half] / np.sum(k**2))  # keep the component's variance
-        kernels.append(k)
-    kernels = np.stack(kernels).astype(np.float32)
-    var = (vecs**2) @ np.array([np.sum(k.astype(np.float64) ** 2) for k in kernels])
-    quantiles = np.quantile(x[free], np.linspace(0.0, 1.0, n_quantiles), axis=0).T
-    return Background(level=tuple(float(v) for v in level), sigma=tuple(float(s) for s in np.sqrt(var)),
-                      colour=vecs.astype(np.float32), kernels=kernels,
-                      quantiles=quantiles.astype(np.float32) if n_quantiles else None)
+    target_xi = _component_xi(x, free, vecs, level, half)
+    target = [_xi_power(xi, taper, n) for xi in target_xi]
+    variances = [float(xi[half, half]) for xi in target_xi]
+    quantiles = np.quantile(x[free], np.linspace(0.0, 1.0, n_quantiles), axis=0).T if n_quantiles else None
+
+    def model(powers: list) -> Background:
+        kernels = np.stack([_power_kernel(p, half, v) for p, v in zip(powers, variances)]).astype(np.float32)
+        var = (vecs**2) @ np.array([np.sum(k.astype(np.float64) ** 2) for k in kernels])
+        return Background(level=tuple(float(v) for v in level), sigma=tuple(float(s) for s in np.sqrt(var)),
+                          colour=vecs.astype(np.float32), kernels=kernels,
+                          quantiles=quantiles.astype(np.float32) if quantiles is not None else None)
+
+    powers = [p.copy() for p in target]
+    bg = model(powers)
+    for it in range(match_iterations if quantiles is not None else 0):
+        drawn = np.moveaxis(bg.draw((match_size, match_size), np.random.default_rng(it)).astype(np.float64), 0, -1)
+        drawn_xi = _component_xi(drawn, np.ones(drawn.shape[:2], bool), vecs, level, half)
+        for c in range(3):
+            got = _xi_power(drawn_xi[c], taper, n)
+            ratio = np.clip(target[c] / np.maximum(got, 1e-6 * got.max() + 1e-30), 0.25, 4.0)
+            powers[c] = powers[c] * ratio
+        bg = model(powers)
+    return bg
 
 
-BACKGROUND_VERSION = "hdf-background/1"  # bump when measure_background or source_mask change
+BACKGROUND_VERSION = "hdf-background/2"  # bump when measure_background or source_mask change
 
 
 @functools.lru_cache(maxsize=1)
