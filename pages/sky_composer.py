@@ -92,11 +92,9 @@ def _detect(cfg_items: tuple, radius: float) -> dict:
 
     image, truth, _, _ = _compose(cfg_items)
     rep = detection_report(image, truth, radius=radius)
-    galaxies = truth[np.asarray(truth["cls"]) >= 0] if len(truth) else truth
-    missed = rep.matched < 0
+    missed = rep.galaxy_xy[rep.matched < 0]
     return {"summary": rep.summary(), "x": rep.detections["x"], "y": rep.detections["y"], "kind": rep.kind,
-            "missed_x": np.asarray(galaxies["x"])[missed] if len(galaxies) else np.zeros(0),
-            "missed_y": np.asarray(galaxies["y"])[missed] if len(galaxies) else np.zeros(0)}
+            "missed_x": missed[:, 0], "missed_y": missed[:, 1]}
 
 
 @st.cache_resource(show_spinner="Fitting the realism scorer…")

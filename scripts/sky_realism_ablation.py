@@ -32,7 +32,9 @@ def main() -> None:
     ap.add_argument("--galaxies", default="checkpoints/fastgan_hdf32.json")
     ap.add_argument("--seed", type=int, default=1000, help="skies use seeds SEED.., real tiles SEED+1, SEED+2")
     ap.add_argument("--only", nargs="+", help="run only the variants with these names (as printed)")
-    ap.add_argument("--faint-profile", default="moffat", choices=("moffat", "gaussian"),
+    from galaxy_core.sky.calibrate import FAINT_PROFILES
+
+    ap.add_argument("--faint-profile", default="moffat", choices=FAINT_PROFILES,
                     help="profile of the faint sources (the composer's default: moffat)")
     ap.add_argument("--feature-groups", action="store_true",
                     help="also the grouped C2ST on each feature group alone (power at 1-16, 17-40, 41-64 "

@@ -206,14 +206,14 @@ def measure_background(rgb01: np.ndarray, mask: np.ndarray, *, kernel: int = 25,
     target_xi = _component_xi(x, free, vecs, level, half)
     target = [_xi_power(xi, taper, n) for xi in target_xi]
     variances = [float(xi[half, half]) for xi in target_xi]
-    quantiles = np.quantile(x[free], np.linspace(0.0, 1.0, n_quantiles), axis=0).T if n_quantiles else None
+    quantiles = (np.quantile(x[free], np.linspace(0.0, 1.0, n_quantiles), axis=0).T.astype(np.float32)
+                 if n_quantiles else None)
 
     def model(powers: list) -> Background:
         kernels = np.stack([_power_kernel(p, half, v) for p, v in zip(powers, variances)]).astype(np.float32)
         var = (vecs**2) @ np.array([np.sum(k.astype(np.float64) ** 2) for k in kernels])
         return Background(level=tuple(float(v) for v in level), sigma=tuple(float(s) for s in np.sqrt(var)),
-                          colour=vecs.astype(np.float32), kernels=kernels,
-                          quantiles=quantiles.astype(np.float32) if quantiles is not None else None)
+                          colour=vecs.astype(np.float32), kernels=kernels, quantiles=quantiles)
 
     powers = [p.copy() for p in target]
     bg = model(powers)

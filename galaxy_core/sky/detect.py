@@ -103,6 +103,9 @@ class DetectionReport:
         Fraction of the detections matched to a galaxy.
     radius, source_radius, bright_flux : float
         Matching radii (px) and the flux above which a galaxy counts as bright.
+    galaxy_xy : ndarray (n_galaxies, 2), float
+        x, y of the truth galaxies, in the order of ``matched`` (``galaxy_xy[matched < 0]`` are
+        the missed ones).
     kind : ndarray (n_detections,), int8
         What each detection was matched to: ``DETECTED_GALAXY`` (1), ``DETECTED_SOURCE`` (2: a
         faint source or star) or ``DETECTED_SPURIOUS`` (0: nothing in the truth table).
@@ -118,6 +121,7 @@ class DetectionReport:
     purity_galaxies: float = float("nan")
     source_radius: float = float("nan")
     kind: np.ndarray | None = None
+    galaxy_xy: np.ndarray | None = None
 
     def summary(self) -> dict:
         return {"n_detected": int(len(self.detections["x"])), "n_truth": int(len(self.matched)),
@@ -164,4 +168,4 @@ def detection_report(image: np.ndarray, truth, *, radius: float = 5.0, bright_fl
     purity_galaxies = float(np.count_nonzero(m >= 0) / len(dxy)) if len(dxy) else float("nan")
     return DetectionReport(detections=det, matched=m, completeness=frac(m >= 0), completeness_bright=frac(m[sel] >= 0),
                            purity=purity, radius=radius, bright_flux=bright, purity_galaxies=purity_galaxies,
-                           source_radius=min(radius, source_radius), kind=kind)
+                           source_radius=min(radius, source_radius), kind=kind, galaxy_xy=txy)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from galaxy_core.errors import ConfigError
+from galaxy_core.sky.calibrate import FAINT_PROFILES
 from galaxy_core.sky.compose import ModelGalaxies, ModelPositions, RandomPositions, Sky, StampGalaxies, compose_sky
 
 BASELINES = ("baseline1", "baseline2")
@@ -55,8 +56,8 @@ class SkyConfig:
             raise ConfigError(f"sky.height/width must be 1..8000, got {self.height} x {self.width}")
         if not 0 <= self.jitter <= 0.5:
             raise ConfigError(f"sky.jitter must be in [0, 0.5], got {self.jitter}")
-        if self.faint_profile not in ("moffat", "gaussian"):
-            raise ConfigError(f"sky.faint_profile must be 'moffat' or 'gaussian', got {self.faint_profile!r}")
+        if self.faint_profile not in FAINT_PROFILES:
+            raise ConfigError(f"sky.faint_profile must be one of {FAINT_PROFILES}, got {self.faint_profile!r}")
         if self.position_mode not in ("sample", "argmax"):
             raise ConfigError(f"sky.position_mode must be 'sample' or 'argmax', got {self.position_mode!r}")
         if len(self.class_mix) != 3 or min(self.class_mix) < 0 or sum(self.class_mix) <= 0:
