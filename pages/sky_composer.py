@@ -59,6 +59,10 @@ def config_ui() -> SkyConfig:
     flux_match = c3.checkbox("Match galaxy fluxes to the data", value=default.flux_match, key="sky_flux_match",
                              help="Scale each model galaxy so its total flux has the rank in the real stamps' flux "
                                   "distribution that it has among the model's own galaxies (shapes stay the model's).")
+    modulate = c3.checkbox("Vary sky level and noise as the field does", value=default.modulate, key="sky_modulate",
+                           help="The deep field's sky level (about 0.4 of an 8-bit level) and noise amplitude "
+                                "(about 5 %) change slowly across it, on scales of about 35 px; off: the same "
+                                "everywhere.")
     with st.expander("Class mix (occupancy models and random cells)"):
         m1, m2, m3 = st.columns(3)
         mix = [m1.slider("small", 0.0, 1.0, 1.0, key="sky_mix_s"), m2.slider("medium", 0.0, 1.0, 1.0, key="sky_mix_m"),
@@ -67,7 +71,7 @@ def config_ui() -> SkyConfig:
     if sum(mix) <= 0:
         mix = [1.0, 1.0, 1.0]
     return SkyConfig(height=size, width=size, seed=seed, positions=positions, galaxies=galaxies, jitter=jitter,
-                     class_mix=mix, occupancy=occupancy, flux_match=flux_match)
+                     class_mix=mix, occupancy=occupancy, flux_match=flux_match, modulate=modulate)
 
 
 LARGE = 1000 * 1000  # skies with more pixels than this get a progress bar

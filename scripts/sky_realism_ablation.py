@@ -1,13 +1,15 @@
 """Which composer calibration lowers the classifier two-sample test, one at a time.
 
     python scripts/sky_realism_ablation.py --n 100 [--seed 1000] [--only NAME ...]
-        [--galaxies checkpoints/fastgan_hdf32.json] [--faint-profile moffat|gaussian] [--feature-groups]
+        [--galaxies checkpoints/fastgan_hdf32.json] [--faint-profile moffat|gaussian] [--no-modulation]
+        [--feature-groups]
 
 For each variant (raw galaxies, flux matching, faint sources, sharpening, pixel matching and
 their combinations; then, on top of sharpening + pixel matching + faint sources, the
 class-matched grids, the field's stars and the sources below the catalogue's detection limit;
 the second-last variant is the composer's default, the last the reference with the field's
-catalogue grids and real stamps in place of the generators), ``n`` 256 px skies from
+catalogue grids and real stamps in place of the generators; every variant on the composer's
+background, whose level and noise vary across the sky unless ``--no-modulation``), ``n`` 256 px skies from
 ``positions_hdf_cond`` are composed with seeds SEED.. and their 128 px tiles compared with
 real tiles: the plain 5-fold C2ST against 4n random real tiles (seed SEED + 1) and the grouped
 4-fold C2ST against 4n real tiles from 4 column bands (seed SEED + 2)
@@ -36,6 +38,8 @@ def main() -> None:
 
     ap.add_argument("--faint-profile", default="moffat", choices=FAINT_PROFILES,
                     help="profile of the faint sources (the composer's default: moffat)")
+    ap.add_argument("--no-modulation", action="store_true",
+                    help="a uniform sky level and noise amplitude (the composer varies both as the field does)")
     ap.add_argument("--feature-groups", action="store_true",
                     help="also the grouped C2ST on each feature group alone (power at 1-16, 17-40, 41-64 "
                          "cycles per tile, the intensity histogram) and the spread of the fakes' features")
@@ -90,7 +94,8 @@ def main() -> None:
         faint = FaintSources(subcatalogue=fa == "sub", profile=args.faint_profile) if fa else None
         fake = np.concatenate([image_features(compose_sky(height=256, width=256, positions=positions, galaxies=source,
                                                           faint=faint, stars=FieldStars() if st else None,
-                                                          seed=args.seed + i).image) for i in range(n)])
+                                                          seed=args.seed + i, modulate=not args.no_modulation).image)
+                               for i in range(n)])
         plain = classifier_test(real, fake)
         groups = (band, np.repeat(np.arange(n) % 4, 4))  # real tiles by column band, fakes by sky
         grp = classifier_test(grouped, fake, folds=4, groups=groups)

@@ -40,7 +40,12 @@ def test_compose_places_exactly_the_grid_galaxies_and_adds_flux():
     assert empty.background_sum == pytest.approx(sky.background_sum)
     total = float(sky.image.sum(dtype=np.float64))
     assert total == pytest.approx(sky.background_sum + float(np.sum(sky.truth["flux"])), rel=1e-6)
-    np.testing.assert_allclose(sky.image - empty.image, sky.image - empty.image)  # same background stream
+    added = sky.image - empty.image  # the same background stream: only the galaxies differ
+    assert float(added.sum(dtype=np.float64)) == pytest.approx(float(np.sum(sky.truth["flux"])), rel=1e-5)
+    far = np.ones(sky.image.shape[1:], bool)
+    for x, y in zip(sky.truth["x"], sky.truth["y"]):
+        far[max(int(y) - 20, 0) : int(y) + 21, max(int(x) - 20, 0) : int(x) + 21] = False
+    assert far.sum() > 20000 and np.abs(added[:, far]).max() == 0.0
     # galaxy centres within the jittered cell around the grid's cell centre
     tx = (np.asarray(sky.truth["x"]) % 128) // 16
     ty = (np.asarray(sky.truth["y"]) % 128) // 16

@@ -11,7 +11,9 @@ populations, each with a Poisson count and uniform positions; a galaxy's size (G
 sigma, pix) is ``scale * K`` with ``K ~ Geometric(p_size)`` on 1, 2, ... and its peak
 ``peak_unit * M`` with ``M ~ Geometric(p_peak)``, per population.
 
-Both return a :class:`~galaxy_core.sky.compose.Sky` whose truth table also holds each
+Both are drawn on the composer's background (:func:`~galaxy_core.sky.compose.hdf_background`
+by default, with its level and noise varying across the sky as the field's do; ``modulate``
+False keeps them uniform) and return a :class:`~galaxy_core.sky.compose.Sky` whose truth table also holds each
 galaxy's drawn ``size`` and ``peak``, so the drawn values can be checked against the declared
 distributions; the default parameters are set from the ``hdf`` catalogue (documented in
 ``docs/families/sky.md``).
@@ -23,7 +25,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from galaxy_core.sky.compose import Background, Sky, add_stamp, hdf_background
+from galaxy_core.sky.compose import Background, Sky, add_stamp, hdf_background, modulation_fields
 
 # Mean R, G, B flux fractions of the deep field's usable galaxies (hdf catalogue flux_r/g/b).
 HDF_COLOUR = (0.34, 0.29, 0.37)
@@ -85,7 +87,7 @@ def _table(rows):
 
 
 def baseline_uniform(*, height: int, width: int, params: Baseline1 = Baseline1(), seed: int = 0,
-                     background: Background | None = None) -> Sky:
+                     background: Background | None = None, modulate: bool = True) -> Sky:
     """Baseline 1: uniform positions, diamond galaxies, normal sizes and peaks (see module docstring).
 
     Returns
@@ -95,7 +97,7 @@ def baseline_uniform(*, height: int, width: int, params: Baseline1 = Baseline1()
     """
     bg = background or hdf_background()
     rng = np.random.default_rng(np.random.SeedSequence([seed, 1]))
-    image = bg.draw((height, width), rng)
+    image = bg.draw((height, width), rng, modulation_fields(bg, height, width, seed, modulate)(0, 0, height, width))
     bg_sum = float(image.sum(dtype=np.float64))
     n = rng.poisson(params.density * height * width)
     xs, ys = rng.uniform(-0.5, width - 0.5, n), rng.uniform(-0.5, height - 0.5, n)
@@ -108,7 +110,7 @@ def baseline_uniform(*, height: int, width: int, params: Baseline1 = Baseline1()
 
 
 def baseline_geometric(*, height: int, width: int, params: Baseline2 = Baseline2(), seed: int = 0,
-                       background: Background | None = None) -> Sky:
+                       background: Background | None = None, modulate: bool = True) -> Sky:
     """Baseline 2: small and large populations with geometric sizes and peaks (see module docstring).
 
     Returns
@@ -118,7 +120,7 @@ def baseline_geometric(*, height: int, width: int, params: Baseline2 = Baseline2
     """
     bg = background or hdf_background()
     rng = np.random.default_rng(np.random.SeedSequence([seed, 2]))
-    image = bg.draw((height, width), rng)
+    image = bg.draw((height, width), rng, modulation_fields(bg, height, width, seed, modulate)(0, 0, height, width))
     bg_sum = float(image.sum(dtype=np.float64))
     rows = []
     p = params

@@ -10,12 +10,14 @@ largest sizes (8000 x 8000 x 3 float32 is 768 MB).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
 import numpy as np
 
-from galaxy_core.sky.compose import Background, ModelGalaxies, Sky, _truth_table, add_stamp, hdf_background
+from galaxy_core.sky.compose import (Background, ModelGalaxies, Sky, _truth_table, add_stamp, hdf_background,
+                                     modulation_fields)
 
 MAX_SIDE = 8000
 
@@ -35,7 +37,7 @@ def transform_stamp(stamp: np.ndarray, *, angle: float, scale: float) -> np.ndar
 
 def compose_mosaic(model, *, height: int, width: int, density: float = 4.9e-4, size_sigma: float = 0.25,
                    seed: int = 0, background: Background | None = None, batch: int = 256,
-                   memmap: str | os.PathLike | None = None, progress: bool = True) -> Sky:
+                   memmap: str | os.PathLike | None = None, modulate: bool = True, progress: bool = True) -> Sky:
     """A wide sky of galaxies from a single-galaxy checkpoint (see module docstring).
 
     Parameters
@@ -51,6 +53,10 @@ def compose_mosaic(model, *, height: int, width: int, density: float = 4.9e-4, s
         Log-normal size factor ``exp(N(0, size_sigma))``.
     memmap : path, optional
         Hold the sky in this ``.npy`` file instead of memory.
+    modulate : bool
+        Vary the sky level and the noise amplitude across the sky as the background's
+        ``modulation`` says (:class:`~galaxy_core.sky.compose.SkyModulation`, its own random
+        stream; fields on an 8 px grid, 2 x 1000² values for an 8000 px sky).
 
     Returns
     -------
@@ -69,8 +75,11 @@ def compose_mosaic(model, *, height: int, width: int, density: float = 4.9e-4, s
     else:
         image = np.empty((3, height, width), np.float32)
     bg_sum = 0.0
+    mod = bg.modulation if modulate else None
+    fields = modulation_fields(bg, height, width, seed, modulate)
     for y in range(0, height, 1024):  # background in strips
-        strip = bg.draw((min(1024, height - y), width), bg_rng)
+        h = min(1024, height - y)
+        strip = bg.draw((h, width), bg_rng, fields(y, 0, h, width))
         bg_sum += float(strip.sum(dtype=np.float64))
         image[:, y : y + strip.shape[1]] = strip
     n = int(rng.poisson(density * height * width))
@@ -93,7 +102,8 @@ def compose_mosaic(model, *, height: int, width: int, density: float = 4.9e-4, s
         bar.update(m)
     bar.close()
     meta = {"seed": seed, "height": height, "width": width, "density": density, "size_sigma": size_sigma,
-            "model": str(model.path), "model_id": model.id}
+            "model": str(model.path), "model_id": model.id,
+            "modulation": None if mod is None else dataclasses.asdict(mod)}
     return Sky(image=image, truth=_truth_table(rows), background_sum=bg_sum, meta=meta)
 
 
@@ -139,6 +149,12 @@ def write_sky(sky: Sky, out: str | os.PathLike, *, png: bool = True, fits: bool 
             if k in sky.meta:
                 hdr[k.upper()[:8]] = sky.meta[k]
         hdr["BKGSUM"] = (sky.background_sum, "background sum, all bands")
+        mod = (sky.meta.get("background") or {}).get("modulation") or sky.meta.get("modulation")
+        if mod:  # how the sky level and the noise vary across the image (SkyModulation)
+            hdr["BKGLEVSD"] = (mod["level_sd"], "sky level sd at a pixel, field units")
+            hdr["BKGNOISD"] = (mod["noise_sd"], "sd of ln noise gain at a pixel")
+            hdr["BKGRHO"] = (mod["rho"], "correlation of level and noise fields")
+            hdr["BKGSCALE"] = (mod["scale"], "[pix] smoothing sigma of the fields")
         for k, v in (sky.meta.get("config") or {}).items():  # the composer options (regenerate from the header)
             if k not in ("out", "detect", "realism", "radius"):
                 hdr[f"HIERARCH SKY {k.upper()}"] = v if isinstance(v, (bool, int, float)) else str(v)[:48]

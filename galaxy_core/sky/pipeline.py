@@ -46,6 +46,7 @@ class SkyConfig:
     faint_profile: str = "moffat"    # faint sources' profile: "moffat" (beta 4) or "gaussian", same moments
     stars: bool = True               # add the field's stars (with their spikes) at the field's density
     match_classes: bool = True       # thin the position model's cells to the data's class fractions
+    modulate: bool = True            # vary the sky level and noise amplitude across the sky as the field does
     detect: bool = True              # run the detector and report completeness / purity
     radius: float = 5.0              # matching radius (pix)
     realism: bool = True             # realism score with the shipped scorer
@@ -143,6 +144,6 @@ def compose(cfg: SkyConfig, *, progress=False) -> Sky:
     faint = FaintSources(subcatalogue=cfg.subcatalogue, profile=cfg.faint_profile) if cfg.faint else None
     sky = compose_sky(height=cfg.height, width=cfg.width, positions=position_source(cfg), galaxies=galaxy_source(cfg),
                       cell_px=cfg.cell_px, jitter=cfg.jitter, faint=faint, stars=FieldStars() if cfg.stars else None,
-                      seed=cfg.seed, progress=progress)
+                      seed=cfg.seed, modulate=cfg.modulate, progress=progress)
     sky.meta["config"] = dataclasses.asdict(cfg)  # every option that shaped the image, for the FITS header
     return sky
