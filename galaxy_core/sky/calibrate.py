@@ -317,7 +317,8 @@ class FaintSources:
     Gaussian; with ``fastgan_hdf32`` galaxies 0.732-0.785 on 15 px stamps, 0.730-0.779 (mean
     0.752) on stamps sized to the profile (the default), 0.760-0.824 (mean 0.789) with the
     pixel term taken off (all before the background's pre-compensation; the default with it:
-    0.725-0.770, mean 0.743).
+    0.725-0.770, mean 0.743; with the sky level and noise also varying across the sky:
+    0.691-0.723, mean 0.700).
 
     ``subcatalogue``: also the sources below the catalogue's detection limit
     (:func:`subcatalogue_sources`): the two lists are pooled and the density is their sum, so

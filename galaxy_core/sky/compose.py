@@ -220,8 +220,10 @@ def measure_modulation(rgb01: np.ndarray, mask: np.ndarray, background: Backgrou
     Returns
     -------
     SkyModulation
-        On the deep field (blocks of 48 / 120 px): level 0.37 / 0.27 levels of 255 and noise
-        3.9 / 3.4 % per block after the estimate's scatter is taken off, correlation 0.5.
+        On the deep field (334 squares of 48 px, 56 of 120 px): block spreads of the level 0.35 /
+        0.26 of an 8-bit level and of the noise 4.3 / 3.4 % once the estimate's own scatter
+        (0.28 / 0.12 levels, 2.3 / 1.0 %) is taken off, correlation 0.48 (at 48 px); hence scale
+        36 px and, at a pixel, level_sd 0.0015 (0.38 of a level) and noise_sd 0.046.
 
     Raises
     ------
