@@ -114,6 +114,14 @@ def test_fits_header_states_the_modulation(tmp_path):
     write_sky(sky, tmp_path / "s", png=False, csv=False)
     hdr = fits.getheader(tmp_path / "s.fits")
     assert (hdr["BKGLEVSD"], hdr["BKGNOISD"], hdr["BKGRHO"], hdr["BKGSCALE"]) == (0.004, 0.08, 0.6, 30.0)
+    # the baselines are drawn on the same varying background and say so
+    from galaxy_core.sky.baselines import baseline_geometric, baseline_uniform
+
+    for fn in (baseline_uniform, baseline_geometric):
+        write_sky(fn(height=64, width=64, seed=1, background=bg), tmp_path / "b", png=False, csv=False)
+        assert fits.getheader(tmp_path / "b.fits")["BKGSCALE"] == 30.0
+        write_sky(fn(height=64, width=64, seed=1, background=bg, modulate=False), tmp_path / "b", png=False, csv=False)
+        assert "BKGSCALE" not in fits.getheader(tmp_path / "b.fits")
 
 
 def test_the_deep_fields_background_carries_its_measured_variation():

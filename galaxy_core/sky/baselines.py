@@ -106,7 +106,8 @@ def baseline_uniform(*, height: int, width: int, params: Baseline1 = Baseline1()
     profiles = [_diamond(max(s, 1.0), max(a, 0.0)) for s, a in zip(sizes, peaks)]
     rows = _place(image, profiles, xs, ys, sizes, peaks, np.ones(n, int), HDF_COLOUR)
     return Sky(image=image, truth=_table(rows), background_sum=bg_sum,
-               meta={"seed": seed, "height": height, "width": width, "baseline": 1, "params": asdict(params)})
+               meta={"seed": seed, "height": height, "width": width, "baseline": 1, "params": asdict(params),
+                     "modulation": asdict(bg.modulation) if modulate and bg.modulation is not None else None})
 
 
 def baseline_geometric(*, height: int, width: int, params: Baseline2 = Baseline2(), seed: int = 0,
@@ -133,4 +134,5 @@ def baseline_geometric(*, height: int, width: int, params: Baseline2 = Baseline2
         profiles = [_gaussian(s, a) for s, a in zip(sizes, peaks)]
         rows += _place(image, profiles, xs, ys, sizes, peaks, np.full(n, cls), HDF_COLOUR)
     return Sky(image=image, truth=_table(rows), background_sum=bg_sum,
-               meta={"seed": seed, "height": height, "width": width, "baseline": 2, "params": asdict(p)})
+               meta={"seed": seed, "height": height, "width": width, "baseline": 2, "params": asdict(p),
+                     "modulation": asdict(bg.modulation) if modulate and bg.modulation is not None else None})

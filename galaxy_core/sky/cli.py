@@ -91,7 +91,8 @@ def _cmd_mosaic(args) -> int:
 
     model = load_pretrained(args.checkpoint)
     sky = compose_mosaic(model, height=args.height or args.size, width=args.width or args.size, density=args.density,
-                         seed=args.seed, memmap=args.memmap, progress=not args.quiet)
+                         seed=args.seed, memmap=args.memmap, modulate=not args.no_modulation,
+                         progress=not args.quiet)
     written = write_sky(sky, args.out, png=not args.no_png)
     print(f"mosaic {sky.image.shape[2]} x {sky.image.shape[1]} px, {len(sky.truth)} galaxies")
     for p in written:
@@ -224,6 +225,8 @@ def _add_sky_commands(sub) -> None:
     m.add_argument("--density", type=float, default=4.9e-4, help="galaxies per pixel")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--memmap", help=".npy file to hold the sky (for the largest mosaics)")
+    m.add_argument("--no-modulation", action="store_true",
+                   help="the same sky level and noise everywhere (default: they vary as the deep field's do)")
     m.add_argument("--no-png", action="store_true")
     m.add_argument("--out", required=True)
     m.add_argument("--quiet", action="store_true")

@@ -217,6 +217,20 @@ def measure_modulation(rgb01: np.ndarray, mask: np.ndarray, background: Backgrou
     The ratio of the remaining spreads at the two block sizes gives the fields' correlation
     scale (:func:`block_mean_sd`), from which the spreads at one pixel follow.
 
+    Parameters
+    ----------
+    rgb01 : array (H, W, 3), float in [0, 1]
+        The image, field units.
+    mask : array (H, W), bool
+        True on sources (:func:`source_mask`); those pixels are left out.
+    background : Background
+        The image's background model without variation (:func:`measure_background`): its
+        drawings give the estimates' own scatter.
+    blocks : (int, int)
+        The two square sizes, px, increasing.
+    draws : int
+        Drawings of ``background`` averaged for the scatter (fixed seed: deterministic).
+
     Returns
     -------
     SkyModulation

@@ -138,7 +138,7 @@ def compose(cfg: SkyConfig, *, progress=False) -> Sky:
         from galaxy_core.sky.baselines import baseline_geometric, baseline_uniform
 
         fn = baseline_uniform if cfg.positions == "baseline1" else baseline_geometric
-        return fn(height=cfg.height, width=cfg.width, seed=cfg.seed)
+        return fn(height=cfg.height, width=cfg.width, seed=cfg.seed, modulate=cfg.modulate)
     from galaxy_core.sky.calibrate import FaintSources, FieldStars
 
     faint = FaintSources(subcatalogue=cfg.subcatalogue, profile=cfg.faint_profile) if cfg.faint else None
