@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from galaxy_core.sky.compose import Background, Sky, add_stamp, hdf_background, modulation_fields
+from galaxy_core.sky.compose import Background, Sky, add_stamp, background_meta, hdf_background, modulation_fields
 
 # Mean R, G, B flux fractions of the deep field's usable galaxies (hdf catalogue flux_r/g/b).
 HDF_COLOUR = (0.34, 0.29, 0.37)
@@ -107,7 +107,7 @@ def baseline_uniform(*, height: int, width: int, params: Baseline1 = Baseline1()
     rows = _place(image, profiles, xs, ys, sizes, peaks, np.ones(n, int), HDF_COLOUR)
     return Sky(image=image, truth=_table(rows), background_sum=bg_sum,
                meta={"seed": seed, "height": height, "width": width, "baseline": 1, "params": asdict(params),
-                     "modulation": asdict(bg.modulation) if modulate and bg.modulation is not None else None})
+                     "background": background_meta(bg, modulate)})
 
 
 def baseline_geometric(*, height: int, width: int, params: Baseline2 = Baseline2(), seed: int = 0,
@@ -135,4 +135,4 @@ def baseline_geometric(*, height: int, width: int, params: Baseline2 = Baseline2
         rows += _place(image, profiles, xs, ys, sizes, peaks, np.full(n, cls), HDF_COLOUR)
     return Sky(image=image, truth=_table(rows), background_sum=bg_sum,
                meta={"seed": seed, "height": height, "width": width, "baseline": 2, "params": asdict(p),
-                     "modulation": asdict(bg.modulation) if modulate and bg.modulation is not None else None})
+                     "background": background_meta(bg, modulate)})

@@ -108,13 +108,6 @@ class Background:
         return out.astype(np.float32)
 
 
-def _gaussian_taps(sigma: float) -> np.ndarray:
-    """The normalised 1-D kernel :func:`scipy.ndimage.gaussian_filter` uses for ``sigma``."""
-    r = int(4.0 * sigma + 0.5)
-    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
-    return k / k.sum()
-
-
 def block_mean_sd(block: int, scale: float) -> float:
     """Standard deviation of the mean over a ``block`` x ``block`` px square of a unit-variance
     field made by Gaussian smoothing (kernel sigma ``scale`` px) of white noise, whose
@@ -162,14 +155,14 @@ class SkyModulation:
     def coarse(self, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
         """(2, height // step + 2, width // step + 2) float32 unit-variance fields (noise, level)
         on grid nodes ``step`` px apart, node (0, 0) at pixel (0, 0)."""
-        from scipy.ndimage import correlate1d
+        from scipy.ndimage import gaussian_filter, gaussian_filter1d
 
         sigma = self.scale / self.step
-        taps = _gaussian_taps(sigma)
-        pad = len(taps)
+        pad = 2 * int(4.0 * sigma + 0.5) + 1  # the filter's width (scipy's default truncation, 4 sigma)
+        taps = gaussian_filter1d(np.eye(1, pad, pad // 2)[0], sigma, mode="constant")  # its impulse response
         hc, wc = height // self.step + 2, width // self.step + 2
         white = rng.standard_normal((2, hc + 2 * pad, wc + 2 * pad))
-        g = correlate1d(correlate1d(white, taps, axis=1, mode="constant"), taps, axis=2, mode="constant")
+        g = gaussian_filter(white, (0, sigma, sigma), mode="constant")
         g = g[:, pad : pad + hc, pad : pad + wc] / np.sum(taps**2)  # sd after both axes = sum of taps²
         rho = float(np.clip(self.rho, -1.0, 1.0))
         return np.stack([g[0], rho * g[0] + np.sqrt(1.0 - rho**2) * g[1]]).astype(np.float32)
@@ -833,6 +826,16 @@ def _truth_table(rows: list[dict]):
     return t
 
 
+def background_meta(background: Background, modulate: bool = True) -> dict:
+    """What a sky's ``meta["background"]`` records of the background it was drawn on (level,
+    sigma, correlated noise or not, and the :class:`SkyModulation` applied, None if none); the
+    FITS writer (:func:`galaxy_core.sky.mosaic.write_sky`) reads the modulation from here."""
+    mod = background.modulation if modulate else None
+    return {"level": list(background.level), "sigma": list(background.sigma),
+            "correlated": background.kernels is not None,
+            "modulation": None if mod is None else dataclasses.asdict(mod)}
+
+
 def modulation_fields(background: Background, height: int, width: int, seed: int,
                       modulate: bool = True) -> Callable[[int, int, int, int], np.ndarray | None]:
     """The :class:`SkyModulation` fields of a ``height`` x ``width`` sky of ``seed``, as a
@@ -903,7 +906,6 @@ def compose_sky(*, height: int, width: int, positions: Callable[[np.random.Gener
     bg_sum = 0.0
     report = progress if callable(progress) else (lambda done, total: None)
     n_tiles = n_ty * n_tx
-    mod = bg.modulation if modulate else None
     fields = modulation_fields(bg, height, width, seed, modulate)
     for t in tqdm(range(n_ty * n_tx), desc="sky tiles", disable=progress is not True):
         ty, tx = divmod(t, n_tx)
@@ -946,7 +948,5 @@ def compose_sky(*, height: int, width: int, positions: Callable[[np.random.Gener
         report(n_tiles + t + 1, 2 * n_tiles)
     meta = {"seed": seed, "height": height, "width": width, "cell_px": cell_px, "jitter": jitter,
             "tile_px": tile, "faint": faint is not None, "stars": stars is not None,
-            "background": {"level": list(bg.level), "sigma": list(bg.sigma),
-                           "correlated": bg.kernels is not None,
-                           "modulation": None if mod is None else dataclasses.asdict(mod)}}
+            "background": background_meta(bg, modulate)}
     return Sky(image=image, truth=_truth_table(rows), background_sum=bg_sum, meta=meta)

@@ -10,14 +10,13 @@ largest sizes (8000 x 8000 x 3 float32 is 768 MB).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 
 import numpy as np
 
-from galaxy_core.sky.compose import (Background, ModelGalaxies, Sky, _truth_table, add_stamp, hdf_background,
-                                     modulation_fields)
+from galaxy_core.sky.compose import (Background, ModelGalaxies, Sky, _truth_table, add_stamp, background_meta,
+                                     hdf_background, modulation_fields)
 
 MAX_SIDE = 8000
 
@@ -75,7 +74,6 @@ def compose_mosaic(model, *, height: int, width: int, density: float = 4.9e-4, s
     else:
         image = np.empty((3, height, width), np.float32)
     bg_sum = 0.0
-    mod = bg.modulation if modulate else None
     fields = modulation_fields(bg, height, width, seed, modulate)
     for y in range(0, height, 1024):  # background in strips
         h = min(1024, height - y)
@@ -102,8 +100,7 @@ def compose_mosaic(model, *, height: int, width: int, density: float = 4.9e-4, s
         bar.update(m)
     bar.close()
     meta = {"seed": seed, "height": height, "width": width, "density": density, "size_sigma": size_sigma,
-            "model": str(model.path), "model_id": model.id,
-            "modulation": None if mod is None else dataclasses.asdict(mod)}
+            "model": str(model.path), "model_id": model.id, "background": background_meta(bg, modulate)}
     return Sky(image=image, truth=_truth_table(rows), background_sum=bg_sum, meta=meta)
 
 
@@ -149,7 +146,7 @@ def write_sky(sky: Sky, out: str | os.PathLike, *, png: bool = True, fits: bool 
             if k in sky.meta:
                 hdr[k.upper()[:8]] = sky.meta[k]
         hdr["BKGSUM"] = (sky.background_sum, "background sum, all bands")
-        mod = (sky.meta.get("background") or {}).get("modulation") or sky.meta.get("modulation")
+        mod = (sky.meta.get("background") or {}).get("modulation")
         if mod:  # how the sky level and the noise vary across the image (SkyModulation)
             hdr["BKGLEVSD"] = (mod["level_sd"], "sky level sd at a pixel, field units")
             hdr["BKGNOISD"] = (mod["noise_sd"], "sd of ln noise gain at a pixel")
