@@ -47,6 +47,47 @@ def _cmd_grids(args) -> int:
     return 0
 
 
+def _cmd_grid_stats(args) -> int:
+    from galaxy_core.sky.compose import ModelPositions
+    from galaxy_core.sky.grids import grid_statistics
+    from galaxy_core.sky.pipeline import load_model
+
+    model = load_model(args.checkpoint)
+    positions = ModelPositions(model, mode=args.mode, match_classes=args.match_classes)
+    k = int(model.model_cfg.num_classes)
+    if args.data:
+        from galaxy_core.data.prepared import open_prepared
+
+        data, what = np.asarray(open_prepared(args.data).images)[:, 0].astype(np.int64), args.data
+    else:
+        from galaxy_core.sky.calibrate import catalogue_grids
+
+        data, what = np.asarray(catalogue_grids(classes=k > 2)), "hdf grid catalogue"
+    grids = np.stack([positions(np.random.default_rng([args.seed, i])) for i in range(args.n)])
+    out = {"model": grid_statistics(grids), "data": grid_statistics(data), "checkpoint": str(args.checkpoint),
+           "data_source": what, "mode": args.mode, "match_classes": bool(args.match_classes), "seed": args.seed}
+    rows = [("occupancy", "occupancy"), ("occupancy sd (over grids)", "occupancy_sd")]
+    print(f"{'statistic':<36}{'model':>10}{'data':>10}{'independent':>13}")
+    for label, key in rows:
+        print(f"{label:<36}{out['model'][key]:>10.4f}{out['data'][key]:>10.4f}")
+    for c, (fm, fd) in enumerate(zip(out["model"]["class_fractions"], out["data"]["class_fractions"])):
+        print(f"{'fraction of cells, class ' + str(c):<36}{fm:>10.4f}{fd:>10.4f}")
+    for b in out["model"]["var_over_mean"]:
+        print(f"{f'var/mean of counts in {b}x{b} blocks':<36}{out['model']['var_over_mean'][b]:>10.3f}"
+              f"{out['data']['var_over_mean'][b]:>10.3f}{out['model']['independent']['var_over_mean']:>13.3f}")
+    print(f"{'occupied cells with a neighbour':<36}{out['model']['neighbour_fraction']:>10.3f}"
+          f"{out['data']['neighbour_fraction']:>10.3f}{out['model']['independent']['neighbour_fraction']:>13.3f}")
+    print(f"model: {args.n} grids ({args.mode}{', class-matched' if args.match_classes else ''}); "
+          f"data: {len(data)} grids of the {what}; independent: cells independent at the model's occupancy")
+    if args.out:
+        from galaxy_core.io.atomic import atomic_write_json
+
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(args.out, out)
+        print(f"written: {args.out}")
+    return 0
+
+
 def _print_sky(sky, cfg, written) -> None:
     cls = np.asarray(sky.truth["cls"]) if len(sky.truth) else np.zeros(0, int)
     n_faint, n_stars = int(np.sum(cls == -1)), int(np.sum(cls == -2))
@@ -204,6 +245,19 @@ def _add_sky_commands(sub) -> None:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--rebuild", action="store_true")
     g.set_defaults(func=_cmd_grids)
+
+    gs = ss.add_parser("grid-stats", help="a position model's grids against its data: occupancy, class "
+                       "fractions, counts-in-cells clustering")
+    gs.add_argument("checkpoint", help="position model checkpoint (.json)")
+    gs.add_argument("--n", type=int, default=256, help="grids drawn from the model")
+    gs.add_argument("--seed", type=int, default=0)
+    gs.add_argument("--mode", choices=["sample", "argmax"], default="sample",
+                    help="class per cell drawn (the composer's default) or most likely")
+    gs.add_argument("--match-classes", action="store_true", help="thin the grids to the data's class fractions "
+                    "as the composer does by default")
+    gs.add_argument("--data", help="a prepared grid dataset folder (default: the hdf grid catalogue)")
+    gs.add_argument("--out", help="write the statistics as JSON")
+    gs.set_defaults(func=_cmd_grid_stats)
 
     c = ss.add_parser("compose", help="compose a sky from a position model and a galaxy model (or a baseline)")
     c.add_argument("--config", help="TOML file with a [sky] table (default: configs/sky_default.toml values)")

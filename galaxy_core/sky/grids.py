@@ -370,3 +370,64 @@ def sample_cells(probs: np.ndarray, *, mode: str = "argmax", rng: np.random.Gene
     c = np.cumsum(p, axis=1)  # (n, K, G, G)
     u = rng.random((p.shape[0], 1) + p.shape[2:])
     return np.minimum((u > c).sum(axis=1), p.shape[1] - 1).astype(np.int64)
+
+
+# --------------------------------------------------------------------------- grid statistics
+
+
+GRID_BLOCKS = (2, 4, 8)  # block sides (cells) of the counts-in-cells statistic
+
+
+def grid_statistics(grids: np.ndarray, *, blocks: tuple[int, ...] = GRID_BLOCKS) -> dict:
+    """Summary statistics of a set of grids, to compare a position model with its data.
+
+    Parameters
+    ----------
+    grids : array (n, G, G), int
+        Class per cell, 0 = empty (any number of classes; every class > 0 counts as occupied).
+    blocks : tuple of int
+        Block sides ``b`` (cells, dividing ``G``) of the counts-in-cells statistic.
+
+    Returns
+    -------
+    dict
+        ``occupancy`` mean and ``occupancy_sd`` (over grids) of the fraction of occupied
+        cells; ``class_fractions`` the fraction of all cells holding each class 0..K-1;
+        ``var_over_mean`` ``{b: ...}`` the variance over the mean of the number of occupied
+        cells in ``b x b`` blocks (all blocks of all grids; independent cells with occupancy
+        ``p`` give ``1 - p``, clustering more, an evenly spread pattern less: the
+        counts-in-cells test of point-process statistics); ``neighbour_fraction`` the
+        fraction of occupied cells with at least one occupied cell among their 8 neighbours
+        (independent cells: ``1 - (1 - p)^m`` for a cell with ``m`` neighbours inside the
+        grid, averaged over the grid); ``independent`` the last two for independent cells of
+        the same occupancy.
+
+    Raises
+    ------
+    ValueError
+        ``grids`` is not (n, G, G), or a block side does not divide ``G``.
+    """
+    from scipy import ndimage
+
+    g = np.asarray(grids)
+    if g.ndim != 3 or g.shape[1] != g.shape[2] or len(g) == 0:
+        raise ValueError(f"grid_statistics: expected (n, G, G) grids, got shape {g.shape}")
+    n, side = g.shape[0], g.shape[1]
+    occ = g > 0
+    p = float(occ.mean())
+    k = max(int(g.max()) + 1, 2)
+    out = {"n": int(n), "occupancy": p, "occupancy_sd": float(occ.mean(axis=(1, 2)).std()),
+           "class_fractions": (np.bincount(np.clip(g, 0, None).ravel(), minlength=k) / g.size).tolist(),
+           "var_over_mean": {}}
+    for b in blocks:
+        if side % b:
+            raise ValueError(f"grid_statistics: block side {b} does not divide the grid side {side}")
+        counts = occ.reshape(n, side // b, b, side // b, b).sum(axis=(2, 4)).ravel()
+        out["var_over_mean"][int(b)] = float(counts.var() / counts.mean()) if counts.mean() > 0 else float("nan")
+    ring = np.ones((3, 3), np.int32)
+    ring[1, 1] = 0
+    neighbours = ndimage.convolve(occ.astype(np.int32), ring[None], mode="constant")
+    out["neighbour_fraction"] = float((neighbours[occ] > 0).mean()) if occ.any() else float("nan")
+    m = ndimage.convolve(np.ones((side, side), np.int32), ring, mode="constant")  # neighbours inside the grid
+    out["independent"] = {"var_over_mean": 1.0 - p, "neighbour_fraction": float(np.mean(1 - (1 - p) ** m))}
+    return out
