@@ -261,3 +261,16 @@ def test_a_save_killed_between_its_steps_leaves_a_usable_pair(tmp_path, monkeypa
         assert load_checkpoint(tmp_path / "last.json")[1]["step"] == 2
     save_checkpoint(tmp_path / "last", {"G.w": torch.full((3,), 5.0)}, {"arch": "dcgan", "step": 3})
     assert load_checkpoint(tmp_path / "last.json")[1]["step"] == 3 and not (tmp_path / "last.safetensors.next").exists()
+
+
+def test_shipped_cards_name_their_run_folder_relative_to_the_project():
+    """A shipped card's provenance must make sense on a user's machine: the run folder is the
+    project-relative ``runs/NAME``, never a path of the machine that trained it."""
+    from pathlib import Path
+
+    cards = sorted((Path(__file__).resolve().parents[1] / "checkpoints").glob("*.json"))
+    runs = {c.name: json.loads(c.read_text()).get("training", {}).get("run") for c in cards}
+    runs = {k: v for k, v in runs.items() if v is not None}
+    assert len(runs) >= 10
+    bad = {k: v for k, v in runs.items() if Path(v).is_absolute() or not v.startswith("runs/")}
+    assert not bad, f"shipped cards with a machine-specific run folder: {bad}"
