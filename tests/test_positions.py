@@ -40,3 +40,44 @@ def test_train_on_grids_and_verify(tmp_path):
     model = load_pretrained(ck)
     cells = sample_cells(model.generate(model.latents(0, 2)), mode="sample", rng=np.random.default_rng(0))
     assert cells.shape == (2, 16, 16) and cells.min() >= 0 and cells.max() <= 3
+
+
+def test_live_grid_evaluation_picks_the_best_snapshot(tmp_path):
+    """Position models get a live metric of their own (FID does not apply to grids): the grid
+    statistics' distance from the data's, recorded every eval step and used for ``best``."""
+    import json
+
+    rng = np.random.default_rng(1)
+    src = {"x": rng.uniform(0, 255, 60), "y": rng.uniform(0, 255, 60), "area": rng.uniform(10, 100, 60),
+           "shape": (256, 256)}
+    ds = prepare_catalogue_grids(src, tmp_path / "grids", GridOptions(grid=16, cell_px=16, count=64), source="test")
+    cfg = load_config(configs_dir() / "positions_hdf_uncond.toml",
+                      [f"data.dataset={str(ds.root)!r}", "train.steps=4", "train.batch_size=8", "model.width=4",
+                       "log.sample_every=4", "log.checkpoint_every=4", "log.metrics_every=2", "log.eval_every=2",
+                       "log.eval_samples=32", "train.threads=1"])
+    assert train(cfg, tmp_path / "run", progress=False)["state"] == "finished"
+    recs = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+    evals = [r for r in recs if "grid_distance_32" in r]
+    assert [r["step"] for r in evals] == [2, 4]
+    assert all(np.isfinite(r["grid_distance_32"]) and r["grid_distance_32"] >= 0 for r in evals)
+    assert all(0 <= r["grid_occupancy"] <= 1 and "grid_var_over_mean_8" in r for r in evals)
+    best = json.loads((tmp_path / "run" / "checkpoints" / "best.json").read_text())["best"]
+    assert best["metric"] == "grid_distance_32"
+    assert best["value"] == min(r["grid_distance_32"] for r in evals)
+
+
+def test_grid_distance_is_zero_for_the_data_and_grows_with_the_difference():
+    from galaxy_core.sky.grids import grid_statistics
+    from galaxy_core.train.live import grid_distance
+
+    rng = np.random.default_rng(2)
+    data = grid_statistics((rng.random((200, 16, 16)) < 0.1).astype(int))
+    assert grid_distance(data, data) == 0.0
+    denser = grid_statistics((rng.random((200, 16, 16)) < 0.2).astype(int))
+    densest = grid_statistics((rng.random((200, 16, 16)) < 0.3).astype(int))
+    clumped = grid_statistics(np.kron(rng.random((200, 8, 8)) < 0.025, np.ones((2, 2), int)).astype(int))
+    # twice the occupancy: |ln 2| from the occupancy, more from the neighbours and counts it changes
+    assert grid_distance(denser, data) > abs(np.log(denser["occupancy"] / data["occupancy"]))
+    assert grid_distance(densest, data) > grid_distance(denser, data)
+    assert grid_distance(clumped, data) > 1.0  # same occupancy, every galaxy in a 2 x 2 clump
+    assert grid_distance({**data, "occupancy": 0.0}, data) == float("inf")
