@@ -22,6 +22,9 @@ EXTRACTOR_NAMES = {"galaxy": "galaxy encoder", "pix8": "8×8 pixels", "inception
 PLAIN_METRICS = {  # card metrics that are not feature-space distances
     "sgd_morphology": "Synthetic Galaxy Distance over morphology (Smith et al. 2022)",
     "cmd_fraction_in_box": "Fraction inside the colour–magnitude box (median ± 1.75σ)",
+    "grid_distance_256": "Grid statistics' distance from the data (256 grids; 0 = the same)",
+    "grid_occupancy": "Fraction of grid cells holding a galaxy",
+    "grid_var_over_mean_8": "Counts-in-cells variance / mean, 8 × 8-cell blocks",
 }
 
 

@@ -81,3 +81,35 @@ def test_grid_distance_is_zero_for_the_data_and_grows_with_the_difference():
     assert grid_distance(densest, data) > grid_distance(denser, data)
     assert grid_distance(clumped, data) > 1.0  # same occupancy, every galaxy in a 2 x 2 clump
     assert grid_distance({**data, "occupancy": 0.0}, data) == float("inf")
+
+
+def test_straight_through_cells_draw_the_categorical_distribution_and_pass_gradients():
+    from galaxy_core.models.positions import straight_through_cells
+
+    p = torch.tensor([0.7, 0.2, 0.1]).view(1, 3, 1, 1).expand(4000, 3, 1, 1).clone()
+    maps = (2 * p - 1).requires_grad_(True)
+    y = straight_through_cells(maps, torch.Generator().manual_seed(0))
+    assert set(torch.unique(y).tolist()) == {-1.0, 1.0}
+    assert torch.all((y > 0).sum(dim=1) == 1)  # exactly one class per cell, like a real grid
+    freq = ((y + 1) / 2).mean(dim=(0, 2, 3))
+    torch.testing.assert_close(freq, torch.tensor([0.7, 0.2, 0.1]), atol=0.025, rtol=0)
+    w = torch.randn_like(y)
+    (w * y).sum().backward()
+    torch.testing.assert_close(maps.grad, w)  # straight through: d y / d maps = 1
+    again = straight_through_cells(maps.detach(), torch.Generator().manual_seed(0))
+    assert torch.equal(again, y.detach())  # the step's generator makes the draw repeatable
+
+
+def test_sampled_cells_training_resumes_exactly(tmp_path, straight_and_split):
+    rng = np.random.default_rng(5)
+    src = {"x": rng.uniform(0, 255, 60), "y": rng.uniform(0, 255, 60), "area": rng.uniform(10, 100, 60),
+           "shape": (256, 256)}
+    ds = prepare_catalogue_grids(src, tmp_path / "grids", GridOptions(grid=16, cell_px=16, count=64), source="test")
+    root = straight_and_split(tmp_path / "runs", "configs/positions_hdf_cond.toml",
+                              [f"data.dataset={str(ds.root)!r}", "train.batch_size=8", "model.width=4",
+                               "model.sampled_cells=true", "log.eval_every=0"])
+    a = load_pretrained(root / "straight" / "checkpoints" / "last.json")
+    b = load_pretrained(root / "split" / "checkpoints" / "last.json")
+    assert a.meta["model"]["sampled_cells"] is True
+    for (k, va), (_, vb) in zip(a.G.state_dict().items(), b.G.state_dict().items()):
+        assert torch.equal(va, vb), k

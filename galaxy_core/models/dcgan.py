@@ -109,10 +109,15 @@ class DCGANObjective(Objective):
     def begin_step(self, batch, ctx):
         ctx.stash["z"] = ctx.sample_latents(ctx.batch_size)
 
+    def shown_to_D(self, fake: torch.Tensor, ctx) -> torch.Tensor:
+        """What the discriminator (and the generator's loss) sees of ``G(z)``: ``G(z)`` itself
+        (a family may override, e.g. to draw discrete grids from it)."""
+        return fake
+
     def run(self, phase, batch, ctx):
         G, D, t = self.nets["G"], self.nets["D"], self.train_cfg
         if phase == "D":
-            fake = G(ctx.stash["z"])  # (N, C, H, W) in [-1, 1]
+            fake = self.shown_to_D(G(ctx.stash["z"]), ctx)  # (N, C, H, W) in [-1, 1]
             ctx.stash["fake"] = fake
             real_logits = D(ctx.augment(batch["image"]))
             fake_logits = D(ctx.augment(fake.detach()))

@@ -28,6 +28,9 @@ class PositionsConfig:
     num_classes: int = field(default=4, metadata={"doc": "classes per cell K incl. empty: 2 occupancy, 4 size classes (from the data)"})
     z_dim: int = field(default=64, metadata={"doc": "latent size; z ~ N(0, I)"})
     width: int = field(default=32, metadata={"doc": "channels at the grid end; doubled per layer towards 4x4"})
+    sampled_cells: bool = field(default=False, metadata={
+        "doc": "D sees grids drawn from G's per-cell class probabilities (one-hot, straight-through gradient), "
+               "as the composer draws them, instead of the probability maps"})
 
     def __post_init__(self):
         if self.resolution not in (16, 32, 64):
@@ -78,10 +81,47 @@ class PositionDiscriminator(nn.Module):
         return self.main(x).flatten()
 
 
+def straight_through_cells(maps: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Draw one class per cell from a position generator's output, keeping a gradient.
+
+    Parameters
+    ----------
+    maps : tensor (N, K, G, G), float in [-1, 1]
+        ``2 p - 1`` of the per-cell class probabilities ``p`` (:class:`PositionGenerator`).
+    generator : torch.Generator
+        CPU generator for the draw (the step's, so a resumed run repeats it).
+
+    Returns
+    -------
+    tensor (N, K, G, G) in {-1, 1}
+        The drawn classes one-hot (as ``2 onehot - 1``, the real grids' encoding); the gradient
+        flows to ``p`` as if the output were ``p`` (straight-through estimator; Bengio, Léonard &
+        Courville 2013). The draw is Gumbel-max (Gumbel 1954; Jang, Gu & Poole 2017), i.e. an
+        exact sample of the categorical distribution ``p`` per cell, as
+        :func:`galaxy_core.sky.grids.sample_cells` draws it for the composer.
+    """
+    p = (maps.float() + 1) / 2
+    u = torch.rand(p.shape, generator=generator).to(p.device).clamp(1e-12, 1 - 1e-7)
+    idx = (torch.log(p.clamp_min(1e-12)) - torch.log(-torch.log(u))).argmax(dim=1)
+    hard = nn.functional.one_hot(idx, p.shape[1]).permute(0, 3, 1, 2).to(p.dtype)
+    return 2 * (hard - p.detach() + p) - 1
+
+
+class PositionsObjective(DCGANObjective):
+    """The DCGAN step (non-saturating BCE or hinge) on grids. With ``model.sampled_cells`` the
+    discriminator sees cells drawn from the generator's class probabilities
+    (:func:`straight_through_cells`) instead of the probability maps: a real grid is one-hot, so
+    D can otherwise tell soft maps from real grids by their softness alone, and nothing makes the
+    per-cell draws the composer makes from the maps look like real grids."""
+
+    def shown_to_D(self, fake, ctx):
+        return straight_through_cells(fake, ctx.generator) if getattr(ctx.model_cfg, "sampled_cells", False) else fake
+
+
 class PositionsFamily(Family):
     name = "positions"
     config_cls = PositionsConfig
-    objective_cls = DCGANObjective  # D on real/fake one-hot maps, then G (non-saturating BCE or hinge)
+    objective_cls = PositionsObjective  # D on real/fake one-hot maps, then G (non-saturating BCE or hinge)
     data_kind = "grid"
     description = "position GAN on one-hot sky grids (two-stage sparse-sky model, ETH Zurich; DCGAN layers)"
 
