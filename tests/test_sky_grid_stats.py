@@ -67,3 +67,11 @@ def test_grid_stats_command_on_a_shipped_position_model(tmp_path):
     # thinned to the data's occupancy (the composer's default), within the grid-to-grid spread
     assert s["model"]["occupancy"] == pytest.approx(s["data"]["occupancy"], abs=0.01)
     assert s["data"]["occupancy"] == pytest.approx(0.122, abs=0.002)
+    assert 0 <= s["grid_distance"] < 1.0 and "distance from the data" in r.stdout
+
+
+def test_grid_stats_command_refuses_a_galaxy_model():
+    r = subprocess.run([sys.executable, "-m", "galaxy_core.cli", "sky", "grid-stats", "checkpoints/dcgan_hdf32.json"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0
+    assert "dcgan_hdf32.json" in r.stderr and "not a position model" in r.stderr and "Traceback" not in r.stderr

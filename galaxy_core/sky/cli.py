@@ -52,7 +52,14 @@ def _cmd_grid_stats(args) -> int:
     from galaxy_core.sky.grids import grid_statistics
     from galaxy_core.sky.pipeline import load_model
 
+    from galaxy_core.train.live import grid_distance
+
     model = load_model(args.checkpoint)
+    if model.meta.get("arch") != "positions":
+        from galaxy_core.errors import GalaxyGanError
+
+        raise GalaxyGanError(f"sky grid-stats: {args.checkpoint} is a {model.meta.get('arch')!r} model, "
+                             "not a position model (arch 'positions')")
     positions = ModelPositions(model, mode=args.mode, match_classes=args.match_classes)
     k = int(model.model_cfg.num_classes)
     if args.data:
@@ -66,6 +73,7 @@ def _cmd_grid_stats(args) -> int:
     grids = np.stack([positions(np.random.default_rng([args.seed, i])) for i in range(args.n)])
     out = {"model": grid_statistics(grids), "data": grid_statistics(data), "checkpoint": str(args.checkpoint),
            "data_source": what, "mode": args.mode, "match_classes": bool(args.match_classes), "seed": args.seed}
+    out["grid_distance"] = grid_distance(out["model"], out["data"])
     rows = [("occupancy", "occupancy"), ("occupancy sd (over grids)", "occupancy_sd")]
     print(f"{'statistic':<36}{'model':>10}{'data':>10}{'independent':>13}")
     for label, key in rows:
@@ -77,6 +85,7 @@ def _cmd_grid_stats(args) -> int:
               f"{out['data']['var_over_mean'][b]:>10.3f}{out['model']['independent']['var_over_mean']:>13.3f}")
     print(f"{'occupied cells with a neighbour':<36}{out['model']['neighbour_fraction']:>10.3f}"
           f"{out['data']['neighbour_fraction']:>10.3f}{out['model']['independent']['neighbour_fraction']:>13.3f}")
+    print(f"{'distance from the data (0 = same)':<36}{out['grid_distance']:>10.3f}")
     print(f"model: {args.n} grids ({args.mode}{', class-matched' if args.match_classes else ''}); "
           f"data: {len(data)} grids of the {what}; independent: cells independent at the model's occupancy")
     if args.out:
