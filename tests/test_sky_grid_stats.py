@@ -75,3 +75,21 @@ def test_grid_stats_command_refuses_a_galaxy_model():
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode != 0
     assert "dcgan_hdf32.json" in r.stderr and "not a position model" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("name, limit", [("positions_hdf_cond", 0.2), ("positions_hdf_uncond", 0.15)])
+def test_shipped_position_models_draw_grids_like_the_data(name, limit):
+    """Drawn per cell, as the composer draws them, the shipped models' grids have the data's
+    occupancy and a small grid distance (the first models, trained on soft maps: 0.75 and 1.9)."""
+    from galaxy_core.sky.calibrate import catalogue_grids
+    from galaxy_core.sky.compose import ModelPositions
+    from galaxy_core.sky.pipeline import load_model
+    from galaxy_core.train.live import grid_distance
+
+    model = load_model(ROOT / "checkpoints" / f"{name}.json")
+    assert model.meta["model"]["sampled_cells"] is True
+    data = grid_statistics(np.asarray(catalogue_grids(classes=model.model_cfg.num_classes > 2)))
+    positions = ModelPositions(model)
+    s = grid_statistics(np.stack([positions(np.random.default_rng([9, i])) for i in range(128)]))
+    assert s["occupancy"] == pytest.approx(data["occupancy"], abs=0.01)
+    assert grid_distance(s, data) < limit
