@@ -83,5 +83,12 @@ def setup(device_name: str) -> Dist:
 
 
 def teardown(d: Dist) -> None:
+    """Leave the process group together: a barrier first, so no rank closes its connections
+    while another still has messages in flight (with gloo that can abort a rank at exit
+    after training finished), then destroy the group."""
     if d.enabled and dist.is_initialized():
+        try:
+            dist.barrier()
+        except Exception:  # another rank already failed; its error is the one to report
+            pass
         dist.destroy_process_group()
