@@ -67,8 +67,7 @@ def test_live_grid_evaluation_picks_the_best_snapshot(tmp_path):
 
 
 def test_grid_distance_is_zero_for_the_data_and_grows_with_the_difference():
-    from galaxy_core.sky.grids import grid_statistics
-    from galaxy_core.train.live import grid_distance
+    from galaxy_core.sky.grids import grid_distance, grid_statistics
 
     rng = np.random.default_rng(2)
     data = grid_statistics((rng.random((200, 16, 16)) < 0.1).astype(int))

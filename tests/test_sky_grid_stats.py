@@ -84,7 +84,7 @@ def test_shipped_position_models_draw_grids_like_the_data(name, limit):
     from galaxy_core.sky.calibrate import catalogue_grids
     from galaxy_core.sky.compose import ModelPositions
     from galaxy_core.sky.pipeline import load_model
-    from galaxy_core.train.live import grid_distance
+    from galaxy_core.sky.grids import grid_distance
 
     model = load_model(ROOT / "checkpoints" / f"{name}.json")
     assert model.meta["model"]["sampled_cells"] is True

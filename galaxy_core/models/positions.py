@@ -115,7 +115,7 @@ class PositionsObjective(DCGANObjective):
     per-cell draws the composer makes from the maps look like real grids."""
 
     def shown_to_D(self, fake, ctx):
-        return straight_through_cells(fake, ctx.generator) if getattr(ctx.model_cfg, "sampled_cells", False) else fake
+        return straight_through_cells(fake, ctx.generator) if ctx.model_cfg.sampled_cells else fake
 
 
 class PositionsFamily(Family):

@@ -49,10 +49,8 @@ def _cmd_grids(args) -> int:
 
 def _cmd_grid_stats(args) -> int:
     from galaxy_core.sky.compose import ModelPositions
-    from galaxy_core.sky.grids import grid_statistics
+    from galaxy_core.sky.grids import grid_distance, grid_statistics
     from galaxy_core.sky.pipeline import load_model
-
-    from galaxy_core.train.live import grid_distance
 
     model = load_model(args.checkpoint)
     if model.meta.get("arch") != "positions":

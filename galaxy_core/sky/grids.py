@@ -431,3 +431,22 @@ def grid_statistics(grids: np.ndarray, *, blocks: tuple[int, ...] = GRID_BLOCKS)
     m = ndimage.convolve(np.ones((side, side), np.int32), ring, mode="constant")  # neighbours inside the grid
     out["independent"] = {"var_over_mean": 1.0 - p, "neighbour_fraction": float(np.mean(1 - (1 - p) ** m))}
     return out
+
+
+def grid_distance(model: dict, data: dict) -> float:
+    """One number for how far a position model's grid statistics are from the data's (0 = the
+    same): ``|ln(occupancy ratio)|`` + the mean ``|ln(fraction ratio)|`` over the occupied
+    classes (for more than one) + the mean absolute difference of the counts-in-cells
+    variance/mean over the block sizes + the absolute difference of the neighbour fractions
+    (:func:`grid_statistics` dicts in; an empty model grid set scores inf)."""
+    eps = 1e-6
+    if model["occupancy"] <= 0:
+        return float("inf")
+    d = abs(np.log(model["occupancy"] / max(data["occupancy"], eps)))
+    fm, fd = np.asarray(model["class_fractions"][1:]), np.asarray(data["class_fractions"][1:])
+    if len(fd) > 1 and len(fm) == len(fd):
+        d += float(np.mean(np.abs(np.log(np.maximum(fm, eps) / np.maximum(fd, eps)))))
+    blocks = [b for b in data["var_over_mean"] if b in model["var_over_mean"]]
+    d += float(np.mean([abs(model["var_over_mean"][b] - data["var_over_mean"][b]) for b in blocks]))
+    d += abs(model["neighbour_fraction"] - data["neighbour_fraction"])
+    return float(d)

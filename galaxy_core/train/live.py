@@ -28,6 +28,14 @@ from galaxy_core.metrics.features import Extractor, load_extractor, reference_st
 from galaxy_core.metrics.fid import feature_statistics, frechet_distance, kid, metric_name
 
 
+def _generate(G: torch.nn.Module, sample_z: Callable[[int, torch.Generator], torch.Tensor], n: int,
+              device: torch.device, batch: int) -> torch.Tensor:
+    """(n, ...) float32 CPU outputs of ``G`` for the fixed evaluation latents (seed 2024), so
+    successive evaluations of one run see the same z."""
+    z = sample_z(n, torch.Generator().manual_seed(2024))
+    return torch.cat([G(z[i : i + batch].to(device)).float().cpu() for i in range(0, n, batch)])
+
+
 class LiveEvaluator:
     def __init__(self, data: PreparedDataset, extractor: Extractor, *, n_samples: int,
                  device: torch.device, max_real: int = 5000, batch: int = 128):
@@ -41,9 +49,7 @@ class LiveEvaluator:
     @torch.no_grad()
     def __call__(self, G: torch.nn.Module, sample_z: Callable[[int, torch.Generator], torch.Tensor]) -> dict:
         """Metrics of ``G`` (in eval mode) as ``{fid_name: value, kid_name: value}``."""
-        z = sample_z(self.n_samples, torch.Generator().manual_seed(2024))
-        images = torch.cat([G(z[i : i + self.batch].to(self.device)).float().cpu()
-                            for i in range(0, self.n_samples, self.batch)])
+        images = _generate(G, sample_z, self.n_samples, self.device, self.batch)
         feats = self.extractor(images)
         mu, sigma = feature_statistics(feats)
         size = min(1000, len(feats), len(self.real_feats))
@@ -51,30 +57,11 @@ class LiveEvaluator:
         return {self.name: float(frechet_distance(mu, sigma, self.mu, self.sigma)), self.kid_name: float(kid_mean)}
 
 
-def grid_distance(model: dict, data: dict) -> float:
-    """One number for how far a position model's grid statistics are from the data's (0 = the
-    same): ``|ln(occupancy ratio)|`` + the mean ``|ln(fraction ratio)|`` over the occupied
-    classes (for more than one) + the mean absolute difference of the counts-in-cells
-    variance/mean over the block sizes + the absolute difference of the neighbour fractions
-    (:func:`galaxy_core.sky.grids.grid_statistics` dicts in; an empty model grid set scores inf)."""
-    eps = 1e-6
-    if model["occupancy"] <= 0:
-        return float("inf")
-    d = abs(np.log(model["occupancy"] / max(data["occupancy"], eps)))
-    fm, fd = np.asarray(model["class_fractions"][1:]), np.asarray(data["class_fractions"][1:])
-    if len(fd) > 1 and len(fm) == len(fd):
-        d += float(np.mean(np.abs(np.log(np.maximum(fm, eps) / np.maximum(fd, eps)))))
-    blocks = [b for b in data["var_over_mean"] if b in model["var_over_mean"]]
-    d += float(np.mean([abs(model["var_over_mean"][b] - data["var_over_mean"][b]) for b in blocks]))
-    d += abs(model["neighbour_fraction"] - data["neighbour_fraction"])
-    return float(d)
-
-
 class GridEvaluator:
     """Live evaluation of a position model: ``n_samples`` grids from fixed latents, one class
     drawn per cell with a fixed seed (as the composer draws them), their
     :func:`galaxy_core.sky.grids.grid_statistics` against those of up to ``max_real`` grids
-    of the data. Records ``grid_distance_N`` (:func:`grid_distance`, lower is better; the
+    of the data. Records ``grid_distance_N`` (:func:`galaxy_core.sky.grids.grid_distance`, lower is better; the
     best snapshot is chosen by it), ``grid_occupancy`` and ``grid_var_over_mean_B`` for the
     largest block size B."""
 
@@ -89,11 +76,9 @@ class GridEvaluator:
 
     @torch.no_grad()
     def __call__(self, G: torch.nn.Module, sample_z: Callable[[int, torch.Generator], torch.Tensor]) -> dict:
-        from galaxy_core.sky.grids import grid_statistics, sample_cells
+        from galaxy_core.sky.grids import grid_distance, grid_statistics, sample_cells
 
-        z = sample_z(self.n_samples, torch.Generator().manual_seed(2024))
-        out = torch.cat([G(z[i : i + self.batch].to(self.device)).float().cpu()
-                         for i in range(0, self.n_samples, self.batch)])
+        out = _generate(G, sample_z, self.n_samples, self.device, self.batch)
         cells = sample_cells(out.numpy(), mode="sample", rng=np.random.default_rng(2024))
         stats = grid_statistics(cells)
         b = max(stats["var_over_mean"])
