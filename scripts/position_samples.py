@@ -27,11 +27,10 @@ def main() -> None:
 
     from PIL import Image
 
-    from galaxy_core.io.render import make_grid
+    from galaxy_core.io.render import grid_rgb, make_grid
     from galaxy_core.sky.calibrate import catalogue_grids
     from galaxy_core.sky.compose import ModelPositions
     from galaxy_core.sky.pipeline import load_model
-    from galaxy_core.train.kinds import GRID_PALETTE
 
     model = load_model(args.checkpoint)
     k = int(model.model_cfg.num_classes)
@@ -41,7 +40,7 @@ def main() -> None:
     real = data[np.random.default_rng(args.seed).choice(len(data), args.n, replace=False)]
 
     def block(grids: np.ndarray) -> np.ndarray:
-        rgb = GRID_PALETTE[np.clip(grids, 0, len(GRID_PALETTE) - 1)]
+        rgb = grid_rgb(grids)
         rgb = np.repeat(np.repeat(rgb, 4, axis=1), 4, axis=2)
         return make_grid(rgb, ncols=2, pad=4, fill=90)
 

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from galaxy_core.sky.grids import (HEURISTIC_AREA, GridOptions, catalogue_to_grid, dihedral_xy, grid_to_catalogue,
                                    sample_cells, size_class, size_thresholds, tile_grids)
@@ -70,3 +71,32 @@ def test_sample_cells_argmax_and_draw():
     half = np.full((1, 2, 50, 50), 0.0)  # p = 0.5 each: about half the cells occupied
     frac = sample_cells(half, mode="sample", rng=np.random.default_rng(1)).mean()
     assert 0.45 < frac < 0.55
+
+
+def test_position_output_is_displayed_as_drawn_cells():
+    """A position model's class probabilities are shown as the composer draws them: a class per
+    cell in the grid palette. A model whose every cell is occupied with probability 0.12 (what a
+    model trained on drawn cells gives) shows about 12 % coloured cells, not a flat map and not
+    the empty grid its argmax is."""
+    from galaxy_core.io.render import GRID_PALETTE, to_rgb
+    from galaxy_core.train.kinds import GridKind
+
+    p = np.zeros((2, 4, 64, 64))
+    p[:, 0], p[:, 1], p[:, 2], p[:, 3] = 0.88, 0.06, 0.04, 0.02
+    x = 2 * p - 1
+    channels = ["class0", "class1", "class2", "class3"]
+    rgb = to_rgb(x, channels)
+    assert rgb.shape == (2, 64, 64, 3) and rgb.dtype == np.uint8
+    colours = {tuple(c): k for k, c in enumerate(GRID_PALETTE[:4])}
+    cls = np.vectorize(lambda r, g, b: colours[(r, g, b)])(rgb[..., 0], rgb[..., 1], rgb[..., 2])
+    freq = np.bincount(cls.ravel(), minlength=4) / cls.size
+    np.testing.assert_allclose(freq, [0.88, 0.06, 0.04, 0.02], atol=0.015)
+    np.testing.assert_array_equal(to_rgb(x, channels), rgb)  # the same output always shows the same grid
+    np.testing.assert_array_equal(to_rgb(x[0], channels), rgb[0])
+    assert not sample_cells(x).any()  # its argmax: every cell empty
+    # the sample grids written during training: the same draw, four pixels per cell
+    shown = GridKind.__new__(GridKind).render(torch.as_tensor(x, dtype=torch.float32))
+    assert shown.shape[0] >= 4 * 64 and 0.08 < (shown.max(axis=-1) > 0).mean() < 0.16
+    # image channels are not grids
+    grey = to_rgb(np.zeros((1, 3, 8, 8)), ["R", "G", "B"])
+    assert (grey == 128).all() or (grey == 127).all()

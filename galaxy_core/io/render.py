@@ -23,6 +23,54 @@ def to_uint8(x: np.ndarray) -> np.ndarray:
     return model_to_uint8(np.asarray(x, np.float32))
 
 
+# Colours of grid classes (empty, small, medium, large, ...), uint8 RGB.
+GRID_PALETTE = np.array([[0, 0, 0], [70, 140, 255], [255, 200, 60], [255, 70, 70], [160, 255, 160]], np.uint8)
+
+# Seed of the class draw when a position model's output is displayed (:func:`to_rgb`): fixed, so
+# the same output always shows the same grid and training samples stay comparable step to step.
+GRID_DISPLAY_SEED = 0
+
+
+def sample_cells(probs: np.ndarray, *, mode: str = "argmax", rng: np.random.Generator | None = None) -> np.ndarray:
+    """Discrete grids from a position model's one-hot-like output.
+
+    Parameters
+    ----------
+    probs : array (n, K, G, G), float
+        Output of the position generator in [-1, 1] (``2 p - 1`` of class probabilities p).
+    mode : {"argmax", "sample"}
+        Most likely class per cell, or a class drawn from p per cell.
+    rng : numpy Generator
+        Needed for ``"sample"``.
+
+    Returns
+    -------
+    ndarray (n, G, G), int64
+    """
+    p = (np.asarray(probs, float) + 1) / 2
+    if mode == "argmax":
+        return p.argmax(axis=1).astype(np.int64)
+    if mode != "sample":
+        raise ValueError(f"sample_cells: mode must be 'argmax' or 'sample', got {mode!r}")
+    if rng is None:
+        raise ValueError("sample_cells: mode 'sample' needs an rng")
+    p = p / p.sum(axis=1, keepdims=True)
+    c = np.cumsum(p, axis=1)  # (n, K, G, G)
+    u = rng.random((p.shape[0], 1) + p.shape[2:])
+    return np.minimum((u > c).sum(axis=1), p.shape[1] - 1).astype(np.int64)
+
+
+def grid_rgb(cells: np.ndarray) -> np.ndarray:
+    """Class grids (..., G, G) int (0 = empty) to uint8 RGB (..., G, G, 3) in :data:`GRID_PALETTE`
+    (classes past the palette take its last colour)."""
+    return GRID_PALETTE[np.clip(np.asarray(cells, np.int64), 0, len(GRID_PALETTE) - 1)]
+
+
+def is_grid_channels(channels: list[str] | None) -> bool:
+    """True for the channel names of a position model's one-hot output (``class0``, ``class1``, ...)."""
+    return bool(channels) and all(str(c).startswith("class") for c in channels)
+
+
 def to_rgb(x: np.ndarray, channels: list[str] | None = None) -> np.ndarray:
     """Model-range images to displayable uint8 RGB.
 
@@ -32,7 +80,10 @@ def to_rgb(x: np.ndarray, channels: list[str] | None = None) -> np.ndarray:
     channels : list of str
         Channel names in array order. ``["R", "G", "B"]`` is shown as is, ``["L"]`` (or any
         single band) as grey, and survey bands ordered blue to red (e.g. g, r, i) as
-        reddest->R, middle->G, bluest->B.
+        reddest->R, middle->G, bluest->B. ``class0``, ``class1``, ... (a position model's
+        class probabilities, :func:`is_grid_channels`): one class is drawn per cell, as the
+        sky composer draws it (:func:`sample_cells`, seed :data:`GRID_DISPLAY_SEED`), and shown
+        in :data:`GRID_PALETTE` (black = empty), one pixel per cell.
 
     Returns
     -------
@@ -42,6 +93,10 @@ def to_rgb(x: np.ndarray, channels: list[str] | None = None) -> np.ndarray:
     single = x.ndim == 3
     if single:
         x = x[None]
+    if is_grid_channels(channels) and x.shape[1] == len(channels) > 1:
+        cells = sample_cells(x, mode="sample", rng=np.random.default_rng(GRID_DISPLAY_SEED))
+        out = grid_rgb(cells)
+        return out[0] if single else out
     c = x.shape[1]
     if c == 1:
         rgb = np.repeat(x, 3, axis=1)

@@ -33,6 +33,7 @@ import numpy as np
 
 from galaxy_core.data.prepared import PreparedDataset, cache_key, open_prepared, write_prepared
 from galaxy_core.errors import DataError
+from galaxy_core.io.render import sample_cells  # noqa: F401  (re-exported: the composer's draw)
 
 GRID_VERSION = "skygrid/1"
 CLASS_NAMES = ("empty", "small", "medium", "large")
@@ -341,35 +342,6 @@ def prepare_catalogue_grids(sources: dict[str, np.ndarray], out: str | os.PathLi
     grids, info = tile_grids(sources, opts)
     key = cache_key({"source": source, "opts": asdict(opts), "version": GRID_VERSION})
     return _write_grids(Path(out), grids, opts, info, name=Path(out).name, source=source, key=key)
-
-
-def sample_cells(probs: np.ndarray, *, mode: str = "argmax", rng: np.random.Generator | None = None) -> np.ndarray:
-    """Discrete grids from a position model's one-hot-like output.
-
-    Parameters
-    ----------
-    probs : array (n, K, G, G), float
-        Output of the position generator in [-1, 1] (``2 p - 1`` of class probabilities p).
-    mode : {"argmax", "sample"}
-        Most likely class per cell, or a class drawn from p per cell.
-    rng : numpy Generator
-        Needed for ``"sample"``.
-
-    Returns
-    -------
-    ndarray (n, G, G), int64
-    """
-    p = (np.asarray(probs, float) + 1) / 2
-    if mode == "argmax":
-        return p.argmax(axis=1).astype(np.int64)
-    if mode != "sample":
-        raise ValueError(f"sample_cells: mode must be 'argmax' or 'sample', got {mode!r}")
-    if rng is None:
-        raise ValueError("sample_cells: mode 'sample' needs an rng")
-    p = p / p.sum(axis=1, keepdims=True)
-    c = np.cumsum(p, axis=1)  # (n, K, G, G)
-    u = rng.random((p.shape[0], 1) + p.shape[2:])
-    return np.minimum((u > c).sum(axis=1), p.shape[1] - 1).astype(np.int64)
 
 
 # --------------------------------------------------------------------------- grid statistics

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from galaxy_core.data.prepared import PreparedDataset
 from galaxy_core.data.transforms import Augment
 from galaxy_core.errors import ConfigError
-from galaxy_core.io.render import make_grid, to_rgb
+from galaxy_core.io.render import grid_rgb, make_grid, to_rgb
 from galaxy_core.io.units import uint8_to_model
 
 
@@ -156,10 +156,6 @@ class LabelKind(ImageKind):
         return {"image": self.augment(x, generator, channels=self.channels), "label": self.labels[idx]}
 
 
-# Colours of grid classes (empty, small, medium, large, ...), uint8 RGB.
-GRID_PALETTE = np.array([[0, 0, 0], [70, 140, 255], [255, 200, 60], [255, 70, 70], [160, 255, 160]], np.uint8)
-
-
 class GridKind(ImageKind):
     """Coarse grids with a class per cell (0 = empty); the dataset's images are (N, 1, G, G)
     uint8 class indices and its manifest names ``num_classes`` (including the empty class)."""
@@ -178,9 +174,10 @@ class GridKind(ImageKind):
         return {"grid": grid, "image": onehot}
 
     def render(self, out) -> np.ndarray:
-        x = self.images(out).detach().float().cpu()
-        cls = x.argmax(dim=1).numpy() if x.shape[1] > 1 else (x[:, 0] > 0).long().numpy()
-        rgb = GRID_PALETTE[np.clip(cls, 0, len(GRID_PALETTE) - 1)]
+        """Sample grids as the composer would draw them (:func:`~galaxy_core.io.render.to_rgb`
+        on the class probabilities), four pixels per cell."""
+        x = self.images(out).detach().float().cpu().numpy()
+        rgb = to_rgb(x, [f"class{k}" for k in range(x.shape[1])]) if x.shape[1] > 1 else grid_rgb(x[:, 0] > 0)
         rgb = np.repeat(np.repeat(rgb, 4, axis=1), 4, axis=2)
         return make_grid(rgb, ncols=int(math.sqrt(len(rgb))))
 
