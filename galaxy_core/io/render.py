@@ -66,6 +66,12 @@ def grid_rgb(cells: np.ndarray) -> np.ndarray:
     return GRID_PALETTE[np.clip(np.asarray(cells, np.int64), 0, len(GRID_PALETTE) - 1)]
 
 
+def grid_channels(num_classes: int) -> list[str]:
+    """Channel names of a position model's one-hot output over ``num_classes`` cell classes:
+    ``["class0", ..., "class{K-1}"]`` (class 0 = empty)."""
+    return [f"class{k}" for k in range(int(num_classes))]
+
+
 def is_grid_channels(channels: list[str] | None) -> bool:
     """True for the channel names of a position model's one-hot output (``class0``, ``class1``, ...)."""
     return bool(channels) and all(str(c).startswith("class") for c in channels)

@@ -17,6 +17,7 @@ import torch
 
 from galaxy_core.errors import CheckpointError
 from galaxy_core.io.stretch import stretch_from_dict
+from galaxy_core.io.render import grid_channels
 from galaxy_core.models.family import Family
 from galaxy_core.models.registry import get_arch, make_config
 from galaxy_core.io.checkpoint import checkpoint_id, load_checkpoint, subdict
@@ -79,7 +80,7 @@ class Pretrained:
     @property
     def channels(self) -> list[str]:
         if self.meta["data"].get("kind") == "grid":  # one-hot output: one channel per cell class
-            return [f"class{k}" for k in range(int(self.model_cfg.num_classes))]
+            return grid_channels(self.model_cfg.num_classes)
         return list(self.meta["data"]["channels"])
 
     @property

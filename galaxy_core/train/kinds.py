@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from galaxy_core.data.prepared import PreparedDataset
 from galaxy_core.data.transforms import Augment
 from galaxy_core.errors import ConfigError
-from galaxy_core.io.render import grid_rgb, make_grid, to_rgb
+from galaxy_core.io.render import grid_channels, grid_rgb, make_grid, to_rgb
 from galaxy_core.io.units import uint8_to_model
 
 
@@ -177,7 +177,7 @@ class GridKind(ImageKind):
         """Sample grids as the composer would draw them (:func:`~galaxy_core.io.render.to_rgb`
         on the class probabilities), four pixels per cell."""
         x = self.images(out).detach().float().cpu().numpy()
-        rgb = to_rgb(x, [f"class{k}" for k in range(x.shape[1])]) if x.shape[1] > 1 else grid_rgb(x[:, 0] > 0)
+        rgb = to_rgb(x, grid_channels(x.shape[1])) if x.shape[1] > 1 else grid_rgb(x[:, 0] > 0)
         rgb = np.repeat(np.repeat(rgb, 4, axis=1), 4, axis=2)
         return make_grid(rgb, ncols=int(math.sqrt(len(rgb))))
 
