@@ -51,6 +51,7 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
+    from scipy.stats import sem
 
     from galaxy_core.metrics.realism import (classifier_test, feature_names, feature_shifts, image_features,
                                              real_hdf_tiles, real_hdf_tiles_grouped, tile_features)
@@ -87,18 +88,26 @@ def main() -> None:
     feature_groups = {"P1-16": (k >= 1) & (k <= 16), "P17-40": (k > 16) & (k <= 40), "P41-64": k > 40,
                       "histogram": np.char.startswith(names, "H")}
 
-    def run_variant(name, spec, *, seed, real, grouped, band) -> tuple[float, float]:
-        """Compose ``n`` skies of seed set ``seed`` with one variant, print its line; (C2ST, grouped)."""
+    def make_sources(spec) -> tuple:
+        """(positions, galaxies, faint, stars) of one variant; built once, so the galaxy source's
+        calibrations are measured once for every seed set."""
         fm, sh, pm, fa, mc, st = spec
-        t0 = time.perf_counter()
         if fm is None:  # the reference
             positions, source = CatalogueGrids(), StampGalaxies()
         else:
             positions = ModelPositions(positions_model, match_classes=mc)
             source = ModelGalaxies(gal, flux_match=fm, sharpen=sh, pixel_match=pm)
         faint = FaintSources(subcatalogue=fa == "sub", profile=args.faint_profile) if fa else None
+        return positions, source, faint, FieldStars() if st else None
+
+    sources = {name: make_sources(spec) for name, spec in variants.items()}
+
+    def run_variant(name, *, seed, real, grouped, band) -> tuple[float, float]:
+        """Compose ``n`` skies of seed set ``seed`` with one variant, print its line; (C2ST, grouped)."""
+        positions, source, faint, stars = sources[name]
+        t0 = time.perf_counter()
         fake = np.concatenate([image_features(compose_sky(height=256, width=256, positions=positions, galaxies=source,
-                                                          faint=faint, stars=FieldStars() if st else None,
+                                                          faint=faint, stars=stars,
                                                           seed=seed + i, modulate=not args.no_modulation).image)
                                for i in range(n)])
         plain = classifier_test(real, fake)
@@ -125,14 +134,14 @@ def main() -> None:
         real = np.stack([tile_features(t) for t in real_hdf_tiles(4 * n, seed=seed + 1)])
         tiles, band = real_hdf_tiles_grouped(4 * n, seed=seed + 2)
         grouped = np.stack([tile_features(t) for t in tiles])
-        for name, spec in variants.items():
-            plain, grp = run_variant(name, spec, seed=seed, real=real, grouped=grouped, band=band)
+        for name in variants:
+            plain, grp = run_variant(name, seed=seed, real=real, grouped=grouped, band=band)
             results[name].append((plain, grp))
     if len(seeds) > 1:
         print(f"-- mean ± standard error over {len(seeds)} seed sets ({', '.join(map(str, seeds))})")
         for name, runs in results.items():
             a = np.asarray(runs)
-            se = a.std(axis=0, ddof=1) / np.sqrt(len(a))
+            se = sem(a, axis=0)
             print(f"{name:52s} C2ST {a[:, 0].mean():.3f} ± {se[0]:.3f}  grouped {a[:, 1].mean():.3f} ± {se[1]:.3f}  "
                   f"(grouped per seed set: {' / '.join(f'{g:.3f}' for g in a[:, 1])})", flush=True)
 
