@@ -18,7 +18,7 @@ def _cmd_data_build(args) -> int:
 
     t0 = time.perf_counter()
     ds = load_dataset(args.name, resolution=args.resolution, crop=args.crop, count=args.count,
-                      seed=args.seed, rebuild=args.rebuild, progress=True)
+                      seed=args.seed, neighbours=args.neighbours, rebuild=args.rebuild, progress=True)
     _print_dataset(ds, time.perf_counter() - t0)
     return 0
 
@@ -135,6 +135,9 @@ def _applicable_toml(cfg) -> str:
     if cfg.data.dataset != "sim":
         d["data"].pop("count"), d["data"].pop("seed")
         notes.append("data.count and data.seed apply to the built-in sim only")
+    if cfg.data.dataset != "hdf" and cfg.data.neighbours == "keep":
+        d["data"].pop("neighbours")
+        notes.append("data.neighbours applies to the built-in hdf only")
     try:
         physical = is_physical_source(cfg.data.dataset)
     except OSError:
@@ -272,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--crop", type=float, default=1.0)
     b.add_argument("--count", type=int, default=None, help="sim: number of galaxies (default 10000)")
     b.add_argument("--seed", type=int, default=0, help="sim: random seed")
+    b.add_argument("--neighbours", choices=["keep", "sky"], default="keep",
+                   help="hdf: keep the field around each galaxy, or replace other detected sources with source-free sky")
     b.add_argument("--rebuild", action="store_true")
     b.set_defaults(func=_cmd_data_build)
     pr = data.add_parser("prepare", help="prepare a folder of JPG/PNG/TIFF/FITS files (or one FITS file)")

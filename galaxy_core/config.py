@@ -54,6 +54,8 @@ class DataConfig:
     seed: int = option(0, low=0)             # sim only: simulation seed
     # physical data: "asinh" (invertible) or "minmax" (per image, not flux-preserving)
     normalisation: str = option("asinh", choices=("asinh", "minmax"))
+    # hdf only: "keep" the field around each source, or replace other sources with source-free "sky"
+    neighbours: str = option("keep", choices=("keep", "sky"))
 
 
 @dataclass

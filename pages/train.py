@@ -89,6 +89,16 @@ def data_ui(cfg: Config, k: str) -> dict | None:
     if choice == "sim":
         out["count"] = st.number_input("Simulated galaxies", 100, 100_000, int(d.count), 100, key=f"{k}_count",
                                        help="Simulated once and cached; 10,000 take a few minutes.")
+    if choice == "hdf":
+        out["neighbours"] = st.selectbox(
+            "Neighbours in each stamp", ["keep", "sky"], index=["keep", "sky"].index(d.neighbours),
+            key=f"{k}_neighbours", format_func={"keep": "keep them (the field as it is)",
+                                                "sky": "replace them with sky (isolated galaxies)"}.get,
+            help="Other detected sources around each galaxy: kept, or replaced by source-free sky from "
+                 "elsewhere in the field, for a model that draws one galaxy per stamp (the sky composer "
+                 "places neighbours itself).")
+    else:
+        out["neighbours"] = "keep"  # an option of the built-in hdf only
     if choice != "hdf":
         out["normalisation"] = st.selectbox(
             "Physical data normalisation", ["asinh", "minmax"], index=["asinh", "minmax"].index(d.normalisation),

@@ -131,11 +131,12 @@ def cached_model(key: tuple[str, int]) -> Pretrained:
 
 
 @st.cache_resource(max_entries=8, show_spinner="Preparing the reference data (cached after the first time)…")
-def _dataset(spec: str, resolution: int, crop: float, count: int | None, seed: int, normalisation: str):
+def _dataset(spec: str, resolution: int, crop: float, count: int | None, seed: int, normalisation: str,
+             neighbours: str = "keep"):
     from galaxy_core.explore.evaluation import open_reference
 
     return open_reference(spec, resolution=resolution, crop=crop, count=count, seed=seed,
-                          normalisation=normalisation)
+                          normalisation=normalisation, neighbours=neighbours)
 
 
 def dataset(key: tuple):
@@ -144,9 +145,10 @@ def dataset(key: tuple):
 
 
 def data_key(spec: str, *, resolution: int, crop: float = 1.0, count: int | None = None, seed: int = 0,
-             normalisation: str = "asinh") -> tuple:
-    """Hashable description of a dataset: (spec, resolution, crop, count, seed, normalisation)."""
-    return (str(spec), int(resolution), float(crop), None if count is None else int(count), int(seed), normalisation)
+             normalisation: str = "asinh", neighbours: str = "keep") -> tuple:
+    """Hashable description of a dataset: (spec, resolution, crop, count, seed, normalisation, neighbours)."""
+    return (str(spec), int(resolution), float(crop), None if count is None else int(count), int(seed), normalisation,
+            neighbours)
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the feature extractor…")

@@ -82,7 +82,7 @@ def test_kept_stamp_counts_are_stable(datasets, res):
 
 def test_rebuild_is_identical_and_warning_free(datasets):
     before = {res: np.array(ds.images) for res, ds in datasets.items()}
-    hdf._detection.cache_clear()  # detect again from the image, not from memory
+    hdf._detection_maps.cache_clear()  # detect again from the image, not from memory
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # any library's warning, not only ours
         rebuilt = {r: hdf.prepare_hdf(resolution=r, rebuild=True, progress=False) for r in before}
@@ -163,6 +163,7 @@ def test_crop_is_the_project_centre_crop(crop):
         ({"crop": 0.0}, "crop"),
         ({"crop": 1.5}, "crop"),
         ({"crop": "half"}, "crop"),
+        ({"neighbours": "mask"}, "neighbours"),
     ],
 )
 def test_bad_options_raise_data_error(kwargs, match):
@@ -173,3 +174,62 @@ def test_bad_options_raise_data_error(kwargs, match):
 def test_bad_stamp_size_raises_data_error():
     with pytest.raises(DataError, match="stamp"):
         hdf.hdf_stamp_catalog(stamp=48)
+
+
+# --------------------------------------------------------------------------- isolated stamps
+
+
+def test_neighbour_mask_grows_other_sources_but_never_into_the_own_segment():
+    segm = np.zeros((9, 9), np.int32)
+    segm[3:6, 0:3] = 7  # the stamp's own source
+    segm[4, 4] = 9  # a one-pixel neighbour right beside it
+    mask = hdf.neighbour_mask(segm, 7, grow=2)
+    assert not mask[segm == 7].any()
+    expected = np.zeros((9, 9), bool)
+    expected[2:7, 2:7] = True  # the 1-pixel source grown by 2 (8-connected): a 5 x 5 square
+    expected[segm == 7] = False
+    assert np.array_equal(mask, expected)
+    assert np.array_equal(hdf.neighbour_mask(segm, 7, grow=0), segm == 9)
+    assert not hdf.neighbour_mask(np.where(segm == 9, 0, segm), 7).any()  # no neighbour: nothing changes
+
+
+@pytest.fixture(scope="module")
+def isolated():
+    return hdf.prepare_hdf(resolution=32, neighbours="sky", progress=False)
+
+
+def test_isolated_stamps_keep_the_source_and_replace_only_its_neighbours(datasets, isolated):
+    keep, sky = datasets[32], isolated
+    assert len(sky) == len(keep) and np.array_equal(np.asarray(sky.catalog["id"]), np.asarray(keep.catalog["id"]))
+    segm = hdf._detection_maps(hdf.DETECTION)[1]["segm"]
+    changed_stamps = 0
+    for i in range(0, len(keep), 7):
+        row = keep.catalog[i]
+        x0, y0 = int(row["stamp_x0"]), int(row["stamp_y0"])
+        cut = segm[y0 : y0 + 32, x0 : x0 + 32]
+        where = hdf.neighbour_mask(cut, int(row["id"]))
+        differs = (keep.images[i] != sky.images[i]).any(axis=0)
+        assert not differs[~where].any(), "only neighbour pixels may change"
+        assert not differs[cut == row["id"]].any(), "the galaxy's own segment is untouched"
+        changed_stamps += bool(differs.any())
+    assert changed_stamps > 20  # most 32 px stamps have a neighbour
+    # the replaced pixels are sky: dark, not the neighbours' light
+    diff = (keep.images != sky.images).any(axis=1)  # (n, 32, 32)
+    replaced = np.moveaxis(sky.images, 1, -1)[diff]  # (m, 3) uint8
+    original = np.moveaxis(keep.images, 1, -1)[diff]
+    assert np.median(replaced) < 20 and original.mean() > 2 * replaced.mean()
+
+
+def test_isolated_stamps_are_a_separate_recorded_dataset(datasets, isolated):
+    assert isolated.manifest["key"] != datasets[32].manifest["key"]
+    assert isolated.manifest["preprocess"]["neighbours"].startswith("sky")
+    assert datasets[32].manifest["preprocess"]["neighbours"] == "keep"
+    again = hdf.prepare_hdf(resolution=32, neighbours="sky", rebuild=True, progress=False)
+    assert np.array_equal(again.images, isolated.images)  # seeded by source id: rebuilds are identical
+    assert np.array_equal(load_dataset("hdf", resolution=32, neighbours="sky", progress=False).images,
+                          isolated.images)
+
+
+def test_neighbours_is_an_hdf_option_only():
+    with pytest.raises(DataError, match="hdf"):
+        load_dataset("sim", resolution=32, neighbours="sky", count=10, progress=False)

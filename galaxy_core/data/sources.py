@@ -19,6 +19,7 @@ def load_dataset(
     count: int | None = None,
     seed: int = 0,
     normalisation: str = "asinh",
+    neighbours: str = "keep",
     rebuild: bool = False,
     progress: bool = True,
 ) -> PreparedDataset:
@@ -43,6 +44,11 @@ def load_dataset(
     normalisation : {"asinh", "minmax"}
         Physical data only: the invertible asinh stretch (default) or per-image min-max
         (not flux-preserving).
+    neighbours : {"keep", "sky"}
+        ``hdf`` only: keep the field around each source as it is, or replace other detected
+        sources with source-free sky from the field (isolated galaxies;
+        :func:`galaxy_core.data.hdf.prepare_hdf`). Any other value, or ``"sky"`` for another
+        dataset, raises :class:`DataError`.
     rebuild : bool
         Ignore the cache and prepare again.
     progress : bool
@@ -60,6 +66,9 @@ def load_dataset(
     if normalisation not in ("asinh", "minmax"):
         raise DataError(f"normalisation must be 'asinh' or 'minmax', got {normalisation!r}")
     spec_s = str(spec)
+    if neighbours != "keep" and spec_s != "hdf":
+        raise DataError(f"{spec_s}: neighbours = {neighbours!r} is an option of the built-in hdf dataset only "
+                        "(its catalogue's segmentation says which pixels are other sources); use 'keep'")
     if spec_s in ("hdf_grid", "hdf_grid_classes"):  # sky position grids (galaxy_core.sky.grids)
         from galaxy_core.sky.grids import GridOptions, prepare_hdf_grids
 
@@ -69,7 +78,8 @@ def load_dataset(
     if spec_s == "hdf":
         from galaxy_core.data.hdf import prepare_hdf
 
-        return prepare_hdf(resolution=resolution, crop=crop, rebuild=rebuild, progress=progress)
+        return prepare_hdf(resolution=resolution, crop=crop, neighbours=neighbours, rebuild=rebuild,
+                           progress=progress)
     if spec_s == "sim":
         from galaxy_core.data.sim import prepare_sim
 

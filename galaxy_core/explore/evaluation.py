@@ -125,14 +125,14 @@ def training_data(meta: dict) -> dict:
         raise CheckpointError("the checkpoint does not say which data it was trained on")
     return {"spec": str(spec), "resolution": int(data.get("resolution") or cfg.get("resolution") or 64),
             "crop": float(cfg.get("crop", 1.0)), "count": cfg.get("count"), "seed": int(cfg.get("seed", 0)),
-            "normalisation": cfg.get("normalisation", "asinh")}
+            "normalisation": cfg.get("normalisation", "asinh"), "neighbours": cfg.get("neighbours", "keep")}
 
 
 def open_reference(spec: str | os.PathLike, *, resolution: int, crop: float = 1.0, count: int | None = None,
-                   seed: int = 0, normalisation: str = "asinh") -> PreparedDataset:
+                   seed: int = 0, normalisation: str = "asinh", neighbours: str = "keep") -> PreparedDataset:
     """Open (preparing and caching on first use) a dataset to compare against."""
     return load_dataset(spec, resolution=resolution, crop=crop, count=count if spec == "sim" else None,
-                        seed=seed, normalisation=normalisation, progress=False)
+                        seed=seed, normalisation=normalisation, neighbours=neighbours, progress=False)
 
 
 def check_compatible(model: Pretrained, data: PreparedDataset) -> None:

@@ -68,9 +68,12 @@ def apply_transfer(flux: np.ndarray, transfer: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- real-stamp references
 
 
-@functools.lru_cache(maxsize=2)
-def real_stamp_reference(*, resolution: int = 32) -> dict:
+@functools.lru_cache(maxsize=4)
+def real_stamp_reference(*, resolution: int = 32, neighbours: str = "keep") -> dict:
     """What the calibrations aim at, measured once on the real ``hdf`` stamps.
+
+    ``neighbours``: the stamps as cut (``"keep"``) or with other sources replaced by sky
+    (``"sky"``; :func:`galaxy_core.data.hdf.prepare_hdf`), as the model was trained on.
 
     Returns
     -------
@@ -85,7 +88,7 @@ def real_stamp_reference(*, resolution: int = 32) -> dict:
     from galaxy_core.data.hdf import prepare_hdf
     from galaxy_core.sky.compose import edge_taper, galaxy_flux, hdf_background
 
-    ds = prepare_hdf(resolution=resolution, progress=False)
+    ds = prepare_hdf(resolution=resolution, neighbours=neighbours, progress=False)
     flux = galaxy_flux(ds.to_model_range())  # (n, 3, S, S)
     bg = hdf_background()
     rng = np.random.default_rng(0)
@@ -100,8 +103,8 @@ def real_stamp_reference(*, resolution: int = 32) -> dict:
             "pixels": pixel_quantiles(flux)}
 
 
-def sharpness_transfer(model_flux: np.ndarray, *, resolution: int = 32, floor: float = 0.05,
-                       max_gain: float = 3.0) -> np.ndarray:
+def sharpness_transfer(model_flux: np.ndarray, *, resolution: int = 32, neighbours: str = "keep",
+                       floor: float = 0.05, max_gain: float = 3.0) -> np.ndarray:
     """Radial transfer function that gives model galaxies the real stamps' power spectrum.
 
     ``T(k) = sqrt(max(P_real(k) - P_noise(k), floor P_real(k)) / P_model(k))``, ``T(0) = 1``,
@@ -118,7 +121,7 @@ def sharpness_transfer(model_flux: np.ndarray, *, resolution: int = 32, floor: f
     ndarray (K,), float64
         ``T[k]`` for ring ``k`` (cycles per stamp).
     """
-    ref = real_stamp_reference(resolution=resolution)
+    ref = real_stamp_reference(resolution=resolution, neighbours=neighbours)
     target = np.maximum(ref["power"] - ref["noise_power"], floor * ref["power"])
     t = np.sqrt(target / np.maximum(ring_power(model_flux), 1e-30))
     t[0] = 1.0

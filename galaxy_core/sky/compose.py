@@ -526,6 +526,9 @@ class ModelGalaxies:
     A conditional model gets label ``cls - 1`` (small/medium/large); an unconditional one
     ignores the class. Latents are drawn from the tile's random stream.
 
+    The real stamps every calibration aims at are the ``hdf`` stamps the model was trained on
+    (:func:`training_stamps`: its resolution, and neighbours kept or replaced by sky).
+
     ``flux_match``: each galaxy's flux image is scaled so that its total flux has the rank in
     the real stamps' flux distribution that it has in the model's own (a monotone map
     calibrated once on :data:`CALIBRATION_SAMPLES` samples per class drawn with a fixed seed;
@@ -550,6 +553,7 @@ class ModelGalaxies:
         self.sharpen, self.pixel_match = sharpen, pixel_match
         self._calibration: dict | None = None
         self._shape_cal: dict | None = None
+        self.stamps = training_stamps(model.meta, model.resolution)
 
     def _raw(self, cls: np.ndarray, seed: int) -> np.ndarray:
         import torch
@@ -562,7 +566,7 @@ class ModelGalaxies:
     def calibration(self) -> dict:
         """``{class: (sorted model fluxes, sorted real fluxes)}``, class 0 = all (unconditional)."""
         if self._calibration is None:
-            real = real_stamp_fluxes(self.model.resolution)
+            real = real_stamp_fluxes(**self.stamps)
             classes = (1, 2, 3) if self.conditional else (0,)
             cal = {}
             for c in classes:
@@ -594,11 +598,11 @@ class ModelGalaxies:
                 if self.sharpen:
                     from galaxy_core.sky.calibrate import apply_transfer
 
-                    cal["transfer"] = sharpness_transfer(flux, resolution=self.model.resolution)
+                    cal["transfer"] = sharpness_transfer(flux, **self.stamps)
                     flux = apply_transfer(flux, cal["transfer"])
                 if self.pixel_match:
                     cal["model_q"] = pixel_quantiles(flux)
-                    cal["real_q"] = real_stamp_reference(resolution=self.model.resolution)["pixels"]
+                    cal["real_q"] = real_stamp_reference(**self.stamps)["pixels"]
             self._shape_cal = cal
         return self._shape_cal
 
@@ -633,13 +637,24 @@ CALIBRATION_SAMPLES = 512
 MAX_FLUX_SCALE = 3.0
 
 
-@functools.lru_cache(maxsize=2)
-def real_stamp_fluxes(resolution: int = 32) -> dict:
-    """Total flux (band sum, :func:`galaxy_flux`) of the real ``hdf`` stamps: ``{0: all, 1:
-    small, 2: medium, 3: large}``, each sorted."""
+def training_stamps(meta: dict, resolution: int) -> dict:
+    """``{"resolution", "neighbours"}`` of the real ``hdf`` stamps a galaxy model's calibrations
+    aim at: the model's resolution, and the ``data.neighbours`` of its training config
+    ("keep" when absent, as for every model trained before the option existed). A model trained
+    on other data is still compared with the ``hdf`` stamps, the only real galaxies of the field."""
+    data = (meta.get("config") or {}).get("data") or {}
+    neighbours = data.get("neighbours", "keep") if data.get("dataset", "hdf") == "hdf" else "keep"
+    return {"resolution": int(resolution), "neighbours": str(neighbours)}
+
+
+@functools.lru_cache(maxsize=4)
+def real_stamp_fluxes(resolution: int = 32, neighbours: str = "keep") -> dict:
+    """Total flux (band sum, :func:`galaxy_flux`) of the real ``hdf`` stamps (neighbours kept
+    or replaced by sky, :func:`galaxy_core.data.hdf.prepare_hdf`): ``{0: all, 1: small,
+    2: medium, 3: large}``, each sorted."""
     from galaxy_core.data.hdf import prepare_hdf
 
-    ds = prepare_hdf(resolution=resolution, progress=False)
+    ds = prepare_hdf(resolution=resolution, neighbours=neighbours, progress=False)
     total = galaxy_flux(ds.to_model_range()).sum(axis=(1, 2, 3), dtype=np.float64)
     names = np.asarray(ds.catalog["size_class"]).astype(str)
     out = {0: np.sort(total)}

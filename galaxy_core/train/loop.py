@@ -167,7 +167,8 @@ class Trainer:
         self.local_batch = t.batch_size // self.dist.world_size
         self.data = load_dataset(cfg.data.dataset, resolution=cfg.data.resolution, crop=cfg.data.crop,
                                  count=cfg.data.count, seed=cfg.data.seed,
-                                 normalisation=cfg.data.normalisation, progress=progress and self.dist.is_main)
+                                 normalisation=cfg.data.normalisation, neighbours=cfg.data.neighbours,
+                                 progress=progress and self.dist.is_main)
         self.family: Family = get_arch(cfg.arch)
         self.model = resolved_model(cfg, self.data)
         self.model_cfg = make_config(self.model["arch"], {k: v for k, v in self.model.items() if k != "arch"})
