@@ -56,13 +56,14 @@ def main() -> None:
     from galaxy_core.metrics.realism import (classifier_test, feature_names, feature_shifts, image_features,
                                              real_hdf_tiles, real_hdf_tiles_grouped, tile_features)
     from galaxy_core.sky.calibrate import FaintSources, FieldStars
-    from galaxy_core.sky.compose import CatalogueGrids, ModelGalaxies, ModelPositions, StampGalaxies, compose_sky
+    from galaxy_core.sky.compose import (CatalogueGrids, ClassMatchedGalaxies, ModelGalaxies, ModelPositions,
+                                         StampGalaxies, compose_sky)
     from galaxy_core.sky.pipeline import load_model
 
     torch.set_num_threads(1)
     n = args.n
     gal = load_model(args.galaxies)
-    variants = {  # name: (flux_match, sharpen, pixel_match, faint, match_classes, stars)
+    variants = {  # name: (flux_match, sharpen, pixel_match, faint, match_classes, stars[, size-matched galaxies])
         "raw": (False, False, False, False, False, False),
         "flux_match": (True, False, False, False, False, False),
         "faint": (False, False, False, True, False, False),
@@ -77,6 +78,9 @@ def main() -> None:
         "sharpen + pixel_match + faint + sub-catalogue + stars": (False, True, True, "sub", False, True),
         "sharpen + pixel_match + faint + sub-catalogue + class-matched grids + stars":
             (False, True, True, "sub", True, True),
+        # each cell's galaxy chosen by its measured area among 4 candidates (ClassMatchedGalaxies)
+        "sharpen + pixel_match + faint + sub-catalogue + class-matched grids + stars + size-matched galaxies":
+            (False, True, True, "sub", True, True, True),
         # the field's own grids and real stamps in place of the two generators, with the default extras
         "reference: catalogue grids + real stamps + faint + sub-catalogue + stars": (None, None, None, "sub", None, True),
     }
@@ -91,12 +95,14 @@ def main() -> None:
     def make_sources(spec) -> tuple:
         """(positions, galaxies, faint, stars) of one variant; built once, so the galaxy source's
         calibrations are measured once for every seed set."""
-        fm, sh, pm, fa, mc, st = spec
+        fm, sh, pm, fa, mc, st, *sm = spec
         if fm is None:  # the reference
             positions, source = CatalogueGrids(), StampGalaxies()
         else:
             positions = ModelPositions(positions_model, match_classes=mc)
             source = ModelGalaxies(gal, flux_match=fm, sharpen=sh, pixel_match=pm)
+            if sm and sm[0]:
+                source = ClassMatchedGalaxies(source)
         faint = FaintSources(subcatalogue=fa == "sub", profile=args.faint_profile) if fa else None
         return positions, source, faint, FieldStars() if st else None
 

@@ -224,9 +224,10 @@ def _saturated_counts(rgb: np.ndarray, segm, params: DetectionParams) -> np.ndar
 def _measure(rgb: np.ndarray, params: DetectionParams):
     """Detect and measure every source.
 
-    Returns the table before cuts and size classes, the (H, W) int32 segmentation image
-    (0 = sky, else the ``id`` of the source) and the (H, W, 3) per-channel background level
-    and rms maps (values in [0, 1]).
+    Returns the table before cuts and size classes and the maps: ``segm``, the (H, W) int32
+    segmentation image (0 = sky, else the ``id`` of the source); ``level`` and ``rms``, the
+    (H, W, 3) per-channel background level and rms (values in [0, 1]); ``lum_rms``, the (H, W)
+    background rms of the luminance the detection thresholds.
     """
     from astropy.table import Table
     from photutils.segmentation import SourceCatalog
@@ -261,7 +262,8 @@ def _measure(rgb: np.ndarray, params: DetectionParams):
     units.update(semimajor_axis="pix", semiminor_axis="pix")
     for name, unit in units.items():
         table[name].unit = unit
-    maps = {"segm": np.asarray(segm.data, np.int32), "level": level, "rms": rms}
+    maps = {"segm": np.asarray(segm.data, np.int32), "level": level, "rms": rms,
+            "lum_rms": np.asarray(bkg.background_rms, np.float64)}
     for m in maps.values():
         m.setflags(write=False)
     return table, maps
@@ -339,6 +341,13 @@ def _detection_maps(params: DetectionParams) -> tuple[Table, dict]:
         ],
     )
     return table, maps
+
+
+def detection_noise() -> float:
+    """Median background rms of the field's luminance (values in [0, 1]): the noise that
+    :func:`hdf_catalog`'s detection threshold is ``DETECTION.nsigma`` times, after smoothing
+    with a Gaussian of ``DETECTION.kernel_fwhm`` pixels."""
+    return float(np.median(_detection_maps(DETECTION)[1]["lum_rms"]))
 
 
 def hdf_catalog() -> Table:

@@ -663,6 +663,99 @@ def real_stamp_fluxes(resolution: int = 32, neighbours: str = "keep") -> dict:
     return out
 
 
+LUMINANCE = (0.2125, 0.7154, 0.0721)  # Rec. 709, the weights of the catalogue's detection image
+
+
+def detection_areas(flux: np.ndarray) -> np.ndarray:
+    """Segment areas of galaxy flux images, measured as the ``hdf`` catalogue measures its sources.
+
+    The luminance of each flux image (:data:`LUMINANCE` weights) is smoothed with the catalogue's
+    Gaussian kernel (:class:`galaxy_core.data.hdf.DetectionParams`: FWHM ``kernel_fwhm``, side
+    ``kernel_size``) and thresholded at ``nsigma`` times the field's luminance noise
+    (:func:`galaxy_core.data.hdf.detection_noise`); the area is the pixel count of the connected
+    region (8-connected) that covers most of the stamp's central quarter. There is no
+    deblending, so the figure is meant for isolated galaxies.
+
+    Parameters
+    ----------
+    flux : array (n, 3, S, S), float
+        Flux images in field units (:func:`galaxy_flux`).
+
+    Returns
+    -------
+    ndarray (n,), int64
+        Areas in pix2 (0 where nothing is above the threshold).
+    """
+    from photutils.segmentation import make_2dgaussian_kernel
+    from scipy import ndimage
+
+    from galaxy_core.data.hdf import DETECTION, detection_noise
+
+    lum = np.tensordot(np.asarray(LUMINANCE, np.float64), np.asarray(flux, np.float64), axes=([0], [1]))
+    kernel = np.asarray(make_2dgaussian_kernel(DETECTION.kernel_fwhm, size=DETECTION.kernel_size).array)
+    conv = ndimage.convolve(lum, kernel[None], mode="constant")
+    above = conv > DETECTION.nsigma * detection_noise()
+    structure = np.ones((3, 3), bool)
+    out = np.zeros(len(above), np.int64)
+    for i, m in enumerate(above):
+        lab, n = ndimage.label(m, structure=structure)
+        if n:
+            out[i] = int(_central_component(lab > 0).sum()) if n > 1 else int(m.sum())
+    return out
+
+
+class ClassMatchedGalaxies:
+    """Galaxies of the size class each cell asks for, from a source that ignores classes.
+
+    For ``n`` requested galaxies, ``candidates * n`` are drawn from ``source`` (any
+    :class:`GalaxySource`, e.g. an unconditional :class:`ModelGalaxies`), each is given the
+    class its :func:`detection_areas` area falls in (the position model's thresholds:
+    :func:`galaxy_core.sky.grids.size_thresholds` of the catalogue the grids are made from,
+    by default the ``hdf`` terciles), and every cell takes an unused candidate of its class;
+    where the class has run out, the unused candidate whose area is nearest the class's range.
+    So the grid's size classes reach the sky even when the galaxy model is unconditional.
+    """
+
+    def __init__(self, source, *, candidates: int = 4, thresholds: tuple[float, float] | None = None):
+        if candidates < 1:
+            raise ValueError(f"candidates must be at least 1, got {candidates}")
+        self.source, self.candidates = source, int(candidates)
+        if thresholds is None:
+            from galaxy_core.sky.grids import hdf_sources, size_thresholds
+
+            thresholds = size_thresholds(hdf_sources()["area"])
+        self.thresholds = (float(thresholds[0]), float(thresholds[1]))
+
+    def classes_of(self, areas: np.ndarray) -> np.ndarray:
+        """(n,) int64 classes 1..3 of areas (pix2): below ``lo``, below ``hi``, the rest."""
+        lo, hi = self.thresholds
+        return np.where(areas < lo, 1, np.where(areas < hi, 2, 3)).astype(np.int64)
+
+    def __call__(self, cls, rng):
+        cls = np.asarray(cls, np.int64)
+        pool = self.source(np.full(self.candidates * len(cls), 3, np.int64), rng)
+        if len(cls) == 0:
+            return pool
+        areas = detection_areas(pool).astype(np.float64)
+        have = self.classes_of(areas)
+        lo, hi = self.thresholds
+        ranges = {1: (-np.inf, lo), 2: (lo, hi), 3: (hi, np.inf)}
+        free = np.ones(len(pool), bool)
+        pick = np.empty(len(cls), np.int64)
+        for i, c in enumerate(cls):
+            c = int(np.clip(c, 1, 3))
+            match = np.flatnonzero(free & (have == c))
+            if len(match):
+                j = match[0]
+            else:
+                a, b = ranges[c]
+                dist = np.where(areas < a, a - areas, np.where(areas >= b, areas - b, 0.0))
+                j = np.flatnonzero(free)[np.argmin(dist[free])]
+            pick[i] = j
+            free[j] = False
+        return pool[pick]
+
+
 class StampGalaxies:
     """Real ``hdf`` 32 px stamps of the requested size class, drawn at random (a reference)."""
 
