@@ -59,6 +59,10 @@ def config_ui() -> SkyConfig:
     flux_match = c3.checkbox("Match galaxy fluxes to the data", value=default.flux_match, key="sky_flux_match",
                              help="Scale each model galaxy so its total flux has the rank in the real stamps' flux "
                                   "distribution that it has among the model's own galaxies (shapes stay the model's).")
+    size_match = c3.checkbox("Galaxies of each cell's size class", value=default.size_match, key="sky_size_match",
+                             help="For a galaxy model without size classes: draw four galaxies per cell, measure "
+                                  "each one's area as the catalogue does, and give every cell one of its class "
+                                  "(small / medium / large). Off: any galaxy in any cell.")
     modulate = c3.checkbox("Vary sky level and noise as the field does", value=default.modulate, key="sky_modulate",
                            help="The deep field's sky level (about 0.4 of an 8-bit level) and noise amplitude "
                                 "(about 5 %) change slowly across it, on scales of about 35 px; off: the same "
@@ -71,7 +75,8 @@ def config_ui() -> SkyConfig:
     if sum(mix) <= 0:
         mix = [1.0, 1.0, 1.0]
     return SkyConfig(height=size, width=size, seed=seed, positions=positions, galaxies=galaxies, jitter=jitter,
-                     class_mix=mix, occupancy=occupancy, flux_match=flux_match, modulate=modulate)
+                     class_mix=mix, occupancy=occupancy, flux_match=flux_match, size_match=size_match,
+                     modulate=modulate)
 
 
 LARGE = 1000 * 1000  # skies with more pixels than this get a progress bar

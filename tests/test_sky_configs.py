@@ -23,6 +23,8 @@ def test_training_configs_show_every_default(name):
         for key in getattr(cfg, section).__dataclass_fields__:
             if section == "data" and key in ("count", "seed") and not cfg.data.dataset.startswith("hdf_grid"):
                 continue
+            if section == "data" and key == "neighbours" and cfg.data.dataset != "hdf":
+                continue
             assert f"\n{key} = " in text, f"{name}: {section}.{key} not shown"
     for f in dataclasses.fields(get_arch(cfg.arch).config_cls):
         if f.name not in ("resolution", "num_bands") and not (cfg.arch == "positions" and f.name == "num_classes"):
@@ -65,3 +67,22 @@ def test_faint_profile_of_the_config_shapes_the_composed_sky():
     # the Moffat puts more of a source's light in its peak pixel
     x, y = int(round(faint["moffat"]["x"][0])), int(round(faint["moffat"]["y"][0]))
     assert skies["moffat"].image[:, y, x].sum() > skies["gaussian"].image[:, y, x].sum()
+
+
+def test_size_match_gives_larger_cells_larger_galaxies():
+    from galaxy_core.sky.compose import ClassMatchedGalaxies, ModelGalaxies
+    from galaxy_core.sky.pipeline import compose, galaxy_source
+
+    kw = dict(height=256, width=256, positions="random", occupancy=0.3, faint=False, stars=False, detect=False,
+              realism=False, sharpen=False, pixel_match=False)
+    assert isinstance(galaxy_source(SkyConfig(**kw)), ModelGalaxies)  # fastgan_hdf32: classes ignored
+    assert isinstance(galaxy_source(SkyConfig(**kw, size_match=True)), ClassMatchedGalaxies)
+    means = {}
+    for match in (False, True):
+        truth = [compose(SkyConfig(**kw, seed=s, size_match=match)).truth for s in range(2)]
+        flux = np.concatenate([np.asarray(t["flux"]) for t in truth])
+        cls = np.concatenate([np.asarray(t["cls"]) for t in truth])
+        means[match] = [float(np.median(flux[cls == c])) for c in (1, 2, 3)]
+    lo, mid, hi = means[True]
+    assert lo < mid < hi and hi > 2 * lo  # matched: brightness follows the cell's size class
+    assert means[True][2] / means[True][0] > means[False][2] / means[False][0]

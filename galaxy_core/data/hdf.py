@@ -34,8 +34,10 @@ more detail than the 64 px one. An optional centre crop is taken from the native
 
 Neighbours: by default a stamp holds everything the field has around its source. In the 32 px
 stamps about a quarter of the light connected to the central galaxy belongs to other catalogue
-sources. ``neighbours="sky"`` replaces the pixels of every other detected source (its deblended
-segment, grown by :data:`NEIGHBOUR_GROW` pixels, never into the source's own segment) with sky
+sources. ``neighbours="sky"`` replaces the pixels of every other detected source of at least
+``min_area`` pix2 (the sources a position model places itself; smaller segments, mostly knots
+of the galaxy that deblending split off, stay) -- its deblended segment, grown by
+:data:`NEIGHBOUR_GROW` pixels, never into the source's own segment -- with sky
 taken from source-free parts of the field, so it keeps the field's noise texture (see
 :func:`_sky_fill`), from a random stream seeded by the source id (so a rebuild is identical). A
 model trained on such stamps draws isolated galaxies, which is what a sky composer wants: it
@@ -481,7 +483,8 @@ def _crop_resize(stamp_rgb: np.ndarray, *, crop: float, resolution: int) -> np.n
     return img_as_ubyte(np.clip(out, 0.0, 1.0))  # bicubic overshoots a little: clip
 
 
-def neighbour_mask(segm_cut: np.ndarray, own_id: int, *, grow: int = NEIGHBOUR_GROW) -> np.ndarray:
+def neighbour_mask(segm_cut: np.ndarray, own_id: int, *, grow: int = NEIGHBOUR_GROW,
+                   removable: np.ndarray | None = None) -> np.ndarray:
     """Pixels of a cut-out that belong to other detected sources.
 
     Parameters
@@ -490,6 +493,8 @@ def neighbour_mask(segm_cut: np.ndarray, own_id: int, *, grow: int = NEIGHBOUR_G
         The field's segmentation image over the cut-out (0 = sky, else a source ``id``).
     own_id : int
         The ``id`` of the source the cut-out is centred on.
+    removable : array (max id + 1,), bool, optional
+        Which source ids count as neighbours (indexed by id); default every source.
     grow : int
         Pixels by which the other sources' segments are grown (their faint wings lie outside
         the detection threshold); never into the source's own segment.
@@ -501,9 +506,22 @@ def neighbour_mask(segm_cut: np.ndarray, own_id: int, *, grow: int = NEIGHBOUR_G
     from scipy import ndimage
 
     other = (segm_cut != 0) & (segm_cut != own_id)
+    if removable is not None:
+        other &= np.asarray(removable, bool)[segm_cut]
     if grow > 0 and other.any():
         other = ndimage.binary_dilation(other, structure=np.ones((3, 3), bool), iterations=grow)
     return other & (segm_cut != own_id)
+
+
+def _neighbour_ids() -> np.ndarray:
+    """(max id + 1,) bool: the catalogue sources that count as neighbours, those of at least
+    ``min_area`` pix2 (the sources a sky position model places itself). Smaller segments stay in
+    a stamp: most are knots of the galaxy itself that deblending split off, or faint specks."""
+    cat = _detection(DETECTION)
+    ids = np.asarray(cat["id"])
+    out = np.zeros(int(ids.max()) + 1, bool)
+    out[ids[np.asarray(cat["area"]) >= DETECTION.min_area]] = True
+    return out
 
 
 def _sky_fill(field: np.ndarray, maps: dict, y0: int, x0: int, stamp: int, where: np.ndarray,
@@ -546,13 +564,14 @@ def _cut_stamps(table, *, stamp: int, crop: float, resolution: int, neighbours: 
 
     field = _field()
     maps = _detection_maps(DETECTION)[1] if neighbours == "sky" else None
+    removable = _neighbour_ids() if neighbours == "sky" else None
     images = np.empty((len(table), 3, resolution, resolution), np.uint8)
     rows = zip(table["id"], table["stamp_x0"], table["stamp_y0"])
     bar = tqdm(rows, total=len(table), desc="hdf stamps", disable=not progress)
     for i, (sid, x0, y0) in enumerate(bar):
         cut = field[y0 : y0 + stamp, x0 : x0 + stamp]  # (S, S, 3)
         if maps is not None:
-            where = neighbour_mask(maps["segm"][y0 : y0 + stamp, x0 : x0 + stamp], int(sid))
+            where = neighbour_mask(maps["segm"][y0 : y0 + stamp, x0 : x0 + stamp], int(sid), removable=removable)
             rng = np.random.default_rng([int(sid), stamp])
             cut = _sky_fill(field, maps, y0, x0, stamp, where, rng)
         images[i] = _crop_resize(cut, crop=crop, resolution=resolution).transpose(2, 0, 1)
@@ -583,7 +602,8 @@ def _options(resolution: int, crop: float, neighbours: str = "keep") -> dict:
     import skimage
 
     extra = {} if neighbours == "keep" else {"neighbours": neighbours, "neighbour_grow": NEIGHBOUR_GROW,
-                                             "neighbour_fill": "field-sky/1"}
+                                             "neighbour_fill": "field-sky/1",
+                                             "neighbour_min_area": DETECTION.min_area}
     return {**extra,
         "name": "hdf",
         "version": HDF_VERSION,
@@ -660,7 +680,8 @@ def prepare_hdf(
             "resolution": int(resolution),
             "resize": _resize_note(stamp, crop, resolution),
             "neighbours": neighbours if neighbours == "keep" else
-            f"sky: other sources' segments grown by {NEIGHBOUR_GROW} px replaced by source-free field pixels",
+            f"sky: other sources of >= {DETECTION.min_area} pix2, segments grown by {NEIGHBOUR_GROW} px, "
+            "replaced by source-free field pixels",
             "detection": asdict(DETECTION),
             "versions": {
                 "hdf": HDF_VERSION,

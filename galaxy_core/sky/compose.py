@@ -713,7 +713,12 @@ class ClassMatchedGalaxies:
     :func:`galaxy_core.sky.grids.size_thresholds` of the catalogue the grids are made from,
     by default the ``hdf`` terciles), and every cell takes an unused candidate of its class;
     where the class has run out, the unused candidate whose area is nearest the class's range.
-    So the grid's size classes reach the sky even when the galaxy model is unconditional.
+    So the grid's size classes reach the sky even when the galaxy model is unconditional (a
+    conditional source is asked for the requested classes, ``candidates`` times over).
+
+    The area is measured without deblending, so a galaxy drawn with a neighbour joined to it
+    counts as one large source; meant for models of isolated galaxies
+    (``data.neighbours = "sky"``), and measured, not assumed, to help (docs/families/sky.md).
     """
 
     def __init__(self, source, *, candidates: int = 4, thresholds: tuple[float, float] | None = None):
@@ -733,7 +738,7 @@ class ClassMatchedGalaxies:
 
     def __call__(self, cls, rng):
         cls = np.asarray(cls, np.int64)
-        pool = self.source(np.full(self.candidates * len(cls), 3, np.int64), rng)
+        pool = self.source(np.tile(cls, self.candidates), rng)  # a conditional source gets the asked classes
         if len(cls) == 0:
             return pool
         areas = detection_areas(pool).astype(np.float64)
@@ -757,12 +762,13 @@ class ClassMatchedGalaxies:
 
 
 class StampGalaxies:
-    """Real ``hdf`` 32 px stamps of the requested size class, drawn at random (a reference)."""
+    """Real ``hdf`` 32 px stamps of the requested size class, drawn at random (a reference);
+    ``neighbours`` as in :func:`galaxy_core.data.hdf.prepare_hdf` (kept, or replaced by sky)."""
 
-    def __init__(self, *, resolution: int = 32):
+    def __init__(self, *, resolution: int = 32, neighbours: str = "keep"):
         from galaxy_core.data.hdf import prepare_hdf
 
-        ds = prepare_hdf(resolution=resolution, progress=False)
+        ds = prepare_hdf(resolution=resolution, neighbours=neighbours, progress=False)
         self.flux = galaxy_flux(ds.to_model_range())
         names = np.asarray(ds.catalog["size_class"]).astype(str)
         self.by_class = {c: np.flatnonzero(names == n) for c, n in enumerate(("small", "medium", "large"), 1)}

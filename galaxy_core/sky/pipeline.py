@@ -21,7 +21,8 @@ from pathlib import Path
 
 from galaxy_core.errors import ConfigError
 from galaxy_core.sky.calibrate import FAINT_PROFILES
-from galaxy_core.sky.compose import ModelGalaxies, ModelPositions, RandomPositions, Sky, StampGalaxies, compose_sky
+from galaxy_core.sky.compose import (ClassMatchedGalaxies, ModelGalaxies, ModelPositions, RandomPositions, Sky,
+                                     StampGalaxies, compose_sky)
 
 BASELINES = ("baseline1", "baseline2")
 
@@ -41,6 +42,7 @@ class SkyConfig:
     flux_match: bool = False         # map model galaxies' fluxes onto the real stamps' flux distribution
     sharpen: bool = True             # give model galaxies the real stamps' power spectrum (flux kept)
     pixel_match: bool = True         # map model galaxies' pixel values onto the real stamps' distribution
+    size_match: bool = False         # each cell's galaxy chosen by its measured size class among 4 (unconditional models)
     faint: bool = True               # add the faint sources below the grid catalogue's size cut
     subcatalogue: bool = True        # with faint: also the sources below the catalogue's detection limit
     faint_profile: str = "moffat"    # faint sources' profile: "moffat" (beta 4) or "gaussian", same moments
@@ -115,7 +117,8 @@ def galaxy_source(cfg: SkyConfig):
     model = load_model(cfg.galaxies)
     if model.family.data_kind == "grid" or len(model.channels) != 3:
         raise ConfigError(f"sky.galaxies: {cfg.galaxies} is not a 3-band single-galaxy model")
-    return _model_galaxies(cfg.galaxies, cfg.flux_match, cfg.sharpen, cfg.pixel_match)
+    source = _model_galaxies(cfg.galaxies, cfg.flux_match, cfg.sharpen, cfg.pixel_match)
+    return ClassMatchedGalaxies(source) if cfg.size_match else source
 
 
 # One source per checkpoint and options per process: their calibrations (class fractions of 256
