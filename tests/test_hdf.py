@@ -202,17 +202,23 @@ def test_isolated_stamps_keep_the_source_and_replace_only_its_neighbours(dataset
     keep, sky = datasets[32], isolated
     assert len(sky) == len(keep) and np.array_equal(np.asarray(sky.catalog["id"]), np.asarray(keep.catalog["id"]))
     segm = hdf._detection_maps(hdf.DETECTION)[1]["segm"]
-    changed_stamps = 0
+    cat = hdf.hdf_catalog()
+    small_ids = np.asarray(cat["id"])[np.asarray(cat["area"]) < hdf.DETECTION.min_area]
+    removable = hdf._neighbour_ids()
+    changed_stamps = small_seen = 0
     for i in range(0, len(keep), 7):
         row = keep.catalog[i]
         x0, y0 = int(row["stamp_x0"]), int(row["stamp_y0"])
         cut = segm[y0 : y0 + 32, x0 : x0 + 32]
-        where = hdf.neighbour_mask(cut, int(row["id"]))
+        where = hdf.neighbour_mask(cut, int(row["id"]), removable=removable)
         differs = (keep.images[i] != sky.images[i]).any(axis=0)
         assert not differs[~where].any(), "only neighbour pixels may change"
         assert not differs[cut == row["id"]].any(), "the galaxy's own segment is untouched"
+        small = np.isin(cut, small_ids) & ~where  # fragments below min_area, away from a big neighbour
+        assert not differs[small].any(), "segments below min_area (mostly the galaxy's own knots) stay"
+        small_seen += int(small.sum())
         changed_stamps += bool(differs.any())
-    assert changed_stamps > 20  # most 32 px stamps have a neighbour
+    assert changed_stamps > 20 and small_seen > 100  # most 32 px stamps have a neighbour, many a fragment
     # the replaced pixels are sky: dark, not the neighbours' light
     diff = (keep.images != sky.images).any(axis=1)  # (n, 32, 32)
     replaced = np.moveaxis(sky.images, 1, -1)[diff]  # (m, 3) uint8

@@ -40,8 +40,8 @@ of the galaxy that deblending split off, stay) -- its deblended segment, grown b
 :data:`NEIGHBOUR_GROW` pixels, never into the source's own segment -- with sky
 taken from source-free parts of the field, so it keeps the field's noise texture (see
 :func:`_sky_fill`), from a random stream seeded by the source id (so a rebuild is identical). A
-model trained on such stamps draws isolated galaxies, which is what a sky composer wants: it
-places the neighbours itself.
+model trained on such stamps draws isolated galaxies, for a sky composer that places the
+neighbours itself (how the composed skies fare: ``docs/families/sky.md``).
 """
 
 from __future__ import annotations
