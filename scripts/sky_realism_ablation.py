@@ -2,13 +2,15 @@
 
     python scripts/sky_realism_ablation.py --n 100 [--seed 1000 | --seeds 1000 2000 ...] [--only NAME ...]
         [--galaxies checkpoints/fastgan_hdf32.json] [--faint-profile moffat|gaussian] [--no-modulation]
-        [--feature-groups]
+        [--feature-groups] [--stamp-neighbours keep|sky]
 
 For each variant (raw galaxies, flux matching, faint sources, sharpening, pixel matching and
 their combinations; then, on top of sharpening + pixel matching + faint sources, the
 class-matched grids, the field's stars and the sources below the catalogue's detection limit;
-the second-last variant is the composer's default, the last the reference with the field's
-catalogue grids and real stamps in place of the generators; every variant on the composer's
+the third-last variant is the composer's default, the second-last the default with each cell's
+galaxy chosen for its size class (``sky.size_match``), the last the reference with the field's
+catalogue grids and real stamps (``--stamp-neighbours sky``: isolated ones) in place of the
+generators; every variant on the composer's
 background, whose level and noise vary across the sky unless ``--no-modulation``), ``n`` 256 px skies from
 ``positions_hdf_cond`` are composed with seeds SEED.. and their 128 px tiles compared with
 real tiles: the plain 5-fold C2ST against 4n random real tiles (seed SEED + 1) and the grouped
@@ -45,6 +47,8 @@ def main() -> None:
                     help="profile of the faint sources (the composer's default: moffat)")
     ap.add_argument("--no-modulation", action="store_true",
                     help="a uniform sky level and noise amplitude (the composer varies both as the field does)")
+    ap.add_argument("--stamp-neighbours", default="keep", choices=["keep", "sky"],
+                    help="the reference's real stamps as cut, or with their neighbours replaced by sky")
     ap.add_argument("--feature-groups", action="store_true",
                     help="also the grouped C2ST on each feature group alone (power at 1-16, 17-40, 41-64 "
                          "cycles per tile, the intensity histogram) and the spread of the fakes' features")
@@ -97,7 +101,7 @@ def main() -> None:
         calibrations are measured once for every seed set."""
         fm, sh, pm, fa, mc, st, *sm = spec
         if fm is None:  # the reference
-            positions, source = CatalogueGrids(), StampGalaxies()
+            positions, source = CatalogueGrids(), StampGalaxies(neighbours=args.stamp_neighbours)
         else:
             positions = ModelPositions(positions_model, match_classes=mc)
             source = ModelGalaxies(gal, flux_match=fm, sharpen=sh, pixel_match=pm)
