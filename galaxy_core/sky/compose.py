@@ -717,8 +717,10 @@ class ClassMatchedGalaxies:
     conditional source is asked for the requested classes, ``candidates`` times over).
 
     The area is measured without deblending, so a galaxy drawn with a neighbour joined to it
-    counts as one large source; meant for models of isolated galaxies
-    (``data.neighbours = "sky"``), and measured, not assumed, to help (docs/families/sky.md).
+    counts as one large source; it is exact for models of isolated galaxies
+    (``data.neighbours = "sky"``). The thresholds default to those of the ``hdf`` grids; give
+    a position model's own when it was trained on another catalogue. Measured on the composer's
+    default it leaves the classifier test where it was (``docs/families/sky.md``).
     """
 
     def __init__(self, source, *, candidates: int = 4, thresholds: tuple[float, float] | None = None):
