@@ -37,8 +37,17 @@ def test_sky_compose_writes_png_fits_csv_and_reports(tmp_path, capsys):
         assert h[0].data.shape == (3, 256, 256) and len(h["TRUTH"].data) == len(truth)
         hdr = h[0].header  # every composer option is in the header, the seed as given on the command line
         assert hdr["SKY SEED"] == 2 and hdr["SKY POSITIONS"] == "random" and hdr["SKY GALAXIES"] == "stamps"
-        assert hdr["SKY FAINT"] is True and hdr["SKY HEIGHT"] == 256
+        assert hdr["SKY FAINT"] is True and hdr["SKY HEIGHT"] == 256 and hdr["SKY SIZE_MATCH"] is False
     assert (tmp_path / "s.png").stat().st_size > 0
+
+
+def test_sky_compose_size_match_flag_reaches_the_composer(tmp_path, capsys):
+    cfg = tmp_path / "sky.toml"
+    cfg.write_text('[sky]\nheight = 128\nwidth = 128\npositions = "random"\ndetect = false\nrealism = false\n'
+                   f'out = "{tmp_path / "m"}"\n')
+    assert main(["sky", "compose", "--config", str(cfg), "--size-match", "--quiet"]) == 0
+    with fits.open(tmp_path / "m.fits") as h:
+        assert h[0].header["SKY SIZE_MATCH"] is True and len(h["TRUTH"].data) > 0
 
 
 def test_sky_experiments_writes_the_table_with_reference_rows(tmp_path, capsys):

@@ -112,7 +112,8 @@ def _cmd_compose(args) -> int:
 
     cfg = load_sky_config(args.config, {"height": args.size, "width": args.size, "seed": args.seed, "out": args.out,
                                         "positions": args.positions, "galaxies": args.galaxies,
-                                        "flux_match": True if args.flux_match else None})
+                                        "flux_match": True if args.flux_match else None,
+                                        "size_match": True if args.size_match else None})
     t0 = time.perf_counter()
     sky = compose(cfg, progress=not args.quiet)
     t_compose = time.perf_counter() - t0
@@ -274,6 +275,8 @@ def _add_sky_commands(sub) -> None:
     c.add_argument("--galaxies", help="galaxy checkpoint or stamps")
     c.add_argument("--flux-match", action="store_true",
                    help="map the model galaxies' fluxes onto the real stamps' flux distribution")
+    c.add_argument("--size-match", action="store_true",
+                   help="give each cell a galaxy of its size class, chosen by measured area among 4 candidates")
     c.add_argument("--out", help="output stem (writes .png, .fits, .csv)")
     c.add_argument("--quiet", action="store_true")
     c.set_defaults(func=_cmd_compose)

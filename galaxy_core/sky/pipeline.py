@@ -42,7 +42,7 @@ class SkyConfig:
     flux_match: bool = False         # map model galaxies' fluxes onto the real stamps' flux distribution
     sharpen: bool = True             # give model galaxies the real stamps' power spectrum (flux kept)
     pixel_match: bool = True         # map model galaxies' pixel values onto the real stamps' distribution
-    size_match: bool = False         # each cell's galaxy chosen by its measured size class among 4 (unconditional models)
+    size_match: bool = False         # model galaxies: each cell's chosen by its measured size class among 4 (stamps have theirs)
     faint: bool = True               # add the faint sources below the grid catalogue's size cut
     subcatalogue: bool = True        # with faint: also the sources below the catalogue's detection limit
     faint_profile: str = "moffat"    # faint sources' profile: "moffat" (beta 4) or "gaussian", same moments
