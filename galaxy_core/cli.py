@@ -127,17 +127,15 @@ def _data_overrides(args) -> list[str]:
 
 def _applicable_toml(cfg) -> str:
     """The resolved config, without the keys that mean nothing for this dataset."""
-    from galaxy_core.config import to_toml
+    from galaxy_core.config import dataset_specific_keys, to_toml
     from galaxy_core.data.sources import is_physical_source
 
     d = cfg.to_dict()
     notes = []
-    if cfg.data.dataset != "sim":
-        d["data"].pop("count"), d["data"].pop("seed")
-        notes.append("data.count and data.seed apply to the built-in sim only")
-    if cfg.data.dataset != "hdf" and cfg.data.neighbours == "keep":
-        d["data"].pop("neighbours")
-        notes.append("data.neighbours applies to the built-in hdf only")
+    for key, reason in dataset_specific_keys(cfg.data).items():
+        d["data"].pop(key)
+        if reason not in notes:
+            notes.append(reason)
     try:
         physical = is_physical_source(cfg.data.dataset)
     except OSError:

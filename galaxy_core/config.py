@@ -50,12 +50,28 @@ class DataConfig:
     dataset: str = "hdf"          # "hdf", "sim", or a path to a folder / FITS file
     resolution: int = option(64, choices=(32, 64, 128, 256))  # side in pixels (256 for data only)
     crop: float = option(1.0, low=0.0, high=1.0, low_open=True)  # centre-crop fraction before resizing
-    count: int = option(10000, low=1)        # sim only: number of simulated galaxies
-    seed: int = option(0, low=0)             # sim only: simulation seed
+    count: int = option(10000, low=1)        # sim: number of simulated galaxies (sky grids: number of tiles)
+    seed: int = option(0, low=0)             # sim: simulation seed (sky grids: seed of the tiles)
     # physical data: "asinh" (invertible) or "minmax" (per image, not flux-preserving)
     normalisation: str = option("asinh", choices=("asinh", "minmax"))
     # hdf only: "keep" the field around each source, or replace other sources with source-free "sky"
     neighbours: str = option("keep", choices=("keep", "sky"))
+
+
+def dataset_specific_keys(data: DataConfig) -> dict[str, str]:
+    """The ``[data]`` keys that mean nothing for ``data.dataset``, each with the reason.
+
+    ``count`` and ``seed`` apply to the built-in ``sim`` and the sky grid datasets
+    (``hdf_grid``, ``hdf_grid_classes``) only; ``neighbours`` to the built-in ``hdf`` only.
+    ``normalisation`` depends on the files, so it is decided where the data are known.
+    """
+    out = {}
+    if data.dataset != "sim" and not data.dataset.startswith("hdf_grid"):
+        reason = "data.count and data.seed apply to the built-in sim and the sky grids only"
+        out.update(count=reason, seed=reason)
+    if data.dataset != "hdf":
+        out["neighbours"] = "data.neighbours applies to the built-in hdf only"
+    return out
 
 
 @dataclass

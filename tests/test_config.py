@@ -21,6 +21,7 @@ def test_every_family_ships_training_configs():
 
 @pytest.mark.parametrize("name", _training_configs())
 def test_shipped_configs_load_and_show_every_default(name):
+    from galaxy_core.config import dataset_specific_keys
     from galaxy_core.models.registry import get_arch
 
     path = configs_dir() / name
@@ -29,9 +30,7 @@ def test_shipped_configs_load_and_show_every_default(name):
     # every field of every table is written out in the example config
     for section in ("data", "augment", "train", "log"):
         for key in getattr(cfg, section).__dataclass_fields__:
-            if section == "data" and key in ("count", "seed") and cfg.data.dataset != "sim":
-                continue
-            if section == "data" and key == "neighbours" and cfg.data.dataset != "hdf":
+            if section == "data" and key in dataset_specific_keys(cfg.data):
                 continue
             assert f"\n{key} = " in text, f"{name}: {section}.{key} not shown"
     # and every model field the data does not decide
@@ -205,3 +204,12 @@ def test_bad_file_is_named(tmp_path):
         load_config(p)
     with pytest.raises(ConfigError, match="missing.toml"):
         load_config(tmp_path / "missing.toml")
+
+
+def test_dataset_specific_keys_name_what_each_dataset_ignores():
+    from galaxy_core.config import DataConfig, dataset_specific_keys
+
+    assert set(dataset_specific_keys(DataConfig(dataset="hdf"))) == {"count", "seed"}
+    assert set(dataset_specific_keys(DataConfig(dataset="sim"))) == {"neighbours"}
+    assert set(dataset_specific_keys(DataConfig(dataset="hdf_grid_classes"))) == {"neighbours"}  # tiles, seed
+    assert set(dataset_specific_keys(DataConfig(dataset="data/my_galaxies"))) == {"count", "seed", "neighbours"}

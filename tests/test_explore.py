@@ -219,7 +219,10 @@ def test_training_data_comes_from_the_stored_config():
     meta = {"data": {"name": "sim", "resolution": 64},
             "config": {"data": {"dataset": "sim", "count": 2000, "seed": 3, "crop": 0.8, "normalisation": "asinh"}}}
     assert training_data(meta) == {"spec": "sim", "resolution": 64, "crop": 0.8, "count": 2000, "seed": 3,
-                                   "normalisation": "asinh"}
+                                   "normalisation": "asinh", "neighbours": "keep"}
+    iso = {"data": {"name": "hdf", "resolution": 32},
+           "config": {"data": {"dataset": "hdf", "resolution": 32, "neighbours": "sky"}}}
+    assert training_data(iso)["neighbours"] == "sky"  # isolated stamps are compared with isolated stamps
 
 
 def test_to_linear_and_restretch():

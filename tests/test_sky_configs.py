@@ -5,7 +5,7 @@ import numpy as np
 
 import pytest
 
-from galaxy_core.config import load_config
+from galaxy_core.config import dataset_specific_keys, load_config
 from galaxy_core.models.registry import get_arch
 from galaxy_core.paths import configs_dir
 from galaxy_core.sky.pipeline import SkyConfig, load_sky_config
@@ -21,9 +21,7 @@ def test_training_configs_show_every_default(name):
     text = path.read_text()
     for section in ("data", "augment", "train", "log"):
         for key in getattr(cfg, section).__dataclass_fields__:
-            if section == "data" and key in ("count", "seed") and not cfg.data.dataset.startswith("hdf_grid"):
-                continue
-            if section == "data" and key == "neighbours" and cfg.data.dataset != "hdf":
+            if section == "data" and key in dataset_specific_keys(cfg.data):
                 continue
             assert f"\n{key} = " in text, f"{name}: {section}.{key} not shown"
     for f in dataclasses.fields(get_arch(cfg.arch).config_cls):
