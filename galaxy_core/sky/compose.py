@@ -663,17 +663,16 @@ def real_stamp_fluxes(resolution: int = 32, neighbours: str = "keep") -> dict:
     return out
 
 
-LUMINANCE = (0.2125, 0.7154, 0.0721)  # Rec. 709, the weights of the catalogue's detection image
-
-
 def detection_areas(flux: np.ndarray) -> np.ndarray:
     """Segment areas of galaxy flux images, measured as the ``hdf`` catalogue measures its sources.
 
-    The luminance of each flux image (:data:`LUMINANCE` weights) is smoothed with the catalogue's
+    The luminance of each flux image (:func:`skimage.color.rgb2gray`, the catalogue's detection
+    image) is smoothed with the catalogue's
     Gaussian kernel (:class:`galaxy_core.data.hdf.DetectionParams`: FWHM ``kernel_fwhm``, side
     ``kernel_size``) and thresholded at ``nsigma`` times the field's luminance noise
     (:func:`galaxy_core.data.hdf.detection_noise`); the area is the pixel count of the connected
-    region (8-connected) that covers most of the stamp's central quarter. There is no
+    region (4-connected, as :func:`galaxy_flux` picks its galaxy) that covers most of the stamp's
+    central quarter. There is no
     deblending, so the figure is meant for isolated galaxies.
 
     Parameters
@@ -688,20 +687,15 @@ def detection_areas(flux: np.ndarray) -> np.ndarray:
     """
     from photutils.segmentation import make_2dgaussian_kernel
     from scipy import ndimage
+    from skimage.color import rgb2gray
 
     from galaxy_core.data.hdf import DETECTION, detection_noise
 
-    lum = np.tensordot(np.asarray(LUMINANCE, np.float64), np.asarray(flux, np.float64), axes=([0], [1]))
+    lum = rgb2gray(np.moveaxis(np.asarray(flux, np.float64), 1, -1))  # (n, S, S)
     kernel = np.asarray(make_2dgaussian_kernel(DETECTION.kernel_fwhm, size=DETECTION.kernel_size).array)
     conv = ndimage.convolve(lum, kernel[None], mode="constant")
     above = conv > DETECTION.nsigma * detection_noise()
-    structure = np.ones((3, 3), bool)
-    out = np.zeros(len(above), np.int64)
-    for i, m in enumerate(above):
-        lab, n = ndimage.label(m, structure=structure)
-        if n:
-            out[i] = int(_central_component(lab > 0).sum()) if n > 1 else int(m.sum())
-    return out
+    return np.array([int(_central_component(m).sum()) for m in above], np.int64)
 
 
 class ClassMatchedGalaxies:
