@@ -170,11 +170,11 @@ def test_detection_areas_reproduce_the_catalogue_areas_of_isolated_real_stamps()
     ds = prepare_hdf(resolution=32, neighbours="sky", progress=False)
     areas = detection_areas(galaxy_flux(ds.to_model_range()))
     cat = np.asarray(ds.catalog["area"], float)
-    assert np.corrcoef(np.log1p(areas), np.log(cat))[0, 1] > 0.97  # 0.993 measured
+    assert np.corrcoef(np.log1p(areas), np.log(cat))[0, 1] > 0.97  # 0.973 measured
     assert 0.9 < np.median(areas / cat) < 1.1
     cm = ClassMatchedGalaxies(gaussian_galaxies, thresholds=(ds.manifest["size_classes"]["area_lo"],
                                                               ds.manifest["size_classes"]["area_hi"]))
-    assert np.mean(cm.classes_of(areas) == cm.classes_of(cat)) > 0.9  # 0.977 measured
+    assert np.mean(cm.classes_of(areas) == cm.classes_of(cat)) > 0.9  # 0.922 measured
     # a bright disc is found whole (smoothing widens it by a pixel or so), an empty stamp has none
     big, none = detection_areas(disc_stamps([8.0, 0.0], value=0.3))
     assert np.pi * 8**2 < big < np.pi * 10**2 and none == 0
