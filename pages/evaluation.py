@@ -119,8 +119,7 @@ def reference_ui(model: Pretrained) -> tuple | None:
     choice = st.radio("Reference data", ["training", "folder"], horizontal=True, key="ev_ref",
                       format_func={"training": label, "folder": "A folder or FITS file in the workspace"}.get)
     if choice == "training":
-        return state.data_key(own["spec"], resolution=own["resolution"], crop=own["crop"], count=own["count"],
-                              seed=own["seed"], normalisation=own["normalisation"], neighbours=own["neighbours"])
+        return state.data_key(**own)
     path = widgets.workspace_path_ui("Folder or FITS file", key="ev_path", placeholder="data/my_galaxies")
     if path is None:
         return None

@@ -232,8 +232,7 @@ with widgets.error_boundary("The memorisation check"):
     model = state.selected_model()
     widgets.model_badge(model)
     own = ev.training_data(model.meta)
-    data_key = state.data_key(own["spec"], resolution=own["resolution"], crop=own["crop"], count=own["count"],
-                              seed=own["seed"], normalisation=own["normalisation"], neighbours=own["neighbours"])
+    data_key = state.data_key(**own)
     st.caption(f"Training data: **{own['spec']}** at {own['resolution']} px, as recorded in the checkpoint.")
     widgets.chain_note(model, own["spec"])
     folder = held_out_ui(own)

@@ -54,8 +54,7 @@ def api_verdict(checkpoint: Path, *, n: int, seed: int = 0) -> dict:
 
     model = load_pretrained(checkpoint)
     own = ev.training_data(model.meta)
-    train = ev.open_reference(own["spec"], resolution=own["resolution"], crop=own["crop"], count=own["count"],
-                              seed=own["seed"], normalisation=own["normalisation"], neighbours=own["neighbours"])
+    train = ev.open_reference(**own)
     _, fake = ev.generated_sample(model, n, seed=seed)
     held, about = ev.held_out_sample(model.meta, train, n)
     mem = memorisation_check(fake, train, held_out=held, held_out_about=about, distances=(DEFAULT_DISTANCE,))

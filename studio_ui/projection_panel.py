@@ -47,8 +47,7 @@ def _uploaded_target(data: bytes, name: str, model_key: tuple) -> tuple[np.ndarr
 
 def _training_data_key(model: Pretrained) -> tuple:
     own = ev.training_data(model.meta)
-    return state.data_key(own["spec"], resolution=own["resolution"], crop=own["crop"], count=own["count"],
-                          seed=own["seed"], normalisation=own["normalisation"], neighbours=own["neighbours"])
+    return state.data_key(**own)
 
 
 def target_ui(model: Pretrained) -> tuple[np.ndarray, str] | None:

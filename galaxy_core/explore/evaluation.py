@@ -113,7 +113,9 @@ def feature_distances(real_feats: np.ndarray, fake_feats: np.ndarray, *, extract
 
 
 def training_data(meta: dict) -> dict:
-    """Keyword arguments of :func:`galaxy_core.data.load_dataset` for a checkpoint's training data.
+    """The keyword arguments of :func:`open_reference` for a checkpoint's training data, so
+    callers pass ``**training_data(meta)`` and a new data option needs no change at the call
+    sites.
 
     Taken from the checkpoint's stored config (``meta["config"]["data"]``), so a ``sim``
     checkpoint trained on 2,000 galaxies with seed 3 gets exactly those back.

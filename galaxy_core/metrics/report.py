@@ -321,8 +321,7 @@ def evaluate_checkpoint(
     own = ev.training_data(model.meta)
     spec = dict(own, spec=data) if data is not None else own
     say(f"opening reference data {spec['spec']}")
-    ref = ev.open_reference(spec["spec"], resolution=spec["resolution"], crop=spec["crop"], count=spec["count"],
-                            seed=spec["seed"], normalisation=spec["normalisation"], neighbours=spec["neighbours"])
+    ref = ev.open_reference(**spec)
     ev.check_compatible(model, ref)
     idx_a, real_a, idx_b, real_b = ev.real_pair(ref, n, seed=seed)
     warnings = sample_size_warnings(n, n_real=len(real_a), extractors=extractors, num_bands=len(model.channels),
@@ -384,9 +383,7 @@ def evaluate_checkpoint(
         figures["redshift"] = plots.histograms({"training data": z}, title="redshift of the training data",
                                                x_title="redshift z (dimensionless)", density=False)
     if memorisation:
-        train = ref if data is None else ev.open_reference(
-            own["spec"], resolution=own["resolution"], crop=own["crop"], count=own["count"], seed=own["seed"],
-            normalisation=own["normalisation"], neighbours=own["neighbours"])
+        train = ref if data is None else ev.open_reference(**own)
         if held_out is not None:
             say(f"preparing held-out images from {held_out}")
             held, held_about = ev.open_held_out(held_out, train=train, crop=own["crop"])
