@@ -49,6 +49,8 @@ def main() -> None:
                     help="a uniform sky level and noise amplitude (the composer varies both as the field does)")
     ap.add_argument("--stamp-neighbours", default="keep", choices=["keep", "sky"],
                     help="the reference's real stamps as cut, or with their neighbours replaced by sky")
+    ap.add_argument("--jitter", type=float, default=None,
+                    help="sub-cell jitter of the galaxy positions, fraction of a cell (default: the composer's)")
     ap.add_argument("--feature-groups", action="store_true",
                     help="also the grouped C2ST on each feature group alone (power at 1-16, 17-40, 41-64 "
                          "cycles per tile, the intensity histogram) and the spread of the fakes' features")
@@ -110,6 +112,7 @@ def main() -> None:
         faint = FaintSources(subcatalogue=fa == "sub", profile=args.faint_profile) if fa else None
         return positions, source, faint, FieldStars() if st else None
 
+    jitter = {} if args.jitter is None else {"jitter": args.jitter}
     sources = {name: make_sources(spec) for name, spec in variants.items()}
 
     def run_variant(name, *, seed, real, grouped, band) -> tuple[float, float]:
@@ -117,7 +120,7 @@ def main() -> None:
         positions, source, faint, stars = sources[name]
         t0 = time.perf_counter()
         fake = np.concatenate([image_features(compose_sky(height=256, width=256, positions=positions, galaxies=source,
-                                                          faint=faint, stars=stars,
+                                                          faint=faint, stars=stars, **jitter,
                                                           seed=seed + i, modulate=not args.no_modulation).image)
                                for i in range(n)])
         plain = classifier_test(real, fake)

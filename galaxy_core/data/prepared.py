@@ -117,10 +117,26 @@ class PreparedDataset:
             return uint8_to_model(x)
         return x.astype(np.float32)
 
+    @cached_property
+    def _class_fractions(self) -> list[float]:
+        k = int(self.manifest.get("num_classes") or 2)
+        counts = np.bincount(np.asarray(self.images, np.int64).ravel(), minlength=k)[:k]
+        return [float(c) for c in counts / max(int(counts.sum()), 1)]
+
     def description(self) -> dict:
-        """The data description stored in every checkpoint trained on this dataset."""
+        """The data description stored in every checkpoint trained on this dataset.
+
+        A grid dataset (``kind`` ``"grid"``) adds what composing a sky from a model of it needs
+        (:func:`galaxy_core.sky.grids.grid_properties`): ``cell_px``, ``size_thresholds_area``
+        (pix2) and ``class_fractions`` (fraction of all cells holding each class, measured on
+        the images).
+        """
         m = self.manifest
-        return {
+        grid = {}
+        if m.get("kind") == "grid":
+            grid = {"cell_px": m.get("cell_px"), "size_thresholds_area": m.get("size_thresholds_area"),
+                    "class_fractions": self._class_fractions}
+        return grid | {
             "name": m["name"],
             "key": m["key"],
             "source": m.get("source"),

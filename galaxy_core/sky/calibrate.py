@@ -153,21 +153,27 @@ def map_pixels(flux: np.ndarray, model_q: np.ndarray, real_q: np.ndarray) -> np.
 # --------------------------------------------------------------------------- grid occupancy
 
 
-@functools.lru_cache(maxsize=2)
-def catalogue_grids(*, classes: bool = True, count: int = 1024) -> np.ndarray:
+@functools.lru_cache(maxsize=4)
+def catalogue_grids(*, classes: bool = True, count: int = 1024, options=None) -> np.ndarray:
     """``count`` random grids of the deep field's grid catalogue
-    (:func:`galaxy_core.sky.grids.tile_grids` with the default options, seed 0: the catalogue
-    and cuts of the ``hdf_grid_classes`` / ``hdf_grid`` datasets the position models were
-    trained on), measured once per process.
+    (:func:`galaxy_core.sky.grids.tile_grids`, seed 0: the catalogue and cuts of the
+    ``hdf_grid_classes`` / ``hdf_grid`` datasets the position models were trained on), measured
+    once per process. ``options`` (a :class:`~galaxy_core.sky.grids.GridOptions`) replaces the
+    default grid options (its ``count`` and ``seed`` are replaced by ``count`` and 0, and
+    ``classes`` is then ignored).
 
     Returns
     -------
     ndarray (count, G, G), int64, read-only
         Class per cell: 0..3 (``classes``) or 0/1.
     """
+    import dataclasses
+
     from galaxy_core.sky.grids import GridOptions, hdf_sources, tile_grids
 
-    grids, _ = tile_grids(hdf_sources(), GridOptions(classes=classes, count=count))
+    opts = GridOptions(classes=classes) if options is None else options
+    opts = dataclasses.replace(opts, count=count, seed=0)
+    grids, _ = tile_grids(hdf_sources(min_area=opts.min_area), opts)
     out = np.asarray(grids, np.int64).reshape(len(grids), *grids.shape[-2:])
     out.flags.writeable = False
     return out
@@ -177,7 +183,7 @@ def catalogue_grids(*, classes: bool = True, count: int = 1024) -> np.ndarray:
 def grid_class_fractions(*, classes: bool = True, count: int = 1024) -> np.ndarray:
     """Fraction of the cells of the deep field's grids that hold each class.
 
-    Over the ``count`` grids of :func:`catalogue_grids`.
+    Over the ``count`` grids of :func:`catalogue_grids` (default grid options).
 
     Returns
     -------

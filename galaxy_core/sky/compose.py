@@ -782,9 +782,11 @@ class CatalogueGrids:
 
     def __init__(self, *, classes: bool = True, count: int = 1024):
         from galaxy_core.sky.calibrate import catalogue_grids
+        from galaxy_core.sky.grids import GridOptions
 
         self.grids = catalogue_grids(classes=classes, count=count)  # (count, G, G), shared, read-only
         self.grid = self.grids.shape[-1]
+        self.cell_px = GridOptions().cell_px
 
     def __call__(self, rng):
         return self.grids[int(rng.integers(len(self.grids)))].copy()
@@ -798,20 +800,28 @@ class ModelPositions:
     then assigns small/medium/large at random.
 
     ``match_classes``: the occupied cells of each class are thinned at random so that the
-    fraction of cells holding that class is, on average, the data's
-    (:func:`galaxy_core.sky.calibrate.grid_class_fractions`): a class the model draws too
-    often keeps each of its cells with probability ``data fraction / model fraction``; a
-    class it draws too rarely is kept whole. The model's fractions are measured once on
+    fraction of cells holding that class is, on average, that of the grids the model was
+    trained on (``properties.class_fractions``): a class the model draws too often keeps each
+    of its cells with probability ``data fraction / model fraction``; a class it draws too
+    rarely is kept whole. The model's fractions are measured once on
     :data:`CALIBRATION_GRIDS` grids drawn with fixed seeds. Only for a model with size classes
     (4 classes) or an occupancy model (2 classes, then against the data's occupancy).
+
+    ``properties`` (:func:`galaxy_core.sky.grids.grid_properties`) are those of the model's
+    own training grids: ``cell_px`` (the cell size :func:`compose_sky` uses by default), the
+    size thresholds and the class fractions.
     """
 
     def __init__(self, model, *, mode: str = "sample", class_mix: tuple[float, float, float] | None = None,
                  match_classes: bool = False):
+        from galaxy_core.sky.grids import grid_properties
+
         self.model, self.mode = model, mode
         self.class_mix = class_mix
         self.grid = model.resolution
         self.match_classes = match_classes
+        self.properties = grid_properties(model.meta.get("data", {}))
+        self.cell_px = self.properties.cell_px
         self._keep: np.ndarray | None = None
 
     def _cells(self, rng):
@@ -824,16 +834,19 @@ class ModelPositions:
     def keep_probabilities(self) -> np.ndarray:
         """(K,) probability that an occupied cell of class k is kept (``[0]`` unused, 1.0)."""
         if self._keep is None:
-            from galaxy_core.sky.calibrate import grid_class_fractions
-
             k = self.model.model_cfg.num_classes
             if k not in (2, 4):
                 raise ValueError(f"match_classes: the position model has {k} classes; the data's class fractions "
                                  "exist for 2 (occupancy) or 4 (empty + three size classes)")
+            data_f = self.properties.class_fractions
+            name = getattr(self.model, "path", None)
+            if data_f is None or len(data_f) != k:
+                raise ValueError(f"match_classes: {getattr(name, 'name', 'the position model')} does not record the "
+                                 "class fractions of the grids it was trained on (saved before they were recorded); "
+                                 "retrain or re-export it, or compose without matching the classes")
             grids = np.stack([self._cells(np.random.default_rng([CALIBRATION_SEED, i]))
                               for i in range(CALIBRATION_GRIDS)])
             model_f = np.bincount(np.clip(grids, 0, k - 1).ravel(), minlength=k) / grids.size
-            data_f = grid_class_fractions(classes=k > 2)
             keep = np.ones(k)
             keep[1:] = np.minimum(1.0, data_f[1:] / np.maximum(model_f[1:], 1e-12))
             self._keep = keep
@@ -960,8 +973,25 @@ def modulation_fields(background: Background, height: int, width: int, seed: int
     return lambda y0, x0, h, w: mod.at(coarse, y0, x0, h, w)
 
 
+DEFAULT_CELL_PX = 16  # cell side of position sources that record none (random, fixed grids)
+
+
+def resolve_cell_px(positions, cell_px: int | None) -> int:
+    """The cell side to compose ``positions`` at: its own ``cell_px`` when it has one (a
+    position model's training grids), else ``cell_px``, else :data:`DEFAULT_CELL_PX`. Raises
+    ValueError when ``cell_px`` is given and differs from the source's own."""
+    own = getattr(positions, "cell_px", None)
+    if own is not None and cell_px is not None and int(cell_px) != int(own):
+        raise ValueError(f"cell_px {cell_px} differs from the {own} px cells of the grids the position source "
+                         "was made from; its galaxy density holds at that scale only (leave cell_px unset)")
+    out = int(own if own is not None else cell_px if cell_px is not None else DEFAULT_CELL_PX)
+    if out < 1:
+        raise ValueError(f"cell_px must be a positive number of pixels, got {out}")
+    return out
+
+
 def compose_sky(*, height: int, width: int, positions: Callable[[np.random.Generator], np.ndarray],
-                galaxies: GalaxySource | None, cell_px: int = 16, jitter: float = 0.35,
+                galaxies: GalaxySource | None, cell_px: int | None = None, jitter: float = 0.35,
                 background: Background | None = None, faint=None, stars=None, seed: int = 0,
                 modulate: bool = True, progress: bool | Callable[[int, int], None] = False) -> Sky:
     """Compose a sky tile by tile from a position source and a galaxy source.
@@ -977,8 +1007,9 @@ def compose_sky(*, height: int, width: int, positions: Callable[[np.random.Gener
     galaxies : callable (cls, rng) -> (n, 3, S, S), or None
         Flux images of the galaxies (:class:`ModelGalaxies`, :class:`StampGalaxies`); None
         composes the background alone (with the same random stream).
-    cell_px : int
-        Cell side in sky pixels (16 for the shipped position models).
+    cell_px : int, optional
+        Cell side in sky pixels. Default: the position source's own ``cell_px`` (a position
+        model's is that of its training grids, 16 for the shipped ones), else 16.
     jitter : float
         Sub-cell jitter of each position, fraction of a cell in [0, 0.5].
     background : Background, optional
@@ -1005,9 +1036,16 @@ def compose_sky(*, height: int, width: int, positions: Callable[[np.random.Gener
     Returns
     -------
     Sky
+
+    Raises
+    ------
+    ValueError
+        ``cell_px`` differs from the position source's own (its galaxy density holds at its
+        cell size only).
     """
     from tqdm.auto import tqdm
 
+    cell_px = resolve_cell_px(positions, cell_px)
     bg = background or hdf_background()
     image = np.empty((3, height, width), np.float32)
     tile = int(positions.grid) * cell_px

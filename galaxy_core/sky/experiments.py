@@ -96,7 +96,7 @@ def end_to_end_images(model, n: int, *, size: int = 256, seed: int = 0) -> list[
     return list(x)
 
 
-def realism_table(scorer: RealismScorer, *, models: dict, n: int = 100, size: int = 256, cell_px: int = 16,
+def realism_table(scorer: RealismScorer, *, models: dict, n: int = 100, size: int = 256, cell_px: int | None = None,
                   seed: int = 1000, end_to_end=None, flux_match: bool = False, matched_rows: bool = False,
                   calibrated_rows: bool = False, reference_rows: bool = False, progress: bool = True) -> dict:
     """Realism table (see module docstring).
@@ -196,7 +196,7 @@ def realism_table(scorer: RealismScorer, *, models: dict, n: int = 100, size: in
 
 
 def three_experiments(scorer: RealismScorer, *, positions, galaxies, n: int = 50, size: int = 256,
-                      cell_px: int = 16, seed: int = 2000, flux_match: bool = False) -> dict:
+                      cell_px: int | None = None, seed: int = 2000, flux_match: bool = False) -> dict:
     """The paper's three experiments with the conditional two-stage model.
 
     Returns

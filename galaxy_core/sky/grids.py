@@ -217,6 +217,79 @@ def hdf_sources(*, min_area: float = MIN_AREA) -> dict[str, np.ndarray]:
             "area": np.asarray(cat["area"], float)[keep], "shape": hdf_field().shape[:2]}
 
 
+HDF_GRID_SOURCE = "builtin:hdf catalogue tiles"  # the ``source`` of every grid dataset of prepare_hdf_grids
+
+
+@dataclass(frozen=True)
+class GridProperties:
+    """What composing a sky from a position model needs to know of the grids it learnt.
+
+    Attributes
+    ----------
+    cell_px : int
+        Cell side (sky pixels) of the grids: the scale at which the model's galaxy density holds.
+    thresholds : (float, float) or None
+        Size class thresholds (pix2) of the catalogue the grids were made from (small < lo <=
+        medium < hi <= large); None where not recorded.
+    class_fractions : ndarray (K,) or None
+        Fraction of the grids' cells holding each class 0..K-1 (empty first); None where not
+        recorded.
+    min_area : float or None
+        Smallest segment area (pix2) a source needed to enter the grids; None where not recorded.
+    builtin_hdf : bool
+        The grids are tiles of the built-in deep field's catalogue.
+    """
+
+    cell_px: int
+    thresholds: tuple[float, float] | None
+    class_fractions: np.ndarray | None
+    min_area: float | None
+    builtin_hdf: bool
+
+
+def grid_properties(data: dict) -> GridProperties:
+    """The :class:`GridProperties` of a position checkpoint's training grids.
+
+    Parameters
+    ----------
+    data : dict
+        The checkpoint's ``data`` section (the grid dataset's
+        :meth:`~galaxy_core.data.prepared.PreparedDataset.description`).
+
+    Checkpoints record ``cell_px``, ``size_thresholds_area`` and ``class_fractions``; for one
+    saved before they were recorded whose grids are tiles of the built-in deep field they are
+    measured again from its recorded grid options (the same catalogue and cuts, 1,024 tiles:
+    :func:`galaxy_core.sky.calibrate.catalogue_grids`); otherwise what is missing is None
+    (the cell size then defaults to 16 px) and the composer refuses the options that need it.
+
+    Raises
+    ------
+    DataError
+        ``data`` is not that of a grid dataset.
+    """
+    if data.get("kind") != "grid":
+        raise DataError(f"grid_properties: the checkpoint was trained on {data.get('kind')!r} data, not grids")
+    pre = data.get("preprocess") or {}
+    builtin = data.get("source") == HDF_GRID_SOURCE
+    cell_px = int(data.get("cell_px") or pre.get("cell_px") or 16)
+    thr = data.get("size_thresholds_area")
+    fractions = data.get("class_fractions")
+    min_area = pre.get("min_area")
+    if builtin and (thr is None or fractions is None):
+        from galaxy_core.sky.calibrate import catalogue_grids
+
+        opts = GridOptions(grid=int(pre.get("grid", 32)), cell_px=cell_px, classes=bool(pre.get("classes", True)),
+                           thresholds=pre.get("thresholds", "terciles"), min_area=float(pre.get("min_area", MIN_AREA)))
+        if thr is None:
+            thr = size_thresholds(hdf_sources(min_area=opts.min_area)["area"], method=opts.thresholds)
+        if fractions is None:
+            grids = catalogue_grids(options=opts)
+            fractions = np.bincount(grids.ravel(), minlength=opts.num_classes)[: opts.num_classes] / grids.size
+    return GridProperties(cell_px=cell_px, thresholds=None if thr is None else (float(thr[0]), float(thr[1])),
+                          class_fractions=None if fractions is None else np.asarray(fractions, np.float64),
+                          min_area=None if min_area is None else float(min_area), builtin_hdf=builtin)
+
+
 def read_catalogue(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read a user catalogue: a CSV or FITS table with ``x``, ``y`` (pix) and ``size`` or
     ``area`` (pix2) columns.
@@ -332,7 +405,7 @@ def prepare_hdf_grids(opts: GridOptions = GridOptions(), *, rebuild: bool = Fals
         return open_prepared(root)
     grids, info = tile_grids(hdf_sources(min_area=opts.min_area), opts)
     name = "hdf_grid_classes" if opts.classes else "hdf_grid"
-    return _write_grids(root, grids, opts, info, name=name, source="builtin:hdf catalogue tiles", key=key)
+    return _write_grids(root, grids, opts, info, name=name, source=HDF_GRID_SOURCE, key=key)
 
 
 def prepare_catalogue_grids(sources: dict[str, np.ndarray], out: str | os.PathLike, opts: GridOptions, *,

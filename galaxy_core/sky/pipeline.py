@@ -22,7 +22,7 @@ from pathlib import Path
 from galaxy_core.errors import ConfigError
 from galaxy_core.sky.calibrate import FAINT_PROFILES
 from galaxy_core.sky.compose import (ClassMatchedGalaxies, ModelGalaxies, ModelPositions, RandomPositions, Sky,
-                                     StampGalaxies, compose_sky)
+                                     StampGalaxies, compose_sky, resolve_cell_px)
 
 BASELINES = ("baseline1", "baseline2")
 
@@ -37,7 +37,7 @@ class SkyConfig:
     position_mode: str = "sample"    # "sample" (draw each cell's class) or "argmax" (near-empty grids from models trained with sampled cells)
     class_mix: list = field(default_factory=lambda: [1.0, 1.0, 1.0])  # small/medium/large weights (occupancy models, random)
     occupancy: float = 0.11          # "random": probability that a cell holds a galaxy
-    cell_px: int = 16                # cell side in pixels (the shipped grids use 16)
+    cell_px: int | None = None       # cell side in pixels; default: the position model's (its grids'; 16 for the shipped ones), 16 for "random"
     jitter: float = 0.35             # sub-cell jitter, fraction of a cell in [0, 0.5]
     flux_match: bool = False         # map model galaxies' fluxes onto the real stamps' flux distribution
     sharpen: bool = True             # give model galaxies the real stamps' power spectrum (flux kept)
@@ -107,18 +107,30 @@ def position_source(cfg: SkyConfig):
     if model.family.data_kind != "grid":
         raise ConfigError(f"sky.positions: {cfg.positions} is a {model.family.name} model, not a position model")
     occupancy_only = model.model_cfg.num_classes == 2
-    return _model_positions(cfg.positions, cfg.position_mode, tuple(cfg.class_mix) if occupancy_only else None,
-                            cfg.match_classes)
+    positions = _model_positions(cfg.positions, cfg.position_mode, tuple(cfg.class_mix) if occupancy_only else None,
+                                 cfg.match_classes)
+    if cfg.match_classes and positions.properties.class_fractions is None:
+        raise ConfigError(f"sky.match_classes: {cfg.positions} does not record the class fractions of the grids it was "
+                          "trained on (saved before they were recorded); retrain it, or set match_classes = false")
+    return positions
 
 
-def galaxy_source(cfg: SkyConfig):
+def galaxy_source(cfg: SkyConfig, positions=None):
+    """The galaxy source of ``cfg``; ``positions`` (the position source) gives ``size_match``
+    the size thresholds of the grids a position model learnt (the ``hdf`` ones otherwise)."""
     if cfg.galaxies == "stamps":
         return StampGalaxies()
     model = load_model(cfg.galaxies)
     if model.family.data_kind == "grid" or len(model.channels) != 3:
         raise ConfigError(f"sky.galaxies: {cfg.galaxies} is not a 3-band single-galaxy model")
     source = _model_galaxies(cfg.galaxies, cfg.flux_match, cfg.sharpen, cfg.pixel_match)
-    return ClassMatchedGalaxies(source) if cfg.size_match else source
+    if not cfg.size_match:
+        return source
+    props = getattr(positions, "properties", None)
+    if props is not None and props.thresholds is None:
+        raise ConfigError(f"sky.size_match: {cfg.positions} does not record the size thresholds of the grids it was "
+                          "trained on (saved before they were recorded); retrain it, or set size_match = false")
+    return ClassMatchedGalaxies(source, thresholds=None if props is None else props.thresholds)
 
 
 # One source per checkpoint and options per process: their calibrations (class fractions of 256
@@ -145,8 +157,13 @@ def compose(cfg: SkyConfig, *, progress=False) -> Sky:
     from galaxy_core.sky.calibrate import FaintSources, FieldStars
 
     faint = FaintSources(subcatalogue=cfg.subcatalogue, profile=cfg.faint_profile) if cfg.faint else None
-    sky = compose_sky(height=cfg.height, width=cfg.width, positions=position_source(cfg), galaxies=galaxy_source(cfg),
-                      cell_px=cfg.cell_px, jitter=cfg.jitter, faint=faint, stars=FieldStars() if cfg.stars else None,
+    positions = position_source(cfg)
+    try:
+        cell_px = resolve_cell_px(positions, cfg.cell_px)
+    except ValueError as e:
+        raise ConfigError(f"sky.cell_px: {cfg.positions}: {e}") from e
+    sky = compose_sky(height=cfg.height, width=cfg.width, positions=positions, galaxies=galaxy_source(cfg, positions),
+                      cell_px=cell_px, jitter=cfg.jitter, faint=faint, stars=FieldStars() if cfg.stars else None,
                       seed=cfg.seed, modulate=cfg.modulate, progress=progress)
     sky.meta["config"] = dataclasses.asdict(cfg)  # every option that shaped the image, for the FITS header
     return sky
