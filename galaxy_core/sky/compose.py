@@ -839,11 +839,11 @@ class ModelPositions:
                 raise ValueError(f"match_classes: the position model has {k} classes; the data's class fractions "
                                  "exist for 2 (occupancy) or 4 (empty + three size classes)")
             data_f = self.properties.class_fractions
-            name = getattr(self.model, "path", None)
             if data_f is None or len(data_f) != k:
-                raise ValueError(f"match_classes: {getattr(name, 'name', 'the position model')} does not record the "
-                                 "class fractions of the grids it was trained on (saved before they were recorded); "
-                                 "retrain or re-export it, or compose without matching the classes")
+                name = getattr(getattr(self.model, "path", None), "name", "the position model")
+                raise ValueError(f"match_classes: {name} does not record the class fractions of the grids it was "
+                                 "trained on (saved before they were recorded); retrain it, or compose without "
+                                 "matching the classes")
             grids = np.stack([self._cells(np.random.default_rng([CALIBRATION_SEED, i]))
                               for i in range(CALIBRATION_GRIDS)])
             model_f = np.bincount(np.clip(grids, 0, k - 1).ravel(), minlength=k) / grids.size
