@@ -75,7 +75,7 @@ def test_size_match_gives_larger_cells_larger_galaxies():
 
     kw = dict(height=256, width=256, positions="random", occupancy=0.3, faint=False, stars=False, detect=False,
               realism=False, sharpen=False, pixel_match=False)
-    assert isinstance(galaxy_source(SkyConfig(**kw)), ModelGalaxies)  # fastgan_hdf32: classes ignored
+    assert isinstance(galaxy_source(SkyConfig(**kw)), ModelGalaxies)  # fastgan_hdf32_w16: classes ignored
     assert isinstance(galaxy_source(SkyConfig(**kw, size_match=True)), ClassMatchedGalaxies)
     means = {}
     for match in (False, True):

@@ -33,7 +33,7 @@ class SkyConfig:
     width: int = 1000
     seed: int = 0
     positions: str = "checkpoints/positions_hdf_cond.json"  # checkpoint, "random", "baseline1", "baseline2"
-    galaxies: str = "checkpoints/fastgan_hdf32.json"         # checkpoint or "stamps" (FastGAN 32 px: lowest C2ST, docs/families/sky.md)
+    galaxies: str = "checkpoints/fastgan_hdf32_w16.json"     # checkpoint or "stamps" (FastGAN 32 px, width 16: lowest C2ST, docs/families/sky.md)
     position_mode: str = "sample"    # "sample" (draw each cell's class) or "argmax" (near-empty grids from models trained with sampled cells)
     class_mix: list = field(default_factory=lambda: [1.0, 1.0, 1.0])  # small/medium/large weights (occupancy models, random)
     occupancy: float = 0.11          # "random": probability that a cell holds a galaxy
