@@ -36,7 +36,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=100, help="256 px skies per variant")
     ap.add_argument("--positions", default="checkpoints/positions_hdf_cond.json")
-    ap.add_argument("--galaxies", default="checkpoints/fastgan_hdf32.json")
+    from galaxy_core.sky.pipeline import SkyConfig
+
+    ap.add_argument("--galaxies", default=SkyConfig().galaxies,
+                    help="galaxy checkpoint (default: the composer's, %(default)s; figures before fastgan_hdf32_w16 "
+                         "became the default were measured with checkpoints/fastgan_hdf32.json)")
     ap.add_argument("--seed", type=int, default=1000, help="skies use seeds SEED.., real tiles SEED+1, SEED+2")
     ap.add_argument("--seeds", type=int, nargs="+",
                     help="several seed sets (each as --seed); ends with the mean ± standard error per variant")
