@@ -179,11 +179,12 @@ def catalogue_grids(*, classes: bool = True, count: int = 1024, options=None) ->
     return out
 
 
-@functools.lru_cache(maxsize=2)
-def grid_class_fractions(*, classes: bool = True, count: int = 1024) -> np.ndarray:
+@functools.lru_cache(maxsize=4)
+def grid_class_fractions(*, classes: bool = True, count: int = 1024, options=None) -> np.ndarray:
     """Fraction of the cells of the deep field's grids that hold each class.
 
-    Over the ``count`` grids of :func:`catalogue_grids` (default grid options).
+    Over the ``count`` grids of :func:`catalogue_grids` (default grid options, or ``options``;
+    then ``options.classes`` sets the classes).
 
     Returns
     -------
@@ -191,8 +192,8 @@ def grid_class_fractions(*, classes: bool = True, count: int = 1024) -> np.ndarr
         ``[empty, small, medium, large]`` (``classes``) or ``[empty, occupied]``; sums to 1.
         For the field: about ``[0.878, 0.040, 0.036, 0.046]``.
     """
-    grids = catalogue_grids(classes=classes, count=count)
-    k = 4 if classes else 2
+    grids = catalogue_grids(classes=classes, count=count, options=options)
+    k = (4 if classes else 2) if options is None else options.num_classes
     return np.bincount(grids.ravel(), minlength=k)[:k] / grids.size
 
 

@@ -24,7 +24,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from galaxy_core.sky.grids import grid_to_catalogue, sample_cells
+from galaxy_core.sky.grids import GridOptions, grid_to_catalogue, sample_cells
 
 BANDS = ("R", "G", "B")
 
@@ -782,11 +782,10 @@ class CatalogueGrids:
 
     def __init__(self, *, classes: bool = True, count: int = 1024):
         from galaxy_core.sky.calibrate import catalogue_grids
-        from galaxy_core.sky.grids import GridOptions
 
         self.grids = catalogue_grids(classes=classes, count=count)  # (count, G, G), shared, read-only
         self.grid = self.grids.shape[-1]
-        self.cell_px = GridOptions().cell_px
+        self.cell_px = DEFAULT_CELL_PX  # the default grid options' cells, which these grids use
 
     def __call__(self, rng):
         return self.grids[int(rng.integers(len(self.grids)))].copy()
@@ -973,7 +972,7 @@ def modulation_fields(background: Background, height: int, width: int, seed: int
     return lambda y0, x0, h, w: mod.at(coarse, y0, x0, h, w)
 
 
-DEFAULT_CELL_PX = 16  # cell side of position sources that record none (random, fixed grids)
+DEFAULT_CELL_PX = GridOptions.cell_px  # cell side of position sources that record none (random, fixed grids)
 
 
 def resolve_cell_px(positions, cell_px: int | None) -> int:

@@ -234,8 +234,6 @@ class GridProperties:
     class_fractions : ndarray (K,) or None
         Fraction of the grids' cells holding each class 0..K-1 (empty first); None where not
         recorded.
-    min_area : float or None
-        Smallest segment area (pix2) a source needed to enter the grids; None where not recorded.
     builtin_hdf : bool
         The grids are tiles of the built-in deep field's catalogue.
     """
@@ -243,7 +241,6 @@ class GridProperties:
     cell_px: int
     thresholds: tuple[float, float] | None
     class_fractions: np.ndarray | None
-    min_area: float | None
     builtin_hdf: bool
 
 
@@ -260,7 +257,8 @@ def grid_properties(data: dict) -> GridProperties:
     saved before they were recorded whose grids are tiles of the built-in deep field they are
     measured again from its recorded grid options (the same catalogue and cuts, 1,024 tiles:
     :func:`galaxy_core.sky.calibrate.catalogue_grids`); otherwise what is missing is None
-    (the cell size then defaults to 16 px) and the composer refuses the options that need it.
+    (the cell size then defaults to :class:`GridOptions`'s) and the composer refuses the
+    options that need it.
 
     Raises
     ------
@@ -271,23 +269,21 @@ def grid_properties(data: dict) -> GridProperties:
         raise DataError(f"grid_properties: the checkpoint was trained on {data.get('kind')!r} data, not grids")
     pre = data.get("preprocess") or {}
     builtin = data.get("source") == HDF_GRID_SOURCE
-    cell_px = int(data.get("cell_px") or pre.get("cell_px") or 16)
+    cell_px = int(data.get("cell_px") or pre.get("cell_px") or GridOptions.cell_px)
     thr = data.get("size_thresholds_area")
     fractions = data.get("class_fractions")
-    min_area = pre.get("min_area")
     if builtin and (thr is None or fractions is None):
-        from galaxy_core.sky.calibrate import catalogue_grids
+        from galaxy_core.sky.calibrate import grid_class_fractions
 
         opts = GridOptions(grid=int(pre.get("grid", 32)), cell_px=cell_px, classes=bool(pre.get("classes", True)),
                            thresholds=pre.get("thresholds", "terciles"), min_area=float(pre.get("min_area", MIN_AREA)))
         if thr is None:
             thr = size_thresholds(hdf_sources(min_area=opts.min_area)["area"], method=opts.thresholds)
         if fractions is None:
-            grids = catalogue_grids(options=opts)
-            fractions = np.bincount(grids.ravel(), minlength=opts.num_classes)[: opts.num_classes] / grids.size
+            fractions = grid_class_fractions(options=opts)
     return GridProperties(cell_px=cell_px, thresholds=None if thr is None else (float(thr[0]), float(thr[1])),
                           class_fractions=None if fractions is None else np.asarray(fractions, np.float64),
-                          min_area=None if min_area is None else float(min_area), builtin_hdf=builtin)
+                          builtin_hdf=builtin)
 
 
 def read_catalogue(path: str | os.PathLike) -> dict[str, np.ndarray]:
