@@ -109,9 +109,11 @@ def position_source(cfg: SkyConfig):
     occupancy_only = model.model_cfg.num_classes == 2
     positions = _model_positions(cfg.positions, cfg.position_mode, tuple(cfg.class_mix) if occupancy_only else None,
                                  cfg.match_classes)
-    if cfg.match_classes and positions.properties.class_fractions is None:
-        raise ConfigError(f"sky.match_classes: {cfg.positions} does not record the class fractions of the grids it was "
-                          "trained on (saved before they were recorded); retrain it, or set match_classes = false")
+    if cfg.match_classes:
+        try:  # measured once per source anyway; here so that a model that cannot match is a config error
+            positions.keep_probabilities()
+        except ValueError as e:
+            raise ConfigError(f"sky.match_classes: {cfg.positions}: {e} (match_classes = false)") from e
     return positions
 
 
