@@ -65,3 +65,23 @@ def test_sky_experiments_writes_the_table_with_reference_rows(tmp_path, capsys):
     best = json.loads(out.read_text())["best"]["set"]
     assert not best.startswith(("real", "baseline", "reference"))  # the reference is no generated set
     assert "reference: catalogue grids + real stamps" in capsys.readouterr().out
+
+
+def test_sky_experiments_calibrated_scores_each_set_against_real_tiles(tmp_path):
+    """The three experiments composed as the composer does by default: every set carries its
+    classifier tests, and the calibrated skies score far higher than the raw BEGAN galaxies'."""
+    runs = {}
+    for flag in ([], ["--experiments-calibrated"]):
+        out = tmp_path / f"exp{len(flag)}.json"
+        assert main(["sky", "experiments", "--experiments-only", "--n-exp", "3", "--positions-uncond", "",
+                     "--out", str(out), "--quiet", *flag]) == 0
+        runs[bool(flag)] = json.loads(out.read_text())["experiments"]
+    sets = ("position_model", "random_positions", "fixed_positions_galaxy_sets", "fixed_positions_shuffled")
+    for calibrated, exp in runs.items():
+        assert exp["calibrated"] is calibrated and 0 < exp["occupancy"] < 0.5
+        for name in sets:
+            row = exp[name]
+            assert row["n"] == 3 and 0.0 <= row["c2st_accuracy"] <= 1.0 and 0.0 <= row["c2st_grouped"] <= 1.0
+            assert row["top_shifts"] and row["top_shifts"][0]["feature"]
+    for name in sets:
+        assert runs[True][name]["mean"] > runs[False][name]["mean"] + 0.3, name

@@ -215,7 +215,8 @@ def _cmd_experiments(args) -> int:
     if "conditional" in models:
         gal = load_model(args.experiment_galaxies) if args.experiment_galaxies else models["conditional"][1]
         out["experiments"] = three_experiments(scorer, positions=models["conditional"][0], galaxies=gal,
-                                               n=args.n_exp, size=args.size, flux_match=args.flux_match)
+                                               n=args.n_exp, size=args.size, flux_match=args.flux_match,
+                                               calibrated=args.experiments_calibrated)
     out["seconds"] = round(time.perf_counter() - t0, 1)
     print(f"{'set':<32}{'realism mean':>14}{'std':>8}{'n':>6}{'C2ST acc':>10}{'grouped':>9}")
     for name, r in out["table"].items():
@@ -226,7 +227,8 @@ def _cmd_experiments(args) -> int:
         print(f"best generated set (lowest C2ST accuracy): {out['best']['set']} {out['best']['c2st_accuracy']:.3f}")
     for name, r in out.get("experiments", {}).items():
         if isinstance(r, dict):
-            print(f"{name:<30}{r['mean']:.3f} +- {r['std']:.3f} (n={r['n']})")
+            print(f"{name:<30}{r['mean']:.3f} +- {r['std']:.3f} (n={r['n']})  C2ST {r['c2st_accuracy']:.3f}"
+                  f"  grouped {r['c2st_grouped']:.3f}")
     if args.out:
         from galaxy_core.io.atomic import atomic_write_json
 
@@ -339,6 +341,9 @@ def _add_sky_commands(sub) -> None:
                    help="also the composer with the field's catalogue grids and real stamps in place of the two "
                         "generators (a reference for the composition under this scorer)")
     e.add_argument("--experiment-galaxies", help="galaxy checkpoint for the three experiments (default: --galaxies-cond)")
+    e.add_argument("--experiments-calibrated", action="store_true",
+                   help="compose the three experiments' skies as the composer does by default (calibrated galaxies, "
+                        "class-matched grids, faint and sub-catalogue sources, stars)")
     e.add_argument("--also", action="append", metavar="NAME=POSITIONS,GALAXIES",
                    help="another row of the table (repeatable)")
     e.add_argument("--out", help="write the results as JSON")

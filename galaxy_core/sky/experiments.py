@@ -7,7 +7,9 @@
   accuracy of each set of tiles against real tiles.
 * :func:`three_experiments`: (1) position model vs random positions (same occupancy and
   galaxies); (2) fixed positions with 50 galaxy sets; (3) fixed positions with the same
-  galaxies shuffled among the cells 50 times.
+  galaxies shuffled among the cells 50 times; each set with its realism scores and its
+  classifier two-sample tests, with the model's own galaxies or as the composer composes
+  by default (``calibrated``).
 
 An image is a ``size`` x ``size`` sky (default 256) scored as the mean over its 128 px tiles.
 """
@@ -196,26 +198,56 @@ def realism_table(scorer: RealismScorer, *, models: dict, n: int = 100, size: in
 
 
 def three_experiments(scorer: RealismScorer, *, positions, galaxies, n: int = 50, size: int = 256,
-                      cell_px: int | None = None, seed: int = 2000, flux_match: bool = False) -> dict:
+                      cell_px: int | None = None, seed: int = 2000, flux_match: bool = False,
+                      calibrated: bool = False) -> dict:
     """The paper's three experiments with the conditional two-stage model.
+
+    (1) The position model's grids against random grids of the same occupancy and class mix,
+    both with the same galaxy model; (2) one fixed grid (the first generated one) with ``n``
+    different galaxy sets; (3) the same grid with one galaxy set shuffled among its cells
+    ``n`` times. Each set of ``n`` skies is scored like a row of :func:`realism_table`.
+
+    Parameters
+    ----------
+    positions, galaxies : Pretrained
+        Position model and galaxy model.
+    n : int
+        Skies per experiment set.
+    calibrated : bool
+        Compose every set as the composer does by default: galaxies sharpened and
+        pixel-matched, grids thinned to the data's class fractions, faint and sub-catalogue
+        sources and the field's stars (:mod:`galaxy_core.sky.calibrate`). Without it the
+        galaxies are the model's own (``flux_match`` optional) on the background alone.
+    seed : int
+        Skies use seeds ``seed``..; the classifier tests' real tiles ``seed + 1``, ``seed + 2``.
 
     Returns
     -------
     dict
+        ``occupancy`` (of the position model's grids, after any thinning), ``calibrated``, and
         ``position_model``, ``random_positions`` (experiment 1), ``fixed_positions_galaxy_sets``
-        (2), ``fixed_positions_shuffled`` (3): each ``{"mean", "std", "n"}`` of realism scores.
+        (2), ``fixed_positions_shuffled`` (3): each ``{"mean", "std", "n"}`` of realism scores
+        plus ``c2st_accuracy``, ``c2st_grouped`` and ``top_shifts`` of its tiles against real
+        tiles, as in :func:`realism_table`. The grouped test is the one to compare sets by: the
+        realism score of calibrated skies is near 1 for every set.
     """
-    ps, gs = ModelPositions(positions), ModelGalaxies(galaxies, flux_match=flux_match)
+    ps = ModelPositions(positions, match_classes=calibrated)
+    gs = ModelGalaxies(galaxies, flux_match=flux_match, sharpen=calibrated, pixel_match=calibrated)
+    extras = {"faint": FaintSources(subcatalogue=True), "stars": FieldStars()} if calibrated else {}
     grids = [ps(np.random.default_rng(seed + i)) for i in range(20)]
     occupancy = float(np.mean([(g > 0).mean() for g in grids]))
     counts = np.bincount(np.concatenate([g[g > 0] for g in grids]), minlength=4)[1:] + 1e-9
     rand = RandomPositions(grid=ps.grid, p=occupancy, class_mix=tuple(counts / counts.sum()))
+    real_feats = np.stack([tile_features(t) for t in real_hdf_tiles(4 * n, seed=seed + 1)])
+    g_tiles, g_band = real_hdf_tiles_grouped(4 * n, seed=seed + 2, bands=GROUPS)
+    grouped = (np.stack([tile_features(t) for t in g_tiles]), g_band)
 
     def scores(pos, gal, seeds):
-        return _summary([scorer.score(compose_sky(height=size, width=size, positions=pos, galaxies=gal,
-                                                  cell_px=cell_px, seed=s).image) for s in seeds])
+        skies = [compose_sky(height=size, width=size, positions=pos, galaxies=gal, cell_px=cell_px, seed=s,
+                             **extras).image for s in seeds]
+        return _score_set(scorer, skies, real_feats, grouped)
 
-    out = {"occupancy": occupancy,
+    out = {"occupancy": occupancy, "calibrated": bool(calibrated),
            "position_model": scores(ps, gs, range(seed, seed + n)),
            "random_positions": scores(rand, gs, range(seed, seed + n))}
     fixed = FixedPositions(grids[0])
