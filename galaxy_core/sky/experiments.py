@@ -98,6 +98,18 @@ def end_to_end_images(model, n: int, *, size: int = 256, seed: int = 0) -> list[
     return list(x)
 
 
+def _model_sources(positions, galaxies, *, calibrated: bool, flux_match: bool = False, class_mix=None
+                   ) -> tuple[ModelPositions, ModelGalaxies, dict]:
+    """Position source, galaxy source and the extra sources (``compose_sky`` keywords) of a
+    model pair: the models' own output, or, ``calibrated``, as the composer composes by
+    default (galaxies sharpened and pixel-matched, grids thinned to the data's class
+    fractions, faint and sub-catalogue sources, the field's stars)."""
+    ps = ModelPositions(positions, class_mix=class_mix, match_classes=calibrated)
+    gs = ModelGalaxies(galaxies, flux_match=flux_match, sharpen=calibrated, pixel_match=calibrated)
+    extras = {"faint": FaintSources(subcatalogue=True), "stars": FieldStars()} if calibrated else {}
+    return ps, gs, extras
+
+
 def realism_table(scorer: RealismScorer, *, models: dict, n: int = 100, size: int = 256, cell_px: int | None = None,
                   seed: int = 1000, end_to_end=None, flux_match: bool = False, matched_rows: bool = False,
                   calibrated_rows: bool = False, reference_rows: bool = False, progress: bool = True) -> dict:
@@ -177,12 +189,9 @@ def realism_table(scorer: RealismScorer, *, models: dict, n: int = 100, size: in
     for name, (pos, gal) in models.items():
         mix = (1.0, 1.0, 1.0) if pos.model_cfg.num_classes == 2 else None
         for match, calibrated, suffix in variants:
-            ps = ModelPositions(pos, class_mix=mix, match_classes=calibrated)
-            gs = ModelGalaxies(gal, flux_match=match, sharpen=calibrated, pixel_match=calibrated)
-            faint = FaintSources(subcatalogue=True) if calibrated else None
-            stars = FieldStars() if calibrated else None
-            skies = [compose_sky(height=size, width=size, positions=ps, galaxies=gs, cell_px=cell_px, faint=faint,
-                                 stars=stars, seed=seed + i).image for i in range(n)]
+            ps, gs, extras = _model_sources(pos, gal, calibrated=calibrated, flux_match=match, class_mix=mix)
+            skies = [compose_sky(height=size, width=size, positions=ps, galaxies=gs, cell_px=cell_px, seed=seed + i,
+                                 **extras).image for i in range(n)]
             rows[name + suffix] = _score_set(scorer, skies, real_feats, grouped)
             bar.update()
     if reference_rows:
@@ -231,9 +240,7 @@ def three_experiments(scorer: RealismScorer, *, positions, galaxies, n: int = 50
         tiles, as in :func:`realism_table`. The grouped test is the one to compare sets by: the
         realism score of calibrated skies is near 1 for every set.
     """
-    ps = ModelPositions(positions, match_classes=calibrated)
-    gs = ModelGalaxies(galaxies, flux_match=flux_match, sharpen=calibrated, pixel_match=calibrated)
-    extras = {"faint": FaintSources(subcatalogue=True), "stars": FieldStars()} if calibrated else {}
+    ps, gs, extras = _model_sources(positions, galaxies, calibrated=calibrated, flux_match=flux_match)
     grids = [ps(np.random.default_rng(seed + i)) for i in range(20)]
     occupancy = float(np.mean([(g > 0).mean() for g in grids]))
     counts = np.bincount(np.concatenate([g[g > 0] for g in grids]), minlength=4)[1:] + 1e-9
