@@ -2,7 +2,7 @@
 
     python scripts/sky_realism_ablation.py --n 100 [--seed 1000 | --seeds 1000 2000 ...] [--only NAME ...]
         [--galaxies checkpoints/fastgan_hdf32.json] [--faint-profile moffat|gaussian] [--no-modulation]
-        [--feature-groups] [--stamp-neighbours keep|sky]
+        [--feature-groups] [--stamp-neighbours keep|sky] [--random-positions] [--jitter J]
 
 For each variant (raw galaxies, flux matching, faint sources, sharpening, pixel matching and
 their combinations; then, on top of sharpening + pixel matching + faint sources, the
@@ -53,6 +53,9 @@ def main() -> None:
                     help="a uniform sky level and noise amplitude (the composer varies both as the field does)")
     ap.add_argument("--stamp-neighbours", default="keep", choices=["keep", "sky"],
                     help="the reference's real stamps as cut, or with their neighbours replaced by sky")
+    ap.add_argument("--random-positions", action="store_true",
+                    help="random grids at the position model's occupancy and class mix (after the variant's class "
+                         "matching) in place of the position model: the paper's first experiment")
     ap.add_argument("--jitter", type=float, default=None,
                     help="sub-cell jitter of the galaxy positions, fraction of a cell (default: the composer's)")
     ap.add_argument("--feature-groups", action="store_true",
@@ -67,7 +70,7 @@ def main() -> None:
                                              real_hdf_tiles, real_hdf_tiles_grouped, tile_features)
     from galaxy_core.sky.calibrate import FaintSources, FieldStars
     from galaxy_core.sky.compose import (CatalogueGrids, ClassMatchedGalaxies, ModelGalaxies, ModelPositions,
-                                         StampGalaxies, compose_sky)
+                                         RandomPositions, StampGalaxies, compose_sky)
     from galaxy_core.sky.pipeline import load_model
 
     torch.set_num_threads(1)
@@ -110,6 +113,11 @@ def main() -> None:
             positions, source = CatalogueGrids(), StampGalaxies(neighbours=args.stamp_neighbours)
         else:
             positions = ModelPositions(positions_model, match_classes=mc)
+            if args.random_positions:  # same occupancy and class mix, cells independent (as three_experiments)
+                grids = [positions(np.random.default_rng(2000 + i)) for i in range(20)]
+                counts = np.bincount(np.concatenate([g[g > 0] for g in grids]), minlength=4)[1:] + 1e-9
+                positions = RandomPositions(grid=positions.grid, p=float(np.mean([(g > 0).mean() for g in grids])),
+                                            class_mix=tuple(counts / counts.sum()))
             source = ModelGalaxies(gal, flux_match=fm, sharpen=sh, pixel_match=pm)
             if sm and sm[0]:
                 source = ClassMatchedGalaxies(source)
