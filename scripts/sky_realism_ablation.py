@@ -114,10 +114,7 @@ def main() -> None:
         else:
             positions = ModelPositions(positions_model, match_classes=mc)
             if args.random_positions:  # same occupancy and class mix, cells independent (as three_experiments)
-                grids = [positions(np.random.default_rng(2000 + i)) for i in range(20)]
-                counts = np.bincount(np.concatenate([g[g > 0] for g in grids]), minlength=4)[1:] + 1e-9
-                positions = RandomPositions(grid=positions.grid, p=float(np.mean([(g > 0).mean() for g in grids])),
-                                            class_mix=tuple(counts / counts.sum()))
+                positions = RandomPositions.like([positions(np.random.default_rng(2000 + i)) for i in range(20)])
             source = ModelGalaxies(gal, flux_match=fm, sharpen=sh, pixel_match=pm)
             if sm and sm[0]:
                 source = ClassMatchedGalaxies(source)

@@ -201,3 +201,16 @@ def test_class_matched_galaxies_give_each_cell_a_galaxy_of_its_size_class():
     assert sorted(areas.tolist()) == sorted(pool)[-2:]
     with pytest.raises(ValueError, match="candidates"):
         ClassMatchedGalaxies(discs, candidates=0)
+
+
+def test_random_positions_like_takes_occupancy_and_class_mix_from_grids():
+    from galaxy_core.sky.compose import RandomPositions
+
+    g = np.zeros((2, 8, 8), np.int64)
+    g[0, 0, :4] = 1          # 4 small
+    g[1, 1, :2] = 3          # 2 large
+    rp = RandomPositions.like(g)
+    assert rp.grid == 8 and rp.p == 6 / 128
+    assert np.allclose(rp.class_mix, (4 / 6, 0.0, 2 / 6), atol=1e-6)
+    cells = np.stack([rp(np.random.default_rng(s)) for s in range(400)])
+    assert abs((cells > 0).mean() - 6 / 128) < 0.005 and not (cells == 2).any()

@@ -880,6 +880,15 @@ class RandomPositions:
     def __init__(self, *, grid: int = 32, p: float = 0.13, class_mix=(1.0, 1.0, 1.0)):
         self.grid, self.p, self.class_mix = grid, p, class_mix
 
+    @classmethod
+    def like(cls, grids) -> "RandomPositions":
+        """Independent cells at the occupancy and class mix of ``grids`` (a sequence of (G, G)
+        int grids, e.g. a position model's): what is left of them without their arrangement
+        (the paper's first experiment)."""
+        grids = np.asarray(grids)
+        counts = np.bincount(grids[grids > 0].ravel(), minlength=4)[1:4] + 1e-9
+        return cls(grid=int(grids.shape[-1]), p=float((grids > 0).mean()), class_mix=tuple(counts / counts.sum()))
+
     def __call__(self, rng):
         cells = (rng.random((self.grid, self.grid)) < self.p).astype(np.int64)
         return assign_classes(cells, self.class_mix, rng)

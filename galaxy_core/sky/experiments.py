@@ -98,6 +98,15 @@ def end_to_end_images(model, n: int, *, size: int = 256, seed: int = 0) -> list[
     return list(x)
 
 
+def _real_references(n: int, seed: int) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """The real tiles a set of ``n`` skies is tested against: features of ``4 n`` random tiles
+    of the field (seed ``seed + 1``; the plain test) and of ``4 n`` tiles from its column bands
+    with their band (seed ``seed + 2``; the grouped test)."""
+    real_feats = np.stack([tile_features(t) for t in real_hdf_tiles(4 * n, seed=seed + 1)])
+    g_tiles, g_band = real_hdf_tiles_grouped(4 * n, seed=seed + 2, bands=GROUPS)
+    return real_feats, (np.stack([tile_features(t) for t in g_tiles]), g_band)
+
+
 def _model_sources(positions, galaxies, *, calibrated: bool, flux_match: bool = False, class_mix=None
                    ) -> tuple[ModelPositions, ModelGalaxies, dict]:
     """Position source, galaxy source and the extra sources (``compose_sky`` keywords) of a
@@ -158,9 +167,7 @@ def realism_table(scorer: RealismScorer, *, models: dict, n: int = 100, size: in
 
     from galaxy_core.sky.baselines import baseline_geometric, baseline_uniform
 
-    real_feats = np.stack([tile_features(t) for t in real_hdf_tiles(4 * n, seed=seed + 1)])
-    g_tiles, g_band = real_hdf_tiles_grouped(4 * n, seed=seed + 2, bands=GROUPS)
-    grouped = (np.stack([tile_features(t) for t in g_tiles]), g_band)
+    real_feats, grouped = _real_references(n, seed)
     rows = {}
     variants = [(flux_match, False, "")]
     variants += [(True, False, ", flux-matched")] if matched_rows and not flux_match else []
@@ -242,19 +249,15 @@ def three_experiments(scorer: RealismScorer, *, positions, galaxies, n: int = 50
     """
     ps, gs, extras = _model_sources(positions, galaxies, calibrated=calibrated, flux_match=flux_match)
     grids = [ps(np.random.default_rng(seed + i)) for i in range(20)]
-    occupancy = float(np.mean([(g > 0).mean() for g in grids]))
-    counts = np.bincount(np.concatenate([g[g > 0] for g in grids]), minlength=4)[1:] + 1e-9
-    rand = RandomPositions(grid=ps.grid, p=occupancy, class_mix=tuple(counts / counts.sum()))
-    real_feats = np.stack([tile_features(t) for t in real_hdf_tiles(4 * n, seed=seed + 1)])
-    g_tiles, g_band = real_hdf_tiles_grouped(4 * n, seed=seed + 2, bands=GROUPS)
-    grouped = (np.stack([tile_features(t) for t in g_tiles]), g_band)
+    rand = RandomPositions.like(grids)
+    real_feats, grouped = _real_references(n, seed)
 
     def scores(pos, gal, seeds):
         skies = [compose_sky(height=size, width=size, positions=pos, galaxies=gal, cell_px=cell_px, seed=s,
                              **extras).image for s in seeds]
         return _score_set(scorer, skies, real_feats, grouped)
 
-    out = {"occupancy": occupancy, "calibrated": bool(calibrated),
+    out = {"occupancy": rand.p, "calibrated": bool(calibrated),
            "position_model": scores(ps, gs, range(seed, seed + n)),
            "random_positions": scores(rand, gs, range(seed, seed + n))}
     fixed = FixedPositions(grids[0])
