@@ -2,7 +2,7 @@
 
     python scripts/sky_realism_ablation.py --n 100 [--seed 1000 | --seeds 1000 2000 ...] [--only NAME ...]
         [--galaxies checkpoints/fastgan_hdf32.json] [--faint-profile moffat|gaussian] [--no-modulation]
-        [--feature-groups] [--stamp-neighbours keep|sky] [--random-positions] [--jitter J]
+        [--feature-groups] [--stamp-neighbours keep|sky] [--random-positions] [--jitter J] [--null]
 
 For each variant (raw galaxies, flux matching, faint sources, sharpening, pixel matching and
 their combinations; then, on top of sharpening + pixel matching + faint sources, the
@@ -21,7 +21,10 @@ spread between runs with different ``--seed`` (new skies and new real tiles) is 
 uncertainty of a figure: for the grouped C2ST of the default at ``--n 100`` its standard
 deviation over eight seed sets (1000, 2000, ..., 8000) is 0.027, several times the spread over
 the folds of one run. ``--seeds`` runs every variant on each seed set in turn and ends with one
-line per variant: the mean of each C2ST over the seed sets ± its standard error.
+line per variant: the mean of each C2ST over the seed sets ± its standard error. ``--null`` also
+scores each variant against one field of its own (the deep field's size, seed SEED + 500000;
+:func:`galaxy_core.metrics.realism.one_field_null`): what a perfect generator of that variant
+would score with a one-image reference, the floor its grouped figure is read against.
 """
 
 from __future__ import annotations
@@ -61,13 +64,16 @@ def main() -> None:
     ap.add_argument("--feature-groups", action="store_true",
                     help="also the grouped C2ST on each feature group alone (power at 1-16, 17-40, 41-64 "
                          "cycles per tile, the intensity histogram) and the spread of the fakes' features")
+    ap.add_argument("--null", action="store_true",
+                    help="also the grouped C2ST of each variant against ONE field of its own (the deep field's size): "
+                         "what a perfect generator of that variant scores with a one-image reference")
     args = ap.parse_args()
 
     import torch
     from scipy.stats import sem
 
     from galaxy_core.metrics.realism import (classifier_test, feature_names, feature_shifts, image_features,
-                                             real_hdf_tiles, real_hdf_tiles_grouped, tile_features)
+                                             one_field_null, real_hdf_tiles, real_hdf_tiles_grouped, tile_features)
     from galaxy_core.sky.calibrate import FaintSources, FieldStars
     from galaxy_core.sky.compose import (CatalogueGrids, ClassMatchedGalaxies, ModelGalaxies, ModelPositions,
                                          RandomPositions, StampGalaxies, compose_sky)
@@ -146,6 +152,12 @@ def main() -> None:
             sel = feature_groups["P17-40"] | feature_groups["P41-64"]
             print(f"    grouped C2ST by feature group: {', '.join(parts)}; fakes' spread / real spread of "
                   f"P17-64: median {np.median(spread[sel]):.2f}", flush=True)
+        if args.null:
+            null = one_field_null(lambda h, w, s: compose_sky(height=h, width=w, positions=positions, galaxies=source,
+                                                              faint=faint, stars=stars, **jitter, seed=s,
+                                                              modulate=not args.no_modulation).image,
+                                  n, seed=seed + 500_000)
+            print(f"    one-field null (a perfect generator of this variant): grouped {null['accuracy']:.3f}", flush=True)
         return plain["accuracy"], grp["accuracy"]
 
     seeds = args.seeds or [args.seed]

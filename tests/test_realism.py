@@ -74,3 +74,33 @@ def test_luminance_saturates_each_band_like_the_8bit_field(tmp_path):
     back = np.moveaxis(np.asarray(Image.open(png), np.float64) / 255.0, -1, 0)
     np.testing.assert_array_equal(luminance(back), lum)
     assert np.all((lum >= 0) & (lum <= 1))
+
+
+def test_one_field_null_is_near_chance_for_one_process_and_high_for_two():
+    """A perfect generator scored against one image of its own process sits near 0.5 under the
+    grouped test; the same protocol separates two different processes."""
+    from galaxy_core.metrics.realism import one_field_null
+    from galaxy_core.sky.baselines import baseline_geometric, baseline_uniform
+
+    def uniform(h, w, s):
+        return baseline_uniform(height=h, width=w, seed=s).image
+
+    def geometric_field(h, w, s):  # the reference field from baseline 2, the other skies from baseline 1
+        return (baseline_geometric if (h, w) == (600, 640) else baseline_uniform)(height=h, width=w, seed=s).image
+
+    same = one_field_null(uniform, 40, seed=5, field_shape=(600, 640))
+    assert same["n_real"] == same["n_fake"] == 160
+    assert 0.35 < same["accuracy"] < 0.6  # 0.42-0.51 over seeds 5-8
+    other = one_field_null(geometric_field, 40, seed=5, field_shape=(600, 640))
+    assert other["accuracy"] > 0.7  # 0.77-0.91 over seeds 5-8
+
+
+def test_banded_tiles_stay_inside_their_band():
+    from galaxy_core.metrics.realism import banded_tiles
+
+    lum = np.tile(np.repeat(np.arange(4, dtype=np.float64), 150)[None, :], (300, 1))  # band b holds the value b
+    tiles, band = banded_tiles(lum, 40, seed=3, tile=128, bands=4)
+    assert tiles.shape == (40, 128, 128) and list(band[:5]) == [0, 1, 2, 3, 0]
+    assert all((t == b).all() for t, b in zip(tiles, band))
+    with pytest.raises(ValueError, match="cannot hold"):
+        banded_tiles(lum, 4, tile=160, bands=4)

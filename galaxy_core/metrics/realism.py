@@ -139,14 +139,28 @@ def real_hdf_tiles_grouped(n: int, *, seed: int = 0, tile: int = TILE, bands: in
     column band ``i % bands`` (the field's 1000 columns cut into ``bands`` equal bands), at a
     random row, column and symmetry; and (n,) the band of each tile. Tiles of different bands
     never overlap, so a cross-validation grouped by band (:func:`classifier_test` with
-    ``groups``) never tests on pixels it trained on."""
+    ``groups``) never tests on pixels it trained on (:func:`banded_tiles` on the field)."""
     from galaxy_core.data.hdf import hdf_field
 
     lum = luminance(np.moveaxis(hdf_field().astype(np.float64) / 255.0, -1, 0))
+    return banded_tiles(lum, n, seed=seed, tile=tile, bands=bands)
+
+
+def banded_tiles(lum: np.ndarray, n: int, *, seed: int = 0, tile: int = TILE,
+                 bands: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """(n, tile, tile) tiles of one (H, W) image, tile ``i`` wholly inside column band
+    ``i % bands`` (the W columns cut into ``bands`` equal bands) at a random row, column and
+    symmetry (one of the 8 turns and flips); and (n,) int, the band of each tile.
+
+    Raises
+    ------
+    ValueError
+        A band or the image is narrower or lower than one tile.
+    """
     h, w = lum.shape
     bw = w // bands
-    if bw < tile:
-        raise ValueError(f"real_hdf_tiles_grouped: {bands} bands of {bw} px cannot hold {tile} px tiles")
+    if bw < tile or h < tile:
+        raise ValueError(f"banded_tiles: {bands} bands of {bw} x {h} px cannot hold {tile} px tiles")
     rng = np.random.default_rng(seed)
     out, group = np.empty((n, tile, tile)), np.arange(n) % bands
     for i in range(n):
@@ -155,6 +169,46 @@ def real_hdf_tiles_grouped(n: int, *, seed: int = 0, tile: int = TILE, bands: in
         t = np.rot90(lum[y : y + tile, x : x + tile], k % 4)
         out[i] = t[:, ::-1] if k >= 4 else t
     return out, group
+
+
+def one_field_null(make_sky, n: int, *, seed: int = 0, field_shape: tuple[int, int] | None = None,
+                   tile: int = TILE, bands: int = 4) -> dict:
+    """The grouped classifier test of a generator against one field drawn by itself: what a
+    *perfect* generator of the reference would score when, as with the deep field, the
+    reference is a single image.
+
+    The reference is one sky of ``field_shape`` drawn by ``make_sky`` (seed ``seed``), cut into
+    ``4 n`` tiles by column band exactly as :func:`real_hdf_tiles_grouped` cuts the deep field;
+    the "generated" side is ``n`` independent skies of ``2 tile`` px (seeds ``seed + 1 ..
+    seed + n``, four tiles each), grouped by sky; the test is :func:`classifier_test` with
+    ``bands`` folds, as the realism table runs it. Both sides come from one process, so any
+    accuracy above 0.5 would be what the one-image reference costs even a perfect generator.
+
+    Parameters
+    ----------
+    make_sky : callable (height, width, seed) -> (3, height, width) float array in field units
+        E.g. ``lambda h, w, s: compose_sky(height=h, width=w, ..., seed=s).image``.
+    n : int
+        Generated skies (``4 n`` tiles a side).
+    field_shape : (H, W), optional
+        Default: the deep field's (872, 1000).
+
+    Returns
+    -------
+    dict
+        ``accuracy``, ``accuracy_std`` (over the folds), ``n_real``, ``n_fake``.
+    """
+    if field_shape is None:
+        from galaxy_core.data.hdf import hdf_field
+
+        field_shape = hdf_field().shape[:2]
+    field = luminance(np.asarray(make_sky(int(field_shape[0]), int(field_shape[1]), seed), np.float64))
+    tiles, band = banded_tiles(field, 4 * n, seed=seed, tile=tile, bands=bands)
+    real = np.stack([tile_features(t) for t in tiles])
+    fake = np.concatenate([image_features(np.asarray(make_sky(2 * tile, 2 * tile, seed + 1 + i)), tile=tile)
+                           for i in range(n)])
+    out = classifier_test(real, fake, folds=bands, groups=(band, np.repeat(np.arange(n) % bands, 4)))
+    return {k: out[k] for k in ("accuracy", "accuracy_std", "n_real", "n_fake")}
 
 
 def fit_classifier(x_real: np.ndarray, x_fake: np.ndarray):
