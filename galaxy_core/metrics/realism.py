@@ -197,6 +197,11 @@ def one_field_null(make_sky, n: int, *, seed: int = 0, field_shape: tuple[int, i
     -------
     dict
         ``accuracy``, ``accuracy_std`` (over the folds), ``n_real``, ``n_fake``.
+
+    Raises
+    ------
+    ValueError
+        ``field_shape`` too small for ``bands`` column bands of ``tile`` px tiles.
     """
     if field_shape is None:
         from galaxy_core.data.hdf import hdf_field
