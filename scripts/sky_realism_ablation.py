@@ -72,8 +72,9 @@ def main() -> None:
     import torch
     from scipy.stats import sem
 
-    from galaxy_core.metrics.realism import (classifier_test, feature_names, feature_shifts, image_features,
-                                             one_field_null, real_hdf_tiles, real_hdf_tiles_grouped, tile_features)
+    from galaxy_core.metrics.realism import (classifier_test, feature_names, feature_shifts, grouped_classifier_test,
+                                             image_features, one_field_null, real_hdf_tiles, real_hdf_tiles_grouped,
+                                             tile_features)
     from galaxy_core.sky.calibrate import FaintSources, FieldStars
     from galaxy_core.sky.compose import (CatalogueGrids, ClassMatchedGalaxies, ModelGalaxies, ModelPositions,
                                          RandomPositions, StampGalaxies, compose_sky)
@@ -133,30 +134,29 @@ def main() -> None:
     def run_variant(name, *, seed, real, grouped, band) -> tuple[float, float]:
         """Compose ``n`` skies of seed set ``seed`` with one variant, print its line; (C2ST, grouped)."""
         positions, source, faint, stars = sources[name]
+
+        def sky(h, w, s):
+            return compose_sky(height=h, width=w, positions=positions, galaxies=source, faint=faint, stars=stars,
+                               **jitter, seed=s, modulate=not args.no_modulation).image
+
         t0 = time.perf_counter()
-        fake = np.concatenate([image_features(compose_sky(height=256, width=256, positions=positions, galaxies=source,
-                                                          faint=faint, stars=stars, **jitter,
-                                                          seed=seed + i, modulate=not args.no_modulation).image)
-                               for i in range(n)])
+        fakes = [image_features(sky(256, 256, seed + i)) for i in range(n)]
+        fake = np.concatenate(fakes)
         plain = classifier_test(real, fake)
-        groups = (band, np.repeat(np.arange(n) % 4, 4))  # real tiles by column band, fakes by sky
-        grp = classifier_test(grouped, fake, folds=4, groups=groups)
+        grp = grouped_classifier_test(grouped, band, fakes)  # real tiles by column band, fakes by sky
         top = ", ".join(f"{s['feature']} {s['d']:+.2f}" for s in feature_shifts(real, fake, top=3))
         print(f"{name:52s} C2ST {plain['accuracy']:.3f} ± {plain['accuracy_std']:.3f}  "
               f"grouped {grp['accuracy']:.3f} ± {grp['accuracy_std']:.3f}  {top}  ({time.perf_counter() - t0:.0f} s)",
               flush=True)
         if args.feature_groups:
-            parts = [f"{g} {classifier_test(grouped[:, m], fake[:, m], folds=4, groups=groups)['accuracy']:.3f}"
+            parts = [f"{g} {grouped_classifier_test(grouped[:, m], band, [f[:, m] for f in fakes])['accuracy']:.3f}"
                      for g, m in feature_groups.items()]
             spread = fake.std(axis=0) / np.maximum(grouped.std(axis=0), 1e-12)
             sel = feature_groups["P17-40"] | feature_groups["P41-64"]
             print(f"    grouped C2ST by feature group: {', '.join(parts)}; fakes' spread / real spread of "
                   f"P17-64: median {np.median(spread[sel]):.2f}", flush=True)
         if args.null:
-            null = one_field_null(lambda h, w, s: compose_sky(height=h, width=w, positions=positions, galaxies=source,
-                                                              faint=faint, stars=stars, **jitter, seed=s,
-                                                              modulate=not args.no_modulation).image,
-                                  n, seed=seed + 500_000)
+            null = one_field_null(sky, n, seed=seed + 500_000)
             print(f"    one-field null (a perfect generator of this variant): grouped {null['accuracy']:.3f}", flush=True)
         return plain["accuracy"], grp["accuracy"]
 

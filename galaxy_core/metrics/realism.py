@@ -171,6 +171,26 @@ def banded_tiles(lum: np.ndarray, n: int, *, seed: int = 0, tile: int = TILE,
     return out, group
 
 
+def grouped_classifier_test(real: np.ndarray, real_groups: np.ndarray, fakes, *, folds: int = 4) -> dict:
+    """:func:`classifier_test` with no leakage between folds: real tiles grouped as given
+    (e.g. by column band, :func:`banded_tiles`), generated tiles grouped by the image they
+    come from (image ``i`` in group ``i % folds``), ``folds``-fold grouped cross-validation.
+
+    Parameters
+    ----------
+    real : (n_real, n_features) array; real_groups : (n_real,) int in ``0 .. folds - 1``
+    fakes : sequence of (n_tiles_i, n_features) arrays, one per generated image
+        (:func:`image_features`).
+
+    Returns
+    -------
+    dict
+        As :func:`classifier_test`.
+    """
+    fake_groups = np.concatenate([np.full(len(f), i % folds) for i, f in enumerate(fakes)])
+    return classifier_test(real, np.concatenate(fakes), folds=folds, groups=(real_groups, fake_groups))
+
+
 def one_field_null(make_sky, n: int, *, seed: int = 0, field_shape: tuple[int, int] | None = None,
                    tile: int = TILE, bands: int = 4) -> dict:
     """The grouped classifier test of a generator against one field drawn by itself: what a
@@ -181,7 +201,7 @@ def one_field_null(make_sky, n: int, *, seed: int = 0, field_shape: tuple[int, i
     ``4 n`` tiles by column band exactly as :func:`real_hdf_tiles_grouped` cuts the deep field;
     the "generated" side is ``n`` independent skies of ``2 tile`` px (seeds ``seed + 1 ..
     seed + n``, four tiles each), grouped by sky; the test is :func:`classifier_test` with
-    ``bands`` folds, as the realism table runs it. Both sides come from one process, so any
+    ``bands`` folds (:func:`grouped_classifier_test`), as the realism table runs it. Both sides come from one process, so any
     accuracy above 0.5 would be what the one-image reference costs even a perfect generator.
 
     Parameters
@@ -210,9 +230,8 @@ def one_field_null(make_sky, n: int, *, seed: int = 0, field_shape: tuple[int, i
     field = luminance(np.asarray(make_sky(int(field_shape[0]), int(field_shape[1]), seed), np.float64))
     tiles, band = banded_tiles(field, 4 * n, seed=seed, tile=tile, bands=bands)
     real = np.stack([tile_features(t) for t in tiles])
-    fake = np.concatenate([image_features(np.asarray(make_sky(2 * tile, 2 * tile, seed + 1 + i)), tile=tile)
-                           for i in range(n)])
-    out = classifier_test(real, fake, folds=bands, groups=(band, np.repeat(np.arange(n) % bands, 4)))
+    fakes = [image_features(np.asarray(make_sky(2 * tile, 2 * tile, seed + 1 + i)), tile=tile) for i in range(n)]
+    out = grouped_classifier_test(real, band, fakes, folds=bands)
     return {k: out[k] for k in ("accuracy", "accuracy_std", "n_real", "n_fake")}
 
 

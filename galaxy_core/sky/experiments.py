@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from galaxy_core.metrics.realism import (RealismScorer, classifier_test, feature_shifts, image_features, real_hdf_tiles,
-                                        real_hdf_tiles_grouped, real_vs_real_grouped, tile_features)
+from galaxy_core.metrics.realism import (RealismScorer, classifier_test, feature_shifts, grouped_classifier_test,
+                                        image_features, real_hdf_tiles, real_hdf_tiles_grouped, real_vs_real_grouped,
+                                        tile_features)
 from galaxy_core.sky.calibrate import FaintSources, FieldStars
 from galaxy_core.sky.compose import (CatalogueGrids, FixedPositions, ModelGalaxies, ModelPositions, RandomPositions,
                                      StampGalaxies, compose_sky)
@@ -72,9 +73,7 @@ def _score_set(scorer: RealismScorer, images, real_feats, grouped=None) -> dict:
     out = _summary(scores)
     out["c2st_accuracy"] = classifier_test(real_feats, np.concatenate(feats))["accuracy"] if real_feats is not None else None
     if grouped is not None:  # real tiles by column band, the set's tiles by image: no overlap across folds
-        fake_groups = np.concatenate([np.full(len(f), i % GROUPS) for i, f in enumerate(feats)])
-        out["c2st_grouped"] = classifier_test(grouped[0], np.concatenate(feats), folds=GROUPS,
-                                              groups=(grouped[1], fake_groups))["accuracy"]
+        out["c2st_grouped"] = grouped_classifier_test(grouped[0], grouped[1], feats, folds=GROUPS)["accuracy"]
     if real_feats is not None:  # what tells the set from real tiles (standardised mean shifts, KS)
         out["top_shifts"] = [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in f.items()}
                              for f in feature_shifts(real_feats, np.concatenate(feats), top=5)]
