@@ -3,6 +3,7 @@
     python scripts/sky_realism_ablation.py --n 100 [--seed 1000 | --seeds 1000 2000 ...] [--only NAME ...]
         [--galaxies checkpoints/fastgan_hdf32.json] [--faint-profile moffat|gaussian] [--no-modulation]
         [--feature-groups] [--stamp-neighbours keep|sky] [--random-positions] [--jitter J] [--null]
+        [--no-faint-damping]
 
 For each variant (raw galaxies, flux matching, faint sources, sharpening, pixel matching and
 their combinations; then, on top of sharpening + pixel matching + faint sources, the
@@ -52,6 +53,8 @@ def main() -> None:
 
     ap.add_argument("--faint-profile", default="moffat", choices=FAINT_PROFILES,
                     help="profile of the faint sources (the composer's default: moffat)")
+    ap.add_argument("--no-faint-damping", action="store_true",
+                    help="faint sources without the measured fine-structure damping (the composer damps them)")
     ap.add_argument("--no-modulation", action="store_true",
                     help="a uniform sky level and noise amplitude (the composer varies both as the field does)")
     ap.add_argument("--stamp-neighbours", default="keep", choices=["keep", "sky"],
@@ -125,7 +128,8 @@ def main() -> None:
             source = ModelGalaxies(gal, flux_match=fm, sharpen=sh, pixel_match=pm)
             if sm and sm[0]:
                 source = ClassMatchedGalaxies(source)
-        faint = FaintSources(subcatalogue=fa == "sub", profile=args.faint_profile) if fa else None
+        faint = FaintSources(subcatalogue=fa == "sub", profile=args.faint_profile,
+                             damping=not args.no_faint_damping) if fa else None
         return positions, source, faint, FieldStars() if st else None
 
     jitter = {} if args.jitter is None else {"jitter": args.jitter}

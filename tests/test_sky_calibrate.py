@@ -9,7 +9,7 @@ from scipy import ndimage
 from galaxy_core.sky.calibrate import (FaintSources, FieldStars, apply_transfer, faint_catalogue, field_star_stamps,
                                        grid_class_fractions, map_pixels, pixel_quantiles, real_stamp_reference,
                                        ring_power, sharpness_transfer)
-from galaxy_core.sky.compose import Background, FixedPositions, compose_sky, galaxy_flux
+from galaxy_core.sky.compose import Background, FixedPositions, compose_sky, galaxy_flux, real_galaxy_flux
 
 QUIET = Background(level=(0.05, 0.05, 0.05), sigma=(0.01, 0.01, 0.01))
 
@@ -160,7 +160,7 @@ def test_shipped_model_galaxies_sharpened_keep_their_flux_and_pixel_match_the_da
     np.testing.assert_allclose(np.log10(ring_power(sharp)[k]), target[k], atol=0.1)
     both = ModelGalaxies(model, sharpen=True, pixel_match=True)(cls, np.random.default_rng(5))
     q = np.linspace(0.1, 0.9, 9)
-    lum_b, lum_r = both.mean(axis=1), real_flux(383).mean(axis=1)
+    lum_b, lum_r = both.mean(axis=1), real_galaxy_flux(32).mean(axis=1)  # above the field's sky level
     lum_s = sharp.mean(axis=1)
     err_b = np.abs(np.log(np.quantile(lum_b[lum_b > 0], q) / np.quantile(lum_r[lum_r > 0], q)))
     err_s = np.abs(np.log(np.quantile(lum_s[lum_s > 0], q) / np.quantile(lum_r[lum_r > 0], q)))
@@ -376,3 +376,58 @@ def test_faint_source_profiles_keep_the_catalogue_moments_and_flux():
     for bad in (dict(profile="sersic"), dict(beta=2.0), dict(oversample=0)):
         with pytest.raises(ValueError):
             FaintSources(**bad)
+
+
+def test_galaxy_flux_takes_off_a_known_sky_level_instead_of_the_border_median():
+    x = np.full((1, 3, 32, 32), -0.8, np.float32)  # sky 0.1 in [0, 1]
+    x[0] += 0.1  # the wings of a large galaxy: +0.05 over the whole stamp, border included
+    x[0, :, 12:20, 12:20] = 0.6  # its core: 0.8 in [0, 1]
+    border, level = galaxy_flux(x), galaxy_flux(x, level=(0.1, 0.1, 0.1))
+    mask = level[0, 0] != 0
+    assert mask.sum() == 144 and mask[10:22, 10:22].all()  # the core grown by the 3 x 3 smoothing and the dilation
+    assert np.all(mask[border[0, 0] != 0])  # the same mask either way (the ring is 0 above the border median)
+    core = (slice(None), slice(None), slice(12, 20), slice(12, 20))
+    np.testing.assert_allclose(border[core], 0.65, rtol=1e-5)  # the border median (0.15) dims the core
+    np.testing.assert_allclose(level[core], 0.7, rtol=1e-5)  # the true height above the sky
+
+
+def test_real_galaxy_flux_above_the_field_level_is_brighter_than_above_the_border():
+    from galaxy_core.sky.compose import real_galaxy_flux, real_stamp_fluxes
+
+    lvl, brd = real_galaxy_flux(32, sky="level"), real_galaxy_flux(32, sky="border")
+    assert not lvl.flags.writeable and lvl.shape == brd.shape
+    assert np.all(lvl[brd != 0] != 0)  # one mask (a pixel at the border median is 0 above it, not outside it)
+    gain = lvl.sum(axis=(1, 2, 3)) / brd.sum(axis=(1, 2, 3))
+    assert np.median(gain) > 1.0 and np.percentile(gain, 90) > 1.05  # stamps with wings at their border gain most
+    assert real_stamp_fluxes(32)[0] == pytest.approx(np.sort(lvl.sum(axis=(1, 2, 3), dtype=np.float64)))
+    assert real_stamp_reference(resolution=32)["pixels"] == pytest.approx(pixel_quantiles(lvl))
+    with pytest.raises(ValueError, match="sky must be one of"):
+        real_galaxy_flux(32, sky="median")
+
+
+def test_faint_source_transfer_measures_less_fine_structure_in_the_field():
+    from galaxy_core.sky.calibrate import faint_damping, faint_source_transfer
+
+    t = faint_source_transfer()  # forward-modelled stacks of the field's and the composer's faint sources
+    assert t.shape == (8,) and abs(t[1] - 1) < 0.1  # the same at 15 px scales ...
+    assert t[7] < 0.85 and t[6] < 1.0  # ... less at 2.1 and 2.5 px periods
+    d = faint_damping()
+    assert d[0] == 1.0 and np.all(d <= 1.0) and d[7] == pytest.approx(t[7])
+
+
+def test_faint_damping_keeps_each_source_and_its_flux_and_takes_off_the_fine_structure():
+    from galaxy_core.sky.calibrate import FAINT_STACK_SIDE, faint_damping
+
+    plain = FaintSources(damping=False)((256, 256), np.random.default_rng(4))
+    damped = FaintSources()((256, 256), np.random.default_rng(4))  # the same draws, filtered
+    np.testing.assert_array_equal(plain["x"], damped["x"])
+    for p, d in zip(plain["stamps"], damped["stamps"]):
+        assert p.shape == d.shape
+        np.testing.assert_allclose(d.sum(axis=(1, 2)), p.sum(axis=(1, 2)), rtol=1e-5, atol=1e-7)
+    a = np.fft.fft2(np.stack([p for p in plain["stamps"] if p.shape[-1] == FAINT_STACK_SIDE]).sum(axis=1))
+    b = np.fft.fft2(np.stack([d for d in damped["stamps"] if d.shape[-1] == FAINT_STACK_SIDE]).sum(axis=1))
+    f = np.hypot(*np.meshgrid(np.fft.fftfreq(15), np.fft.fftfreq(15), indexing="ij"))  # cycles per pixel
+    t = np.interp(f, np.arange(8) / FAINT_STACK_SIDE, faint_damping(), right=faint_damping()[-1])
+    ok = np.abs(a) > 1e-3 * np.abs(a[:, :1, :1])
+    np.testing.assert_allclose((np.abs(b) / np.maximum(np.abs(a), 1e-30))[ok], np.broadcast_to(t, a.shape)[ok], rtol=1e-3)
+    assert t.min() < 0.75  # the 2.1 px structure is damped, the rest kept

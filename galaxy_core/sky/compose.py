@@ -461,8 +461,8 @@ def white_hdf_background() -> Background:
 # --------------------------------------------------------------------------- galaxies
 
 
-def galaxy_flux(patches: np.ndarray, *, nsigma: float = 2.0) -> np.ndarray:
-    """Flux images of galaxy patches: border level subtracted, kept inside a source mask.
+def galaxy_flux(patches: np.ndarray, *, nsigma: float = 2.0, level=None) -> np.ndarray:
+    """Flux images of galaxy patches: sky level subtracted, kept inside a source mask.
 
     Parameters
     ----------
@@ -472,12 +472,18 @@ def galaxy_flux(patches: np.ndarray, *, nsigma: float = 2.0) -> np.ndarray:
         A pixel belongs to the galaxy where the 3x3-smoothed band sum exceeds ``nsigma`` times
         the border noise of that sum; the mask is dilated by one pixel and only its
         connected part over the patch centre is kept; then :func:`edge_taper` is applied.
+    level : sequence of 3 float, optional
+        The sky level of each band (field units) where it is known, i.e. for stamps cut from
+        the deep field (:func:`hdf_background`). Default: each patch's border median, the only
+        estimate for a generator's patch. A border median holds the wings of the galaxy and of
+        its neighbours (0.012 of a band sum above the field's level for the median real 32 px
+        stamp, 0.05 at the 90th percentile), so taking it off dims the whole galaxy; the mask
+        is found the same way either way.
 
     Returns
     -------
     ndarray (n, 3, S, S), float32
-        Flux in field units (band value in [0, 1] minus the patch's border median), zero
-        outside the mask.
+        Flux in field units (band value in [0, 1] minus the sky level), zero outside the mask.
     """
     from scipy import ndimage
 
@@ -490,6 +496,8 @@ def galaxy_flux(patches: np.ndarray, *, nsigma: float = 2.0) -> np.ndarray:
     mask = total > nsigma * np.maximum(noise, 1e-4)[:, None, None]
     mask = ndimage.binary_dilation(mask, structure=np.ones((1, 3, 3), bool))
     mask = np.stack([_central_component(m) for m in mask])
+    if level is not None:
+        f = x - np.asarray(level, np.float32).reshape(1, 3, 1, 1)
     return (f * mask[:, None] * edge_taper(x.shape[-1])).astype(np.float32)
 
 
@@ -647,15 +655,48 @@ def training_stamps(meta: dict, resolution: int) -> dict:
     return {"resolution": int(resolution), "neighbours": str(neighbours)}
 
 
+SKY_REFERENCES = ("level", "border")  # real_galaxy_flux(sky=...)
+
+
+@functools.lru_cache(maxsize=8)
+def real_galaxy_flux(resolution: int = 32, neighbours: str = "keep", sky: str = "level") -> np.ndarray:
+    """Flux images (:func:`galaxy_flux`) of the real ``hdf`` stamps (neighbours kept or replaced
+    by sky, :func:`galaxy_core.data.hdf.prepare_hdf`), row ``i`` = stamp ``i``.
+
+    ``sky``: ``"level"`` takes off the field's measured sky level (:func:`hdf_background`): the
+    galaxies' true brightness, for every target in absolute units (pixel values, total fluxes,
+    the reference's stamps); ``"border"`` takes off each stamp's border median, exactly as a
+    generator's patch is measured, for comparisons of shape made the same way on both sides
+    (the flux-normalised power spectrum of :func:`galaxy_core.sky.calibrate.sharpness_transfer`).
+
+    Returns
+    -------
+    ndarray (n, 3, S, S), float32, read-only (shared by every caller)
+
+    Raises
+    ------
+    ValueError
+        ``sky`` not in :data:`SKY_REFERENCES`.
+    """
+    from galaxy_core.data.hdf import prepare_hdf
+
+    if sky not in SKY_REFERENCES:
+        raise ValueError(f"real_galaxy_flux: sky must be one of {SKY_REFERENCES}, got {sky!r}")
+    ds = prepare_hdf(resolution=resolution, neighbours=neighbours, progress=False)
+    flux = galaxy_flux(ds.to_model_range(), level=hdf_background().level if sky == "level" else None)
+    flux.flags.writeable = False
+    return flux
+
+
 @functools.lru_cache(maxsize=4)
 def real_stamp_fluxes(resolution: int = 32, neighbours: str = "keep") -> dict:
-    """Total flux (band sum, :func:`galaxy_flux`) of the real ``hdf`` stamps (neighbours kept
-    or replaced by sky, :func:`galaxy_core.data.hdf.prepare_hdf`): ``{0: all, 1: small,
-    2: medium, 3: large}``, each sorted."""
+    """Total flux (band sum, :func:`real_galaxy_flux`, above the field's sky level) of the real
+    ``hdf`` stamps (neighbours kept or replaced by sky, :func:`galaxy_core.data.hdf.prepare_hdf`):
+    ``{0: all, 1: small, 2: medium, 3: large}``, each sorted."""
     from galaxy_core.data.hdf import prepare_hdf
 
     ds = prepare_hdf(resolution=resolution, neighbours=neighbours, progress=False)
-    total = galaxy_flux(ds.to_model_range()).sum(axis=(1, 2, 3), dtype=np.float64)
+    total = real_galaxy_flux(resolution, neighbours).sum(axis=(1, 2, 3), dtype=np.float64)
     names = np.asarray(ds.catalog["size_class"]).astype(str)
     out = {0: np.sort(total)}
     for c, n in enumerate(("small", "medium", "large"), 1):
@@ -765,7 +806,7 @@ class StampGalaxies:
         from galaxy_core.data.hdf import prepare_hdf
 
         ds = prepare_hdf(resolution=resolution, neighbours=neighbours, progress=False)
-        self.flux = galaxy_flux(ds.to_model_range())
+        self.flux = real_galaxy_flux(resolution, neighbours)  # above the field's sky level
         names = np.asarray(ds.catalog["size_class"]).astype(str)
         self.by_class = {c: np.flatnonzero(names == n) for c, n in enumerate(("small", "medium", "large"), 1)}
 

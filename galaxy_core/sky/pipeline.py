@@ -46,6 +46,7 @@ class SkyConfig:
     faint: bool = True               # add the faint sources below the grid catalogue's size cut
     subcatalogue: bool = True        # with faint: also the sources below the catalogue's detection limit
     faint_profile: str = "moffat"    # faint sources' profile: "moffat" (beta 4) or "gaussian", same moments
+    faint_damping: bool = True       # faint sources lose the 2-2.5 px structure the field's lack (measured)
     stars: bool = True               # add the field's stars (with their spikes) at the field's density
     match_classes: bool = True       # thin the position model's cells to the data's class fractions
     modulate: bool = True            # vary the sky level and noise amplitude across the sky as the field does
@@ -158,7 +159,7 @@ def compose(cfg: SkyConfig, *, progress=False) -> Sky:
         return fn(height=cfg.height, width=cfg.width, seed=cfg.seed, modulate=cfg.modulate)
     from galaxy_core.sky.calibrate import FaintSources, FieldStars
 
-    faint = FaintSources(subcatalogue=cfg.subcatalogue, profile=cfg.faint_profile) if cfg.faint else None
+    faint = FaintSources(subcatalogue=cfg.subcatalogue, profile=cfg.faint_profile, damping=cfg.faint_damping) if cfg.faint else None
     positions = position_source(cfg)
     try:
         cell_px = resolve_cell_px(positions, cfg.cell_px)
