@@ -338,6 +338,7 @@ def _stack_faint(rgb01: np.ndarray, keep) -> tuple[np.ndarray, int]:
     return stack - np.median(np.concatenate([stack[0], stack[-1], stack[1:-1, 0], stack[1:-1, -1]])), used
 
 
+@functools.lru_cache(maxsize=1)
 def faint_source_transfer() -> np.ndarray:
     """How much less fine structure the field's faint sources carry than the composer's
     (:class:`FaintSources`), measured by forward modelling; cached in ``$GALAXYGAN_CACHE/sky/``.
@@ -354,7 +355,7 @@ def faint_source_transfer() -> np.ndarray:
 
     Returns
     -------
-    ndarray (8,), float64
+    ndarray (8,), float64, read-only (measured once per process)
         The measured ratio at ``k = 0 .. 7`` cycles per 15 px (``k / 15`` cycles per pixel; 7 is
         the last ring below the Nyquist frequency); ``[0]`` is the stacks' total-flux ratio.
     """
@@ -365,7 +366,9 @@ def faint_source_transfer() -> np.ndarray:
     name = f"{FAINT_TRANSFER_VERSION}-{BACKGROUND_VERSION}".replace("/", "-")
     path = cache_dir() / "sky" / f"{name}.npy"
     try:
-        return np.load(path)
+        t = np.load(path)
+        t.flags.writeable = False
+        return t
     except (OSError, ValueError):
         pass
     rgb = hdf_field().astype(np.float64) / 255.0
@@ -407,8 +410,9 @@ def faint_source_transfer() -> np.ndarray:
         tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
         np.save(tmp, t)
         os.replace(tmp, path)
-    except OSError:  # a read-only cache: measure again next time
+    except OSError:  # a read-only cache: measure again in the next process
         pass
+    t.flags.writeable = False
     return t
 
 
