@@ -27,6 +27,7 @@ described at their functions:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 
@@ -202,6 +203,14 @@ def grid_class_fractions(*, classes: bool = True, count: int = 1024, options=Non
 # --------------------------------------------------------------------------- faint sources
 
 
+def small_detections(cat, max_area: float = 50.0) -> np.ndarray:
+    """(n,) bool: the rows of the ``hdf`` catalogue ``cat`` that are the field's small detections,
+    segment area below ``max_area`` pix² (the grid catalogue's cut) and not stars, spike fragments
+    or cut by the border (:func:`faint_catalogue`)."""
+    return (np.asarray(cat["area"]) < max_area) & ~np.isin(np.asarray(cat["reject"]).astype(str),
+                                                           ["star", "near_star", "border"])
+
+
 @functools.lru_cache(maxsize=1)
 def faint_catalogue(*, max_area: float = 50.0) -> dict:
     """Parameters of the field's small detections: not stars, spike fragments or cut by the
@@ -217,7 +226,7 @@ def faint_catalogue(*, max_area: float = 50.0) -> dict:
     from galaxy_core.data.hdf import hdf_catalog, hdf_field
 
     cat = hdf_catalog()
-    keep = (np.asarray(cat["area"]) < max_area) & ~np.isin(np.asarray(cat["reject"]), ["star", "near_star", "border"])
+    keep = small_detections(cat, max_area)
     t = cat[keep]
     h, w = hdf_field().shape[:2]
     return {"flux": np.clip(np.column_stack([t["flux_r"], t["flux_g"], t["flux_b"]]).astype(np.float64), 0, None),
@@ -361,7 +370,7 @@ def faint_source_transfer() -> np.ndarray:
     """
     from galaxy_core.data.hdf import hdf_catalog, hdf_field
     from galaxy_core.paths import cache_dir
-    from galaxy_core.sky.compose import BACKGROUND_VERSION, hdf_background
+    from galaxy_core.sky.compose import BACKGROUND_VERSION, add_stamp, hdf_background
 
     name = f"{FAINT_TRANSFER_VERSION}-{BACKGROUND_VERSION}".replace("/", "-")
     path = cache_dir() / "sky" / f"{name}.npy"
@@ -374,8 +383,7 @@ def faint_source_transfer() -> np.ndarray:
     rgb = hdf_field().astype(np.float64) / 255.0
     h, w = rgb.shape[:2]
     cat = hdf_catalog()
-    small = (np.asarray(cat["area"], float) < 50) & ~np.isin(np.asarray(cat["reject"]).astype(str),
-                                                             ["star", "near_star", "border"])
+    small = small_detections(cat)
     cx = np.clip(np.rint(np.asarray(cat["x"], float)).astype(int), 0, w - 1)[~small]
     cy = np.clip(np.rint(np.asarray(cat["y"], float)).astype(int), 0, h - 1)[~small]
 
@@ -385,19 +393,16 @@ def faint_source_transfer() -> np.ndarray:
         return ~holds_big[ids] & (area < 50)
 
     real, _ = _stack_faint(rgb, field_parts)
-    bg = hdf_background()
-    bg = type(bg)(level=bg.level, sigma=bg.sigma, colour=bg.colour, kernels=bg.kernels, quantiles=bg.quantiles)
+    bg = dataclasses.replace(hdf_background(), modulation=None)  # drawn without fields: no variation either way
     rng = np.random.default_rng(5)
     faint = FaintSources(subcatalogue=True, damping=False)
     stacks = []
     for _ in range(2):
         sky = bg.draw((h, w), rng)
         src = faint((h, w), rng)
-        for x, y, st in zip(src["x"], src["y"], src["stamps"]):
+        for x, y, st in zip(src["x"], src["y"], src["stamps"]):  # placed as compose_sky places them
             s = st.shape[-1]
-            x0, y0 = int(np.round(x)) - (s - 1) // 2, int(np.round(y)) - (s - 1) // 2
-            ys, xs = slice(max(y0, 0), min(y0 + s, h)), slice(max(x0, 0), min(x0 + s, w))
-            sky[:, ys, xs] += st[:, ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0]
+            add_stamp(sky, st, int(np.round(x)) - (s - 1) // 2, int(np.round(y)) - (s - 1) // 2)
         rgb8 = np.moveaxis(np.rint(np.clip(sky, 0.0, 1.0) * 255.0) / 255.0, 0, -1)
         stacks.append(_stack_faint(rgb8, lambda lab, ids, area: area < 50)[0])
     model = np.mean(stacks, axis=0)
