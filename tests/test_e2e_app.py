@@ -242,10 +242,32 @@ def test_memorisation_page(server, page, output_dir):
     screenshot(page, output_dir, "memorisation")
 
 
+def pick_option(pg, selectbox, label: str, *, tries: int = 5) -> bool:
+    """Open ``selectbox`` and click its option ``label``; False if the option is not listed.
+
+    A page that refreshes part of itself on a timer (the Train page's run list) can redraw the
+    box between opening it and the click, which closes the list: the click is then retried on a
+    freshly opened list instead of waiting out Playwright's default timeout on a stale one."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for _ in range(tries):
+        selectbox.click()
+        option = pg.get_by_role("option", name=label, exact=True)
+        if not option.count():
+            pg.keyboard.press("Escape")
+            return False
+        try:
+            option.click(timeout=5_000)
+            return True
+        except PlaywrightTimeout:  # the list closed under the click: open it again
+            pg.keyboard.press("Escape")
+    raise AssertionError(f"option {label!r} was listed but could not be clicked in {tries} tries")
+
+
 def choose_checkpoint(pg, label: str) -> None:
     """Pick a checkpoint in the sidebar's picker by its label."""
-    pg.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').first.click()
-    pg.get_by_role("option", name=label, exact=True).click()
+    picker = pg.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').first
+    assert pick_option(pg, picker, label), f"checkpoint {label!r} is not in the sidebar's picker"
     settle(pg)
 
 
@@ -337,13 +359,8 @@ def test_train_page_follows_a_run_started_elsewhere(server, page, app_env):
         deadline = time.monotonic() + 60
         while True:  # the run list refreshes by itself: the new run becomes one of the picker's options
             assert time.monotonic() < deadline, "the outside run never appeared in the run picker"
-            if picker.count():
-                picker.click()
-                option = page.get_by_role("option", name="e2e-outside", exact=True)
-                if option.count():
-                    option.click()
-                    break
-                page.keyboard.press("Escape")
+            if picker.count() and pick_option(page, picker, "e2e-outside"):
+                break
             page.wait_for_timeout(1000)
         page.locator("span.stMarkdownBadge", has_text="running").wait_for(timeout=120_000)
         assert run.effective_state() == "running"
