@@ -225,6 +225,7 @@ def test_evaluation_page(server, page, output_dir):
     page.get_by_text("Morphology, real vs generated").wait_for(timeout=180_000)
     settle(page, 180_000)
     check_page(page, "Evaluation")
+    page.locator('[data-testid="stPlotlyChart"]').nth(4).wait_for(timeout=60_000)  # charts paint after the run ends
     assert page.locator('[data-testid="stPlotlyChart"]').count() >= 5
     screenshot(page, output_dir, "evaluation")
 
@@ -253,7 +254,9 @@ def pick_option(pg, selectbox, label: str, *, tries: int = 5) -> bool:
     for _ in range(tries):
         selectbox.click()
         option = pg.get_by_role("option", name=label, exact=True)
-        if not option.count():
+        try:  # the list paints a moment after the click: give it that moment before calling it absent
+            option.wait_for(timeout=3_000)
+        except PlaywrightTimeout:
             pg.keyboard.press("Escape")
             return False
         try:
@@ -288,6 +291,7 @@ def test_latent_explorer_projects_a_galaxy(server, page, output_dir):
     check_page(page, "Latent Explorer")
     captions = page.locator('[data-testid="stImage"]').all_inner_texts()
     assert sum(c.startswith(("Target:", "Reconstruction in w", "Residual target")) for c in captions) == 3, captions
+    page.locator('[data-testid="stPlotlyChart"]').first.wait_for(timeout=60_000)  # charts paint after the run ends
     assert page.locator('[data-testid="stPlotlyChart"]').count() >= 1  # the loss curve
     screenshot(page, output_dir, "latent_explorer_projection")
 
