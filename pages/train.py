@@ -23,6 +23,7 @@ from galaxy_core.models.registry import get_arch, known_archs
 from galaxy_core.paths import configs_dir, runs_dir
 from galaxy_core.io.checkpoint import read_meta
 from galaxy_core.train.launch import launch_training, resume_run, stop_run
+from galaxy_core.train.live import split_record_keys
 from galaxy_core.train.run import RunFolder, list_runs, unique_run_name
 from studio_ui import nav, state, widgets
 
@@ -37,7 +38,6 @@ CLASSROOM = "dcgan_hdf32"
 STATE_BADGE = {"running": ("green", ":material/play_circle:"), "starting": ("blue", ":material/hourglass_top:"),
                "finished": ("violet", ":material/check_circle:"), "stopped": ("orange", ":material/stop_circle:"),
                "failed": ("red", ":material/error:"), "unknown": ("gray", ":material/help:")}
-TRAINING_KEYS = {"step", "kimg", "epoch", "time", "images_per_s", "D_x", "D_G_z"}
 DATASETS = {"hdf": "hdf — Hubble deep field galaxies (RGB)", "sim": "sim — simulated SDSS-like g/r/i galaxies",
             "folder": "A folder or FITS file in the workspace"}
 
@@ -414,8 +414,7 @@ def curves_ui(records: list[dict]) -> None:
     c1, c2 = st.columns(2)
     c1.plotly_chart(plots.lines(steps, {"throughput": [r.get("images_per_s") for r in records]},
                                   title="Training speed", x_title=x, y_title="images per second (img/s)"), key="ch_ips")
-    quality = sorted({k for r in records for k, v in r.items() if k not in TRAINING_KEYS
-                      and not k.startswith(("loss_", "lr_")) and isinstance(v, (int, float))})
+    quality, statistics = split_record_keys(records)
     with c2:
         if not quality:
             st.info("No live quality metric in this run (live FID is off or not computed yet).")
@@ -424,6 +423,13 @@ def curves_ui(records: list[dict]) -> None:
             st.plotly_chart(plots.lines([p[0] for p in pts], {key: [p[1] for p in pts]},
                                           title=f"Live quality: {key}", x_title=x,
                                           y_title=f"{metric_unit(key)} (lower is better)"), key=f"ch_{key}")
+    if statistics:
+        with st.expander(f"Other training statistics ({', '.join(statistics)})"):
+            cols = st.columns(2)
+            for i, key in enumerate(statistics):
+                pts = [(r["step"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
+                cols[i % 2].plotly_chart(plots.lines([p[0] for p in pts], {key: [p[1] for p in pts]},
+                                                     title=key, x_title=x, y_title="value"), key=f"ch_stat_{key}")
 
 
 def metric_unit(key: str) -> str:

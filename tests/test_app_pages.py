@@ -201,7 +201,7 @@ def fake_run(runs: Path) -> RunFolder:
     for step in range(10, 210, 10):
         rec = {"step": step, "kimg": step * 0.032, "epoch": step / 12, "loss_D": 1.0 / step ** 0.3,
                "loss_G": 2.0 - 1.0 / step, "D_x": 0.7, "D_G_z": 0.3, "lr_G": 2e-4, "lr_D": 2e-4,
-               "images_per_s": 120.0, "time": 0.0}
+               "images_per_s": 120.0, "time": 0.0, "cpu_s": 0.5 * step, "k_t": 0.01 * step / 10}
         if step % 100 == 0:
             rec["fid_pix8_256"] = 500.0 / step
         run.append_metrics(rec)
@@ -222,6 +222,8 @@ def test_train_page_form_and_live_view(runs):
     charts = at.get("plotly_chart")
     titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in charts]
     assert {"Losses", "Discriminator output", "Training speed", "Live quality: fid_pix8_256"} <= set(titles)
+    assert [t for t in titles if t.startswith("Live quality")] == ["Live quality: fid_pix8_256"]  # not cpu_s, k_t
+    assert "k_t" in titles and "cpu_s" not in titles  # a family statistic, drawn apart from quality
     for c in charts:
         layout = json.loads(c.proto.spec)["layout"]
         assert layout["xaxis"]["title"]["text"] and layout["yaxis"]["title"]["text"]

@@ -109,3 +109,27 @@ def test_shipped_began_draws_galaxies_not_blank_sky(name):
     real = galaxy_flux(prepare_hdf(resolution=32, progress=False).to_model_range()[:96]).sum(axis=(1, 2, 3))
     assert (fake > 0.05 * np.median(real)).mean() > 0.8  # nearly every sample holds a source
     assert 0.25 < np.median(fake) / np.median(real) < 4.0
+
+
+def test_short_run_records_began_statistics_apart_from_quality_metrics(tmp_path):
+    """A BEGAN run's records carry k_t, M_global, L_real and L_fake beside the live FID/KID; only
+    the FID/KID are quality metrics (lower is better), and the run's own bookkeeping (cpu_s) is
+    neither (the Train page draws its panels from this split)."""
+    from galaxy_core.config import load_config
+    from galaxy_core.paths import configs_dir
+    from galaxy_core.train.live import split_record_keys
+    from galaxy_core.train.loop import train
+    from galaxy_core.train.run import RunFolder
+
+    cfg = load_config(configs_dir() / "began_hdf32.toml",
+                      ["train.steps=6", "train.batch_size=8", "model.width=4", "model.z_dim=8", "model.h_dim=8",
+                       "train.device=cpu", "log.metrics_every=3", "log.eval_every=6", "log.eval_samples=32",
+                       "log.sample_every=6", "log.checkpoint_every=6", "log.eval_extractor=pix8"])
+    assert train(cfg, tmp_path / "run", progress=False)["state"] == "finished"
+    recs = RunFolder(tmp_path / "run").read_metrics()
+    quality, statistics = split_record_keys(recs)
+    assert [k.split("_")[0] for k in quality] == ["fid", "kid"] and all("_pix8_" in k for k in quality)
+    assert {"k_t", "M_global", "L_real", "L_fake"} <= set(statistics)
+    assert all(0 <= r["k_t"] <= 1 for r in recs)
+    assert "cpu_s" in recs[-1] and "cpu_s" not in quality + statistics
+    assert not {"loss_D", "loss_G", "step", "kimg", "D_x"} & set(quality + statistics)

@@ -61,6 +61,10 @@ def test_live_grid_evaluation_picks_the_best_snapshot(tmp_path):
     assert [r["step"] for r in evals] == [2, 4]
     assert all(np.isfinite(r["grid_distance_32"]) and r["grid_distance_32"] >= 0 for r in evals)
     assert all(0 <= r["grid_occupancy"] <= 1 and "grid_var_over_mean_8" in r for r in evals)
+    from galaxy_core.train.live import split_record_keys
+
+    quality, statistics = split_record_keys(recs)  # occupancy is a statistic, not "lower is better"
+    assert quality == ["grid_distance_32"] and {"grid_occupancy", "grid_var_over_mean_8"} <= set(statistics)
     best = json.loads((tmp_path / "run" / "checkpoints" / "best.json").read_text())["best"]
     assert best["metric"] == "grid_distance_32"
     assert best["value"] == min(r["grid_distance_32"] for r in evals)

@@ -17,6 +17,7 @@ import torch
 from galaxy_core.config import load_config
 from galaxy_core.models.pretrained import load_pretrained
 from galaxy_core.io.checkpoint import load_checkpoint, read_meta
+from galaxy_core.train.live import split_record_keys
 from galaxy_core.train.loop import train
 from galaxy_core.train.run import RunFolder, read_metrics
 
@@ -45,6 +46,7 @@ def test_short_run_writes_a_complete_run_folder(tmp_path):
     assert max(loss_d) - min(loss_d) > 0.05  # the discriminator is learning, not frozen
     assert "fid_galaxy_64v383" in recs[2] and "fid_galaxy_64v383" in recs[-1]  # 64 samples vs all 383 hdf stamps
     assert np.isfinite(recs[-1]["kid_galaxy_64v383"])
+    assert split_record_keys(recs) == (["fid_galaxy_64v383", "kid_galaxy_64v383"], [])  # cpu_s is bookkeeping
     assert [s for s, _ in run.sample_grids()] == [0, 10, 20, 30]
     assert np.load(run.samples_dir / "fixed_z.npy").shape == (16, 100)
     # resolved config is written and loads back

@@ -17,6 +17,7 @@ Position models (data kind ``grid``) are not images, so FID does not apply: thei
 
 from __future__ import annotations
 
+import re
 from typing import Callable
 
 import numpy as np
@@ -25,7 +26,11 @@ import torch
 from galaxy_core.data.prepared import PreparedDataset
 from galaxy_core.errors import CheckpointError
 from galaxy_core.metrics.features import Extractor, load_extractor, reference_statistics
-from galaxy_core.metrics.fid import feature_statistics, frechet_distance, kid, metric_name
+from galaxy_core.metrics.fid import feature_statistics, frechet_distance, kid, metric_name, parse_metric_name
+
+#: Keys every metrics record carries about the run itself, not the model (see :mod:`galaxy_core.train.loop`).
+BOOKKEEPING_KEYS = frozenset({"step", "kimg", "epoch", "time", "images_per_s", "cpu_s"})
+_GRID_DISTANCE = re.compile(r"grid_distance_\d+")
 
 
 def _generate(G: torch.nn.Module, sample_z: Callable[[int, torch.Generator], torch.Tensor], n: int,
@@ -84,6 +89,29 @@ class GridEvaluator:
         b = max(stats["var_over_mean"])
         return {self.name: grid_distance(stats, self.data_stats), "grid_occupancy": stats["occupancy"],
                 f"grid_var_over_mean_{b}": stats["var_over_mean"][b]}
+
+
+def is_quality_metric(key: str) -> bool:
+    """True for the name of a live quality metric, where lower is better: FID, KID and FD names
+    made by :func:`galaxy_core.metrics.fid.metric_name` (``fid_galaxy_256v5k``, and the older
+    ``fid_pix8_256``) and a position model's ``grid_distance_N``. Everything else a record holds
+    (losses, learning rates, ``cpu_s``, BEGAN's ``k_t`` and ``M_global``, ``grid_occupancy``,
+    ADA's ``augment_p``) is not a quality metric."""
+    return parse_metric_name(key) is not None or _GRID_DISTANCE.fullmatch(key) is not None
+
+
+def split_record_keys(records: list[dict]) -> tuple[list[str], list[str]]:
+    """``(quality, statistics)``: the sorted numeric keys of metrics records (as
+    :meth:`galaxy_core.train.run.RunFolder.read_metrics` returns them) that are live quality metrics
+    (:func:`is_quality_metric`), and the other per-family training statistics (BEGAN's ``k_t``,
+    ``M_global``, ``L_real``, ``L_fake``; ``augment_p``; ``grid_occupancy``, ...). Left out of both:
+    :data:`BOOKKEEPING_KEYS`, ``loss_*``, ``lr_*`` and the discriminator outputs ``D_x``/``D_G_z``."""
+    numeric = {k for r in records for k, v in r.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    quality = sorted(k for k in numeric if is_quality_metric(k))
+    other = sorted(k for k in numeric - set(quality) - BOOKKEEPING_KEYS - {"D_x", "D_G_z"}
+                   if not k.startswith(("loss_", "lr_")))
+    return quality, other
 
 
 def make_live_evaluator(data: PreparedDataset, *, n_samples: int, device: torch.device,
