@@ -7,6 +7,9 @@ CONSTRAINTS ?= constraints/cpu.txt
 PY := $(VENV)/bin/python
 PIPC := $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
 PORT ?= 8501
+# Test processes (pytest-xdist); each test file runs whole in one of them, so its module
+# fixtures (the app server of the browser test, trained runs) are made once. TEST_WORKERS=0: serial.
+TEST_WORKERS ?= 2
 
 .PHONY: setup browser run test bench clean
 
@@ -29,7 +32,7 @@ run: setup
 	  --server.headless true --browser.gatherUsageStats false
 
 test: setup browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 bench: setup
 	$(PY) benchmarks/bench_train_step.py
