@@ -374,13 +374,9 @@ def test_latent_explorer_uploaded_latents_and_bad_input(runs):
     assert not at.exception and any("bad.npy" in e.value for e in at.error)
 
 
-def test_latent_explorer_projects_a_real_galaxy_and_starts_the_path_there(runs):
-    from galaxy_core.explore.evaluation import open_reference, training_data
-    from galaxy_core.io.checkpoint import read_meta
-
-    # the page opens the checkpoint's own training data (10,000 simulated galaxies): on a fresh
-    # cache build it here, outside the page's time limit, which is for the page and not the simulation
-    open_reference(**training_data(read_meta(shipped_path("stylegan_sim64"))))
+def test_latent_explorer_projects_a_real_galaxy_and_starts_the_path_there(runs, sim_training_data):
+    # the page opens the checkpoint's own training data (10,000 simulated galaxies): the fixture
+    # prepares it first, outside the page's time limit, which is for the page and not the simulation
     at = open_app(shipped_path("stylegan_sim64"), page="pages/latent_explorer.py")
     assert {"le_pj_go", "le_gs_pc0"} <= {b.key for b in at.button} | {s.key for s in at.slider}
     at.number_input(key="le_pj_index").set_value(3)

@@ -274,7 +274,8 @@ def choose_checkpoint(pg, label: str) -> None:
     settle(pg)
 
 
-def test_latent_explorer_projects_a_galaxy(server, page, output_dir):
+def test_latent_explorer_projects_a_galaxy(server, page, output_dir, sim_training_data):
+    # sim_training_data: the checkpoint's training data is prepared before the page opens it
     page.goto(f"{server}/latent_explorer")
     check_page(page, "Latent Explorer")
     settle(page)

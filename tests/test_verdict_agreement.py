@@ -33,7 +33,7 @@ def runs(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("name, has_verdict", [("dcgan_sim64", True), ("dcgan_hdf32", False)])
-def test_api_report_and_page_give_one_verdict(agreement, runs, name, has_verdict):
+def test_api_report_and_page_give_one_verdict(agreement, runs, sim_training_data, name, has_verdict):
     path = checkpoints_dir() / f"{name}.json"
     rows = {way: fn(path, n=16, seed=3) for way, fn in (("api", agreement.api_verdict),
                                                          ("report", agreement.report_verdict),
