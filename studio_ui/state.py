@@ -139,8 +139,36 @@ def _dataset(spec: str, resolution: int, crop: float, count: int | None, seed: i
                           normalisation=normalisation, neighbours=neighbours)
 
 
+_PREPARED: set[tuple] = set()  # data keys this process has seen prepared on disk
+
+
 def dataset(key: tuple):
-    """A prepared dataset for a :func:`data_key`, opened once per process (memory-mapped)."""
+    """A prepared dataset for a :func:`data_key`, opened once per process (memory-mapped).
+
+    The first time in a process the data is prepared (or found in the disk cache) outside the
+    resource cache, under a progress bar: simulating the 10,000 ``sim`` galaxies or decoding a
+    large folder takes minutes on a fresh cache."""
+    if key not in _PREPARED:
+        from galaxy_core.explore.evaluation import open_reference
+
+        spec, resolution, crop, count, seed, normalisation, neighbours = key
+        bar = st.empty()
+        shown = [-1]
+
+        def progress(done: int, total: int) -> None:
+            percent = int(100 * done / max(total, 1))
+            if percent != shown[0]:  # at most a hundred redraws, however many images
+                shown[0] = percent
+                bar.progress(min(done / max(total, 1), 1.0),
+                             text=f"Preparing {Path(str(spec)).name} ({resolution} px; cached after the first "
+                                  f"time): {done:,} of {total:,}")
+
+        try:
+            open_reference(spec, resolution=resolution, crop=crop, count=count, seed=seed,
+                           normalisation=normalisation, neighbours=neighbours, progress=progress)
+        finally:
+            bar.empty()
+        _PREPARED.add(key)
     return _dataset(*key)
 
 

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from galaxy_core.data.prepared import (
     PreparedDataset,
@@ -49,6 +48,7 @@ from galaxy_core.io.fits import (
 from galaxy_core.io.stretch import stretch_into
 from galaxy_core.io.units import FLUX_CONVENTION
 from galaxy_core.paths import cache_dir
+from galaxy_core.progress import Progress, track
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def prepare_folder(
     crop: float,
     normalisation: str,
     rebuild: bool,
-    progress: bool,
+    progress: Progress,
 ) -> PreparedDataset:
     """Prepare (or open the cached copy of) a folder of images or FITS files.
 
@@ -89,8 +89,9 @@ def prepare_folder(
         min-max (not flux-preserving). Ignored for 8-bit images (and left out of their key).
     rebuild : bool
         Prepare again even when a cached copy exists.
-    progress : bool
-        Show tqdm progress bars.
+    progress : bool or callable
+        Show tqdm progress bars; or a callable ``progress(done, total)`` called as work
+        completes (:mod:`galaxy_core.progress`).
 
     Returns
     -------
@@ -111,8 +112,7 @@ def prepare_folder(
     base = path if path.is_dir() else path.parent
     kind = "physical" if fits_files else "image"
     files = fits_files or image_files
-    sources = {_rel(f, base): file_hash(f) for f in tqdm(files, desc="hashing", unit="file",
-                                                          disable=not progress)}
+    sources = {_rel(f, base): file_hash(f) for f in track(files, progress, desc="hashing", unit="file")}
     key = cache_key({
         "sources": sources,
         "resolution": int(resolution),
@@ -237,7 +237,7 @@ def _prepare_images(files, base, *, resolution, crop, progress, spill):
     out = _alloc((len(readable), len(channels), resolution, resolution), np.uint8,
                  spill=spill, name="images")
     names: list[str] = []
-    for f in tqdm(readable, desc="decoding images", unit="img", disable=not progress):
+    for f in track(readable, progress, desc="decoding images", unit="img"):
         try:
             with Image.open(f) as im:
                 img = image_to_uint8(im, channels=len(channels))  # (C, H, W) uint8
@@ -342,7 +342,7 @@ def _prepare_fits(files, base, *, resolution, crop, normalisation, progress, spi
     band_sets: dict[str, tuple[str, ...]] = {}  # item -> its bands, for the consistency check
     flux = None
     names, nan_counts, sides, scales, zps, units = [], [], [], [], [], []
-    for key, group in tqdm(groups.items(), desc="reading FITS", unit="img", disable=not progress):
+    for key, group in track(groups.items(), progress, desc="reading FITS", unit="img"):
         label = _item_label(key, group, base)
         try:
             data, bands, n_nan, header = _load_fits_item(group, base)

@@ -57,6 +57,7 @@ from galaxy_core.data.transforms import centre_crop, centre_crop_box
 from galaxy_core.data.prepared import PreparedDataset, cache_key, open_prepared, write_prepared
 from galaxy_core.errors import DataError
 from galaxy_core.paths import cache_dir
+from galaxy_core.progress import Progress
 
 if TYPE_CHECKING:
     from astropy.table import Table
@@ -558,17 +559,16 @@ def _sky_fill(field: np.ndarray, maps: dict, y0: int, x0: int, stamp: int, where
 
 
 def _cut_stamps(table, *, stamp: int, crop: float, resolution: int, neighbours: str = "keep",
-                progress: bool) -> np.ndarray:
+                progress: Progress) -> np.ndarray:
     """(N, 3, resolution, resolution) uint8 stamps for the rows of a stamp catalogue."""
-    from tqdm.auto import tqdm
+    from galaxy_core.progress import track
 
     field = _field()
     maps = _detection_maps(DETECTION)[1] if neighbours == "sky" else None
     removable = _neighbour_ids() if neighbours == "sky" else None
     images = np.empty((len(table), 3, resolution, resolution), np.uint8)
     rows = zip(table["id"], table["stamp_x0"], table["stamp_y0"])
-    bar = tqdm(rows, total=len(table), desc="hdf stamps", disable=not progress)
-    for i, (sid, x0, y0) in enumerate(bar):
+    for i, (sid, x0, y0) in enumerate(track(rows, progress, total=len(table), desc="hdf stamps")):
         cut = field[y0 : y0 + stamp, x0 : x0 + stamp]  # (S, S, 3)
         if maps is not None:
             where = neighbour_mask(maps["segm"][y0 : y0 + stamp, x0 : x0 + stamp], int(sid), removable=removable)
@@ -622,7 +622,7 @@ def prepare_hdf(
     crop: float = 1.0,
     neighbours: str = "keep",
     rebuild: bool = False,
-    progress: bool = True,
+    progress: Progress = True,
 ) -> PreparedDataset:
     """Prepare (or open the cached) ``hdf`` stamp dataset.
 
@@ -639,8 +639,9 @@ def prepare_hdf(
         of isolated galaxies.
     rebuild : bool
         Detect and cut again even if a cached copy exists.
-    progress : bool
-        Show a tqdm progress bar while cutting stamps.
+    progress : bool or callable
+        Show a tqdm progress bar while cutting stamps; or a callable ``progress(done, total)`` called as work
+        completes (:mod:`galaxy_core.progress`).
 
     Returns
     -------
@@ -660,10 +661,10 @@ def prepare_hdf(
     root = cache_dir() / "prepared" / f"hdf-{key}"
     if not rebuild and (root / "manifest.json").exists():
         return open_prepared(root)
-    from tqdm.auto import tqdm
+    from galaxy_core.progress import progress_bar
 
     stamp = options["stamp"]
-    with tqdm(total=1, desc="hdf sources", disable=not progress) as bar:
+    with progress_bar(progress, total=1, desc="hdf sources") as bar:
         table, counts = _stamp_selection(stamp)  # detection: a few seconds, once per process
         bar.update()
     images = _cut_stamps(table, stamp=stamp, crop=crop, resolution=resolution, neighbours=neighbours,

@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from galaxy_core.errors import DataError
+from galaxy_core.progress import Progress
 
 VERSION = "sim/1"  # bump when the simulated images or the truth catalogue change
 PREPARE_VERSION = 2  # bump when cropping, resizing or stretching of the raw cube changes
@@ -688,7 +689,7 @@ def build_sim(
     seed: int = 0,
     size: int = NATIVE_SIZE,
     workers: int = 2,
-    progress: bool = True,
+    progress: Progress = True,
     noiseless: bool = False,
 ) -> Path:
     """Simulate ``count`` stamps and write them, with their truth catalogue, to one FITS file.
@@ -709,8 +710,9 @@ def build_sim(
         Stamp side in pixels (even, 16..512).
     workers : int
         Worker processes (started with ``spawn``); 1 simulates in this process.
-    progress : bool
-        Show a tqdm progress bar over galaxies.
+    progress : bool or callable
+        Show a tqdm progress bar over galaxies; or a callable ``progress(done, total)`` called as work
+        completes (:mod:`galaxy_core.progress`).
     noiseless : bool
         Skip the noise (stars and neighbours are still drawn).
 
@@ -720,7 +722,7 @@ def build_sim(
         ``path``.
     """
     from astropy.io import fits
-    from tqdm.auto import tqdm
+    from galaxy_core.progress import progress_bar
 
     from galaxy_core.io.atomic import atomic_open
 
@@ -733,7 +735,7 @@ def build_sim(
     cube = np.empty((count, 3, size, size), np.float32)  # (N, C, H, W) nanomaggies
     rows: list[dict] = [{}] * count
     tasks = [(seed, a, b, size, bool(noiseless)) for a, b in _chunks(count, workers)]
-    with tqdm(total=count, unit="gal", desc="simulating sim galaxies", disable=not progress) as bar:
+    with progress_bar(progress, total=count, unit="gal", desc="simulating sim galaxies") as bar:
         for start, chunk, chunk_rows in _run_tasks(tasks, workers=workers):
             cube[start : start + len(chunk)] = chunk
             rows[start : start + len(chunk)] = chunk_rows
@@ -827,7 +829,7 @@ def prepare_sim(
     seed: int = 0,
     normalisation: str = "asinh",
     rebuild: bool = False,
-    progress: bool = True,
+    progress: Progress = True,
 ):
     """The ``sim`` dataset as a :class:`~galaxy_core.data.prepared.PreparedDataset` (cached).
 
@@ -849,8 +851,9 @@ def prepare_sim(
         flux-preserving).
     rebuild : bool
         Simulate and prepare again even if cached.
-    progress : bool
-        Show a progress bar while simulating.
+    progress : bool or callable
+        Show a progress bar while simulating; or a callable ``progress(done, total)`` called as work
+        completes (:mod:`galaxy_core.progress`).
 
     Returns
     -------

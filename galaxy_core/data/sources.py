@@ -7,6 +7,7 @@ from pathlib import Path
 
 from galaxy_core.data.prepared import PreparedDataset
 from galaxy_core.errors import DataError
+from galaxy_core.progress import Progress
 
 BUILTIN = ("hdf", "sim", "hdf_grid", "hdf_grid_classes")
 
@@ -21,7 +22,7 @@ def load_dataset(
     normalisation: str = "asinh",
     neighbours: str = "keep",
     rebuild: bool = False,
-    progress: bool = True,
+    progress: Progress = True,
 ) -> PreparedDataset:
     """Prepare (or open the cached copy of) a dataset.
 
@@ -51,8 +52,9 @@ def load_dataset(
         dataset, raises :class:`DataError`.
     rebuild : bool
         Ignore the cache and prepare again.
-    progress : bool
-        Show a tqdm progress bar while preparing.
+    progress : bool or callable
+        Show a tqdm progress bar while preparing; or a callable ``progress(done, total)`` called as work
+        completes (:mod:`galaxy_core.progress`).
     """
     prepared = Path(str(spec)).expanduser() / "manifest.json"
     if prepared.is_file():  # an already prepared dataset folder (e.g. a sky grid dataset)

@@ -32,6 +32,7 @@ from galaxy_core.errors import CheckpointError, DataError
 from galaxy_core.io.stretch import stretch_from_dict
 from galaxy_core.metrics.fid import fid_from_features, kid, metric_name
 from galaxy_core.models.pretrained import Pretrained
+from galaxy_core.progress import Progress
 
 Progress = Callable[[int, int], None]
 
@@ -131,10 +132,12 @@ def training_data(meta: dict) -> dict:
 
 
 def open_reference(spec: str | os.PathLike, *, resolution: int, crop: float = 1.0, count: int | None = None,
-                   seed: int = 0, normalisation: str = "asinh", neighbours: str = "keep") -> PreparedDataset:
-    """Open (preparing and caching on first use) a dataset to compare against."""
+                   seed: int = 0, normalisation: str = "asinh", neighbours: str = "keep",
+                   progress: Progress = False) -> PreparedDataset:
+    """Open (preparing and caching on first use) a dataset to compare against; ``progress`` as in
+    :func:`galaxy_core.data.sources.load_dataset` (silent by default)."""
     return load_dataset(spec, resolution=resolution, crop=crop, count=count if spec == "sim" else None,
-                        seed=seed, normalisation=normalisation, neighbours=neighbours, progress=False)
+                        seed=seed, normalisation=normalisation, neighbours=neighbours, progress=progress)
 
 
 def check_compatible(model: Pretrained, data: PreparedDataset) -> None:

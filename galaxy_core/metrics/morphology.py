@@ -900,24 +900,6 @@ def _validate_options(method: str, options: dict) -> None:
         raise TypeError(f"morphology method {method!r}: {e}") from None
 
 
-def _progress_callback(progress, total: int, method: str):
-    """(update(n), close()) for ``progress`` = True (tqdm), False, or a callable(done, total)."""
-    if callable(progress):
-        done = [0]
-
-        def update(n):
-            done[0] += n
-            progress(done[0], total)
-
-        return update, lambda: None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, desc=f"morphology ({method})", unit="img")
-        return bar.update, bar.close
-    return (lambda n: None), (lambda: None)
-
-
 def measure_many(
     images,
     *,
@@ -962,7 +944,10 @@ def measure_many(
         chunk_size = max(1, min(64, math.ceil(n / (4 * max(workers, 1)))))
     starts = range(0, n, chunk_size)
     rows: list[dict | None] = [None] * n
-    update, close = _progress_callback(progress, n, method)
+    from galaxy_core.progress import progress_bar
+
+    bar = progress_bar(progress, total=n, desc=f"morphology ({method})", unit="img")
+    update, close = bar.update, bar.close
     try:
         if workers <= 1 or n <= chunk_size:
             for s in starts:
