@@ -572,3 +572,39 @@ def test_home_shows_both_stages_of_a_chained_checkpoint(runs):
     captions = image_captions(at)
     assert len(captions) == 3 and "16 samples" in captions[0]
     assert captions[1].startswith("stage1: 64 px") and captions[2].startswith("stage2: 128 px")
+
+
+def test_data_prepared_on_first_use_shows_a_progress_bar_and_removes_it(tmp_path, monkeypatch):
+    """A reference folder the process has not seen is prepared under a progress bar that moves
+    with the decoded images and is gone when the page has finished."""
+    from PIL import Image
+    from streamlit.delta_generator import DeltaGenerator
+
+    monkeypatch.setenv("GALAXYGAN_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "reference"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(30):
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(folder / f"g{i:02d}.png")
+    shown = []
+    real_progress = DeltaGenerator.progress
+
+    def progress(self, value, text=None):  # the real element, its values recorded
+        shown.append((value, text))
+        return real_progress(self, value, text=text)
+
+    monkeypatch.setattr(DeltaGenerator, "progress", progress)
+    script = (f"import streamlit as st\nfrom studio_ui import state\n"
+              f"ds = state.dataset(state.data_key({str(folder)!r}, resolution=32))\nst.write(f'n={{len(ds)}}')\n")
+    at = AppTest.from_string(script, default_timeout=TIMEOUT).run()
+    assert not at.exception and [m.value for m in at.markdown] == ["n=30"]
+    assert len(at.get("progress")) == 0  # removed once the data is ready
+    values = [v for v, _ in shown]
+    phases = [i for i in range(1, len(values)) if values[i] < values[i - 1]]
+    assert len(phases) == 1  # hashing the files, then decoding them: each fills the bar once
+    for part in (values[: phases[0]], values[phases[0]:]):
+        assert part == sorted(part) and part[-1] == 1.0 and len(part) >= 10
+    assert all("reference (32 px" in t for _, t in shown) and "30 of 30" in shown[-1][1]
+    shown.clear()
+    at.run()  # prepared in this process already: no bar
+    assert not at.exception and shown == []
