@@ -41,6 +41,22 @@ def test_galaxy_total_flux_is_kept(side, size):
     assert out.min() >= 0  # bilinear: no ringing
 
 
+@pytest.mark.parametrize("shape, size", [((5, 3, 64, 64), 128), ((5, 3, 64, 64), 32), ((4, 3, 50, 70), 40),
+                                         ((2, 424, 424), 64), ((48, 64), 100), ((3, 1, 20, 12), 16)])
+def test_resample_is_scikit_image_resize_times_the_area_ratio(shape, size):
+    """The per-axis matrices give scikit-image's own resize of the whole array (enlarging,
+    shrinking with its anti-aliasing filter, non-square input stretched, any leading axes)."""
+    from skimage.transform import resize
+
+    x = np.random.default_rng(0).lognormal(size=shape)
+    h, w = shape[-2:]
+    expected = resize(x, shape[:-2] + (size, size), order=1, mode="reflect", anti_aliasing=h > size or w > size,
+                      preserve_range=True) * pixel_area_ratio((h, w), size)
+    out = resample_flux(x, size)
+    assert out.shape == expected.shape and out.dtype == np.float64
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12 * np.abs(expected).max())
+
+
 def test_same_size_is_a_copy_and_bad_sizes_are_refused():
     img = _gaussian(8, 2.0)
     out = resample_flux(img, 8)
