@@ -2,9 +2,8 @@
 terminal), False (silent) or a callable ``progress(done, total)`` called as work completes
 (the app passes one that moves a progress bar).
 
-    bar = progress_bar(progress, total=n, desc="simulating", unit="gal")
-    bar.update(k)
-    bar.close()
+    with ProgressBar(progress, total=n, desc="simulating", unit="gal") as bar:
+        bar.update(k)
 
 or, over an iterable, ``for item in track(items, progress, desc="decoding"): ...``.
 """
@@ -13,12 +12,14 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, Iterator, TypeVar, Union
 
-Progress = Union[bool, Callable[[int, int], None]]
+ProgressFn = Callable[[int, int], None]  #: ``progress(done, total)``
+Progress = Union[bool, ProgressFn]
 T = TypeVar("T")
 
 
 class ProgressBar:
-    """``update(n)`` and ``close()`` for any :data:`Progress`; also a context manager."""
+    """``update(n)`` and ``close()`` over ``total`` units of work, for any :data:`Progress`;
+    also a context manager."""
 
     def __init__(self, progress: Progress, *, total: int, desc: str = "", unit: str = "it"):
         self.total, self.done = int(total), 0
@@ -47,16 +48,11 @@ class ProgressBar:
         self.close()
 
 
-def progress_bar(progress: Progress, *, total: int, desc: str = "", unit: str = "it") -> ProgressBar:
-    """A :class:`ProgressBar` over ``total`` units of work."""
-    return ProgressBar(progress, total=total, desc=desc, unit=unit)
-
-
 def track(items: Iterable[T], progress: Progress, *, total: int | None = None, desc: str = "",
           unit: str = "it") -> Iterator[T]:
     """Yield ``items``, reporting one unit of progress after each (``total``: ``len(items)`` if not given)."""
     n = len(items) if total is None else total  # type: ignore[arg-type]
-    with progress_bar(progress, total=n, desc=desc, unit=unit) as bar:
+    with ProgressBar(progress, total=n, desc=desc, unit=unit) as bar:
         for item in items:
             yield item
             bar.update(1)

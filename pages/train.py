@@ -419,17 +419,22 @@ def curves_ui(records: list[dict]) -> None:
         if not quality:
             st.info("No live quality metric in this run (live FID is off or not computed yet).")
         for key in quality:
-            pts = [(r["step"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
-            st.plotly_chart(plots.lines([p[0] for p in pts], {key: [p[1] for p in pts]},
-                                          title=f"Live quality: {key}", x_title=x,
-                                          y_title=f"{metric_unit(key)} (lower is better)"), key=f"ch_{key}")
+            series_chart(st, records, key, title=f"Live quality: {key}", x_title=x,
+                         y_title=f"{metric_unit(key)} (lower is better)", chart_key=f"ch_{key}")
     if statistics:
         with st.expander(f"Other training statistics ({', '.join(statistics)})"):
             cols = st.columns(2)
             for i, key in enumerate(statistics):
-                pts = [(r["step"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
-                cols[i % 2].plotly_chart(plots.lines([p[0] for p in pts], {key: [p[1] for p in pts]},
-                                                     title=key, x_title=x, y_title="value"), key=f"ch_stat_{key}")
+                series_chart(cols[i % 2], records, key, title=key, x_title=x, y_title="value",
+                             chart_key=f"ch_stat_{key}")
+
+
+def series_chart(where, records: list[dict], key: str, *, title: str, x_title: str, y_title: str,
+                 chart_key: str) -> None:
+    """One record key against the step, over the records that hold a number for it."""
+    pts = [(r["step"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
+    where.plotly_chart(plots.lines([p[0] for p in pts], {key: [p[1] for p in pts]}, title=title, x_title=x_title,
+                                   y_title=y_title), key=chart_key)
 
 
 def metric_unit(key: str) -> str:

@@ -130,25 +130,25 @@ def cached_model(key: tuple[str, int]) -> Pretrained:
     return _load(*key)
 
 
-@st.cache_resource(max_entries=8, show_spinner="Preparing the reference data (cached after the first time)…")
-def _dataset(spec: str, resolution: int, crop: float, count: int | None, seed: int, normalisation: str,
-             neighbours: str = "keep"):
-    from galaxy_core.explore.evaluation import open_reference
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _open_prepared(root: str):
+    from galaxy_core.data.prepared import open_prepared
 
-    return open_reference(spec, resolution=resolution, crop=crop, count=count, seed=seed,
-                          normalisation=normalisation, neighbours=neighbours)
+    return open_prepared(root)
 
 
-_PREPARED: set[tuple] = set()  # data keys this process has seen prepared on disk
+_PREPARED: dict[tuple, str] = {}  # data key -> its prepared folder, once this process has prepared or found it
 
 
 def dataset(key: tuple):
     """A prepared dataset for a :func:`data_key`, opened once per process (memory-mapped).
 
-    The first time in a process the data is prepared (or found in the disk cache) outside the
-    resource cache, under a progress bar: simulating the 10,000 ``sim`` galaxies or decoding a
-    large folder takes minutes on a fresh cache."""
-    if key not in _PREPARED:
+    The first time in a process the data is prepared (or found in the disk cache) under a
+    progress bar: simulating the 10,000 ``sim`` galaxies or decoding a large folder takes
+    minutes on a fresh cache. Later calls open the prepared folder it was written to, without
+    hashing a folder's files again."""
+    root = _PREPARED.get(key)
+    if root is None:
         from galaxy_core.explore.evaluation import open_reference
 
         spec, resolution, crop, count, seed, normalisation, neighbours = key
@@ -164,12 +164,12 @@ def dataset(key: tuple):
                                   f"time): {done:,} of {total:,}")
 
         try:
-            open_reference(spec, resolution=resolution, crop=crop, count=count, seed=seed,
-                           normalisation=normalisation, neighbours=neighbours, progress=progress)
+            data = open_reference(spec, resolution=resolution, crop=crop, count=count, seed=seed,
+                                  normalisation=normalisation, neighbours=neighbours, progress=progress)
         finally:
             bar.empty()
-        _PREPARED.add(key)
-    return _dataset(*key)
+        root = _PREPARED[key] = str(data.root)
+    return _open_prepared(root)
 
 
 def data_key(spec: str, *, resolution: int, crop: float = 1.0, count: int | None = None, seed: int = 0,

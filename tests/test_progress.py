@@ -9,7 +9,7 @@ from astropy.io import fits
 from PIL import Image
 
 from galaxy_core.data.sources import load_dataset
-from galaxy_core.progress import progress_bar, track
+from galaxy_core.progress import ProgressBar, track
 
 
 @pytest.fixture(autouse=True)
@@ -28,7 +28,7 @@ def test_track_reports_after_each_item_and_a_bar_counts_updates(capsys):
         seen.append((x, len(calls)))  # the item's own report comes after its work
     assert seen == [("a", 0), ("b", 1), ("c", 2)] and calls == [(1, 3), (2, 3), (3, 3)]
     assert list(track(range(2), False)) == [0, 1]
-    with progress_bar(True, total=4, desc="terminal") as bar:
+    with ProgressBar(True, total=4, desc="terminal") as bar:
         bar.update(3)
         bar.update()
     assert bar.done == 4 and "terminal" in capsys.readouterr().err  # a tqdm bar on stderr

@@ -57,7 +57,7 @@ from galaxy_core.data.transforms import centre_crop, centre_crop_box
 from galaxy_core.data.prepared import PreparedDataset, cache_key, open_prepared, write_prepared
 from galaxy_core.errors import DataError
 from galaxy_core.paths import cache_dir
-from galaxy_core.progress import Progress
+from galaxy_core.progress import Progress, ProgressBar, track
 
 if TYPE_CHECKING:
     from astropy.table import Table
@@ -561,8 +561,6 @@ def _sky_fill(field: np.ndarray, maps: dict, y0: int, x0: int, stamp: int, where
 def _cut_stamps(table, *, stamp: int, crop: float, resolution: int, neighbours: str = "keep",
                 progress: Progress) -> np.ndarray:
     """(N, 3, resolution, resolution) uint8 stamps for the rows of a stamp catalogue."""
-    from galaxy_core.progress import track
-
     field = _field()
     maps = _detection_maps(DETECTION)[1] if neighbours == "sky" else None
     removable = _neighbour_ids() if neighbours == "sky" else None
@@ -661,10 +659,8 @@ def prepare_hdf(
     root = cache_dir() / "prepared" / f"hdf-{key}"
     if not rebuild and (root / "manifest.json").exists():
         return open_prepared(root)
-    from galaxy_core.progress import progress_bar
-
     stamp = options["stamp"]
-    with progress_bar(progress, total=1, desc="hdf sources") as bar:
+    with ProgressBar(progress, total=1, desc="hdf sources") as bar:
         table, counts = _stamp_selection(stamp)  # detection: a few seconds, once per process
         bar.update()
     images = _cut_stamps(table, stamp=stamp, crop=crop, resolution=resolution, neighbours=neighbours,

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from galaxy_core.errors import DataError
-from galaxy_core.progress import Progress
+from galaxy_core.progress import Progress, ProgressBar
 
 VERSION = "sim/1"  # bump when the simulated images or the truth catalogue change
 PREPARE_VERSION = 2  # bump when cropping, resizing or stretching of the raw cube changes
@@ -722,8 +722,6 @@ def build_sim(
         ``path``.
     """
     from astropy.io import fits
-    from galaxy_core.progress import progress_bar
-
     from galaxy_core.io.atomic import atomic_open
 
     count = _check_int("count", count, low=1)
@@ -735,7 +733,7 @@ def build_sim(
     cube = np.empty((count, 3, size, size), np.float32)  # (N, C, H, W) nanomaggies
     rows: list[dict] = [{}] * count
     tasks = [(seed, a, b, size, bool(noiseless)) for a, b in _chunks(count, workers)]
-    with progress_bar(progress, total=count, unit="gal", desc="simulating sim galaxies") as bar:
+    with ProgressBar(progress, total=count, unit="gal", desc="simulating sim galaxies") as bar:
         for start, chunk, chunk_rows in _run_tasks(tasks, workers=workers):
             cube[start : start + len(chunk)] = chunk
             rows[start : start + len(chunk)] = chunk_rows

@@ -32,9 +32,7 @@ from galaxy_core.errors import CheckpointError, DataError
 from galaxy_core.io.stretch import stretch_from_dict
 from galaxy_core.metrics.fid import fid_from_features, kid, metric_name
 from galaxy_core.models.pretrained import Pretrained
-from galaxy_core.progress import Progress
-
-Progress = Callable[[int, int], None]
+from galaxy_core.progress import Progress, ProgressFn
 
 
 # -------------------------------------------------------------------------- feature extractors
@@ -185,7 +183,7 @@ def redshifts(data: PreparedDataset, idx: np.ndarray) -> np.ndarray | None:
 
 
 def generated_sample(model: Pretrained, n: int, *, seed: int = 0, batch: int = 128,
-                     progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
+                     progress: ProgressFn | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``n`` generated images: (latents (n, z_dim), model-range float32 (n, C, H, W))."""
     z = model.latents(seed, n).numpy()
     out = []
@@ -234,7 +232,7 @@ MORPHOLOGY_COLUMNS = {
 }
 
 
-def morphology(flux: np.ndarray, *, progress: Progress | None = None):
+def morphology(flux: np.ndarray, *, progress: ProgressFn | None = None):
     """Fast segmentation morphology of each image (:func:`galaxy_core.metrics.morphology.measure_many`).
 
     Measured in this process (no worker pool), which suits the few hundred images of an
@@ -259,7 +257,7 @@ def compare_morphology(real_table, fake_table, *, columns=tuple(MORPHOLOGY_COLUM
 
 
 def colour_magnitude(flux: np.ndarray, *, channels: list[str], zero_point: float | None,
-                     progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
+                     progress: ProgressFn | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Apparent r magnitude and g − r colour of each image's central galaxy.
 
     Uses :func:`galaxy_core.metrics.photometry.band_magnitudes` (one Kron aperture for all

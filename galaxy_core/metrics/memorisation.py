@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from galaxy_core.metrics.vetting import memorisation_report, nearest_matches
+from galaxy_core.progress import ProgressFn
 
 __all__ = [
     "DEFAULT_DISTANCE",
@@ -48,7 +49,6 @@ __all__ = [
     "verdict",
 ]
 
-Progress = Callable[[int, int], None]
 
 DEFAULT_DISTANCE = "cosine"
 DISTANCES = ("cosine", "l1", "ssim")  # the verdict's distance first, then the evidence
@@ -114,7 +114,7 @@ def _check_distance(distance: str) -> None:
 
 
 def nearest(images: np.ndarray, space, distance: str, *, k: int = 1, extractor=None, chunk: int = 32,
-            progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
+            progress: ProgressFn | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest training images of each image.
 
     Parameters
@@ -154,7 +154,7 @@ def nearest(images: np.ndarray, space, distance: str, *, k: int = 1, extractor=N
 
 
 def training_baseline(space, distance: str, *, n: int, chunk: int = 32,
-                      progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
+                      progress: ProgressFn | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Distance of ``n`` training images (fixed seed) to their nearest *other* training image.
 
     Returns

@@ -68,6 +68,7 @@ from photutils.utils.exceptions import NoDetectionsWarning
 from scipy import stats
 
 from galaxy_core.errors import GalaxyGanError
+from galaxy_core.progress import Progress, ProgressBar
 
 __all__ = [
     "COLUMNS",
@@ -905,7 +906,7 @@ def measure_many(
     *,
     method: str = "fast",
     workers: int | None = None,
-    progress: bool | Callable[[int, int], None] = True,
+    progress: Progress = True,
     chunk_size: int | None = None,
     **options,
 ) -> Table:
@@ -944,9 +945,7 @@ def measure_many(
         chunk_size = max(1, min(64, math.ceil(n / (4 * max(workers, 1)))))
     starts = range(0, n, chunk_size)
     rows: list[dict | None] = [None] * n
-    from galaxy_core.progress import progress_bar
-
-    bar = progress_bar(progress, total=n, desc=f"morphology ({method})", unit="img")
+    bar = ProgressBar(progress, total=n, desc=f"morphology ({method})", unit="img")
     update, close = bar.update, bar.close
     try:
         if workers <= 1 or n <= chunk_size:

@@ -21,19 +21,19 @@ rest of ``S`` is a few in-place operations on ``(rows, q, m)`` blocks.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from galaxy_core.progress import ProgressFn
+
 __all__ = ["SSIM_K1", "SSIM_K2", "SSIM_WINDOW", "SSIMStatistics", "local_statistics", "ssim_matrix"]
 
 SSIM_WINDOW = 7  # side of the uniform window, px (scikit-image's default)
 SSIM_K1 = 0.01
 SSIM_K2 = 0.03
-Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,7 @@ def ssim_matrix(
     data_range: float = 2.0,
     chunk: int = 128,
     query_chunk: int = 64,
-    progress: Progress | None = None,
+    progress: ProgressFn | None = None,
 ) -> np.ndarray:
     """Mean SSIM of every query with every reference, exact (scikit-image's definition).
 
