@@ -2,6 +2,11 @@
 terminal), False (silent) or a callable ``progress(done, total)`` called as work completes
 (the app passes one that moves a progress bar).
 
+Work that runs in stages (hashing a folder's files, then decoding them) reports each stage from
+0 again. A callable that also has a method ``phase(desc, total)`` is told when each stage
+begins, with the stage's description ("hashing files", "decoding images", ...) and its total,
+so that a bar can say what it is counting; a plain callable just sees the counts restart.
+
     with ProgressBar(progress, total=n, desc="simulating", unit="gal") as bar:
         bar.update(k)
 
@@ -19,12 +24,16 @@ T = TypeVar("T")
 
 class ProgressBar:
     """``update(n)`` and ``close()`` over ``total`` units of work, for any :data:`Progress`;
-    also a context manager."""
+    also a context manager. ``desc`` names the stage: the tqdm bar's label, and what a
+    callable's ``phase`` method (module docstring) is told when the bar starts."""
 
     def __init__(self, progress: Progress, *, total: int, desc: str = "", unit: str = "it"):
         self.total, self.done = int(total), 0
         self._fn = progress if callable(progress) else None
         self._bar = None
+        phase = getattr(self._fn, "phase", None)
+        if callable(phase):
+            phase(desc, self.total)
         if progress is True:
             from tqdm.auto import tqdm
 

@@ -137,6 +137,31 @@ def _open_prepared(root: str):
     return open_prepared(root)
 
 
+class _StageBar:
+    """A ``st.progress`` bar driven by the package's progress convention
+    (:mod:`galaxy_core.progress`): ``bar(done, total)`` moves it, ``bar.phase(desc, total)``
+    names the stage now counted ("hashing files", "decoding images", ...). It redraws at most
+    a hundred times per stage, however many images."""
+
+    def __init__(self, title: str):
+        self.title, self.stage, self._shown = title, "", None
+        self._el = st.empty()
+
+    def phase(self, desc: str, total: int) -> None:
+        self.stage, self._shown = desc, None
+        self(0, total)
+
+    def __call__(self, done: int, total: int) -> None:
+        percent = int(100 * done / max(total, 1))
+        if percent != self._shown:
+            self._shown = percent
+            stage = f"{self.stage}, " if self.stage else ""
+            self._el.progress(min(done / max(total, 1), 1.0), text=f"{self.title}: {stage}{done:,} of {total:,}")
+
+    def empty(self) -> None:
+        self._el.empty()
+
+
 _PREPARED: dict[tuple, str] = {}  # data key -> its prepared folder, once this process has prepared or found it
 
 
@@ -152,20 +177,10 @@ def dataset(key: tuple):
         from galaxy_core.explore.evaluation import open_reference
 
         spec, resolution, crop, count, seed, normalisation, neighbours = key
-        bar = st.empty()
-        shown = [-1]
-
-        def progress(done: int, total: int) -> None:
-            percent = int(100 * done / max(total, 1))
-            if percent != shown[0]:  # at most a hundred redraws, however many images
-                shown[0] = percent
-                bar.progress(min(done / max(total, 1), 1.0),
-                             text=f"Preparing {Path(str(spec)).name} ({resolution} px; cached after the first "
-                                  f"time): {done:,} of {total:,}")
-
+        bar = _StageBar(f"Preparing {Path(str(spec)).name} ({resolution} px; cached after the first time)")
         try:
             data = open_reference(spec, resolution=resolution, crop=crop, count=count, seed=seed,
-                                  normalisation=normalisation, neighbours=neighbours, progress=progress)
+                                  normalisation=normalisation, neighbours=neighbours, progress=bar)
         finally:
             bar.empty()
         root = _PREPARED[key] = str(data.root)

@@ -603,8 +603,10 @@ def test_data_prepared_on_first_use_shows_a_progress_bar_and_removes_it(tmp_path
     phases = [i for i in range(1, len(values)) if values[i] < values[i - 1]]
     assert len(phases) == 1  # hashing the files, then decoding them: each fills the bar once
     for part in (values[: phases[0]], values[phases[0]:]):
-        assert part == sorted(part) and part[-1] == 1.0 and len(part) >= 10
+        assert part == sorted(part) and part[0] == 0.0 and part[-1] == 1.0 and len(part) >= 10
     assert all("reference (32 px" in t for _, t in shown) and "30 of 30" in shown[-1][1]
+    stages = [t.split(": ")[1].split(",")[0] for _, t in shown]  # each bar names the stage it counts
+    assert set(stages[: phases[0]]) == {"hashing files"} and set(stages[phases[0]:]) == {"decoding images"}
     shown.clear()
     at.run()  # prepared in this process already: no bar
     assert not at.exception and shown == []

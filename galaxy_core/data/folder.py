@@ -112,7 +112,7 @@ def prepare_folder(
     base = path if path.is_dir() else path.parent
     kind = "physical" if fits_files else "image"
     files = fits_files or image_files
-    sources = {_rel(f, base): file_hash(f) for f in track(files, progress, desc="hashing", unit="file")}
+    sources = {_rel(f, base): file_hash(f) for f in track(files, progress, desc="hashing files", unit="file")}
     key = cache_key({
         "sources": sources,
         "resolution": int(resolution),
@@ -342,7 +342,7 @@ def _prepare_fits(files, base, *, resolution, crop, normalisation, progress, spi
     band_sets: dict[str, tuple[str, ...]] = {}  # item -> its bands, for the consistency check
     flux = None
     names, nan_counts, sides, scales, zps, units = [], [], [], [], [], []
-    for key, group in track(groups.items(), progress, desc="reading FITS", unit="img"):
+    for key, group in track(groups.items(), progress, desc="reading FITS files", unit="img"):
         label = _item_label(key, group, base)
         try:
             data, bands, n_nan, header = _load_fits_item(group, base)
@@ -369,7 +369,7 @@ def _prepare_fits(files, base, *, resolution, crop, normalisation, progress, spi
         return np.empty((0, 1, resolution, resolution), np.float16), None, {"skipped": skipped}
     flux = flux[: len(names)]
     out = _alloc(flux.shape, np.float16, spill=spill, name="images")
-    stretched = stretch_into(flux, out, normalisation=normalisation, chunk=_CHUNK)
+    stretched = stretch_into(flux, out, normalisation=normalisation, chunk=_CHUNK, progress=progress)
     area = [(s / resolution) ** 2 for s in sides]
     extra = {
         "channels": list(reference),

@@ -566,7 +566,7 @@ def _cut_stamps(table, *, stamp: int, crop: float, resolution: int, neighbours: 
     removable = _neighbour_ids() if neighbours == "sky" else None
     images = np.empty((len(table), 3, resolution, resolution), np.uint8)
     rows = zip(table["id"], table["stamp_x0"], table["stamp_y0"])
-    for i, (sid, x0, y0) in enumerate(track(rows, progress, total=len(table), desc="hdf stamps")):
+    for i, (sid, x0, y0) in enumerate(track(rows, progress, total=len(table), desc="cutting stamps")):
         cut = field[y0 : y0 + stamp, x0 : x0 + stamp]  # (S, S, 3)
         if maps is not None:
             where = neighbour_mask(maps["segm"][y0 : y0 + stamp, x0 : x0 + stamp], int(sid), removable=removable)
@@ -660,7 +660,7 @@ def prepare_hdf(
     if not rebuild and (root / "manifest.json").exists():
         return open_prepared(root)
     stamp = options["stamp"]
-    with ProgressBar(progress, total=1, desc="hdf sources") as bar:
+    with ProgressBar(progress, total=1, desc="detecting sources") as bar:
         table, counts = _stamp_selection(stamp)  # detection: a few seconds, once per process
         bar.update()
     images = _cut_stamps(table, stamp=stamp, crop=crop, resolution=resolution, neighbours=neighbours,

@@ -733,7 +733,7 @@ def build_sim(
     cube = np.empty((count, 3, size, size), np.float32)  # (N, C, H, W) nanomaggies
     rows: list[dict] = [{}] * count
     tasks = [(seed, a, b, size, bool(noiseless)) for a, b in _chunks(count, workers)]
-    with ProgressBar(progress, total=count, unit="gal", desc="simulating sim galaxies") as bar:
+    with ProgressBar(progress, total=count, unit="gal", desc="simulating galaxies") as bar:
         for start, chunk, chunk_rows in _run_tasks(tasks, workers=workers):
             cube[start : start + len(chunk)] = chunk
             rows[start : start + len(chunk)] = chunk_rows
@@ -900,7 +900,8 @@ def prepare_sim(
             out = np.lib.format.open_memmap(Path(scratch) / "images.npy", mode="w+", dtype=np.float16,
                                             shape=(len(flux), 3, resolution, resolution))  # fmt: skip
             stretched = stretch_into(flux, out, normalisation=normalisation, chunk=500,
-                                     resample=partial(_resample, resolution=resolution, crop=crop))
+                                     resample=partial(_resample, resolution=resolution, crop=crop),
+                                     progress=progress)
             manifest = {
                 "name": "sim",
                 "key": key,

@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from galaxy_core.progress import Progress, ProgressBar
+
 
 @dataclass(frozen=True)
 class AsinhStretch:
@@ -146,6 +148,7 @@ def stretch_into(
     resample: Callable[[np.ndarray], np.ndarray] | None = None,
     chunk: int = 256,
     fit_max_values: int = FIT_MAX_VALUES,
+    progress: Progress = False,
 ) -> dict:
     """Stretch a stack of flux images into a float16 model-range array, chunk by chunk.
 
@@ -172,6 +175,10 @@ def stretch_into(
     fit_max_values : int
         At most this many pixel values (whole images, evenly spaced over the stack) are used
         to fit the asinh stretch.
+    progress : bool or callable
+        Progress over the images stretched and stored, one report per chunk
+        (:mod:`galaxy_core.progress`; stage "resizing and stretching", or "stretching" without
+        ``resample``).
 
     Returns
     -------
@@ -200,11 +207,14 @@ def stretch_into(
         stretch = AsinhStretch.fit(prepare(flux[idx]))
         fit_images = int(len(idx))
     clipped = 0
-    for s in range(0, n, chunk):
-        x = prepare(flux[s : s + chunk])
-        y = stretch.forward(x) if stretch is not None else minmax_normalise(x)  # (n, C, R, R)
-        clipped += int(np.count_nonzero(np.abs(y) > 1.0))
-        out[s : s + chunk] = model_to_float16(y)
+    desc = "resizing and stretching" if resample is not None else "stretching"
+    with ProgressBar(progress, total=n, desc=desc, unit="img") as bar:
+        for s in range(0, n, chunk):
+            x = prepare(flux[s : s + chunk])
+            y = stretch.forward(x) if stretch is not None else minmax_normalise(x)  # (n, C, R, R)
+            clipped += int(np.count_nonzero(np.abs(y) > 1.0))
+            out[s : s + chunk] = model_to_float16(y)
+            bar.update(len(y))
     description = stretch.to_dict() if stretch is not None else dict(MINMAX_DESCRIPTION)
     return {"stretch": description, "clip_fraction": clipped / max(out.size, 1),
             "stretch_fit_images": fit_images}

@@ -945,7 +945,7 @@ def measure_many(
         chunk_size = max(1, min(64, math.ceil(n / (4 * max(workers, 1)))))
     starts = range(0, n, chunk_size)
     rows: list[dict | None] = [None] * n
-    bar = ProgressBar(progress, total=n, desc=f"morphology ({method})", unit="img")
+    bar = ProgressBar(progress, total=n, desc=f"measuring morphology ({method})", unit="img")
     update, close = bar.update, bar.close
     try:
         if workers <= 1 or n <= chunk_size:
