@@ -28,7 +28,7 @@ def main() -> None:
     from PIL import Image
 
     from galaxy_core.io.render import grid_rgb, make_grid
-    from galaxy_core.sky.calibrate import catalogue_grids
+    from galaxy_core.sky.grids import catalogue_grids
     from galaxy_core.sky.compose import ModelPositions
     from galaxy_core.sky.pipeline import load_model
 

@@ -6,7 +6,7 @@
 The first row holds real ``hdf`` 32 px stamps, then one row per checkpoint (``--n`` samples each,
 seed ``--seed``; a size-conditional model gets the classes small / medium / large in turn).
 Each tile is shown as the model draws it (model range [-1, 1] mapped to [0, 1], no stretch).
-Printed: the galaxy flux (band sum of :func:`galaxy_core.sky.compose.galaxy_flux`, the flux the
+Printed: the galaxy flux (band sum of :func:`galaxy_core.sky.stamps.galaxy_flux`, the flux the
 composer adds, field units) at the 10th / 50th / 90th percentiles over all real stamps and over
 ``--flux-n`` samples of each model.
 """
@@ -33,7 +33,7 @@ def main() -> None:
 
     from galaxy_core.data.hdf import prepare_hdf
     from galaxy_core.io.atomic import atomic_open
-    from galaxy_core.sky.compose import galaxy_flux
+    from galaxy_core.sky.stamps import galaxy_flux
     from galaxy_core.sky.pipeline import load_model
 
     torch.set_num_threads(1)

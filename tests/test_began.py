@@ -100,7 +100,7 @@ def test_shipped_began_draws_galaxies_not_blank_sky(name):
     from galaxy_core.data.hdf import prepare_hdf
     from galaxy_core.models.pretrained import load_pretrained
     from galaxy_core.paths import checkpoints_dir
-    from galaxy_core.sky.compose import galaxy_flux
+    from galaxy_core.sky.stamps import galaxy_flux
 
     model = load_pretrained(checkpoints_dir() / f"{name}.json")
     z = model.family.sample_latents(model.model_cfg, 96, generator=torch.Generator().manual_seed(0))

@@ -3,7 +3,7 @@ correlation and pixel histogram are those of the data."""
 
 import numpy as np
 
-from galaxy_core.sky.compose import Background, masked_autocorrelation, measure_background
+from galaxy_core.sky.background import Background, masked_autocorrelation, measure_background
 
 
 def _correlated_field(rng, shape=(384, 384)):

@@ -6,10 +6,11 @@ import torch
 import pytest
 from scipy import ndimage
 
-from galaxy_core.sky.calibrate import (FaintSources, FieldStars, apply_transfer, faint_catalogue, field_star_stamps,
-                                       grid_class_fractions, map_pixels, pixel_quantiles, real_stamp_reference,
-                                       ring_power, sharpness_transfer)
-from galaxy_core.sky.compose import Background, FixedPositions, compose_sky, galaxy_flux, real_galaxy_flux
+from galaxy_core.sky.calibrate import (apply_transfer, faint_catalogue, FaintSources, field_star_stamps, FieldStars, map_pixels, pixel_quantiles, real_stamp_reference, ring_power, sharpness_transfer)
+from galaxy_core.sky.grids import grid_class_fractions
+from galaxy_core.sky.background import Background
+from galaxy_core.sky.compose import compose_sky, FixedPositions
+from galaxy_core.sky.stamps import galaxy_flux, real_galaxy_flux
 
 QUIET = Background(level=(0.05, 0.05, 0.05), sigma=(0.01, 0.01, 0.01))
 
@@ -217,7 +218,7 @@ def test_field_star_stamps_are_the_catalogue_stars_centred_with_their_cores():
     assert st.shape[0] == 4 and st.shape[1] == 3 and st.shape[2] == st.shape[3] and st.shape[2] % 2 == 1
     assert ref["density"] == pytest.approx(4 / (1000 * 872))
     c = (st.shape[-1] - 1) // 2
-    from galaxy_core.sky.compose import hdf_background
+    from galaxy_core.sky.background import hdf_background
 
     level = np.asarray(hdf_background().level)[:, None, None]
     for s in st:
@@ -289,7 +290,7 @@ def test_subcatalogue_sources_are_sources_not_noise_peaks():
     from scipy import ndimage
 
     from galaxy_core.sky.calibrate import subcatalogue_sources
-    from galaxy_core.sky.compose import hdf_background, source_mask
+    from galaxy_core.sky.background import hdf_background, source_mask
 
     sub = subcatalogue_sources()
     n = len(sub["a"])
@@ -392,7 +393,7 @@ def test_galaxy_flux_takes_off_a_known_sky_level_instead_of_the_border_median():
 
 
 def test_real_galaxy_flux_above_the_field_level_is_brighter_than_above_the_border():
-    from galaxy_core.sky.compose import real_galaxy_flux, real_stamp_fluxes
+    from galaxy_core.sky.stamps import real_galaxy_flux, real_stamp_fluxes
 
     lvl, brd = real_galaxy_flux(32, sky="level"), real_galaxy_flux(32, sky="border")
     assert not lvl.flags.writeable and lvl.shape == brd.shape

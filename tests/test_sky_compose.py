@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 
 from galaxy_core.sky.baselines import Baseline1, Baseline2, baseline_geometric, baseline_uniform
-from galaxy_core.sky.compose import (Background, FixedPositions, add_stamp, compose_sky, galaxy_flux)
+from galaxy_core.sky.background import Background
+from galaxy_core.sky.compose import compose_sky, FixedPositions
+from galaxy_core.sky.stamps import add_stamp, galaxy_flux
 from galaxy_core.sky.detect import detection_report, match
 from galaxy_core.sky.mosaic import transform_stamp, write_sky
 
@@ -138,7 +140,8 @@ def test_mosaic_from_a_shipped_galaxy_model_adds_flux_and_is_deterministic():
 def test_flux_match_maps_model_fluxes_onto_the_real_stamps():
     from galaxy_core.models.pretrained import load_pretrained
     from galaxy_core.paths import checkpoints_dir
-    from galaxy_core.sky.compose import MAX_FLUX_SCALE, ModelGalaxies, real_stamp_fluxes
+    from galaxy_core.sky.compose import MAX_FLUX_SCALE, ModelGalaxies
+    from galaxy_core.sky.stamps import real_stamp_fluxes
 
     model = load_pretrained(checkpoints_dir() / "dcgan_hdf32.json")
     raw, matched = ModelGalaxies(model), ModelGalaxies(model, flux_match=True)
@@ -165,7 +168,8 @@ def disc_stamps(radii, *, side=32, value=0.2):
 
 def test_detection_areas_reproduce_the_catalogue_areas_of_isolated_real_stamps():
     from galaxy_core.data.hdf import prepare_hdf
-    from galaxy_core.sky.compose import ClassMatchedGalaxies, detection_areas
+    from galaxy_core.sky.compose import ClassMatchedGalaxies
+    from galaxy_core.sky.stamps import detection_areas
 
     ds = prepare_hdf(resolution=32, neighbours="sky", progress=False)
     areas = detection_areas(galaxy_flux(ds.to_model_range()))
@@ -181,7 +185,8 @@ def test_detection_areas_reproduce_the_catalogue_areas_of_isolated_real_stamps()
 
 
 def test_class_matched_galaxies_give_each_cell_a_galaxy_of_its_size_class():
-    from galaxy_core.sky.compose import ClassMatchedGalaxies, detection_areas
+    from galaxy_core.sky.compose import ClassMatchedGalaxies
+    from galaxy_core.sky.stamps import detection_areas
 
     def discs(cls, rng):  # an unconditional source: random radii, classes ignored
         return disc_stamps(rng.uniform(2.0, 11.0, len(cls)), value=0.3)

@@ -10,7 +10,7 @@ from galaxy_core.config import load_config
 from galaxy_core.errors import ConfigError
 from galaxy_core.models.pretrained import load_pretrained
 from galaxy_core.paths import checkpoints_dir, configs_dir
-from galaxy_core.sky.calibrate import grid_class_fractions
+from galaxy_core.sky.grids import grid_class_fractions
 from galaxy_core.sky.compose import ModelPositions, compose_sky
 from galaxy_core.sky.grids import GridOptions, grid_properties, hdf_sources, prepare_catalogue_grids, size_thresholds
 from galaxy_core.train.loop import train

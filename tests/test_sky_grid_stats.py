@@ -81,7 +81,7 @@ def test_grid_stats_command_refuses_a_galaxy_model():
 def test_shipped_position_models_draw_grids_like_the_data(name, limit):
     """Drawn per cell, as the composer draws them, the shipped models' grids have the data's
     occupancy and a small grid distance (the first models, trained on soft maps: 0.75 and 1.9)."""
-    from galaxy_core.sky.calibrate import catalogue_grids
+    from galaxy_core.sky.grids import catalogue_grids
     from galaxy_core.sky.compose import ModelPositions
     from galaxy_core.sky.pipeline import load_model
     from galaxy_core.sky.grids import grid_distance

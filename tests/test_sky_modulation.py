@@ -5,8 +5,8 @@ recovered by the measurement, and touch no other random draw."""
 import numpy as np
 import pytest
 
-from galaxy_core.sky.compose import (Background, FixedPositions, SkyModulation, block_mean_sd, compose_sky,
-                                     measure_modulation, modulation_fields)
+from galaxy_core.sky.background import Background, block_mean_sd, measure_modulation, modulation_fields, SkyModulation
+from galaxy_core.sky.compose import compose_sky, FixedPositions
 
 TRUE = SkyModulation(level_sd=0.004, noise_sd=0.08, rho=0.6, scale=30.0)
 WHITE = Background(level=(0.1, 0.1, 0.1), sigma=(0.02, 0.02, 0.02))
@@ -125,7 +125,7 @@ def test_fits_header_states_the_modulation(tmp_path):
 
 
 def test_the_deep_fields_background_carries_its_measured_variation():
-    from galaxy_core.sky.compose import hdf_background
+    from galaxy_core.sky.background import hdf_background
 
     m = hdf_background().modulation
     # about 0.4 of an 8-bit level and 5 % of the noise at a pixel, varying over ~35 px, the two correlated

@@ -11,7 +11,7 @@ populations, each with a Poisson count and uniform positions; a galaxy's size (G
 sigma, pix) is ``scale * K`` with ``K ~ Geometric(p_size)`` on 1, 2, ... and its peak
 ``peak_unit * M`` with ``M ~ Geometric(p_peak)``, per population.
 
-Both are drawn on the composer's background (:func:`~galaxy_core.sky.compose.hdf_background`
+Both are drawn on the composer's background (:func:`~galaxy_core.sky.background.hdf_background`
 by default, with its level and noise varying across the sky as the field's do; ``modulate``
 False keeps them uniform) and return a :class:`~galaxy_core.sky.compose.Sky` whose truth table also holds each
 galaxy's drawn ``size`` and ``peak``, so the drawn values can be checked against the declared
@@ -25,7 +25,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from galaxy_core.sky.compose import Background, Sky, add_stamp, background_meta, hdf_background, modulation_fields
+from galaxy_core.sky.background import Background, background_meta, hdf_background, modulation_fields
+from galaxy_core.sky.compose import Sky
+from galaxy_core.sky.stamps import add_stamp
 
 # Mean R, G, B flux fractions of the deep field's usable galaxies (hdf catalogue flux_r/g/b).
 HDF_COLOUR = (0.34, 0.29, 0.37)

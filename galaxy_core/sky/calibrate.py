@@ -3,8 +3,8 @@
 Measured against the real tiles (``docs/families/sky.md``, section "Realism of composed
 skies"), these things told composed skies from the field apart, and each has a correction
 calibrated on the data (never on the realism scorer); the first three are below, the others
-(sources below the catalogue's detection limit, the field's stars, grid class fractions) are
-described at their functions:
+(sources below the catalogue's detection limit, the field's stars) are described at their
+functions, and the grid class fractions at :func:`galaxy_core.sky.grids.grid_class_fractions`:
 
 * **sharpness** (:func:`sharpness_transfer`): the generators draw galaxies that are too smooth
   at 2.5–4 px scales (the known spectral bias of up-sampling generators, Durall, Keuper &
@@ -34,6 +34,8 @@ import os
 import numpy as np
 
 from galaxy_core.metrics.realism import ring_index
+from galaxy_core.sky.background import BACKGROUND_VERSION, hdf_background, source_mask
+from galaxy_core.sky.stamps import add_stamp, edge_taper, real_galaxy_flux
 
 # --------------------------------------------------------------------------- Fourier helpers
 
@@ -81,7 +83,7 @@ def real_stamp_reference(*, resolution: int = 32, neighbours: str = "keep") -> d
     -------
     dict
         ``power``: :func:`ring_power` of the stamps' flux images, each stamp's border median
-        taken off as a generator's patch is measured (:func:`~galaxy_core.sky.compose.
+        taken off as a generator's patch is measured (:func:`~galaxy_core.sky.stamps.
         real_galaxy_flux` with ``sky="border"``: a comparison of shape, made alike on both
         sides); ``noise_power``: the same normalisation applied to draws of the measured
         background noise seen through each stamp's own galaxy mask and edge taper (the noise a
@@ -90,7 +92,6 @@ def real_stamp_reference(*, resolution: int = 32, neighbours: str = "keep") -> d
         (:func:`pixel_quantiles`; field units; ``sky="level"``: the target is the galaxies' true
         brightness, which a border median, holding their wings, would dim).
     """
-    from galaxy_core.sky.compose import edge_taper, hdf_background, real_galaxy_flux
 
     flux = real_galaxy_flux(resolution, neighbours, sky="border")  # (n, 3, S, S)
     bg = hdf_background()
@@ -153,53 +154,6 @@ def map_pixels(flux: np.ndarray, model_q: np.ndarray, real_q: np.ndarray) -> np.
     return (f * ratio).astype(np.float32)
 
 
-# --------------------------------------------------------------------------- grid occupancy
-
-
-@functools.lru_cache(maxsize=4)
-def catalogue_grids(*, classes: bool = True, count: int = 1024, options=None) -> np.ndarray:
-    """``count`` random grids of the deep field's grid catalogue
-    (:func:`galaxy_core.sky.grids.tile_grids`, seed 0: the catalogue and cuts of the
-    ``hdf_grid_classes`` / ``hdf_grid`` datasets the position models were trained on), measured
-    once per process. ``options`` (a :class:`~galaxy_core.sky.grids.GridOptions`) replaces the
-    default grid options (its ``count`` and ``seed`` are replaced by ``count`` and 0, and
-    ``classes`` is then ignored).
-
-    Returns
-    -------
-    ndarray (count, G, G), int64, read-only
-        Class per cell: 0..3 (``classes``) or 0/1.
-    """
-    import dataclasses
-
-    from galaxy_core.sky.grids import GridOptions, hdf_sources, tile_grids
-
-    opts = GridOptions(classes=classes) if options is None else options
-    opts = dataclasses.replace(opts, count=count, seed=0)
-    grids, _ = tile_grids(hdf_sources(min_area=opts.min_area), opts)
-    out = np.asarray(grids, np.int64).reshape(len(grids), *grids.shape[-2:])
-    out.flags.writeable = False
-    return out
-
-
-@functools.lru_cache(maxsize=4)
-def grid_class_fractions(*, classes: bool = True, count: int = 1024, options=None) -> np.ndarray:
-    """Fraction of the cells of the deep field's grids that hold each class.
-
-    Over the ``count`` grids of :func:`catalogue_grids` (default grid options, or ``options``;
-    then ``options.classes`` sets the classes).
-
-    Returns
-    -------
-    ndarray (4,) or (2,), float64
-        ``[empty, small, medium, large]`` (``classes``) or ``[empty, occupied]``; sums to 1.
-        For the field: about ``[0.878, 0.040, 0.036, 0.046]``.
-    """
-    grids = catalogue_grids(classes=classes, count=count, options=options)
-    k = (4 if classes else 2) if options is None else options.num_classes
-    return np.bincount(grids.ravel(), minlength=k)[:k] / grids.size
-
-
 # --------------------------------------------------------------------------- faint sources
 
 
@@ -254,8 +208,8 @@ def truncated_moment_fraction(f: np.ndarray) -> np.ndarray:
 def subcatalogue_sources() -> dict:
     """Parameters of the field's sources below the catalogue's detection limit.
 
-    The background model (:func:`~galaxy_core.sky.compose.hdf_background`) is measured on the
-    pixels outside :func:`~galaxy_core.sky.compose.source_mask` (1.5 sigma, 5 pixels), a lower
+    The background model (:func:`~galaxy_core.sky.background.hdf_background`) is measured on the
+    pixels outside :func:`~galaxy_core.sky.background.source_mask` (1.5 sigma, 5 pixels), a lower
     threshold than the catalogue's, so the connected parts of that mask (before growing) that
     hold no catalogue centroid are sources that neither the background model nor the catalogue
     contain: 1250 in the field, 5-12 pix² each, while the measured background noise itself,
@@ -276,7 +230,6 @@ def subcatalogue_sources() -> dict:
     from scipy import ndimage
 
     from galaxy_core.data.hdf import hdf_catalog, hdf_field
-    from galaxy_core.sky.compose import hdf_background, source_mask
 
     rgb = hdf_field().astype(np.float64) / 255.0
     h, w = rgb.shape[:2]
@@ -313,14 +266,12 @@ FAINT_TRANSFER_VERSION = "faint-transfer/1"  # bump when faint_source_transfer o
 
 def _stack_faint(rgb01: np.ndarray, keep) -> tuple[np.ndarray, int]:
     """Flux-normalised mean 15 px cut-out of an image's small sources, measured as the field's
-    faint sources are found: the connected parts of :func:`~galaxy_core.sky.compose.source_mask`
+    faint sources are found: the connected parts of :func:`~galaxy_core.sky.background.source_mask`
     (1.5 sigma, ungrown), centred on each part's flux-weighted centroid (to the nearest pixel),
     the part's band-sum excess over the sky level as its flux, other parts masked out, the
     border median of the stack taken off. ``keep(lab, ids, area) -> bool (n,)`` picks the parts
     stacked. Returns the (15, 15) stack and the number of sources in it."""
     from scipy import ndimage
-
-    from galaxy_core.sky.compose import hdf_background, source_mask
 
     s, r = FAINT_STACK_SIDE, FAINT_STACK_SIDE // 2
     h, w = rgb01.shape[:2]
@@ -370,7 +321,6 @@ def faint_source_transfer() -> np.ndarray:
     """
     from galaxy_core.data.hdf import hdf_catalog, hdf_field
     from galaxy_core.paths import cache_dir
-    from galaxy_core.sky.compose import BACKGROUND_VERSION, add_stamp, hdf_background
 
     name = f"{FAINT_TRANSFER_VERSION}-{BACKGROUND_VERSION}".replace("/", "-")
     path = cache_dir() / "sky" / f"{name}.npy"
@@ -565,9 +515,9 @@ def field_star_stamps(*, link_px: float = 60.0, pad: int = 3) -> dict:
     The catalogue's ``star`` detections, each with the ``near_star`` fragments (pieces of its
     spikes and halo split off by the segmentation) whose centre lies within ``link_px`` of it.
     A star's stamp is the field minus the measured background level
-    (:func:`~galaxy_core.sky.compose.hdf_background`) over the union of the star's and its
+    (:func:`~galaxy_core.sky.background.hdf_background`) over the union of the star's and its
     fragments' bounding boxes (grown by ``pad``), kept on the pixels of the field's source mask
-    (:func:`~galaxy_core.sky.compose.source_mask`) that are connected to the star or a
+    (:func:`~galaxy_core.sky.background.source_mask`) that are connected to the star or a
     fragment; neighbouring galaxies in the box are dropped. Saturated cores stay at the
     8-bit ceiling, as in the field.
 
@@ -581,7 +531,6 @@ def field_star_stamps(*, link_px: float = 60.0, pad: int = 3) -> dict:
     from scipy import ndimage
 
     from galaxy_core.data.hdf import hdf_catalog, hdf_field
-    from galaxy_core.sky.compose import hdf_background, source_mask
 
     cat = hdf_catalog()
     rej = np.asarray(cat["reject"]).astype(str)

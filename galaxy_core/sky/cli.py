@@ -65,7 +65,7 @@ def _cmd_grid_stats(args) -> int:
 
         data, what = np.asarray(open_prepared(args.data).images)[:, 0].astype(np.int64), args.data
     else:
-        from galaxy_core.sky.calibrate import catalogue_grids
+        from galaxy_core.sky.grids import catalogue_grids
 
         data, what = np.asarray(catalogue_grids(classes=k > 2)), "hdf grid catalogue"
     grids = np.stack([positions(np.random.default_rng([args.seed, i])) for i in range(args.n)])

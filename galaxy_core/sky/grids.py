@@ -25,6 +25,8 @@ ids with ``num_classes`` in the manifest, the data kind ``grid`` of the training
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -256,7 +258,7 @@ def grid_properties(data: dict) -> GridProperties:
     Checkpoints record ``cell_px``, ``size_thresholds_area`` and ``class_fractions``; for one
     saved before they were recorded whose grids are tiles of the built-in deep field they are
     measured again from its recorded grid options (the same catalogue and cuts, 1,024 tiles:
-    :func:`galaxy_core.sky.calibrate.catalogue_grids`); otherwise what is missing is None
+    :func:`galaxy_core.sky.grids.catalogue_grids`); otherwise what is missing is None
     (the cell size then defaults to :class:`GridOptions`'s) and the composer refuses the
     options that need it.
 
@@ -273,8 +275,6 @@ def grid_properties(data: dict) -> GridProperties:
     thr = data.get("size_thresholds_area")
     fractions = data.get("class_fractions")
     if builtin and (thr is None or fractions is None):
-        from galaxy_core.sky.calibrate import grid_class_fractions
-
         opts = GridOptions(grid=int(pre.get("grid", 32)), cell_px=cell_px, classes=bool(pre.get("classes", True)),
                            thresholds=pre.get("thresholds", "terciles"), min_area=float(pre.get("min_area", MIN_AREA)))
         if thr is None:
@@ -491,3 +491,47 @@ def grid_distance(model: dict, data: dict) -> float:
     d += float(np.mean([abs(model["var_over_mean"][b] - data["var_over_mean"][b]) for b in blocks]))
     d += abs(model["neighbour_fraction"] - data["neighbour_fraction"])
     return float(d)
+
+
+# --------------------------------------------------------------------------- the field's grid catalogue
+
+
+@functools.lru_cache(maxsize=4)
+def catalogue_grids(*, classes: bool = True, count: int = 1024, options=None) -> np.ndarray:
+    """``count`` random grids of the deep field's grid catalogue
+    (:func:`galaxy_core.sky.grids.tile_grids`, seed 0: the catalogue and cuts of the
+    ``hdf_grid_classes`` / ``hdf_grid`` datasets the position models were trained on), measured
+    once per process. ``options`` (a :class:`~galaxy_core.sky.grids.GridOptions`) replaces the
+    default grid options (its ``count`` and ``seed`` are replaced by ``count`` and 0, and
+    ``classes`` is then ignored).
+
+    Returns
+    -------
+    ndarray (count, G, G), int64, read-only
+        Class per cell: 0..3 (``classes``) or 0/1.
+    """
+
+    opts = GridOptions(classes=classes) if options is None else options
+    opts = dataclasses.replace(opts, count=count, seed=0)
+    grids, _ = tile_grids(hdf_sources(min_area=opts.min_area), opts)
+    out = np.asarray(grids, np.int64).reshape(len(grids), *grids.shape[-2:])
+    out.flags.writeable = False
+    return out
+
+
+@functools.lru_cache(maxsize=4)
+def grid_class_fractions(*, classes: bool = True, count: int = 1024, options=None) -> np.ndarray:
+    """Fraction of the cells of the deep field's grids that hold each class.
+
+    Over the ``count`` grids of :func:`catalogue_grids` (default grid options, or ``options``;
+    then ``options.classes`` sets the classes).
+
+    Returns
+    -------
+    ndarray (4,) or (2,), float64
+        ``[empty, small, medium, large]`` (``classes``) or ``[empty, occupied]``; sums to 1.
+        For the field: about ``[0.878, 0.040, 0.036, 0.046]``.
+    """
+    grids = catalogue_grids(classes=classes, count=count, options=options)
+    k = (4 if classes else 2) if options is None else options.num_classes
+    return np.bincount(grids.ravel(), minlength=k)[:k] / grids.size

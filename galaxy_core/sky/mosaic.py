@@ -3,7 +3,7 @@
 A mosaic places ``density * H * W`` generated galaxies at uniformly random positions, each
 turned by a random angle and resized by a log-normal size factor (total flux kept: the resized
 stamp is rescaled to the flux it had), and ADDS their flux images
-(:func:`galaxy_core.sky.compose.galaxy_flux`) onto a noisy background. Galaxies are generated
+(:func:`galaxy_core.sky.stamps.galaxy_flux`) onto a noisy background. Galaxies are generated
 in batches, so memory holds the sky and one batch; ``memmap`` puts the sky in a file for the
 largest sizes (8000 x 8000 x 3 float32 is 768 MB).
 """
@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from galaxy_core.sky.compose import (Background, ModelGalaxies, Sky, _truth_table, add_stamp, background_meta,
-                                     hdf_background, modulation_fields)
+from galaxy_core.sky.background import Background, background_meta, hdf_background, modulation_fields
+from galaxy_core.sky.compose import _truth_table, ModelGalaxies, Sky
+from galaxy_core.sky.stamps import add_stamp
 
 MAX_SIDE = 8000
 
@@ -54,7 +55,7 @@ def compose_mosaic(model, *, height: int, width: int, density: float = 4.9e-4, s
         Hold the sky in this ``.npy`` file instead of memory.
     modulate : bool
         Vary the sky level and the noise amplitude across the sky as the background's
-        ``modulation`` says (:class:`~galaxy_core.sky.compose.SkyModulation`, its own random
+        ``modulation`` says (:class:`~galaxy_core.sky.background.SkyModulation`, its own random
         stream; fields on an 8 px grid, 2 x 1000² values for an 8000 px sky).
 
     Returns
