@@ -63,7 +63,7 @@ def _print_dataset(ds, seconds: float) -> None:
 def _cmd_train(args) -> int:
     from tqdm import tqdm
 
-    from galaxy_core.config import load_config, to_toml
+    from galaxy_core.config import load_config
     from galaxy_core.paths import runs_dir
     from galaxy_core.train.loop import train
 

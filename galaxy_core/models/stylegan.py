@@ -284,7 +284,6 @@ class SynthesisNetwork(nn.Module):
         x = self.const.unsqueeze(0).expand(n0, -1, -1, -1).to(ws.dtype)
         x = x.contiguous(memory_format=MEMORY_FORMAT)
         img, i, j = None, 0, 0
-        rep = None  # share: the index of one image per current group
         for block in self.blocks.values():
             for name in block.layer_names:
                 layer = getattr(block, name)

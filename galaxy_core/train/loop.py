@@ -33,7 +33,7 @@ import subprocess
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
@@ -61,7 +61,7 @@ from galaxy_core.train import distributed
 from galaxy_core.train.diffaug import AdaptiveAugment, policy_ops
 from galaxy_core.train.ema import ema_beta_at, make_ema, update_ema
 from galaxy_core.train.finetune import InitReport, freeze, frozen_names, load_matching
-from galaxy_core.train.kinds import BatchSource, ImageKind, make_kind  # noqa: F401  (BatchSource re-exported)
+from galaxy_core.train.kinds import make_kind
 from galaxy_core.train.run import RunFolder, truncate_metrics
 
 ProgressFn = Callable[[int, int, dict], None]
