@@ -1,6 +1,6 @@
 """Which composer calibration lowers the classifier two-sample test, one at a time.
 
-    python scripts/sky_realism_ablation.py --n 100 [--seed 1000 | --seeds 1000 2000 ...] [--only NAME ...]
+    python scripts/sky_realism_ablation.py --n 100 [--seed 1000 | --seeds 1000 2000 ... [--workers 2]] [--only NAME ...]
         [--galaxies checkpoints/fastgan_hdf32.json] [--faint-profile moffat|gaussian] [--no-modulation]
         [--feature-groups] [--stamp-neighbours keep|sky] [--random-positions] [--jitter J] [--null]
         [--no-faint-damping]
@@ -36,6 +36,13 @@ import time
 import numpy as np
 
 
+_SEED_SET_RUNNER = None
+
+
+def _run_seed_set(seed: int):
+    return _SEED_SET_RUNNER(seed)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=100, help="256 px skies per variant")
@@ -49,6 +56,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+",
                     help="several seed sets (each as --seed); ends with the mean ± standard error per variant")
     ap.add_argument("--only", nargs="+", help="run only the variants with these names (as printed)")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="with --seeds: run the seed sets in this many processes (same figures as serially)")
     from galaxy_core.sky.calibrate import FAINT_PROFILES
 
     ap.add_argument("--faint-profile", default="moffat", choices=FAINT_PROFILES,
@@ -149,7 +158,8 @@ def main() -> None:
         plain = classifier_test(real, fake)
         grp = grouped_classifier_test(grouped, band, fakes)  # real tiles by column band, fakes by sky
         top = ", ".join(f"{s['feature']} {s['d']:+.2f}" for s in feature_shifts(real, fake, top=3))
-        print(f"{name:52s} C2ST {plain['accuracy']:.3f} ± {plain['accuracy_std']:.3f}  "
+        tag = f"[{seed}] " if len(seeds) > 1 else ""
+        print(f"{tag}{name:52s} C2ST {plain['accuracy']:.3f} ± {plain['accuracy_std']:.3f}  "
               f"grouped {grp['accuracy']:.3f} ± {grp['accuracy_std']:.3f}  {top}  ({time.perf_counter() - t0:.0f} s)",
               flush=True)
         if args.feature_groups:
@@ -165,16 +175,28 @@ def main() -> None:
         return plain["accuracy"], grp["accuracy"]
 
     seeds = args.seeds or [args.seed]
-    results: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
-    for seed in seeds:
+
+    def run_seed_set(seed: int) -> dict[str, tuple[float, float]]:
+        """Every variant on one seed set: ``{name: (C2ST, grouped)}``."""
         if len(seeds) > 1:
             print(f"-- seed set {seed}", flush=True)
         real = np.stack([tile_features(t) for t in real_hdf_tiles(4 * n, seed=seed + 1)])
         tiles, band = real_hdf_tiles_grouped(4 * n, seed=seed + 2)
         grouped = np.stack([tile_features(t) for t in tiles])
-        for name in variants:
-            plain, grp = run_variant(name, seed=seed, real=real, grouped=grouped, band=band)
-            results[name].append((plain, grp))
+        return {name: run_variant(name, seed=seed, real=real, grouped=grouped, band=band) for name in variants}
+
+    if args.workers > 1 and len(seeds) > 1:
+        # seed sets in worker processes forked after the models are loaded (each measures the
+        # calibrations once); the figures are those of a serial run, the printed lines interleave
+        import multiprocessing
+
+        global _SEED_SET_RUNNER
+        _SEED_SET_RUNNER = run_seed_set  # inherited by the forked workers (a closure cannot be pickled)
+        with multiprocessing.get_context("fork").Pool(min(args.workers, len(seeds))) as pool:
+            per_seed = pool.map(_run_seed_set, seeds, chunksize=1)
+    else:
+        per_seed = [run_seed_set(seed) for seed in seeds]
+    results = {name: [runs[name] for runs in per_seed] for name in variants}
     if len(seeds) > 1:
         print(f"-- mean ± standard error over {len(seeds)} seed sets ({', '.join(map(str, seeds))})")
         for name, runs in results.items():
