@@ -82,13 +82,13 @@ def test_kept_stamp_counts_are_stable(datasets, res):
 
 def test_rebuild_is_identical_and_warning_free(datasets):
     before = {res: np.array(ds.images) for res, ds in datasets.items()}
-    hdf._detection_maps.cache_clear()  # detect again from the image, not from memory
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # any library's warning, not only ours
         rebuilt = {r: hdf.prepare_hdf(resolution=r, rebuild=True, progress=False) for r in before}
     for res, ds in rebuilt.items():
         assert np.array_equal(np.asarray(ds.images), before[res])
         assert ds.manifest["key"] == datasets[res].manifest["key"]
+    assert hdf._detection_cache_path(hdf.DETECTION).exists()  # detected again (rebuild) and cached anew
 
 
 def test_cache_is_reused(datasets):
@@ -239,3 +239,30 @@ def test_isolated_stamps_are_a_separate_recorded_dataset(datasets, isolated):
 def test_neighbours_is_an_hdf_option_only():
     with pytest.raises(DataError, match="hdf"):
         load_dataset("sim", resolution=32, neighbours="sky", count=10, progress=False)
+
+
+def test_the_detection_is_cached_on_disk_and_read_back_exactly(datasets, tmp_path, monkeypatch):
+    """A new process reads the field's catalogue and maps from the cache instead of detecting
+    again; what it reads equals what was detected, and a damaged entry is detected again."""
+    monkeypatch.setattr(hdf, "cache_dir", lambda: tmp_path)
+    hdf._detection_maps.cache_clear()
+    table, maps = hdf._detection_maps(hdf.DETECTION)
+    (entry,) = (tmp_path / "hdf").glob("detection-*.npz")
+    hdf._detection_maps.cache_clear()
+
+    def no_detection(params):
+        raise AssertionError("detected again instead of read from the cache")
+
+    with monkeypatch.context() as m:
+        m.setattr(hdf, "_detect_and_flag", no_detection)
+        read, read_maps = hdf._detection_maps(hdf.DETECTION)
+    assert read.colnames == table.colnames and dict(read.meta) == dict(table.meta)
+    for c in table.colnames:
+        assert read[c].dtype == table[c].dtype and read[c].unit == table[c].unit
+        assert np.array_equal(np.asarray(read[c]), np.asarray(table[c]))
+    assert all(np.array_equal(read_maps[k], maps[k]) and not read_maps[k].flags.writeable for k in maps)
+    entry.write_bytes(b"damaged")
+    hdf._detection_maps.cache_clear()
+    assert len(hdf._detection_maps(hdf.DETECTION)[0]) == len(table)  # detected again, rewritten
+    assert hdf._read_detection(entry) is not None
+    hdf._detection_maps.cache_clear()

@@ -432,3 +432,27 @@ def test_faint_damping_keeps_each_source_and_its_flux_and_takes_off_the_fine_str
     ok = np.abs(a) > 1e-3 * np.abs(a[:, :1, :1])
     np.testing.assert_allclose((np.abs(b) / np.maximum(np.abs(a), 1e-30))[ok], np.broadcast_to(t, a.shape)[ok], rtol=1e-3)
     assert t.min() < 0.75  # the 2.1 px structure is damped, the rest kept
+
+
+def test_the_subcatalogue_is_measured_once_and_read_back_exactly(tmp_path, monkeypatch):
+    """A new process reads the sources below the detection limit from the cache, equal to what
+    was measured; a damaged entry is measured again."""
+    from galaxy_core import paths
+    from galaxy_core.sky import calibrate
+
+    monkeypatch.setattr(paths, "cache_dir", lambda: tmp_path)
+    calibrate.subcatalogue_sources.cache_clear()
+    try:
+        measured = calibrate.subcatalogue_sources()
+        (entry,) = (tmp_path / "sky").glob("subcatalogue-*.npz")
+        calibrate.subcatalogue_sources.cache_clear()
+        with monkeypatch.context() as m:
+            m.setattr(calibrate, "_measure_subcatalogue", lambda: (_ for _ in ()).throw(AssertionError("measured again")))
+            read = calibrate.subcatalogue_sources()
+        assert set(read) == set(measured) and read["density"] == measured["density"]
+        assert all(np.array_equal(read[k], measured[k]) for k in ("flux", "a", "b", "theta"))
+        entry.write_bytes(b"damaged")
+        calibrate.subcatalogue_sources.cache_clear()
+        assert np.array_equal(calibrate.subcatalogue_sources()["a"], measured["a"])  # measured again
+    finally:
+        calibrate.subcatalogue_sources.cache_clear()

@@ -219,3 +219,36 @@ def test_random_positions_like_takes_occupancy_and_class_mix_from_grids():
     assert np.allclose(rp.class_mix, (4 / 6, 0.0, 2 / 6), atol=1e-6)
     cells = np.stack([rp(np.random.default_rng(s)) for s in range(400)])
     assert abs((cells > 0).mean() - 6 / 128) < 0.005 and not (cells == 2).any()
+
+
+def test_a_galaxy_models_calibration_is_measured_once_and_read_by_the_next_process(tmp_path, monkeypatch):
+    """The sharpening and pixel calibration is written to the cache and read back exactly by a new
+    source (as in a new process); a damaged file is measured again, other options get their own."""
+    from galaxy_core.sky import compose
+    from galaxy_core.sky.pipeline import load_model
+
+    monkeypatch.setattr(compose, "cache_dir", lambda: tmp_path)  # only the calibrations move
+    model = load_model("checkpoints/dcgan_hdf32.json")
+    first = compose.ModelGalaxies(model, sharpen=True, pixel_match=True)
+    cal = first.shape_calibration()
+    files = sorted((tmp_path / "sky").glob("galaxy-calibration-*.npz"))
+    assert len(files) == 1 and all(cal[k] is not None for k in ("transfer", "model_q", "real_q"))
+
+    def no_generation(*a, **k):
+        raise AssertionError("measured again instead of read from the cache")
+
+    again = compose.ModelGalaxies(model, sharpen=True, pixel_match=True)
+    again._raw = no_generation
+    read = again.shape_calibration()
+    assert all(np.array_equal(read[k], cal[k]) for k in cal)
+    del again._raw
+    cls = np.array([1, 2, 3])
+    assert np.array_equal(first(cls, np.random.default_rng(4)), again(cls, np.random.default_rng(4)))
+
+    files[0].write_bytes(b"not a calibration")  # damaged: measured again and rewritten
+    mended = compose.ModelGalaxies(model, sharpen=True, pixel_match=True).shape_calibration()
+    assert all(np.array_equal(mended[k], cal[k]) for k in cal)
+    assert np.array_equal(np.load(files[0])["real_q"], cal["real_q"])
+    sharpen_only = compose.ModelGalaxies(model, sharpen=True).shape_calibration()
+    assert sharpen_only["model_q"] is None and np.array_equal(sharpen_only["transfer"], cal["transfer"])
+    assert len(list((tmp_path / "sky").glob("galaxy-calibration-*.npz"))) == 2  # its own entry

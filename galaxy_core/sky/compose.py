@@ -16,12 +16,21 @@ never written over it, so ``sky.sum() == background.sum() + truth["flux"].sum()`
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import zipfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Protocol
 
 import numpy as np
 
-from galaxy_core.sky.background import Background, background_meta, hdf_background, modulation_fields
+from galaxy_core.data.hdf import HDF_VERSION
+from galaxy_core.data.prepared import file_hash
+from galaxy_core.paths import cache_dir
+from galaxy_core.sky.background import (BACKGROUND_VERSION, Background, background_meta, hdf_background,
+                                        modulation_fields)
 from galaxy_core.sky.calibrate import (apply_transfer, map_pixels, pixel_quantiles, real_stamp_reference,
                                        sharpness_transfer)
 from galaxy_core.sky.grids import (GridOptions, catalogue_grids, grid_properties, grid_to_catalogue, hdf_sources,
@@ -56,7 +65,10 @@ class ModelGalaxies:
     stamps' galaxy-pixel distribution (:func:`galaxy_core.sky.calibrate.map_pixels`; colours
     kept). Both are calibrated once on :data:`CALIBRATION_SAMPLES` x 2 samples drawn with a
     fixed seed (classes cycling for a conditional model), each on the output of the steps
-    before it (``flux_match``, then ``sharpen``, then ``pixel_match``).
+    before it (``flux_match``, then ``sharpen``, then ``pixel_match``). The sharpening and
+    pixel calibration of a checkpoint file is kept in the cache (``cache_dir()/sky``, keyed by
+    the checkpoint's bytes, the options and :data:`GALAXY_CALIBRATION_VERSION`), so a new
+    process (the app, each ``galaxygan sky compose``) reads it instead of measuring it again.
     """
 
     def __init__(self, model, *, batch: int = 256, flux_match: bool = False, sharpen: bool = False,
@@ -102,19 +114,39 @@ class ModelGalaxies:
         """``{"transfer": T(k) or None, "model_q", "real_q": pixel quantiles or None}``,
         measured once on a fixed-seed sample (see the class docstring)."""
         if self._shape_cal is None:
-            cal: dict = {"transfer": None, "model_q": None, "real_q": None}
-            if self.sharpen or self.pixel_match:
-                n = 2 * CALIBRATION_SAMPLES
-                cls = (np.arange(n) % 3 + 1).astype(np.int64)
-                flux = self._matched(cls, self._raw(cls, seed=17))
-                if self.sharpen:
-                    cal["transfer"] = sharpness_transfer(flux, **self.stamps)
-                    flux = apply_transfer(flux, cal["transfer"])
-                if self.pixel_match:
-                    cal["model_q"] = pixel_quantiles(flux)
-                    cal["real_q"] = real_stamp_reference(**self.stamps)["pixels"]
+            path = self._shape_cache_path()
+            cal = _read_calibration(path)
+            if cal is None:
+                cal = {"transfer": None, "model_q": None, "real_q": None}
+                if self.sharpen or self.pixel_match:
+                    n = 2 * CALIBRATION_SAMPLES
+                    cls = (np.arange(n) % 3 + 1).astype(np.int64)
+                    flux = self._matched(cls, self._raw(cls, seed=17))
+                    if self.sharpen:
+                        cal["transfer"] = sharpness_transfer(flux, **self.stamps)
+                        flux = apply_transfer(flux, cal["transfer"])
+                    if self.pixel_match:
+                        cal["model_q"] = pixel_quantiles(flux)
+                        cal["real_q"] = real_stamp_reference(**self.stamps)["pixels"]
+                _write_calibration(path, cal)
             self._shape_cal = cal
         return self._shape_cal
+
+    def _shape_cache_path(self) -> Path | None:
+        """Where :meth:`shape_calibration` is cached: None for a model without a checkpoint file
+        or with nothing to calibrate."""
+        ckpt = getattr(self.model, "path", None)
+        if ckpt is None or not (self.sharpen or self.pixel_match):
+            return None
+        ckpt = Path(ckpt)
+        try:
+            files = [file_hash(ckpt.with_suffix(".json")), file_hash(ckpt.with_suffix(".safetensors"))]
+        except OSError:
+            return None
+        key = hashlib.sha256(json.dumps([GALAXY_CALIBRATION_VERSION, BACKGROUND_VERSION, HDF_VERSION, files,
+                                         self.flux_match, self.sharpen, self.pixel_match, self.stamps,
+                                         CALIBRATION_SAMPLES], sort_keys=True).encode()).hexdigest()[:16]
+        return cache_dir() / "sky" / f"galaxy-calibration-{key}.npz"
 
     def _shaped(self, flux: np.ndarray) -> np.ndarray:
         if not (self.sharpen or self.pixel_match):
@@ -144,6 +176,38 @@ class ModelGalaxies:
 
 CALIBRATION_SAMPLES = 512
 MAX_FLUX_SCALE = 3.0
+# bump when ModelGalaxies.shape_calibration or what it calls (sharpness_transfer, pixel_quantiles,
+# real_stamp_reference, galaxy_flux) changes: the cached calibrations are then measured again
+GALAXY_CALIBRATION_VERSION = "galaxy-calibration/1"
+_CALIBRATION_KEYS = ("transfer", "model_q", "real_q")
+
+
+def _read_calibration(path: Path | None) -> dict | None:
+    """A cached :meth:`ModelGalaxies.shape_calibration`, or None (no file, unreadable or
+    written by something else: it is then measured again and rewritten)."""
+    if path is None:
+        return None
+    try:
+        with np.load(path) as z:
+            if set(z.files) - set(_CALIBRATION_KEYS):
+                return None
+            return {k: (np.asarray(z[k], np.float64) if k in z.files else None) for k in _CALIBRATION_KEYS}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return None
+
+
+def _write_calibration(path: Path | None, cal: dict) -> None:
+    """Write a calibration atomically (a temporary file, then a rename); a read-only cache is
+    left alone (the next process measures again)."""
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, **{k: v for k, v in cal.items() if v is not None})
+        os.replace(tmp, path)
+    except OSError:
+        pass
 
 
 class ClassMatchedGalaxies:
