@@ -50,8 +50,6 @@ import functools
 import hashlib
 import json
 import numbers
-import os
-import zipfile
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
@@ -60,6 +58,7 @@ import numpy as np
 from galaxy_core.data.transforms import centre_crop, centre_crop_box
 from galaxy_core.data.prepared import PreparedDataset, cache_key, open_prepared, write_prepared
 from galaxy_core.errors import DataError
+from galaxy_core.io.atomic import read_arrays, write_arrays
 from galaxy_core.paths import cache_dir
 from galaxy_core.progress import Progress, ProgressBar, track
 
@@ -337,7 +336,11 @@ def _detection_maps(params: DetectionParams) -> tuple[Table, dict]:
     if cached is not None:
         return cached
     table, maps = _detect_and_flag(params)
-    _write_detection(path, table, maps)
+    info = {"columns": list(table.colnames), "maps": list(maps),
+            "units": {c: str(table[c].unit) for c in table.colnames if table[c].unit is not None},
+            "meta": dict(table.meta)}  # names, units and meta as JSON: no pickles
+    write_arrays(path, {"info": np.array(json.dumps(info))} | {f"col_{c}": np.asarray(table[c]) for c in table.colnames}
+                 | {f"map_{m}": v for m, v in maps.items()})
     return table, maps
 
 
@@ -382,34 +385,18 @@ def _read_detection(path) -> tuple[Table, dict] | None:
     """The cached result of :func:`_detection_maps`, or None (absent or unreadable: detected again)."""
     from astropy.table import Table
 
+    z = read_arrays(path, keys=("info",))
     try:
-        with np.load(path) as z:
-            info = json.loads(str(z["info"]))
-            table = Table([z[f"col_{c}"] for c in info["columns"]], names=info["columns"], meta=info["meta"])
-            maps = {m: z[f"map_{m}"] for m in info["maps"]}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        info = json.loads(str(z["info"]))
+        table = Table([z[f"col_{c}"] for c in info["columns"]], names=info["columns"], meta=info["meta"])
+        maps = {m: z[f"map_{m}"] for m in info["maps"]}
+    except (TypeError, KeyError, ValueError):  # z None, or an entry of another layout
         return None
     for name, unit in info["units"].items():
         table[name].unit = unit
     for m in maps.values():
         m.setflags(write=False)
     return table, maps
-
-
-def _write_detection(path, table: Table, maps: dict) -> None:
-    """Write :func:`_detection_maps`'s result atomically (no pickles: columns and maps as plain
-    arrays, names, units and meta as JSON); a read-only cache is left alone."""
-    info = {"columns": list(table.colnames), "maps": list(maps),
-            "units": {c: str(table[c].unit) for c in table.colnames if table[c].unit is not None},
-            "meta": {k: v for k, v in table.meta.items()}}
-    arrays = {f"col_{c}": np.asarray(table[c]) for c in table.colnames} | {f"map_{m}": v for m, v in maps.items()}
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, info=np.array(json.dumps(info)), **arrays)
-        os.replace(tmp, path)
-    except OSError:
-        pass
 
 
 def detection_noise() -> float:

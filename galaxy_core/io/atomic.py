@@ -9,7 +9,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -72,3 +72,53 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"cannot write {type(o).__name__} to JSON")
+
+
+# --------------------------------------------------------------------------- measured once per cache
+
+
+def write_arrays(path: str | os.PathLike, arrays: Mapping[str, Any]) -> bool:
+    """Write named arrays as an uncompressed ``.npz`` atomically (:func:`atomic_open`).
+
+    Returns False, having written nothing, where the folder cannot be written (a read-only
+    cache): the caller measures again next time instead of failing."""
+    import numpy as np
+
+    try:
+        with atomic_open(path) as f:
+            np.savez(f, **arrays)
+    except OSError:
+        return False
+    return True
+
+
+def read_arrays(path: str | os.PathLike, keys: Iterable[str] | None = None) -> dict | None:
+    """The arrays of an ``.npz`` written by :func:`write_arrays`, or None when the file is
+    missing, damaged, not an ``.npz``, or lacks one of ``keys``. Never unpickles."""
+    import zipfile
+
+    import numpy as np
+
+    try:
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            return None
+        with z:
+            out = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return None
+    return out if keys is None or set(keys) <= set(out) else None
+
+
+def cached_arrays(path: str | os.PathLike, measure: Callable[[], Mapping[str, Any]],
+                  keys: Iterable[str] | None = None) -> dict:
+    """Named arrays measured once and kept at ``path``: read them (:func:`read_arrays`), or
+    call ``measure()`` and write what it returns (:func:`write_arrays`). A damaged entry is
+    measured again and rewritten; a read-only cache is measured every time. The key of what
+    is measured (versions, settings, inputs) belongs in ``path``."""
+    cached = read_arrays(path, keys)
+    if cached is not None:
+        return cached
+    arrays = dict(measure())
+    write_arrays(path, arrays)
+    return arrays

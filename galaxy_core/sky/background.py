@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+
+from galaxy_core.io.atomic import cached_arrays
 
 
 BANDS = ("R", "G", "B")
@@ -412,29 +413,21 @@ def hdf_background() -> Background:
     from galaxy_core.data.hdf import hdf_field
     from galaxy_core.paths import cache_dir
 
-    path = cache_dir() / "sky" / f"{BACKGROUND_VERSION.replace('/', '-')}.npz"
-    try:
-        with np.load(path) as z:
-            level_sd, noise_sd, rho, scale = (float(v) for v in z["modulation"])
-            return Background(level=tuple(float(v) for v in z["level"]), sigma=tuple(float(v) for v in z["sigma"]),
-                              colour=z["colour"], kernels=z["kernels"], quantiles=z["quantiles"],
-                              modulation=SkyModulation(level_sd, noise_sd, rho, scale))
-    except (OSError, KeyError, ValueError):
-        pass
-    rgb = hdf_field().astype(np.float64) / 255.0
-    mask = source_mask(rgb)
-    bg = measure_background(rgb, mask)
-    bg = dataclasses.replace(bg, modulation=measure_modulation(rgb, mask, bg))
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-        m = bg.modulation
-        np.savez(tmp, level=np.asarray(bg.level), sigma=np.asarray(bg.sigma), colour=bg.colour, kernels=bg.kernels,
-                 quantiles=bg.quantiles, modulation=np.array([m.level_sd, m.noise_sd, m.rho, m.scale]))
-        os.replace(tmp, path)
-    except OSError:  # a read-only cache: measure again next time
-        pass
-    return bg
+    def measure() -> dict:
+        rgb = hdf_field().astype(np.float64) / 255.0
+        mask = source_mask(rgb)
+        bg = measure_background(rgb, mask)
+        m = measure_modulation(rgb, mask, bg)
+        return {"level": np.asarray(bg.level), "sigma": np.asarray(bg.sigma), "colour": bg.colour,
+                "kernels": bg.kernels, "quantiles": bg.quantiles,
+                "modulation": np.array([m.level_sd, m.noise_sd, m.rho, m.scale])}
+
+    z = cached_arrays(cache_dir() / "sky" / f"{BACKGROUND_VERSION.replace('/', '-')}.npz", measure,
+                      keys=("level", "sigma", "colour", "kernels", "quantiles", "modulation"))
+    level_sd, noise_sd, rho, scale = (float(v) for v in z["modulation"])
+    return Background(level=tuple(float(v) for v in z["level"]), sigma=tuple(float(v) for v in z["sigma"]),
+                      colour=z["colour"], kernels=z["kernels"], quantiles=z["quantiles"],
+                      modulation=SkyModulation(level_sd, noise_sd, rho, scale))
 
 
 def white_hdf_background() -> Background:

@@ -29,11 +29,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
-import zipfile
 
 import numpy as np
 
+from galaxy_core.io.atomic import cached_arrays
 from galaxy_core.metrics.realism import ring_index
 from galaxy_core.sky.background import BACKGROUND_VERSION, hdf_background, source_mask
 from galaxy_core.sky.stamps import add_stamp, edge_taper, real_galaxy_flux
@@ -236,22 +235,9 @@ def subcatalogue_sources() -> dict:
     from galaxy_core.paths import cache_dir
 
     name = f"{SUBCATALOGUE_VERSION}-{BACKGROUND_VERSION}-detection-{detection_key()}".replace("/", "-")
-    path = cache_dir() / "sky" / f"{name}.npz"
-    try:
-        with np.load(path) as z:
-            return {k: (float(z[k]) if k == "density" else np.asarray(z[k], np.float64))
-                    for k in ("flux", "a", "b", "theta", "density")}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-        pass
-    out = _measure_subcatalogue()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, **out)
-        os.replace(tmp, path)
-    except OSError:  # a read-only cache: measure again in the next process
-        pass
-    return out
+    keys = ("flux", "a", "b", "theta", "density")
+    z = cached_arrays(cache_dir() / "sky" / f"{name}.npz", _measure_subcatalogue, keys=keys)
+    return {k: (float(z[k]) if k == "density" else np.asarray(z[k], np.float64)) for k in keys}
 
 
 SUBCATALOGUE_VERSION = "subcatalogue/1"  # bump when subcatalogue_sources' measurement changes
@@ -350,17 +336,18 @@ def faint_source_transfer() -> np.ndarray:
         The measured ratio at ``k = 0 .. 7`` cycles per 15 px (``k / 15`` cycles per pixel; 7 is
         the last ring below the Nyquist frequency); ``[0]`` is the stacks' total-flux ratio.
     """
-    from galaxy_core.data.hdf import hdf_catalog, hdf_field
     from galaxy_core.paths import cache_dir
 
     name = f"{FAINT_TRANSFER_VERSION}-{BACKGROUND_VERSION}".replace("/", "-")
-    path = cache_dir() / "sky" / f"{name}.npy"
-    try:
-        t = np.load(path)
-        t.flags.writeable = False
-        return t
-    except (OSError, ValueError):
-        pass
+    t = cached_arrays(cache_dir() / "sky" / f"{name}.npz", lambda: {"transfer": _measure_faint_transfer()},
+                      keys=("transfer",))["transfer"]
+    t.flags.writeable = False
+    return t
+
+
+def _measure_faint_transfer() -> np.ndarray:
+    from galaxy_core.data.hdf import hdf_catalog, hdf_field
+
     rgb = hdf_field().astype(np.float64) / 255.0
     h, w = rgb.shape[:2]
     cat = hdf_catalog()
@@ -390,16 +377,7 @@ def faint_source_transfer() -> np.ndarray:
     amp_r = np.abs(np.fft.fft2(np.fft.ifftshift(real)))
     amp_m = np.abs(np.fft.fft2(np.fft.ifftshift(model)))
     k = np.rint(ring_index(FAINT_STACK_SIDE)).astype(np.int64)
-    t = np.array([amp_r[k == i].mean() / amp_m[k == i].mean() for i in range(FAINT_STACK_SIDE // 2 + 1)])
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
-        np.save(tmp, t)
-        os.replace(tmp, path)
-    except OSError:  # a read-only cache: measure again in the next process
-        pass
-    t.flags.writeable = False
-    return t
+    return np.array([amp_r[k == i].mean() / amp_m[k == i].mean() for i in range(FAINT_STACK_SIDE // 2 + 1)])
 
 
 def faint_damping() -> np.ndarray:

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
@@ -28,6 +26,7 @@ import numpy as np
 
 from galaxy_core.data.hdf import HDF_VERSION
 from galaxy_core.data.prepared import file_hash
+from galaxy_core.io.atomic import cached_arrays
 from galaxy_core.paths import cache_dir
 from galaxy_core.sky.background import (BACKGROUND_VERSION, Background, background_meta, hdf_background,
                                         modulation_fields)
@@ -114,23 +113,26 @@ class ModelGalaxies:
         """``{"transfer": T(k) or None, "model_q", "real_q": pixel quantiles or None}``,
         measured once on a fixed-seed sample (see the class docstring)."""
         if self._shape_cal is None:
+            keys = ["transfer"] * self.sharpen + ["model_q", "real_q"] * self.pixel_match
             path = self._shape_cache_path()
-            cal = _read_calibration(path)
-            if cal is None:
-                cal = {"transfer": None, "model_q": None, "real_q": None}
-                if self.sharpen or self.pixel_match:
-                    n = 2 * CALIBRATION_SAMPLES
-                    cls = (np.arange(n) % 3 + 1).astype(np.int64)
-                    flux = self._matched(cls, self._raw(cls, seed=17))
-                    if self.sharpen:
-                        cal["transfer"] = sharpness_transfer(flux, **self.stamps)
-                        flux = apply_transfer(flux, cal["transfer"])
-                    if self.pixel_match:
-                        cal["model_q"] = pixel_quantiles(flux)
-                        cal["real_q"] = real_stamp_reference(**self.stamps)["pixels"]
-                _write_calibration(path, cal)
-            self._shape_cal = cal
+            found = self._measure_shape() if path is None else cached_arrays(path, self._measure_shape, keys=keys)
+            self._shape_cal = {k: found.get(k) for k in ("transfer", "model_q", "real_q")}
         return self._shape_cal
+
+    def _measure_shape(self) -> dict:
+        """The arrays of :meth:`shape_calibration` that the options call for, measured."""
+        cal = {}
+        if self.sharpen or self.pixel_match:
+            n = 2 * CALIBRATION_SAMPLES
+            cls = (np.arange(n) % 3 + 1).astype(np.int64)
+            flux = self._matched(cls, self._raw(cls, seed=17))
+            if self.sharpen:
+                cal["transfer"] = sharpness_transfer(flux, **self.stamps)
+                flux = apply_transfer(flux, cal["transfer"])
+            if self.pixel_match:
+                cal["model_q"] = pixel_quantiles(flux)
+                cal["real_q"] = real_stamp_reference(**self.stamps)["pixels"]
+        return cal
 
     def _shape_cache_path(self) -> Path | None:
         """Where :meth:`shape_calibration` is cached: None for a model without a checkpoint file
@@ -179,35 +181,6 @@ MAX_FLUX_SCALE = 3.0
 # bump when ModelGalaxies.shape_calibration or what it calls (sharpness_transfer, pixel_quantiles,
 # real_stamp_reference, galaxy_flux) changes: the cached calibrations are then measured again
 GALAXY_CALIBRATION_VERSION = "galaxy-calibration/1"
-_CALIBRATION_KEYS = ("transfer", "model_q", "real_q")
-
-
-def _read_calibration(path: Path | None) -> dict | None:
-    """A cached :meth:`ModelGalaxies.shape_calibration`, or None (no file, unreadable or
-    written by something else: it is then measured again and rewritten)."""
-    if path is None:
-        return None
-    try:
-        with np.load(path) as z:
-            if set(z.files) - set(_CALIBRATION_KEYS):
-                return None
-            return {k: (np.asarray(z[k], np.float64) if k in z.files else None) for k in _CALIBRATION_KEYS}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
-        return None
-
-
-def _write_calibration(path: Path | None, cal: dict) -> None:
-    """Write a calibration atomically (a temporary file, then a rename); a read-only cache is
-    left alone (the next process measures again)."""
-    if path is None:
-        return
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, **{k: v for k, v in cal.items() if v is not None})
-        os.replace(tmp, path)
-    except OSError:
-        pass
 
 
 class ClassMatchedGalaxies:
