@@ -456,3 +456,30 @@ def test_the_subcatalogue_is_measured_once_and_read_back_exactly(tmp_path, monke
         assert np.array_equal(calibrate.subcatalogue_sources()["a"], measured["a"])  # measured again
     finally:
         calibrate.subcatalogue_sources.cache_clear()
+
+
+def test_the_field_stars_are_measured_once_and_read_back_exactly(tmp_path, monkeypatch):
+    """A new process reads the field's star stamps from the cache, equal to what was cut from
+    the field; another ``link_px`` gets its own entry; a damaged entry is measured again."""
+    from galaxy_core import paths
+    from galaxy_core.sky import calibrate
+
+    monkeypatch.setattr(paths, "cache_dir", lambda: tmp_path)
+    calibrate.field_star_stamps.cache_clear()
+    try:
+        measured = calibrate.field_star_stamps()
+        (entry,) = (tmp_path / "sky").glob("stars-*.npz")
+        calibrate.field_star_stamps.cache_clear()
+        with monkeypatch.context() as m:
+            m.setattr(calibrate, "_measure_field_stars", lambda *a: (_ for _ in ()).throw(AssertionError("measured again")))
+            read = calibrate.field_star_stamps()
+        assert read["density"] == measured["density"] and read["stamps"].dtype == np.float32
+        assert np.array_equal(read["stamps"], measured["stamps"]) and np.array_equal(read["flux"], measured["flux"])
+        near = calibrate.field_star_stamps(link_px=20.0)  # fewer spike fragments linked to each star
+        assert len(list((tmp_path / "sky").glob("stars-*.npz"))) == 2
+        assert near["flux"].sum() < measured["flux"].sum()
+        entry.write_bytes(b"damaged")
+        calibrate.field_star_stamps.cache_clear()
+        assert np.array_equal(calibrate.field_star_stamps()["stamps"], measured["stamps"])  # measured again
+    finally:
+        calibrate.field_star_stamps.cache_clear()

@@ -517,7 +517,7 @@ MAX_FAINT_SIDE = 63  # largest faint-source stamp (pixels)
 # --------------------------------------------------------------------------- stars
 
 
-@functools.lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=4)
 def field_star_stamps(*, link_px: float = 60.0, pad: int = 3) -> dict:
     """Flux images of the deep field's stars, diffraction spikes included.
 
@@ -536,7 +536,26 @@ def field_star_stamps(*, link_px: float = 60.0, pad: int = 3) -> dict:
         ``stamps`` (m, 3, S, S) float32 flux images (field units, star centred at
         ``[(S - 1) / 2, (S - 1) / 2]``, S odd, zero padded); ``flux`` (m,) band-sum flux;
         ``density`` stars per pixel of the field (4 stars in 1000 x 872 px).
+
+    Measured once per machine: kept in the cache (``cache_dir()/sky``, keyed by
+    :data:`STARS_VERSION`, the background's version, the field's detection, ``link_px`` and
+    ``pad``), so a new process reads it instead of masking the whole field again (about 4 s).
     """
+    from galaxy_core.data.hdf import detection_key
+    from galaxy_core.paths import cache_dir
+
+    name = f"{STARS_VERSION}-{BACKGROUND_VERSION}-detection-{detection_key()}-link{link_px:g}-pad{int(pad)}"
+    z = cached_arrays(cache_dir() / "sky" / f"{name.replace('/', '-')}.npz",
+                      lambda: _measure_field_stars(link_px, int(pad)), keys=("stamps", "flux", "density"))
+    return {"stamps": np.asarray(z["stamps"], np.float32), "flux": np.asarray(z["flux"], np.float64),
+            "density": float(z["density"])}
+
+
+STARS_VERSION = "stars/1"  # bump when field_star_stamps' measurement changes
+
+
+def _measure_field_stars(link_px: float, pad: int) -> dict:
+    """The arrays of :func:`field_star_stamps`, measured on the field."""
     from scipy import ndimage
 
     from galaxy_core.data.hdf import hdf_catalog, hdf_field
