@@ -91,3 +91,20 @@ def confine(path: str | os.PathLike, *, root: str | os.PathLike | None = None) -
         raise GalaxyGanError(f"{text}: outside the workspace {root_p}; use a path inside it "
                              "(or start the app with GALAXYGAN_WORKSPACE set to a folder that contains it)")
     return resolved
+
+
+def with_suffix_of(path: str | os.PathLike, suffix: str, known: tuple[str, ...]) -> Path:
+    """``path`` with ``suffix`` added to its whole name, after removing one ending of ``known``.
+
+    For file sets named by a stem (a checkpoint's ``.json`` + ``.safetensors``, a sky's
+    ``.png`` + ``.fits`` + ``.csv``): ``run.v2`` -> ``run.v2.json`` (``Path.with_suffix`` would
+    give ``run.json`` and let two names overwrite each other's files), ``run.v2.safetensors`` ->
+    ``run.v2.json``. ``known`` endings are matched case-insensitively.
+    """
+    p = Path(path)
+    name = p.name
+    for end in known:
+        if name.lower().endswith(end.lower()) and len(name) > len(end):
+            name = name[: -len(end)]
+            break
+    return p.with_name(name + suffix)

@@ -274,3 +274,19 @@ def test_shipped_cards_name_their_run_folder_relative_to_the_project():
     assert len(runs) >= 10
     bad = {k: v for k, v in runs.items() if Path(v).is_absolute() or not v.startswith("runs/")}
     assert not bad, f"shipped cards with a machine-specific run folder: {bad}"
+
+
+def test_a_checkpoint_name_with_dots_keeps_them(tmp_path):
+    """``my_model.v2`` is the checkpoint ``my_model.v2.json`` + ``.safetensors`` (never
+    ``my_model.json``), whichever of the three names is given."""
+    import shutil
+
+    from galaxy_core.io.checkpoint import _resolve
+    from galaxy_core.models.pretrained import load_pretrained
+    from galaxy_core.paths import checkpoints_dir
+
+    for given in ("my_model.v2", "my_model.v2.json", "my_model.v2.safetensors"):
+        assert [p.name for p in _resolve(tmp_path / given)] == ["my_model.v2.safetensors", "my_model.v2.json"]
+    for suffix in (".json", ".safetensors"):
+        shutil.copy(checkpoints_dir() / f"dcgan_hdf32{suffix}", tmp_path / f"my_model.v2{suffix}")
+    assert load_pretrained(tmp_path / "my_model.v2").path.name == "my_model.v2.json"

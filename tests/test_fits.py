@@ -267,7 +267,9 @@ def test_write_stack_with_catalog_and_unknown_unit(tmp_path):
     with fits.open(path) as hdul:
         assert hdul[0].data.shape == (4, 3, 8, 10) and hdul[0].data.dtype == np.dtype(">f4")
         assert hdul[0].header["NAXIS3"] == 3 and hdul[0].header["NAXIS4"] == 4
-        assert hdul[0].header["BUNIT"] == "unknown"
+        assert "BUNIT" not in hdul[0].header  # no made-up unit name where the unit is not known
+        assert "pixel unit not known (no BUNIT)" in str(hdul[0].header["COMMENT"])
+        assert hdul[0].header["CREATOR"].startswith("Galaxy GAN Studio ")
         assert hdul["CATALOG"].data["seed"].tolist() == [0, 1, 2, 3]
 
 
@@ -300,3 +302,17 @@ def test_damaged_gzip_fits_fails_at_once(tmp_path):
 def _rewrite(path):
     write_fits_cube(path, cube(), bands=["g", "r", "i"])
     return path
+
+
+def test_every_written_unit_is_one_astropy_reads(tmp_path):
+    """A BUNIT the writer puts in a file is read back as that unit by astropy's CCDData, the
+    dimensionless "" included; a file without one needs the reader to say the unit."""
+    import astropy.units as u
+    from astropy.nddata import CCDData
+
+    for unit, expected in (("nanomaggy", u.nanomaggy), ("", u.dimensionless_unscaled), ("adu", u.adu)):
+        path = write_fits_cube(tmp_path / f"u{len(unit)}.fits", cube(), bands=["g", "r", "i"], bunit=unit)
+        assert CCDData.read(path).unit == expected
+    path = write_fits_cube(tmp_path / "none.fits", cube(), bands=["g", "r", "i"])
+    with pytest.raises(ValueError, match="unit"):
+        CCDData.read(path)

@@ -106,3 +106,44 @@ def test_dry_run_accepts_a_numeric_choice():
 def test_dry_run_names_the_key_of_a_bad_setting(setting, message):
     r = galaxygan("train", "configs/dcgan_hdf32.toml", "--set", setting, "--dry-run")
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_sampling_again_into_a_folder_replaces_the_earlier_run_and_nothing_else(tmp_path):
+    """Six dcgan_sim64 images, then two from another model into the same folder: the folder
+    holds the second run only (no stale sample_0002.png beside a record of two images), a file
+    of the user's stays; a folder of sample-named files that no sampling wrote is refused."""
+    out = tmp_path / "out"
+    assert galaxygan("sample", str(shipped("dcgan_sim64")), "-n", "6", "--out", str(out)).returncode == 0
+    (out / "notes.txt").write_text("mine")
+    r = galaxygan("sample", str(shipped("stylegan_sim64_gri")), "-n", "2", "--seed", "2", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    record = json.loads((out / "samples.json").read_text())
+    assert record["checkpoint"] == "stylegan_sim64_gri" and record["count"] == 2
+    assert sorted(p.name for p in out.glob("sample_*.png")) == ["sample_0000.png", "sample_0001.png"]
+    assert sorted(record["files"] + ["notes.txt"]) == sorted(p.name for p in out.iterdir())
+    assert record["psi"] == 1.0 and record["noise_mode"] == "const" and record["software"].startswith("Galaxy GAN")
+    from astropy.io import fits
+
+    with fits.open(out / "samples.fits") as h:
+        hdr = h[0].header
+        assert hdr["CKPT"] == "stylegan_sim64_gri" and hdr["PSI"] == 1.0 and hdr["NOISE"] == "const"
+        assert h[0].data.shape[0] == 2
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "sample_0000.png").write_bytes(b"not ours")
+    r = galaxygan("sample", str(shipped("dcgan_hdf32")), "-n", "2", "--out", str(foreign))
+    assert r.returncode == 2 and "no samples.json" in r.stderr and "Traceback" not in r.stderr
+    assert (foreign / "sample_0000.png").read_bytes() == b"not ours" and len(list(foreign.iterdir())) == 1
+
+
+def test_a_chained_model_s_fits_names_the_checkpoint_it_runs_after(tmp_path):
+    from astropy.io import fits
+
+    from galaxy_core.io.checkpoint import checkpoint_id
+
+    r = galaxygan("sample", str(shipped("stackgan_sim128")), "-n", "2", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    with fits.open(tmp_path / "samples.fits") as h:
+        assert h[0].header["REF STAGE1"] == f"dcgan_sim64 {checkpoint_id(shipped('dcgan_sim64'))}"
+    record = json.loads((tmp_path / "samples.json").read_text())
+    assert record["references"]["stage1"]["checkpoint"] == "dcgan_sim64"

@@ -85,3 +85,33 @@ def test_sky_experiments_calibrated_scores_each_set_against_real_tiles(tmp_path)
             assert row["top_shifts"] and row["top_shifts"][0]["feature"]
     for name in sets:
         assert runs[True][name]["mean"] > runs[False][name]["mean"] + 0.3, name
+
+
+def test_composed_and_baseline_skies_record_what_made_them(tmp_path, capsys):
+    """A composed sky's FITS holds the full checkpoint paths and their content ids (no cut at
+    48 characters), and no card for an option left unset; a baseline's holds its parameters."""
+    import shutil
+
+    from galaxy_core.io.checkpoint import checkpoint_id
+    from galaxy_core.paths import checkpoints_dir
+
+    deep = tmp_path / ("a_rather_long_directory_name_for_my_checkpoints_" + "v1" * 10)
+    deep.mkdir()
+    for suffix in (".json", ".safetensors"):
+        shutil.copy(checkpoints_dir() / f"dcgan_hdf32{suffix}", deep / f"dcgan_hdf32{suffix}")
+    cfg = tmp_path / "sky.toml"
+    cfg.write_text(f'[sky]\nheight = 96\nwidth = 96\npositions = "random"\ngalaxies = "{deep / "dcgan_hdf32.json"}"\n'
+                   f'detect = false\nrealism = false\nfaint = false\nstars = false\nout = "{tmp_path / "c"}"\n')
+    assert main(["sky", "compose", "--config", str(cfg), "--quiet"]) == 0
+    with fits.open(tmp_path / "c.fits") as h:
+        hdr = h[0].header
+        assert hdr["SKY GALAXIES"] == str(deep / "dcgan_hdf32.json")
+        assert hdr["SKY GALAXIES_ID"] == checkpoint_id(checkpoints_dir() / "dcgan_hdf32.json")
+        assert "SKY POSITIONS_ID" not in hdr and "SKY CELL_PX" not in hdr and hdr["CELL_PX"] == 16
+    cfg.write_text(f'[sky]\nheight = 96\nwidth = 96\npositions = "baseline2"\nseed = 5\ndetect = false\n'
+                   f'realism = false\nout = "{tmp_path / "b"}"\n')
+    assert main(["sky", "compose", "--config", str(cfg), "--quiet"]) == 0
+    with fits.open(tmp_path / "b.fits") as h:
+        hdr = h[0].header
+        assert hdr["SKY BASELINE"] == 2 and hdr["SKY POSITIONS"] == "baseline2" and hdr["SEED"] == 5
+        assert json.loads(hdr["SKY PARAMS"])  # the baseline's declared distributions

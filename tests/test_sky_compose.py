@@ -252,3 +252,80 @@ def test_a_galaxy_models_calibration_is_measured_once_and_read_by_the_next_proce
     sharpen_only = compose.ModelGalaxies(model, sharpen=True).shape_calibration()
     assert sharpen_only["model_q"] is None and np.array_equal(sharpen_only["transfer"], cal["transfer"])
     assert len(list((tmp_path / "sky").glob("galaxy-calibration-*.npz"))) == 2  # its own entry
+
+
+def _small_sky(seed=1):
+    cells = np.zeros((4, 4), np.int64)
+    cells[1, 1] = 2
+    return compose_sky(height=64, width=64, positions=FixedPositions(cells), galaxies=gaussian_galaxies,
+                       cell_px=16, background=QUIET, seed=seed)
+
+
+def test_sky_outputs_keep_every_dot_of_the_name_and_state_their_unit_and_origin(tmp_path):
+    """``--out run.v2`` writes run.v2.png/.fits/.csv (two names never share files); an OUT
+    ending in one of the three suffixes loses it first; the FITS unit is one astropy reads,
+    with ORIGIN, CREATOR and DATE, and the truth table's pixel convention stated."""
+    from astropy.io import fits
+    from astropy.nddata import CCDData
+
+    sky = _small_sky()
+    a = write_sky(sky, tmp_path / "sky_2024.05")
+    b = write_sky(_small_sky(seed=2), tmp_path / "sky_2024.06")
+    assert [p.name for p in a] == ["sky_2024.05.png", "sky_2024.05.fits", "sky_2024.05.csv"]
+    assert len({p.name for p in a + b}) == 6
+    assert [p.name for p in write_sky(sky, tmp_path / "other.png")] == ["other.png", "other.fits", "other.csv"]
+    assert CCDData.read(a[1]).unit == "" and CCDData.read(a[1]).unit.physical_type == "dimensionless"
+    with fits.open(a[1]) as h:
+        hdr = h[0].header
+        assert hdr["ORIGIN"] == "Galaxy GAN Studio" and hdr["CREATOR"].startswith("Galaxy GAN Studio ")
+        assert len(hdr["DATE"]) == 19 and hdr["SEED"] == 1 and hdr["CELL_PX"] == 16
+        assert "counted from 0" in str(h["TRUTH"].header["COMMENT"]) and "8-bit band value" in str(hdr["COMMENT"])
+
+
+def test_a_sky_that_cannot_be_written_whole_leaves_the_earlier_outputs(tmp_path, monkeypatch):
+    """The three files are renamed into place together: a FITS that fails to be made leaves
+    the earlier PNG, FITS and CSV as they were, and no temporary file."""
+    from astropy.io import fits
+
+    first = write_sky(_small_sky(seed=1), tmp_path / "s")
+    before = {p.name: p.read_bytes() for p in first}
+
+    def broken(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(fits, "table_to_hdu", broken)
+    with pytest.raises(OSError, match="disk full"):
+        write_sky(_small_sky(seed=2), tmp_path / "s")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_mosaic_header_names_its_checkpoint_and_a_survey_band_model_its_bands(tmp_path):
+    """A mosaic's FITS names the checkpoint (path and id), density and size spread; a g/r/i
+    model's bands fill the planes as the display does (i, r, g = R, G, B), named so, with a
+    unit note that says they are display values; a position model is refused."""
+    from astropy.io import fits
+
+    from galaxy_core.models.pretrained import load_pretrained
+    from galaxy_core.paths import checkpoints_dir
+    from galaxy_core.sky.mosaic import compose_mosaic
+
+    sim = load_pretrained(checkpoints_dir() / "dcgan_sim64.json")
+    assert sim.channels == ["g", "r", "i"]
+    sky = compose_mosaic(sim, height=96, width=96, density=1e-3, seed=3, background=QUIET, progress=False)
+    (path,) = write_sky(sky, tmp_path / "m", png=False, csv=False)
+    with fits.open(path) as h:
+        hdr = h[0].header
+        assert [hdr["BAND1"], hdr["BAND2"], hdr["BAND3"]] == ["i", "r", "g"]
+        assert hdr["SKY MODEL"].endswith("dcgan_sim64.json") and hdr["SKY MODEL_ID"] == sim.id
+        assert hdr["SKY DENSITY"] == 1e-3 and hdr["SKY SIZE_SIGMA"] == 0.25
+        assert "display values" in " ".join(str(c) for c in hdr["COMMENT"]).replace("  ", " ")
+    # the planes are the model's bands in display order: plane 0 (R) is the reddest band, i
+    from galaxy_core.io.render import rgb_planes, to_rgb
+
+    x = np.stack([np.full((4, 4), v, np.float32) for v in (-0.5, 0.0, 0.5)])[None]  # g, r, i
+    planes, names = rgb_planes(x, ["g", "r", "i"])
+    assert names == ["i", "r", "g"] and planes[0, :, 0, 0].tolist() == [0.5, 0.0, -0.5]
+    assert to_rgb(x, ["g", "r", "i"])[0, 0, 0].tolist() == [191, 128, 64]  # the PNG shows the same order
+    with pytest.raises(ValueError, match="position model"):
+        compose_mosaic(load_pretrained(checkpoints_dir() / "positions_hdf_cond.json"), height=32, width=32,
+                       progress=False)

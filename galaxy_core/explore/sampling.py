@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -22,8 +23,12 @@ def provenance(model: Pretrained, *, seed: int | None = None, latents_file: str 
         (short hash), ``checkpoint_sha256`` (hash of its tensor file, from the model card),
         ``run`` (the run folder it was trained in, as recorded at training time, or None for a
         checkpoint without training provenance), ``step`` (training step of the weights),
-        ``arch``, ``seed`` or ``latents_file``, and ``created`` (local time, ISO 8601).
+        ``arch``, ``seed`` or ``latents_file``, ``references`` (for a chained model, the name and
+        id of each checkpoint it runs after, by role, e.g. ``stage1``), ``software`` (name and
+        version) and ``created`` (local time, ISO 8601).
     """
+    from galaxy_core import __version__
+
     training = model.meta.get("training") or {}
     return {
         "checkpoint": model.name,
@@ -35,6 +40,8 @@ def provenance(model: Pretrained, *, seed: int | None = None, latents_file: str 
         "arch": model.meta["arch"],
         "seed": seed,
         "latents_file": latents_file,
+        "references": {role: {"checkpoint": ref.name, "checkpoint_id": ref.id} for role, ref in model.refs.items()},
+        "software": f"Galaxy GAN Studio {__version__}",
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
@@ -92,15 +99,31 @@ def save_samples(model: Pretrained, *, out_dir: Path, n: int, seed: int = 0,
     -------
     list of Path
         The files written. ``samples.json`` records the checkpoint (path, hash, run, step), the
-        seed or latent file, and either ``fits`` (the cube's name) or ``fits_skipped`` (why not).
+        seed or latent file, the truncation ``psi`` and ``noise_mode`` used, the ``files``
+        written, and either ``fits`` (the cube's name) or ``fits_skipped`` (why not).
+
+    Raises
+    ------
+    GalaxyGanError
+        ``out_dir`` holds files named as this function names its outputs (``sample_0000.png``,
+        ``grid.png``, ...) but no ``samples.json``: they were not written by an earlier
+        sampling, so they are left alone and nothing is written.
+
+    Notes
+    -----
+    Sampling again into a folder of an earlier sampling replaces that run: its files that the
+    new run does not overwrite (images beyond the new count, stage grids, a FITS cube) are
+    removed once the new files are written, so the folder never mixes two runs' images under
+    one ``samples.json``. Other files in the folder are not touched.
     """
+    earlier = _earlier_outputs(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if latents_file:
         z = np.load(latents_file)
         n = len(z)
     else:
         z = model.latents(seed, n).numpy()
-    stages = model.generate_stages(z)  # {stage: (n, C, H, W) in [-1, 1]}, the final stage last
+    stages = model.generate_stages(z, psi=SAMPLE_PSI, noise_mode=SAMPLE_NOISE)  # {stage: (n, C, H, W)}, final last
     x = list(stages.values())[-1]
     rgb = to_rgb(x, model.channels)
     written = []
@@ -119,25 +142,52 @@ def save_samples(model: Pretrained, *, out_dir: Path, n: int, seed: int = 0,
     np.save(out_dir / "latents.npy", z)
     written.append(out_dir / "latents.npy")
     record = {**provenance(model, seed=None if latents_file else seed, latents_file=latents_file),
-              "count": n, "display": display_note(model.channels, model.stretch),
+              "count": n, "psi": SAMPLE_PSI, "noise_mode": SAMPLE_NOISE,
+              "display": display_note(model.channels, model.stretch),
               "channels": model.channels, "stages": list(stages)}
     skipped = fits_skip_reason(model, requested=fits)
     if skipped is None:
         p = out_dir / "samples.fits"
-        write_samples_fits(p, model, x, seed=-1 if latents_file else seed)
+        write_samples_fits(p, model, x, seed=-1 if latents_file else seed, latents_file=latents_file)
         written.append(p)
         record["fits"] = p.name
     else:
         record["fits_skipped"] = skipped
-    atomic_write_json(out_dir / "samples.json", record)
     written.append(out_dir / "samples.json")
+    record["files"] = [w.name for w in written]
+    atomic_write_json(out_dir / "samples.json", record)
+    for stale in earlier - {w.name for w in written}:  # the earlier run's files not overwritten
+        (out_dir / stale).unlink(missing_ok=True)
     return written
 
 
-def write_samples_fits(path: Path, model: Pretrained, x: np.ndarray, *, seed: int) -> None:
+SAMPLE_PSI = 1.0  # no truncation: samples show the model as trained
+SAMPLE_NOISE = "const"  # per-pixel noise inputs fixed, so a seed always gives the same image
+_OUTPUT_NAME = re.compile(r"(sample_\d{4,}\.png|grid(_\w+)?\.png|samples\.fits|latents\.npy|samples\.json)")
+
+
+def _earlier_outputs(out_dir: Path) -> set[str]:
+    """Names of the files in ``out_dir`` that an earlier :func:`save_samples` wrote (see its
+    Notes); GalaxyGanError where such names are there without that run's ``samples.json``."""
+    if not out_dir.is_dir():
+        return set()
+    names = {p.name for p in out_dir.iterdir() if p.is_file() and _OUTPUT_NAME.fullmatch(p.name)}
+    if names and "samples.json" not in names:
+        from galaxy_core.errors import GalaxyGanError
+
+        raise GalaxyGanError(f"{out_dir}: holds {len(names)} file(s) named like sampling outputs "
+                              f"({', '.join(sorted(names)[:3])}{', ...' if len(names) > 3 else ''}) but no samples.json, "
+                              "so they were not written by an earlier sampling; choose another folder")
+    return names
+
+
+def write_samples_fits(path: Path, model: Pretrained, x: np.ndarray, *, seed: int,
+                       latents_file: str | None = None, psi: float = 1.0, noise_mode: str = "const") -> None:
     """Write model-range images ``x`` (n, C, H, W) in [-1, 1] as a flux cube with provenance cards.
 
-    ``seed`` is -1 for images from a latent file.
+    ``seed`` is -1 for images from a latent file (named in ``LATENTS``); ``psi`` and
+    ``noise_mode`` are those the images were generated with (``PSI``, ``NOISE``). A chained
+    model's cards name each checkpoint it runs after (``REF <ROLE>``, with its id).
     """
     from galaxy_core.io.fits import write_fits_cube
 
@@ -148,9 +198,15 @@ def write_samples_fits(path: Path, model: Pretrained, x: np.ndarray, *, seed: in
         "CKPTID": model.id,
         "ARCH": model.meta["arch"],
         "SEED": seed,
+        "PSI": (float(psi), "truncation towards the mean latent (1 = none)"),
+        "NOISE": (noise_mode, "per-pixel noise inputs"),
         "GENERATD": "synthetic image from a GAN, not an observation",
         "STRETCH": "asinh (inverted to flux)",
     }
+    if latents_file:
+        cards["LATENTS"] = (Path(latents_file).name, "file of the latents (row i = image i)")
+    for role, ref in model.refs.items():
+        cards[f"REF {role}"] = f"{ref.name} {ref.id}"  # the checkpoint this model runs after, and its id
     if data.get("zero_point") is not None:
         cards["ZP"] = data["zero_point"]
     if data.get("pixel_scale_arcsec") is not None:

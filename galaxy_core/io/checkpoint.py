@@ -25,9 +25,10 @@ FORMAT = "galaxygan-checkpoint/1"
 
 
 def _resolve(path: str | os.PathLike) -> tuple[Path, Path]:
-    p = Path(path)
-    base = p.with_suffix("") if p.suffix in (".json", ".safetensors") else p
-    return base.with_suffix(".safetensors"), base.with_suffix(".json")
+    from galaxy_core.paths import with_suffix_of
+
+    known = (".json", ".safetensors")
+    return with_suffix_of(path, ".safetensors", known), with_suffix_of(path, ".json", known)
 
 
 def flatten_optimizer(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 from astropy.io import fits
 
+from galaxy_core import __version__
 from galaxy_core.errors import DataError
 from galaxy_core.io.atomic import atomic_open
 
@@ -433,8 +434,10 @@ def write_fits_cube(
     table : astropy.table.Table, optional
         Per-image catalogue, written as a binary table HDU named ``CATALOG``.
     bunit : str, optional
-        Physical unit of the pixels. When neither this nor ``header_cards["BUNIT"]`` is given,
-        ``BUNIT`` says the unit is unknown rather than guessing.
+        Physical unit of the pixels (a string astropy's units parse, e.g. ``"nanomaggy"``;
+        ``""`` for dimensionless values). When neither this nor ``header_cards["BUNIT"]`` is
+        given, no ``BUNIT`` card is written (a comment says the unit is not known) rather than
+        a guessed or made-up unit.
     pixel_scale_arcsec : float, optional
         Pixel scale, written as ``PIXSCALE`` (arcsec/pixel).
 
@@ -468,6 +471,17 @@ def write_fits_cube(
     return path
 
 
+def provenance_header(*, bands: Sequence[str], header_cards: Mapping[str, Any] | None = None,
+                      bunit: str | None = None, pixel_scale_arcsec: float | None = None) -> fits.Header:
+    """The header cards :func:`write_fits_cube` writes (unit, ``BAND1..n``, ``PIXSCALE``,
+    ``ORIGIN``, ``CREATOR``, ``DATE`` and ``header_cards`` with the same keyword and value
+    rules), for writers that build their own HDUs (a composed sky and its truth table)."""
+    header = fits.Header()
+    _write_cards(header, bands=[str(b) for b in bands], header_cards=header_cards or {}, bunit=bunit,
+                 pixel_scale_arcsec=pixel_scale_arcsec)
+    return header
+
+
 def _fits_pixels(data: np.ndarray) -> np.ndarray:
     """Pixels in a dtype FITS can store: floats as float32, integers unchanged."""
     if np.issubdtype(data.dtype, np.floating):
@@ -481,12 +495,16 @@ def _write_cards(header, *, bands, header_cards, bunit, pixel_scale_arcsec) -> N
     unit = bunit if bunit is not None else header_cards.get("BUNIT")
     if isinstance(unit, tuple):
         unit = unit[0]
-    header["BUNIT"] = (unit, "pixel unit") if unit else ("unknown", "pixel unit not known")
+    if unit is not None:  # "" is a unit: dimensionless (astropy reads it so)
+        header["BUNIT"] = (unit, "pixel unit")
+    else:  # no BUNIT card: FITS's own way to say the unit is not known (no made-up unit name)
+        header.add_comment("pixel unit not known (no BUNIT)")
     for i, band in enumerate(bands):
         header[f"BAND{i + 1}"] = (_ascii(band), f"band of plane {i + 1} (NAXIS3)")
     if pixel_scale_arcsec is not None:
         header["PIXSCALE"] = (float(pixel_scale_arcsec), "[arcsec/pixel] pixel scale")
     header["ORIGIN"] = (ORIGIN, "software that wrote this file")
+    header["CREATOR"] = (f"{ORIGIN} {__version__}", "software name and version")
     header["DATE"] = (datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"), "UTC file creation")
     for key, value in header_cards.items():
         if key.upper() == "BUNIT":

@@ -103,19 +103,36 @@ def to_rgb(x: np.ndarray, channels: list[str] | None = None) -> np.ndarray:
         cells = sample_cells(x, mode="sample", rng=np.random.default_rng(GRID_DISPLAY_SEED))
         out = grid_rgb(cells)
         return out[0] if single else out
-    c = x.shape[1]
-    if c == 1:
-        rgb = np.repeat(x, 3, axis=1)
-    elif channels is not None and [s.upper() for s in channels] == ["R", "G", "B"]:
-        rgb = x
-    elif c == 3:
-        rgb = x[:, ::-1]  # blue-to-red bands -> (reddest, middle, bluest) = (R, G, B)
-    elif c == 2:
-        rgb = np.stack([x[:, 1], (x[:, 0] + x[:, 1]) / 2, x[:, 0]], axis=1)
-    else:  # more bands: reddest, middle, bluest
-        rgb = x[:, [c - 1, c // 2, 0]]
+    rgb, _ = rgb_planes(x, channels)
     out = to_uint8(np.transpose(rgb, (0, 2, 3, 1)))
     return out[0] if single else out
+
+
+def rgb_planes(x: np.ndarray, channels: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
+    """The display's red, green and blue planes of (N, C, H, W) images, and what each holds.
+
+    The band-to-colour rule of :func:`to_rgb`: ``R, G, B`` as is; one band grey; survey bands
+    listed blue to red as reddest->R, middle->G, bluest->B (two bands: their mean in G).
+
+    Returns
+    -------
+    planes : ndarray (N, 3, H, W), dtype of ``x``
+    names : list of 3 str
+        The band (or band mean) in each plane, e.g. ``["i", "r", "g"]``.
+    """
+    x = np.asarray(x)
+    c = x.shape[1]
+    names = [str(b) for b in channels] if channels is not None and len(channels) == c else [f"band{i + 1}" for i in range(c)]
+    if c == 1:
+        return np.repeat(x, 3, axis=1), names * 3
+    if [s.upper() for s in names] == ["R", "G", "B"]:
+        return x, names
+    if c == 3:
+        return x[:, ::-1], names[::-1]  # blue-to-red bands -> (reddest, middle, bluest) = (R, G, B)
+    if c == 2:
+        return np.stack([x[:, 1], (x[:, 0] + x[:, 1]) / 2, x[:, 0]], axis=1), [names[1], f"({names[0]}+{names[1]})/2", names[0]]
+    idx = [c - 1, c // 2, 0]  # more bands: reddest, middle, bluest
+    return x[:, idx], [names[i] for i in idx]
 
 
 def display_note(channels: list[str], stretch: dict | None) -> str:

@@ -341,12 +341,16 @@ class RealismScorer:
         """Write ``PATH.npz`` (features) and ``PATH.json`` (meta); no pickle."""
         from galaxy_core.io.atomic import atomic_open, atomic_write_json
 
-        path = Path(path)
-        with atomic_open(path.with_suffix(".npz"), "wb") as f:  # a killed save leaves the old file whole
+        from galaxy_core.paths import with_suffix_of
+
+        jpath, npath = (with_suffix_of(path, s, SCORER_SUFFIXES) for s in SCORER_SUFFIXES)
+        with atomic_open(npath, "wb") as f:  # a killed save leaves the old file whole
             np.savez_compressed(f, x_real=self.x_real, x_fake=self.x_fake)
-        atomic_write_json(path.with_suffix(".json"), {"kind": "realism", "version": SCORER_VERSION,
-                                                       "classifier": CLASSIFIER, **self.meta})
-        return path.with_suffix(".json")
+        atomic_write_json(jpath, {"kind": "realism", "version": SCORER_VERSION, "classifier": CLASSIFIER, **self.meta})
+        return jpath
+
+
+SCORER_SUFFIXES = (".json", ".npz")  # a saved scorer's two files
 
 
 def train_scorer(x_real: np.ndarray, x_fake: np.ndarray, *, meta: dict | None = None) -> RealismScorer:
@@ -364,10 +368,10 @@ def load_scorer(path: str | Path | None = None) -> RealismScorer:
         ``galaxygan sky realism-fit``).
     """
     from galaxy_core.errors import CheckpointError
-    from galaxy_core.paths import checkpoints_dir
+    from galaxy_core.paths import checkpoints_dir, with_suffix_of
 
     path = Path(path) if path else checkpoints_dir() / "realism_hdf.json"
-    jpath, npath = path.with_suffix(".json"), path.with_suffix(".npz")
+    jpath, npath = (with_suffix_of(path, s, SCORER_SUFFIXES) for s in SCORER_SUFFIXES)
     if not jpath.exists() or not npath.exists():
         raise CheckpointError(f"{jpath}: realism scorer missing (needs .json and .npz); "
                               "build it with `galaxygan sky realism-fit`")

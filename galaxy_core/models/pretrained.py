@@ -189,10 +189,10 @@ def load_pretrained(path: str | os.PathLike, *, device: str | torch.device = "cp
     CheckpointError
         Not a checkpoint, an unknown family, weights that do not fit, or non-finite weights.
     """
-    path = Path(path)
-    if path.suffix not in (".json", ".safetensors"):
-        path = path.with_suffix(".json")
-    if not path.with_suffix(".json").exists():
+    from galaxy_core.paths import with_suffix_of
+
+    path = with_suffix_of(path, ".json", (".json", ".safetensors"))  # "my_model.v2" -> "my_model.v2.json"
+    if not path.exists():
         raise CheckpointError(f"{path.with_suffix('.json')}: no such checkpoint")
     tensors, meta = load_checkpoint(path)
     try:

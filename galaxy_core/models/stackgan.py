@@ -102,9 +102,9 @@ def stage1_path(path: str) -> Path:
     """
     if not path:
         raise ConfigError("model.stage1: stackgan needs a stage-I checkpoint (e.g. \"checkpoints/dcgan_sim64.json\")")
-    p = Path(path)
-    if p.suffix != ".json":
-        p = p.with_suffix(".json")
+    from galaxy_core.paths import with_suffix_of
+
+    p = with_suffix_of(path, ".json", (".json", ".safetensors"))
     if p.exists() or p.is_absolute():
         if not p.exists():
             raise ConfigError(f"model.stage1: no checkpoint at {p}; train a stage-I DCGAN or point to one")

@@ -61,12 +61,25 @@ def compose_mosaic(model, *, height: int, width: int, density: float = 4.9e-4, s
     Returns
     -------
     Sky
-        Truth table with ``cls`` (the class given to a conditional model, else 0).
+        Truth table with ``cls`` (the class given to a conditional model, else 0). The model's
+        bands fill the sky's three planes by the display rule of
+        :func:`galaxy_core.io.render.rgb_planes` (g, r, i -> planes i, r, g = R, G, B), named in
+        ``meta["bands"]``; ``meta["unit_note"]`` says what the pixel values are.
+
+    Raises
+    ------
+    ValueError
+        A size beyond :data:`MAX_SIDE`, or a position model (cell classes, not galaxies).
     """
     from tqdm.auto import tqdm
 
+    from galaxy_core.io.render import is_grid_channels, rgb_planes
+
     if not (0 < height <= MAX_SIDE and 0 < width <= MAX_SIDE):
         raise ValueError(f"mosaic size must be 1..{MAX_SIDE} pixels per side, got {height} x {width}")
+    if is_grid_channels(model.channels):
+        raise ValueError(f"{model.name} is a position model (cell classes {', '.join(model.channels)}), not a "
+                         "galaxy model; a mosaic needs a single-galaxy checkpoint (galaxygan sky compose uses position models)")
     bg = background or hdf_background()
     ss = np.random.SeedSequence([seed, 7]).spawn(2)
     bg_rng, rng = np.random.default_rng(ss[0]), np.random.default_rng(ss[1])
@@ -88,7 +101,7 @@ def compose_mosaic(model, *, height: int, width: int, density: float = 4.9e-4, s
     for start in range(0, n, batch):
         m = min(batch, n - start)
         cls = rng.integers(1, 4, m) if source.conditional else np.zeros(m, np.int64)
-        stamps = source(np.maximum(cls, 1), rng)
+        stamps, bands = rgb_planes(source(np.maximum(cls, 1), rng), model.channels)
         xs, ys = rng.uniform(-0.5, width - 0.5, m), rng.uniform(-0.5, height - 0.5, m)
         angles, scales = rng.uniform(0, 360, m), np.exp(rng.normal(0, size_sigma, m))
         for st, x, y, a, s, c in zip(stamps, xs, ys, angles, scales, cls):
@@ -100,9 +113,22 @@ def compose_mosaic(model, *, height: int, width: int, density: float = 4.9e-4, s
                          "flux_g": f[1], "flux_b": f[2], "tile": 0})
         bar.update(m)
     bar.close()
+    bands = rgb_planes(np.zeros((1, len(model.channels), 1, 1), np.float32), model.channels)[1]
     meta = {"seed": seed, "height": height, "width": width, "density": density, "size_sigma": size_sigma,
-            "model": str(model.path), "model_id": model.id, "background": background_meta(bg, modulate)}
+            "model": str(model.path), "model_id": model.id, "background": background_meta(bg, modulate),
+            "bands": bands, "unit_note": _mosaic_unit_note(model, bands)}
     return Sky(image=image, truth=_truth_table(rows), background_sum=bg_sum, meta=meta)
+
+
+def _mosaic_unit_note(model, bands: list[str]) -> str:
+    """What a mosaic's pixel values are, for its FITS header."""
+    if [b.upper() for b in bands] == ["R", "G", "B"] and not model.physical:
+        return FIELD_UNIT_NOTE
+    stretch = (model.stretch or {}).get("type") or "no"
+    unit = f" of {model.flux_unit}" if model.flux_unit else ""
+    return (f"Galaxies from {model.name}: its output bands {', '.join(bands)} (planes 1-3) as display values "
+            f"({stretch} stretch{unit}, mapped to 0..1, above each stamp's border), on the deep field's "
+            "background model in field units (8-bit band value / 255); a picture, not flux-calibrated.")
 
 
 # --------------------------------------------------------------------------- outputs
@@ -118,57 +144,112 @@ def sky_to_rgb8(image: np.ndarray) -> np.ndarray:
     return np.moveaxis(levels_8bit(image), 0, -1)
 
 
+SKY_SUFFIXES = (".png", ".fits", ".csv")
+
+
+def sky_output_path(out: str | os.PathLike, suffix: str) -> Path:
+    """``OUT`` + ``suffix``: the suffix is added to the whole name (``run.v2`` -> ``run.v2.fits``,
+    never ``run.fits``), except that an ``OUT`` already ending in one of :data:`SKY_SUFFIXES`
+    loses that ending first (``sky.png`` -> ``sky.fits``)."""
+    from galaxy_core.paths import with_suffix_of
+
+    return with_suffix_of(out, suffix, SKY_SUFFIXES)
+
+
+# header cards written from Sky.meta by name; the rest go to HIERARCH SKY cards
+_SKY_CARDS = {"seed": "SEED", "height": "HEIGHT", "width": "WIDTH", "cell_px": "CELL_PX", "jitter": "JITTER"}
+_NOT_CARDS = ("background", "config", "bands", "unit_note")
+_CONFIG_NOT_CARDS = ("out", "detect", "realism", "radius")  # outputs of the command, not of the image
+
+
+def sky_header(sky: Sky) -> "astropy.io.fits.Header":  # noqa: F821
+    """The primary header of a composed sky, mosaic or baseline sky (see :func:`write_sky`)."""
+    from galaxy_core.io.fits import provenance_header
+
+    meta = sky.meta
+    cards: dict = {}
+    for k, key in _SKY_CARDS.items():
+        if meta.get(k) is not None:
+            cards[key] = meta[k]
+    cards["BKGSUM"] = (sky.background_sum, "background sum, all bands")
+    mod = (meta.get("background") or {}).get("modulation")
+    if mod:  # how the sky level and the noise vary across the image (SkyModulation)
+        cards["BKGLEVSD"] = (mod["level_sd"], "sky level sd at a pixel, field units")
+        cards["BKGNOISD"] = (mod["noise_sd"], "sd of ln noise gain at a pixel")
+        cards["BKGRHO"] = (mod["rho"], "correlation of level and noise fields")
+        cards["BKGSCALE"] = (mod["scale"], "[pix] smoothing sigma of the fields")
+    for k, v in meta.items():  # the rest of what made it: models and their ids, a mosaic's or baseline's parameters
+        if k not in _SKY_CARDS and k not in _NOT_CARDS and v is not None:
+            cards[f"SKY {k}"] = v
+    for k, v in (meta.get("config") or {}).items():  # the composer options (regenerate from the header)
+        if k not in _CONFIG_NOT_CARDS and v is not None:  # unset options are resolved in the cards above
+            cards[f"SKY {k}"] = v
+    cards["ROWORDER"] = ("top-down", "array row 0 = top row of the PNG")
+    hdr = provenance_header(bands=meta.get("bands") or ("R", "G", "B"), header_cards=cards, bunit="")
+    hdr.comments["BUNIT"] = "dimensionless; see the comment cards"
+    _add_comments(hdr, meta.get("unit_note") or FIELD_UNIT_NOTE)
+    _add_comments(hdr, "Pixel (x, y) of the TRUTH table is array column x, row y, counted from 0; "
+                       "the FITS pixel is (x + 1, y + 1). The array is stored in the PNG's row order, "
+                       "so viewers that draw FITS row 1 at the bottom show it upside down.")
+    return hdr
+
+
+def _add_comments(header, text: str) -> None:
+    """``text`` as COMMENT cards broken between words (a card holds 72 characters)."""
+    import textwrap
+
+    for line in textwrap.wrap(text, 70):
+        header.add_comment(line)
+
+
+FIELD_UNIT_NOTE = ("Pixel values in field units: the deep field's 8-bit band value / 255 "
+                   "(planes R, G, B of its display image), not flux-calibrated; truth fluxes are "
+                   "sums of such values above the sky level.")
+
+
 def write_sky(sky: Sky, out: str | os.PathLike, *, png: bool = True, fits: bool = True, csv: bool = True
               ) -> list[Path]:
     """Write ``OUT.png`` (display, clipped linear), ``OUT.fits`` (primary: (3, H, W) float32
-    R, G, B in field units; extension ``TRUTH``: the truth table) and ``OUT.csv`` (truth).
+    planes ``BAND1..3`` in field units; extension ``TRUTH``: the truth table) and ``OUT.csv``
+    (truth). The suffixes are added to ``OUT``'s whole name (:func:`sky_output_path`).
+
+    The FITS header holds what made the image: every composer option, the models' paths and
+    ids (composed skies), the checkpoint, its id, density and size spread (mosaics) or the
+    parameters (baselines), the background's variation, ``ORIGIN``, ``CREATOR`` (software and
+    version) and ``DATE``. ``BUNIT`` is ``""`` (dimensionless: a fraction of the 8-bit scale);
+    the comment cards say what the values and the truth table's pixel convention are.
+
+    The files are written to temporary files side by side and renamed only once all of them
+    are complete, so a file that cannot be made leaves every earlier output in place (no new
+    PNG beside an old FITS).
 
     Returns the written paths.
     """
+    import contextlib
+
     from astropy.io import fits as afits
 
     from galaxy_core.io.atomic import atomic_open
 
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    written = []
-    if png:
-        from PIL import Image
+    targets = [sky_output_path(out, s) for s, on in zip(SKY_SUFFIXES, (png, fits, csv)) if on]
+    with contextlib.ExitStack() as stack:  # every temporary file is renamed at the end, or none
+        files = {p.suffix: stack.enter_context(atomic_open(p)) for p in targets}
+        if png:
+            from PIL import Image
 
-        with atomic_open(out.with_suffix(".png")) as f:
-            Image.fromarray(sky_to_rgb8(sky.image)).save(f, format="PNG")
-        written.append(out.with_suffix(".png"))
-    if fits:
-        hdr = afits.Header()
-        hdr["BUNIT"] = ("field", "8-bit band value / 255, not calibrated")
-        for i, b in enumerate(("R", "G", "B"), 1):
-            hdr[f"BAND{i}"] = b
-        for k in ("seed", "height", "width", "cell_px", "jitter"):
-            if k in sky.meta:
-                hdr[k.upper()[:8]] = sky.meta[k]
-        hdr["BKGSUM"] = (sky.background_sum, "background sum, all bands")
-        mod = (sky.meta.get("background") or {}).get("modulation")
-        if mod:  # how the sky level and the noise vary across the image (SkyModulation)
-            hdr["BKGLEVSD"] = (mod["level_sd"], "sky level sd at a pixel, field units")
-            hdr["BKGNOISD"] = (mod["noise_sd"], "sd of ln noise gain at a pixel")
-            hdr["BKGRHO"] = (mod["rho"], "correlation of level and noise fields")
-            hdr["BKGSCALE"] = (mod["scale"], "[pix] smoothing sigma of the fields")
-        for k, v in (sky.meta.get("config") or {}).items():  # the composer options (regenerate from the header)
-            if k not in ("out", "detect", "realism", "radius"):
-                hdr[f"HIERARCH SKY {k.upper()}"] = v if isinstance(v, (bool, int, float)) else str(v)[:48]
-        hdul = afits.HDUList([afits.PrimaryHDU(np.asarray(sky.image, np.float32), header=hdr),
-                              afits.table_to_hdu(sky.truth)])
-        hdul[1].name = "TRUTH"
-        with atomic_open(out.with_suffix(".fits")) as f:
-            hdul.writeto(f)
-        written.append(out.with_suffix(".fits"))
-    if csv:
-        import io
+            Image.fromarray(sky_to_rgb8(sky.image)).save(files[".png"], format="PNG")
+        if fits:
+            truth = afits.table_to_hdu(sky.truth)
+            truth.name = "TRUTH"
+            _add_comments(truth.header, "x, y: array column and row counted from 0 (FITS pixel = x + 1, y + 1). "
+                                        "flux: sum over the three planes; flux_r, flux_g, flux_b: planes 1, 2, 3 "
+                                        "(BAND1..3 of the primary), in the primary's pixel unit.")
+            primary = afits.PrimaryHDU(np.asarray(sky.image, np.float32), header=sky_header(sky))
+            afits.HDUList([primary, truth]).writeto(files[".fits"])
+        if csv:
+            import io
 
-        from galaxy_core.io.atomic import atomic_write_text
-
-        buf = io.StringIO()
-        sky.truth.write(buf, format="ascii.csv")
-        atomic_write_text(out.with_suffix(".csv"), buf.getvalue())
-        written.append(out.with_suffix(".csv"))
-    return written
+            buf = io.StringIO()
+            sky.truth.write(buf, format="ascii.csv")
+            files[".csv"].write(buf.getvalue().encode("utf-8"))
+    return targets

@@ -20,11 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from galaxy_core.errors import ConfigError
+from galaxy_core.io.checkpoint import checkpoint_id
 from galaxy_core.sky.calibrate import FAINT_PROFILES
 from galaxy_core.sky.compose import (ClassMatchedGalaxies, ModelGalaxies, ModelPositions, RandomPositions, Sky,
                                      StampGalaxies, compose_sky, resolve_cell_px)
 
 BASELINES = ("baseline1", "baseline2")
+SOURCE_NAMES = ("random", "stamps") + BASELINES  # positions / galaxies that are not checkpoint files
 
 
 @dataclass
@@ -156,7 +158,9 @@ def compose(cfg: SkyConfig, *, progress=False) -> Sky:
         from galaxy_core.sky.baselines import baseline_geometric, baseline_uniform
 
         fn = baseline_uniform if cfg.positions == "baseline1" else baseline_geometric
-        return fn(height=cfg.height, width=cfg.width, seed=cfg.seed, modulate=cfg.modulate)
+        sky = fn(height=cfg.height, width=cfg.width, seed=cfg.seed, modulate=cfg.modulate)
+        sky.meta["config"] = {k: v for k, v in dataclasses.asdict(cfg).items() if k in BASELINE_OPTIONS}
+        return sky
     from galaxy_core.sky.calibrate import FaintSources, FieldStars
 
     faint = FaintSources(subcatalogue=cfg.subcatalogue, profile=cfg.faint_profile, damping=cfg.faint_damping) if cfg.faint else None
@@ -169,4 +173,11 @@ def compose(cfg: SkyConfig, *, progress=False) -> Sky:
                       cell_px=cell_px, jitter=cfg.jitter, faint=faint, stars=FieldStars() if cfg.stars else None,
                       seed=cfg.seed, modulate=cfg.modulate, progress=progress)
     sky.meta["config"] = dataclasses.asdict(cfg)  # every option that shaped the image, for the FITS header
+    for role in ("positions", "galaxies"):  # the checkpoints' content ids: the path alone may be reused
+        path = getattr(cfg, role)
+        if path not in SOURCE_NAMES:
+            sky.meta[f"{role}_id"] = checkpoint_id(_resolve(path))
     return sky
+
+
+BASELINE_OPTIONS = ("height", "width", "seed", "positions", "modulate")  # all a baseline sky depends on

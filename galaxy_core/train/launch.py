@@ -22,6 +22,7 @@ from galaxy_core.config import Config, from_dict, load_config, to_toml
 from galaxy_core.errors import GalaxyGanError
 from galaxy_core.io.atomic import atomic_write_text
 from galaxy_core.io.checkpoint import read_meta
+from galaxy_core.paths import with_suffix_of
 from galaxy_core.train.run import RunFolder, RunLockedError
 
 LOG_NAME = "process.log"
@@ -92,7 +93,7 @@ def launch_training(config: str | os.PathLike | Config | dict, run_dir: str | os
     _refuse_if_locked(run)
     if run.status_path.exists() or run.checkpoint("last").exists():
         raise GalaxyGanError(f"{run_dir}: already holds a run; resume it or choose a new name")
-    if init is not None and not Path(init).with_suffix(".json").exists():
+    if init is not None and not with_suffix_of(init, ".json", (".json", ".safetensors")).exists():
         raise GalaxyGanError(f"{init}: no such checkpoint to start from")
     overrides = [str(o) for o in overrides]
     if isinstance(config, (Config, dict)):
@@ -108,7 +109,7 @@ def launch_training(config: str | os.PathLike | Config | dict, run_dir: str | os
     for item in overrides:
         cmd += ["--set", item]
     if init is not None:
-        cmd += ["--init", str(Path(init).with_suffix(".json"))]
+        cmd += ["--init", str(with_suffix_of(init, ".json", (".json", ".safetensors")))]
     return _spawn(cmd, run_dir, step=0, total=cfg.train.steps, message="process started")
 
 
