@@ -290,3 +290,176 @@ def test_a_checkpoint_name_with_dots_keeps_them(tmp_path):
     for suffix in (".json", ".safetensors"):
         shutil.copy(checkpoints_dir() / f"dcgan_hdf32{suffix}", tmp_path / f"my_model.v2{suffix}")
     assert load_pretrained(tmp_path / "my_model.v2").path.name == "my_model.v2.json"
+
+
+# ------------------------------------------------------------ hand-edited model cards
+
+
+def _shipped_copy(tmp_path, edit, name="edited"):
+    """A copy of the shipped dcgan_hdf32 pair in ``tmp_path`` whose card ``edit(meta)`` changed."""
+    import shutil
+
+    from galaxy_core.paths import checkpoints_dir
+
+    src = checkpoints_dir() / "dcgan_hdf32"
+    meta = json.loads(src.with_suffix(".json").read_text())
+    edit(meta)
+    card = tmp_path / f"{name}.json"
+    card.write_text(json.dumps(meta))
+    shutil.copy(src.with_suffix(".safetensors"), tmp_path / f"{name}.safetensors")
+    return card
+
+
+def _set_model(key, value):
+    return lambda meta: meta["model"].__setitem__(key, value)
+
+
+def _to_stylegan(meta):
+    meta["arch"] = meta["model"]["arch"] = "stylegan"
+
+
+_BAD_CARDS = [
+    (_set_model("z_dim", 100.5), "model.z_dim must be an integer, not 100.5"),
+    (_set_model("z_dim", "abc"), "model.z_dim must be an integer, not 'abc'"),
+    (_set_model("z_dim", True), "model.z_dim must be an integer, not True"),
+    (_set_model("z_dim", -5), "does not describe a buildable dcgan model: model.width, model.z_dim and model.num_bands must be positive"),
+    (_set_model("resolution", 33), "does not describe a buildable dcgan model: model.resolution must be"),
+    (_to_stylegan, "does not describe a buildable stylegan model: model: unknown key(s) d_dropout, width"),
+    (lambda m: m.__setitem__("arch", "nosuch"), "arch 'nosuch' is not a known architecture"),
+    (lambda m: m.pop("arch"), "names no architecture ('arch')"),
+    (lambda m: m["model"].__setitem__("arch", "stylegan"), "arch is 'dcgan' but model.arch is 'stylegan'"),
+    (lambda m: m.__setitem__("data", "oops"), "malformed model card: 'data' must be a JSON object, not 'oops'"),
+    (lambda m: m.__setitem__("model", [1]), "malformed model card: 'model' must be a JSON object, not [1]"),
+    (lambda m: m.__setitem__("arch", [1]), "malformed model card: 'arch' must be a string, not [1]"),
+    (lambda m: m["data"].__setitem__("channels", "RGB"), "data.channels must be a list of channel names"),
+    (lambda m: m["data"].__setitem__("channels", [1, 2, 3]), "data.channels must be a list of channel names"),
+    (lambda m: m["data"].__setitem__("channels", ["R", "G"]), "data.channels lists 2 channel(s) ['R', 'G'] but model.num_bands is 3"),
+    (lambda m: m["data"].pop("channels"), "does not list the channels (data.channels)"),
+    (lambda m: m["data"].__setitem__("kind", "grid"), "data.kind is 'grid' but a dcgan model makes images"),
+    (lambda m: m["data"].__setitem__("stretch", {"type": "asinh"}), "data.stretch (asinh) cannot be used"),
+    (lambda m: m["data"].__setitem__("stretch", "x"), "data.stretch must be a JSON object or null, not 'x'"),
+]
+
+
+@pytest.mark.parametrize("edit, why", _BAD_CARDS)
+def test_loading_a_hand_edited_card_names_the_file_and_the_problem(tmp_path, edit, why):
+    from galaxy_core.models.pretrained import load_pretrained
+
+    card = _shipped_copy(tmp_path, edit)
+    with pytest.raises(CheckpointError) as e:
+        load_pretrained(card)
+    message = str(e.value)
+    assert message.startswith(f"{card}: ") and why in message, message
+
+
+@pytest.mark.parametrize("edit, why", [_BAD_CARDS[i] for i in (0, 1, 3, 5, 9, 10)])
+def test_sample_with_a_hand_edited_card_is_a_clear_error(tmp_path, capsys, edit, why):
+    from galaxy_core.cli import main
+
+    card = _shipped_copy(tmp_path, edit)
+    out = tmp_path / "out"
+    assert main(["sample", str(card), "-n", "2", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"galaxygan: error: {card}: " in err and why in err and "Traceback" not in err, err
+    assert not out.exists()  # nothing was written
+
+
+@pytest.mark.parametrize("edit, why", [
+    (lambda m: m.__setitem__("data", "oops"), "'data' must be a JSON object, not 'oops'"),
+    (lambda m: m.__setitem__("model", [1]), "'model' must be a JSON object, not [1]"),
+    (lambda m: m.__setitem__("training", "x"), "'training' must be a JSON object, not 'x'"),
+    (lambda m: m.__setitem__("metrics", [1]), "'metrics' must be a JSON object or null, not [1]"),
+    (lambda m: m["training"].__setitem__("kimg", "many"), "a field cannot be shown"),
+])
+def test_info_with_a_malformed_card_is_a_clear_error(tmp_path, capsys, edit, why):
+    from galaxy_core.cli import main
+
+    card = _shipped_copy(tmp_path, edit)
+    before = card.read_bytes()
+    assert main(["info", str(card)]) == 2
+    err = capsys.readouterr().err
+    assert f"galaxygan: error: {card}: malformed model card: " in err and why in err, err
+    assert card.read_bytes() == before  # the card is left as it was
+
+
+def test_info_and_sample_of_a_bad_card_print_no_traceback(tmp_path):
+    card = _shipped_copy(tmp_path, lambda m: m.__setitem__("data", "oops"))
+    for cmd in (["info", str(card)], ["sample", str(card), "--out", str(tmp_path / "out")]):
+        r = subprocess.run([sys.executable, "-m", "galaxy_core.cli", *cmd], capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert f"{card}: malformed model card: 'data' must be a JSON object" in r.stderr
+
+
+def test_init_from_a_card_without_arch_names_the_file(tmp_path):
+    from galaxy_core.config import load_config
+    from galaxy_core.train.loop import train
+
+    card = _shipped_copy(tmp_path, lambda m: m.pop("arch"))
+    cfg = load_config(None, ["data.dataset=hdf", "data.resolution=32", "model.arch=dcgan", "model.width=8",
+                             "train.steps=1", "log.eval_every=0"])
+    with pytest.raises(CheckpointError) as e:
+        train(cfg, tmp_path / "run", init_from=str(card), progress=False)
+    assert str(e.value).startswith(f"{card}: the model card names no architecture ('arch')")
+
+
+def test_init_from_a_malformed_card_names_the_file(tmp_path):
+    from galaxy_core.config import load_config
+    from galaxy_core.train.loop import train
+
+    card = _shipped_copy(tmp_path, lambda m: m.__setitem__("model", "dcgan"))
+    cfg = load_config(None, ["data.dataset=hdf", "data.resolution=32", "model.arch=dcgan", "model.width=8",
+                             "train.steps=1", "log.eval_every=0"])
+    with pytest.raises(CheckpointError) as e:
+        train(cfg, tmp_path / "run", init_from=str(card), progress=False)
+    assert str(e.value).startswith(f"{card}: malformed model card: 'model' must be a JSON object")
+
+
+# ------------------------------------------------------------------ checkpoints verify
+
+
+def test_verify_reports_half_pairs_and_bad_cards_and_keeps_going(tmp_path, capsys):
+    import shutil
+
+    from galaxy_core.cli import main
+    from galaxy_core.paths import checkpoints_dir
+
+    good = _shipped_copy(tmp_path, lambda m: None, name="good")
+    bad_data = _shipped_copy(tmp_path, lambda m: m.__setitem__("data", "oops"), name="a_bad_data")
+    bad_z = _shipped_copy(tmp_path, _set_model("z_dim", 100.5), name="b_bad_z")
+    card_only = _shipped_copy(tmp_path, lambda m: None, name="card_only")
+    card_only.with_suffix(".safetensors").unlink()
+    tensors_only = _shipped_copy(tmp_path, lambda m: None, name="tensors_only")
+    tensors_only.unlink()
+    for name in ("realism_hdf.json", "realism_hdf.npz", "galaxy_encoder.json", "galaxy_encoder.safetensors"):
+        shutil.copy(checkpoints_dir() / name, tmp_path / name)  # not a GAN; the realism scorer not a checkpoint
+    (tmp_path / "metrics.json").write_text('{"fid": 3.0}')
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    assert main(["checkpoints", "verify", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    out = captured.out
+    assert "Traceback" not in captured.err
+    lines = {line.split()[1]: line for line in out.splitlines() if line.startswith(("ok", "FAIL"))}
+    assert set(lines) == {str(good), str(bad_data), str(bad_z), str(card_only),
+                          str(tensors_only.with_suffix(".safetensors")), str(tmp_path / "galaxy_encoder.json")}
+    assert lines[str(good)].startswith("ok") and lines[str(tmp_path / "galaxy_encoder.json")].startswith("ok")
+    assert lines[str(bad_data)].startswith("FAIL") and "'data' must be a JSON object, not 'oops'" in lines[str(bad_data)]
+    assert lines[str(bad_z)].startswith("FAIL") and "model.z_dim must be an integer" in lines[str(bad_z)]
+    assert lines[str(card_only)].startswith("FAIL") and "no card_only.safetensors beside it" in lines[str(card_only)]
+    st_line = lines[str(tensors_only.with_suffix(".safetensors"))]
+    assert st_line.startswith("FAIL") and "no tensors_only.json card" in st_line
+    assert "2 of 6 checkpoints verified" in out
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # nothing changed
+
+
+def test_verify_folder_finds_half_pairs_in_run_folders(tmp_path):
+    from galaxy_core.models.pretrained import verify_folder
+
+    run = tmp_path / "myrun" / "checkpoints"
+    run.mkdir(parents=True)
+    card = _shipped_copy(run, lambda m: None, name="last")
+    card.with_suffix(".safetensors").unlink()
+    results = verify_folder(tmp_path)
+    assert [(r["path"], r["ok"], r["kind"], r["arch"]) for r in results] == [(str(card), False, "gan", "dcgan")]
+    assert results[0]["problem"].startswith(f"{card}: no last.safetensors beside it")

@@ -137,6 +137,8 @@ def read_meta(path: str | os.PathLike) -> dict:
     NotACheckpointError
         The file is missing, not text, not JSON, not a JSON object or of another format; the
         message starts with "Not a galaxygan checkpoint:" and names the file.
+    CheckpointError
+        A card field galaxygan reads has the wrong type (see :func:`check_card`).
     """
     _, js_path = _resolve(path)
     if not js_path.exists():
@@ -165,7 +167,58 @@ def read_meta(path: str | os.PathLike) -> dict:
     if digest is not None and not (isinstance(digest, str) and len(digest) == 64
                                    and all(c in "0123456789abcdef" for c in digest)):
         raise _not_a_checkpoint(js_path, f"has a malformed tensors_sha256 {digest!r}", _FIX_PAIR)
+    check_card(meta, js_path)
     return meta
+
+
+# Card fields galaxygan reads, with the JSON types they must have where present.
+_CARD_FIELDS = {
+    "kind": (str,), "arch": (str,), "model": (dict,), "data": (dict,), "training": (dict,),
+    "config": (dict,), "engine": (dict,), "optimizer": (dict,),
+    "metrics": (dict, type(None)), "best": (dict, type(None)), "note": (str, type(None)),
+}
+_DATA_FIELDS = {"kind": (str,), "name": (str, type(None)), "stretch": (dict, type(None))}
+_JSON_NAMES = {str: "a string", dict: "a JSON object", type(None): "null"}
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_card(meta: dict, path: str | os.PathLike) -> None:
+    """Check the structure of the model-card fields galaxygan reads (where present).
+
+    ``kind``, ``arch`` and ``note`` must be strings; ``model``, ``data``, ``training``,
+    ``config``, ``engine`` and ``optimizer`` JSON objects (``metrics`` and ``best`` may be
+    null); in ``data``, ``channels`` a list of strings, ``kind`` a string and ``stretch`` an
+    object or null.
+
+    Raises
+    ------
+    CheckpointError
+        A field of the wrong type; the message starts with ``path`` and names the field.
+    """
+    def bad(field: str, value, allowed) -> CheckpointError:
+        want = allowed if isinstance(allowed, str) else " or ".join(_JSON_NAMES[t] for t in allowed)
+        return CheckpointError(f"{path}: malformed model card: {field} must be {want}, not {_short(value)}; "
+                               "restore the NAME.json galaxygan wrote, or fix that field")
+
+    for key, allowed in _CARD_FIELDS.items():
+        if key in meta and not isinstance(meta[key], allowed):
+            raise bad(repr(key), meta[key], allowed)
+    model = meta.get("model")
+    if isinstance(model, dict) and "arch" in model and not isinstance(model["arch"], str):
+        raise bad("model.arch", model["arch"], (str,))
+    data = meta.get("data")
+    if not isinstance(data, dict):
+        return
+    for key, allowed in _DATA_FIELDS.items():
+        if key in data and not isinstance(data[key], allowed):
+            raise bad(f"data.{key}", data[key], allowed)
+    channels = data.get("channels")
+    if "channels" in data and not (isinstance(channels, list) and all(isinstance(c, str) for c in channels)):
+        raise bad("data.channels", channels, "a list of channel names (strings)")
 
 
 def find_nonfinite(tensors: Mapping[str, torch.Tensor]) -> dict[str, int]:

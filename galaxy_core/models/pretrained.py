@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from galaxy_core.errors import CheckpointError
+from galaxy_core.errors import CheckpointError, GalaxyGanError
 from galaxy_core.io.stretch import stretch_from_dict
 from galaxy_core.io.render import grid_channels
 from galaxy_core.models.family import Family
@@ -78,18 +78,34 @@ class Pretrained:
         return int(self.model_cfg.resolution)
 
     @property
+    def _card_data(self) -> dict:
+        """The card's ``data`` block (empty when the card has none)."""
+        data = self.meta.get("data")
+        return data if isinstance(data, dict) else {}
+
+    @property
     def channels(self) -> list[str]:
-        if self.meta["data"].get("kind") == "grid":  # one-hot output: one channel per cell class
+        """Channel names of the generated images.
+
+        Raises
+        ------
+        CheckpointError
+            The card's data block does not list them (a card not written by galaxygan).
+        """
+        if self._card_data.get("kind") == "grid":  # one-hot output: one channel per cell class
             return grid_channels(self.model_cfg.num_classes)
-        return list(self.meta["data"]["channels"])
+        if "channels" not in self._card_data:
+            raise CheckpointError(f"{self.path}: the model card does not list the channels (data.channels); "
+                                  "restore the NAME.json galaxygan wrote")
+        return list(self._card_data["channels"])
 
     @property
     def stretch(self) -> dict | None:
-        return self.meta["data"].get("stretch")
+        return self._card_data.get("stretch")
 
     @property
     def physical(self) -> bool:
-        return self.meta["data"].get("kind") == "physical"
+        return self._card_data.get("kind") == "physical"
 
     @cached_property
     def id(self) -> str:
@@ -162,7 +178,7 @@ class Pretrained:
         the name was unified); cards of the built-in ``sim`` written before units were recorded
         get its unit (nanomaggy).
         """
-        data = self.meta.get("data", {})
+        data = self._card_data
         unit = data.get("flux_unit") or data.get("bunit")
         if unit:
             return str(unit)
@@ -176,32 +192,34 @@ class Pretrained:
         """Model-range images back to flux with the stored stretch (physical data only)."""
         st = stretch_from_dict(self.stretch)
         if st is None:
-            raise ValueError(f"{self.path.name}: trained on {self.meta['data'].get('kind')} data "
+            raise ValueError(f"{self.path.name}: trained on {self._card_data.get('kind')} data "
                              f"with stretch {self.stretch and self.stretch.get('type')}; fluxes cannot be recovered")
         return st.inverse(x)
 
 
-def load_pretrained(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Pretrained:
+def load_pretrained(path: str | os.PathLike, *, device: str | torch.device = "cpu",
+                    _chain: tuple[Path, ...] = ()) -> Pretrained:
     """Load a checkpoint (``NAME.json`` or ``NAME.safetensors``) for sampling.
 
     Raises
     ------
     CheckpointError
-        Not a checkpoint, an unknown family, weights that do not fit, or non-finite weights.
+        Not a checkpoint, a malformed card, an unknown family, a card that does not describe a
+        buildable model (a field of the wrong type or value, keys of another family, channels
+        that do not match the bands), weights that do not fit, or non-finite weights. The
+        message starts with the file.
     """
     from galaxy_core.paths import with_suffix_of
 
     path = with_suffix_of(path, ".json", (".json", ".safetensors"))  # "my_model.v2" -> "my_model.v2.json"
     if not path.exists():
         raise CheckpointError(f"{path.with_suffix('.json')}: no such checkpoint")
-    tensors, meta = load_checkpoint(path)
-    try:
-        family = get_arch(meta["arch"])
-        model_cfg = make_config(meta["arch"], {k: v for k, v in meta["model"].items() if k != "arch"})
-    except (KeyError, TypeError, AttributeError) as e:
-        raise CheckpointError(f"{path}: description lacks {e}; not a Galaxy GAN Studio checkpoint") from e
+    if path.resolve() in _chain:
+        loop = " -> ".join(str(p) for p in (*_chain, path.resolve()))
+        raise CheckpointError(f"{path}: the model cards refer to each other in a loop ({loop})")
+    tensors, meta = load_checkpoint(path)  # the card's structure is checked here (read_meta)
+    family, model_cfg, built, references = _build_from_card(path, meta)
     device = torch.device(device)
-    built = family.build(model_cfg)
     nets = {}
     for name, net in built.items():
         prefix = f"{name}_ema" if any(k.startswith(f"{name}_ema.") for k in tensors) else name
@@ -213,9 +231,102 @@ def load_pretrained(path: str | os.PathLike, *, device: str | torch.device = "cp
         except RuntimeError as e:
             raise CheckpointError(f"{path}: weights do not fit the {meta['arch']} model it describes ({e})") from e
         nets[name] = net.to(device).eval()
-    refs = {role: load_pretrained(p, device=device) for role, p in family.references(model_cfg).items()}
+    refs = {role: load_pretrained(p, device=device, _chain=(*_chain, path.resolve()))
+            for role, p in references.items()}
     return Pretrained(path=path.with_suffix(".json"), meta=meta, nets=nets, family=family, model_cfg=model_cfg,
                       device=device, refs=refs)
+
+
+# What a family's config or constructor raises for values it cannot build (a hand-edited card).
+_BUILD_ERRORS = (GalaxyGanError, ValueError, TypeError, AttributeError, KeyError, IndexError, RuntimeError,
+                 OverflowError, ZeroDivisionError, MemoryError)
+
+
+def _build_from_card(path: Path, meta: dict) -> tuple[Family, object, dict, dict]:
+    """The family, config, fresh networks and referenced checkpoints a card describes.
+
+    Raises
+    ------
+    CheckpointError
+        No ``arch`` or ``model``, an unknown ``arch``, a ``model.arch`` of another family, model
+        fields of the wrong type, values the family refuses or cannot build, a ``grid`` data kind
+        for an image family, an asinh ``data.stretch`` that cannot be used, or ``data.channels``
+        missing or not matching the model's bands; the message names ``path``.
+    """
+    import dataclasses
+    import typing
+
+    from galaxy_core.models.registry import known_archs
+
+    arch, model = meta.get("arch"), meta.get("model")
+    if arch is None:
+        raise CheckpointError(f"{path}: the model card names no architecture ('arch'); "
+                              "not a Galaxy GAN Studio generator checkpoint")
+    if model is None:
+        raise CheckpointError(f"{path}: the model card has no 'model' block; not a Galaxy GAN Studio generator checkpoint")
+    if arch not in known_archs():
+        raise CheckpointError(f"{path}: the model card's arch {arch!r} is not a known architecture (known: "
+                              f"{', '.join(known_archs())}); a family from a plugin must be registered first "
+                              "(GALAXYGAN_FAMILIES)")
+    if model.get("arch", arch) != arch:
+        raise CheckpointError(f"{path}: the model card is inconsistent: arch is {arch!r} but model.arch is "
+                              f"{model['arch']!r}; restore the NAME.json galaxygan wrote")
+    what = f"{path}: the model card does not describe a buildable {arch} model"
+    family = get_arch(arch)
+    values = {k: v for k, v in model.items() if k != "arch"}
+    try:
+        hints = typing.get_type_hints(family.config_cls)
+    except Exception:  # a plugin's annotations that cannot be resolved: leave the checks to the family
+        hints = {}
+    for f in dataclasses.fields(family.config_cls):
+        if f.name in values and not _json_fits(values[f.name], hints.get(f.name)):
+            raise CheckpointError(f"{what}: model.{f.name} must be {_TYPE_NAMES[hints[f.name]]}, "
+                                  f"not {values[f.name]!r}; restore the NAME.json galaxygan wrote")
+    try:
+        model_cfg = make_config(arch, values)
+        built = family.build(model_cfg)
+        references = family.references(model_cfg)
+    except _BUILD_ERRORS as e:
+        raise CheckpointError(f"{what}: {e}; restore the NAME.json galaxygan wrote") from e
+    data = meta.get("data") or {}
+    bands, channels = getattr(model_cfg, "num_bands", None), data.get("channels")
+    if data.get("kind") == "grid":
+        if not isinstance(getattr(model_cfg, "num_classes", None), int):
+            raise CheckpointError(f"{path}: the model card is inconsistent: data.kind is 'grid' but a {arch} model "
+                                  "makes images, not grids of cell classes; restore the NAME.json galaxygan wrote")
+        return family, model_cfg, built, references
+    stretch = data.get("stretch")
+    if isinstance(stretch, dict) and stretch.get("type") == "asinh":
+        try:
+            st = stretch_from_dict(stretch)
+            st.inverse(np.zeros((1, bands if isinstance(bands, int) else len(channels or [0]), 1, 1), np.float32))
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+            raise CheckpointError(f"{path}: malformed model card: data.stretch (asinh) cannot be used "
+                                  f"({type(e).__name__}: {e}); restore the NAME.json galaxygan wrote") from e
+    if channels is None:
+        raise CheckpointError(f"{path}: the model card does not list the channels (data.channels); "
+                              "restore the NAME.json galaxygan wrote")
+    if isinstance(bands, int) and len(channels) != bands:
+        raise CheckpointError(f"{path}: the model card is inconsistent: data.channels lists {len(channels)} "
+                              f"channel(s) {channels} but model.num_bands is {bands}; restore the NAME.json "
+                              "galaxygan wrote")
+    return family, model_cfg, built, references
+
+
+_TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _json_fits(value, hint) -> bool:
+    """Whether a card value has the type a config field declares (int, float, bool, str; others pass)."""
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    return True
 
 
 def is_generator_checkpoint(path: str | os.PathLike) -> bool:
@@ -247,10 +358,13 @@ def verify_checkpoint(path: str | os.PathLike, *, n: int = 4) -> dict:
     """Check one checkpoint: it loads, its weights fit the architecture its card describes,
     and it generates ``n`` finite images of the card's shape and range.
 
+    Nothing is raised: any failure, expected or not, becomes the entry's ``problem``.
+
     Returns
     -------
     dict
-        ``{"path", "kind", "arch", "ok": bool, "problem": str | None}``.
+        ``{"path", "kind", "arch", "ok": bool, "problem": str | None}``; ``problem`` starts with
+        the file.
     """
     from dataclasses import asdict
 
@@ -278,13 +392,63 @@ def verify_checkpoint(path: str | os.PathLike, *, n: int = 4) -> dict:
         if x.min() < -1.0001 or x.max() > 1.0001:
             raise CheckpointError(f"{path}: generated values {x.min():.3g}..{x.max():.3g} outside [-1, 1]")
         out["ok"] = True
-    except CheckpointError as e:
+    except GalaxyGanError as e:
         out["problem"] = str(e)
+    except Exception as e:  # one unusable checkpoint must not stop the others being checked
+        out["problem"] = f"{path}: cannot be loaded or sampled ({type(e).__name__}: {e})"
+    if out["problem"] and out["kind"] is None:  # a card refused before its kind was read
+        _, out["kind"], out["arch"] = _card_kind(path)
     return out
 
 
+def _card_kind(path: Path) -> tuple[bool, str | None, str | None]:
+    """Whether a JSON file is a galaxygan model card (by its ``format``), with its kind and arch."""
+    import json
+
+    from galaxy_core.io.checkpoint import FORMAT
+
+    try:
+        meta = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError):
+        return False, None, None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        return False, None, None
+    kind, arch = meta.get("kind", "gan"), meta.get("arch")
+    return True, kind if isinstance(kind, str) else None, arch if isinstance(arch, str) else None
+
+
 def verify_folder(folder: str | os.PathLike) -> list[dict]:
-    """:func:`verify_checkpoint` for every ``*.json`` checkpoint in ``folder`` (and its runs)."""
+    """:func:`verify_checkpoint` for every checkpoint in ``folder`` and its runs' ``checkpoints/``.
+
+    Half pairs are failed entries: a model card (a JSON with the galaxygan checkpoint
+    ``format``) with no ``NAME.safetensors`` beside it, and a ``NAME.safetensors`` with no
+    ``NAME.json``. Other JSON files (a realism scorer, metrics) are not checkpoints and are
+    left out.
+
+    Returns
+    -------
+    list of dict
+        One entry per checkpoint or half pair, as :func:`verify_checkpoint` returns them.
+    """
     folder = Path(folder)
-    paths = sorted(folder.glob("*.json")) + sorted(folder.glob("*/checkpoints/*.json"))
-    return [verify_checkpoint(p) for p in paths if p.with_suffix(".safetensors").exists()]
+    places = [folder, *sorted(p for p in folder.glob("*/checkpoints") if p.is_dir())]
+    results = []
+    for place in places:
+        stems = {p.name[: -len(p.suffix)] for ext in ("*.json", "*.safetensors") for p in place.glob(ext)
+                 if p.is_file()}
+        for stem in sorted(stems):
+            js, st = place / f"{stem}.json", place / f"{stem}.safetensors"
+            pending = place / f"{stem}.safetensors.next"  # a save interrupted before its last rename
+            if js.is_file() and (st.is_file() or pending.is_file()):
+                results.append(verify_checkpoint(js))
+            elif js.is_file():
+                is_card, kind, arch = _card_kind(js)
+                if is_card:
+                    results.append({"path": str(js), "kind": kind, "arch": arch, "ok": False,
+                                    "problem": f"{js}: no {st.name} beside it; a checkpoint is NAME.json + "
+                                               "NAME.safetensors: copy the tensor file next to the card"})
+            elif st.is_file():
+                results.append({"path": str(st), "kind": None, "arch": None, "ok": False,
+                                "problem": f"{st}: no {js.name} card beside it; a checkpoint is NAME.json + "
+                                           "NAME.safetensors: copy the model card next to the tensors"})
+    return results
