@@ -115,3 +115,56 @@ def test_composed_and_baseline_skies_record_what_made_them(tmp_path, capsys):
         hdr = h[0].header
         assert hdr["SKY BASELINE"] == 2 and hdr["SKY POSITIONS"] == "baseline2" and hdr["SEED"] == 5
         assert json.loads(hdr["SKY PARAMS"])  # the baseline's declared distributions
+
+
+# --------------------------------------------------------------------------- detect: bad input
+
+
+def _sky_fits(path, *, truth=True, truth_columns=("x", "y", "flux"), image=True):
+    """A 3-band 96 px sky with three bright sources, optionally with a TRUTH table."""
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:96, :96]
+    img = rng.normal(0, 1, (3, 96, 96)).astype(np.float32)
+    for x, y in ((25, 30), (70, 60), (40, 80)):
+        img += 60 * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / 8)
+    hdus = [fits.PrimaryHDU(img if image else None)]
+    if truth:
+        cols = {"x": [25.0, 70.0, 40.0], "y": [30.0, 60.0, 80.0], "flux": [1.0, 2.0, 3.0], "cls": [1, 2, 3]}
+        t = fits.table_to_hdu(Table({k: cols[k] for k in (*truth_columns, "cls")}))
+        t.name = "TRUTH"
+        hdus.append(t)
+    fits.HDUList(hdus).writeto(path)
+    return path
+
+
+def _detect_error(path, capsys):
+    assert main(["sky", "detect", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip().count("\n") == 0, err
+    assert f"error: {path}: " in err
+    return err
+
+
+def test_sky_detect_scores_a_sky_with_truth(tmp_path, capsys):
+    assert main(["sky", "detect", str(_sky_fits(tmp_path / "s.fits"))]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n_truth"] == 3 and out["n_detected"] >= 3 and out["completeness"] == 1.0
+
+
+def test_sky_detect_without_truth_counts_detections_only(tmp_path, capsys):
+    path = _sky_fits(tmp_path / "plain.fits", truth=False)
+    assert main(["sky", "detect", str(path)]) == 0
+    cap = capsys.readouterr()
+    out = json.loads(cap.out)
+    assert out["n_detected"] >= 3 and "completeness" not in out
+    assert f"{path} has no TRUTH table" in cap.err and "Traceback" not in cap.err
+
+
+def test_sky_detect_bad_files_are_one_line_errors(tmp_path, capsys):
+    assert "no image data" in _detect_error(_sky_fits(tmp_path / "noimg.fits", image=False), capsys)
+    err = _detect_error(_sky_fits(tmp_path / "t.fits", truth_columns=("x", "flux")), capsys)
+    assert "TRUTH table lacks column(s) y" in err
+    text = tmp_path / "text.fits"
+    text.write_text("not FITS at all\n")
+    assert "cannot read as FITS" in _detect_error(text, capsys)
+    assert "no such FITS file" in _detect_error(tmp_path / "missing.fits", capsys)

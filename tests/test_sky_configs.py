@@ -86,3 +86,61 @@ def test_size_match_gives_larger_cells_larger_galaxies():
     lo, mid, hi = means[True]
     assert lo < mid < hi and hi > 2 * lo  # matched: brightness follows the cell's size class
     assert means[True][2] / means[True][0] > means[False][2] / means[False][0]
+
+
+# --------------------------------------------------------------------------- types and ranges
+
+
+@pytest.mark.parametrize("line, words", [
+    ('height = "big"', ["sky.height", "expected a whole number", "'big'"]),
+    ("width = 2.5", ["sky.width", "expected a whole number", "2.5"]),
+    ("occupancy = 5", ["sky.occupancy", "must be in [0.0, 1.0]", "5"]),
+    ("occupancy = -1", ["sky.occupancy", "must be in [0.0, 1.0]", "-1"]),
+    ('occupancy = "lots"', ["sky.occupancy", "expected a number", "'lots'"]),
+    ('detect = "maybe"', ["sky.detect", "expected true or false"]),
+    ("positions = 3", ["sky.positions", "expected a string"]),
+    ("cell_px = 0", ["sky.cell_px", "must be >= 1"]),
+    ('cell_px = "x"', ["sky.cell_px", "expected a whole number"]),
+    ("radius = 0", ["sky.radius", "must be > 0"]),
+    ("seed = -1", ["sky.seed", "must be >= 0"]),
+    ('class_mix = [1, "a", 2]', ["sky.class_mix[1]", "expected a number"]),
+    ("class_mix = 3", ["sky.class_mix", "expected a list of 3 numbers"]),
+    ("class_mix = [1, 2]", ["sky.class_mix", "3 non-negative weights"]),
+    ('out = ""', ["sky.out", "must not be empty"]),
+])
+def test_sky_config_types_and_ranges_are_checked(tmp_path, capsys, line, words):
+    from galaxy_core.cli import main
+
+    cfg = tmp_path / "bad.toml"
+    base = "" if line.startswith("positions") else 'positions = "random"\n'
+    cfg.write_text(f'[sky]\n{base}galaxies = "stamps"\n{line}\n')
+    assert main(["sky", "compose", "--config", str(cfg), "--quiet", "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip().count("\n") == 0, err
+    assert f"error: {cfg}: " in err
+    for w in words:
+        assert w in err, err
+    assert not list(tmp_path.glob("s.*"))  # nothing composed or written
+
+
+def test_sky_config_values_keep_their_types():
+    cfg = load_sky_config(None, {"occupancy": 1, "jitter": 0, "cell_px": 16.0, "class_mix": (1, 2, 3)})
+    assert isinstance(cfg.occupancy, float) and isinstance(cfg.jitter, float) and cfg.jitter == 0.0
+    assert type(cfg.cell_px) is int and cfg.class_mix == [1.0, 2.0, 3.0]
+    assert SkyConfig().cell_px is None
+    with pytest.raises(Exception, match=r"^sky\.occupancy: must be in \[0\.0, 1\.0\]; got 1\.5"):
+        SkyConfig(occupancy=1.5)
+    with pytest.raises(Exception, match=r"^sky\.height: must be in \[1, 8000\]; got 0"):
+        load_sky_config(None, {"height": 0})
+
+
+def test_sky_config_keys_outside_the_sky_table_are_refused(tmp_path):
+    from galaxy_core.errors import ConfigError
+
+    cfg = tmp_path / "top.toml"
+    cfg.write_text("height = 256\n[sky]\nwidth = 256\n")  # height meant for [sky] would be ignored
+    with pytest.raises(ConfigError, match=r"top\.toml: height outside the \[sky\] table"):
+        load_sky_config(cfg)
+    cfg.write_text("sky = 3\n")
+    with pytest.raises(ConfigError, match=r"top\.toml: sky must be a table"):
+        load_sky_config(cfg)

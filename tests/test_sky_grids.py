@@ -100,3 +100,114 @@ def test_position_output_is_displayed_as_drawn_cells():
     # image channels are not grids
     grey = to_rgb(np.zeros((1, 3, 8, 8)), ["R", "G", "B"])
     assert (grey == 128).all() or (grey == 127).all()
+
+
+# --------------------------------------------------------------------------- bad user catalogues
+
+
+def _catalogue_csv(path, extra_rows=(), at=3, n=40):
+    """A good 40-source catalogue of a 300 px field with ``extra_rows`` inserted as data row ``at + 1``."""
+    rng = np.random.default_rng(0)
+    rows = [f"{x:.2f},{y:.2f},{s:.1f}" for x, y, s in zip(rng.uniform(0, 299, n), rng.uniform(0, 299, n),
+                                                          rng.uniform(5, 50, n))]
+    rows[at:at] = list(extra_rows)
+    path.write_text("x,y,size\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def _grids_error(args, capsys):
+    from galaxy_core.cli import main
+
+    assert main(["sky", "grids", *args, "--grid", "16", "--count", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip().count("\n") == 0, err
+    return err
+
+
+@pytest.mark.parametrize("row, words", [
+    ("100,,40", ["y", "blank or missing", "data row 4"]),
+    ("100,40", ["size", "blank or missing", "data row 4"]),
+    ("abc,5,40", ["x", "not a number", "data row 4", "'abc'"]),
+    ("nan,5,40", ["x", "not finite", "data row 4"]),
+    ("10,inf,40", ["y", "not finite", "data row 4"]),
+    ("-5,5,40", ["x = -5", "negative", "data row 4"]),
+    ("5,-7,40", ["y = -7", "negative", "data row 4"]),
+    ("5,5,-40", ["size = -40", "positive", "data row 4"]),
+    ("1e12,5,40", ["x = 1e+12", "far beyond", "data row 4"]),
+])
+def test_bad_catalogue_rows_are_named(tmp_path, capsys, row, words):
+    cat = _catalogue_csv(tmp_path / "cat.csv", [row])
+    err = _grids_error(["--catalogue", str(cat), "--out", str(tmp_path / "g")], capsys)
+    assert f"error: {cat}: " in err
+    for w in words:
+        assert w in err, err
+    assert not (tmp_path / "g").exists()  # nothing written
+
+
+def test_read_catalogue_keeps_good_rows_and_finds_far_offsets(tmp_path):
+    from galaxy_core.errors import DataError
+    from galaxy_core.sky.grids import read_catalogue
+
+    cat = read_catalogue(_catalogue_csv(tmp_path / "ok.csv"))
+    assert len(cat["x"]) == 40 and cat["shape"][0] <= 300 and cat["shape"][1] <= 300
+    assert np.isfinite(cat["x"]).all() and (cat["area"] >= 5).all()
+    shifted = tmp_path / "shifted.csv"  # positions in another frame: 5000..5300 px
+    shifted.write_text("x,y,size\n" + "\n".join(f"{5000 + 7 * i},{7 * i},20" for i in range(40)) + "\n")
+    with pytest.raises(DataError, match=r"shifted\.csv: no source has x below 5000.*subtract the offset"):
+        read_catalogue(shifted)
+
+
+def test_empty_and_header_only_catalogues(tmp_path, capsys):
+    from astropy.table import Table
+
+    head = tmp_path / "head.csv"
+    head.write_text("x,y,size\n")
+    err = _grids_error(["--catalogue", str(head), "--out", str(tmp_path / "g")], capsys)
+    assert f"{head}: the catalogue has no rows" in err
+    empty = tmp_path / "empty.fits"
+    Table({"x": np.zeros(0), "y": np.zeros(0), "area": np.zeros(0)}).write(empty)
+    err = _grids_error(["--catalogue", str(empty), "--out", str(tmp_path / "g")], capsys)
+    assert f"{empty}: the catalogue has no rows" in err
+
+
+def test_fits_catalogue_with_text_or_not_fits(tmp_path, capsys):
+    from astropy.table import Table
+
+    text = tmp_path / "text.fits"
+    Table({"x": np.array(["a", "10"]), "y": [1.0, 2.0], "area": [3.0, 4.0]}).write(text)
+    err = _grids_error(["--catalogue", str(text), "--out", str(tmp_path / "g")], capsys)
+    assert f"{text}: x is not a number in data row 1 ('a')" in err
+    bad = tmp_path / "bad.fits"
+    bad.write_text("x,y,size\n1,2,3\n")
+    err = _grids_error(["--catalogue", str(bad), "--out", str(tmp_path / "g")], capsys)
+    assert f"{bad}: cannot read as a FITS table" in err and "Format" not in err and "ascii" not in err
+    err = _grids_error(["--catalogue", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "g")], capsys)
+    assert f"{tmp_path / 'missing.csv'}: no such catalogue file" in err
+
+
+def test_grids_from_a_bad_or_missing_image(tmp_path, capsys):
+    from PIL import Image
+
+    good = tmp_path / "sky.jpg"
+    Image.fromarray((np.random.default_rng(0).random((64, 64)) * 255).astype(np.uint8)).save(good)
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    err = _grids_error(["--image", str(cut), "--out", str(tmp_path / "g")], capsys)
+    assert f"{cut}: cannot read the image" in err and "truncated" in err
+    junk = tmp_path / "junk.png"
+    junk.write_text("not an image")
+    assert f"{junk}: cannot read the image" in _grids_error(["--image", str(junk), "--out", str(tmp_path / "g")],
+                                                            capsys)
+    gone = tmp_path / "gone.jpg"
+    assert f"{gone}: no such image file" in _grids_error(["--image", str(gone), "--out", str(tmp_path / "g")], capsys)
+    assert not (tmp_path / "g").exists()
+
+
+def test_catalogue_smaller_than_a_tile_names_the_file(tmp_path, capsys):
+    from galaxy_core.cli import main
+
+    cat = _catalogue_csv(tmp_path / "small.csv")  # a 300 px field: 32 cells of 16 px do not fit
+    assert main(["sky", "grids", "--catalogue", str(cat), "--out", str(tmp_path / "g"), "--count", "4"]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {cat}: grid tiles of 512 px" in err and "Traceback" not in err
+    assert not (tmp_path / "g").exists()

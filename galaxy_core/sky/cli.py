@@ -24,19 +24,15 @@ def _cmd_grids(args) -> int:
             from galaxy_core.errors import GalaxyGanError
 
             raise GalaxyGanError("sky grids: --out FOLDER is needed with --catalogue or --image")
+        from galaxy_core.errors import DataError
+
         if args.catalogue:
             sources, what = read_catalogue(args.catalogue), f"catalogue {args.catalogue}"
         else:
-            from galaxy_core.io.fits import is_fits_path, read_fits_image
-
-            if is_fits_path(args.image):
-                img = read_fits_image(args.image).data.sum(axis=0)
-            else:
-                from PIL import Image
-
-                img = np.asarray(Image.open(args.image).convert("L"), float) / 255.0
-            sources, what = catalogue_from_image(img), f"image {args.image}"
-        ds = prepare_catalogue_grids(sources, args.out, opts, source=what)
+            sources, what = catalogue_from_image(_read_image(args.image)), f"image {args.image}"
+            if len(sources["x"]) == 0:
+                raise DataError(f"{args.image}: no sources found in the image; give an image of a sky with galaxies")
+        ds = prepare_catalogue_grids(sources, args.out, opts, source=what, name=args.catalogue or args.image)
     else:
         ds = prepare_hdf_grids(opts, rebuild=args.rebuild)
     m = ds.manifest
@@ -45,6 +41,31 @@ def _cmd_grids(args) -> int:
           f"{m['size_thresholds_area']} pix2")
     print(f"  folder: {ds.root}")
     return 0
+
+
+def _read_image(path) -> np.ndarray:
+    """A PNG/JPG (grey levels in [0, 1]) or FITS (band sum) image as a 2-D float array.
+
+    Raises
+    ------
+    DataError
+        The file is missing, or cannot be read as an image (corrupt, truncated, not an image).
+    """
+    from galaxy_core.errors import DataError
+    from galaxy_core.io.fits import is_fits_path, read_fits_image
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such image file" if not path.exists() else f"{path}: not a file")
+    if is_fits_path(path):
+        return read_fits_image(path).data.sum(axis=0)
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("L"), float) / 255.0
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:  # PIL's errors for bad files
+        raise DataError(f"{path}: cannot read the image ({e}); give a complete PNG, JPG or FITS image") from e
 
 
 def _cmd_grid_stats(args) -> int:
@@ -149,15 +170,66 @@ def _cmd_mosaic(args) -> int:
     return 0
 
 
-def _cmd_detect(args) -> int:
+def _read_truth(path: Path):
+    """The ``TRUTH`` table of a composed sky's FITS file, or None when the file has none.
+
+    Raises
+    ------
+    DataError
+        ``TRUTH`` is not a table or lacks the x, y and flux columns the scores need.
+    """
     from astropy.io import fits
     from astropy.table import Table
 
-    from galaxy_core.sky.detect import detection_report
+    from galaxy_core.errors import DataError
 
-    with fits.open(args.fits) as hdul:
-        image = np.asarray(hdul[0].data, float)
-        truth = Table(hdul["TRUTH"].data)
+    try:
+        with fits.open(path, memmap=False) as hdul:
+            if "TRUTH" not in hdul:
+                return None
+            hdu = hdul["TRUTH"]
+            if not isinstance(hdu, (fits.BinTableHDU, fits.TableHDU)):
+                raise DataError(f"{path}: the TRUTH extension is not a table")
+            truth = Table(hdu.data) if hdu.data is not None else Table()
+    except DataError:
+        raise
+    except Exception as e:  # astropy raises OSError, ValueError, TypeError... on bad files
+        raise DataError(f"{path}: cannot read the TRUTH table ({type(e).__name__}: {e})") from e
+    missing = [c for c in ("x", "y", "flux") if c not in truth.colnames]
+    if missing:
+        raise DataError(f"{path}: the TRUTH table lacks column(s) {', '.join(missing)}; it has "
+                        f"{', '.join(truth.colnames) or 'none'}")
+    return truth
+
+
+def _cmd_detect(args) -> int:
+    """Detect on the band sum of a FITS sky; score against its ``TRUTH`` table when it has one.
+
+    A file without ``TRUTH`` (any FITS image) is still detected: the report then holds the
+    detection count only, and a note on stderr says why completeness and purity are missing.
+
+    Raises
+    ------
+    DataError
+        Missing file, not FITS, no image data, or an unusable ``TRUTH`` table.
+    """
+    import sys
+
+    from galaxy_core.errors import DataError
+    from galaxy_core.io.fits import read_fits_image
+    from galaxy_core.sky.detect import detect, detection_report
+
+    path = Path(args.fits)
+    if not path.is_file():
+        raise DataError(f"{path}: no such FITS file" if not path.exists() else f"{path}: not a file")
+    image = np.asarray(read_fits_image(path).data, float)
+    truth = _read_truth(path)
+    if truth is None:
+        det = detect(image.sum(axis=0), nsigma=args.nsigma)
+        print(f"galaxygan: note: {path} has no TRUTH table; completeness and purity need the truth of a composed "
+              "sky (galaxygan sky compose), so only the detections are counted", file=sys.stderr)
+        print(json.dumps({"n_detected": int(len(det["x"])), "nsigma": args.nsigma}, indent=2))
+        return 0
     print(json.dumps(detection_report(image, truth, radius=args.radius, nsigma=args.nsigma).summary(), indent=2))
     return 0
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -286,28 +287,117 @@ def grid_properties(data: dict) -> GridProperties:
                           builtin_hdf=builtin)
 
 
+def _rows(rows) -> str:
+    """``data row 3`` / ``data rows 3, 7, 9 and 12 more`` for 0-based row indices."""
+    rows = [int(r) + 1 for r in rows]
+    more = f" and {len(rows) - 5} more" if len(rows) > 5 else ""
+    return f"data row{'s' if len(rows) > 1 else ''} {', '.join(map(str, rows[:5]))}{more}"
+
+
+def _catalogue_column(t, name: str, path: Path) -> np.ndarray:
+    """Column ``name`` of a catalogue table as finite float64, or a DataError naming the rows."""
+    col = t[name]
+    if col.ndim != 1:
+        raise DataError(f"{path}: column {name} holds arrays of shape {col.shape[1:]} per row; give one number per row")
+    blank = np.flatnonzero(np.ma.getmaskarray(col))
+    if blank.size:
+        raise DataError(f"{path}: {name} is blank or missing in {_rows(blank)}; every source needs x, y and a size")
+    values = np.asarray(col)
+    if values.dtype.kind not in "iuf":
+        def number(v) -> bool:
+            try:
+                float(v)
+                return True
+            except (TypeError, ValueError):
+                return False
+
+        items = [v.decode(errors="replace") if isinstance(v, bytes) else v for v in values.tolist()]
+        bad = [i for i, v in enumerate(items) if not number(v)]
+        if bad:
+            raise DataError(f"{path}: {name} is not a number in {_rows(bad)} ({items[bad[0]]!r}); "
+                            "give numbers in pixels")
+        values = np.array([float(v) for v in items])
+    values = values.astype(np.float64)
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        raise DataError(f"{path}: {name} is not finite ({values[bad[0]]}) in {_rows(bad)}; give a number in pixels")
+    return values
+
+
+def _far_positions(v: np.ndarray, axis: str, path: Path) -> None:
+    """Raise DataError when more than half of the field along ``axis`` holds no source.
+
+    The field a user catalogue describes runs from pixel 0 to its largest position, and tiles
+    are cut anywhere in it; the command takes no field size, so positions are judged against
+    each other: an empty band wider than half the field (a stray row far beyond the others, or
+    positions offset far from 0) would make most tiles empty grids.
+    """
+    edges = np.concatenate([[-0.5], np.sort(v)])
+    gaps = np.diff(edges)
+    k = int(np.argmax(gaps))
+    extent = edges[-1] + 0.5
+    if gaps[k] <= 0.5 * extent or extent < 2:
+        return
+    if k == 0:
+        raise DataError(f"{path}: no source has {axis} below {edges[1]:g}, so more than half of the field "
+                        f"(0 to {edges[-1]:g} px) would be empty; positions are pixels from the field's first "
+                        f"pixel: subtract the offset")
+    far = np.flatnonzero(v > edges[k])
+    raise DataError(f"{path}: {axis} = {v[far[0]]:g} in {_rows(far)} lies far beyond the other sources "
+                    f"({axis} <= {edges[k]:g}), so more than half of the field would be empty; "
+                    "remove or correct those rows")
+
+
 def read_catalogue(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read a user catalogue: a CSV or FITS table with ``x``, ``y`` (pix) and ``size`` or
-    ``area`` (pix2) columns.
+    ``area`` (pix2) columns, one source per row.
+
+    Positions are pixels of the field, 0 at the centre of its first pixel; the field runs from
+    there to the largest x and y. Rows are numbered from 1, the header not counted.
 
     Raises
     ------
     DataError
-        Unreadable file or missing columns (names the file and the columns it has).
+        Missing or unreadable file (one line, not astropy's list of formats), missing columns
+        (names those it has), no rows, a blank or missing cell, text or a non-finite value where
+        a number belongs, a position below -0.5 (outside the field's first pixel), a size that is
+        not positive, or positions that leave more than half of the field empty (a stray row far
+        beyond the others, or an offset; see :func:`_far_positions`). Each message names the
+        file, the column and the rows.
     """
+    from astropy.io.fits.verify import VerifyError
     from astropy.table import Table
 
+    from galaxy_core.io.fits import is_fits_path
+
     path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such catalogue file" if not path.exists() else f"{path}: not a file")
+    fmt = "fits" if is_fits_path(path) else "csv"
     try:
-        t = Table.read(path, format="csv") if path.suffix.lower() == ".csv" else Table.read(path)
-    except Exception as e:  # astropy raises many types for unreadable tables
-        raise DataError(f"{path}: cannot read the catalogue ({e}); give a CSV or FITS table") from e
+        t = Table.read(path, format=fmt)
+    except (OSError, ValueError, TypeError, KeyError, IndexError, UnicodeDecodeError, VerifyError) as e:
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0]  # not astropy's format list
+        why = re.sub(r"data line (\d+)", lambda m: f"data row {int(m[1]) + 1}", why)  # astropy counts from 0
+        raise DataError(f"{path}: cannot read as a {fmt.upper()} table ({why}); "
+                        "give a CSV or FITS table with x, y and size columns") from e
     size = "size" if "size" in t.colnames else "area" if "area" in t.colnames else None
     if "x" not in t.colnames or "y" not in t.colnames or size is None:
         raise DataError(f"{path}: a catalogue needs columns x, y and size (or area); it has {', '.join(t.colnames)}")
-    x, y = np.asarray(t["x"], float), np.asarray(t["y"], float)
-    return {"x": x, "y": y, "area": np.asarray(t[size], float),
-            "shape": (int(np.ceil(y.max())) + 1, int(np.ceil(x.max())) + 1)}
+    if len(t) == 0:
+        raise DataError(f"{path}: the catalogue has no rows; give at least one source (x, y, {size})")
+    x, y, area = (_catalogue_column(t, c, path) for c in ("x", "y", size))
+    for name, v in (("x", x), ("y", y)):
+        bad = np.flatnonzero(v < -0.5)
+        if bad.size:
+            raise DataError(f"{path}: {name} = {v[bad[0]]:g} in {_rows(bad)} is negative; positions are pixels "
+                            "of the field, 0 at its first pixel")
+    bad = np.flatnonzero(area <= 0)
+    if bad.size:
+        raise DataError(f"{path}: {size} = {area[bad[0]]:g} in {_rows(bad)}; a size (area in pix2) must be positive")
+    _far_positions(x, "x", path)
+    _far_positions(y, "y", path)
+    return {"x": x, "y": y, "area": area, "shape": (int(np.ceil(y.max())) + 1, int(np.ceil(x.max())) + 1)}
 
 
 def catalogue_from_image(image: np.ndarray, *, nsigma: float = 2.0, n_pixels: int = 10) -> dict[str, np.ndarray]:
@@ -398,17 +488,32 @@ def prepare_hdf_grids(opts: GridOptions = GridOptions(), *, rebuild: bool = Fals
     key = cache_key({"source": "hdf", "opts": asdict(opts), "version": GRID_VERSION})
     root = cache_dir() / "prepared" / f"hdfgrid-{key}"
     if not rebuild and (root / "manifest.json").exists():
-        return open_prepared(root)
+        try:
+            return open_prepared(root)
+        except DataError:  # damaged (a copy cut short): make it again
+            pass
     grids, info = tile_grids(hdf_sources(min_area=opts.min_area), opts)
     name = "hdf_grid_classes" if opts.classes else "hdf_grid"
     return _write_grids(root, grids, opts, info, name=name, source=HDF_GRID_SOURCE, key=key)
 
 
 def prepare_catalogue_grids(sources: dict[str, np.ndarray], out: str | os.PathLike, opts: GridOptions, *,
-                            source: str) -> PreparedDataset:
+                            source: str, name: str | os.PathLike | None = None) -> PreparedDataset:
     """Grid dataset of random tiles of a user catalogue (:func:`read_catalogue` or
-    :func:`catalogue_from_image`), written to the folder ``out``."""
-    grids, info = tile_grids(sources, opts)
+    :func:`catalogue_from_image`), written to the folder ``out``.
+
+    Raises
+    ------
+    DataError
+        Too few sources for the size thresholds, or a field smaller than a tile; the message
+        starts with ``name`` (the input file) when given. Nothing is written then.
+    """
+    try:
+        grids, info = tile_grids(sources, opts)
+    except DataError as e:
+        if name is None:
+            raise
+        raise DataError(f"{name}: {e}") from e
     key = cache_key({"source": source, "opts": asdict(opts), "version": GRID_VERSION})
     return _write_grids(Path(out), grids, opts, info, name=Path(out).name, source=source, key=key)
 

@@ -16,9 +16,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 import tomllib
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from galaxy_core.config import check_range, coerce_value, option
 from galaxy_core.errors import ConfigError
 from galaxy_core.io.checkpoint import checkpoint_id
 from galaxy_core.sky.calibrate import FAINT_PROFILES
@@ -31,61 +33,129 @@ SOURCE_NAMES = ("random", "stamps") + BASELINES  # positions / galaxies that are
 
 @dataclass
 class SkyConfig:
-    height: int = 1000               # sky size in pixels
-    width: int = 1000
-    seed: int = 0
+    """What to compose; every field is checked against its annotation and range on creation.
+
+    Raises
+    ------
+    ConfigError
+        A field has the wrong type (``sky.height: expected a whole number, got 'big'``), is out
+        of its range or not one of its choices, or ``class_mix`` is not 3 non-negative weights.
+    """
+
+    height: int = option(1000, low=1, high=8000)   # sky size in pixels
+    width: int = option(1000, low=1, high=8000)
+    seed: int = option(0, low=0)
     positions: str = "checkpoints/positions_hdf_cond.json"  # checkpoint, "random", "baseline1", "baseline2"
     galaxies: str = "checkpoints/fastgan_hdf32_w16.json"     # checkpoint or "stamps" (FastGAN 32 px, width 16: lowest C2ST, docs/families/sky.md)
-    position_mode: str = "sample"    # "sample" (draw each cell's class) or "argmax" (near-empty grids from models trained with sampled cells)
-    class_mix: list = field(default_factory=lambda: [1.0, 1.0, 1.0])  # small/medium/large weights (occupancy models, random)
-    occupancy: float = 0.11          # "random": probability that a cell holds a galaxy
-    cell_px: int | None = None       # cell side in pixels; default: the position model's (its grids'; 16 for the shipped ones), 16 for "random"
-    jitter: float = 0.35             # sub-cell jitter, fraction of a cell in [0, 0.5]
+    # "sample" (draw each cell's class) or "argmax" (near-empty grids from models trained with sampled cells)
+    position_mode: str = option("sample", choices=("sample", "argmax"))
+    class_mix: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])  # small/medium/large weights (occupancy models, random)
+    occupancy: float = option(0.11, low=0.0, high=1.0)  # "random": probability that a cell holds a galaxy
+    # cell side in pixels; default: the position model's (its grids'; 16 for the shipped ones), 16 for "random"
+    cell_px: int | None = option(None, low=1)
+    jitter: float = option(0.35, low=0.0, high=0.5)  # sub-cell jitter, fraction of a cell in [0, 0.5]
     flux_match: bool = False         # map model galaxies' fluxes onto the real stamps' flux distribution
     sharpen: bool = True             # give model galaxies the real stamps' power spectrum (flux kept)
     pixel_match: bool = True         # map model galaxies' pixel values onto the real stamps' distribution
     size_match: bool = False         # model galaxies: each cell's chosen by its measured size class among 4 (stamps have theirs)
     faint: bool = True               # add the faint sources below the grid catalogue's size cut
     subcatalogue: bool = True        # with faint: also the sources below the catalogue's detection limit
-    faint_profile: str = "moffat"    # faint sources' profile: "moffat" (beta 4) or "gaussian", same moments
+    # faint sources' profile: "moffat" (beta 4) or "gaussian", same moments
+    faint_profile: str = option("moffat", choices=FAINT_PROFILES)
     faint_damping: bool = True       # faint sources lose the 2-2.5 px structure the field's lack (measured)
     stars: bool = True               # add the field's stars (with their spikes) at the field's density
     match_classes: bool = True       # thin the position model's cells to the data's class fractions
     modulate: bool = True            # vary the sky level and noise amplitude across the sky as the field does
     detect: bool = True              # run the detector and report completeness / purity
-    radius: float = 5.0              # matching radius (pix)
+    radius: float = option(5.0, low=0.0, low_open=True)  # matching radius (pix)
     realism: bool = True             # realism score with the shipped scorer
     out: str = "sky"                 # output stem: OUT.png, OUT.fits, OUT.csv
 
     def __post_init__(self):
-        if not (0 < self.height <= 8000 and 0 < self.width <= 8000):
-            raise ConfigError(f"sky.height/width must be 1..8000, got {self.height} x {self.width}")
-        if not 0 <= self.jitter <= 0.5:
-            raise ConfigError(f"sky.jitter must be in [0, 0.5], got {self.jitter}")
-        if self.faint_profile not in FAINT_PROFILES:
-            raise ConfigError(f"sky.faint_profile must be one of {FAINT_PROFILES}, got {self.faint_profile!r}")
-        if self.position_mode not in ("sample", "argmax"):
-            raise ConfigError(f"sky.position_mode must be 'sample' or 'argmax', got {self.position_mode!r}")
-        if len(self.class_mix) != 3 or min(self.class_mix) < 0 or sum(self.class_mix) <= 0:
-            raise ConfigError(f"sky.class_mix must be 3 non-negative weights, got {self.class_mix}")
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, _checked(f, getattr(self, f.name), f"sky.{f.name}"))
+
+
+@functools.cache
+def _sky_types() -> dict:
+    return typing.get_type_hints(SkyConfig)
+
+
+def _plain(value):
+    """A numpy scalar as the Python number it holds (the type checks expect Python types)."""
+    return value.item() if hasattr(value, "item") and getattr(value, "shape", None) == () else value
+
+
+_NON_EMPTY = ("positions", "galaxies", "out")  # string keys that name something and cannot be blank
+
+
+def _checked(f: dataclasses.Field, value, where: str):
+    """``value`` of the :class:`SkyConfig` field ``f`` converted to its annotated type (an
+    integer is accepted for a float, an integral float for an integer, as in training configs).
+
+    Raises
+    ------
+    ConfigError
+        Wrong type, outside the field's range or choices, a blank name, or a ``class_mix`` that is
+        not 3 non-negative weights with a positive sum; the message starts with ``where``.
+    """
+    want = _sky_types()[f.name]
+    value = _plain(value)
+    if typing.get_origin(want) is list:  # class_mix: a list of numbers
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list of 3 numbers, got {value!r}")
+        value = [coerce_value(_plain(v), float, f"{where}[{i}]") for i, v in enumerate(value)]
+        if len(value) != 3 or min(value) < 0 or sum(value) <= 0:
+            raise ConfigError(f"{where}: expected 3 non-negative weights (small, medium, large) with a positive "
+                              f"sum, got {value}")
+        return value
+    if type(None) in typing.get_args(want):  # optional (cell_px): None means "from the model"
+        if value is None:
+            return None
+        want = next(t for t in typing.get_args(want) if t is not type(None))
+    value = coerce_value(value, want, where)
+    check_range(value, f, where)
+    if f.name in _NON_EMPTY and not value.strip():
+        raise ConfigError(f"{where}: must not be empty")
+    return value
 
 
 def load_sky_config(path: str | Path | None, overrides: dict | None = None) -> SkyConfig:
-    """Read the ``[sky]`` table of a TOML file (every key optional), then apply ``overrides``."""
+    """Read the ``[sky]`` table of a TOML file (every key optional), then apply ``overrides``.
+
+    Raises
+    ------
+    ConfigError
+        The file cannot be read or is not TOML, holds anything but a ``[sky]`` table, a key is
+        unknown, or a value has the wrong type or is out of range (file values are named
+        ``PATH: sky.KEY``, overrides ``sky.KEY``).
+    """
     values: dict = {}
+    fields = {f.name: f for f in dataclasses.fields(SkyConfig)}
     if path is not None:
         path = Path(path)
         try:
             data = tomllib.loads(path.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as e:
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
             raise ConfigError(f"{path}: cannot read the sky config ({e})") from e
-        values = dict(data.get("sky", {}))
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    known = {f.name for f in dataclasses.fields(SkyConfig)}
-    unknown = sorted(set(values) - known)
+        stray = sorted(set(data) - {"sky"})
+        if stray:
+            raise ConfigError(f"{path}: {', '.join(stray)} outside the [sky] table; a sky config holds only [sky] "
+                              "(put its keys under [sky])")
+        table = data.get("sky", {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: sky must be a table ([sky]), got {table!r}")
+        _no_unknown_keys(table, fields, path)
+        values = {k: _checked(fields[k], v, f"{path}: sky.{k}") for k, v in table.items()}
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    _no_unknown_keys(overrides, fields, "sky config")
+    return SkyConfig(**(values | overrides))
+
+
+def _no_unknown_keys(keys, fields, where) -> None:
+    unknown = sorted(set(keys) - set(fields))
     if unknown:
-        raise ConfigError(f"{path or 'sky config'}: unknown key(s) {', '.join(unknown)} in [sky]; known: {', '.join(sorted(known))}")
-    return SkyConfig(**values)
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} in [sky]; known: {', '.join(sorted(fields))}")
 
 
 def _resolve(path: str) -> Path:
