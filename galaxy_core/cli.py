@@ -165,7 +165,7 @@ def _cmd_checkpoints_verify(args) -> int:
     if not results:
         raise GalaxyGanError(f"{args.folder}: no checkpoints (NAME.json + NAME.safetensors) found")
     for r in results:
-        what = f"{r['kind']}/{r['arch']}" if r["arch"] else r["kind"]
+        what = f"{r['kind'] or 'unknown'}/{r['arch']}" if r["arch"] else (r["kind"] or "unknown")
         print(f"{'ok  ' if r['ok'] else 'FAIL'} {r['path']} ({what}){'' if r['ok'] else ': ' + r['problem']}")
     bad = sum(not r["ok"] for r in results)
     print(f"{len(results) - bad} of {len(results)} checkpoints verified")
@@ -195,9 +195,17 @@ def _cmd_info(args) -> int:
     if args.json:
         print(json.dumps(meta, indent=2))
         return 0
+    from galaxy_core.errors import CheckpointError
     from galaxy_core.explore.sampling import model_card_lines
+    from galaxy_core.paths import with_suffix_of
 
-    print("\n".join(model_card_lines(meta)))
+    try:
+        lines = model_card_lines(meta)
+    except (TypeError, ValueError, AttributeError, KeyError) as e:  # e.g. "kimg": "many"
+        card = with_suffix_of(args.checkpoint, ".json", (".json", ".safetensors"))
+        raise CheckpointError(f"{card}: malformed model card: a field cannot be shown ({type(e).__name__}: {e}); "
+                              "restore the NAME.json galaxygan wrote, or see it as is with --json") from e
+    print("\n".join(lines))
     return 0
 
 
@@ -246,11 +254,15 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    from galaxy_core.io.checkpoint import load_checkpoint, save_checkpoint
+    from galaxy_core.io.checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
 
     src = Path(args.source)
     if src.is_dir():
         src = src / "checkpoints" / f"{args.which}.json"
+    existing = [p for p in checkpoint_paths(args.out) if p.exists()]
+    if existing and not args.force:
+        raise GalaxyGanError(f"{existing[0]}: already exists; give another --out, or --force to replace that "
+                             "checkpoint")
     tensors, meta = load_checkpoint(src)
     tensors = {k: v for k, v in tensors.items() if not k.startswith("opt_")}
     meta.pop("optimizer", None)
@@ -353,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--which", choices=["best", "last"], default="last")
     e.add_argument("--out", required=True, help="destination NAME (writes NAME.safetensors + NAME.json)")
     e.add_argument("--note", help="free text for the model card")
+    e.add_argument("--force", action="store_true", help="replace a checkpoint already at --out")
     e.set_defaults(func=_cmd_export)
     _add_sky_commands(sub)
     return p
@@ -363,7 +376,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except GalaxyGanError as e:
-        print(f"galaxygan: error: {e}", file=sys.stderr)
+        print(f"\ngalaxygan: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the file system refused a path the user gave (a file where a folder goes, no permission)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"\ngalaxygan: error: {where}{e.strerror or e}; check the path and its permissions", file=sys.stderr)
         return 2
 
 

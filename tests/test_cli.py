@@ -66,3 +66,16 @@ def test_export_drops_optimizer_state(tmp_path):
     assert meta["note"] == "tiny test model" and meta["training"]["step"] == 2
     info = _run("info", str(tmp_path / "exported.json"))
     assert "note: tiny test model" in info.stdout
+    # an existing checkpoint is never replaced without --force; a name with a dot keeps it
+    before = (tmp_path / "exported.safetensors").read_bytes()
+    again = _run("export", str(tmp_path / "run"), "--out", str(tmp_path / "exported"), "--note", "other")
+    assert again.returncode == 2 and "exported.safetensors: already exists" in again.stderr and "--force" in again.stderr
+    assert (tmp_path / "exported.safetensors").read_bytes() == before
+    assert load_checkpoint(tmp_path / "exported.json")[1]["note"] == "tiny test model"
+    forced = _run("export", str(tmp_path / "run"), "--out", str(tmp_path / "exported"), "--note", "other", "--force")
+    assert forced.returncode == 0 and load_checkpoint(tmp_path / "exported.json")[1]["note"] == "other"
+    dotted = _run("export", str(tmp_path / "run"), "--out", str(tmp_path / "my_model.v2"))
+    assert dotted.returncode == 0 and (tmp_path / "my_model.v2.json").exists() and not (tmp_path / "my_model.json").exists()
+    (tmp_path / "afile").write_text("x")
+    blocked = _run("export", str(tmp_path / "run"), "--out", str(tmp_path / "afile" / "m"))
+    assert blocked.returncode == 2 and "afile" in blocked.stderr and "Traceback" not in blocked.stderr

@@ -316,3 +316,15 @@ def test_every_written_unit_is_one_astropy_reads(tmp_path):
     path = write_fits_cube(tmp_path / "none.fits", cube(), bands=["g", "r", "i"])
     with pytest.raises(ValueError, match="unit"):
         CCDData.read(path)
+
+
+def test_a_channels_last_cube_is_read_as_its_few_bands(tmp_path):
+    """A (H, W, 3) array written as numpy holds it (NAXIS1 = 3) is three bands of H x W, not
+    H bands three pixels wide; a real (bands, H, W) cube is read as before."""
+    rgb = np.random.default_rng(0).random((20, 16, 3)).astype(np.float32)
+    fits.PrimaryHDU(rgb).writeto(tmp_path / "last.fits")
+    img = read_fits_image(tmp_path / "last.fits")
+    assert img.data.shape == (3, 20, 16)
+    np.testing.assert_array_equal(img.data[1], rgb[..., 1])
+    fits.PrimaryHDU(np.moveaxis(rgb, -1, 0)).writeto(tmp_path / "first.fits")
+    np.testing.assert_array_equal(read_fits_image(tmp_path / "first.fits").data, img.data)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from galaxy_core.paths import checkpoints_dir
@@ -147,3 +148,36 @@ def test_a_chained_model_s_fits_names_the_checkpoint_it_runs_after(tmp_path):
         assert h[0].header["REF STAGE1"] == f"dcgan_sim64 {checkpoint_id(shipped('dcgan_sim64'))}"
     record = json.loads((tmp_path / "samples.json").read_text())
     assert record["references"]["stage1"]["checkpoint"] == "dcgan_sim64"
+
+
+@pytest.mark.parametrize("bad, problem", [
+    (np.full((2, 100), np.nan, np.float32), "NaN or infinite"),
+    (np.zeros((2, 7), np.float32), "(n, 100)"),
+    (np.zeros((0, 100), np.float32), "holds no latents"),
+    (np.array(["a", "b"]), "numeric array"),
+    (None, "not a readable .npy"),
+])
+def test_bad_latents_are_refused_naming_the_file_before_anything_is_written(tmp_path, bad, problem):
+    lat = tmp_path / "lat.npy"
+    if bad is None:
+        lat.write_text("not an array")
+    else:
+        np.save(lat, bad)
+    out = tmp_path / "out"
+    r = galaxygan("sample", str(shipped("dcgan_hdf32")), "--latents", str(lat), "--out", str(out), "--no-fits")
+    assert r.returncode == 2 and f"{lat}:" in r.stderr and problem in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and not out.exists()
+
+
+def test_sample_counts_and_paths_that_cannot_be_used_are_one_line_errors(tmp_path):
+    for n in ("0", "-1"):
+        r = galaxygan("sample", str(shipped("dcgan_hdf32")), "-n", n, "--out", str(tmp_path / "o"))
+        assert r.returncode == 2 and f"-n {n}: need at least one image" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "o").exists()
+    (tmp_path / "afile").write_text("x")
+    r = galaxygan("sample", str(shipped("dcgan_hdf32")), "-n", "2", "--out", str(tmp_path / "afile" / "sub"))
+    assert r.returncode == 2 and str(tmp_path / "afile") in r.stderr and "Traceback" not in r.stderr
+    assert (tmp_path / "afile").read_text() == "x"
+    r = galaxygan("sample", str(shipped("dcgan_hdf32")), "--latents", str(tmp_path / "nope.npy"), "--out",
+                  str(tmp_path / "o2"))
+    assert r.returncode == 2 and "nope.npy: cannot read the latents" in r.stderr and not (tmp_path / "o2").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -96,3 +97,58 @@ def test_resuming_on_other_data_is_refused_unless_forced(finished_run, tmp_path)
     assert _snapshot(finished_run) == before
     r = _cli("train", "--resume", str(finished_run), "--quiet", "--force-data", *other)
     assert r.returncode == 0, r.stderr
+
+
+def test_a_folder_of_the_user_s_own_files_is_not_taken_for_a_run(tmp_path):
+    """--run-dir at a folder holding files no run wrote (its own config.toml, a status.json of
+    something else, notes) is refused before anything is written; so is a file."""
+    mine = tmp_path / "project"
+    mine.mkdir()
+    (mine / "config.toml").write_text("# my own config\n")
+    (mine / "status.json").write_text('{"mine": 1}')
+    (mine / "log.txt").write_text("notes\n")
+    before = _snapshot(mine)
+    r = _cli("train", "--run-dir", str(mine), "--quiet", *_sets(SMALL))
+    assert r.returncode == 2 and "holds files that no run wrote" in r.stderr and "log.txt" in r.stderr
+    assert "Traceback" not in r.stderr and _snapshot(mine) == before
+    (tmp_path / "afile").write_text("x")
+    r = _cli("train", "--run-dir", str(tmp_path / "afile"), "--quiet", *_sets(SMALL))
+    assert r.returncode == 2 and "is a file, not a run folder" in r.stderr
+    assert (tmp_path / "afile").read_text() == "x"
+
+
+def test_a_run_on_a_relative_data_folder_resumes_from_any_directory(tmp_path):
+    """``--data imgs`` given relative to where the run started is stored as an absolute path in
+    the run's config.toml, so ``--resume`` works from another working directory."""
+    work = tmp_path / "work"
+    (work / "imgs").mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(work / "imgs" / f"g{i}.png")
+    sets = [s for s in SMALL if not s.startswith(("data.dataset", "train.steps"))]
+    run_dir = tmp_path / "run"
+    base = [sys.executable, "-m", "galaxy_core.cli", "train", "--quiet"]
+    r = subprocess.run(base + ["--data", "imgs", "--run-dir", str(run_dir), *_sets(sets + ["train.steps=3"])],
+                       capture_output=True, text=True, timeout=300, cwd=work)
+    assert r.returncode == 0, r.stderr
+    assert f'dataset = "{work / "imgs"}"' in (run_dir / "config.toml").read_text()
+    r = subprocess.run(base + ["--resume", str(run_dir), "--set", "train.steps=6"], capture_output=True, text=True,
+                       timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "finished at step 6" in r.stdout
+
+
+def test_resuming_a_run_whose_checkpoint_is_gone_says_so_and_keeps_one_history(finished_run, tmp_path):
+    """With checkpoints/last.* missing, --resume starts again at step 0 with a warning on the
+    console, and metrics.jsonl holds that new history only (no old step-5 record beside the new)."""
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(finished_run, run, ignore=shutil.ignore_patterns(".lock"))
+    for p in (run / "checkpoints").glob("last.*"):
+        p.unlink()
+    r = _cli("train", "--resume", str(run), "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "galaxygan: warning:" in r.stderr and "no checkpoint to resume from" in r.stderr
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps) and steps.count(5) == 1

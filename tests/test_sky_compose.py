@@ -133,7 +133,9 @@ def test_mosaic_from_a_shipped_galaxy_model_adds_flux_and_is_deterministic():
     assert total == pytest.approx(sky.background_sum + float(np.sum(sky.truth["flux"])), rel=1e-6)
     again = compose_mosaic(model, height=300, width=200, density=1e-3, seed=4, background=QUIET, progress=False)
     np.testing.assert_array_equal(again.image, sky.image)
-    with pytest.raises(ValueError, match="8000"):
+    from galaxy_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="8000"):
         compose_mosaic(model, height=8001, width=10, progress=False)
 
 
@@ -326,6 +328,29 @@ def test_mosaic_header_names_its_checkpoint_and_a_survey_band_model_its_bands(tm
     planes, names = rgb_planes(x, ["g", "r", "i"])
     assert names == ["i", "r", "g"] and planes[0, :, 0, 0].tolist() == [0.5, 0.0, -0.5]
     assert to_rgb(x, ["g", "r", "i"])[0, 0, 0].tolist() == [191, 128, 64]  # the PNG shows the same order
-    with pytest.raises(ValueError, match="position model"):
+    from galaxy_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="position model"):
         compose_mosaic(load_pretrained(checkpoints_dir() / "positions_hdf_cond.json"), height=32, width=32,
                        progress=False)
+
+
+def test_a_mosaic_never_overwrites_a_file_with_its_memory_mapped_sky(tmp_path):
+    """``memmap`` to a new file holds the sky there; an existing file (here a model card) is
+    refused and left as it was."""
+    from galaxy_core.errors import ConfigError
+    from galaxy_core.models.pretrained import load_pretrained
+    from galaxy_core.paths import checkpoints_dir
+    from galaxy_core.sky.mosaic import compose_mosaic
+
+    model = load_pretrained(checkpoints_dir() / "dcgan_hdf32.json")
+    sky = compose_mosaic(model, height=64, width=64, density=1e-3, seed=2, background=QUIET, progress=False,
+                         memmap=tmp_path / "sky.npy")
+    np.testing.assert_array_equal(np.load(tmp_path / "sky.npy"), sky.image)
+    card = tmp_path / "victim.json"
+    card.write_text('{"arch": "dcgan"}')
+    with pytest.raises(ConfigError, match="victim.json: already exists"):
+        compose_mosaic(model, height=64, width=64, progress=False, memmap=card)
+    assert card.read_text() == '{"arch": "dcgan"}'
+    with pytest.raises(ConfigError, match="density"):
+        compose_mosaic(model, height=64, width=64, density=-1.0, progress=False)

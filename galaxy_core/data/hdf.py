@@ -49,6 +49,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import numbers
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
@@ -64,6 +65,8 @@ from galaxy_core.progress import Progress, ProgressBar, track
 
 if TYPE_CHECKING:
     from astropy.table import Table
+
+log = logging.getLogger(__name__)
 
 HDF_VERSION = "hdf/1"
 SOURCE = "builtin:hdf (skimage.data.hubble_deep_field)"
@@ -712,7 +715,10 @@ def prepare_hdf(
     key = cache_key(options)
     root = cache_dir() / "prepared" / f"hdf-{key}"
     if not rebuild and (root / "manifest.json").exists():
-        return open_prepared(root)
+        try:
+            return open_prepared(root)
+        except DataError as e:  # damaged (a copy cut short): prepare it again
+            log.warning("%s; preparing it again", e)
     if rebuild:  # detect from the image again, not from memory or the cached detection
         _detection_maps.cache_clear()
         _detection_cache_path(DETECTION).unlink(missing_ok=True)

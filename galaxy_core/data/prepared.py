@@ -153,7 +153,14 @@ class PreparedDataset:
 
 
 def open_prepared(root: str | os.PathLike) -> PreparedDataset:
-    """Open a prepared dataset folder, checking it is complete."""
+    """Open a prepared dataset folder, checking it is complete.
+
+    Raises
+    ------
+    DataError
+        No manifest or images, a manifest that is not JSON or of another format, or an
+        ``images.npy`` cut short or holding another count than the manifest's.
+    """
     root = Path(root)
     mpath = root / "manifest.json"
     if not mpath.exists() or not (root / "images.npy").exists():
@@ -164,7 +171,30 @@ def open_prepared(root: str | os.PathLike) -> PreparedDataset:
         raise DataError(f"{mpath}: corrupt manifest ({e}); delete the folder to rebuild it") from e
     if manifest.get("format") != FORMAT:
         raise DataError(f"{mpath}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+    _check_images_file(root / "images.npy", manifest.get("count"))
     return PreparedDataset(root=root, manifest=manifest)
+
+
+def _check_images_file(path: Path, count) -> None:
+    """DataError where ``images.npy`` is not a whole ``.npy`` of ``count`` images: a damaged
+    header, fewer bytes than its header declares (a copy or write cut short) or another count
+    than the manifest's. Reads only the header and the file's size."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(f)
+            offset = f.tell()
+        size = path.stat().st_size
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: not a readable .npy array ({e}); delete the folder to prepare it again") from e
+    need = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if size < need or len(shape) != 4:
+        raise DataError(f"{path}: damaged ({size:,} bytes where its header declares a {shape} {dtype} array of "
+                        f"{need:,}); delete the folder to prepare it again")
+    if count is not None and shape[0] != int(count):
+        raise DataError(f"{path}: holds {shape[0]} images where the manifest says {count}; delete the folder to "
+                        "prepare it again")
 
 
 def write_prepared(

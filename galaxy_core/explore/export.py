@@ -60,7 +60,8 @@ def load_latents(data: bytes, *, z_dim: int, name: str = "latents") -> np.ndarra
     Raises
     ------
     ValueError
-        Not a ``.npy`` array (pickled objects are refused), wrong shape, or non-finite values.
+        Not a ``.npy`` array (pickled objects are refused), wrong shape, no latent at all, or
+        non-finite values.
     """
     try:
         z = np.load(io.BytesIO(data), allow_pickle=False)
@@ -71,6 +72,8 @@ def load_latents(data: bytes, *, z_dim: int, name: str = "latents") -> np.ndarra
     z = np.atleast_2d(z).astype(np.float32)
     if z.ndim != 2 or z.shape[1] != z_dim:
         raise ValueError(f"{name}: latents must be ({z_dim},) or (n, {z_dim}) for this checkpoint, got {z.shape}")
+    if len(z) == 0:
+        raise ValueError(f"{name}: holds no latents (shape {z.shape})")
     if not np.all(np.isfinite(z)):
         raise ValueError(f"{name}: contains NaN or infinite values")
     return z

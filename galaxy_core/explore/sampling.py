@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from galaxy_core.errors import DataError, GalaxyGanError
 from galaxy_core.io.atomic import atomic_write_json
 from galaxy_core.io.render import display_note, make_grid, save_png, to_rgb
 from galaxy_core.models.pretrained import Pretrained
@@ -104,8 +105,12 @@ def save_samples(model: Pretrained, *, out_dir: Path, n: int, seed: int = 0,
 
     Raises
     ------
+    DataError
+        ``latents_file`` cannot be read, is not a numeric ``.npy`` of (n, z_dim) latents for
+        this model, holds none, or holds NaN or infinite values (checked before anything is
+        written or generated).
     GalaxyGanError
-        ``out_dir`` holds files named as this function names its outputs (``sample_0000.png``,
+        ``n`` < 1 without a latents file, or ``out_dir`` holds files named as this function names its outputs (``sample_0000.png``,
         ``grid.png``, ...) but no ``samples.json``: they were not written by an earlier
         sampling, so they are left alone and nothing is written.
 
@@ -116,10 +121,12 @@ def save_samples(model: Pretrained, *, out_dir: Path, n: int, seed: int = 0,
     removed once the new files are written, so the folder never mixes two runs' images under
     one ``samples.json``. Other files in the folder are not touched.
     """
+    z = _read_latents(latents_file, model) if latents_file else None  # bad input fails before anything is made
+    if z is None and n < 1:
+        raise GalaxyGanError(f"-n {n}: need at least one image")
     earlier = _earlier_outputs(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if latents_file:
-        z = np.load(latents_file)
+    if z is not None:
         n = len(z)
     else:
         z = model.latents(seed, n).numpy()
@@ -166,6 +173,19 @@ SAMPLE_NOISE = "const"  # per-pixel noise inputs fixed, so a seed always gives t
 _OUTPUT_NAME = re.compile(r"(sample_\d{4,}\.png|grid(_\w+)?\.png|samples\.fits|latents\.npy|samples\.json)")
 
 
+def _read_latents(path: str, model: Pretrained) -> np.ndarray:
+    """(n, z_dim) float32 latents of a ``.npy`` file (:func:`galaxy_core.explore.export.load_latents`);
+    DataError naming the file where it cannot be read or holds no usable latents."""
+    from galaxy_core.explore.export import load_latents
+
+    try:
+        return load_latents(Path(path).read_bytes(), z_dim=model.z_dim, name=str(path))
+    except OSError as e:
+        raise DataError(f"{path}: cannot read the latents ({e.strerror or e})") from e
+    except ValueError as e:
+        raise DataError(str(e)) from e
+
+
 def _earlier_outputs(out_dir: Path) -> set[str]:
     """Names of the files in ``out_dir`` that an earlier :func:`save_samples` wrote (see its
     Notes); GalaxyGanError where such names are there without that run's ``samples.json``."""
@@ -173,8 +193,6 @@ def _earlier_outputs(out_dir: Path) -> set[str]:
         return set()
     names = {p.name for p in out_dir.iterdir() if p.is_file() and _OUTPUT_NAME.fullmatch(p.name)}
     if names and "samples.json" not in names:
-        from galaxy_core.errors import GalaxyGanError
-
         raise GalaxyGanError(f"{out_dir}: holds {len(names)} file(s) named like sampling outputs "
                               f"({', '.join(sorted(names)[:3])}{', ...' if len(names) > 3 else ''}) but no samples.json, "
                               "so they were not written by an earlier sampling; choose another folder")

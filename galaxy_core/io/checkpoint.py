@@ -24,6 +24,12 @@ from galaxy_core.io.atomic import atomic_write_bytes, atomic_write_json
 FORMAT = "galaxygan-checkpoint/1"
 
 
+def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
+    """``(NAME.safetensors, NAME.json)`` of a checkpoint given as ``NAME``, ``NAME.json`` or
+    ``NAME.safetensors`` (a dot in NAME is kept: ``my_model.v2`` -> ``my_model.v2.json``)."""
+    return _resolve(path)
+
+
 def _resolve(path: str | os.PathLike) -> tuple[Path, Path]:
     from galaxy_core.paths import with_suffix_of
 

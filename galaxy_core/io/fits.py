@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 FITS_SUFFIXES = (".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz", ".fits", ".fit", ".fts", ".fz")
 ORIGIN = "Galaxy GAN Studio"
+MAX_LAST_AXIS_BANDS = 4  # a (H, W, C) cube with C <= this and H, W larger is read as C bands
 _MAX_GZIP_BYTES = 2 << 30  # a .gz FITS file decompressing to more than this is refused
 
 # EXTNAMEs that carry no band name of their own.
@@ -151,7 +152,9 @@ def read_fits_image(path: str | os.PathLike) -> FitsImage:
 
     Notes
     -----
-    The first image HDU decides the layout: a 3-D cube is read alone, with band names from
+    The first image HDU decides the layout: a 3-D cube is read alone (a cube whose last numpy
+    axis, ``NAXIS1``, has at most :data:`MAX_LAST_AXIS_BANDS` entries while the other two are
+    longer is an ``(H, W, C)`` array as numpy writes an RGB image, and is read as C bands), with band names from
     ``BAND1..BANDn``, a comma-separated ``BANDS`` card, or ``FILTER1..FILTERn``; a 2-D image is
     stacked with every further 2-D image HDU, each named by ``FILTER``/``BAND`` or a
     non-generic ``EXTNAME``. Names that are missing or repeated fall back to ``band1..bandn``.
@@ -212,6 +215,12 @@ def _image_planes(hdul: fits.HDUList, path: Path) -> tuple[np.ndarray, list[str]
         raise DataError(f"{path}: no image data in any HDU (only tables or empty HDUs); "
                         "point at a file holding a 2-D image or a (bands, H, W) cube")
     first, header = images[0]
+    if first.ndim == 3 and first.shape[-1] <= MAX_LAST_AXIS_BANDS < min(first.shape[:2]):
+        # (H, W, C) as numpy writes an RGB array (NAXIS1 = C): a cube of H "bands" each
+        # C pixels wide is no image; take the short last axis as the bands
+        log.info("%s: cube of shape %s read as %d bands of %d x %d (bands on the last numpy axis, NAXIS1)",
+                 path, first.shape, first.shape[-1], *first.shape[:2])
+        first = np.moveaxis(first, -1, 0)
     if first.ndim == 3:
         if len(images) > 1:
             log.debug("%s: using the cube in the first image HDU, ignoring %d more", path,

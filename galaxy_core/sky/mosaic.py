@@ -68,17 +68,25 @@ def compose_mosaic(model, *, height: int, width: int, density: float = 4.9e-4, s
 
     Raises
     ------
-    ValueError
-        A size beyond :data:`MAX_SIDE`, or a position model (cell classes, not galaxies).
+    ConfigError
+        A size beyond :data:`MAX_SIDE`, a density or size spread that is negative or not
+        finite, a position model (cell classes, not galaxies), or a ``memmap`` file that
+        already exists (it is never overwritten).
     """
     from tqdm.auto import tqdm
 
+    from galaxy_core.errors import ConfigError
     from galaxy_core.io.render import is_grid_channels, rgb_planes
 
     if not (0 < height <= MAX_SIDE and 0 < width <= MAX_SIDE):
-        raise ValueError(f"mosaic size must be 1..{MAX_SIDE} pixels per side, got {height} x {width}")
+        raise ConfigError(f"mosaic size must be 1..{MAX_SIDE} pixels per side, got {height} x {width}")
+    if not (np.isfinite(density) and density >= 0 and np.isfinite(size_sigma) and size_sigma >= 0):
+        raise ConfigError(f"mosaic density and size spread must be finite and >= 0, got {density} and {size_sigma}")
+    if memmap is not None and Path(memmap).exists():
+        raise ConfigError(f"{memmap}: already exists; the mosaic's memory-mapped sky needs a new file (it would "
+                          "overwrite this one)")
     if is_grid_channels(model.channels):
-        raise ValueError(f"{model.name} is a position model (cell classes {', '.join(model.channels)}), not a "
+        raise ConfigError(f"{model.name} is a position model (cell classes {', '.join(model.channels)}), not a "
                          "galaxy model; a mosaic needs a single-galaxy checkpoint (galaxygan sky compose uses position models)")
     bg = background or hdf_background()
     ss = np.random.SeedSequence([seed, 7]).spawn(2)

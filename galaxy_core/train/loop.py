@@ -27,6 +27,7 @@ continue across a resume. CPU time is the fair clock on a machine shared with ot
 
 from __future__ import annotations
 
+import json
 import math
 import platform
 import subprocess
@@ -62,7 +63,7 @@ from galaxy_core.train.diffaug import AdaptiveAugment, policy_ops
 from galaxy_core.train.ema import ema_beta_at, make_ema, update_ema
 from galaxy_core.train.finetune import InitReport, freeze, frozen_names, load_matching
 from galaxy_core.train.kinds import make_kind
-from galaxy_core.train.run import RunFolder, truncate_metrics
+from galaxy_core.train.run import STATES, RunFolder, truncate_metrics
 
 ProgressFn = Callable[[int, int, dict], None]
 AbortFn = Callable[[], bool]
@@ -225,7 +226,10 @@ class Trainer:
                 for role, path in self.family.references(self.model_cfg).items()}
 
     def _init_weights(self, path: str) -> None:
-        tensors, meta = load_checkpoint(path)
+        tensors, meta = load_checkpoint(path)  # a malformed card is refused here, naming the file
+        if "arch" not in meta:
+            raise CheckpointError(f"{path}: the model card names no architecture ('arch'); --init needs a "
+                                  "generator checkpoint written by galaxygan train or export")
         if meta.get("arch") != self.model["arch"]:
             raise CheckpointError(f"{path}: a {meta.get('arch')} checkpoint cannot initialise a {self.model['arch']} model")
         rep = load_matching(self.nets, tensors, source=str(path))
@@ -454,8 +458,50 @@ class Trainer:
         return rec
 
 
+def _with_absolute_dataset(d: dict) -> dict:
+    """The run's config with a dataset folder given relative to the working directory made
+    absolute, so that ``--resume`` finds it from any directory (built-in names stay names)."""
+    from galaxy_core.data.sources import BUILTIN
+
+    spec = str(d.get("data", {}).get("dataset", ""))
+    p = Path(spec).expanduser()
+    if spec and spec not in BUILTIN and not p.is_absolute() and p.exists():
+        d = {**d, "data": {**d["data"], "dataset": str(p.resolve())}}
+    return d
+
+
 class RunRefused(GalaxyGanError):
     """The run folder cannot take this run; nothing in it was changed."""
+
+
+# what the app's launcher writes into a run folder before the training process starts
+_LAUNCHER_FILES = {"process.log", "config.toml"}
+
+
+def _refuse_foreign_folder(run: RunFolder) -> None:
+    """RunRefused where ``run.root`` is a file, or a folder holding files no run of this project
+    wrote (a user's folder with its own config.toml or notes): training writes config.toml,
+    status.json, log.txt and metrics.jsonl there and would replace or mix with them. A run's
+    own folder (its status.json), an empty folder or one the launcher has just prepared
+    (process.log + config.toml) is fine."""
+    root = run.root
+    if root.exists() and not root.is_dir():
+        raise RunRefused(f"{root}: is a file, not a run folder; give a new --name / --run-dir")
+    if not root.is_dir():
+        return
+    try:
+        status = json.loads(run.status_path.read_text())
+    except (OSError, ValueError):
+        status = None
+    if isinstance(status, dict) and status.get("state") in STATES and "heartbeat" in status:
+        return  # a run of this project (starting, or failed before its first checkpoint)
+    names = {p.name for p in root.iterdir()} - {run.lock_path.name}
+    if "process.log" in names:
+        names -= _LAUNCHER_FILES
+    if names:
+        shown = ", ".join(sorted(names)[:4]) + (", ..." if len(names) > 4 else "")
+        raise RunRefused(f"{root}: holds files that no run wrote ({shown}); training would write config.toml, "
+                         "status.json, log.txt and metrics.jsonl there: give a new --name / --run-dir or an empty folder")
 
 
 def train(
@@ -515,6 +561,8 @@ def train(
     if has_run and not resume:
         raise RunRefused(f"{run.root}: already holds a run (checkpoints/last.json); continue it with --resume "
                          f"{run.root}, or give a new --name / --run-dir")
+    if not has_run:
+        _refuse_foreign_folder(run)
     fresh = not run.status_path.exists()
     # One writer per run folder: rank 0 holds the OS lock for the run's whole life; a second
     # writer is refused here, before it writes anything (the lock file records the holder).
@@ -531,6 +579,9 @@ def train(
         if has_run:
             _check_same_data(trainer, force_data=force_data)
         resumed = resume and trainer.resume()
+        if resume and not resumed:  # nothing saved to resume from: say so, and keep no records of the lost steps
+            trainer.notices.append(f"{run.checkpoint('last')}: no checkpoint to resume from; the run starts again "
+                                   "at step 0 (its earlier metrics records are dropped)")
         if resumed and trainer.step >= cfg.train.steps:
             dist.barrier()
             return run.read_status() or {"state": "finished", "step": trainer.step}  # nothing to do, nothing written
@@ -539,6 +590,8 @@ def train(
             run.create()
             if resumed:
                 trainer.record_resume()
+            elif resume and run.metrics_path.exists():
+                truncate_metrics(run.metrics_path, after_step=0)
             for notice in trainer.notices:
                 run.log(f"warning: {notice}")
             if trainer.notices:
@@ -546,7 +599,7 @@ def train(
             if trainer.init_report is not None:
                 run.log(trainer.init_report.summary())
                 run.write_status("starting", init=trainer.init_report.to_dict())
-            atomic_write_text(run.config_path, _config_text(trainer.config_dict()))
+            atomic_write_text(run.config_path, _config_text(_with_absolute_dataset(trainer.config_dict())))
             np.save(run.samples_dir / "fixed_z.npy", trainer.fixed_z.numpy())
         dist.barrier()
         return _loop(trainer, progress_fn, abort_fn, resumed)
