@@ -152,3 +152,11 @@ def test_resuming_a_run_whose_checkpoint_is_gone_says_so_and_keeps_one_history(f
     assert "galaxygan: warning:" in r.stderr and "no checkpoint to resume from" in r.stderr
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(steps) and steps.count(5) == 1
+
+
+def test_training_on_data_that_is_not_there_makes_no_run_folder(tmp_path):
+    run_dir = tmp_path / "r"
+    sets = [s for s in SMALL if not s.startswith("data.dataset")]
+    r = _cli("train", "--data", str(tmp_path / "nowhere"), "--run-dir", str(run_dir), "--quiet", *_sets(sets))
+    assert r.returncode == 2 and "nowhere: no such file or folder" in r.stderr and "Traceback" not in r.stderr
+    assert not run_dir.exists()

@@ -470,6 +470,17 @@ def _with_absolute_dataset(d: dict) -> dict:
     return d
 
 
+def _check_dataset_exists(spec) -> None:
+    """DataError where the dataset is neither a built-in name nor an existing file or folder."""
+    from galaxy_core.data.sources import BUILTIN
+    from galaxy_core.errors import DataError
+
+    text = str(spec)
+    if text not in BUILTIN and not Path(text).expanduser().exists():
+        raise DataError(f"{text}: no such file or folder (built-in datasets are {', '.join(BUILTIN)}); nothing "
+                        "was written")
+
+
 class RunRefused(GalaxyGanError):
     """The run folder cannot take this run; nothing in it was changed."""
 
@@ -563,6 +574,7 @@ def train(
                          f"{run.root}, or give a new --name / --run-dir")
     if not has_run:
         _refuse_foreign_folder(run)
+    _check_dataset_exists(cfg.data.dataset)  # before a run folder is made for data that is not there
     fresh = not run.status_path.exists()
     # One writer per run folder: rank 0 holds the OS lock for the run's whole life; a second
     # writer is refused here, before it writes anything (the lock file records the holder).
