@@ -63,3 +63,21 @@ def sim_training_data():
     with open(cache / ".sim-training-data.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         return open_reference(**training_data(read_meta(ROOT / "checkpoints" / "stylegan_sim64.json")))
+
+
+def _write_noise_pngs(folder: Path, n: int, *, seed: int = 0, side: int = 40, name: str = "g{i}.png") -> Path:
+    """``n`` random RGB PNGs of ``side`` px in ``folder`` (created): the smallest real image folder."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (side, side, 3), dtype=np.uint8)).save(folder / name.format(i=i))
+    return folder
+
+
+@pytest.fixture
+def noise_pngs():
+    """The function ``noise_pngs(folder, n, seed=0, side=40, name="g{i}.png") -> folder``."""
+    return _write_noise_pngs

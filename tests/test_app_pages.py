@@ -574,18 +574,13 @@ def test_home_shows_both_stages_of_a_chained_checkpoint(runs):
     assert captions[1].startswith("stage1: 64 px") and captions[2].startswith("stage2: 128 px")
 
 
-def test_data_prepared_on_first_use_shows_a_progress_bar_and_removes_it(tmp_path, monkeypatch):
+def test_data_prepared_on_first_use_shows_a_progress_bar_and_removes_it(tmp_path, monkeypatch, noise_pngs):
     """A reference folder the process has not seen is prepared under a progress bar that moves
     with the decoded images and is gone when the page has finished."""
-    from PIL import Image
     from streamlit.delta_generator import DeltaGenerator
 
     monkeypatch.setenv("GALAXYGAN_CACHE", str(tmp_path / "cache"))
-    folder = tmp_path / "reference"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(30):
-        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(folder / f"g{i:02d}.png")
+    folder = noise_pngs(tmp_path / "reference", 30, name="g{i:02d}.png")
     shown = []
     real_progress = DeltaGenerator.progress
 

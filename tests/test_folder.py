@@ -321,22 +321,16 @@ def test_single_table_only_fits_file(tmp_path):
         prep(path)
 
 
-def test_a_prepared_folder_cut_short_is_prepared_again_not_trusted(tmp_path, monkeypatch):
+def test_a_prepared_folder_cut_short_is_prepared_again_not_trusted(tmp_path, monkeypatch, noise_pngs):
     """An images.npy cut in half (a copy or a disk that filled up) is found when the dataset is
     opened: opening it names the file and the damage, and preparing the folder again rebuilds
     it instead of handing training a broken memory map."""
-    from PIL import Image
-
     from galaxy_core.data.prepared import open_prepared
     from galaxy_core.data.sources import load_dataset
     from galaxy_core.errors import DataError
 
     monkeypatch.setenv("GALAXYGAN_CACHE", str(tmp_path / "cache"))
-    src = tmp_path / "imgs"
-    src.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(6):
-        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(src / f"g{i}.png")
+    src = noise_pngs(tmp_path / "imgs", 6)
     ds = load_dataset(src, resolution=32, progress=False)
     good = np.array(ds.images)
     npy = ds.root / "images.npy"

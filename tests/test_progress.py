@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from astropy.io import fits
-from PIL import Image
 
 from galaxy_core.data.sources import load_dataset
 from galaxy_core.progress import ProgressBar, track
@@ -72,10 +71,8 @@ def test_sim_build_reports_every_galaxy_then_the_stretch():
     assert again == []
 
 
-def test_folder_reports_hashing_and_decoding_per_file(tmp_path):
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(tmp_path / f"g{i}.png")
+def test_folder_reports_hashing_and_decoding_per_file(tmp_path, noise_pngs):
+    noise_pngs(tmp_path, 3)
     calls = Staged()
     ds = load_dataset(tmp_path, resolution=32, progress=calls)
     assert len(ds) == 3

@@ -117,14 +117,11 @@ def test_a_folder_of_the_user_s_own_files_is_not_taken_for_a_run(tmp_path):
     assert (tmp_path / "afile").read_text() == "x"
 
 
-def test_a_run_on_a_relative_data_folder_resumes_from_any_directory(tmp_path):
+def test_a_run_on_a_relative_data_folder_resumes_from_any_directory(tmp_path, noise_pngs):
     """``--data imgs`` given relative to where the run started is stored as an absolute path in
     the run's config.toml, so ``--resume`` works from another working directory."""
     work = tmp_path / "work"
-    (work / "imgs").mkdir(parents=True)
-    rng = np.random.default_rng(1)
-    for i in range(8):
-        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(work / "imgs" / f"g{i}.png")
+    noise_pngs(work / "imgs", 8, seed=1)
     sets = [s for s in SMALL if not s.startswith(("data.dataset", "train.steps"))]
     run_dir = tmp_path / "run"
     base = [sys.executable, "-m", "galaxy_core.cli", "train", "--quiet"]

@@ -434,52 +434,56 @@ def test_faint_damping_keeps_each_source_and_its_flux_and_takes_off_the_fine_str
     assert t.min() < 0.75  # the 2.1 px structure is damped, the rest kept
 
 
-def test_the_subcatalogue_is_measured_once_and_read_back_exactly(tmp_path, monkeypatch):
-    """A new process reads the sources below the detection limit from the cache, equal to what
-    was measured; a damaged entry is measured again."""
+def _measured_once(monkeypatch, tmp_path, cached, measure_name: str, glob: str):
+    """Call ``cached`` (an lru-cached, disk-cached measurement of the calibrate module) in an
+    empty cache, then again as a new process would with ``measure_name`` made to fail: returns
+    (measured, read back, the cache entry). The lru cache is cleared around it."""
     from galaxy_core import paths
     from galaxy_core.sky import calibrate
 
     monkeypatch.setattr(paths, "cache_dir", lambda: tmp_path)
-    calibrate.subcatalogue_sources.cache_clear()
+    cached.cache_clear()
+    measured = cached()
+    (entry,) = (tmp_path / "sky").glob(glob)
+    cached.cache_clear()
+    with monkeypatch.context() as m:
+        m.setattr(calibrate, measure_name, lambda *a: (_ for _ in ()).throw(AssertionError("measured again")))
+        read = cached()
+    cached.cache_clear()
+    return measured, read, entry
+
+
+def test_the_subcatalogue_is_measured_once_and_read_back_exactly(tmp_path, monkeypatch):
+    """A new process reads the sources below the detection limit from the cache, equal to what
+    was measured; a damaged entry is measured again."""
+    from galaxy_core.sky import calibrate
+
+    fn = calibrate.subcatalogue_sources
     try:
-        measured = calibrate.subcatalogue_sources()
-        (entry,) = (tmp_path / "sky").glob("subcatalogue-*.npz")
-        calibrate.subcatalogue_sources.cache_clear()
-        with monkeypatch.context() as m:
-            m.setattr(calibrate, "_measure_subcatalogue", lambda: (_ for _ in ()).throw(AssertionError("measured again")))
-            read = calibrate.subcatalogue_sources()
+        measured, read, entry = _measured_once(monkeypatch, tmp_path, fn, "_measure_subcatalogue", "subcatalogue-*.npz")
         assert set(read) == set(measured) and read["density"] == measured["density"]
         assert all(np.array_equal(read[k], measured[k]) for k in ("flux", "a", "b", "theta"))
         entry.write_bytes(b"damaged")
-        calibrate.subcatalogue_sources.cache_clear()
-        assert np.array_equal(calibrate.subcatalogue_sources()["a"], measured["a"])  # measured again
+        assert np.array_equal(fn()["a"], measured["a"])  # measured again
     finally:
-        calibrate.subcatalogue_sources.cache_clear()
+        fn.cache_clear()
 
 
 def test_the_field_stars_are_measured_once_and_read_back_exactly(tmp_path, monkeypatch):
     """A new process reads the field's star stamps from the cache, equal to what was cut from
     the field; another ``link_px`` gets its own entry; a damaged entry is measured again."""
-    from galaxy_core import paths
     from galaxy_core.sky import calibrate
 
-    monkeypatch.setattr(paths, "cache_dir", lambda: tmp_path)
-    calibrate.field_star_stamps.cache_clear()
+    fn = calibrate.field_star_stamps
     try:
-        measured = calibrate.field_star_stamps()
-        (entry,) = (tmp_path / "sky").glob("stars-*.npz")
-        calibrate.field_star_stamps.cache_clear()
-        with monkeypatch.context() as m:
-            m.setattr(calibrate, "_measure_field_stars", lambda *a: (_ for _ in ()).throw(AssertionError("measured again")))
-            read = calibrate.field_star_stamps()
+        measured, read, entry = _measured_once(monkeypatch, tmp_path, fn, "_measure_field_stars", "stars-*.npz")
         assert read["density"] == measured["density"] and read["stamps"].dtype == np.float32
         assert np.array_equal(read["stamps"], measured["stamps"]) and np.array_equal(read["flux"], measured["flux"])
-        near = calibrate.field_star_stamps(link_px=20.0)  # fewer spike fragments linked to each star
+        near = fn(link_px=20.0)  # fewer spike fragments linked to each star
         assert len(list((tmp_path / "sky").glob("stars-*.npz"))) == 2
         assert near["flux"].sum() < measured["flux"].sum()
         entry.write_bytes(b"damaged")
-        calibrate.field_star_stamps.cache_clear()
-        assert np.array_equal(calibrate.field_star_stamps()["stamps"], measured["stamps"])  # measured again
+        fn.cache_clear()
+        assert np.array_equal(fn()["stamps"], measured["stamps"])  # measured again
     finally:
-        calibrate.field_star_stamps.cache_clear()
+        fn.cache_clear()

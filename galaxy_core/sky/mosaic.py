@@ -170,8 +170,9 @@ _NOT_CARDS = ("background", "config", "bands", "unit_note")
 _CONFIG_NOT_CARDS = ("out", "detect", "realism", "radius")  # outputs of the command, not of the image
 
 
-def sky_header(sky: Sky) -> "astropy.io.fits.Header":  # noqa: F821
-    """The primary header of a composed sky, mosaic or baseline sky (see :func:`write_sky`)."""
+def sky_header(sky: Sky):
+    """The primary header (astropy ``Header``) of a composed sky, mosaic or baseline sky (see
+    :func:`write_sky`)."""
     from galaxy_core.io.fits import provenance_header
 
     meta = sky.meta
