@@ -69,11 +69,21 @@ def facts_ui(model: Pretrained) -> None:
             col.metric(label, value, help=help_text or None)
 
 
+def no_metrics_reason(meta: dict) -> str:
+    """Why a checkpoint's card holds no quality metrics: live evaluation was off, or these
+    weights are from a step between two evaluations."""
+    every = ((meta.get("config") or {}).get("log") or {}).get("eval_every") or 0
+    step = (meta.get("training") or {}).get("step")
+    if not every or step is None:
+        return "No quality metrics were recorded for this checkpoint (live evaluation was off)."
+    return (f"No quality metrics were measured on these weights: live evaluation ran every {every} steps and this "
+            f"checkpoint is from step {step}; the run's best checkpoint holds the last ones measured.")
+
+
 def metrics_table_ui(model: Pretrained) -> None:
     metrics = model.meta.get("metrics") or {}
     if not metrics:
-        st.caption("No quality metrics were recorded for this checkpoint (live evaluation was off). "
-                   "Measure them on the Evaluation page.")
+        st.caption(no_metrics_reason(model.meta) + " Measure them on the Evaluation page.")
         return
     evaluation = model.meta.get("evaluation") or {}
     floors = evaluation.get("real_vs_real_floor") or {}

@@ -23,16 +23,23 @@ CLASS_NAMES = {0: "galaxy", 1: "small", 2: "medium", 3: "large"}
 
 @st.cache_data(show_spinner=False)
 def _choices() -> tuple[list[str], list[str]]:
-    """(position checkpoints, 3-band galaxy checkpoints) among the shipped ones."""
+    """(position checkpoints, galaxy-stamp checkpoints) among the shipped ones.
+
+    A galaxy model is a 3-band model of at most :data:`MAX_STAMP_PX` px, drawn once per 16 px
+    cell; larger ones (the 128 px StackGAN chain, the end-to-end model of whole 128 px sky
+    tiles) would paste a picture bigger than many cells into each.
+    """
     pos, gal = [], []
     for p in list_checkpoints(checkpoints_dir()):
-        meta = read_meta(p)
-        kind = meta.get("data", {}).get("kind")
-        if kind == "grid":
+        data = read_meta(p).get("data", {})
+        if data.get("kind") == "grid":
             pos.append(str(p))
-        elif len(meta.get("data", {}).get("channels", [])) == 3:
+        elif len(data.get("channels", [])) == 3 and int(data.get("resolution") or 0) <= MAX_STAMP_PX:
             gal.append(str(p))
     return pos, gal
+
+
+MAX_STAMP_PX = 64  # galaxy stamps up to this side are offered (the shipped galaxy models: 32 and 64 px)
 
 
 def _index(options: list[str], wanted: str) -> int:
@@ -52,9 +59,14 @@ def config_ui() -> SkyConfig:
     galaxies = c2.selectbox("Galaxies", gal_opts, key="sky_galaxies", index=_index(gal_opts, default.galaxies),
                             format_func=lambda p: Path(p).stem if p.endswith(".json") else f"{p} (real hdf stamps)",
                             disabled=positions in BASELINES)
+    bands = read_meta(galaxies).get("data", {}).get("channels", []) if galaxies.endswith(".json") else []
+    if bands and [b.upper() for b in bands] != ["R", "G", "B"] and positions not in BASELINES:
+        c2.caption(f"A model of the survey bands {', '.join(bands)}: they fill the sky's R, G, B planes reddest "
+                   "first, as display values on the deep field's background; the calibrations aim at the hdf stamps.")
     c1, c2, c3 = st.columns(3)
     size = c1.select_slider("Sky size (px)", [256, 512, 768, 1000, 1500, 2000], value=512, key="sky_size")
-    seed = widgets.seed_ui("Seed", key="sky_seed")
+    with c2:
+        seed = widgets.seed_ui("Seed", key="sky_seed")
     jitter = c3.slider("Sub-cell jitter", 0.0, 0.5, 0.35, 0.05, key="sky_jitter")
     flux_match = c3.checkbox("Match galaxy fluxes to the data", value=default.flux_match, key="sky_flux_match",
                              help="Scale each model galaxy so its total flux has the rank in the real stamps' flux "

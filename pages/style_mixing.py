@@ -52,13 +52,20 @@ def checkpoint_ui() -> Pretrained | None:
     return state.load_model(path)
 
 
-def seeds_ui() -> tuple[list[int], list[int]]:
+def seeds_ui() -> tuple[list[int], list[int], str | None]:
+    """(row seeds, column seeds, what is wrong with them or None); never raises, so the
+    widgets drawn after it keep their state while a seed box holds a typo."""
     c1, c2 = st.columns(2)
-    rows = widgets.parse_seeds(c1.text_input("Row seeds (their styles fill the unselected layers)",
-                                             value="1, 2, 3, 4, 5", key="sm_rows"))
-    cols = widgets.parse_seeds(c2.text_input("Column seeds (their styles go to the selected layers)",
-                                             value="6, 7, 8, 9, 10", key="sm_cols"))
-    return rows, cols
+    texts = (c1.text_input("Row seeds (their styles fill the unselected layers)", value="1, 2, 3, 4, 5", key="sm_rows"),
+             c2.text_input("Column seeds (their styles go to the selected layers)", value="6, 7, 8, 9, 10",
+                           key="sm_cols"))
+    try:
+        rows, cols = (widgets.parse_seeds(t) for t in texts)
+    except ValueError as e:
+        return [], [], str(e)
+    if not rows or not cols:
+        return rows, cols, "Enter at least one row seed and one column seed."
+    return rows, cols, None
 
 
 def mask_ui(model: Pretrained) -> tuple[np.ndarray, float, str]:
@@ -131,9 +138,9 @@ with widgets.error_boundary("Mixing styles"):
     model = checkpoint_ui()
     if model is not None:
         widgets.model_badge(model)
-        rows, cols = seeds_ui()
-        if not rows or not cols:
-            st.warning("Enter at least one row seed and one column seed.", icon=":material/warning:")
+        rows, cols, seed_problem = seeds_ui()
+        mask, psi, noise = mask_ui(model)  # drawn whatever the seed boxes hold, so a typo resets none of it
+        if seed_problem:
+            st.warning(seed_problem, icon=":material/warning:")
         else:
-            mask, psi, noise = mask_ui(model)
             grid_ui(model, rows, cols, mask, psi, noise)

@@ -46,7 +46,37 @@ DATASETS = {"hdf": "hdf — Hubble deep field galaxies (RGB)", "sim": "sim — s
 
 
 def presets() -> dict[str, Path]:
-    return {p.stem: p for p in sorted(configs_dir().glob("*.toml"))}
+    """The training presets this form can start: every ``configs/*.toml`` that is a training
+    config (not, e.g., the Sky Composer's ``[sky]`` file) on a dataset the form offers (hdf, sim
+    or a folder; the position models' grid datasets train from the command line)."""
+    return {p.stem: p for p in sorted(configs_dir().glob("*.toml")) if _form_can_train(p)}
+
+
+def command_line_presets() -> list[str]:
+    """Training presets the form leaves to the command line (grid datasets)."""
+    return [p.stem for p in sorted(configs_dir().glob("*.toml")) if _is_training_config(p) and not _form_can_train(p)]
+
+
+def _is_training_config(path: Path) -> bool:
+    import tomllib
+
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return False
+    return set(data) <= {"data", "augment", "model", "train", "log"}
+
+
+def _form_can_train(path: Path) -> bool:
+    from galaxy_core.data.sources import BUILTIN
+
+    if not _is_training_config(path):
+        return False
+    try:
+        dataset = load_config(path).data.dataset
+    except GalaxyGanError:
+        return False
+    return dataset in DATASETS or dataset not in BUILTIN
 
 
 def preset_label(name: str, path: Path) -> str:
@@ -240,7 +270,9 @@ def new_run_ui() -> None:
     preset = st.selectbox("Preset", names, index=names.index(CLASSROOM) if CLASSROOM in names else 0,
                           format_func=lambda n: preset_label(n, options[n]), key="train_preset",
                           help="The classroom preset (small DCGAN, hdf, 32 px) shows galaxies within minutes "
-                               "on a laptop CPU.")
+                               "on a laptop CPU. The position models' presets ("
+                               + ", ".join(command_line_presets()) + ") train on grid datasets from the command "
+                               "line: galaxygan train configs/NAME.toml")
     cfg = load_config(options[preset])
     k = f"tr_{preset}"
     init_path, init_meta = init_ui(k)
@@ -381,7 +413,8 @@ def progress_ui(run: RunFolder, run_state: str, status: dict, records: list[dict
         text = (f"starting: resuming at step {step:,} of {total:,}" if step else f"starting: step 0 of {total:,}")
     if ips and run_state == "running" and total > step:
         batch = records[-1]["kimg"] * 1000 / max(records[-1]["step"], 1)
-        text += f" · {ips:.0f} images/s · about {(total - step) * batch / ips / 60:.1f} min left"
+        left = (total - step) * batch / ips
+        text += f" · {ips:.0f} images/s · about " + (f"{left / 60:.1f} min left" if left >= 60 else f"{left:.0f} s left")
     st.progress(min(step / total, 1.0) if total else 0.0, text=text)
     holder = run.lock_holder()
     if holder and holder.get("pid"):  # {} while the holder is writing its record

@@ -216,6 +216,11 @@ def test_train_page_form_and_live_view(runs):
     save_checkpoint(run.checkpoints_dir / "last", *_copy_of("dcgan_hdf32"))
     at = open_app(page="pages/train.py")
     assert at.selectbox(key="train_preset").value == "dcgan_hdf32"  # the classroom preset
+    # every preset offered can be started from the form: not the Sky Composer's [sky] file, and the
+    # position models (grid datasets) are named in the help as command-line presets
+    offered = set(at.selectbox(key="train_preset").options)
+    assert not any(o.startswith(("sky_default", "positions_hdf")) for o in offered) and len(offered) >= 8
+    assert "positions_hdf_cond" in at.selectbox(key="train_preset").help
     preset = load_config(configs_dir() / "dcgan_hdf32.toml")
     assert at.number_input(key="tr_dcgan_hdf32_steps").value == preset.train.steps  # the form is built from it
     assert "Start training" in labels(at.button)
@@ -605,3 +610,19 @@ def test_data_prepared_on_first_use_shows_a_progress_bar_and_removes_it(tmp_path
     shown.clear()
     at.run()  # prepared in this process already: no bar
     assert not at.exception and shown == []
+
+
+def test_a_run_checkpoint_is_named_with_its_run_and_says_why_it_has_no_metrics(runs):
+    """A run's ``last`` is shown and downloaded as ``demo_last`` (two runs' ``last`` never share a
+    file name), and weights saved between two live evaluations are not said to come from a run
+    whose evaluation was off."""
+    run = fake_run(runs)
+    tensors, meta = _copy_of("dcgan_hdf32")
+    meta = {**meta, "metrics": {}, "training": {**meta["training"], "step": 258}}
+    meta["config"]["log"]["eval_every"] = 250
+    path = save_checkpoint(run.checkpoints_dir / "last", tensors, meta)
+    at = open_app(str(path))
+    assert any("demo_last" in s.value for s in at.subheader)
+    captions = " ".join(c.value for c in at.caption)
+    assert "live evaluation ran every 250 steps and this checkpoint is from step 258" in captions
+    assert "evaluation was off" not in captions

@@ -354,3 +354,20 @@ def test_a_mosaic_never_overwrites_a_file_with_its_memory_mapped_sky(tmp_path):
     assert card.read_text() == '{"arch": "dcgan"}'
     with pytest.raises(ConfigError, match="density"):
         compose_mosaic(model, height=64, width=64, density=-1.0, progress=False)
+
+
+def test_survey_band_galaxies_fill_the_sky_planes_reddest_first():
+    """A g/r/i model's galaxies enter a composed sky in the display's plane order (i, r, g as
+    R, G, B), the same images its samples show, not g in the R plane."""
+    from galaxy_core.models.pretrained import load_pretrained
+    from galaxy_core.paths import checkpoints_dir
+    from galaxy_core.sky.compose import ModelGalaxies
+    from galaxy_core.sky.stamps import galaxy_flux
+
+    model = load_pretrained(checkpoints_dir() / "dcgan_sim64.json")
+    stamps = ModelGalaxies(model)(np.ones(3, np.int64), np.random.default_rng(4))
+    import torch
+
+    z = model.family.sample_latents(model.model_cfg, 3, generator=torch.Generator().manual_seed(
+        int(np.random.default_rng(4).integers(2**62))))
+    np.testing.assert_allclose(stamps, galaxy_flux(model.generate(z)[:, ::-1]), atol=1e-6)

@@ -29,6 +29,9 @@ def test_sky_composer_composes_detects_scores_and_offers_downloads():
     from galaxy_core.sky.pipeline import SkyConfig  # the shipped defaults are preselected
 
     assert Path(at.selectbox(key="sky_galaxies").value).name == Path(SkyConfig().galaxies).name
+    offered = {Path(o).stem for o in at.selectbox(key="sky_galaxies").options}
+    assert "sky_e2e_dcgan128" not in offered and "stackgan_sim128" not in offered  # no 128 px pictures per cell
+    assert {"fastgan_hdf32_w16", "dcgan_sim64"} <= offered
     assert Path(at.selectbox(key="sky_positions").value).name == Path(SkyConfig().positions).name
     at.selectbox(key="sky_positions").set_value("random").run()
     at.selectbox(key="sky_galaxies").set_value("stamps").run()

@@ -304,4 +304,8 @@ def test_style_mixing_page_grid_controls_and_downloads(runs):
     assert not at.exception and not at.error
     assert "w[6] · 16 px · conv1" in at.get("image")[0].proto.imgs[0].caption
     at.text_input(key="sm_rows").set_value("3, x").run()
-    assert not at.exception and any("'x'" in e.value for e in at.error)
+    assert not at.exception and any("'x'" in w.value for w in at.warning)
+    # a typo in a seed box resets none of the choices below it
+    at.text_input(key="sm_rows").set_value("1, 2").run()
+    assert at.slider(key="sm_psi").value == 0.0 and at.toggle(key="sm_expert").value
+    assert "w[6] · 16 px · conv1" in at.get("image")[0].proto.imgs[0].caption

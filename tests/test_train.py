@@ -211,3 +211,13 @@ def test_card_records_the_commit_of_the_code_that_started_the_run(tmp_path, monk
     monkeypatch.setattr(loop, "_git_commit", lambda: "0000000")
     _, meta = tr.card(with_optimizer=False)
     assert meta["training"]["git_commit"] == want
+
+
+def test_live_evaluation_keeps_its_own_interval_when_it_is_not_a_multiple_of_the_metrics_one(tmp_path):
+    """eval_every 3 with metrics_every 5: FID at steps 3, 6, 9 and the end (it only ran at the
+    common multiples before), and the metrics records at 5 and 10 as well."""
+    status = train(_cfg("train.steps=10", "log.eval_every=3", "log.sample_every=100"), tmp_path / "run", progress=False)
+    assert status["state"] == "finished"
+    recs = read_metrics(RunFolder(tmp_path / "run").metrics_path)
+    assert [r["step"] for r in recs] == [3, 5, 6, 9, 10]
+    assert [r["step"] for r in recs if "fid_galaxy_64v383" in r] == [3, 6, 9, 10]

@@ -114,6 +114,13 @@ class Pretrained:
 
     @property
     def name(self) -> str:
+        """What the checkpoint is called in titles, records and file names: its file's stem, and
+        for a run's own checkpoint (``RUN/checkpoints/last.json``) the run's too (``RUN_last``),
+        so samples of two runs' ``last`` never share a name."""
+        if self.path.parent.name == "checkpoints" and self.path.parent.parent.name:
+            run = self.path.parent.parent
+            if (run / "config.toml").exists() or (run / "status.json").exists():
+                return f"{run.name}_{self.path.stem}"
         return self.path.stem
 
     def latents(self, seed: int, n: int) -> torch.Tensor:

@@ -46,7 +46,9 @@ class ModelGalaxies:
     """Galaxies from a single-galaxy checkpoint (:func:`galaxy_core.models.pretrained.load_pretrained`).
 
     A conditional model gets label ``cls - 1`` (small/medium/large); an unconditional one
-    ignores the class. Latents are drawn from the tile's random stream.
+    ignores the class. Latents are drawn from the tile's random stream. A model of survey
+    bands fills the sky's R, G, B planes as the display does (g, r, i -> i, r, g:
+    :func:`galaxy_core.io.render.rgb_planes`), as display values.
 
     The real stamps every calibration aims at are the ``hdf`` stamps the model was trained on
     (:func:`~galaxy_core.sky.stamps.training_stamps`: its resolution, and neighbours kept or replaced by sky).
@@ -85,8 +87,11 @@ class ModelGalaxies:
 
         g = torch.Generator().manual_seed(seed)
         z = self.model.family.sample_latents(self.model.model_cfg, len(cls), generator=g)
+        from galaxy_core.io.render import rgb_planes
+
         labels = np.clip(cls - 1, 0, self.model.num_classes - 1) if self.conditional else None
-        return galaxy_flux(self.model.generate(z, labels=labels, batch=self.batch))
+        x = self.model.generate(z, labels=labels, batch=self.batch)
+        return galaxy_flux(rgb_planes(x, self.model.channels)[0])  # survey bands in the display's R, G, B planes
 
     def calibration(self) -> dict:
         """``{class: (sorted model fluxes, sorted real fluxes)}``, class 0 = all (unconditional)."""
@@ -180,7 +185,7 @@ CALIBRATION_SAMPLES = 512
 MAX_FLUX_SCALE = 3.0
 # bump when ModelGalaxies.shape_calibration or what it calls (sharpness_transfer, pixel_quantiles,
 # real_stamp_reference, galaxy_flux) changes: the cached calibrations are then measured again
-GALAXY_CALIBRATION_VERSION = "galaxy-calibration/1"
+GALAXY_CALIBRATION_VERSION = "galaxy-calibration/2"  # 2: survey-band models in display plane order
 
 
 class ClassMatchedGalaxies:

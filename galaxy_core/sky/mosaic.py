@@ -109,7 +109,7 @@ def compose_mosaic(model, *, height: int, width: int, density: float = 4.9e-4, s
     for start in range(0, n, batch):
         m = min(batch, n - start)
         cls = rng.integers(1, 4, m) if source.conditional else np.zeros(m, np.int64)
-        stamps, bands = rgb_planes(source(np.maximum(cls, 1), rng), model.channels)
+        stamps = source(np.maximum(cls, 1), rng)  # in the display's R, G, B planes (ModelGalaxies)
         xs, ys = rng.uniform(-0.5, width - 0.5, m), rng.uniform(-0.5, height - 0.5, m)
         angles, scales = rng.uniform(0, 360, m), np.exp(rng.normal(0, size_sigma, m))
         for st, x, y, a, s, c in zip(stamps, xs, ys, angles, scales, cls):

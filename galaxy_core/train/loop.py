@@ -686,7 +686,8 @@ def _loop(tr: Trainer, progress_fn: ProgressFn | None, abort_fn: AbortFn | None,
             counts[k] = counts.get(k, 0) + 1
         n_acc += 1
         imgs_since += cfg.train.batch_size
-        if tr.step % lg.metrics_every == 0 or tr.step == total:
+        evaluate_now = bool(lg.eval_every) and (tr.step % lg.eval_every == 0 or tr.step == total)
+        if tr.step % lg.metrics_every == 0 or tr.step == total or evaluate_now:  # an evaluation step is never skipped
             now = time.perf_counter()
             dt = now - t_mark
             tr.elapsed += dt
@@ -702,7 +703,7 @@ def _loop(tr: Trainer, progress_fn: ProgressFn | None, abort_fn: AbortFn | None,
                 rec["augment_p"] = tr.diffaug.p
                 if r_t is not None:
                     rec["ada_rt"] = r_t
-            if lg.eval_every and (tr.step % lg.eval_every == 0 or tr.step == total):
+            if evaluate_now:
                 rec.update(tr.evaluate() or {})
             if main:
                 run.append_metrics(rec)
