@@ -286,6 +286,7 @@ with widgets.error_boundary("Evaluation"):
     if data_key is not None and st.session_state.get(RUN_KEY) == request:
         results_ui(model, data_key, n, extractor, seed)
     elif data_key is not None:
-        st.caption("Choose the reference data and press Evaluate. With 128 samples it takes under a minute on a "
-                   "laptop CPU the first time; afterwards, changed settings recompute only what they affect. "
+        st.caption("Choose the reference data and press Evaluate. With 128 samples it takes well under a minute "
+                   "for 32 and 64 px models on a laptop CPU the first time (8-21 s measured), about a minute and a "
+                   "half for the 128 px chain; afterwards, changed settings recompute only what they affect. "
                    "`galaxygan evaluate` writes the same numbers to a report folder.")
