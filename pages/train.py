@@ -7,6 +7,7 @@ never stops a run.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from pathlib import Path
@@ -49,34 +50,30 @@ def presets() -> dict[str, Path]:
     """The training presets this form can start: every ``configs/*.toml`` that is a training
     config (not, e.g., the Sky Composer's ``[sky]`` file) on a dataset the form offers (hdf, sim
     or a folder; the position models' grid datasets train from the command line)."""
-    return {p.stem: p for p in sorted(configs_dir().glob("*.toml")) if _form_can_train(p)}
+    return {p.stem: p for p in sorted(configs_dir().glob("*.toml")) if _preset_kind(p, p.stat().st_mtime_ns) == "form"}
 
 
 def command_line_presets() -> list[str]:
     """Training presets the form leaves to the command line (grid datasets)."""
-    return [p.stem for p in sorted(configs_dir().glob("*.toml")) if _is_training_config(p) and not _form_can_train(p)]
+    return [p.stem for p in sorted(configs_dir().glob("*.toml")) if _preset_kind(p, p.stat().st_mtime_ns) == "cli"]
 
 
-def _is_training_config(path: Path) -> bool:
+@functools.lru_cache(maxsize=128)
+def _preset_kind(path: Path, mtime_ns: int) -> str | None:
+    """"form" (a training config on a dataset the form offers), "cli" (a training config on
+    a grid dataset) or None (not a training config); read once per file version, not on
+    every rerun of the page."""
     import tomllib
 
-    try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-        return False
-    return set(data) <= {"data", "augment", "model", "train", "log"}
-
-
-def _form_can_train(path: Path) -> bool:
     from galaxy_core.data.sources import BUILTIN
 
-    if not _is_training_config(path):
-        return False
     try:
+        if not set(tomllib.loads(path.read_text())) <= {"data", "augment", "model", "train", "log"}:
+            return None
         dataset = load_config(path).data.dataset
-    except GalaxyGanError:
-        return False
-    return dataset in DATASETS or dataset not in BUILTIN
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, GalaxyGanError):
+        return None
+    return "form" if dataset in DATASETS or dataset not in BUILTIN else "cli"
 
 
 def preset_label(name: str, path: Path) -> str:

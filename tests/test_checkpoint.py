@@ -281,12 +281,12 @@ def test_a_checkpoint_name_with_dots_keeps_them(tmp_path):
     ``my_model.json``), whichever of the three names is given."""
     import shutil
 
-    from galaxy_core.io.checkpoint import _resolve
+    from galaxy_core.io.checkpoint import checkpoint_paths
     from galaxy_core.models.pretrained import load_pretrained
     from galaxy_core.paths import checkpoints_dir
 
     for given in ("my_model.v2", "my_model.v2.json", "my_model.v2.safetensors"):
-        assert [p.name for p in _resolve(tmp_path / given)] == ["my_model.v2.safetensors", "my_model.v2.json"]
+        assert [p.name for p in checkpoint_paths(tmp_path / given)] == ["my_model.v2.safetensors", "my_model.v2.json"]
     for suffix in (".json", ".safetensors"):
         shutil.copy(checkpoints_dir() / f"dcgan_hdf32{suffix}", tmp_path / f"my_model.v2{suffix}")
     assert load_pretrained(tmp_path / "my_model.v2").path.name == "my_model.v2.json"

@@ -12,6 +12,14 @@ from galaxy_core.progress import Progress
 BUILTIN = ("hdf", "sim", "hdf_grid", "hdf_grid_classes")
 
 
+def require_dataset(spec) -> Path:
+    """The path of a dataset spec that is not a built-in name; DataError when nothing is there."""
+    path = Path(str(spec)).expanduser()
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder (built-in datasets are {', '.join(BUILTIN)})")
+    return path
+
+
 def load_dataset(
     spec: str | os.PathLike,
     *,
@@ -94,9 +102,7 @@ def load_dataset(
             rebuild=rebuild,
             progress=progress,
         )
-    path = Path(spec_s).expanduser()
-    if not path.exists():
-        raise DataError(f"{path}: no such file or folder (built-in datasets are {', '.join(BUILTIN)})")
+    path = require_dataset(spec_s)
     from galaxy_core.data.folder import prepare_folder
 
     return prepare_folder(

@@ -27,10 +27,6 @@ FORMAT = "galaxygan-checkpoint/1"
 def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
     """``(NAME.safetensors, NAME.json)`` of a checkpoint given as ``NAME``, ``NAME.json`` or
     ``NAME.safetensors`` (a dot in NAME is kept: ``my_model.v2`` -> ``my_model.v2.json``)."""
-    return _resolve(path)
-
-
-def _resolve(path: str | os.PathLike) -> tuple[Path, Path]:
     from galaxy_core.paths import with_suffix_of
 
     known = (".json", ".safetensors")
@@ -78,7 +74,7 @@ def save_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], m
     replaced next time); killed after it, :func:`load_checkpoint` finds the tensors the JSON
     names in ``.next`` and completes the rename.
     """
-    st_path, js_path = _resolve(path)
+    st_path, js_path = checkpoint_paths(path)
     blob = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
     meta = dict(meta, format=FORMAT, tensors_sha256=hashlib.sha256(blob).hexdigest())
     pending = _pending(st_path)
@@ -146,7 +142,7 @@ def read_meta(path: str | os.PathLike) -> dict:
     CheckpointError
         A card field galaxygan reads has the wrong type (see :func:`check_card`).
     """
-    _, js_path = _resolve(path)
+    _, js_path = checkpoint_paths(path)
     if not js_path.exists():
         raise _not_a_checkpoint(js_path, "not found (the model card NAME.json is missing)", _FIX_PAIR)
     if js_path.is_dir():
@@ -298,7 +294,7 @@ def load_checkpoint(path: str | os.PathLike, *, verify: bool = True,
     NonFiniteTensorError
         A floating-point tensor holds NaN or infinite values (named in the message).
     """
-    st_path, js_path = _resolve(path)
+    st_path, js_path = checkpoint_paths(path)
     meta = read_meta(js_path)
     recorded = meta.get("tensors_sha256")
     blob = None
@@ -346,7 +342,7 @@ def update_card(path: str | os.PathLike, updates: dict) -> dict:
 
     ``metrics`` is merged key by key; other keys are replaced. The tensor hash stays valid.
     """
-    _, js_path = _resolve(path)
+    _, js_path = checkpoint_paths(path)
     meta = read_meta(js_path)
     for key, value in updates.items():
         if key == "metrics":
@@ -359,6 +355,6 @@ def update_card(path: str | os.PathLike, updates: dict) -> dict:
 
 def checkpoint_id(path: str | os.PathLike) -> str:
     """Short content hash that identifies a checkpoint (recorded with every generated image)."""
-    _, js_path = _resolve(path)
+    _, js_path = checkpoint_paths(path)
     meta = read_meta(js_path)
     return (meta.get("tensors_sha256") or hashlib.sha256(js_path.read_bytes()).hexdigest())[:12]

@@ -122,17 +122,36 @@ def rgb_planes(x: np.ndarray, channels: list[str] | None = None) -> tuple[np.nda
     """
     x = np.asarray(x)
     c = x.shape[1]
-    names = [str(b) for b in channels] if channels is not None and len(channels) == c else [f"band{i + 1}" for i in range(c)]
+    names = rgb_plane_names(channels, c)
     if c == 1:
-        return np.repeat(x, 3, axis=1), names * 3
-    if [s.upper() for s in names] == ["R", "G", "B"]:
+        return np.repeat(x, 3, axis=1), names
+    if [s.upper() for s in _band_names(channels, c)] == ["R", "G", "B"]:
         return x, names
     if c == 3:
-        return x[:, ::-1], names[::-1]  # blue-to-red bands -> (reddest, middle, bluest) = (R, G, B)
+        return x[:, ::-1], names  # blue-to-red bands -> (reddest, middle, bluest) = (R, G, B)
     if c == 2:
-        return np.stack([x[:, 1], (x[:, 0] + x[:, 1]) / 2, x[:, 0]], axis=1), [names[1], f"({names[0]}+{names[1]})/2", names[0]]
-    idx = [c - 1, c // 2, 0]  # more bands: reddest, middle, bluest
-    return x[:, idx], [names[i] for i in idx]
+        return np.stack([x[:, 1], (x[:, 0] + x[:, 1]) / 2, x[:, 0]], axis=1), names
+    return x[:, [c - 1, c // 2, 0]], names  # more bands: reddest, middle, bluest
+
+
+def rgb_plane_names(channels: list[str] | None, c: int | None = None) -> list[str]:
+    """What each of the display's R, G, B planes holds for ``c`` bands named ``channels``
+    (:func:`rgb_planes`), e.g. ``["i", "r", "g"]`` for g, r, i."""
+    names = _band_names(channels, len(channels) if c is None else c)
+    c = len(names)
+    if c == 1:
+        return names * 3
+    if [s.upper() for s in names] == ["R", "G", "B"]:
+        return names
+    if c == 3:
+        return names[::-1]
+    if c == 2:
+        return [names[1], f"({names[0]}+{names[1]})/2", names[0]]
+    return [names[c - 1], names[c // 2], names[0]]
+
+
+def _band_names(channels: list[str] | None, c: int) -> list[str]:
+    return [str(b) for b in channels] if channels is not None and len(channels) == c else [f"band{i + 1}" for i in range(c)]
 
 
 def display_note(channels: list[str], stretch: dict | None) -> str:

@@ -76,7 +76,7 @@ def compose_mosaic(model, *, height: int, width: int, density: float = 4.9e-4, s
     from tqdm.auto import tqdm
 
     from galaxy_core.errors import ConfigError
-    from galaxy_core.io.render import is_grid_channels, rgb_planes
+    from galaxy_core.io.render import is_grid_channels, rgb_plane_names
 
     if not (0 < height <= MAX_SIDE and 0 < width <= MAX_SIDE):
         raise ConfigError(f"mosaic size must be 1..{MAX_SIDE} pixels per side, got {height} x {width}")
@@ -121,7 +121,7 @@ def compose_mosaic(model, *, height: int, width: int, density: float = 4.9e-4, s
                          "flux_g": f[1], "flux_b": f[2], "tile": 0})
         bar.update(m)
     bar.close()
-    bands = rgb_planes(np.zeros((1, len(model.channels), 1, 1), np.float32), model.channels)[1]
+    bands = rgb_plane_names(model.channels)
     meta = {"seed": seed, "height": height, "width": width, "density": density, "size_sigma": size_sigma,
             "model": str(model.path), "model_id": model.id, "background": background_meta(bg, modulate),
             "bands": bands, "unit_note": _mosaic_unit_note(model, bands)}

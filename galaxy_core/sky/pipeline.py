@@ -22,7 +22,6 @@ from pathlib import Path
 
 from galaxy_core.config import check_range, coerce_value, option
 from galaxy_core.errors import ConfigError
-from galaxy_core.io.checkpoint import checkpoint_id
 from galaxy_core.sky.calibrate import FAINT_PROFILES
 from galaxy_core.sky.compose import (ClassMatchedGalaxies, ModelGalaxies, ModelPositions, RandomPositions, Sky,
                                      StampGalaxies, compose_sky, resolve_cell_px)
@@ -246,7 +245,7 @@ def compose(cfg: SkyConfig, *, progress=False) -> Sky:
     for role in ("positions", "galaxies"):  # the checkpoints' content ids: the path alone may be reused
         path = getattr(cfg, role)
         if path not in SOURCE_NAMES:
-            sky.meta[f"{role}_id"] = checkpoint_id(_resolve(path))
+            sky.meta[f"{role}_id"] = load_model(path).id  # loaded once per process already
     return sky
 
 

@@ -42,6 +42,7 @@ import torch
 import galaxy_core
 from galaxy_core.config import AugmentConfig, Config, to_toml
 from galaxy_core.data import load_dataset
+from galaxy_core.data.sources import BUILTIN, require_dataset
 from galaxy_core.data.prepared import PreparedDataset
 from galaxy_core.data.transforms import Augment
 from galaxy_core.errors import CheckpointError, GalaxyGanError
@@ -461,24 +462,11 @@ class Trainer:
 def _with_absolute_dataset(d: dict) -> dict:
     """The run's config with a dataset folder given relative to the working directory made
     absolute, so that ``--resume`` finds it from any directory (built-in names stay names)."""
-    from galaxy_core.data.sources import BUILTIN
-
     spec = str(d.get("data", {}).get("dataset", ""))
     p = Path(spec).expanduser()
     if spec and spec not in BUILTIN and not p.is_absolute() and p.exists():
         d = {**d, "data": {**d["data"], "dataset": str(p.resolve())}}
     return d
-
-
-def _check_dataset_exists(spec) -> None:
-    """DataError where the dataset is neither a built-in name nor an existing file or folder."""
-    from galaxy_core.data.sources import BUILTIN
-    from galaxy_core.errors import DataError
-
-    text = str(spec)
-    if text not in BUILTIN and not Path(text).expanduser().exists():
-        raise DataError(f"{text}: no such file or folder (built-in datasets are {', '.join(BUILTIN)}); nothing "
-                        "was written")
 
 
 class RunRefused(GalaxyGanError):
@@ -574,7 +562,8 @@ def train(
                          f"{run.root}, or give a new --name / --run-dir")
     if not has_run:
         _refuse_foreign_folder(run)
-    _check_dataset_exists(cfg.data.dataset)  # before a run folder is made for data that is not there
+    if str(cfg.data.dataset) not in BUILTIN:
+        require_dataset(cfg.data.dataset)  # before a run folder is made for data that is not there
     fresh = not run.status_path.exists()
     # One writer per run folder: rank 0 holds the OS lock for the run's whole life; a second
     # writer is refused here, before it writes anything (the lock file records the holder).
