@@ -225,12 +225,11 @@ def load_pretrained(path: str | os.PathLike, *, device: str | torch.device = "cp
         loop = " -> ".join(str(p) for p in (*_chain, path.resolve()))
         raise CheckpointError(f"{path}: the model cards refer to each other in a loop ({loop})")
     tensors, meta = load_checkpoint(path)  # the card's structure is checked here (read_meta)
-    family, model_cfg, built, references = _build_from_card(path, meta)
+    family, model_cfg, built, references = _build_from_card(path, meta, tensors)
     device = torch.device(device)
     nets = {}
     for name, net in built.items():
-        prefix = f"{name}_ema" if any(k.startswith(f"{name}_ema.") for k in tensors) else name
-        state = subdict(tensors, prefix)
+        state = _stored_state(tensors, name)
         if not state and name != family.sampler:
             continue  # e.g. a discriminator left out of an exported checkpoint
         try:
@@ -249,16 +248,66 @@ _BUILD_ERRORS = (GalaxyGanError, ValueError, TypeError, AttributeError, KeyError
                  OverflowError, ZeroDivisionError, MemoryError)
 
 
-def _build_from_card(path: Path, meta: dict) -> tuple[Family, object, dict, dict]:
+def _stored_state(tensors: dict, name: str) -> dict:
+    """The weights of network ``name`` in a checkpoint: its EMA copy where one was saved."""
+    prefix = f"{name}_ema" if any(k.startswith(f"{name}_ema.") for k in tensors) else name
+    return subdict(tensors, prefix)
+
+
+def _check_shapes(path: Path, arch: str, family: Family, model_cfg, tensors: dict) -> None:
+    """Compare the stored weights with the networks the card describes, before building them.
+
+    The networks are built on torch's ``meta`` device (shapes only, no memory), so a hand-edited
+    card asking for, say, ``width = 100000`` is refused at once instead of allocating it. A family
+    whose constructor cannot run on ``meta`` is left to the real build's own check.
+
+    Raises
+    ------
+    CheckpointError
+        A stored network's tensor names or shapes differ from the described one's.
+    """
+    try:
+        with torch.device("meta"):
+            ghosts = family.build(model_cfg)
+    except Exception:  # noqa: BLE001 - e.g. a constructor that reads a tensor's values; checked when built
+        return
+    for name, net in ghosts.items():
+        state = _stored_state(tensors, name)
+        if not state:
+            continue
+        want = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+        have = {k: tuple(v.shape) for k, v in state.items()}
+        if want == have:
+            continue
+        missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+        wrong = [k for k in want if k in have and want[k] != have[k]]
+        if wrong:
+            k = wrong[0]
+            what = (f"{name}.{k} is {list(have[k])} in the file but {list(want[k])} in the model the card describes"
+                    + (f" ({len(wrong) - 1} more tensors differ)" if len(wrong) > 1 else ""))
+        elif missing:
+            what = f"the file lacks {name}.{missing[0]}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
+        else:
+            what = f"the file holds {name}.{extra[0]}" + (f" and {len(extra) - 1} more" if len(extra) > 1 else "") \
+                + ", which the described model does not have"
+        raise CheckpointError(f"{path}: weights do not fit the {arch} model its card describes ({what}); "
+                              "restore the NAME.json galaxygan wrote")
+
+
+def _build_from_card(path: Path, meta: dict, tensors: dict | None = None) -> tuple[Family, object, dict, dict]:
     """The family, config, fresh networks and referenced checkpoints a card describes.
+
+    With ``tensors`` (the checkpoint's weights) their shapes are checked against the described
+    networks before those are built (:func:`_check_shapes`).
 
     Raises
     ------
     CheckpointError
         No ``arch`` or ``model``, an unknown ``arch``, a ``model.arch`` of another family, model
-        fields of the wrong type, values the family refuses or cannot build, a ``grid`` data kind
-        for an image family, an asinh ``data.stretch`` that cannot be used, or ``data.channels``
-        missing or not matching the model's bands; the message names ``path``.
+        fields of the wrong type, values the family refuses or cannot build, weights of other
+        shapes than the described networks', a ``grid`` data kind for an image family, an asinh
+        ``data.stretch`` that cannot be used, or ``data.channels`` missing or not matching the
+        model's bands; the message names ``path``.
     """
     import dataclasses
     import typing
@@ -291,6 +340,11 @@ def _build_from_card(path: Path, meta: dict) -> tuple[Family, object, dict, dict
                                   f"not {values[f.name]!r}; restore the NAME.json galaxygan wrote")
     try:
         model_cfg = make_config(arch, values)
+    except _BUILD_ERRORS as e:
+        raise CheckpointError(f"{what}: {e}; restore the NAME.json galaxygan wrote") from e
+    if tensors is not None:
+        _check_shapes(path, arch, family, model_cfg, tensors)
+    try:
         built = family.build(model_cfg)
         references = family.references(model_cfg)
     except _BUILD_ERRORS as e:
