@@ -154,8 +154,14 @@ def test_nan_and_inf_replaced_by_band_median(tmp_path):
         (lambda: fits.HDUList([fits.PrimaryHDU(np.zeros((4, 4))),
                                fits.ImageHDU(np.zeros((2, 4, 4)))]),
          "mixes 2-D images and 3-D cubes"),
+        (lambda: fits.HDUList([fits.PrimaryHDU(np.arange(16.0))]),
+         r"holds a 1-D array of 16 values \(NAXIS = 1\), not an image"),
+        (lambda: fits.HDUList([fits.PrimaryHDU(np.zeros((8, 8), np.float32))]),
+         r"band 'band1' is blank \(every pixel is 0\)"),
+        (lambda: fits.HDUList([fits.PrimaryHDU(np.stack([np.arange(16.0).reshape(4, 4), np.full((4, 4), 7.0)]))]),
+         r"band 'band2' is blank \(every pixel is 7\)"),
     ],
-    ids=["table-only", "4d", "shape-mismatch", "all-nan", "mixed-dims"],
+    ids=["table-only", "4d", "shape-mismatch", "all-nan", "mixed-dims", "1d", "all-zero", "one-blank-band"],
 )
 def test_unusable_files_raise_data_error_naming_the_file(tmp_path, make, match):
     path = tmp_path / "bad.fits"

@@ -106,17 +106,25 @@ def test_uniform_colour_survives_crop_and_resize(tmp_path):
     assert np.abs(by_file["flat.jpg"].astype(int) - [[[200]], [[90]], [[17]]]).max() <= 3
 
 
+def _marked(im: Image.Image, value) -> Image.Image:
+    """``im`` with its corner pixel set to ``value``: not blank (blank images are skipped)."""
+    im.putpixel((0, 0), value)
+    return im
+
+
 def test_grey_modes_give_one_channel(tmp_path):
     folder = tmp_path / "grey"
     folder.mkdir()
-    Image.new("L", (50, 50), 77).save(folder / "l.png")
-    Image.fromarray(np.full((40, 40), 257 * 100, np.uint16)).save(folder / "deep.png")  # I;16
-    Image.new("1", (20, 20), 1).save(folder / "bw.png")
+    _marked(Image.new("L", (50, 50), 77), 0).save(folder / "l.png")
+    deep = np.full((40, 40), 257 * 100, np.uint16)
+    deep[0, 0] = 0
+    Image.fromarray(deep).save(folder / "deep.png")  # I;16
+    _marked(Image.new("1", (20, 20), 1), 0).save(folder / "bw.png")
     with Image.open(folder / "deep.png") as im:
         assert im.mode.startswith("I")
     ds = prep(folder, resolution=32)
     assert ds.channels == ["L"] and ds.images.shape == (3, 1, 32, 32)
-    by_file = dict(zip(ds.catalog["file"], ds.images))
+    by_file = {f: img[:, 4:, 4:] for f, img in zip(ds.catalog["file"], ds.images)}  # away from the mark
     assert (by_file["l.png"] == 77).all()
     assert (by_file["deep.png"] == 100).all()  # 25700 / 257
     assert (by_file["bw.png"] == 255).all()
@@ -125,19 +133,38 @@ def test_grey_modes_give_one_channel(tmp_path):
 def test_mixed_modes_give_rgb(tmp_path):
     folder = tmp_path / "mixed"
     folder.mkdir()
-    Image.new("L", (64, 64), 77).save(folder / "a_grey.png")
+    _marked(Image.new("L", (64, 64), 77), 0).save(folder / "a_grey.png")
     Image.new("RGBA", (64, 64), (200, 100, 50, 128)).save(folder / "b_rgba.png")
     pal = Image.new("RGB", (64, 64), (10, 200, 30)).convert("P", palette=Image.Palette.ADAPTIVE)
     pal.save(folder / "c_palette.png")
-    Image.new("CMYK", (64, 64), (0, 0, 0, 0)).save(folder / "d_cmyk.tif")
+    _marked(Image.new("CMYK", (64, 64), (0, 0, 0, 0)), (0, 0, 0, 255)).save(folder / "d_cmyk.tif")
     ds = prep(folder)
     assert ds.channels == ["R", "G", "B"]
     imgs = dict(zip(ds.catalog["file"], ds.images))
-    assert (imgs["a_grey.png"] == 77).all()  # grey repeated in R, G and B
+    assert (imgs["a_grey.png"][:, 4:, 4:] == 77).all()  # grey repeated in R, G and B
     # alpha 128 over black: round(c * 128 / 255) = 100, 50, 25
     np.testing.assert_array_equal(imgs["b_rgba.png"][:, 5, 5], [100, 50, 25])
     np.testing.assert_array_equal(imgs["c_palette.png"][:, 5, 5], [10, 200, 30])
     np.testing.assert_array_equal(imgs["d_cmyk.tif"][:, 5, 5], [255, 255, 255])  # no ink
+
+
+def test_blank_images_are_skipped_and_named(tmp_path):
+    """A blank image (every pixel one value: a failed download, a cutout off the survey's
+    footprint) holds no galaxy; it is skipped and listed, and the rest are prepared."""
+    folder = tmp_path / "some_blank"
+    folder.mkdir()
+    Image.new("RGB", (64, 64), (0, 0, 0)).save(folder / "black.png")
+    Image.new("L", (64, 64), 255).save(folder / "white.png")
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(folder / "real.png")
+    ds = prep(folder)
+    assert list(ds.catalog["file"]) == ["real.png"]
+    reasons = {s["file"]: s["reason"] for s in ds.manifest["skipped"]}
+    assert reasons == {"black.png": "blank: every pixel is 0, so it holds no galaxy",
+                       "white.png": "blank: every pixel is 255, so it holds no galaxy"}
+    (folder / "real.png").unlink()
+    with pytest.raises(DataError, match="no usable image: black.png: blank: every pixel is 0"):
+        prep(folder)
 
 
 def test_sixteen_bit_scaling_is_hand_checked():
@@ -158,7 +185,7 @@ def test_every_file_corrupt(tmp_path):
     folder.mkdir()
     (folder / "a.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
     (folder / "b.png").write_bytes(b"")
-    with pytest.raises(DataError, match="every file failed") as e:
+    with pytest.raises(DataError, match="no usable image: ") as e:
         prep(folder)
     assert "a.jpg" in str(e.value) and "b.png" in str(e.value) and str(folder) in str(e.value)
 
@@ -251,6 +278,15 @@ def test_fits_cubes_asinh(tmp_path):
     # float16 keeps ~3 digits of the stretched value; in flux that is ~1e-3 of the local
     # slope d f / d y = softening * cosh(u) * (u_hi - u_lo) / 2
     np.testing.assert_allclose(back[inside], flux[inside], rtol=5e-3, atol=float(scale.max()) * 0.1)
+
+
+def test_a_blank_fits_cube_is_skipped_and_named(tmp_path):
+    folder = fits_folder(tmp_path / "with_blank", sizes=(40, 40))
+    write_cube(folder / "off_footprint.fits", np.zeros((3, 40, 40), np.float32))
+    ds = prep(folder)
+    assert sorted(ds.catalog["file"]) == ["cube0.fits", "cube1.fits"]
+    (skip,) = ds.manifest["skipped"]
+    assert skip["file"] == "off_footprint.fits" and "is blank (every pixel is 0)" in skip["reason"]
 
 
 def test_fits_minmax(tmp_path):

@@ -168,3 +168,15 @@ def test_sky_detect_bad_files_are_one_line_errors(tmp_path, capsys):
     text.write_text("not FITS at all\n")
     assert "cannot read as FITS" in _detect_error(text, capsys)
     assert "no such FITS file" in _detect_error(tmp_path / "missing.fits", capsys)
+    blank = tmp_path / "blank.fits"
+    fits.PrimaryHDU(np.zeros((64, 64), np.float32)).writeto(blank)
+    assert "band 'band1' is blank (every pixel is 0)" in _detect_error(blank, capsys)
+
+
+def test_sky_grids_from_a_blank_image_says_it_is_blank(tmp_path, capsys):
+    from PIL import Image
+
+    Image.new("L", (64, 64), 0).save(tmp_path / "black.png")
+    assert main(["sky", "grids", "--image", str(tmp_path / "black.png"), "--out", str(tmp_path / "g")]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {tmp_path / 'black.png'}: blank image (every pixel is 0)" in err and "Traceback" not in err

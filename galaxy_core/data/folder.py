@@ -8,10 +8,11 @@ resized keeping their total flux (the project's one flux convention,
 :mod:`galaxy_core.io.units`), stretched to [-1, 1] and stored as float16 together with the
 stretch parameters.
 
-Files that cannot be decoded are skipped and listed in ``manifest["skipped"]``. The result is
-cached under ``cache_dir()/prepared/folder-<key>``, where the key hashes every source file and
-the preprocessing options, so a second call with the same folder and options opens the cache and
-a changed file gives a fresh build.
+Files that cannot be decoded, and blank ones (every pixel the same value), are skipped and
+listed in ``manifest["skipped"]``. The result is cached under
+``cache_dir()/prepared/folder-<key>``, where the key hashes every source file and the
+preprocessing options, so a second call with the same folder and options opens the cache and a
+changed file gives a fresh build.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ from galaxy_core.progress import Progress, track
 
 log = logging.getLogger(__name__)
 
-PREPARE_VERSION = 2  # bump when preprocessing changes, so old caches are not reused
+PREPARE_VERSION = 3  # bump when preprocessing changes, so old caches are not reused (3: blank images skipped)
 # 2: resized FITS keep total flux (galaxy_core.io.units), symmetric centre crop
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 _GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
@@ -105,7 +106,7 @@ def prepare_folder(
     ------
     DataError
         No usable file, images mixed with FITS, FITS files with different bands, or every
-        file failed to decode (the reasons are listed).
+        file failed to decode or was blank (the reasons are listed).
     """
     path = Path(path).expanduser().resolve()
     image_files, fits_files = _scan(path)
@@ -190,12 +191,12 @@ def _rel(f: Path, base: Path) -> str:
 def _check_some_usable(path: Path, count: int, skipped: list[dict]) -> None:
     if count:
         if skipped:
-            log.warning("%s: skipped %d unreadable file(s); see manifest['skipped']", path,
+            log.warning("%s: skipped %d unreadable or blank file(s); see manifest['skipped']", path,
                         len(skipped))
         return
     reasons = "; ".join(f"{s['file']}: {s['reason']}" for s in skipped[:5])
     more = f" (and {len(skipped) - 5} more)" if len(skipped) > 5 else ""
-    raise DataError(f"{path}: no usable image, every file failed to decode: {reasons}{more}")
+    raise DataError(f"{path}: no usable image: {reasons}{more}")
 
 
 def _skip(skipped: list[dict], file: str, reason: str) -> None:
@@ -243,6 +244,9 @@ def _prepare_images(files, base, *, resolution, crop, progress, spill):
                 img = image_to_uint8(im, channels=len(channels))  # (C, H, W) uint8
         except Exception as e:
             _skip(skipped, _rel(f, base), f"cannot decode ({type(e).__name__}: {e})")
+            continue
+        if img.min() == img.max():
+            _skip(skipped, _rel(f, base), f"blank: every pixel is {int(img.min())}, so it holds no galaxy")
             continue
         out[len(names)] = resize(centre_crop(img, crop), resolution)
         names.append(_rel(f, base))

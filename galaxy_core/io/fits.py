@@ -147,8 +147,9 @@ def read_fits_image(path: str | os.PathLike) -> FitsImage:
     Raises
     ------
     DataError
-        The file is unreadable or corrupt, holds no image data, holds data with more than
-        three (non-degenerate) axes, bands of different shapes, or a band with no finite pixel.
+        The file is unreadable or corrupt, holds no image data (only tables, empty HDUs or a
+        1-D array), holds data with more than three (non-degenerate) axes, bands of different
+        shapes, a band with no finite pixel, or a blank band (every pixel the same value).
 
     Notes
     -----
@@ -200,6 +201,7 @@ def _fits_source(path: Path):
 def _image_planes(hdul: fits.HDUList, path: Path) -> tuple[np.ndarray, list[str], fits.Header]:
     """Find the image HDUs of an open file and stack them to float32 (C, H, W)."""
     images = []  # (array, header) of every usable image HDU, in file order
+    one_d = []  # shapes of 1-D arrays met (a spectrum or a flattened image is no image)
     for hdu in hdul:
         if not isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
             continue
@@ -208,9 +210,15 @@ def _image_planes(hdul: fits.HDUList, path: Path) -> tuple[np.ndarray, list[str]
             log.debug("%s: skipping auxiliary HDU %s", path, extname)
             continue
         data = hdu.data
+        if data is not None and data.ndim == 1 and data.size:
+            one_d.append(data.shape[0])
         if data is None or data.size == 0 or data.ndim < 2:
             continue
         images.append((_squeeze_leading(data, path), hdu.header))
+    if not images and one_d:
+        raise DataError(f"{path}: holds a 1-D array of {one_d[0]} values (NAXIS = 1), not an image; "
+                        "a spectrum or a flattened image cannot be read as one. Reshape it to (H, W) or "
+                        "(bands, H, W) and write it again")
     if not images:
         raise DataError(f"{path}: no image data in any HDU (only tables or empty HDUs); "
                         "point at a file holding a 2-D image or a (bands, H, W) cube")
@@ -286,7 +294,10 @@ def _unique_or_default(names: Sequence[str | None]) -> list[str]:
 
 
 def _replace_non_finite(data: np.ndarray, bands: Sequence[str], path: Path) -> list[int]:
-    """Replace NaN/inf in place by the median of each band's finite pixels; return counts."""
+    """Replace NaN/inf in place by the median of each band's finite pixels; return their counts.
+
+    A band with no finite pixel, or a blank one (every pixel the same value), is a DataError.
+    """
     counts = []
     for c in range(data.shape[0]):
         band = data[c]
@@ -297,6 +308,10 @@ def _replace_non_finite(data: np.ndarray, bands: Sequence[str], path: Path) -> l
                             "remove the file or the band")
         if n_bad:
             band[bad] = np.median(band[~bad])
+        lo, hi = float(band.min()), float(band.max())
+        if lo == hi:
+            raise DataError(f"{path}: band {bands[c]!r} is blank (every pixel is {lo:g}), so it holds no "
+                            "image; remove the file or the band")
         counts.append(n_bad)
     return counts
 

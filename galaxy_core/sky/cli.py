@@ -49,7 +49,8 @@ def _read_image(path) -> np.ndarray:
     Raises
     ------
     DataError
-        The file is missing, or cannot be read as an image (corrupt, truncated, not an image).
+        The file is missing, cannot be read as an image (corrupt, truncated, not an image), or is
+        blank (every pixel the same value).
     """
     from galaxy_core.errors import DataError
     from galaxy_core.io.fits import is_fits_path, read_fits_image
@@ -63,9 +64,13 @@ def _read_image(path) -> np.ndarray:
 
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("L"), float) / 255.0
+            grey = np.asarray(im.convert("L"), float) / 255.0
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:  # PIL's errors for bad files
         raise DataError(f"{path}: cannot read the image ({e}); give a complete PNG, JPG or FITS image") from e
+    if grey.size and grey.min() == grey.max():  # a blank FITS band is refused by read_fits_image alike
+        raise DataError(f"{path}: blank image (every pixel is {round(grey.min() * 255)}), so there is nothing to "
+                        "detect or grid")
+    return grey
 
 
 def _cmd_grid_stats(args) -> int:
