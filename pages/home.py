@@ -80,6 +80,11 @@ def no_metrics_reason(meta: dict) -> str:
             f"checkpoint is from step {step}; the run's best checkpoint holds the last ones measured.")
 
 
+def _floor_text(value) -> str:
+    """A floor as the table shows it: four significant digits, or a dash where none was measured."""
+    return f"{value:.4g}" if isinstance(value, (int, float)) else "—"
+
+
 def metrics_table_ui(model: Pretrained) -> None:
     metrics = model.meta.get("metrics") or {}
     if not metrics:
@@ -91,7 +96,7 @@ def metrics_table_ui(model: Pretrained) -> None:
     for name, value in metrics.items():
         rows.append({"Metric": metric_label(name),
                      "Value": value if isinstance(value, (int, float)) else None,
-                     "Floor": floors.get(name),
+                     "Floor": _floor_text(floors.get(name)),
                      "Key": name})
     st.dataframe(rows, hide_index=True, width="stretch", column_order=("Metric", "Value", "Floor"),
                  column_config={  # "Key" (the card's name) stays in the data, for search and the full card
@@ -99,14 +104,20 @@ def metrics_table_ui(model: Pretrained) -> None:
                                                            "many samples"),
                      "Value": st.column_config.NumberColumn(format="%.4g", width="small",
                                                             help="generated vs real; lower is better for distances"),
-                     "Floor": st.column_config.NumberColumn(
-                         format="%.4g", width="small",
-                         help="real-vs-real floor: the same comparison between two disjoint real samples"),
+                     "Floor": st.column_config.TextColumn(
+                         width="small",
+                         help="real-vs-real floor: the same comparison between two disjoint real samples; "
+                              "— where none was measured"),
                  })
     st.caption("**Floor**: the same metric between two disjoint real samples — the best a model can "
                "reach with this many samples. " + (f"Measured with `{evaluation.get('command')}` on "
                                                     f"{evaluation.get('date')}; floor: "
                                                     f"{evaluation.get('floor_definition')}." if evaluation else ""))
+    missing = [metric_label(k) for k in metrics if not isinstance(floors.get(k), (int, float))]
+    if missing:
+        st.caption("— : no floor was measured for " + "; ".join(missing) + ". Metrics logged during training "
+                   "compare with the whole training set, which leaves no second real sample of that size; "
+                   "`galaxygan evaluate CHECKPOINT --record` measures the headline metrics with their floors and writes both into the card.")
     negative = [k for k, v in floors.items() if isinstance(v, (int, float)) and v < 0]
     if negative:
         st.caption(f"A negative floor ({', '.join(f'{metric_label(k)}: {floors[k]:.3g}' for k in negative)}) is "

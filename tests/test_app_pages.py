@@ -158,9 +158,13 @@ def test_home_metrics_table_is_readable(runs):
     assert rows["sgd_morphology"].startswith("Synthetic Galaxy Distance")
     assert not any("_" in label for label in table["Metric"])  # no raw keys as labels
     floors = dict(zip(table["Key"], table["Floor"]))
-    assert floors["kid_galaxy_191"] < 0  # the shipped card has a negative KID floor ...
+    assert float(floors["kid_galaxy_191"]) < 0  # the shipped card has a negative KID floor ...
     explained = [c.value for c in at.caption if "negative floor" in c.value]
     assert len(explained) == 1 and "unbiased" in explained[0] and "-4.65" in explained[0]  # ... and it is explained
+    # a metric logged during training has no floor: a dash, and a caption names it and says why
+    assert floors["fid_pix8_256"] == "—" and "None" not in table["Floor"].tolist()
+    dash = [c.value for c in at.caption if c.value.startswith("— : no floor was measured for")]
+    assert len(dash) == 1 and "FID (Fréchet distance) · 8×8 pixels · 256 samples" in dash[0], dash
 
 
 def test_home_seed_box_and_new_samples_change_the_grid(runs):
