@@ -302,9 +302,10 @@ def test_a_sky_that_cannot_be_written_whole_leaves_the_earlier_outputs(tmp_path,
 
 
 def test_mosaic_header_names_its_checkpoint_and_a_survey_band_model_its_bands(tmp_path):
-    """A mosaic's FITS names the checkpoint (path and id), density and size spread; a g/r/i
-    model's bands fill the planes as the display does (i, r, g = R, G, B), named so, with a
-    unit note that says they are display values; a position model is refused."""
+    """A mosaic's FITS names the checkpoint (path and id), density and size spread; asked for
+    display values, a g/r/i model's bands fill the planes as the display does (i, r, g = R, G,
+    B), named so, with a unit note that says they are display values; a position model is
+    refused."""
     from astropy.io import fits
 
     from galaxy_core.models.pretrained import load_pretrained
@@ -313,7 +314,8 @@ def test_mosaic_header_names_its_checkpoint_and_a_survey_band_model_its_bands(tm
 
     sim = load_pretrained(checkpoints_dir() / "dcgan_sim64.json")
     assert sim.channels == ["g", "r", "i"]
-    sky = compose_mosaic(sim, height=96, width=96, density=1e-3, seed=3, background=QUIET, progress=False)
+    sky = compose_mosaic(sim, height=96, width=96, density=1e-3, seed=3, background=QUIET, progress=False,
+                         flux=False)
     (path,) = write_sky(sky, tmp_path / "m", png=False, csv=False)
     with fits.open(path) as h:
         hdr = h[0].header
@@ -332,6 +334,55 @@ def test_mosaic_header_names_its_checkpoint_and_a_survey_band_model_its_bands(tm
 
     with pytest.raises(ConfigError, match="position model"):
         compose_mosaic(load_pretrained(checkpoints_dir() / "positions_hdf_cond.json"), height=32, width=32,
+                       progress=False)
+
+
+def test_a_flux_model_s_mosaic_adds_linear_flux_in_its_own_bands_and_unit(tmp_path):
+    """The g/r/i sim model's mosaic is composed in nanomaggies: planes g, r, i; the image is
+    its white noise plus the placed fluxes exactly; that noise is the model's own sky noise;
+    the FITS says the unit and the noise; the PNG is the model's own display."""
+    from astropy.io import fits
+
+    from galaxy_core.errors import ConfigError
+    from galaxy_core.io.render import to_rgb
+    from galaxy_core.io.stretch import stretch_from_dict
+    from galaxy_core.models.pretrained import load_pretrained
+    from galaxy_core.paths import checkpoints_dir
+    from galaxy_core.sky.mosaic import FluxGalaxies, compose_mosaic, sky_rgb8
+
+    sim = load_pretrained(checkpoints_dir() / "dcgan_sim64.json")
+    sky = compose_mosaic(sim, height=160, width=128, density=1e-3, seed=3, progress=False)
+    assert sky.meta["bands"] == ["g", "r", "i"] and sky.meta["unit"] == "nanomaggy" == sim.flux_unit
+    assert sky.truth.colnames == ["x", "y", "cls", "flux", "flux_g", "flux_r", "flux_i", "tile"]
+    assert len(sky.truth) > 5 and np.all(sky.truth["flux_r"] > 0)
+    total = float(sky.image.sum(dtype=np.float64))
+    assert total == pytest.approx(sky.background_sum + float(np.sum(sky.truth["flux"])), rel=1e-5)
+    # the noise: a sky with no galaxies holds the measured sigma per band, around 0
+    sigma = np.asarray(sky.meta["background"]["sigma"])
+    np.testing.assert_allclose(sigma, FluxGalaxies(sim).noise_sigma())
+    blank = compose_mosaic(sim, height=256, width=256, density=0.0, seed=3, progress=False)
+    np.testing.assert_allclose(blank.image.std(axis=(1, 2)), sigma, rtol=0.02)
+    assert np.all(np.abs(blank.image.mean(axis=(1, 2))) < 0.01 * sigma)
+    # the model's galaxies in flux: a placed galaxy's g/r/i flux ratio is a galaxy colour
+    # (r brighter than g for the sim's populations at the median)
+    assert np.median(sky.truth["flux_r"] / sky.truth["flux_g"]) > 1
+    # FITS: the unit, the bands and the noise
+    (path,) = write_sky(sky, tmp_path / "m", png=False, csv=False)
+    with fits.open(path) as h:
+        hdr = h[0].header
+        assert hdr["BUNIT"] == "nanomaggy" and [hdr[f"BAND{i}"] for i in (1, 2, 3)] == ["g", "r", "i"]
+        assert [hdr[f"BKGSIG{i}"] for i in (1, 2, 3)] == pytest.approx(sigma.tolist())
+        assert "in linear flux" in " ".join(str(c) for c in hdr["COMMENT"]).replace("  ", " ")
+        np.testing.assert_array_equal(h[0].data, sky.image)
+        assert h["TRUTH"].columns.names[4:7] == ["flux_g", "flux_r", "flux_i"]
+    # PNG: the model's stretch and display rule, the same in strips of any height
+    stretch = stretch_from_dict(sim.stretch)
+    whole = to_rgb(np.clip(stretch.forward(sky.image), -1, 1), ["g", "r", "i"])
+    np.testing.assert_array_equal(sky_rgb8(sky), whole)
+    np.testing.assert_array_equal(sky_rgb8(sky, rows=7), whole)
+    # an 8-bit model cannot be composed in flux
+    with pytest.raises(ConfigError, match="dcgan_hdf32 is not flux-calibrated"):
+        compose_mosaic(load_pretrained(checkpoints_dir() / "dcgan_hdf32.json"), height=32, width=32, flux=True,
                        progress=False)
 
 

@@ -167,9 +167,11 @@ def _cmd_mosaic(args) -> int:
     model = load_pretrained(args.checkpoint)
     sky = compose_mosaic(model, height=args.height or args.size, width=args.width or args.size, density=args.density,
                          seed=args.seed, memmap=args.memmap, modulate=not args.no_modulation,
-                         progress=not args.quiet)
+                         progress=not args.quiet, flux=False if args.display_values else None)
     written = write_sky(sky, args.out, png=not args.no_png)
-    print(f"mosaic {sky.image.shape[2]} x {sky.image.shape[1]} px, {len(sky.truth)} galaxies")
+    unit = f"in {sky.meta.get('unit') or 'flux (unit not recorded)'}" if sky.meta.get("display") else "in field units"
+    print(f"mosaic {sky.image.shape[2]} x {sky.image.shape[1]} px, {len(sky.truth)} galaxies, bands "
+          f"{', '.join(sky.meta['bands'])} {unit}")
     for p in written:
         print(f"  {p}")
     return 0
@@ -369,7 +371,11 @@ def _add_sky_commands(sub) -> None:
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--memmap", help=".npy file to hold the sky (for the largest mosaics)")
     m.add_argument("--no-modulation", action="store_true",
-                   help="the same sky level and noise everywhere (default: they vary as the deep field's do)")
+                   help="the same sky level and noise everywhere (default: they vary as the deep field's do; "
+                        "display-value mosaics only)")
+    m.add_argument("--display-values", action="store_true",
+                   help="compose a flux-calibrated model's galaxies as display values on the deep field's "
+                        "background (default for such a model: linear flux in its own bands and unit)")
     m.add_argument("--no-png", action="store_true")
     m.add_argument("--out", required=True)
     m.add_argument("--quiet", action="store_true")

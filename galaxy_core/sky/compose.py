@@ -20,7 +20,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -419,11 +419,13 @@ class Sky:
     meta: dict = field(default_factory=dict)
 
 
-def _truth_table(rows: list[dict]):
+def _truth_table(rows: list[dict], planes: Sequence[str] = ("r", "g", "b")):
+    """The truth table of placed sources; ``flux_<plane>`` columns in the image's plane order."""
     from astropy.table import Table
 
-    names = ("x", "y", "cls", "flux", "flux_r", "flux_g", "flux_b", "tile")
-    dtypes = (np.float64, np.float64, np.int16, np.float64, np.float64, np.float64, np.float64, np.int32)
+    fluxes = tuple(f"flux_{b}" for b in planes)
+    names = ("x", "y", "cls", "flux", *fluxes, "tile")
+    dtypes = (np.float64, np.float64, np.int16, np.float64, *(np.float64,) * len(fluxes), np.int32)
     t = Table({n: np.array([r[n] for r in rows], dtype=d) for n, d in zip(names, dtypes)})
     t["x"].unit = t["y"].unit = "pix"
     return t

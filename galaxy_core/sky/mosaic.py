@@ -2,10 +2,22 @@
 
 A mosaic places ``density * H * W`` generated galaxies at uniformly random positions, each
 turned by a random angle and resized by a log-normal size factor (total flux kept: the resized
-stamp is rescaled to the flux it had), and ADDS their flux images
-(:func:`galaxy_core.sky.stamps.galaxy_flux`) onto a noisy background. Galaxies are generated
-in batches, so memory holds the sky and one batch; ``memmap`` puts the sky in a file for the
-largest sizes (8000 x 8000 x 3 float32 is 768 MB).
+stamp is rescaled to the flux it had), and ADDS their flux images onto a noisy background.
+Galaxies are generated in batches, so memory holds the sky and one batch; ``memmap`` puts the
+sky in a file for the largest sizes (8000 x 8000 x 3 float32 is 768 MB).
+
+Two kinds of sky, by what the model makes:
+
+* a flux-calibrated model (trained on FITS fluxes through an invertible stretch, e.g. the
+  ``sim`` g/r/i models) is composed in LINEAR flux, in its own bands and unit: each galaxy's
+  output is taken back to flux (:meth:`Pretrained.to_flux`), its border median taken off
+  (:func:`galaxy_core.sky.stamps.source_flux`), and the sources are added onto white noise with
+  the model's own sky noise (measured on the borders of generated stamps). Overlapping galaxies
+  add their fluxes, as they do on the sky; the FITS file is in the model's unit (``BUNIT``) and
+  the PNG uses the model's own display (its stretch, reddest band to R).
+* any other model (8-bit display images, as the ``hdf`` models) is composed in the deep
+  field's units on its background model (:func:`galaxy_core.sky.stamps.galaxy_flux`), as the
+  sky composer composes.
 """
 
 from __future__ import annotations
@@ -17,7 +29,7 @@ import numpy as np
 
 from galaxy_core.sky.background import Background, background_meta, hdf_background, modulation_fields
 from galaxy_core.sky.compose import _truth_table, ModelGalaxies, Sky
-from galaxy_core.sky.stamps import add_stamp
+from galaxy_core.sky.stamps import add_stamp, source_flux
 
 MAX_SIDE = 8000
 
@@ -35,9 +47,64 @@ def transform_stamp(stamp: np.ndarray, *, angle: float, scale: float) -> np.ndar
     return (out * ratio[:, None, None]).astype(np.float32)
 
 
+NOISE_SAMPLES = 256  # generated stamps whose borders give a flux model's sky noise
+NOISE_SEED = 0  # their latents' seed: the same noise for every mosaic of one checkpoint
+
+
+class FluxGalaxies:
+    """Galaxies of a flux-calibrated model in its own bands and unit (see module docstring).
+
+    Parameters
+    ----------
+    model : Pretrained
+        A model with ``physical`` data and an invertible stretch (:meth:`Pretrained.to_flux`).
+    batch : int
+        Generator batch size.
+    """
+
+    def __init__(self, model, *, batch: int = 256):
+        self.model, self.batch = model, batch
+        self.conditional = model.num_classes > 0
+
+    def _flux(self, cls: np.ndarray, seed: int) -> np.ndarray:
+        import torch
+
+        g = torch.Generator().manual_seed(seed)
+        z = self.model.family.sample_latents(self.model.model_cfg, len(cls), generator=g)
+        labels = np.clip(cls - 1, 0, self.model.num_classes - 1) if self.conditional else None
+        x = self.model.generate(z, labels=labels, batch=self.batch)
+        return self.model.to_flux(x).astype(np.float32)  # (n, C, S, S) in the model's unit
+
+    def __call__(self, cls: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """(n, C, S, S) float32: the central source of each generated stamp, sky taken off."""
+        return source_flux(self._flux(np.asarray(cls), int(rng.integers(2**62))))
+
+    def noise_sigma(self) -> np.ndarray:
+        """(C,) float64: each band's sky noise in the model's unit, the robust standard deviation
+        (1.4826 x MAD) of the border pixels of :data:`NOISE_SAMPLES` stamps drawn with seed
+        :data:`NOISE_SEED`, each taken about its own border median."""
+        f = self._flux(np.ones(NOISE_SAMPLES, np.int64), NOISE_SEED)
+        border = np.concatenate([f[..., 0, :], f[..., -1, :], f[..., 1:-1, 0], f[..., 1:-1, -1]], axis=-1)
+        border = border - np.median(border, axis=-1, keepdims=True)  # (n, C, 4S - 4)
+        flat = np.moveaxis(border, 1, 0).reshape(border.shape[1], -1).astype(np.float64)
+        return 1.4826 * np.median(np.abs(flat), axis=-1)
+
+
+def is_flux_model(model) -> bool:
+    """Whether a mosaic of ``model`` is composed in linear flux: physical data through an
+    invertible stretch (its output can be taken back to flux)."""
+    from galaxy_core.io.stretch import stretch_from_dict
+
+    try:
+        return bool(model.physical) and stretch_from_dict(model.stretch) is not None
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
 def compose_mosaic(model, *, height: int, width: int, density: float = 4.9e-4, size_sigma: float = 0.25,
                    seed: int = 0, background: Background | None = None, batch: int = 256,
-                   memmap: str | os.PathLike | None = None, modulate: bool = True, progress: bool = True) -> Sky:
+                   memmap: str | os.PathLike | None = None, modulate: bool = True, progress: bool = True,
+                   flux: bool | None = None) -> Sky:
     """A wide sky of galaxies from a single-galaxy checkpoint (see module docstring).
 
     Parameters
@@ -51,27 +118,38 @@ def compose_mosaic(model, *, height: int, width: int, density: float = 4.9e-4, s
         Galaxies per pixel (default: the deep field's, 4.9e-4).
     size_sigma : float
         Log-normal size factor ``exp(N(0, size_sigma))``.
+    background : Background, optional
+        The deep field's background model for display-value skies (default
+        :func:`~galaxy_core.sky.background.hdf_background`); not used in linear flux.
     memmap : path, optional
         Hold the sky in this ``.npy`` file instead of memory.
     modulate : bool
         Vary the sky level and the noise amplitude across the sky as the background's
         ``modulation`` says (:class:`~galaxy_core.sky.background.SkyModulation`, its own random
-        stream; fields on an 8 px grid, 2 x 1000² values for an 8000 px sky).
+        stream; fields on an 8 px grid, 2 x 1000² values for an 8000 px sky). Display-value
+        skies only: the variation is the deep field's.
+    flux : bool, optional
+        Compose in linear flux (True) or in display values (False); default: in flux exactly
+        when the model is flux-calibrated (:func:`is_flux_model`).
 
     Returns
     -------
     Sky
-        Truth table with ``cls`` (the class given to a conditional model, else 0). The model's
-        bands fill the sky's three planes by the display rule of
-        :func:`galaxy_core.io.render.rgb_planes` (g, r, i -> planes i, r, g = R, G, B), named in
-        ``meta["bands"]``; ``meta["unit_note"]`` says what the pixel values are.
+        Truth table with ``cls`` (the class given to a conditional model, else 0) and one
+        ``flux_<plane>`` column per image plane. In linear flux the planes are the model's own
+        bands in its unit (``meta["unit"]``) on white noise of ``meta["background"]["sigma"]``
+        per band, and ``meta["display"]`` says how :func:`sky_rgb8` draws it. In display values
+        the model's bands fill the sky's three planes by the display rule of
+        :func:`galaxy_core.io.render.rgb_planes` (g, r, i -> planes i, r, g = R, G, B). The
+        planes are named in ``meta["bands"]``; ``meta["unit_note"]`` says what the values are.
 
     Raises
     ------
     ConfigError
         A size beyond :data:`MAX_SIDE`, a density or size spread that is negative or not
-        finite, a position model (cell classes, not galaxies), or a ``memmap`` file that
-        already exists (it is never overwritten).
+        finite, a position model (cell classes, not galaxies), ``flux=True`` for a model that
+        is not flux-calibrated, or a ``memmap`` file that already exists (it is never
+        overwritten).
     """
     from tqdm.auto import tqdm
 
@@ -88,28 +166,46 @@ def compose_mosaic(model, *, height: int, width: int, density: float = 4.9e-4, s
     if is_grid_channels(model.channels):
         raise ConfigError(f"{model.name} is a position model (cell classes {', '.join(model.channels)}), not a "
                          "galaxy model; a mosaic needs a single-galaxy checkpoint (galaxygan sky compose uses position models)")
-    bg = background or hdf_background()
+    in_flux = is_flux_model(model) if flux is None else bool(flux)
+    if in_flux and not is_flux_model(model):
+        raise ConfigError(f"{model.name} is not flux-calibrated (trained on {'8-bit images' if not model.physical else 'fluxes through a stretch that cannot be inverted'}); "
+                          "its mosaic can only be composed in display values")
     ss = np.random.SeedSequence([seed, 7]).spawn(2)
     bg_rng, rng = np.random.default_rng(ss[0]), np.random.default_rng(ss[1])
-    if memmap is not None:
-        image = np.lib.format.open_memmap(Path(memmap), mode="w+", dtype=np.float32, shape=(3, height, width))
+    if in_flux:
+        source = FluxGalaxies(model, batch=batch)
+        sigma = source.noise_sigma()
+        planes = [str(c) for c in model.channels]
+
+        def draw(h: int) -> np.ndarray:
+            return (bg_rng.standard_normal((len(planes), h, width), np.float32)
+                    * sigma[:, None, None].astype(np.float32))
     else:
-        image = np.empty((3, height, width), np.float32)
+        bg = background or hdf_background()
+        source = ModelGalaxies(model, batch=batch)
+        planes = rgb_plane_names(model.channels)
+        fields = modulation_fields(bg, height, width, seed, modulate)
+
+        def draw(h: int) -> np.ndarray:
+            return bg.draw((h, width), bg_rng, fields(y, 0, h, width))
+    shape = (len(planes), height, width)
+    if memmap is not None:
+        image = np.lib.format.open_memmap(Path(memmap), mode="w+", dtype=np.float32, shape=shape)
+    else:
+        image = np.empty(shape, np.float32)
     bg_sum = 0.0
-    fields = modulation_fields(bg, height, width, seed, modulate)
     for y in range(0, height, 1024):  # background in strips
-        h = min(1024, height - y)
-        strip = bg.draw((h, width), bg_rng, fields(y, 0, h, width))
+        strip = draw(min(1024, height - y))
         bg_sum += float(strip.sum(dtype=np.float64))
         image[:, y : y + strip.shape[1]] = strip
     n = int(rng.poisson(density * height * width))
-    source = ModelGalaxies(model, batch=batch)
+    columns = [f"flux_{b}" for b in planes]
     rows = []
     bar = tqdm(total=n, desc="mosaic galaxies", unit="gal", disable=not progress)
     for start in range(0, n, batch):
         m = min(batch, n - start)
         cls = rng.integers(1, 4, m) if source.conditional else np.zeros(m, np.int64)
-        stamps = source(np.maximum(cls, 1), rng)  # in the display's R, G, B planes (ModelGalaxies)
+        stamps = source(np.maximum(cls, 1), rng)  # the sky's planes: model bands (flux) or display R, G, B
         xs, ys = rng.uniform(-0.5, width - 0.5, m), rng.uniform(-0.5, height - 0.5, m)
         angles, scales = rng.uniform(0, 360, m), np.exp(rng.normal(0, size_sigma, m))
         for st, x, y, a, s, c in zip(stamps, xs, ys, angles, scales, cls):
@@ -117,19 +213,31 @@ def compose_mosaic(model, *, height: int, width: int, density: float = 4.9e-4, s
             half = (st.shape[-1] - 1) / 2
             x0, y0 = int(round(x - half)), int(round(y - half))
             f = add_stamp(image, st, x0, y0)
-            rows.append({"x": x0 + half, "y": y0 + half, "cls": int(c), "flux": float(f.sum()), "flux_r": f[0],
-                         "flux_g": f[1], "flux_b": f[2], "tile": 0})
+            rows.append({"x": x0 + half, "y": y0 + half, "cls": int(c), "flux": float(f.sum()),
+                         **dict(zip(columns, map(float, f))), "tile": 0})
         bar.update(m)
     bar.close()
-    bands = rgb_plane_names(model.channels)
     meta = {"seed": seed, "height": height, "width": width, "density": density, "size_sigma": size_sigma,
-            "model": str(model.path), "model_id": model.id, "background": background_meta(bg, modulate),
-            "bands": bands, "unit_note": _mosaic_unit_note(model, bands)}
-    return Sky(image=image, truth=_truth_table(rows), background_sum=bg_sum, meta=meta)
+            "model": str(model.path), "model_id": model.id, "bands": planes,
+            "unit_note": _mosaic_unit_note(model, planes, in_flux)}
+    if in_flux:
+        meta.update(unit=model.flux_unit, background={
+                        "kind": "white noise", "sigma": [float(v) for v in sigma], "unit": model.flux_unit,
+                        "measured_on": f"border pixels of {NOISE_SAMPLES} generated stamps (seed {NOISE_SEED})"},
+                    display={"stretch": model.stretch, "channels": planes})
+    else:
+        meta["background"] = background_meta(bg, modulate)
+    return Sky(image=image, truth=_truth_table(rows, planes), background_sum=bg_sum, meta=meta)
 
 
-def _mosaic_unit_note(model, bands: list[str]) -> str:
+def _mosaic_unit_note(model, bands: list[str], in_flux: bool = False) -> str:
     """What a mosaic's pixel values are, for its FITS header."""
+    if in_flux:
+        unit = model.flux_unit or "the unit of its training data (not recorded)"
+        return (f"Galaxies from {model.name} in linear flux: its bands {', '.join(bands)} (planes 1-{len(bands)}) in "
+                f"{unit}, each galaxy's output taken back through its training stretch and its border median "
+                "taken off, added (overlaps add their fluxes) onto white noise with the model's own sky noise "
+                "(BKGSIG1..); sky level 0.")
     if [b.upper() for b in bands] == ["R", "G", "B"] and not model.physical:
         return FIELD_UNIT_NOTE
     stretch = (model.stretch or {}).get("type") or "no"
@@ -152,6 +260,26 @@ def sky_to_rgb8(image: np.ndarray) -> np.ndarray:
     return np.moveaxis(levels_8bit(image), 0, -1)
 
 
+def sky_rgb8(sky: Sky, *, rows: int = 1024) -> np.ndarray:
+    """(H, W, 3) uint8 display image of a sky: the field's stretch (:func:`sky_to_rgb8`) for
+    field-unit skies; for a mosaic in linear flux (``meta["display"]``), the model's own display
+    (its stretch, then :func:`galaxy_core.io.render.to_rgb`: reddest band to R), in strips of
+    ``rows`` rows so an 8000 px sky never needs a float64 copy of itself."""
+    display = sky.meta.get("display")
+    if not display:
+        return sky_to_rgb8(sky.image)
+    from galaxy_core.io.render import to_rgb
+    from galaxy_core.io.stretch import stretch_from_dict
+
+    stretch = stretch_from_dict(display["stretch"])
+    _, h, w = sky.image.shape
+    out = np.empty((h, w, 3), np.uint8)
+    for y in range(0, h, rows):
+        x = np.clip(stretch.forward(np.asarray(sky.image[:, y : y + rows], np.float32)), -1, 1)
+        out[y : y + rows] = to_rgb(x, display["channels"])
+    return out
+
+
 SKY_SUFFIXES = (".png", ".fits", ".csv")
 
 
@@ -166,7 +294,7 @@ def sky_output_path(out: str | os.PathLike, suffix: str) -> Path:
 
 # header cards written from Sky.meta by name; the rest go to HIERARCH SKY cards
 _SKY_CARDS = {"seed": "SEED", "height": "HEIGHT", "width": "WIDTH", "cell_px": "CELL_PX", "jitter": "JITTER"}
-_NOT_CARDS = ("background", "config", "bands", "unit_note")
+_NOT_CARDS = ("background", "config", "bands", "unit_note", "unit", "display")
 _CONFIG_NOT_CARDS = ("out", "detect", "realism", "radius")  # outputs of the command, not of the image
 
 
@@ -193,9 +321,15 @@ def sky_header(sky: Sky):
     for k, v in (meta.get("config") or {}).items():  # the composer options (regenerate from the header)
         if k not in _CONFIG_NOT_CARDS and v is not None:  # unset options are resolved in the cards above
             cards[f"SKY {k}"] = v
+    bg = meta.get("background") or {}
+    for i, v in enumerate(bg.get("sigma") or (), start=1):  # a flux mosaic's white noise, per plane
+        cards[f"BKGSIG{i}"] = (v, f"sky noise sd, plane {i}, pixel unit")
     cards["ROWORDER"] = ("top-down", "array row 0 = top row of the PNG")
-    hdr = provenance_header(bands=meta.get("bands") or ("R", "G", "B"), header_cards=cards, bunit="")
-    hdr.comments["BUNIT"] = "dimensionless; see the comment cards"
+    if meta.get("display"):  # linear flux in the model's unit (None: not recorded, no BUNIT card)
+        hdr = provenance_header(bands=meta["bands"], header_cards=cards, bunit=meta.get("unit"))
+    else:
+        hdr = provenance_header(bands=meta.get("bands") or ("R", "G", "B"), header_cards=cards, bunit="")
+        hdr.comments["BUNIT"] = "dimensionless; see the comment cards"
     _add_comments(hdr, meta.get("unit_note") or FIELD_UNIT_NOTE)
     _add_comments(hdr, "Pixel (x, y) of the TRUTH table is array column x, row y, counted from 0; "
                        "the FITS pixel is (x + 1, y + 1). The array is stored in the PNG's row order, "
@@ -218,15 +352,17 @@ FIELD_UNIT_NOTE = ("Pixel values in field units: the deep field's 8-bit band val
 
 def write_sky(sky: Sky, out: str | os.PathLike, *, png: bool = True, fits: bool = True, csv: bool = True
               ) -> list[Path]:
-    """Write ``OUT.png`` (display, clipped linear), ``OUT.fits`` (primary: (3, H, W) float32
-    planes ``BAND1..3`` in field units; extension ``TRUTH``: the truth table) and ``OUT.csv``
-    (truth). The suffixes are added to ``OUT``'s whole name (:func:`sky_output_path`).
+    """Write ``OUT.png`` (:func:`sky_rgb8`), ``OUT.fits`` (primary: (C, H, W) float32 planes
+    ``BAND1..C``; extension ``TRUTH``: the truth table) and ``OUT.csv`` (truth). The suffixes
+    are added to ``OUT``'s whole name (:func:`sky_output_path`).
 
     The FITS header holds what made the image: every composer option, the models' paths and
     ids (composed skies), the checkpoint, its id, density and size spread (mosaics) or the
-    parameters (baselines), the background's variation, ``ORIGIN``, ``CREATOR`` (software and
-    version) and ``DATE``. ``BUNIT`` is ``""`` (dimensionless: a fraction of the 8-bit scale);
-    the comment cards say what the values and the truth table's pixel convention are.
+    parameters (baselines), the background's variation (or a flux mosaic's noise, ``BKGSIGn``),
+    ``ORIGIN``, ``CREATOR`` (software and version) and ``DATE``. ``BUNIT`` is ``""``
+    (dimensionless: a fraction of the 8-bit scale) for field-unit skies and the model's unit
+    for a mosaic in linear flux (no ``BUNIT`` where that was not recorded); the comment cards
+    say what the values and the truth table's pixel convention are.
 
     The files are written to temporary files side by side and renamed only once all of them
     are complete, so a file that cannot be made leaves every earlier output in place (no new
@@ -246,13 +382,15 @@ def write_sky(sky: Sky, out: str | os.PathLike, *, png: bool = True, fits: bool 
         if png:
             from PIL import Image
 
-            Image.fromarray(sky_to_rgb8(sky.image)).save(files[".png"], format="PNG")
+            Image.fromarray(sky_rgb8(sky)).save(files[".png"], format="PNG")
         if fits:
             truth = afits.table_to_hdu(sky.truth)
             truth.name = "TRUTH"
+            planes = [c for c in sky.truth.colnames if c.startswith("flux_")]
             _add_comments(truth.header, "x, y: array column and row counted from 0 (FITS pixel = x + 1, y + 1). "
-                                        "flux: sum over the three planes; flux_r, flux_g, flux_b: planes 1, 2, 3 "
-                                        "(BAND1..3 of the primary), in the primary's pixel unit.")
+                                        f"flux: sum over the {len(planes)} planes; {', '.join(planes)}: planes "
+                                        f"1..{len(planes)} (BAND1..{len(planes)} of the primary), in the "
+                                        "primary's pixel unit.")
             primary = afits.PrimaryHDU(np.asarray(sky.image, np.float32), header=sky_header(sky))
             afits.HDUList([primary, truth]).writeto(files[".fits"])
         if csv:

@@ -40,9 +40,30 @@ def galaxy_flux(patches: np.ndarray, *, nsigma: float = 2.0, level=None) -> np.n
     ndarray (n, 3, S, S), float32
         Flux in field units (band value in [0, 1] minus the sky level), zero outside the mask.
     """
+    return source_flux((np.asarray(patches, np.float32) + 1) / 2, nsigma=nsigma, level=level)
+
+
+def source_flux(values: np.ndarray, *, nsigma: float = 2.0, level=None) -> np.ndarray:
+    """The source at the centre of each patch, in the patches' own units: :func:`galaxy_flux`
+    for values that are not model-range display values (e.g. a flux-calibrated model's output
+    in nanomaggies, where adding two sources adds their fluxes).
+
+    Parameters
+    ----------
+    values : array (n, C, S, S), float
+        Patches in any linear unit.
+    nsigma, level
+        As :func:`galaxy_flux` (``level``: C values in the patches' unit).
+
+    Returns
+    -------
+    ndarray (n, C, S, S), float32
+        The values minus the sky level (each patch's border median unless ``level`` is given),
+        zero outside the central source's dilated ``nsigma`` mask, times :func:`edge_taper`.
+    """
     from scipy import ndimage
 
-    x = (np.asarray(patches, np.float32) + 1) / 2  # (n, 3, S, S) in [0, 1]
+    x = np.asarray(values, np.float32)
     border = np.concatenate([x[..., 0, :], x[..., -1, :], x[..., 1:-1, 0], x[..., 1:-1, -1]], axis=-1)
     f = x - np.median(border, axis=-1)[..., None, None]
     total = ndimage.uniform_filter(f.sum(axis=1), size=(1, 3, 3))  # (n, S, S)
@@ -52,7 +73,7 @@ def galaxy_flux(patches: np.ndarray, *, nsigma: float = 2.0, level=None) -> np.n
     mask = ndimage.binary_dilation(mask, structure=np.ones((1, 3, 3), bool))
     mask = np.stack([_central_component(m) for m in mask])
     if level is not None:
-        f = x - np.asarray(level, np.float32).reshape(1, 3, 1, 1)
+        f = x - np.asarray(level, np.float32).reshape(1, -1, 1, 1)
     return (f * mask[:, None] * edge_taper(x.shape[-1])).astype(np.float32)
 
 
