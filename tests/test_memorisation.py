@@ -10,6 +10,7 @@ from galaxy_core.data.prepared import write_prepared
 from galaxy_core.metrics.memorisation import (
     DEFAULT_DISTANCE,
     DISTANCE_NOTES,
+    REFERENCE_RATIO_RANGE,
     THRESHOLD_PERCENTILE,
     assess,
     image_names,
@@ -57,6 +58,39 @@ def test_honest_generator_is_not_flagged(split):
     assert res["memorised"] is False and res["verdict"].startswith("No sign")
     assert rep["fraction_flagged"] < 0.2  # 5 % expected by chance; 60 samples
     assert 0.6 < rep["median_ratio"] < 1.6
+    # new images of the same data sit as far from the training set as training images from each other
+    main = res["results"][DEFAULT_DISTANCE]
+    low, high = REFERENCE_RATIO_RANGE
+    assert low < main["reference_ratio"] < high and main["heldout_copies"] == 0
+    assert main["reference_warning"] is None and "Check the held-out images" not in res["verdict"]
+
+
+def test_training_images_among_the_held_out_ones_are_left_out_of_the_threshold(split):
+    """Held-out images that are training images sit at distance 0: kept, they pull the 5 %
+    threshold to 0 and a copying generator passes as honest."""
+    train, held, _ = split
+    copies = train.to_model_range(np.arange(20))
+    mixed = np.concatenate([held, copies])
+    fake = _copier(train, 48, noise=0.02, seed=1)
+    res = memorisation_check(fake, train, held_out=mixed, held_out_about="test", distances=(DEFAULT_DISTANCE,))
+    main = res["results"][DEFAULT_DISTANCE]
+    assert main["heldout_copies"] == 20
+    assert main["report"]["threshold"] > 0 and res["memorised"] is True
+    assert "Check the held-out images: 20 of the 80 held-out images are training images" in res["verdict"]
+    # the same check by hand: the threshold is the one of the 60 real held-out distances alone
+    clean = memorisation_check(fake, train, held_out=held, held_out_about="test", distances=(DEFAULT_DISTANCE,))
+    assert main["report"]["threshold"] == pytest.approx(clean["results"][DEFAULT_DISTANCE]["report"]["threshold"])
+
+
+def test_held_out_images_of_other_data_are_named_in_the_verdict(split):
+    """Images of another kind (here the held-out stamps with their brightness inverted) sit far
+    from every training image, which inflates the threshold; the verdict says so."""
+    train, held, new = split
+    res = memorisation_check(new, train, held_out=-held, held_out_about="test", distances=(DEFAULT_DISTANCE,))
+    main = res["results"][DEFAULT_DISTANCE]
+    assert main["reference_ratio"] > REFERENCE_RATIO_RANGE[1]
+    assert "are probably not new images of the same data" in main["reference_warning"]
+    assert main["reference_warning"] in res["verdict"]
 
 
 def test_every_distance_as_evidence_and_no_verdict_without_held_out(split):
@@ -80,6 +114,12 @@ def test_assess_by_hand():
     assert out["report"]["threshold"] == pytest.approx(np.percentile(held, THRESHOLD_PERCENTILE))
     assert out["memorised"] is None  # only the default distance gives a verdict
     assert "2 of 4 generated samples (50%)" in out["sentence"] and out["median_train"] == 5.0
+    assert out["reference_ratio"] == pytest.approx(50.5 / 5.0) and "10.10 times as far" in out["reference_warning"]
+    # held-out distances of 0 are training images: left out; with fewer than two left, no threshold
+    out = assess([0.5, 3.0], np.array([0.0, 0.0, 5.0]), np.array([4.0, 6.0]), distance="cosine")
+    assert out["heldout_copies"] == 2 and out["report"] is None and out["memorised"] is None
+    assert "fewer than two held-out images that are not training images" in out["sentence"]
+    assert out["reference_ratio"] == pytest.approx(1.0) and out["reference_warning"].startswith("2 of the 3")
     with pytest.raises(ValueError, match="unknown distance"):
         assess([1.0], None, [1.0], distance="l2")
 

@@ -37,6 +37,7 @@ __all__ = [
     "DISTANCES",
     "DISTANCE_NOTES",
     "DISTANCE_UNITS",
+    "REFERENCE_RATIO_RANGE",
     "THRESHOLD_PERCENTILE",
     "TRAIN_SUBSET_SEED",
     "assess",
@@ -55,6 +56,8 @@ DISTANCES = ("cosine", "l1", "ssim")  # the verdict's distance first, then the e
 THRESHOLD_PERCENTILE = 5.0  # % of held-out images closer than the threshold (chance flag rate)
 TRAIN_SUBSET_SEED = 1  # which training images get a leave-one-out baseline distance
 ALPHA = 0.01  # significance of the excess of flagged samples
+COPY_RTOL = 1e-4  # a held-out image this much closer than typical training pairs is a training image
+REFERENCE_RATIO_RANGE = (2 / 3, 1.5)  # held-out / training median distance outside it: not the same data
 DISTANCE_NOTES = {
     "cosine": "1 − cosine similarity of galaxy-encoder features: responds to the galaxy's shape, size, colour and "
               "light profile and hardly to pixel noise or a shift of a pixel or two, so a copy scores near 0 even "
@@ -196,9 +199,23 @@ def assess(gen_d, held_d, train_d, *, distance: str) -> dict:
     dict
         ``distance``, ``note``, ``units``, ``median_gen``, ``median_train``, ``has_heldout``,
         ``gives_verdict``, ``report`` (from :func:`~galaxy_core.metrics.vetting.memorisation_report`
-        with :data:`THRESHOLD_PERCENTILE`, or None without held-out data), ``memorised``
-        (bool for the verdict's distance with held-out data, else None) and ``sentence``, one
-        line saying what the numbers show.
+        with :data:`THRESHOLD_PERCENTILE`, or None without usable held-out data), ``memorised``
+        (bool for the verdict's distance with held-out data, else None), ``sentence``, one
+        line saying what the numbers show, and the checks of the held-out reference:
+        ``heldout_copies`` (held-out images that are training images: distance below
+        :data:`COPY_RTOL` times the training median; left out of the threshold, which they
+        would pull to 0 and so hide copying), ``reference_ratio`` (held-out / training median
+        distance, about 1 for new images of the same data) and ``reference_warning`` (a
+        sentence when the ratio lies outside :data:`REFERENCE_RATIO_RANGE` or copies were left
+        out, else None).
+
+    Notes
+    -----
+    The threshold is only as fair as the held-out images: images of another survey, cut,
+    stretch or resolution sit farther from the training set than new galaxies of the same data
+    would, which raises the threshold and flags honest samples; training images among them
+    lower it to zero and hide copying. Both are checked against the training images' own
+    nearest-other distances, which new images of the same data match.
     """
     _check_distance(distance)
     gen_d, train_d = np.asarray(gen_d, float), np.asarray(train_d, float)
@@ -206,9 +223,23 @@ def assess(gen_d, held_d, train_d, *, distance: str) -> dict:
            "median_gen": float(np.median(gen_d)), "median_train": float(np.median(train_d)),
            "has_heldout": held_d is not None, "gives_verdict": distance == DEFAULT_DISTANCE,
            "report": None, "memorised": None}
+    out.update(heldout_copies=0, reference_ratio=None, reference_warning=None)
+    if held_d is not None:
+        held_d = np.asarray(held_d, float)
+        copies = held_d <= COPY_RTOL * out["median_train"]
+        out["heldout_copies"] = int(copies.sum())
+        held_d = held_d[~copies]
+        if held_d.size:
+            out["reference_ratio"] = float(np.median(held_d)) / out["median_train"] if out["median_train"] > 0 \
+                else None
+        out["reference_warning"] = _reference_warning(out, len(copies))
+        if held_d.size < 2:
+            held_d = None
     if held_d is None:
+        why = ("no held-out images" if not out["heldout_copies"] else
+               "fewer than two held-out images that are not training images")
         out["sentence"] = (f"median nearest-training distance {out['median_gen']:.3g} for generated samples, "
-                           f"{out['median_train']:.3g} between training images; no held-out images, so no threshold "
+                           f"{out['median_train']:.3g} between training images; {why}, so no threshold "
                            "and no verdict")
         return out
     rep = memorisation_report(gen_d, held_d, train_d, percentile=THRESHOLD_PERCENTILE, alpha=ALPHA)
@@ -221,6 +252,24 @@ def assess(gen_d, held_d, train_d, *, distance: str) -> dict:
                        f"excess p = {rep['excess_p']:.2g}); median ratio generated / held-out "
                        f"{rep['median_ratio']:.2f}")
     return out
+
+
+def _reference_warning(out: dict, n_held: int) -> str | None:
+    """One sentence on what is wrong with the held-out reference, or None (see :func:`assess`)."""
+    parts = []
+    if out["heldout_copies"]:
+        parts.append(f"{out['heldout_copies']} of the {n_held} held-out images are training images (nearest-training "
+                     "distance 0) and were left out of the threshold")
+    ratio, (low, high) = out["reference_ratio"], REFERENCE_RATIO_RANGE
+    if ratio is not None and ratio > high:
+        parts.append(f"the held-out images sit {ratio:.2f} times as far from the training set as training images sit "
+                     "from each other, so they are probably not new images of the same data (another survey, cut, "
+                     "stretch or resolution); the threshold is then too high and flags honest samples")
+    elif ratio is not None and ratio < low:
+        parts.append(f"the held-out images sit only {ratio:.2f} times as far from the training set as training images "
+                     "sit from each other, so many may be near-copies of training images; the threshold is then too "
+                     "low and can hide copying")
+    return "; ".join(parts) if parts else None
 
 
 def image_names(data, idx) -> list[str]:
@@ -247,12 +296,15 @@ def verdict(results: dict) -> tuple[bool | None, str]:
         why = ("without real images that were never trained on there is no fair threshold; give some "
                "(galaxygan evaluate --held-out FOLDER, or a held-out folder on the Memorisation page) to get one"
                if main is not None else f"the {DEFAULT_DISTANCE} distance, which gives it, was not computed")
+        if main is not None and main.get("reference_warning"):
+            why += f" ({main['reference_warning']})"
         return None, f"No verdict: {why}."
+    caveat = f" Check the held-out images: {main['reference_warning']}." if main.get("reference_warning") else ""
     if main["memorised"]:
         return True, ("Memorising: more generated samples sit on top of training images than chance allows "
-                      f"({main['sentence']}).")
+                      f"({main['sentence']}).{caveat}")
     return False, ("No sign of memorisation: generated samples are no closer to training images than unseen real "
-                   f"galaxies are ({main['sentence']}).")
+                   f"galaxies are ({main['sentence']}).{caveat}")
 
 
 def memorisation_check(generated: np.ndarray, train, *, held_out: np.ndarray | None, held_out_about: str,

@@ -170,6 +170,8 @@ def memorisation_summary(mem: dict) -> dict:
         out["distances"][name] = {
             "what_it_is_sensitive_to": r["note"], "units": r["units"], "gives_verdict": r["gives_verdict"],
             "reading": r["sentence"], "median_generated": r["median_gen"], "median_train": r["median_train"],
+            "heldout_copies": r.get("heldout_copies", 0), "reference_ratio": r.get("reference_ratio"),
+            "reference_warning": r.get("reference_warning"),
             **{k: v for k, v in rep.items() if k != "flagged"},
             "flagged_samples": np.flatnonzero(rep["flagged"]).tolist() if rep else None}
     return out
