@@ -118,8 +118,12 @@ def verdict_ui(main: dict, verdict: str) -> None:
               help="One-sided binomial test of the flagged count against the chance rate.")
     c4.metric("Median distance ratio", f"{rep['median_ratio']:.2f}", border=True,
               help="Generated / held-out median nearest-training distance; well below 1 suggests copying.")
-    (st.warning if main["memorised"] else st.success)(
-        verdict, icon=":material/warning:" if main["memorised"] else ":material/verified:")
+    if main["memorised"]:
+        st.warning(verdict, icon=":material/warning:")
+    elif main.get("reference_warning"):  # no sign, but measured against a doubtful reference: not a green light
+        st.warning(verdict, icon=":material/help:")
+    else:
+        st.success(verdict, icon=":material/verified:")
 
 
 def evidence_ui(results: dict) -> None:

@@ -555,6 +555,30 @@ def test_memorisation_neighbours_distances_and_histograms(runs):
     assert "|Δ|" in hist["layout"]["xaxis"]["title"]["text"]
 
 
+def test_memorisation_with_training_images_given_as_held_out_gives_no_verdict_and_says_why(runs):
+    """Held-out images that are the model's own training images would pull the threshold to 0
+    and hide copying: they are left out, and with none left there is no verdict, which says so."""
+    from PIL import Image
+
+    from galaxy_core.explore.evaluation import open_reference, training_data
+    from galaxy_core.io.checkpoint import read_meta
+    from galaxy_core.io.render import to_rgb
+
+    own = training_data(read_meta(shipped_path("dcgan_hdf32")))
+    train = open_reference(**own)
+    folder = runs.parent / "held"
+    folder.mkdir()
+    for i, rgb in enumerate(to_rgb(train.to_model_range(np.arange(12)), train.channels)):
+        Image.fromarray(rgb).save(folder / f"copy{i:02d}.png")
+    at = open_app(shipped_path("dcgan_hdf32"), page="pages/memorisation.py")
+    at.text_input(key="mem_held").set_value("held").run()
+    at.button(key="mem_go").click().run()
+    assert_clean(at)
+    assert "Flagged as suspects" not in labels(at.metric)
+    (info,) = [i.value for i in at.info if i.value.startswith("No verdict")]
+    assert "12 of the 12 held-out images are training images" in info, info
+
+
 # ------------------------------------------------------------------------ workspace paths
 
 

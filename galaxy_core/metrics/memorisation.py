@@ -293,11 +293,14 @@ def verdict(results: dict) -> tuple[bool | None, str]:
     """
     main = results.get(DEFAULT_DISTANCE)
     if main is None or main["report"] is None:
-        why = ("without real images that were never trained on there is no fair threshold; give some "
-               "(galaxygan evaluate --held-out FOLDER, or a held-out folder on the Memorisation page) to get one"
-               if main is not None else f"the {DEFAULT_DISTANCE} distance, which gives it, was not computed")
-        if main is not None and main.get("reference_warning"):
-            why += f" ({main['reference_warning']})"
+        if main is None:
+            why = f"the {DEFAULT_DISTANCE} distance, which gives it, was not computed"
+        elif main.get("heldout_copies"):
+            why = (f"{main['reference_warning']}, which leaves fewer than two held-out images for a threshold; give "
+                   "real images that were never trained on")
+        else:
+            why = ("without real images that were never trained on there is no fair threshold; give some "
+                   "(galaxygan evaluate --held-out FOLDER, or a held-out folder on the Memorisation page) to get one")
         return None, f"No verdict: {why}."
     caveat = f" Check the held-out images: {main['reference_warning']}." if main.get("reference_warning") else ""
     if main["memorised"]:
