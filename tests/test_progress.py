@@ -82,7 +82,8 @@ def test_folder_reports_hashing_and_decoding_per_file(tmp_path, noise_pngs):
 
 def test_fits_folder_reports_each_item(tmp_path):
     for i in range(2):
-        fits.PrimaryHDU(np.full((3, 40, 40), float(i + 1), np.float32)).writeto(tmp_path / f"g{i}.fits")
+        ramp = np.linspace(0, 1, 40 * 40, dtype=np.float32).reshape(40, 40)  # not blank (blank files are skipped)
+        fits.PrimaryHDU(np.stack([ramp + i] * 3)).writeto(tmp_path / f"g{i}.fits")
     calls = Staged()
     load_dataset(tmp_path, resolution=32, progress=calls)
     assert calls.stages == [("hashing files", 2, 0), ("reading FITS files", 2, 2), ("stretching", 2, 4)]

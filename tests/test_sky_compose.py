@@ -129,6 +129,7 @@ def test_mosaic_from_a_shipped_galaxy_model_adds_flux_and_is_deterministic():
     model = load_pretrained(checkpoints_dir() / "dcgan_hdf32.json")
     sky = compose_mosaic(model, height=300, width=200, density=1e-3, seed=4, background=QUIET, progress=False)
     assert abs(len(sky.truth) - 60) < 4 * np.sqrt(60)  # Poisson(1e-3 * 300 * 200)
+    assert sky.truth.colnames == ["x", "y", "cls", "flux", "flux_r", "flux_g", "flux_b", "tile"]
     total = float(sky.image.sum(dtype=np.float64))
     assert total == pytest.approx(sky.background_sum + float(np.sum(sky.truth["flux"])), rel=1e-6)
     again = compose_mosaic(model, height=300, width=200, density=1e-3, seed=4, background=QUIET, progress=False)

@@ -136,9 +136,11 @@ def compose_mosaic(model, *, height: int, width: int, density: float = 4.9e-4, s
     -------
     Sky
         Truth table with ``cls`` (the class given to a conditional model, else 0) and one
-        ``flux_<plane>`` column per image plane. In linear flux the planes are the model's own
-        bands in its unit (``meta["unit"]``) on white noise of ``meta["background"]["sigma"]``
-        per band, and ``meta["display"]`` says how :func:`sky_rgb8` draws it. In display values
+        flux column per image plane (``flux_<band>`` in linear flux; ``flux_r``, ``flux_g``,
+        ``flux_b`` in display values, as the composer's). In linear flux the planes are the
+        model's own bands in its unit (``meta["unit"]``) on white noise of
+        ``meta["background"]["sigma"]`` per band, and ``meta["display"]`` says how
+        :func:`sky_rgb8` draws it. In display values
         the model's bands fill the sky's three planes by the display rule of
         :func:`galaxy_core.io.render.rgb_planes` (g, r, i -> planes i, r, g = R, G, B). The
         planes are named in ``meta["bands"]``; ``meta["unit_note"]`` says what the values are.
@@ -168,8 +170,9 @@ def compose_mosaic(model, *, height: int, width: int, density: float = 4.9e-4, s
                          "galaxy model; a mosaic needs a single-galaxy checkpoint (galaxygan sky compose uses position models)")
     in_flux = is_flux_model(model) if flux is None else bool(flux)
     if in_flux and not is_flux_model(model):
-        raise ConfigError(f"{model.name} is not flux-calibrated (trained on {'8-bit images' if not model.physical else 'fluxes through a stretch that cannot be inverted'}); "
-                          "its mosaic can only be composed in display values")
+        trained_on = "8-bit images" if not model.physical else "fluxes through a stretch that cannot be inverted"
+        raise ConfigError(f"{model.name} is not flux-calibrated (trained on {trained_on}); its mosaic can only be "
+                          "composed in display values")
     ss = np.random.SeedSequence([seed, 7]).spawn(2)
     bg_rng, rng = np.random.default_rng(ss[0]), np.random.default_rng(ss[1])
     if in_flux:
@@ -199,7 +202,8 @@ def compose_mosaic(model, *, height: int, width: int, density: float = 4.9e-4, s
         bg_sum += float(strip.sum(dtype=np.float64))
         image[:, y : y + strip.shape[1]] = strip
     n = int(rng.poisson(density * height * width))
-    columns = [f"flux_{b}" for b in planes]
+    names = planes if in_flux else ("r", "g", "b")  # display planes: the composer's truth columns
+    columns = [f"flux_{b}" for b in names]
     rows = []
     bar = tqdm(total=n, desc="mosaic galaxies", unit="gal", disable=not progress)
     for start in range(0, n, batch):
@@ -227,7 +231,7 @@ def compose_mosaic(model, *, height: int, width: int, density: float = 4.9e-4, s
                     display={"stretch": model.stretch, "channels": planes})
     else:
         meta["background"] = background_meta(bg, modulate)
-    return Sky(image=image, truth=_truth_table(rows, planes), background_sum=bg_sum, meta=meta)
+    return Sky(image=image, truth=_truth_table(rows, names), background_sum=bg_sum, meta=meta)
 
 
 def _mosaic_unit_note(model, bands: list[str], in_flux: bool = False) -> str:
