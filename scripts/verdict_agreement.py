@@ -12,7 +12,9 @@ same generated samples (seed, count) and the same held-out reference:
 * **page**: the Memorisation page of the app, driven headless with Streamlit's ``AppTest``.
 
 Each gives the verdict (memorising / not / no verdict), the number of flagged samples and the
-excess p-value of the default distance (galaxy-encoder cosine). Checkpoints trained on ``sim``
+excess p-value of the default distance (galaxy-encoder cosine); the API row also gives the
+held-out reference's distance ratio (held-out / training median nearest-training distance,
+about 1 for new images of the same data). Checkpoints trained on ``sim``
 get freshly simulated held-out galaxies; the others have no independent real images, so all
 three ways must say "no verdict". Prints one row per checkpoint and exits 1 on any
 disagreement.
@@ -42,8 +44,8 @@ def galaxy_checkpoints() -> list[Path]:
     return [p for p in list_checkpoints(checkpoints_dir()) if load_pretrained(p).family.data_kind != "grid"]
 
 
-def _row(memorised, n_flagged, p) -> dict:
-    return {"memorised": memorised, "n_flagged": n_flagged, "p": p}
+def _row(memorised, n_flagged, p, ratio=None) -> dict:
+    return {"memorised": memorised, "n_flagged": n_flagged, "p": p, "ratio": ratio}
 
 
 def api_verdict(checkpoint: Path, *, n: int, seed: int = 0) -> dict:
@@ -58,8 +60,10 @@ def api_verdict(checkpoint: Path, *, n: int, seed: int = 0) -> dict:
     _, fake = ev.generated_sample(model, n, seed=seed)
     held, about = ev.held_out_sample(model.meta, train, n)
     mem = memorisation_check(fake, train, held_out=held, held_out_about=about, distances=(DEFAULT_DISTANCE,))
-    rep = mem["results"][DEFAULT_DISTANCE]["report"]
-    return _row(mem["memorised"], None if rep is None else rep["n_flagged"], None if rep is None else rep["excess_p"])
+    main = mem["results"][DEFAULT_DISTANCE]
+    rep = main["report"]
+    return _row(mem["memorised"], None if rep is None else rep["n_flagged"], None if rep is None else rep["excess_p"],
+                main["reference_ratio"])
 
 
 def report_verdict(checkpoint: Path, *, n: int, seed: int = 0) -> dict:
@@ -117,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="*", help="checkpoint names (default: every shipped galaxy model)")
     args = ap.parse_args(argv)
     paths = [p for p in galaxy_checkpoints() if not args.only or p.stem in args.only]
-    print(f"{'checkpoint':20s} {'way':7s} {'verdict':12s} {'flagged':>8s} {'p':>9s} {'s':>6s}")
+    print(f"{'checkpoint':20s} {'way':7s} {'verdict':12s} {'flagged':>8s} {'p':>9s} {'s':>6s} {'ref ratio':>9s}")
     ok = True
     for path in paths:
         rows = {}
@@ -128,8 +132,9 @@ def main(argv: list[str] | None = None) -> int:
             word = {None: "no verdict", True: "memorising", False: "not"}[r["memorised"]]
             flagged = "-" if r["n_flagged"] is None else f"{r['n_flagged']}/{args.n}"
             p = "-" if r["p"] is None else f"{r['p']:.2g}"
-            print(f"{path.stem:20s} {way:7s} {word:12s} {flagged:>8s} {p:>9s} {time.perf_counter() - t0:6.1f}",
-                  flush=True)
+            ratio = "" if r["ratio"] is None else f"{r['ratio']:.3f}"
+            print(f"{path.stem:20s} {way:7s} {word:12s} {flagged:>8s} {p:>9s} {time.perf_counter() - t0:6.1f} "
+                  f"{ratio:>9s}", flush=True)
         same = agree(rows)
         ok &= same
         print(f"{path.stem:20s} {'agree' if same else 'DISAGREE'}", flush=True)
