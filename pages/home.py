@@ -115,9 +115,11 @@ def metrics_table_ui(model: Pretrained) -> None:
                                                     f"{evaluation.get('floor_definition')}." if evaluation else ""))
     missing = [metric_label(k) for k in metrics if not isinstance(floors.get(k), (int, float))]
     if missing:
-        st.caption("— : no floor was measured for " + "; ".join(missing) + ". Metrics logged during training "
-                   "compare with the whole training set, which leaves no second real sample of that size; "
-                   "`galaxygan evaluate CHECKPOINT --record` measures the headline metrics with their floors and writes both into the card.")
+        st.caption("— : the card records no floor for " + "; ".join(missing) + ". Metrics logged during training "
+                   "have none (they compare with the whole training set, which leaves no second real sample of "
+                   "that size), and a card keeps the floors of its latest evaluation only; "
+                   "`galaxygan evaluate CHECKPOINT --record` measures the headline metrics with their floors and "
+                   "writes both into the card.")
     negative = [k for k, v in floors.items() if isinstance(v, (int, float)) and v < 0]
     if negative:
         st.caption(f"A negative floor ({', '.join(f'{metric_label(k)}: {floors[k]:.3g}' for k in negative)}) is "

@@ -163,7 +163,7 @@ def test_home_metrics_table_is_readable(runs):
     assert len(explained) == 1 and "unbiased" in explained[0] and "-4.65" in explained[0]  # ... and it is explained
     # a metric logged during training has no floor: a dash, and a caption names it and says why
     assert floors["fid_pix8_256"] == "—" and "None" not in table["Floor"].tolist()
-    dash = [c.value for c in at.caption if c.value.startswith("— : no floor was measured for")]
+    dash = [c.value for c in at.caption if c.value.startswith("— : the card records no floor for")]
     assert len(dash) == 1 and "FID (Fréchet distance) · 8×8 pixels · 256 samples" in dash[0], dash
 
 

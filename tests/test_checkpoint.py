@@ -347,6 +347,21 @@ _BAD_CARDS = [
 ]
 
 
+def test_a_checkpoint_without_generator_weights_is_refused_before_building(tmp_path):
+    from galaxy_core.io.checkpoint import load_checkpoint, save_checkpoint
+    from galaxy_core.models.pretrained import load_pretrained
+    from galaxy_core.paths import checkpoints_dir
+
+    tensors, meta = load_checkpoint(checkpoints_dir() / "dcgan_hdf32.json")
+    only_d = {k: v for k, v in tensors.items() if not k.startswith("G")}
+    assert only_d and len(only_d) < len(tensors)
+    meta.pop("tensors_sha256", None)
+    card = save_checkpoint(tmp_path / "no_g", only_d, meta)
+    with pytest.raises(CheckpointError, match=r"no_g.json: the file holds no weights for G, the network that makes "
+                                              r"the images \(tensors named G\.\* or G_ema\.\*\)"):
+        load_pretrained(card)
+
+
 @pytest.mark.parametrize("edit, why", _BAD_CARDS)
 def test_loading_a_hand_edited_card_names_the_file_and_the_problem(tmp_path, edit, why):
     from galaxy_core.models.pretrained import load_pretrained

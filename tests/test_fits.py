@@ -160,8 +160,13 @@ def test_nan_and_inf_replaced_by_band_median(tmp_path):
          r"band 'band1' is blank \(every pixel is 0\)"),
         (lambda: fits.HDUList([fits.PrimaryHDU(np.stack([np.arange(16.0).reshape(4, 4), np.full((4, 4), 7.0)]))]),
          r"band 'band2' is blank \(every pixel is 7\)"),
+        (lambda: fits.HDUList([fits.PrimaryHDU(np.arange(16.0)[None])]),
+         r"holds an array of shape \(1, 16\), one pixel high or wide, not an image"),
+        (lambda: fits.HDUList([fits.PrimaryHDU(np.where(np.eye(4) > 0, 3.0, np.nan).astype(np.float32))]),
+         r"band 'band1' is blank \(every finite pixel is 3\)"),
     ],
-    ids=["table-only", "4d", "shape-mismatch", "all-nan", "mixed-dims", "1d", "all-zero", "one-blank-band"],
+    ids=["table-only", "4d", "shape-mismatch", "all-nan", "mixed-dims", "1d", "all-zero", "one-blank-band", "1xN",
+         "blank-but-nan"],
 )
 def test_unusable_files_raise_data_error_naming_the_file(tmp_path, make, match):
     path = tmp_path / "bad.fits"

@@ -96,14 +96,21 @@ def test_jpg_folder_with_a_corrupt_file(tmp_path):
 def test_uniform_colour_survives_crop_and_resize(tmp_path):
     folder = tmp_path / "flat"
     folder.mkdir()
-    Image.new("RGB", (300, 180), (200, 90, 17)).save(folder / "flat.png")  # non-square
-    Image.new("RGB", (424, 424), (200, 90, 17)).save(folder / "flat.jpg", quality=95)
+    # each with one dark pixel in the middle of its top row, which the 0.7 crop cuts away (an
+    # image of one colour everywhere is blank and skipped)
+    _marked_at(Image.new("RGB", (300, 180), (200, 90, 17)), (150, 0)).save(folder / "flat.png")  # non-square
+    _marked_at(Image.new("RGB", (424, 424), (200, 90, 17)), (212, 0)).save(folder / "flat.jpg", quality=95)
     ds = prep(folder, crop=0.7)
     by_file = dict(zip(ds.catalog["file"], ds.images))
     np.testing.assert_array_equal(by_file["flat.png"][:, 10, 20], [200, 90, 17])
     assert (by_file["flat.png"] == np.array([200, 90, 17])[:, None, None]).all()
     # JPEG is lossy: within a few levels
     assert np.abs(by_file["flat.jpg"].astype(int) - [[[200]], [[90]], [[17]]]).max() <= 3
+
+
+def _marked_at(im: Image.Image, xy) -> Image.Image:
+    im.putpixel(xy, (0, 0, 0))
+    return im
 
 
 def _marked(im: Image.Image, value) -> Image.Image:
@@ -134,8 +141,8 @@ def test_mixed_modes_give_rgb(tmp_path):
     folder = tmp_path / "mixed"
     folder.mkdir()
     _marked(Image.new("L", (64, 64), 77), 0).save(folder / "a_grey.png")
-    Image.new("RGBA", (64, 64), (200, 100, 50, 128)).save(folder / "b_rgba.png")
-    pal = Image.new("RGB", (64, 64), (10, 200, 30)).convert("P", palette=Image.Palette.ADAPTIVE)
+    _marked(Image.new("RGBA", (64, 64), (200, 100, 50, 128)), (0, 0, 0, 255)).save(folder / "b_rgba.png")
+    pal = _marked(Image.new("RGB", (64, 64), (10, 200, 30)), (0, 0, 0)).convert("P", palette=Image.Palette.ADAPTIVE)
     pal.save(folder / "c_palette.png")
     _marked(Image.new("CMYK", (64, 64), (0, 0, 0, 0)), (0, 0, 0, 255)).save(folder / "d_cmyk.tif")
     ds = prep(folder)
@@ -155,16 +162,24 @@ def test_blank_images_are_skipped_and_named(tmp_path):
     folder.mkdir()
     Image.new("RGB", (64, 64), (0, 0, 0)).save(folder / "black.png")
     Image.new("L", (64, 64), 255).save(folder / "white.png")
+    Image.new("RGB", (64, 64), (135, 206, 235)).save(folder / "sky_blue.png")  # one colour: no galaxy either
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(folder / "real.png")
     ds = prep(folder)
     assert list(ds.catalog["file"]) == ["real.png"]
     reasons = {s["file"]: s["reason"] for s in ds.manifest["skipped"]}
-    assert reasons == {"black.png": "blank: every pixel is 0, so it holds no galaxy",
-                       "white.png": "blank: every pixel is 255, so it holds no galaxy"}
+    assert reasons == {"black.png": "blank: every pixel is (0, 0, 0), so it holds no galaxy",
+                       "sky_blue.png": "blank: every pixel is (135, 206, 235), so it holds no galaxy",
+                       "white.png": "blank: every pixel is (255, 255, 255), so it holds no galaxy"}
     (folder / "real.png").unlink()
-    with pytest.raises(DataError, match="no usable image: black.png: blank: every pixel is 0"):
+    with pytest.raises(DataError, match=r"no usable image: black.png: blank: every pixel is \(0, 0, 0\)"):
         prep(folder)
+    # a faint 16-bit image becomes flat only when brought to 8 bits: the reason says so
+    faint = tmp_path / "faint"
+    faint.mkdir()
+    Image.fromarray(np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) % 120).save(faint / "faint16.png")
+    with pytest.raises(DataError, match=r"faint16.png: blank after conversion to 8 bits: every pixel is \(0\)"):
+        prep(faint)
 
 
 def test_sixteen_bit_scaling_is_hand_checked():

@@ -77,6 +77,8 @@ def test_training_images_among_the_held_out_ones_are_left_out_of_the_threshold(s
     assert main["heldout_copies"] == 20
     assert main["report"]["threshold"] > 0 and res["memorised"] is True
     assert "Check the held-out images: 20 of the 80 held-out images are training images" in res["verdict"]
+    assert res["compared"].endswith("threshold from 60 held-out real images (test); 20 more held-out images are "
+                                    "training images and were left out")
     # the same check by hand: the threshold is the one of the 60 real held-out distances alone
     clean = memorisation_check(fake, train, held_out=held, held_out_about="test", distances=(DEFAULT_DISTANCE,))
     assert main["report"]["threshold"] == pytest.approx(clean["results"][DEFAULT_DISTANCE]["report"]["threshold"])
@@ -120,6 +122,13 @@ def test_assess_by_hand():
     assert out["heldout_copies"] == 2 and out["report"] is None and out["memorised"] is None
     assert "fewer than two held-out images that are not training images" in out["sentence"]
     assert out["reference_ratio"] == pytest.approx(1.0) and out["reference_warning"].startswith("2 of the 3")
+    # one held-out image that is no copy: given, but too few for a threshold, and the verdict says that
+    one = assess([0.5, 3.0], np.array([5.0]), np.array([4.0, 6.0]), distance="cosine")
+    assert one["report"] is None and "; fewer than two held-out images, so no threshold" in one["sentence"]
+    from galaxy_core.metrics.memorisation import verdict
+
+    assert verdict({"cosine": one})[1] == ("No verdict: a threshold needs at least two held-out images; give more "
+                                           "real images that were never trained on.")
     with pytest.raises(ValueError, match="unknown distance"):
         assess([1.0], None, [1.0], distance="l2")
 

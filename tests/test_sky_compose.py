@@ -321,6 +321,7 @@ def test_mosaic_header_names_its_checkpoint_and_a_survey_band_model_its_bands(tm
     with fits.open(path) as h:
         hdr = h[0].header
         assert [hdr["BAND1"], hdr["BAND2"], hdr["BAND3"]] == ["i", "r", "g"]
+        assert "BKGSIG1" not in hdr  # the white-noise cards belong to mosaics in linear flux
         assert hdr["SKY MODEL"].endswith("dcgan_sim64.json") and hdr["SKY MODEL_ID"] == sim.id
         assert hdr["SKY DENSITY"] == 1e-3 and hdr["SKY SIZE_SIGMA"] == 0.25
         assert "display values" in " ".join(str(c) for c in hdr["COMMENT"]).replace("  ", " ")
@@ -385,6 +386,21 @@ def test_a_flux_model_s_mosaic_adds_linear_flux_in_its_own_bands_and_unit(tmp_pa
     with pytest.raises(ConfigError, match="dcgan_hdf32 is not flux-calibrated"):
         compose_mosaic(load_pretrained(checkpoints_dir() / "dcgan_hdf32.json"), height=32, width=32, flux=True,
                        progress=False)
+
+
+def test_source_flux_finds_the_same_sources_in_any_flux_unit():
+    """The mask's noise floor scales with the data: the sim model's galaxies in nanomaggies, in
+    maggies (1e-9 of them) or in 1e6 nanomaggies keep the same pixels."""
+    from galaxy_core.models.pretrained import load_pretrained
+    from galaxy_core.paths import checkpoints_dir
+    from galaxy_core.sky.mosaic import FluxGalaxies
+    from galaxy_core.sky.stamps import source_flux
+
+    flux = FluxGalaxies(load_pretrained(checkpoints_dir() / "dcgan_sim64.json"))._flux(np.ones(8, np.int64), 5)
+    kept = source_flux(flux)
+    assert (kept != 0).sum() > 8 * 50  # every galaxy keeps its pixels
+    for scale in (1e-9, 1e6):
+        np.testing.assert_allclose(source_flux(flux * scale) / scale, kept, rtol=1e-5, atol=1e-6 * np.abs(kept).max())
 
 
 def test_a_mosaic_never_overwrites_a_file_with_its_memory_mapped_sky(tmp_path):

@@ -245,8 +245,10 @@ def _prepare_images(files, base, *, resolution, crop, progress, spill):
         except Exception as e:
             _skip(skipped, _rel(f, base), f"cannot decode ({type(e).__name__}: {e})")
             continue
-        if img.min() == img.max():
-            _skip(skipped, _rel(f, base), f"blank: every pixel is {int(img.min())}, so it holds no galaxy")
+        if (img == img[:, :1, :1]).all():  # one colour everywhere (each channel constant)
+            value = ", ".join(str(int(v)) for v in img[:, 0, 0])
+            after = " after conversion to 8 bits" if modes[f] in _SIXTEEN_BIT_MODES | {"F"} else ""
+            _skip(skipped, _rel(f, base), f"blank{after}: every pixel is ({value}), so it holds no galaxy")
             continue
         out[len(names)] = resize(centre_crop(img, crop), resolution)
         names.append(_rel(f, base))

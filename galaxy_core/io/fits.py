@@ -229,6 +229,9 @@ def _image_planes(hdul: fits.HDUList, path: Path) -> tuple[np.ndarray, list[str]
         log.info("%s: cube of shape %s read as %d bands of %d x %d (bands on the last numpy axis, NAXIS1)",
                  path, first.shape, first.shape[-1], *first.shape[:2])
         first = np.moveaxis(first, -1, 0)
+    if min(first.shape[-2:]) < 2:  # (1, N) or (C, 1, N): a row of values, e.g. a flattened image
+        raise DataError(f"{path}: holds an array of shape {first.shape}, one pixel high or wide, not an image; "
+                        "reshape it to (H, W) or (bands, H, W) and write it again")
     if first.ndim == 3:
         if len(images) > 1:
             log.debug("%s: using the cube in the first image HDU, ignoring %d more", path,
@@ -310,7 +313,8 @@ def _replace_non_finite(data: np.ndarray, bands: Sequence[str], path: Path) -> l
             band[bad] = np.median(band[~bad])
         lo, hi = float(band.min()), float(band.max())
         if lo == hi:
-            raise DataError(f"{path}: band {bands[c]!r} is blank (every pixel is {lo:g}), so it holds no "
+            every = "every finite pixel" if n_bad else "every pixel"
+            raise DataError(f"{path}: band {bands[c]!r} is blank ({every} is {lo:g}), so it holds no "
                             "image; remove the file or the band")
         counts.append(n_bad)
     return counts

@@ -224,6 +224,7 @@ def assess(gen_d, held_d, train_d, *, distance: str) -> dict:
            "has_heldout": held_d is not None, "gives_verdict": distance == DEFAULT_DISTANCE,
            "report": None, "memorised": None}
     out.update(heldout_copies=0, reference_ratio=None, reference_warning=None)
+    given = held_d
     if held_d is not None:
         held_d = np.asarray(held_d, float)
         copies = held_d <= COPY_RTOL * out["median_train"]
@@ -236,8 +237,10 @@ def assess(gen_d, held_d, train_d, *, distance: str) -> dict:
         if held_d.size < 2:
             held_d = None
     if held_d is None:
-        why = ("no held-out images" if not out["heldout_copies"] else
-               "fewer than two held-out images that are not training images")
+        n_given = 0 if given is None else len(given)
+        why = ("no held-out images" if not n_given else
+               "fewer than two held-out images that are not training images" if out["heldout_copies"] else
+               "fewer than two held-out images")
         out["sentence"] = (f"median nearest-training distance {out['median_gen']:.3g} for generated samples, "
                            f"{out['median_train']:.3g} between training images; {why}, so no threshold "
                            "and no verdict")
@@ -298,6 +301,9 @@ def verdict(results: dict) -> tuple[bool | None, str]:
         elif main.get("heldout_copies"):
             why = (f"{main['reference_warning']}, which leaves fewer than two held-out images for a threshold; give "
                    "real images that were never trained on")
+        elif main.get("has_heldout"):
+            why = ("a threshold needs at least two held-out images; give more real images that were never "
+                   "trained on")
         else:
             why = ("without real images that were never trained on there is no fair threshold; give some "
                    "(galaxygan evaluate --held-out FOLDER, or a held-out folder on the Memorisation page) to get one")
@@ -359,9 +365,17 @@ def memorisation_check(generated: np.ndarray, train, *, held_out: np.ndarray | N
         results[dist] = {**assess(d[:, 0], held_d, train_d, distance=dist), "indices": idx, "distances": d,
                          "heldout_d": held_d, "train_d": train_d}
     n_held = 0 if held_out is None else len(held_out)
+    main = results.get(DEFAULT_DISTANCE) or {}
+    copies = main.get("heldout_copies", 0)
+    if held_out is None:
+        reference = f"no held-out real images ({held_out_about})"
+    elif main.get("report") is None:
+        reference = f"no threshold from the {n_held} held-out images given ({held_out_about})"
+    else:
+        reference = (f"threshold from {n_held - copies} held-out real images ({held_out_about})"
+                     + (f"; {copies} more held-out images are training images and were left out" if copies else ""))
     compared = (f"{len(generated)} generated samples searched against all {len(train)} training images of "
-                f"{train.name}; " + (f"threshold from {n_held} held-out real images ({held_out_about})"
-                                     if held_out is not None else f"no held-out real images ({held_out_about})"))
+                f"{train.name}; " + reference)
     memorised, verdict_text = verdict(results)
     return {"compared": compared, "memorised": memorised, "verdict": verdict_text, "heldout_about": held_out_about,
             "n_heldout": n_held, "results": results}

@@ -186,7 +186,7 @@ def matches_panel(mem: dict, fake: np.ndarray, train, *, channels, distance: str
     k = r["indices"].shape[1]
     neighbours = to_rgb(train.to_model_range(r["indices"][order].ravel()), train.channels)
     header = (f"nearest training images by {distance} ({r['units']}); closest samples first"
-              + ("" if r["report"] else "; no held-out data, so no suspects are marked"))
+              + ("" if r["report"] else "; no threshold from held-out images, so no suspects are marked"))
     return labelled_matches(to_rgb(fake[order], channels), neighbours.reshape(len(order), k, *neighbours.shape[1:]),
                             gen_labels=[f"generated #{i}" for i in order],
                             train_labels=[image_names(train, r["indices"][i]) for i in order],
@@ -397,7 +397,8 @@ def evaluate_checkpoint(
                                  progress=lambda stage, done, total: say(f"memorisation, {stage} {done}/{total}"))
         summary["memorisation"] = memorisation_summary(mem)
         summary["memorised"] = mem["memorised"]
-        if mem["memorised"] is None:
+        warning = mem["results"].get(DEFAULT_DISTANCE, {}).get("reference_warning")
+        if mem["memorised"] is None or warning:  # no verdict, or one against a doubtful reference: say why
             summary["memorised_note"] = mem["verdict"]
         for name, r in mem["results"].items():
             rep = r["report"]

@@ -273,6 +273,9 @@ def _check_shapes(path: Path, arch: str, family: Family, model_cfg, tensors: dic
         return
     for name, net in ghosts.items():
         state = _stored_state(tensors, name)
+        if not state and name == family.sampler:
+            raise CheckpointError(f"{path}: the file holds no weights for {name}, the network that makes the "
+                                  f"images (tensors named {name}.* or {name}_ema.*); not a {arch} generator checkpoint")
         if not state:
             continue
         want = {k: tuple(v.shape) for k, v in net.state_dict().items()}

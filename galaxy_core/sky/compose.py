@@ -399,14 +399,16 @@ class Sky:
 
     Attributes
     ----------
-    image : ndarray (3, H, W), float32
-        R, G, B in field units (see module docstring).
+    image : ndarray (C, H, W), float32
+        R, G, B in field units (see module docstring); a mosaic in linear flux
+        (:func:`galaxy_core.sky.mosaic.compose_mosaic`) holds its model's C bands in the model's
+        unit instead (``meta["bands"]``, ``meta["unit"]``).
     truth : astropy.table.Table
         One row per placed galaxy: ``x``, ``y`` (centre, pix), ``cls`` (1..3; -1 = a faint
         source below the grid catalogue's size cut, see ``compose_sky(faint=...)``; -2 = a star,
-        ``compose_sky(stars=...)``), ``flux`` (sum
-        over bands of the flux added inside the sky), ``flux_r``, ``flux_g``, ``flux_b``,
-        ``tile``.
+        ``compose_sky(stars=...)``), ``flux`` (sum over planes of the flux added inside the
+        sky), one flux column per plane (``flux_r``, ``flux_g``, ``flux_b``; a mosaic in linear
+        flux: ``flux_<band>``), ``tile``.
     background_sum : float
         Sum of the background over all bands and pixels.
     meta : dict

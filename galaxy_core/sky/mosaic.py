@@ -325,9 +325,9 @@ def sky_header(sky: Sky):
     for k, v in (meta.get("config") or {}).items():  # the composer options (regenerate from the header)
         if k not in _CONFIG_NOT_CARDS and v is not None:  # unset options are resolved in the cards above
             cards[f"SKY {k}"] = v
-    bg = meta.get("background") or {}
-    for i, v in enumerate(bg.get("sigma") or (), start=1):  # a flux mosaic's white noise, per plane
-        cards[f"BKGSIG{i}"] = (v, f"sky noise sd, plane {i}, pixel unit")
+    if meta.get("display"):  # a mosaic in linear flux: its white noise, per plane
+        for i, v in enumerate((meta.get("background") or {}).get("sigma") or (), start=1):
+            cards[f"BKGSIG{i}"] = (v, f"sky noise sd, plane {i}, pixel unit")
     cards["ROWORDER"] = ("top-down", "array row 0 = top row of the PNG")
     if meta.get("display"):  # linear flux in the model's unit (None: not recorded, no BUNIT card)
         hdr = provenance_header(bands=meta["bands"], header_cards=cards, bunit=meta.get("unit"))

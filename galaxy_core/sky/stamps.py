@@ -40,10 +40,11 @@ def galaxy_flux(patches: np.ndarray, *, nsigma: float = 2.0, level=None) -> np.n
     ndarray (n, 3, S, S), float32
         Flux in field units (band value in [0, 1] minus the sky level), zero outside the mask.
     """
-    return source_flux((np.asarray(patches, np.float32) + 1) / 2, nsigma=nsigma, level=level)
+    return source_flux((np.asarray(patches, np.float32) + 1) / 2, nsigma=nsigma, level=level, noise_floor=1e-4)
 
 
-def source_flux(values: np.ndarray, *, nsigma: float = 2.0, level=None) -> np.ndarray:
+def source_flux(values: np.ndarray, *, nsigma: float = 2.0, level=None, noise_floor: float | None = None
+                ) -> np.ndarray:
     """The source at the centre of each patch, in the patches' own units: :func:`galaxy_flux`
     for values that are not model-range display values (e.g. a flux-calibrated model's output
     in nanomaggies, where adding two sources adds their fluxes).
@@ -54,6 +55,11 @@ def source_flux(values: np.ndarray, *, nsigma: float = 2.0, level=None) -> np.nd
         Patches in any linear unit.
     nsigma, level
         As :func:`galaxy_flux` (``level``: C values in the patches' unit).
+    noise_floor : float, optional
+        The least border noise the mask threshold assumes, in the patches' unit (a noiseless
+        patch would otherwise keep every positive pixel). Default: 1e-4 of each patch's largest
+        absolute smoothed band sum, so the floor scales with the unit; :func:`galaxy_flux`
+        passes 1e-4 field units.
 
     Returns
     -------
@@ -69,7 +75,8 @@ def source_flux(values: np.ndarray, *, nsigma: float = 2.0, level=None) -> np.nd
     total = ndimage.uniform_filter(f.sum(axis=1), size=(1, 3, 3))  # (n, S, S)
     edge = np.concatenate([total[:, 0], total[:, -1], total[:, 1:-1, 0], total[:, 1:-1, -1]], axis=-1)
     noise = 1.4826 * np.median(np.abs(edge - np.median(edge, axis=-1, keepdims=True)), axis=-1) / 3
-    mask = total > nsigma * np.maximum(noise, 1e-4)[:, None, None]
+    floor = 1e-4 * np.abs(total).max(axis=(1, 2)) if noise_floor is None else noise_floor
+    mask = total > nsigma * np.maximum(noise, floor)[:, None, None]
     mask = ndimage.binary_dilation(mask, structure=np.ones((1, 3, 3), bool))
     mask = np.stack([_central_component(m) for m in mask])
     if level is not None:
