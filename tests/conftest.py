@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import subprocess
 import sys
@@ -47,22 +46,6 @@ def straight_and_split():
         return root
 
     return make
-
-
-@pytest.fixture(scope="session")
-def sim_training_data():
-    """The training data of the shipped ``sim`` checkpoints (10,000 simulated galaxies, 64 px),
-    prepared in the test cache before a test needs it, so a page's time limit is never spent on
-    the simulation (minutes on a fresh cache). Test processes running side by side take turns
-    through a lock file: one simulates, the others wait and then open what it wrote."""
-    from galaxy_core.explore.evaluation import open_reference, training_data
-    from galaxy_core.io.checkpoint import read_meta
-
-    cache = Path(os.environ["GALAXYGAN_CACHE"])
-    cache.mkdir(parents=True, exist_ok=True)
-    with open(cache / ".sim-training-data.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        return open_reference(**training_data(read_meta(ROOT / "checkpoints" / "stylegan_sim64.json")))
 
 
 def _write_noise_pngs(folder: Path, n: int, *, seed: int = 0, side: int = 40, name: str = "g{i}.png") -> Path:

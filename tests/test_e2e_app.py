@@ -274,12 +274,13 @@ def choose_checkpoint(pg, label: str) -> None:
     settle(pg)
 
 
-def test_latent_explorer_projects_a_galaxy(server, page, output_dir, sim_training_data):
-    # sim_training_data: the checkpoint's training data is prepared before the page opens it
+def test_latent_explorer_projects_a_galaxy(server, page, output_dir):
+    # the fine-tuned hdf StyleGAN: its training stamps are cut from the field in seconds (the sim
+    # model's page test, test_app_pages, covers flux data and the chi-squared term)
     page.goto(f"{server}/latent_explorer")
     check_page(page, "Latent Explorer")
     settle(page)
-    choose_checkpoint(page, "stylegan_sim64 · shipped")
+    choose_checkpoint(page, "stylegan_hdf64_ft · shipped")
     page.get_by_text("Project a real galaxy").wait_for(timeout=90_000)
     settle(page)
     steps = page.locator('[data-testid="stSlider"]').filter(has_text="Steps").get_by_role("slider")
