@@ -42,6 +42,17 @@ class GalaxySource(Protocol):
         """(n, 3, S, S) float32 flux images for galaxies of classes ``cls`` (n,) in 1..3."""
 
 
+def generate_stamps(model, cls: np.ndarray, seed: int, *, batch: int = 256) -> np.ndarray:
+    """(n, C, S, S) float32 model-range stamps of a galaxy checkpoint for classes ``cls`` (n,)
+    in 1..3, latents drawn with ``seed``; a conditional model gets label ``cls - 1``."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    z = model.family.sample_latents(model.model_cfg, len(cls), generator=g)
+    labels = np.clip(np.asarray(cls) - 1, 0, model.num_classes - 1) if model.num_classes > 0 else None
+    return model.generate(z, labels=labels, batch=batch)
+
+
 class ModelGalaxies:
     """Galaxies from a single-galaxy checkpoint (:func:`galaxy_core.models.pretrained.load_pretrained`).
 
@@ -83,14 +94,9 @@ class ModelGalaxies:
         self.stamps = training_stamps(model.meta, model.resolution)
 
     def _raw(self, cls: np.ndarray, seed: int) -> np.ndarray:
-        import torch
-
-        g = torch.Generator().manual_seed(seed)
-        z = self.model.family.sample_latents(self.model.model_cfg, len(cls), generator=g)
         from galaxy_core.io.render import rgb_planes
 
-        labels = np.clip(cls - 1, 0, self.model.num_classes - 1) if self.conditional else None
-        x = self.model.generate(z, labels=labels, batch=self.batch)
+        x = generate_stamps(self.model, cls, seed, batch=self.batch)
         return galaxy_flux(rgb_planes(x, self.model.channels)[0])  # survey bands in the display's R, G, B planes
 
     def calibration(self) -> dict:

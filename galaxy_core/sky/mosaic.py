@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from galaxy_core.sky.background import Background, background_meta, hdf_background, modulation_fields
-from galaxy_core.sky.compose import _truth_table, ModelGalaxies, Sky
-from galaxy_core.sky.stamps import add_stamp, source_flux
+from galaxy_core.sky.compose import _truth_table, generate_stamps, ModelGalaxies, Sky
+from galaxy_core.sky.stamps import add_stamp, border_pixels, source_flux
 
 MAX_SIDE = 8000
 
@@ -67,12 +67,7 @@ class FluxGalaxies:
         self.conditional = model.num_classes > 0
 
     def _flux(self, cls: np.ndarray, seed: int) -> np.ndarray:
-        import torch
-
-        g = torch.Generator().manual_seed(seed)
-        z = self.model.family.sample_latents(self.model.model_cfg, len(cls), generator=g)
-        labels = np.clip(cls - 1, 0, self.model.num_classes - 1) if self.conditional else None
-        x = self.model.generate(z, labels=labels, batch=self.batch)
+        x = generate_stamps(self.model, cls, seed, batch=self.batch)
         return self.model.to_flux(x).astype(np.float32)  # (n, C, S, S) in the model's unit
 
     def __call__(self, cls: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -83,8 +78,7 @@ class FluxGalaxies:
         """(C,) float64: each band's sky noise in the model's unit, the robust standard deviation
         (1.4826 x MAD) of the border pixels of :data:`NOISE_SAMPLES` stamps drawn with seed
         :data:`NOISE_SEED`, each taken about its own border median."""
-        f = self._flux(np.ones(NOISE_SAMPLES, np.int64), NOISE_SEED)
-        border = np.concatenate([f[..., 0, :], f[..., -1, :], f[..., 1:-1, 0], f[..., 1:-1, -1]], axis=-1)
+        border = border_pixels(self._flux(np.ones(NOISE_SAMPLES, np.int64), NOISE_SEED))
         border = border - np.median(border, axis=-1, keepdims=True)  # (n, C, 4S - 4)
         flat = np.moveaxis(border, 1, 0).reshape(border.shape[1], -1).astype(np.float64)
         return 1.4826 * np.median(np.abs(flat), axis=-1)
@@ -180,7 +174,7 @@ def compose_mosaic(model, *, height: int, width: int, density: float = 4.9e-4, s
         sigma = source.noise_sigma()
         planes = [str(c) for c in model.channels]
 
-        def draw(h: int) -> np.ndarray:
+        def draw(y: int, h: int) -> np.ndarray:
             return (bg_rng.standard_normal((len(planes), h, width), np.float32)
                     * sigma[:, None, None].astype(np.float32))
     else:
@@ -189,7 +183,7 @@ def compose_mosaic(model, *, height: int, width: int, density: float = 4.9e-4, s
         planes = rgb_plane_names(model.channels)
         fields = modulation_fields(bg, height, width, seed, modulate)
 
-        def draw(h: int) -> np.ndarray:
+        def draw(y: int, h: int) -> np.ndarray:
             return bg.draw((h, width), bg_rng, fields(y, 0, h, width))
     shape = (len(planes), height, width)
     if memmap is not None:
@@ -198,7 +192,7 @@ def compose_mosaic(model, *, height: int, width: int, density: float = 4.9e-4, s
         image = np.empty(shape, np.float32)
     bg_sum = 0.0
     for y in range(0, height, 1024):  # background in strips
-        strip = draw(min(1024, height - y))
+        strip = draw(y, min(1024, height - y))
         bg_sum += float(strip.sum(dtype=np.float64))
         image[:, y : y + strip.shape[1]] = strip
     n = int(rng.poisson(density * height * width))

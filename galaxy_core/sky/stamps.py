@@ -70,10 +70,9 @@ def source_flux(values: np.ndarray, *, nsigma: float = 2.0, level=None, noise_fl
     from scipy import ndimage
 
     x = np.asarray(values, np.float32)
-    border = np.concatenate([x[..., 0, :], x[..., -1, :], x[..., 1:-1, 0], x[..., 1:-1, -1]], axis=-1)
-    f = x - np.median(border, axis=-1)[..., None, None]
+    f = x - np.median(border_pixels(x), axis=-1)[..., None, None]
     total = ndimage.uniform_filter(f.sum(axis=1), size=(1, 3, 3))  # (n, S, S)
-    edge = np.concatenate([total[:, 0], total[:, -1], total[:, 1:-1, 0], total[:, 1:-1, -1]], axis=-1)
+    edge = border_pixels(total)
     noise = 1.4826 * np.median(np.abs(edge - np.median(edge, axis=-1, keepdims=True)), axis=-1) / 3
     floor = 1e-4 * np.abs(total).max(axis=(1, 2)) if noise_floor is None else noise_floor
     mask = total > nsigma * np.maximum(noise, floor)[:, None, None]
@@ -82,6 +81,11 @@ def source_flux(values: np.ndarray, *, nsigma: float = 2.0, level=None, noise_fl
     if level is not None:
         f = x - np.asarray(level, np.float32).reshape(1, -1, 1, 1)
     return (f * mask[:, None] * edge_taper(x.shape[-1])).astype(np.float32)
+
+
+def border_pixels(a: np.ndarray) -> np.ndarray:
+    """The outermost ring of pixels of each (..., S, S) patch: (..., 4 S - 4), same dtype."""
+    return np.concatenate([a[..., 0, :], a[..., -1, :], a[..., 1:-1, 0], a[..., 1:-1, -1]], axis=-1)
 
 
 def edge_taper(side: int) -> np.ndarray:
