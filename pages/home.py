@@ -10,6 +10,7 @@ from galaxy_core.explore.evaluation import describe_extractor
 from galaxy_core.explore.export import frames_zip
 from galaxy_core.explore.sampling import model_card_lines
 from galaxy_core.metrics.fid import parse_metric_name
+from galaxy_core.metrics.report import card_evaluations, metric_provenance
 from galaxy_core.models.pretrained import Pretrained
 from studio_ui import nav, state, widgets
 
@@ -80,46 +81,49 @@ def no_metrics_reason(meta: dict) -> str:
             f"checkpoint is from step {step}; the run's best checkpoint holds the last ones measured.")
 
 
-def _floor_text(value) -> str:
-    """A floor as the table shows it: four significant digits, or a dash where none was measured."""
-    return f"{value:.4g}" if isinstance(value, (int, float)) else "—"
-
-
 def metrics_table_ui(model: Pretrained) -> None:
     metrics = model.meta.get("metrics") or {}
     if not metrics:
         st.caption(no_metrics_reason(model.meta) + " Measure them on the Evaluation page.")
         return
-    evaluation = model.meta.get("evaluation") or {}
-    floors = evaluation.get("real_vs_real_floor") or {}
-    rows = []
+    measured = metric_provenance(model.meta)  # key -> (number, the evaluation that measured it last)
+    floors, rows = {}, []
     for name, value in metrics.items():
+        number, entry = measured.get(name, (None, {}))
+        floor = (entry.get("real_vs_real_floor") or {}).get(name)
+        if isinstance(floor, (int, float)):
+            floors[name] = floor
         rows.append({"Metric": metric_label(name),
                      "Value": value if isinstance(value, (int, float)) else None,
-                     "Floor": _floor_text(floors.get(name)),
+                     "Floor": floors.get(name),
+                     "Measured by": f"evaluation {number}" if number else "live, in training",
                      "Key": name})
-    st.dataframe(rows, hide_index=True, width="stretch", column_order=("Metric", "Value", "Floor"),
+    st.dataframe(rows, hide_index=True, width="stretch",
+                 column_order=("Metric", "Value", "Floor", "Measured by"),
                  column_config={  # "Key" (the card's name) stays in the data, for search and the full card
                      "Metric": st.column_config.TextColumn(help="what was measured, with which features, on how "
                                                            "many samples"),
                      "Value": st.column_config.NumberColumn(format="%.4g", width="small",
                                                             help="generated vs real; lower is better for distances"),
-                     "Floor": st.column_config.TextColumn(
-                         width="small",
+                     "Floor": st.column_config.NumberColumn(
+                         format="%.4g", width="small",
                          help="real-vs-real floor: the same comparison between two disjoint real samples; "
-                              "— where none was measured"),
+                              "empty where none was measured"),
+                     "Measured by": st.column_config.TextColumn(
+                         width="small", help="the numbered evaluation below, or the live evaluation during training"),
                  })
     st.caption("**Floor**: the same metric between two disjoint real samples — the best a model can "
-               "reach with this many samples. " + (f"Measured with `{evaluation.get('command')}` on "
-                                                    f"{evaluation.get('date')}; floor: "
-                                                    f"{evaluation.get('floor_definition')}." if evaluation else ""))
-    missing = [metric_label(k) for k in metrics if not isinstance(floors.get(k), (int, float))]
+               "reach with this many samples.")
+    for number, entry in enumerate(card_evaluations(model.meta), start=1):
+        if entry["metrics"]:
+            st.caption(f"**Evaluation {number}**: `{entry.get('command')}` on {entry.get('date')}, "
+                       f"{entry.get('n')} samples; floor: {entry.get('floor_definition')}.")
+    missing = [metric_label(k) for k in metrics if k not in floors]
     if missing:
-        st.caption("— : the card records no floor for " + "; ".join(missing) + ". Metrics logged during training "
+        st.caption("No floor is recorded for " + "; ".join(missing) + ". Metrics logged during training "
                    "have none (they compare with the whole training set, which leaves no second real sample of "
-                   "that size), and a card keeps the floors of its latest evaluation only; "
-                   "`galaxygan evaluate CHECKPOINT --record` measures the headline metrics with their floors and "
-                   "writes both into the card.")
+                   "that size); `galaxygan evaluate CHECKPOINT --record` measures the headline metrics with their "
+                   "floors and writes both into the card.")
     negative = [k for k, v in floors.items() if isinstance(v, (int, float)) and v < 0]
     if negative:
         st.caption(f"A negative floor ({', '.join(f'{metric_label(k)}: {floors[k]:.3g}' for k in negative)}) is "

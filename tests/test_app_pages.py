@@ -17,6 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
@@ -151,20 +152,57 @@ def test_home_shows_model_card_and_samples_for_each_checkpoint(runs, name):
 def test_home_metrics_table_is_readable(runs):
     at = open_app(shipped_path("dcgan_hdf32"))
     table = at.dataframe[0].value
-    assert list(table.columns) == ["Metric", "Value", "Floor", "Key"]
+    assert list(table.columns) == ["Metric", "Value", "Floor", "Measured by", "Key"]
     rows = dict(zip(table["Key"], table["Metric"]))
     assert rows["kid_galaxy_191"] == "KID (kernel distance) · galaxy encoder · 191 samples"
     assert rows["fid_pix8_191"] == "FID (Fréchet distance) · 8×8 pixels · 191 samples"
     assert rows["sgd_morphology"].startswith("Synthetic Galaxy Distance")
     assert not any("_" in label for label in table["Metric"])  # no raw keys as labels
     floors = dict(zip(table["Key"], table["Floor"]))
-    assert float(floors["kid_galaxy_191"]) < 0  # the shipped card has a negative KID floor ...
+    by = dict(zip(table["Key"], table["Measured by"]))
+    assert floors["kid_galaxy_191"] < 0  # the shipped card has a negative KID floor ...
     explained = [c.value for c in at.caption if "negative floor" in c.value]
     assert len(explained) == 1 and "unbiased" in explained[0] and "-4.65" in explained[0]  # ... and it is explained
-    # a metric logged during training has no floor: a dash, and a caption names it and says why
-    assert floors["fid_pix8_256"] == "—" and "None" not in table["Floor"].tolist()
-    dash = [c.value for c in at.caption if c.value.startswith("— : the card records no floor for")]
-    assert len(dash) == 1 and "FID (Fréchet distance) · 8×8 pixels · 256 samples" in dash[0], dash
+    assert by["kid_galaxy_191"] == "evaluation 1"
+    evaluations = [c.value for c in at.caption if c.value.startswith("**Evaluation")]
+    assert len(evaluations) == 1 and "galaxygan evaluate checkpoints/dcgan_hdf32.json" in evaluations[0]
+    # a metric logged during training has no floor (a number column: empty, sorts as a number), and a
+    # caption names it and says why
+    assert pd.isna(floors["fid_pix8_256"]) and by["fid_pix8_256"] == "live, in training"
+    assert pd.api.types.is_numeric_dtype(table["Floor"])
+    none = [c.value for c in at.caption if c.value.startswith("No floor is recorded for")]
+    assert len(none) == 1 and "FID (Fréchet distance) · 8×8 pixels · 256 samples" in none[0], none
+
+
+def test_home_attributes_each_metric_to_the_evaluation_that_measured_it(runs):
+    """Two evaluations with different metrics: each metric keeps its own floor and command."""
+    import shutil
+
+    from galaxy_core.metrics.report import record_in_card
+
+    path = fake_run(runs).checkpoints_dir / "m.json"
+    for ext in (".json", ".safetensors"):
+        shutil.copy(checkpoints_dir() / f"dcgan_hdf32{ext}", path.with_suffix(ext))
+    first = {"features": {"galaxy": {"names": {"fid": "fid_galaxy_64", "kid": "kid_galaxy_64"},
+                                     "generated": {"fid_galaxy_64": 30.0, "kid_galaxy_64": 0.02},
+                                     "floor": {"fid_galaxy_64": 3.0, "kid_galaxy_64": 0.001}}},
+             "data": "hdf", "n": 64, "floor_definition": "two halves of the held-out stamps"}
+    second = {"features": {"pix8": {"names": {"fid": "fid_pix8_64", "kid": "kid_pix8_64"},
+                                    "generated": {"fid_pix8_64": 9.0, "kid_pix8_64": 0.5},
+                                    "floor": {"fid_pix8_64": 0.9, "kid_pix8_64": 0.05}}},
+              "data": "hdf", "n": 64, "floor_definition": "two halves of the held-out stamps"}
+    record_in_card(path, first, command="galaxygan evaluate m.json --features galaxy")
+    record_in_card(path, second, command="galaxygan evaluate m.json --features pix8")
+    at = open_app(str(path))
+    table = at.dataframe[0].value
+    floors, by = dict(zip(table["Key"], table["Floor"])), dict(zip(table["Key"], table["Measured by"]))
+    # the shipped card's own evaluation keeps the metrics nobody measured again
+    assert floors["kid_galaxy_191"] < 0 and by["kid_galaxy_191"] == "evaluation 1"
+    assert floors["fid_galaxy_64"] == 3.0 and by["fid_galaxy_64"] == "evaluation 2"
+    assert floors["fid_pix8_64"] == 0.9 and by["fid_pix8_64"] == "evaluation 3"
+    captions = [c.value for c in at.caption if c.value.startswith("**Evaluation")]
+    assert [c.split(":")[0] for c in captions] == ["**Evaluation 1**", "**Evaluation 2**", "**Evaluation 3**"]
+    assert "--features galaxy" in captions[1] and "--features pix8" in captions[2]
 
 
 def test_home_seed_box_and_new_samples_change_the_grid(runs):

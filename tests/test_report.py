@@ -106,3 +106,54 @@ def test_record_in_card_keeps_tensors_valid(report, tmp_path):
     assert "fid_pix8_256" in meta["metrics"]  # the live metric from training is kept
     _, reloaded = load_checkpoint(tmp_path / "m.json")  # tensor hash still matches
     assert reloaded["evaluation"]["n"] == 96
+
+
+def _summary(extractor: str, values: dict, floors: dict, *, memorised=None) -> dict:
+    names = {kind: next(k for k in values if k.startswith(kind + "_")) for kind in ("fid", "kid")}
+    return {"features": {extractor: {"names": names, "generated": values, "floor": floors}},
+            "data": "hdf", "n": 64, "floor_definition": "two halves of the held-out stamps", "memorised": memorised}
+
+
+def test_record_in_card_keeps_each_metric_with_the_evaluation_that_measured_it(tmp_path):
+    import shutil
+
+    from galaxy_core.io.checkpoint import read_meta
+    from galaxy_core.metrics.report import card_evaluations, metric_provenance, record_in_card
+
+    for ext in (".json", ".safetensors"):
+        shutil.copy(checkpoints_dir() / f"dcgan_hdf32{ext}", tmp_path / f"m{ext}")
+    path = tmp_path / "m.json"
+    shipped = read_meta(path)
+    shipped_keys = set(shipped["evaluation"]["real_vs_real_floor"])
+    # a card from before the list: its one evaluation measured the metrics it has floors for
+    assert [e["metrics"] for e in card_evaluations(shipped)] == [list(shipped["evaluation"]["real_vs_real_floor"])]
+
+    record_in_card(path, _summary("pix8", {"fid_pix8_64": 9.0, "kid_pix8_64": 0.5},
+                                  {"fid_pix8_64": 0.9, "kid_pix8_64": 0.05}, memorised=False), command="first")
+    meta = read_meta(path)
+    assert [e["command"] for e in meta["evaluations"]] == [shipped["evaluation"]["command"], "first"]
+    prov = metric_provenance(meta)
+    assert {k for k, (i, _) in prov.items() if i == 1} == shipped_keys
+    assert prov["fid_pix8_64"][1]["real_vs_real_floor"]["fid_pix8_64"] == 0.9
+    assert meta["evaluation"]["command"] == "first"  # the latest, where cards always carried it
+
+    # measuring one metric again takes it over, with its own floor; the other stays with "first"
+    record_in_card(path, _summary("pix8", {"fid_pix8_64": 7.0, "kid_pix8_128": 0.4},
+                                  {"fid_pix8_64": 1.1, "kid_pix8_128": 0.04}), command="second")
+    meta = read_meta(path)
+    prov = metric_provenance(meta)
+    assert meta["metrics"]["fid_pix8_64"] == 7.0 and prov["fid_pix8_64"][1]["command"] == "second"
+    assert prov["fid_pix8_64"][1]["real_vs_real_floor"]["fid_pix8_64"] == 1.1
+    first = next(e for e in meta["evaluations"] if e["command"] == "first")
+    assert first["metrics"] == ["kid_pix8_64"] and set(first["real_vs_real_floor"]) == {"kid_pix8_64"}
+
+    # an evaluation left with no metric is dropped, unless it holds the only memorisation verdict
+    record_in_card(path, _summary("pix8", {"fid_pix8_64": 6.0, "kid_pix8_64": 0.3},
+                                  {"fid_pix8_64": 1.0, "kid_pix8_64": 0.03}), command="third")
+    meta = read_meta(path)
+    commands = [e["command"] for e in meta["evaluations"]]
+    assert "first" in commands and next(e for e in meta["evaluations"] if e["command"] == "first")["metrics"] == []
+    record_in_card(path, _summary("pix8", {"fid_pix8_64": 5.0, "kid_pix8_64": 0.2},
+                                  {"fid_pix8_64": 1.0, "kid_pix8_64": 0.03}, memorised=False), command="fourth")
+    commands = [e["command"] for e in read_meta(path)["evaluations"]]
+    assert "first" not in commands and "third" not in commands and commands[-1] == "fourth"

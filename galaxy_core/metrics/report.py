@@ -438,12 +438,65 @@ def headline_metrics(summary: dict) -> dict:
 
 
 def record_in_card(checkpoint: str | os.PathLike, summary: dict, *, command: str) -> dict:
-    """Write the headline metrics of an evaluation into the checkpoint's model card."""
-    from galaxy_core.io.checkpoint import update_card
+    """Write the headline metrics of an evaluation, with their floors and provenance, into the card.
+
+    The card's ``metrics`` are merged key by key. ``evaluations`` lists every evaluation whose
+    results the card still holds, oldest first, each with its command, date, data, sample
+    count, floor definition, memorisation verdict and the metric keys it measured (``metrics``)
+    with their real-vs-real floors: an evaluation that measures a metric again takes it over,
+    and an earlier one that is left with no metric and no verdict of its own is dropped. So a
+    metric's floor and the command that measured it always come from the same evaluation.
+    ``evaluation`` is the latest entry, as cards have always carried it.
+
+    Returns
+    -------
+    dict
+        The updated card (JSON side of the checkpoint; the tensors are untouched).
+    """
+    from galaxy_core.io.checkpoint import read_meta, update_card
 
     head = headline_metrics(summary)
-    evaluation = {"command": command, "date": time.strftime("%Y-%m-%d"), "data": summary["data"],
-                  "n": summary["n"], "real_vs_real_floor": head["floors"],
-                  "floor_definition": summary["floor_definition"],
-                  "memorised": summary.get("memorised"), "memorised_note": summary.get("memorised_note")}
-    return update_card(checkpoint, {"metrics": head["metrics"], "evaluation": evaluation})
+    entry = {"command": command, "date": time.strftime("%Y-%m-%d"), "data": summary["data"],
+             "n": summary["n"], "metrics": sorted(head["metrics"]), "real_vs_real_floor": head["floors"],
+             "floor_definition": summary["floor_definition"],
+             "memorised": summary.get("memorised"), "memorised_note": summary.get("memorised_note")}
+    kept = []
+    for old in card_evaluations(read_meta(checkpoint)):
+        left = [k for k in old["metrics"] if k not in head["metrics"]]
+        own_verdict = old.get("memorised") is not None and entry["memorised"] is None
+        if left or own_verdict:
+            kept.append({**old, "metrics": left,
+                         "real_vs_real_floor": {k: v for k, v in (old.get("real_vs_real_floor") or {}).items()
+                                                if k in left}})
+    return update_card(checkpoint, {"metrics": head["metrics"], "evaluation": entry,
+                                    "evaluations": [*kept, entry]})
+
+
+def card_evaluations(meta: dict) -> list[dict]:
+    """The evaluations a card holds, oldest first, each with the metric keys it measured.
+
+    Cards written before ``evaluations`` existed carry one ``evaluation``; its metrics are the
+    keys it recorded floors for (the headline metrics of that evaluation).
+    """
+    entries = meta.get("evaluations")
+    if entries is None:
+        entries = [meta["evaluation"]] if meta.get("evaluation") else []
+    out = []
+    for e in entries:
+        keys = e.get("metrics")
+        if keys is None:
+            keys = list(e.get("real_vs_real_floor") or {})
+        out.append({**e, "metrics": list(keys)})
+    return out
+
+
+def metric_provenance(meta: dict) -> dict[str, tuple[int, dict]]:
+    """Card metric key -> (1-based number, entry) of the evaluation that measured it last.
+
+    Metrics logged during training (no evaluation measured them) are absent.
+    """
+    out = {}
+    for i, e in enumerate(card_evaluations(meta), start=1):
+        for k in e["metrics"]:
+            out[k] = (i, e)
+    return out
