@@ -16,11 +16,14 @@ a different key and so a rebuild.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+import time
+import uuid
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -165,6 +168,22 @@ def open_prepared(root: str | os.PathLike) -> PreparedDataset:
     mpath = root / "manifest.json"
     if not mpath.exists() or not (root / "images.npy").exists():
         raise DataError(f"{root}: not a prepared dataset (manifest.json or images.npy missing)")
+    deadline = time.monotonic() + 5.0
+    while True:
+        try:
+            return _open_files(root)
+        except FileNotFoundError:
+            # another process is renaming a new copy of this dataset into place (``write_prepared``):
+            # the folder is absent for an instant, then whole again
+            if time.monotonic() > deadline:
+                raise DataError(f"{root}: not a prepared dataset (its files disappeared while it was read)") from None
+            time.sleep(0.02)
+
+
+def _open_files(root: Path) -> PreparedDataset:
+    """Read the manifest and open the images (memory map) and catalog at once, so a dataset
+    already opened keeps its files even if a rebuild replaces the folder afterwards."""
+    mpath = root / "manifest.json"
     try:
         manifest = json.loads(mpath.read_text())
     except json.JSONDecodeError as e:
@@ -172,7 +191,9 @@ def open_prepared(root: str | os.PathLike) -> PreparedDataset:
     if manifest.get("format") != FORMAT:
         raise DataError(f"{mpath}: format {manifest.get('format')!r}, expected {FORMAT!r}")
     _check_images_file(root / "images.npy", manifest.get("count"))
-    return PreparedDataset(root=root, manifest=manifest)
+    ds = PreparedDataset(root=root, manifest=manifest)
+    ds.images, ds.catalog  # noqa: B018 (cached properties: opened now, from this copy of the folder)
+    return ds
 
 
 def _check_images_file(path: Path, count) -> None:
@@ -186,6 +207,8 @@ def _check_images_file(path: Path, count) -> None:
             shape, _, dtype = read_header(f)
             offset = f.tell()
         size = path.stat().st_size
+    except FileNotFoundError:
+        raise  # the folder is being replaced (``open_prepared`` waits) or was removed
     except (OSError, ValueError) as e:
         raise DataError(f"{path}: not a readable .npy array ({e}); delete the folder to prepare it again") from e
     need = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
@@ -243,15 +266,47 @@ def write_prepared(
         if catalog is not None:
             catalog.write(tmp / "catalog.fits")
         atomic_write_json(tmp / "manifest.json", manifest)
-        if root.exists():
-            old = root.with_name(f".{root.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(root, old)
-            os.replace(tmp, root)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, root)
+        _swap_in(tmp, root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return open_prepared(root)
+    return _open_settled(root)
+
+
+def _swap_in(tmp: Path, root: Path) -> None:
+    """Rename the finished folder ``tmp`` to ``root``, replacing what is there.
+
+    Safe when other processes prepare the same dataset at the same moment (two ranks of a
+    distributed run, a rebuild beside a training run): an earlier ``root`` is moved aside
+    under a name of its own before the rename and deleted after it, and a ``root`` another
+    writer renamed into place in between is moved aside in turn. Every writer's folder is
+    complete, so whichever is renamed last is a whole dataset.
+    """
+    for stale in root.parent.glob(f".{root.name}.old-*"):  # left by a writer that was killed mid-swap
+        shutil.rmtree(stale, ignore_errors=True)
+    for _ in range(20):
+        try:
+            os.replace(tmp, root)  # atomic; fails while ``root`` is a non-empty folder
+            return
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise  # not a folder in the way: a real error (permissions, another file system)
+        aside = root.with_name(f".{root.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        try:
+            os.replace(root, aside)
+        except FileNotFoundError:  # another writer moved it aside first
+            continue
+        shutil.rmtree(aside, ignore_errors=True)
+    raise OSError(f"{root}: could not be replaced; other processes kept writing it")
+
+
+def _open_settled(root: Path) -> PreparedDataset:
+    """``open_prepared`` that waits out another writer's swap (``root`` briefly absent)."""
+    deadline = time.monotonic() + 5.0
+    while True:
+        try:
+            return open_prepared(root)
+        except DataError:
+            if (root / "manifest.json").exists() or time.monotonic() > deadline:
+                raise
+        time.sleep(0.05)

@@ -21,6 +21,7 @@ import shutil
 from pathlib import Path
 
 from galaxy_core.errors import DataError
+from galaxy_core.io.atomic import atomic_write_json
 
 __all__ = ["SPLIT_RECORD", "split_folder"]
 
@@ -120,7 +121,5 @@ def split_folder(path: str | os.PathLike, *, fraction: float, out: str | os.Path
         for key in keys:
             for f in items[key]:
                 _link(f, dirs[side] / f.relative_to(src))
-    tmp = rec_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, rec_path)  # written last: a split folder with a record is complete
+    atomic_write_json(rec_path, record)  # written last: a split folder with a record is complete
     return record

@@ -46,7 +46,7 @@ from galaxy_core.data.sources import BUILTIN, require_dataset
 from galaxy_core.data.prepared import PreparedDataset
 from galaxy_core.data.transforms import Augment
 from galaxy_core.errors import CheckpointError, GalaxyGanError
-from galaxy_core.io.atomic import atomic_write_text
+from galaxy_core.io.atomic import atomic_open, atomic_write_text
 from galaxy_core.io.checkpoint import (
     checkpoint_id,
     find_nonfinite,
@@ -601,7 +601,8 @@ def train(
                 run.log(trainer.init_report.summary())
                 run.write_status("starting", init=trainer.init_report.to_dict())
             atomic_write_text(run.config_path, _config_text(_with_absolute_dataset(trainer.config_dict())))
-            np.save(run.samples_dir / "fixed_z.npy", trainer.fixed_z.numpy())
+            with atomic_open(run.samples_dir / "fixed_z.npy") as f:
+                np.save(f, trainer.fixed_z.numpy())
         dist.barrier()
         return _loop(trainer, progress_fn, abort_fn, resumed)
     except Exception as e:
