@@ -33,7 +33,8 @@ def projected(model: Pretrained) -> dict | None:
 
 
 @st.cache_data(max_entries=16, show_spinner="Preparing the uploaded stamp…")
-def _uploaded_target(data: bytes, name: str, model_key: tuple) -> tuple[np.ndarray, float]:
+def _uploaded_target(data: bytes, name: str, model_key: tuple, index: int = 0) -> tuple[np.ndarray, float, int]:
+    """Image ``index`` of an uploaded file as a target, its clipped fraction and the file's image count."""
     import tempfile
     from pathlib import Path
 
@@ -42,7 +43,7 @@ def _uploaded_target(data: bytes, name: str, model_key: tuple) -> tuple[np.ndarr
         folder = Path(tmp) / "upload"
         folder.mkdir()
         (folder / Path(name).name).write_bytes(data)
-        return projection.target_from_file(folder, model=model)
+        return projection.target_from_file(folder, model=model, index=index)
 
 
 def _training_data_key(model: Pretrained) -> tuple:
@@ -70,8 +71,15 @@ def target_ui(model: Pretrained) -> tuple[np.ndarray, str] | None:
                                   "on 8-bit images; the bands must be the model's.")
         if f is None:
             return None
-        target, clipped = _uploaded_target(f.getvalue(), f.name, state.model_cache_key(model))
+        target, clipped, count = _uploaded_target(f.getvalue(), f.name, state.model_cache_key(model))
         label = f.name
+        if count > 1:  # a FITS cube of several images (samples.fits): choose one
+            index = int(st.number_input(f"Image in the file (0 – {count - 1})", 0, count - 1, 0, key="le_pj_upload_index",
+                                        help="The file holds several images (an images × bands × height × width "
+                                             "cube, as the sampler writes samples.fits)."))
+            if index:
+                target, clipped, _ = _uploaded_target(f.getvalue(), f.name, state.model_cache_key(model), index)
+            label = f"{f.name} #{index}"
     if clipped > 0.001:
         st.caption(f"{clipped:.1%} of the stamp's pixels lie outside the model's range and were clipped.")
     return target, label

@@ -13,7 +13,9 @@ from galaxy_core.io.fits import (
     band_from_token,
     group_band_files,
     pixel_scale_arcsec,
+    fits_image_count,
     read_fits_image,
+    read_fits_images,
     write_fits_cube,
 )
 
@@ -144,8 +146,10 @@ def test_nan_and_inf_replaced_by_band_median(tmp_path):
     [
         (lambda: fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU(Table({"a": [1.0]}))]),
          "no image data"),
-        (lambda: fits.HDUList([fits.PrimaryHDU(np.zeros((2, 2, 4, 4), np.float32))]),
-         "more than 3 axes"),
+        (lambda: fits.HDUList([fits.PrimaryHDU(np.zeros((2, 2, 2, 4, 4), np.float32))]),
+         "more than 4 axes"),
+        (lambda: fits.HDUList([fits.PrimaryHDU(np.ones((2, 2, 4, 4), np.float32))]),
+         r"holds 2 images .*choose one by its index"),
         (lambda: fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros((4, 4))),
                                fits.ImageHDU(np.zeros((5, 4)))]),
          "different shapes"),
@@ -165,7 +169,7 @@ def test_nan_and_inf_replaced_by_band_median(tmp_path):
         (lambda: fits.HDUList([fits.PrimaryHDU(np.where(np.eye(4) > 0, 3.0, np.nan).astype(np.float32))]),
          r"band 'band1' is blank \(every finite pixel is 3\)"),
     ],
-    ids=["table-only", "4d", "shape-mismatch", "all-nan", "mixed-dims", "1d", "all-zero", "one-blank-band", "1xN",
+    ids=["table-only", "5d", "4d-no-index", "shape-mismatch", "all-nan", "mixed-dims", "1d", "all-zero", "one-blank-band", "1xN",
          "blank-but-nan"],
 )
 def test_unusable_files_raise_data_error_naming_the_file(tmp_path, make, match):
@@ -339,3 +343,41 @@ def test_a_channels_last_cube_is_read_as_its_few_bands(tmp_path):
     np.testing.assert_array_equal(img.data[1], rgb[..., 1])
     fits.PrimaryHDU(np.moveaxis(rgb, -1, 0)).writeto(tmp_path / "first.fits")
     np.testing.assert_array_equal(read_fits_image(tmp_path / "first.fits").data, img.data)
+
+
+@pytest.mark.parametrize("name", ["samples.fits", "samples.fits.gz"])
+def test_a_cube_of_several_images_reads_one_by_index_or_all(tmp_path, name):
+    """``(N, C, H, W)`` as ``galaxygan sample`` writes it: each image by its index, or all of them."""
+    x = np.stack([cube(3, seed=s) for s in range(4)])
+    path = write_fits_cube(tmp_path / name, x, bands=["g", "r", "i"], bunit="nanomaggy")
+    assert fits_image_count(path) == 4
+    img = read_fits_image(path, 2)
+    assert img.index == 2 and img.bands == ["g", "r", "i"] and img.header["BUNIT"] == "nanomaggy"
+    np.testing.assert_array_equal(img.data, x[2])
+    every = read_fits_images(path)
+    assert [i.index for i in every] == [0, 1, 2, 3]
+    for i, im in enumerate(every):
+        np.testing.assert_array_equal(im.data, x[i])
+    with pytest.raises(DataError, match=r"holds 4 images; index 4 is out of range \(0 to 3\)"):
+        read_fits_image(path, 4)
+    # one band per image is still four images, not one image of four bands
+    one_band = write_fits_cube(tmp_path / "r.fits", x[:, 1:2], bands=["r"])
+    assert fits_image_count(one_band) == 4 and read_fits_image(one_band, 3).data.shape == (1, 8, 10)
+    # a file of one image: index 0 or none, nothing else
+    single = write_fits_cube(tmp_path / "one.fits", x[0], bands=["g", "r", "i"])
+    assert fits_image_count(single) == 1 and read_fits_image(single).index is None
+    np.testing.assert_array_equal(read_fits_image(single, 0).data, x[0])
+    with pytest.raises(DataError, match="holds one image; index 1 is out of range"):
+        read_fits_image(single, 1)
+
+
+def test_a_blank_image_of_a_cube_is_named_and_can_be_left_out(tmp_path):
+    x = np.stack([cube(2, seed=s) for s in range(3)])
+    x[1, 0] = 5.0
+    path = write_fits_cube(tmp_path / "s.fits", x, bands=["g", "r"])
+    with pytest.raises(DataError, match=r"s.fits \[image 1\]: band 'g' is blank"):
+        read_fits_images(path)
+    bad = []
+    kept = read_fits_images(path, bad=bad)
+    assert [i.index for i in kept] == [0, 2] and [b[0] for b in bad] == [1] and "blank" in bad[0][1]
+    np.testing.assert_array_equal(read_fits_image(path, 2).data, x[2])

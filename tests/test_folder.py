@@ -304,6 +304,35 @@ def test_a_blank_fits_cube_is_skipped_and_named(tmp_path):
     assert skip["file"] == "off_footprint.fits" and "is blank (every pixel is 0)" in skip["reason"]
 
 
+@pytest.mark.parametrize("spill", [False, True])
+def test_a_file_of_several_images_gives_each_of_them(tmp_path, monkeypatch, spill):
+    """A ``(N, C, H, W)`` cube (``samples.fits`` as the sampler writes it) is N images: the same
+    images, in the same order, as N files of one image each; a blank one is skipped alone."""
+    import galaxy_core.data.folder as folder_module
+    from galaxy_core.io.fits import write_fits_cube
+
+    if spill:  # the out-of-memory arrays, which grow when a file holds more images than files
+        monkeypatch.setattr(folder_module, "_SPILL_BYTES", 0)
+    rng = np.random.default_rng(5)
+    x = np.stack([galaxy_flux(rng, 40) for _ in range(5)])
+    x[3, 2] = 4.0  # image 3's i band is blank
+    cubes, singles = tmp_path / "cubes", tmp_path / "singles"
+    cubes.mkdir()
+    write_fits_cube(cubes / "a.fits", x[0], bands=["g", "r", "i"])
+    write_fits_cube(cubes / "samples.fits", x[1:], bands=["g", "r", "i"])
+    for i in (0, 1, 2, 4):
+        write_cube(singles / f"img{i}.fits", x[i])
+    a, b = prep(cubes), prep(singles)
+    assert list(a.catalog["file"]) == ["a.fits", "samples.fits#0", "samples.fits#1", "samples.fits#3"]
+    (skip,) = a.manifest["skipped"]
+    assert skip["file"] == "samples.fits#2" and "band 'i' is blank (every pixel is 4)" in skip["reason"]
+    assert a.channels == b.channels == ["g", "r", "i"]
+    np.testing.assert_array_equal(np.asarray(a.images), np.asarray(b.images))
+    assert a.stretch == b.stretch
+    if spill:
+        assert not list(a.root.parent.glob(".spill-*"))
+
+
 def test_fits_minmax(tmp_path):
     folder = fits_folder(tmp_path / "mm")
     ds = prep(folder, normalisation="minmax")

@@ -6,7 +6,8 @@ uint8. FITS files (``.fits .fit .fts``, gzip or tile-compressed) are read as flu
 multi-band images when there is one file per band (``obj_g.fits``, ``obj_r.fits``), cropped,
 resized keeping their total flux (the project's one flux convention,
 :mod:`galaxy_core.io.units`), stretched to [-1, 1] and stored as float16 together with the
-stretch parameters.
+stretch parameters. A FITS file holding an ``(N, C, H, W)`` cube (``samples.fits`` as
+``galaxygan sample`` writes it) gives N images, named ``file#0`` .. ``file#N-1``.
 
 Files that cannot be decoded, and blank ones (every pixel the same value), are skipped and
 listed in ``manifest["skipped"]``. The result is cached under
@@ -44,6 +45,7 @@ from galaxy_core.io.fits import (
     is_fits_path,
     pixel_scale_arcsec,
     read_fits_image,
+    read_fits_images,
     zero_point,
 )
 from galaxy_core.io.stretch import stretch_into
@@ -53,8 +55,9 @@ from galaxy_core.progress import Progress, track
 
 log = logging.getLogger(__name__)
 
-PREPARE_VERSION = 3  # bump when preprocessing changes, so old caches are not reused (3: blank images skipped)
-# 2: resized FITS keep total flux (galaxy_core.io.units), symmetric centre crop
+PREPARE_VERSION = 4  # bump when preprocessing changes, so old caches are not reused
+# 2: resized FITS keep total flux (galaxy_core.io.units), symmetric centre crop; 3: blank images skipped;
+# 4: every image of an (N, C, H, W) FITS cube read (a file of samples as `galaxygan sample` writes it)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 _GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 _SIXTEEN_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
@@ -348,28 +351,24 @@ def _prepare_fits(files, base, *, resolution, crop, normalisation, progress, spi
     band_sets: dict[str, tuple[str, ...]] = {}  # item -> its bands, for the consistency check
     flux = None
     names, nan_counts, sides, scales, zps, units = [], [], [], [], [], []
-    for key, group in track(groups.items(), progress, desc="reading FITS files", unit="img"):
-        label = _item_label(key, group, base)
+    for key, group in track(groups.items(), progress, desc="reading FITS files", unit="file"):
         try:
-            data, bands, n_nan, header = _load_fits_item(group, base)
+            items = _load_fits_items(key, group, base, skipped)
         except _SkipItem as e:
             _skip(skipped, e.file, e.reason)
             continue
-        band_sets[label] = tuple(bands)
-        if flux is None:
-            reference = tuple(bands)
-            flux = _alloc((len(groups), len(bands), resolution, resolution), np.float32,
-                          spill=spill, name="flux")
-        if tuple(bands) != reference:
-            continue  # reported below, after every file has been seen
-        cropped = centre_crop(data, crop)
-        flux[len(names)] = resize(cropped, resolution)
-        names.append(label)
-        nan_counts.append(n_nan)
-        sides.append(cropped.shape[-1])
-        scales.append(pixel_scale_arcsec(header))
-        zps.append(zero_point(header))
-        units.append(str(header.get("BUNIT", "")).strip() or None)
+        for label, (data, bands, n_nan, header) in items:
+            band_sets[label] = tuple(bands)
+            if flux is None:
+                reference = tuple(bands)
+                flux = _alloc((len(groups) + len(items) - 1, len(bands), resolution, resolution), np.float32,
+                              spill=spill, name="flux")
+            if tuple(bands) != reference:
+                continue  # reported below, after every file has been seen
+            if len(names) == len(flux):  # a file of several images: room for them
+                flux = _grow(flux, len(names) + len(items), spill=spill, name="flux")
+            _add_fits_image(flux, names, nan_counts, sides, scales, zps, units, label, data, n_nan, header,
+                            crop=crop, resolution=resolution)
     _check_same_bands(base, band_sets)
     if flux is None:
         return np.empty((0, 1, resolution, resolution), np.float16), None, {"skipped": skipped}
@@ -403,6 +402,26 @@ def _prepare_fits(files, base, *, resolution, crop, normalisation, progress, spi
     return out, catalog, extra
 
 
+def _add_fits_image(flux, names, nan_counts, sides, scales, zps, units, label, data, n_nan, header, *,
+                    crop, resolution) -> None:
+    cropped = centre_crop(data, crop)
+    flux[len(names)] = resize(cropped, resolution)
+    names.append(label)
+    nan_counts.append(n_nan)
+    sides.append(cropped.shape[-1])
+    scales.append(pixel_scale_arcsec(header))
+    zps.append(zero_point(header))
+    units.append(str(header.get("BUNIT", "")).strip() or None)
+
+
+def _grow(arr: np.ndarray, need: int, *, spill: Path, name: str) -> np.ndarray:
+    """A longer copy of a preallocated array (first axis at least ``need``, doubling)."""
+    size = max(need, 2 * len(arr))
+    out = _alloc((size,) + arr.shape[1:], arr.dtype, spill=spill, name=f"{name}-{size}")
+    out[: len(arr)] = arr
+    return out
+
+
 class _SkipItem(Exception):
     def __init__(self, file: str, reason: str):
         super().__init__(f"{file}: {reason}")
@@ -414,6 +433,23 @@ def _item_label(key: str, group: dict[str, Path], base: Path) -> str:
     if list(group) == [""]:
         return _rel(group[""], base)
     return f"{_rel(Path(key), base)}[{','.join(group)}]"
+
+
+def _load_fits_items(key: str, group: dict[str, Path], base: Path, skipped: list[dict]):
+    """The images of one item: ``[(label, (data, bands, nan count, header))]``. One file of a
+    ``(N, C, H, W)`` cube (``samples.fits`` as ``galaxygan sample`` writes it) gives N images
+    labelled ``file#i``, and one of them that cannot be used is skipped and listed on its own."""
+    if list(group) != [""]:
+        return [(_item_label(key, group, base), _load_fits_item(group, base))]
+    p, bad = group[""], []
+    try:
+        images = read_fits_images(p, bad=bad)
+    except DataError as e:
+        raise _SkipItem(_rel(p, base), str(e).removeprefix(f"{p}: ")) from e
+    for i, message in bad:
+        _skip(skipped, f"{_rel(p, base)}#{i}", message.removeprefix(f"{p} [image {i}]: "))
+    return [(_rel(p, base) if img.index is None else f"{_rel(p, base)}#{img.index}",
+             (img.data, img.bands, img.num_nan_replaced, img.header)) for img in images]
 
 
 def _load_fits_item(group: dict[str, Path], base: Path):

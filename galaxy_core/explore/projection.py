@@ -368,19 +368,29 @@ def target_from_dataset(data, index: int, *, model) -> tuple[np.ndarray, float]:
     return np.clip(x, -1.0, 1.0).astype(np.float32), clipped
 
 
-def target_from_file(path, *, model, crop: float = 1.0) -> tuple[np.ndarray, float]:
-    """The first image of a file (PNG, JPG, TIFF or FITS) or folder as a projection target.
+def target_from_file(path, *, model, crop: float = 1.0, index: int = 0) -> tuple[np.ndarray, float, int]:
+    """Image ``index`` of a file (PNG, JPG, TIFF or FITS) or folder as a projection target.
 
     The file is prepared like any user data (:func:`galaxy_core.data.load_dataset`: centre
     crop, resize to the model's resolution, its own stretch for flux data), then brought to the
-    model's stretch by :func:`target_from_dataset`.
+    model's stretch by :func:`target_from_dataset`. A FITS file of several images (an
+    ``(N, C, H, W)`` cube such as ``samples.fits``) gives N images, in file order.
+
+    Returns
+    -------
+    (target, clipped, count)
+        The target as :func:`target_from_dataset` gives it, and how many images the file or
+        folder holds (``index`` runs from 0 to ``count - 1``).
 
     Raises
     ------
     DataError
-        Unreadable file, or other bands or kind of data than the model's.
+        Unreadable file, other bands or kind of data than the model's, or ``index`` out of range.
     """
     from galaxy_core.data import load_dataset
+    from galaxy_core.errors import DataError
 
     data = load_dataset(path, resolution=model.resolution, crop=crop, progress=False)
-    return target_from_dataset(data, 0, model=model)
+    if not 0 <= index < len(data):
+        raise DataError(f"{path}: holds {len(data)} image(s); image {index} is out of range (0 to {len(data) - 1})")
+    return (*target_from_dataset(data, index, model=model), len(data))

@@ -81,16 +81,19 @@ class FitsImage(tuple):
         Per band, how many non-finite pixels were replaced by the band's median.
     path : Path
         The file read.
+    index : int or None
+        The image's place in a file of several (a ``(N, C, H, W)`` cube), else None.
     """
 
-    def __new__(cls, data, bands, header, *, nan_replaced, path):
+    def __new__(cls, data, bands, header, *, nan_replaced, path, index=None):
         self = super().__new__(cls, (data, bands, header))
         self.nan_replaced = list(nan_replaced)
         self.path = Path(path)
+        self.index = index
         return self
 
     def __getnewargs_ex__(self):  # lets pickle (and st.cache_data) rebuild it
-        return tuple(self), {"nan_replaced": self.nan_replaced, "path": self.path}
+        return tuple(self), {"nan_replaced": self.nan_replaced, "path": self.path, "index": self.index}
 
     @property
     def data(self) -> np.ndarray:
@@ -128,13 +131,17 @@ def fits_stem(path: str | os.PathLike) -> str:
 # --------------------------------------------------------------------------- reading
 
 
-def read_fits_image(path: str | os.PathLike) -> FitsImage:
+def read_fits_image(path: str | os.PathLike, index: int | None = None) -> FitsImage:
     """Read the image data of a FITS file as a ``(C, H, W)`` float32 array.
 
     Parameters
     ----------
     path : path
         A FITS file (``.fits``, ``.fit``, ``.fts``, optionally gzip- or tile-compressed).
+    index : int, optional
+        Which image of a file that holds several: a ``(N, C, H, W)`` cube (``NAXIS4 = N``), as
+        ``galaxygan sample`` writes ``samples.fits``. Counted from 0. Required when ``N > 1``;
+        :func:`read_fits_images` reads them all.
 
     Returns
     -------
@@ -142,18 +149,20 @@ def read_fits_image(path: str | os.PathLike) -> FitsImage:
         Unpacks as ``data, bands, header``: ``data`` is float32 ``(C, H, W)`` in the file's
         units; ``bands`` names the channels; ``header`` is a copy of the header of the first
         image HDU. ``.nan_replaced`` gives the per-band count of non-finite pixels that were
-        replaced by the median of that band's finite pixels.
+        replaced by the median of that band's finite pixels; ``.index`` is the image's place
+        in a multi-image cube (None for a file of one image).
 
     Raises
     ------
     DataError
         The file is unreadable or corrupt, holds no image data (only tables, empty HDUs or a
-        1-D array), holds data with more than three (non-degenerate) axes, bands of different
-        shapes, a band with no finite pixel, or a blank band (every pixel the same value).
+        1-D array), holds data with more than four (non-degenerate) axes, bands of different
+        shapes, a band with no finite pixel, or a blank band (every pixel the same value); it
+        holds several images and ``index`` is missing or out of range.
 
     Notes
     -----
-    The first image HDU decides the layout: a 3-D cube is read alone (a cube whose last numpy
+    The first image HDU decides the layout: a 4-D array is ``N`` images of ``C`` bands; a 3-D cube is read alone (a cube whose last numpy
     axis, ``NAXIS1``, has at most :data:`MAX_LAST_AXIS_BANDS` entries while the other two are
     longer is an ``(H, W, C)`` array as numpy writes an RGB image, and is read as C bands), with band names from
     ``BAND1..BANDn``, a comma-separated ``BANDS`` card, or ``FILTER1..FILTERn``; a 2-D image is
@@ -161,6 +170,81 @@ def read_fits_image(path: str | os.PathLike) -> FitsImage:
     non-generic ``EXTNAME``. Names that are missing or repeated fall back to ``band1..bandn``.
     """
     path = Path(path)
+    data, bands, header = _read_planes(path)
+    if data.ndim == 4:
+        n = data.shape[0]
+        if index is None:
+            raise DataError(f"{path}: holds {n} images (a cube of shape {data.shape}: images, bands, height, "
+                            "width); choose one by its index (counted from 0), or put the file in a folder, "
+                            "which reads every image")
+        if not 0 <= index < n:
+            raise DataError(f"{path}: holds {n} images; index {index} is out of range (0 to {n - 1})")
+        data = np.ascontiguousarray(data[index])
+    elif index not in (None, 0):
+        raise DataError(f"{path}: holds one image; index {index} is out of range (only 0)")
+    else:
+        index = None
+    label = path if index is None else f"{path} [image {index}]"
+    nan_replaced = _replace_non_finite(data, bands, label)
+    return FitsImage(data, bands, header, nan_replaced=nan_replaced, path=path, index=index)
+
+
+def read_fits_images(path: str | os.PathLike, *, bad: list | None = None) -> list[FitsImage]:
+    """Every image of a FITS file: one for an ordinary image or cube, ``N`` for a
+    ``(N, C, H, W)`` cube (``.index`` 0..N-1), as ``galaxygan sample`` writes ``samples.fits``.
+
+    Raises as :func:`read_fits_image`. An image of a multi-image cube with a blank band or a
+    band with no finite pixel raises too, unless ``bad`` is a list: then that image is left
+    out and ``(index, message)`` is appended to ``bad``.
+    """
+    path = Path(path)
+    data, bands, header = _read_planes(path)
+    if data.ndim == 3:
+        return [FitsImage(data, bands, header, nan_replaced=_replace_non_finite(data, bands, path), path=path)]
+    out = []
+    for i in range(data.shape[0]):
+        d = np.ascontiguousarray(data[i])
+        try:
+            nan_replaced = _replace_non_finite(d, bands, f"{path} [image {i}]")
+        except DataError as e:
+            if bad is None:
+                raise
+            bad.append((i, str(e)))
+            continue
+        out.append(FitsImage(d, bands, header, nan_replaced=nan_replaced, path=path, index=i))
+    return out
+
+
+def fits_image_count(path: str | os.PathLike) -> int:
+    """How many images :func:`read_fits_image` finds in a file (``N`` of a 4-D cube, else 1).
+
+    Reads the headers only (a gzip file is decompressed). Raises DataError as
+    :func:`read_fits_image` does for a file that cannot be opened.
+    """
+    path = Path(path)
+    try:
+        with fits.open(_fits_source(path), memmap=False) as hdul:
+            for hdu in hdul:
+                if not isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
+                    continue
+                if str(hdu.header.get("EXTNAME", "")).strip().upper() in _AUX_EXTNAMES:
+                    continue
+                shape = tuple(hdu.shape)  # from the header; the pixels are not read
+                if len(shape) < 2 or 0 in shape:
+                    continue
+                while len(shape) > 3 and shape[0] == 1:
+                    shape = shape[1:]
+                return shape[0] if len(shape) == 4 else 1
+    except DataError:
+        raise
+    except Exception as e:
+        raise DataError(f"{path}: cannot read as FITS ({type(e).__name__}: {e}); "
+                        "check the file is complete and really FITS, or remove it") from e
+    return 1
+
+
+def _read_planes(path: Path) -> tuple[np.ndarray, list[str], fits.Header]:
+    """Open a FITS file and find its image planes: float32 (C, H, W) or (N, C, H, W)."""
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -175,9 +259,7 @@ def read_fits_image(path: str | os.PathLike) -> FitsImage:
             f"{path}: cannot read as FITS ({type(e).__name__}: {e}); "
             "check the file is complete and really FITS, or remove it"
         ) from e
-    data, bands, header = planes
-    nan_replaced = _replace_non_finite(data, bands, path)
-    return FitsImage(data, bands, header, nan_replaced=nan_replaced, path=path)
+    return planes
 
 
 def _fits_source(path: Path):
@@ -232,12 +314,12 @@ def _image_planes(hdul: fits.HDUList, path: Path) -> tuple[np.ndarray, list[str]
     if min(first.shape[-2:]) < 2:  # (1, N) or (C, 1, N): a row of values, e.g. a flattened image
         raise DataError(f"{path}: holds an array of shape {first.shape}, one pixel high or wide, not an image; "
                         "reshape it to (H, W) or (bands, H, W) and write it again")
-    if first.ndim == 3:
+    if first.ndim in (3, 4):
         if len(images) > 1:
             log.debug("%s: using the cube in the first image HDU, ignoring %d more", path,
                       len(images) - 1)
-        data = _to_float32(first)
-        return data, _cube_band_names(header, data.shape[0]), header.copy()
+        data = _to_float32(first)  # (C, H, W), or (N, C, H, W): N images as `galaxygan sample` writes them
+        return data, _cube_band_names(header, data.shape[-3]), header.copy()
     if any(a.ndim != 2 for a, _ in images):
         raise DataError(f"{path}: mixes 2-D images and 3-D cubes across HDUs; "
                         "keep one layout per file")
@@ -253,12 +335,13 @@ def _image_planes(hdul: fits.HDUList, path: Path) -> tuple[np.ndarray, list[str]
 
 
 def _squeeze_leading(data: np.ndarray, path: Path) -> np.ndarray:
-    """Drop leading length-1 axes beyond the third; more real axes is an error."""
+    """Drop leading length-1 axes beyond the third; a 4-D array is (images, bands, H, W);
+    more real axes is an error."""
     while data.ndim > 3 and data.shape[0] == 1:
         data = data[0]
-    if data.ndim > 3:
-        raise DataError(f"{path}: image data has shape {data.shape} (more than 3 axes); "
-                        "expected a 2-D image or a (bands, H, W) cube")
+    if data.ndim > 4:
+        raise DataError(f"{path}: image data has shape {data.shape} (more than 4 axes); "
+                        "expected a 2-D image, a (bands, H, W) cube or (images, bands, H, W)")
     return data
 
 
@@ -296,10 +379,11 @@ def _unique_or_default(names: Sequence[str | None]) -> list[str]:
     return [f"band{i + 1}" for i in range(len(names))]
 
 
-def _replace_non_finite(data: np.ndarray, bands: Sequence[str], path: Path) -> list[int]:
+def _replace_non_finite(data: np.ndarray, bands: Sequence[str], path) -> list[int]:
     """Replace NaN/inf in place by the median of each band's finite pixels; return their counts.
 
-    A band with no finite pixel, or a blank one (every pixel the same value), is a DataError.
+    A band with no finite pixel, or a blank one (every pixel the same value), is a DataError
+    naming ``path`` (the file, and the image of a multi-image cube).
     """
     counts = []
     for c in range(data.shape[0]):
