@@ -10,7 +10,7 @@ from galaxy_core.explore.evaluation import describe_extractor
 from galaxy_core.explore.export import frames_zip
 from galaxy_core.explore.sampling import model_card_lines
 from galaxy_core.metrics.fid import parse_metric_name
-from galaxy_core.metrics.report import card_evaluations, metric_provenance
+from galaxy_core.metrics.report import card_evaluations, floors_may_be_lost, metric_provenance
 from galaxy_core.models.pretrained import Pretrained
 from studio_ui import nav, state, widgets
 
@@ -87,6 +87,7 @@ def metrics_table_ui(model: Pretrained) -> None:
         st.caption(no_metrics_reason(model.meta) + " Measure them on the Evaluation page.")
         return
     measured = metric_provenance(model.meta)  # key -> (number, the evaluation that measured it last)
+    unknown = "training or an earlier evaluation" if floors_may_be_lost(model.meta) else "live, in training"
     floors, rows = {}, []
     for name, value in metrics.items():
         number, entry = measured.get(name, (None, {}))
@@ -96,7 +97,7 @@ def metrics_table_ui(model: Pretrained) -> None:
         rows.append({"Metric": metric_label(name),
                      "Value": value if isinstance(value, (int, float)) else None,
                      "Floor": floors.get(name),
-                     "Measured by": f"evaluation {number}" if number else "live, in training",
+                     "Measured by": f"evaluation {number}" if number else unknown,
                      "Key": name})
     st.dataframe(rows, hide_index=True, width="stretch",
                  column_order=("Metric", "Value", "Floor", "Measured by"),
@@ -114,16 +115,18 @@ def metrics_table_ui(model: Pretrained) -> None:
                  })
     st.caption("**Floor**: the same metric between two disjoint real samples — the best a model can "
                "reach with this many samples.")
-    for number, entry in enumerate(card_evaluations(model.meta), start=1):
-        if entry["metrics"]:
-            st.caption(f"**Evaluation {number}**: `{entry.get('command')}` on {entry.get('date')}, "
-                       f"{entry.get('n')} samples; floor: {entry.get('floor_definition')}.")
+    for number, entry in enumerate([e for e in card_evaluations(model.meta) if e["metrics"]], start=1):
+        st.caption(f"**Evaluation {number}**: `{entry.get('command')}` on {entry.get('date')}, "
+                   f"{entry.get('n')} samples; floor: {entry.get('floor_definition')}.")
     missing = [metric_label(k) for k in metrics if k not in floors]
     if missing:
+        lost = (" This card was written before evaluations were kept one by one, so a metric without a floor may "
+                "also come from an earlier evaluation whose floor and command were replaced."
+                if floors_may_be_lost(model.meta) else "")
         st.caption("No floor is recorded for " + "; ".join(missing) + ". Metrics logged during training "
                    "have none (they compare with the whole training set, which leaves no second real sample of "
-                   "that size); `galaxygan evaluate CHECKPOINT --record` measures the headline metrics with their "
-                   "floors and writes both into the card.")
+                   "that size)." + lost + " `galaxygan evaluate CHECKPOINT --record` measures the headline metrics "
+                   "with their floors and writes both into the card.")
     negative = [k for k, v in floors.items() if isinstance(v, (int, float)) and v < 0]
     if negative:
         st.caption(f"A negative floor ({', '.join(f'{metric_label(k)}: {floors[k]:.3g}' for k in negative)}) is "

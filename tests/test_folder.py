@@ -330,7 +330,7 @@ def test_a_file_of_several_images_gives_each_of_them(tmp_path, monkeypatch, spil
     np.testing.assert_array_equal(np.asarray(a.images), np.asarray(b.images))
     assert a.stretch == b.stretch
     if spill:
-        assert not list(a.root.parent.glob(".spill-*"))
+        assert not list(a.root.parent.glob(".spill.tmp-*"))
 
 
 def test_fits_minmax(tmp_path):
@@ -375,7 +375,7 @@ def test_large_arrays_are_built_in_a_temporary_file(tmp_path, monkeypatch):
     folder = fits_folder(tmp_path / "spill")
     ds = prep(folder)
     assert ds.images.shape == (3, 3, 32, 32) and np.isfinite(ds.images).all()
-    assert not list(ds.root.parent.glob(".spill-*"))
+    assert not list(ds.root.parent.glob(".spill.tmp-*"))
 
 
 def test_fits_with_different_bands_is_refused(tmp_path):

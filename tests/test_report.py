@@ -157,3 +157,32 @@ def test_record_in_card_keeps_each_metric_with_the_evaluation_that_measured_it(t
                                   {"fid_pix8_64": 1.0, "kid_pix8_64": 0.03}, memorised=False), command="fourth")
     commands = [e["command"] for e in read_meta(path)["evaluations"]]
     assert "first" not in commands and "third" not in commands and commands[-1] == "fourth"
+
+
+def test_record_in_card_keeps_only_the_latest_memorisation_verdict_and_says_when_floors_may_be_lost(tmp_path):
+    import shutil
+
+    from galaxy_core.io.checkpoint import read_meta
+    from galaxy_core.metrics.report import floors_may_be_lost, metric_provenance, record_in_card
+
+    for ext in (".json", ".safetensors"):
+        shutil.copy(checkpoints_dir() / f"dcgan_hdf32{ext}", tmp_path / f"m{ext}")
+    path = tmp_path / "m.json"
+    pix = ({"fid_pix8_64": 9.0, "kid_pix8_64": 0.5}, {"fid_pix8_64": 0.9, "kid_pix8_64": 0.05})
+    gal = ({"fid_galaxy_64": 30.0, "kid_galaxy_64": 0.02}, {"fid_galaxy_64": 3.0, "kid_galaxy_64": 0.001})
+    record_in_card(path, _summary("pix8", *pix, memorised=True), command="A")
+    record_in_card(path, _summary("galaxy", *gal, memorised=False), command="B")
+    both = _summary("pix8", *pix)
+    both["features"].update(_summary("galaxy", *gal)["features"])
+    record_in_card(path, both, command="C")  # no verdict, measures everything again
+    entries = [(e["command"], e["metrics"], e["memorised"]) for e in read_meta(path)["evaluations"]]
+    assert [c for c, _, _ in entries] == [read_meta(checkpoints_dir() / "dcgan_hdf32.json")["evaluation"]["command"],
+                                          "B", "C"]
+    assert entries[1] == ("B", [], False)  # B's verdict replaced A's; A is gone
+    # numbers count only the evaluations that hold metrics
+    assert {i for i, _ in metric_provenance(read_meta(path)).values()} == {1, 2}
+    # the shipped cards list their evaluations; a card from before the list may have lost floors
+    assert not floors_may_be_lost(read_meta(checkpoints_dir() / "dcgan_hdf32.json"))
+    legacy = read_meta(checkpoints_dir() / "dcgan_hdf32.json")
+    legacy.pop("evaluations")
+    assert floors_may_be_lost(legacy) and not floors_may_be_lost({"metrics": {"fid_pix8_256": 1.0}})

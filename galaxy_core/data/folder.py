@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
+import shutil
 from collections import Counter
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -34,6 +34,7 @@ from galaxy_core.data.prepared import (
     PreparedDataset,
     cache_key,
     file_hash,
+    new_temporary_dir,
     open_prepared,
     write_prepared,
 )
@@ -148,7 +149,7 @@ def prepare_folder(
                 progress=progress, spill=spill)
         _check_some_usable(path, len(images), extra["skipped"])
         manifest.update(extra)
-        dataset = write_prepared(root, images, manifest, catalog=catalog)
+        dataset = write_prepared(root, images, manifest, catalog=catalog, replace=rebuild)
         del images  # release a memory-mapped spill file before its folder is removed
     return dataset
 
@@ -210,8 +211,11 @@ def _skip(skipped: list[dict], file: str, reason: str) -> None:
 @contextmanager
 def _spill_dir(parent: Path):
     """Temporary folder beside the cache for arrays too big to build in memory."""
-    with tempfile.TemporaryDirectory(prefix=".spill-", dir=parent) as tmp:
-        yield Path(tmp)
+    tmp = new_temporary_dir(parent, "spill")  # named so a killed run's folder is removed later
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _alloc(shape: tuple[int, ...], dtype, *, spill: Path, name: str) -> np.ndarray:

@@ -753,4 +753,4 @@ def prepare_hdf(
         "counts": counts,
         "size_classes": {"area_lo": table.meta["AREA_LO"], "area_hi": table.meta["AREA_HI"]},
     }
-    return write_prepared(root, images, manifest, catalog=table)
+    return write_prepared(root, images, manifest, catalog=table, replace=rebuild)

@@ -16,11 +16,14 @@ a different key and so a rebuild.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import hashlib
 import json
 import os
 import shutil
+import socket
+import sys
 import tempfile
 import time
 import uuid
@@ -107,8 +110,8 @@ class PreparedDataset:
     def catalog(self):
         """Per-image :class:`astropy.table.Table`, or None when the source has none."""
         path = self.root / "catalog.fits"
-        if not path.exists():
-            return None
+        if self.manifest.get("catalog") is False or (self.manifest.get("catalog") is None and not path.exists()):
+            return None  # none written (older manifests do not say: then the file decides)
         from astropy.table import Table
 
         return Table.read(path)
@@ -166,9 +169,13 @@ def open_prepared(root: str | os.PathLike) -> PreparedDataset:
     """
     root = Path(root)
     mpath = root / "manifest.json"
+    deadline = time.monotonic() + 5.0
+    while not root.exists() and any(root.parent.glob(f".{root.name}{_TEMP_MARK}*-old-*")):
+        if time.monotonic() > deadline:  # a writer without atomic exchange is between its two renames
+            break
+        time.sleep(0.02)
     if not mpath.exists() or not (root / "images.npy").exists():
         raise DataError(f"{root}: not a prepared dataset (manifest.json or images.npy missing)")
-    deadline = time.monotonic() + 5.0
     while True:
         try:
             return _open_files(root)
@@ -226,20 +233,34 @@ def write_prepared(
     manifest: dict,
     *,
     catalog=None,
+    replace: bool = False,
 ) -> PreparedDataset:
     """Write a prepared dataset atomically (temporary sibling folder, then rename).
 
     Parameters
     ----------
     root : path
-        Destination folder; replaced if it exists.
+        Destination folder.
     images : ndarray, (N, C, H, W), uint8 or float16
         uint8 for 8-bit images (0..255), float16 in [-1, 1] for stretched physical data.
     manifest : dict
         Must contain ``name``, ``key``, ``channels``, ``kind`` ("image" or "physical"); ``count``,
-        ``resolution``, ``dtype`` and ``format`` are filled in here.
+        ``resolution``, ``dtype``, ``format`` and ``catalog`` are filled in here.
     catalog : astropy.table.Table, optional
         One row per image.
+    replace : bool
+        Replace a whole dataset already at ``root`` (a rebuild). Otherwise a whole one found
+        there, which another process prepared meanwhile from the same sources and options
+        (its folder name is their key), is kept and this copy discarded; a damaged one is
+        always replaced.
+
+    Notes
+    -----
+    Several processes may prepare one dataset at once (the ranks of a distributed run on an
+    empty cache, a rebuild beside a training run): each writes its own temporary folder, and
+    the folder at ``root`` is only ever swapped whole, with Linux's atomic exchange of two
+    names where the system has it, so a reader never finds ``root`` missing or half there.
+    A temporary folder left by a killed writer is removed by the next writer.
     """
     root = Path(root)
     if images.ndim != 4:
@@ -256,34 +277,66 @@ def write_prepared(
         count=int(images.shape[0]),
         resolution=int(images.shape[-1]),
         dtype=str(images.dtype),
+        catalog=catalog is not None,
     )
     if len(manifest["channels"]) != images.shape[1]:
         raise ValueError(f"{len(manifest['channels'])} channel names for {images.shape[1]} channels")
     root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    remove_stale_temporaries(root.parent)
+    tmp = new_temporary_dir(root.parent, root.name)
     try:
         np.save(tmp / "images.npy", np.ascontiguousarray(images))
         if catalog is not None:
             catalog.write(tmp / "catalog.fits")
         atomic_write_json(tmp / "manifest.json", manifest)
-        _swap_in(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return _open_settled(root)
+        _swap_in(tmp, root, replace=replace)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # ours, unused, or the copy it replaced
+    return open_prepared(root)
 
 
-def _swap_in(tmp: Path, root: Path) -> None:
-    """Rename the finished folder ``tmp`` to ``root``, replacing what is there.
+# Temporary folders beside the cache are named ``.<label>.tmp-<host>-<pid>-<random>``, so one
+# that a killed process left behind can be told from one a live writer is still filling.
+_TEMP_MARK = ".tmp-"
 
-    Safe when other processes prepare the same dataset at the same moment (two ranks of a
-    distributed run, a rebuild beside a training run): an earlier ``root`` is moved aside
-    under a name of its own before the rename and deleted after it, and a ``root`` another
-    writer renamed into place in between is moved aside in turn. Every writer's folder is
-    complete, so whichever is renamed last is a whole dataset.
-    """
-    for stale in root.parent.glob(f".{root.name}.old-*"):  # left by a writer that was killed mid-swap
-        shutil.rmtree(stale, ignore_errors=True)
+
+def new_temporary_dir(parent: Path, label: str) -> Path:
+    """A new empty folder in ``parent`` for work in progress (a dataset being written, a
+    spill file), named after this host and process; see :func:`remove_stale_temporaries`."""
+    parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{label}{_TEMP_MARK}{_host()}-{os.getpid()}-", dir=parent))
+
+
+def remove_stale_temporaries(parent: Path) -> None:
+    """Delete the temporary folders in ``parent`` whose process on this host no longer runs
+    (killed while preparing). Folders of other hosts (a cache shared over a network) and of
+    live processes are left alone."""
+    mine = f"{_TEMP_MARK}{_host()}-"
+    for entry in parent.glob(f".*{mine}*"):
+        pid = entry.name.split(mine, 1)[1].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _host() -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in socket.gethostname())[:40] or "host"
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _swap_in(tmp: Path, root: Path, *, replace: bool) -> None:
+    """Put the finished folder ``tmp`` at ``root``; afterwards ``tmp`` holds what is to be
+    deleted (nothing, the replaced copy, or this copy when a whole one is kept)."""
     for _ in range(20):
         try:
             os.replace(tmp, root)  # atomic; fails while ``root`` is a non-empty folder
@@ -291,22 +344,49 @@ def _swap_in(tmp: Path, root: Path) -> None:
         except OSError as e:
             if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                 raise  # not a folder in the way: a real error (permissions, another file system)
-        aside = root.with_name(f".{root.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        if not replace and _whole(root):
+            return  # prepared by another process meanwhile: keep it, ours is deleted
+        if _exchange(tmp, root):
+            return  # ``root`` is ours now, atomically; the old copy is at ``tmp``
+        aside = root.with_name(f".{root.name}{_TEMP_MARK}{_host()}-{os.getpid()}-old-{uuid.uuid4().hex[:8]}")
         try:
-            os.replace(root, aside)
+            os.replace(root, aside)  # no atomic exchange here: ``root`` is missing until the next line
         except FileNotFoundError:  # another writer moved it aside first
             continue
-        shutil.rmtree(aside, ignore_errors=True)
+        try:
+            os.replace(tmp, root)
+        except OSError:
+            shutil.rmtree(aside, ignore_errors=True)
+            continue  # another writer's copy got there first: try again
+        shutil.rmtree(aside, ignore_errors=True)  # the replaced copy, deleted only once ours is in place
+        return
     raise OSError(f"{root}: could not be replaced; other processes kept writing it")
 
 
-def _open_settled(root: Path) -> PreparedDataset:
-    """``open_prepared`` that waits out another writer's swap (``root`` briefly absent)."""
-    deadline = time.monotonic() + 5.0
-    while True:
-        try:
-            return open_prepared(root)
-        except DataError:
-            if (root / "manifest.json").exists() or time.monotonic() > deadline:
-                raise
-        time.sleep(0.05)
+def _whole(root: Path) -> bool:
+    try:
+        open_prepared(root)
+    except (DataError, OSError):
+        return False
+    return True
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux ``renameat2`` with ``RENAME_EXCHANGE``); False where
+    the system or file system cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err == errno.ENOENT:  # ``b`` was moved away meanwhile: the plain rename will do
+        return False
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EXDEV, errno.EPERM):
+        return False
+    raise OSError(err, os.strerror(err), str(b))

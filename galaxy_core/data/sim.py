@@ -859,12 +859,12 @@ def prepare_sim(
         float16 images (count, 3, resolution, resolution) in [-1, 1], bands g, r, i; the truth
         catalogue as ``catalog`` (pixel columns in output pixels).
     """
-    import tempfile
+    import shutil
 
     from astropy.io import fits
     from astropy.table import Table
 
-    from galaxy_core.data.prepared import cache_key, open_prepared, write_prepared
+    from galaxy_core.data.prepared import cache_key, new_temporary_dir, open_prepared, write_prepared
     from galaxy_core.io.stretch import stretch_into
     from galaxy_core.io.units import FLUX_CONVENTION
     from galaxy_core.paths import cache_dir
@@ -896,8 +896,10 @@ def prepare_sim(
         flux = hdul[0].data  # (N, 3, 64, 64) nanomaggies, memory-mapped
         catalog = _rescale_catalog(Table.read(hdul["TRUTH"]), resolution=resolution, crop=crop)
         root.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".sim-scratch-", dir=root.parent) as scratch:
-            out = np.lib.format.open_memmap(Path(scratch) / "images.npy", mode="w+", dtype=np.float16,
+        scratch = new_temporary_dir(root.parent, "sim-scratch")  # named so a killed run's folder is removed later
+        out = None
+        try:
+            out = np.lib.format.open_memmap(scratch / "images.npy", mode="w+", dtype=np.float16,
                                             shape=(len(flux), 3, resolution, resolution))  # fmt: skip
             stretched = stretch_into(flux, out, normalisation=normalisation, chunk=500,
                                      resample=partial(_resample, resolution=resolution, crop=crop),
@@ -919,4 +921,7 @@ def prepare_sim(
                 "raw_file": raw.name,
                 "references": REFERENCES,
             }
-            return write_prepared(root, out, manifest, catalog=catalog)
+            return write_prepared(root, out, manifest, catalog=catalog, replace=rebuild)
+        finally:
+            del out  # release the memory map before its folder is removed
+            shutil.rmtree(scratch, ignore_errors=True)

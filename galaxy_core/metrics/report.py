@@ -444,8 +444,9 @@ def record_in_card(checkpoint: str | os.PathLike, summary: dict, *, command: str
     results the card still holds, oldest first, each with its command, date, data, sample
     count, floor definition, memorisation verdict and the metric keys it measured (``metrics``)
     with their real-vs-real floors: an evaluation that measures a metric again takes it over,
-    and an earlier one that is left with no metric and no verdict of its own is dropped. So a
-    metric's floor and the command that measured it always come from the same evaluation.
+    and an earlier one that is left with no metric is dropped, unless it holds the latest
+    memorisation verdict (the new one has none). So a metric's floor and the command that
+    measured it always come from the same evaluation.
     ``evaluation`` is the latest entry, as cards have always carried it.
 
     Returns
@@ -460,11 +461,12 @@ def record_in_card(checkpoint: str | os.PathLike, summary: dict, *, command: str
              "n": summary["n"], "metrics": sorted(head["metrics"]), "real_vs_real_floor": head["floors"],
              "floor_definition": summary["floor_definition"],
              "memorised": summary.get("memorised"), "memorised_note": summary.get("memorised_note")}
-    kept = []
-    for old in card_evaluations(read_meta(checkpoint)):
+    kept, earlier = [], card_evaluations(read_meta(checkpoint))
+    with_verdict = [i for i, e in enumerate(earlier) if e.get("memorised") is not None]
+    verdict_at = with_verdict[-1] if with_verdict and entry["memorised"] is None else None
+    for i, old in enumerate(earlier):
         left = [k for k in old["metrics"] if k not in head["metrics"]]
-        own_verdict = old.get("memorised") is not None and entry["memorised"] is None
-        if left or own_verdict:
+        if left or i == verdict_at:  # its metrics, or the latest memorisation verdict the card has
             kept.append({**old, "metrics": left,
                          "real_vs_real_floor": {k: v for k, v in (old.get("real_vs_real_floor") or {}).items()
                                                 if k in left}})
@@ -491,12 +493,22 @@ def card_evaluations(meta: dict) -> list[dict]:
 
 
 def metric_provenance(meta: dict) -> dict[str, tuple[int, dict]]:
-    """Card metric key -> (1-based number, entry) of the evaluation that measured it last.
+    """Card metric key -> (number, entry) of the evaluation that measured it last; the
+    evaluations that hold metrics are numbered from 1, oldest first.
 
-    Metrics logged during training (no evaluation measured them) are absent.
+    Metrics no evaluation measured (logged during training, or on a card written before
+    evaluations were kept one by one: see :func:`floors_may_be_lost`) are absent.
     """
     out = {}
-    for i, e in enumerate(card_evaluations(meta), start=1):
+    for i, e in enumerate([e for e in card_evaluations(meta) if e["metrics"]], start=1):
         for k in e["metrics"]:
             out[k] = (i, e)
     return out
+
+
+def floors_may_be_lost(meta: dict) -> bool:
+    """True for a card written before evaluations were kept one by one (an ``evaluation``
+    but no ``evaluations``): a second evaluation then replaced the first, so a metric it
+    does not name may come from an earlier evaluation whose floor and command were lost,
+    not only from training."""
+    return bool(meta.get("evaluation")) and "evaluations" not in meta

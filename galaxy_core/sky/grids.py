@@ -453,7 +453,7 @@ def tile_grids(sources: dict[str, np.ndarray], opts: GridOptions) -> tuple[np.nd
     return out, {"thresholds": list(thr), "mean_occupied": float((out > 0).sum() / opts.count)}
 
 
-def _write_grids(root: Path, grids: np.ndarray, opts: GridOptions, info: dict, *, name: str, source: str,
+def _write_grids(root: Path, grids: np.ndarray, opts: GridOptions, info: dict, *, name: str, source: str, replace: bool,
                  key: str) -> PreparedDataset:
     manifest = {
         "name": name,
@@ -471,7 +471,7 @@ def _write_grids(root: Path, grids: np.ndarray, opts: GridOptions, info: dict, *
         "mean_occupied": info["mean_occupied"],
         "stretch": None,
     }
-    return write_prepared(root, grids, manifest)
+    return write_prepared(root, grids, manifest, replace=replace)
 
 
 def prepare_hdf_grids(opts: GridOptions = GridOptions(), *, rebuild: bool = False) -> PreparedDataset:
@@ -494,7 +494,7 @@ def prepare_hdf_grids(opts: GridOptions = GridOptions(), *, rebuild: bool = Fals
             pass
     grids, info = tile_grids(hdf_sources(min_area=opts.min_area), opts)
     name = "hdf_grid_classes" if opts.classes else "hdf_grid"
-    return _write_grids(root, grids, opts, info, name=name, source=HDF_GRID_SOURCE, key=key)
+    return _write_grids(root, grids, opts, info, name=name, source=HDF_GRID_SOURCE, key=key, replace=rebuild)
 
 
 def prepare_catalogue_grids(sources: dict[str, np.ndarray], out: str | os.PathLike, opts: GridOptions, *,
@@ -515,7 +515,8 @@ def prepare_catalogue_grids(sources: dict[str, np.ndarray], out: str | os.PathLi
             raise
         raise DataError(f"{name}: {e}") from e
     key = cache_key({"source": source, "opts": asdict(opts), "version": GRID_VERSION})
-    return _write_grids(Path(out), grids, opts, info, name=Path(out).name, source=source, key=key)
+    # a folder the user names: what is there is replaced, whatever it holds
+    return _write_grids(Path(out), grids, opts, info, name=Path(out).name, source=source, key=key, replace=True)
 
 
 # --------------------------------------------------------------------------- grid statistics
