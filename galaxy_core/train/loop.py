@@ -167,10 +167,16 @@ class Trainer:
             raise GalaxyGanError(f"train.batch_size = {t.batch_size} is not divisible by the {self.dist.world_size} "
                                  "torchrun processes; the batch is the global batch, split between them")
         self.local_batch = t.batch_size // self.dist.world_size
+        # rank 0 prepares the data (minutes for a new folder or the simulated set); the other
+        # ranks wait, then open what it cached instead of preparing the same data again
+        if not self.dist.is_main:
+            self.dist.barrier()
         self.data = load_dataset(cfg.data.dataset, resolution=cfg.data.resolution, crop=cfg.data.crop,
                                  count=cfg.data.count, seed=cfg.data.seed,
                                  normalisation=cfg.data.normalisation, neighbours=cfg.data.neighbours,
                                  progress=progress and self.dist.is_main)
+        if self.dist.is_main:
+            self.dist.barrier()
         self.family: Family = get_arch(cfg.arch)
         self.model = resolved_model(cfg, self.data)
         self.model_cfg = make_config(self.model["arch"], {k: v for k, v in self.model.items() if k != "arch"})
