@@ -33,8 +33,9 @@ def projected(model: Pretrained) -> dict | None:
 
 
 @st.cache_data(max_entries=16, show_spinner="Preparing the uploaded stamp…")
-def _uploaded_target(data: bytes, name: str, model_key: tuple, index: int = 0) -> tuple[np.ndarray, float, int]:
-    """Image ``index`` of an uploaded file as a target, its clipped fraction and the file's image count."""
+def _uploaded_target(data: bytes, name: str, model_key: tuple, index: int = 0) -> tuple[np.ndarray, float, list[str]]:
+    """Usable image ``index`` of an uploaded file as a target, its clipped fraction and the names
+    of the file's usable images (``samples.fits#2``: image 2 of the file)."""
     import tempfile
     from pathlib import Path
 
@@ -71,15 +72,17 @@ def target_ui(model: Pretrained) -> tuple[np.ndarray, str] | None:
                                   "on 8-bit images; the bands must be the model's.")
         if f is None:
             return None
-        target, clipped, count = _uploaded_target(f.getvalue(), f.name, state.model_cache_key(model))
-        label = f.name
-        if count > 1:  # a FITS cube of several images (samples.fits): choose one
-            index = int(st.number_input(f"Image in the file (0 – {count - 1})", 0, count - 1, 0, key="le_pj_upload_index",
-                                        help="The file holds several images (an images × bands × height × width "
-                                             "cube, as the sampler writes samples.fits)."))
+        target, clipped, names = _uploaded_target(f.getvalue(), f.name, state.model_cache_key(model))
+        label = names[0] if len(names) == 1 else f.name
+        if len(names) > 1:  # a FITS cube of several images (samples.fits): choose one
+            index = st.selectbox("Image in the file", range(len(names)), format_func=names.__getitem__,
+                                 key="le_pj_upload_index",
+                                 help="The file holds several images (an images × bands × height × width cube, as "
+                                      "the sampler writes samples.fits); #i is the image's place in the file, and "
+                                      "blank ones are left out.")
             if index:
                 target, clipped, _ = _uploaded_target(f.getvalue(), f.name, state.model_cache_key(model), index)
-            label = f"{f.name} #{index}"
+            label = names[index]
     if clipped > 0.001:
         st.caption(f"{clipped:.1%} of the stamp's pixels lie outside the model's range and were clipped.")
     return target, label

@@ -134,8 +134,8 @@ def test_uploaded_png_becomes_a_target_and_a_wrong_kind_is_refused(tmp_path):
     rgb[16:32, 16:32] = (255, 128, 0)
     Image.fromarray(rgb).save(tmp_path / "gal.png")
     model8 = _Model(channels=["R", "G", "B"], resolution=32, physical=False, stretch=None)
-    target, clipped, count = projection.target_from_file(tmp_path, model=model8)
-    assert count == 1
+    target, clipped, names = projection.target_from_file(tmp_path, model=model8)
+    assert names == ["gal.png"]
     assert target.shape == (3, 32, 32) and target.dtype == np.float32 and clipped == 0.0
     assert target[0, 16, 16] == pytest.approx(1.0, abs=0.02) and target[2, 16, 16] == pytest.approx(-1.0, abs=0.02)
     assert target[:, 0, 0] == pytest.approx([-1.0] * 3)

@@ -419,3 +419,17 @@ def test_a_prepared_folder_cut_short_is_prepared_again_not_trusted(tmp_path, mon
         open_prepared(ds.root)
     again = load_dataset(src, resolution=32, progress=False)
     np.testing.assert_array_equal(np.array(again.images), good)
+
+
+def test_band_files_holding_several_images_are_skipped_with_the_reason(tmp_path):
+    folder = tmp_path / "bandcubes"
+    folder.mkdir()
+    rng = np.random.default_rng(4)
+    for band in "gr":
+        fits.PrimaryHDU(np.abs(rng.normal(1, 0.1, (3, 1, 24, 24))).astype(np.float32)).writeto(folder / f"obj_{band}.fits")
+    write_cube(folder / "other.fits", galaxy_flux(rng, 24, bands=2), bands=("g", "r"))
+    ds = prep(folder, resolution=16)
+    assert list(ds.catalog["file"]) == ["other.fits"]
+    (skip,) = ds.manifest["skipped"]
+    assert skip["file"] == "obj_g.fits"
+    assert "named as band 'g' of one galaxy but holds 3 images; a band file holds one 2-D image" in skip["reason"]

@@ -463,7 +463,12 @@ def _load_fits_item(group: dict[str, Path], base: Path):
         try:
             img = read_fits_image(p)
         except DataError as e:
-            raise _SkipItem(_rel(p, base), str(e).removeprefix(f"{p}: ")) from e
+            reason = str(e).removeprefix(f"{p}: ")
+            if band and "images (a cube of shape" in reason:  # a band file must hold one image
+                reason = (f"is named as band {band!r} of one galaxy but {reason.split(' (', 1)[0]}; "
+                          "a band file holds one 2-D image (a file named without a band token gives every "
+                          "image of its cube)")
+            raise _SkipItem(_rel(p, base), reason) from e
         if band and img.data.shape[0] != 1:
             raise _SkipItem(_rel(p, base), f"is named as band {band!r} but holds "
                                            f"{img.data.shape[0]} bands; expected one 2-D image")

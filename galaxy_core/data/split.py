@@ -96,7 +96,8 @@ def split_folder(path: str | os.PathLike, *, fraction: float, out: str | os.Path
         raise DataError(f"{dest}: the split folder must not be inside {src} (its links would be read as data)")
     items = _items(src)
     if len(items) < 2:
-        raise DataError(f"{src}: {len(items)} galaxy item(s); a split needs at least two")
+        raise DataError(f"{src}: {len(items)} galaxy item(s); a split needs at least two (it holds out whole files: "
+                        "a FITS file of several images counts as one item)")
     draws = {key: _draw(key, int(seed)) for key in items}
     held = sorted(k for k, u in draws.items() if u < fraction)
     if not held:  # a tiny folder: hold out the item with the smallest draw

@@ -368,19 +368,20 @@ def target_from_dataset(data, index: int, *, model) -> tuple[np.ndarray, float]:
     return np.clip(x, -1.0, 1.0).astype(np.float32), clipped
 
 
-def target_from_file(path, *, model, crop: float = 1.0, index: int = 0) -> tuple[np.ndarray, float, int]:
+def target_from_file(path, *, model, crop: float = 1.0, index: int = 0) -> tuple[np.ndarray, float, list[str]]:
     """Image ``index`` of a file (PNG, JPG, TIFF or FITS) or folder as a projection target.
 
     The file is prepared like any user data (:func:`galaxy_core.data.load_dataset`: centre
     crop, resize to the model's resolution, its own stretch for flux data), then brought to the
     model's stretch by :func:`target_from_dataset`. A FITS file of several images (an
-    ``(N, C, H, W)`` cube such as ``samples.fits``) gives N images, in file order.
+    ``(N, C, H, W)`` cube such as ``samples.fits``) gives its usable images in file order; a
+    blank one is left out, so ``index`` counts the usable images.
 
     Returns
     -------
-    (target, clipped, count)
-        The target as :func:`target_from_dataset` gives it, and how many images the file or
-        folder holds (``index`` runs from 0 to ``count - 1``).
+    (target, clipped, names)
+        The target as :func:`target_from_dataset` gives it, and the names of the usable images
+        (``file`` or ``file#i``, ``i`` the image's place in the file), ``index`` into them.
 
     Raises
     ------
@@ -392,5 +393,8 @@ def target_from_file(path, *, model, crop: float = 1.0, index: int = 0) -> tuple
 
     data = load_dataset(path, resolution=model.resolution, crop=crop, progress=False)
     if not 0 <= index < len(data):
-        raise DataError(f"{path}: holds {len(data)} image(s); image {index} is out of range (0 to {len(data) - 1})")
-    return (*target_from_dataset(data, index, model=model), len(data))
+        raise DataError(f"{path}: holds {len(data)} usable image(s); image {index} is out of range")
+    cat = data.catalog
+    names = [str(n) for n in cat["file"]] if cat is not None and "file" in cat.colnames else \
+        [f"{data.name} #{i}" for i in range(len(data))]
+    return (*target_from_dataset(data, index, model=model), names)

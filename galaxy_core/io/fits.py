@@ -276,7 +276,7 @@ def _fits_source(path: Path):
         data = f.read(_MAX_GZIP_BYTES + 1)
     if len(data) > _MAX_GZIP_BYTES:
         raise DataError(f"{path}: decompresses to more than {_MAX_GZIP_BYTES >> 30} GiB; "
-                        "decompress it yourself if it really is one image")
+                        "decompress it yourself (an uncompressed file has no such limit)")
     return io.BytesIO(data)
 
 

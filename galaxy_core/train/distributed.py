@@ -10,6 +10,7 @@ here replaces torch's own machinery; it only reads torchrun's environment.
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 
@@ -34,9 +35,17 @@ class Dist:
 
     def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
         if self.enabled:
-            t = t.clone()
-            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+            comm = t.to(self._comm_device(t), copy=True)  # NCCL reduces CUDA tensors only
+            dist.all_reduce(comm, op=dist.ReduceOp.SUM)
+            t = comm.to(t.device)
         return t
+
+    @staticmethod
+    def _comm_device(t: torch.Tensor) -> torch.device:
+        """Where a collective's tensor must live: this rank's GPU under NCCL, else where it is."""
+        if dist.get_backend() == "nccl":
+            return torch.device("cuda", torch.cuda.current_device())
+        return t.device
 
     def any(self, flag: bool) -> bool:
         """True on every rank when ``flag`` is true on any rank."""
@@ -47,8 +56,10 @@ class Dist:
     def all_gather_float(self, value: float) -> list[float]:
         if not self.enabled:
             return [value]
-        out = [torch.zeros(1, dtype=torch.float64) for _ in range(self.world_size)]
-        dist.all_gather(out, torch.tensor([value], dtype=torch.float64))
+        mine = torch.tensor([value], dtype=torch.float64)
+        mine = mine.to(self._comm_device(mine))
+        out = [torch.zeros_like(mine) for _ in range(self.world_size)]
+        dist.all_gather(out, mine)
         return [float(o[0]) for o in out]
 
     def broadcast_buffers(self, net: nn.Module) -> None:
@@ -78,7 +89,9 @@ def setup(device_name: str) -> Dist:
         use_cuda = torch.cuda.is_available() and device_name in ("auto", "cuda") or device_name.startswith("cuda")
         if use_cuda:
             torch.cuda.set_device(local)
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        # a long timeout: the other ranks wait at a barrier while rank 0 prepares the data,
+        # which takes minutes for a new folder or the simulated set (the defaults are 10-30 min)
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=datetime.timedelta(hours=2))
     return Dist(rank=rank, world_size=world, local_rank=local)
 
 

@@ -167,16 +167,7 @@ class Trainer:
             raise GalaxyGanError(f"train.batch_size = {t.batch_size} is not divisible by the {self.dist.world_size} "
                                  "torchrun processes; the batch is the global batch, split between them")
         self.local_batch = t.batch_size // self.dist.world_size
-        # rank 0 prepares the data (minutes for a new folder or the simulated set); the other
-        # ranks wait, then open what it cached instead of preparing the same data again
-        if not self.dist.is_main:
-            self.dist.barrier()
-        self.data = load_dataset(cfg.data.dataset, resolution=cfg.data.resolution, crop=cfg.data.crop,
-                                 count=cfg.data.count, seed=cfg.data.seed,
-                                 normalisation=cfg.data.normalisation, neighbours=cfg.data.neighbours,
-                                 progress=progress and self.dist.is_main)
-        if self.dist.is_main:
-            self.dist.barrier()
+        self.data = self._load_data(cfg, progress)
         self.family: Family = get_arch(cfg.arch)
         self.model = resolved_model(cfg, self.data)
         self.model_cfg = make_config(self.model["arch"], {k: v for k, v in self.model.items() if k != "arch"})
@@ -425,6 +416,30 @@ class Trainer:
                 net.load_state_dict(self.nets[name].state_dict())
             self.dist.broadcast_buffers(net)  # EMA copies stay identical on every rank
         return stats
+
+    def _load_data(self, cfg, progress):
+        """The training data. Under torchrun rank 0 prepares it (minutes for a new folder or the
+        simulated set) while the other ranks wait, then they open what it cached instead of
+        preparing the same data again; if rank 0 fails, every rank stops with it."""
+        def load():
+            return load_dataset(cfg.data.dataset, resolution=cfg.data.resolution, crop=cfg.data.crop,
+                                count=cfg.data.count, seed=cfg.data.seed, normalisation=cfg.data.normalisation,
+                                neighbours=cfg.data.neighbours, progress=progress and self.dist.is_main)
+
+        if not self.dist.enabled:
+            return load()
+        data, error = None, None
+        if self.dist.is_main:
+            try:
+                data = load()
+            except Exception as e:  # noqa: BLE001 (raised again below, once the other ranks know)
+                error = e
+        self.dist.barrier()
+        if self.dist.any(error is not None):
+            if error is not None:
+                raise error
+            raise GalaxyGanError(f"rank {self.dist.rank}: rank 0 could not prepare the training data; its error says why")
+        return data if data is not None else load()
 
     def _rank_slice(self, x: torch.Tensor) -> torch.Tensor:
         per = len(x) // self.dist.world_size
