@@ -170,21 +170,24 @@ def open_prepared(root: str | os.PathLike) -> PreparedDataset:
     root = Path(root)
     mpath = root / "manifest.json"
     deadline = time.monotonic() + 5.0
-    while not root.exists() and any(root.parent.glob(f".{root.name}{_TEMP_MARK}*-old-*")):
-        if time.monotonic() > deadline:  # a writer without atomic exchange is between its two renames
-            break
-        time.sleep(0.02)
-    if not mpath.exists() or not (root / "images.npy").exists():
-        raise DataError(f"{root}: not a prepared dataset (manifest.json or images.npy missing)")
     while True:
-        try:
-            return _open_files(root)
-        except FileNotFoundError:
-            # another process is renaming a new copy of this dataset into place (``write_prepared``):
-            # the folder is absent for an instant, then whole again
-            if time.monotonic() > deadline:
-                raise DataError(f"{root}: not a prepared dataset (its files disappeared while it was read)") from None
-            time.sleep(0.02)
+        if mpath.exists() and (root / "images.npy").exists():
+            try:
+                return _open_files(root)
+            except FileNotFoundError:
+                pass  # a new copy of this dataset is being swapped in (``write_prepared``): look again
+        elif not _swap_in_progress(root):
+            if not (mpath.exists() and (root / "images.npy").exists()):  # looked at again: a swap may just have ended
+                raise DataError(f"{root}: not a prepared dataset (manifest.json or images.npy missing)")
+            continue
+        if time.monotonic() > deadline:
+            raise DataError(f"{root}: not a prepared dataset (its files disappeared while it was read)")
+        time.sleep(0.02)
+
+
+def _swap_in_progress(root: Path) -> bool:
+    """A writer without atomic exchange has moved ``root`` aside and not yet put its copy there."""
+    return any(root.parent.glob(f".{root.name}{_TEMP_MARK}*-old-*"))
 
 
 def _open_files(root: Path) -> PreparedDataset:
@@ -342,8 +345,10 @@ def _swap_in(tmp: Path, root: Path, *, replace: bool) -> None:
             os.replace(tmp, root)  # atomic; fails while ``root`` is a non-empty folder
             return
         except OSError as e:
-            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-                raise  # not a folder in the way: a real error (permissions, another file system)
+            in_the_way = e.errno in (errno.ENOTEMPTY, errno.EEXIST) or (
+                e.errno in (errno.EACCES, errno.EPERM) and root.is_dir())  # Windows says "access denied"
+            if not in_the_way:
+                raise  # a real error (permissions, another file system)
         if not replace and _whole(root):
             return  # prepared by another process meanwhile: keep it, ours is deleted
         if _exchange(tmp, root):
@@ -355,9 +360,12 @@ def _swap_in(tmp: Path, root: Path, *, replace: bool) -> None:
             continue
         try:
             os.replace(tmp, root)
-        except OSError:
-            shutil.rmtree(aside, ignore_errors=True)
-            continue  # another writer's copy got there first: try again
+        except OSError:  # another writer's copy got there first, or a real error: put the old one back
+            try:
+                os.replace(aside, root)
+            except OSError:  # something is at ``root`` again: the old copy is not needed
+                shutil.rmtree(aside, ignore_errors=True)
+            continue
         shutil.rmtree(aside, ignore_errors=True)  # the replaced copy, deleted only once ours is in place
         return
     raise OSError(f"{root}: could not be replaced; other processes kept writing it")
