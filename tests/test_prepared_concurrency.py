@@ -65,8 +65,8 @@ def test_concurrent_writers_and_readers_of_one_dataset(tmp_path):
     write_prepared(root, _images(), _manifest(), catalog=_catalog())  # readers start on a complete cache
     ctx = mp.get_context("spawn")
     errors = ctx.Queue()
-    procs = [ctx.Process(target=_writer, args=(str(root), 8, replace, errors)) for replace in (True, True, False)]
-    procs += [ctx.Process(target=_reader, args=(str(root), 2.0, errors)) for _ in range(2)]
+    procs = [ctx.Process(target=_writer, args=(str(root), 5, replace, errors)) for replace in (True, True, False)]
+    procs += [ctx.Process(target=_reader, args=(str(root), 1.5, errors)) for _ in range(1)]
     for p in procs:
         p.start()
     for p in procs:

@@ -114,7 +114,15 @@ class PreparedDataset:
             return None  # none written (older manifests do not say: then the file decides)
         from astropy.table import Table
 
-        return Table.read(path)
+        deadline = time.monotonic() + 5.0
+        while True:  # read when first asked for (tens of ms): most users of a dataset never need it
+            try:
+                return Table.read(path)
+            except FileNotFoundError:  # the folder is being replaced by a new copy: wait for it
+                if time.monotonic() > deadline:
+                    raise DataError(f"{path}: missing, though the manifest says a catalogue was written; "
+                                    "delete the folder to prepare it again") from None
+                time.sleep(0.02)
 
     def to_model_range(self, idx=slice(None)) -> np.ndarray:
         """Images ``idx`` as float32 (n, C, H, W) in [-1, 1] (model range)."""
@@ -191,8 +199,9 @@ def _swap_in_progress(root: Path) -> bool:
 
 
 def _open_files(root: Path) -> PreparedDataset:
-    """Read the manifest and open the images (memory map) and catalog at once, so a dataset
-    already opened keeps its files even if a rebuild replaces the folder afterwards."""
+    """Read the manifest and open the images (memory map) at once, so a dataset already opened
+    keeps its images even if a rebuild replaces the folder afterwards (the catalogue, read on
+    first use, then comes from the new copy: the same sources and options, the same rows)."""
     mpath = root / "manifest.json"
     try:
         manifest = json.loads(mpath.read_text())
@@ -202,7 +211,7 @@ def _open_files(root: Path) -> PreparedDataset:
         raise DataError(f"{mpath}: format {manifest.get('format')!r}, expected {FORMAT!r}")
     _check_images_file(root / "images.npy", manifest.get("count"))
     ds = PreparedDataset(root=root, manifest=manifest)
-    ds.images, ds.catalog  # noqa: B018 (cached properties: opened now, from this copy of the folder)
+    ds.images  # noqa: B018 (a cached property: memory-mapped now, so this copy's images stay readable)
     return ds
 
 
