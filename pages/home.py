@@ -81,6 +81,12 @@ def no_metrics_reason(meta: dict) -> str:
             f"checkpoint is from step {step}; the run's best checkpoint holds the last ones measured.")
 
 
+def _floor_text(value) -> str:
+    """A floor as the table shows it: four significant digits, or a dash where none was measured
+    (a number column would show an empty floor as "None")."""
+    return f"{value:.4g}" if isinstance(value, (int, float)) else "—"
+
+
 def metrics_table_ui(model: Pretrained) -> None:
     metrics = model.meta.get("metrics") or {}
     if not metrics:
@@ -96,20 +102,21 @@ def metrics_table_ui(model: Pretrained) -> None:
             floors[name] = floor
         rows.append({"Metric": metric_label(name),
                      "Value": value if isinstance(value, (int, float)) else None,
-                     "Floor": floors.get(name),
+                     "Floor": _floor_text(floors.get(name)),
                      "Measured by": f"evaluation {number}" if number else unknown,
                      "Key": name})
     st.dataframe(rows, hide_index=True, width="stretch",
                  column_order=("Metric", "Value", "Floor", "Measured by"),
                  column_config={  # "Key" (the card's name) stays in the data, for search and the full card
-                     "Metric": st.column_config.TextColumn(help="what was measured, with which features, on how "
-                                                           "many samples"),
+                     "Metric": st.column_config.TextColumn(width="medium",
+                                                           help="what was measured, with which features, on how "
+                                                                "many samples"),
                      "Value": st.column_config.NumberColumn(format="%.4g", width="small",
                                                             help="generated vs real; lower is better for distances"),
-                     "Floor": st.column_config.NumberColumn(
-                         format="%.4g", width="small",
+                     "Floor": st.column_config.TextColumn(
+                         width="small",
                          help="real-vs-real floor: the same comparison between two disjoint real samples; "
-                              "empty where none was measured"),
+                              "— where none was measured"),
                      "Measured by": st.column_config.TextColumn(
                          width="small", help="the numbered evaluation below, or the live evaluation during training"),
                  })
