@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from galaxy_core.errors import CheckpointError
+from galaxy_core.models.registry import get_arch, known_archs, make_config
 from galaxy_core.io.checkpoint import (
     NonFiniteTensorError,
     NotACheckpointError,
@@ -484,3 +485,20 @@ def test_verify_folder_finds_half_pairs_in_run_folders(tmp_path):
     results = verify_folder(tmp_path)
     assert [(r["path"], r["ok"], r["kind"], r["arch"]) for r in results] == [(str(card), False, "gan", "dcgan")]
     assert results[0]["problem"].startswith(f"{card}: no last.safetensors beside it")
+
+
+@pytest.mark.parametrize("arch", known_archs())
+def test_the_shape_check_builds_every_family_with_the_real_networks_shapes(arch):
+    # The shape check builds the networks on meta with their random fills skipped; the tensors
+    # it compares must have exactly the names and shapes a real build gives.
+    from galaxy_core.models.pretrained import _ShapesOnlyOnMeta
+
+    family, cfg = get_arch(arch), make_config(arch, {})
+    with torch.device("meta"), _ShapesOnlyOnMeta():
+        ghosts = family.build(cfg)
+    real = family.build(cfg)
+    assert set(ghosts) == set(real)
+    for name, net in real.items():
+        want = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+        assert {k: tuple(v.shape) for k, v in ghosts[name].state_dict().items()} == want, name
+        assert all(v.is_meta for v in ghosts[name].state_dict().values())

@@ -653,8 +653,9 @@ def _resize_note(stamp: int, crop: float, resolution: int) -> str:
 
 
 def _options(resolution: int, crop: float, neighbours: str = "keep") -> dict:
-    import photutils
-    import skimage
+    # The versions from the installed distributions: importing photutils only to read its
+    # version takes seconds (astropy.table, scipy), which every training process would pay.
+    from importlib.metadata import version
 
     extra = {} if neighbours == "keep" else {"neighbours": neighbours, "neighbour_grow": NEIGHBOUR_GROW,
                                              "neighbour_fill": "field-sky/1",
@@ -662,8 +663,8 @@ def _options(resolution: int, crop: float, neighbours: str = "keep") -> dict:
     return {**extra,
         "name": "hdf",
         "version": HDF_VERSION,
-        "skimage": skimage.__version__,
-        "photutils": photutils.__version__,
+        "skimage": version("scikit-image"),
+        "photutils": version("photutils"),
         "resolution": int(resolution),
         "crop": float(crop),
         "stamp": stamp_size(resolution),

@@ -254,6 +254,35 @@ def _stored_state(tensors: dict, name: str) -> dict:
     return subdict(tensors, prefix)
 
 
+_RANDOM_FILLS = frozenset({"normal_", "uniform_", "trunc_normal_", "orthogonal_", "kaiming_normal_",
+                           "kaiming_uniform_", "xavier_normal_", "xavier_uniform_"})
+_RANDOM_FACTORIES = frozenset({"randn", "rand"})
+
+
+class _ShapesOnlyOnMeta(torch.overrides.TorchFunctionMode):
+    """Skips the value computations a constructor runs, where they would run on ``meta`` tensors.
+
+    A meta tensor holds no values, so random initial weights (``normal_``, ``randn``, ...) only
+    need the shape of their result. torch runs them on meta through its Python references, whose
+    first call imports ``torch._dynamo`` and sympy: seconds of CPU in every process that only
+    loads a checkpoint. Inside the mode those calls return an empty tensor of the right shape;
+    every other call passes through unchanged. (Spectral normalisation's first power iteration,
+    in FastGAN's D, still takes the slow path.)
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        if name in _RANDOM_FILLS:
+            tensor = args[0] if args else kwargs.get("tensor")  # torch.nn.init passes it by keyword
+            if isinstance(tensor, torch.Tensor) and tensor.is_meta:
+                return tensor
+        elif name in _RANDOM_FACTORIES and kwargs.get("device") in (None, "meta", torch.device("meta")):
+            kwargs = {k: v for k, v in kwargs.items() if k != "generator"}
+            return torch.empty(*args, **{**kwargs, "device": "meta"})
+        return func(*args, **kwargs)
+
+
 def _check_shapes(path: Path, arch: str, family: Family, model_cfg, tensors: dict) -> None:
     """Compare the stored weights with the networks the card describes, before building them.
 
@@ -267,7 +296,7 @@ def _check_shapes(path: Path, arch: str, family: Family, model_cfg, tensors: dic
         A stored network's tensor names or shapes differ from the described one's.
     """
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), _ShapesOnlyOnMeta():
             ghosts = family.build(model_cfg)
     except Exception:  # noqa: BLE001 - e.g. a constructor that reads a tensor's values; checked when built
         return
