@@ -19,7 +19,7 @@ from galaxy_core.train.run import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["model.width=8", "model.z_dim=32", "train.batch_size=3", "train.device=cpu", "train.threads=1",
-        "log.metrics_every=2", "log.sample_every=2", "log.checkpoint_every=2", "log.eval_every=0", "log.grid_size=4"]
+        "log.metrics_every=2", "log.sample_every=4", "log.checkpoint_every=2", "log.eval_every=0", "log.grid_size=4"]
 
 
 def test_sle_gate_matches_its_definition_and_gates_channels():

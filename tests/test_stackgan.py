@@ -21,7 +21,7 @@ from galaxy_core.train.run import read_metrics
 ROOT = Path(__file__).resolve().parents[1]
 STAGE1 = ROOT / "checkpoints" / "dcgan_sim64.json"
 TINY = ["data.count=64", "model.width=8", "model.final_width=16", "model.d_width=8", "train.batch_size=4",
-        "train.device=cpu", "train.threads=1", "log.metrics_every=2", "log.sample_every=2",
+        "train.device=cpu", "train.threads=1", "log.metrics_every=2", "log.sample_every=4",
         "log.checkpoint_every=2", "log.eval_every=0", "log.grid_size=4"]
 
 

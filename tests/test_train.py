@@ -108,23 +108,23 @@ def _last_step(run_dir: Path) -> int:
 @pytest.mark.slow
 def test_kill_and_resume_through_the_cli(tmp_path):
     run_dir = tmp_path / "killed"
-    sets = [a for s in SMALL + ["train.steps=400", "log.eval_every=0", "train.lr_step_every=20",
+    sets = [a for s in SMALL + ["train.steps=120", "log.eval_every=0", "train.lr_step_every=20",
                                  "train.lr_step_unit=step"] for a in ("--set", s)]
     proc = _galaxygan("train", "--run-dir", str(run_dir), "--quiet", *sets)
     assert _wait_for(lambda: _last_step(run_dir) >= 20 or proc.poll() is not None), "no checkpoint written"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     killed_at = _last_step(run_dir)
-    assert 20 <= killed_at < 400
+    assert 20 <= killed_at < 120
     assert RunFolder(run_dir).effective_state() == "failed"  # the process is gone
     done = subprocess.run([sys.executable, "-m", "galaxy_core.cli", "train", "--resume", str(run_dir), "--quiet"],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert _last_step(run_dir) == 400
+    assert _last_step(run_dir) == 120
     steps = [r["step"] for r in read_metrics(run_dir / "metrics.jsonl")]
-    assert steps == list(range(5, 405, 5))  # no gap, no duplicate across the kill
+    assert steps == list(range(5, 125, 5))  # no gap, no duplicate across the kill
     lr = {r["step"]: r["lr_G"] for r in read_metrics(run_dir / "metrics.jsonl")}
-    assert lr[400] == pytest.approx(2e-4 * 0.5 ** (399 // 20))  # schedule continued by step
+    assert lr[120] == pytest.approx(2e-4 * 0.5 ** (119 // 20))  # schedule continued by step
     assert "resumed from step" in (run_dir / "log.txt").read_text()
 
 

@@ -257,17 +257,20 @@ def _stored_state(tensors: dict, name: str) -> dict:
 _RANDOM_FILLS = frozenset({"normal_", "uniform_", "trunc_normal_", "orthogonal_", "kaiming_normal_",
                            "kaiming_uniform_", "xavier_normal_", "xavier_uniform_"})
 _RANDOM_FACTORIES = frozenset({"randn", "rand"})
+_SPECTRAL_NORM_OPS = frozenset({"mv", "normalize", "vdot"})
 
 
 class _ShapesOnlyOnMeta(torch.overrides.TorchFunctionMode):
     """Skips the value computations a constructor runs, where they would run on ``meta`` tensors.
 
-    A meta tensor holds no values, so random initial weights (``normal_``, ``randn``, ...) only
-    need the shape of their result. torch runs them on meta through its Python references, whose
-    first call imports ``torch._dynamo`` and sympy: seconds of CPU in every process that only
-    loads a checkpoint. Inside the mode those calls return an empty tensor of the right shape;
-    every other call passes through unchanged. (Spectral normalisation's first power iteration,
-    in FastGAN's D, still takes the slow path.)
+    A meta tensor holds no values, so random initial weights (``normal_``, ``randn``, ...) and
+    the power iteration spectral normalisation runs at construction (``mv``, ``F.normalize``,
+    ``vdot``; FastGAN's D) only need the shape of their result. torch runs them on meta through
+    its Python references, whose first call imports ``torch._dynamo`` and sympy and each call of
+    which is slow: seconds of CPU in every process that only loads a checkpoint. Inside the mode
+    those calls return an empty tensor of the right shape; every other call passes through
+    unchanged. (A spectrally normalised weight's division by sigma still takes the slow path, so
+    loading a FastGAN checkpoint still imports ``torch._dynamo``.)
     """
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -280,6 +283,14 @@ class _ShapesOnlyOnMeta(torch.overrides.TorchFunctionMode):
         elif name in _RANDOM_FACTORIES and kwargs.get("device") in (None, "meta", torch.device("meta")):
             kwargs = {k: v for k, v in kwargs.items() if k != "generator"}
             return torch.empty(*args, **{**kwargs, "device": "meta"})
+        elif name in _SPECTRAL_NORM_OPS and args and all(t.is_meta for t in args if isinstance(t, torch.Tensor)):
+            # spectral normalisation: its power iteration u = normalize(W v), 15 times at construction,
+            # and sigma = vdot(u, W v) when the parametrised weight is first computed
+            if name == "vdot":
+                return args[0].new_empty(())
+            if name == "mv":
+                return args[0].new_empty(args[0].shape[:1])
+            return kwargs["out"] if kwargs.get("out") is not None else args[0].new_empty(args[0].shape)
         return func(*args, **kwargs)
 
 
