@@ -271,13 +271,18 @@ def test_diff_augmentation_is_differentiable_and_identity_at_p0():
 
 @pytest.mark.slow
 def test_torchrun_two_processes_agree_and_write_one_run(tmp_path):
-    run_dir = tmp_path / "ddp"
+    # No --run-dir: each rank would draw its own random run name; they must use rank 0's.
     sets = SMALL + ["model.width=8", "train.steps=10", "log.metrics_every=2"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
-           "-m", "galaxy_core.cli", "train", "--run-dir", str(run_dir), "--quiet", *_sets(sets)]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+           "-m", "galaxy_core.cli", "train", "--quiet", *_sets(sets)]
+    env = dict(os.environ, OMP_NUM_THREADS="1", GALAXYGAN_RUNS=str(tmp_path / "runs"))
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    errors = [line for line in r.stderr.splitlines() if "galaxygan: error" in line]  # each rank's own reason first
+    assert r.returncode == 0, "\n".join(errors) + "\n" + r.stdout[-3000:] + r.stderr[-3000:]
+    runs = list((tmp_path / "runs").iterdir())
+    assert len(runs) == 1, runs
+    run_dir = runs[0]
+    assert r.stdout.count(f"run folder: {run_dir}") == 2  # both ranks named the one folder
     status = json.loads((run_dir / "status.json").read_text())
     sums = status["rank_checksums"]
     assert len(sums) == 2 and sums[0] == sums[1]

@@ -95,6 +95,19 @@ def setup(device_name: str) -> Dist:
     return Dist(rank=rank, world_size=world, local_rank=local)
 
 
+def agree_on(value, device_name: str):
+    """Rank 0's ``value`` on every rank, for a choice each rank would otherwise make alone (a new
+    run's name has a random part). Without torchrun (``WORLD_SIZE`` 1) returns ``value``;
+    otherwise starts the process group (:func:`setup`) and broadcasts rank 0's. ``value`` must
+    pickle."""
+    d = setup(device_name)
+    if not d.enabled:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def teardown(d: Dist) -> None:
     """Leave the process group together: a barrier first, so no rank closes its connections
     while another still has messages in flight (with gloo that can abort a rank at exit

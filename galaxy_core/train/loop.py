@@ -586,6 +586,9 @@ def train(
     if str(cfg.data.dataset) not in BUILTIN:
         require_dataset(cfg.data.dataset)  # before a run folder is made for data that is not there
     fresh = not run.status_path.exists()
+    # Under torchrun every rank has now checked the folder as it was; only then may rank 0 write
+    # to it (a rank still checking would take rank 0's new checkpoints/ for someone else's files).
+    dist.barrier()
     # One writer per run folder: rank 0 holds the OS lock for the run's whole life; a second
     # writer is refused here, before it writes anything (the lock file records the holder).
     held = run.acquire_lock() if dist.is_main else None
