@@ -861,9 +861,6 @@ def prepare_sim(
     """
     import shutil
 
-    from astropy.io import fits
-    from astropy.table import Table
-
     from galaxy_core.data.prepared import cache_key, new_temporary_dir, open_prepared, write_prepared
     from galaxy_core.io.stretch import stretch_into
     from galaxy_core.io.units import FLUX_CONVENTION
@@ -890,6 +887,10 @@ def prepare_sim(
                 return ds
         except DataError:
             pass  # incomplete or corrupt: prepare again
+    # astropy only now: a cached dataset opens without it (its import costs seconds in every process)
+    from astropy.io import fits
+    from astropy.table import Table
+
     if rebuild or not raw.exists() or not _raw_is_current(raw):
         build_sim(raw, count=count, seed=seed, workers=_default_workers(count), progress=progress)
     with fits.open(raw, memmap=True) as hdul:
