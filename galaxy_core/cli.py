@@ -75,15 +75,17 @@ def _cmd_train(args) -> int:
         cfg = load_config(config_path, args.set or [])
     else:
         cfg = load_config(args.config, _data_overrides(args) + (args.set or []))  # no CONFIG: the defaults
-        stem = Path(args.config).stem if args.config else "default"
-        from galaxy_core.train.distributed import agree_on
-        from galaxy_core.train.run import unique_run_name
-
         if args.run_dir:
             run_dir = Path(args.run_dir)
-        else:  # under torchrun every rank must check and use one folder: rank 0's new name for all
-            name = args.name or unique_run_name(stem)
-            run_dir = runs_dir() / (name if args.name or args.dry_run else agree_on(name, cfg.train.device))
+        elif args.name:
+            run_dir = runs_dir() / args.name
+        else:
+            from galaxy_core.train.distributed import agree_on
+            from galaxy_core.train.run import unique_run_name
+
+            name = unique_run_name(Path(args.config).stem if args.config else "default")
+            # under torchrun every rank must check and use one folder: rank 0's new name for all
+            run_dir = runs_dir() / (name if args.dry_run else agree_on(name, cfg.train.device))
     if args.dry_run:
         print(_applicable_toml(cfg), end="")
         print(_model_field_docs(cfg.arch))
