@@ -413,6 +413,24 @@ def test_info_and_sample_of_a_bad_card_print_no_traceback(tmp_path):
         assert f"{card}: malformed model card: 'data' must be a JSON object" in r.stderr
 
 
+def test_info_reads_the_card_without_importing_torch():
+    """Printing a model card reads JSON only: ``galaxygan info`` must not pay torch's import
+    (several CPU-seconds), in text or JSON form, and prints the card's note."""
+    from galaxy_core.paths import checkpoints_dir
+
+    card = checkpoints_dir() / "dcgan_hdf32.json"
+    probe = ("import sys, runpy; sys.argv = ['galaxygan', *sys.argv[1:]]\n"
+             "try:\n    runpy.run_module('galaxy_core.cli', run_name='__main__')\n"
+             "except SystemExit as e:\n    code = e.code\n"
+             "print('TORCH-IMPORTED' if 'torch' in sys.modules else 'NO-TORCH', code)")
+    for extra in ([], ["--json"]):
+        r = subprocess.run([sys.executable, "-c", probe, "info", str(card), *extra], capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip().splitlines()[-1] == "NO-TORCH 0", r.stdout[-500:]
+        assert "Classroom preset" in r.stdout  # the card itself was printed
+
+
 def test_init_from_a_card_without_arch_names_the_file(tmp_path):
     from galaxy_core.config import load_config
     from galaxy_core.train.loop import train

@@ -5,13 +5,16 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from galaxy_core.errors import DataError, GalaxyGanError
 from galaxy_core.io.atomic import atomic_write_json
 from galaxy_core.io.render import display_note, make_grid, save_png, to_rgb
-from galaxy_core.models.pretrained import Pretrained
+
+if TYPE_CHECKING:  # annotations only: printing a model card needs no torch
+    from galaxy_core.models.pretrained import Pretrained
 
 
 def provenance(model: Pretrained, *, seed: int | None = None, latents_file: str | None = None) -> dict:

@@ -14,12 +14,13 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-
-import torch
-from safetensors.torch import load, save
+from typing import TYPE_CHECKING
 
 from galaxy_core.errors import CheckpointError
 from galaxy_core.io.atomic import atomic_write_bytes, atomic_write_json
+
+if TYPE_CHECKING:  # torch is imported where tensors are handled: reading a model card needs none
+    import torch
 
 FORMAT = "galaxygan-checkpoint/1"
 
@@ -35,6 +36,8 @@ def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
 
 def flatten_optimizer(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
     """Split an optimiser state dict into tensors (for safetensors) and JSON-able rest."""
+    import torch
+
     sd = opt.state_dict()
     tensors, scalars = {}, {}
     for idx, st in sd["state"].items():
@@ -74,6 +77,8 @@ def save_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], m
     replaced next time); killed after it, :func:`load_checkpoint` finds the tensors the JSON
     names in ``.next`` and completes the rename.
     """
+    from safetensors.torch import save
+
     st_path, js_path = checkpoint_paths(path)
     blob = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
     meta = dict(meta, format=FORMAT, tensors_sha256=hashlib.sha256(blob).hexdigest())
@@ -236,6 +241,8 @@ def find_nonfinite(tensors: Mapping[str, torch.Tensor]) -> dict[str, int]:
     dict of str to int
         ``name -> number of non-finite elements``, in the mapping's order; empty when all are finite.
     """
+    import torch
+
     bad = {}
     for name, t in tensors.items():
         if torch.is_tensor(t) and (t.is_floating_point() or t.is_complex()):
@@ -317,6 +324,8 @@ def load_checkpoint(path: str | os.PathLike, *, verify: bool = True,
                 st_path, f"does not match {js_path.name}: tensors do not match the recorded SHA-256 "
                 f"({len(blob)} bytes; truncated, an interrupted write or an edited file)",
                 "use the pair as galaxygan wrote it, or an earlier checkpoint")
+    from safetensors.torch import load
+
     try:
         tensors = load(blob)
     except Exception as e:  # safetensors raises its own error type for a bad header or size
