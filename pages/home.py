@@ -10,7 +10,7 @@ from galaxy_core.explore.evaluation import describe_extractor
 from galaxy_core.explore.export import frames_zip
 from galaxy_core.explore.sampling import model_card_lines
 from galaxy_core.metrics.fid import parse_metric_name
-from galaxy_core.metrics.report import card_evaluations, floors_may_be_lost, metric_provenance
+from galaxy_core.metrics.report import floors_may_be_lost, memorisation_status, metric_provenance, numbered_evaluations
 from galaxy_core.models.pretrained import Pretrained
 from studio_ui import nav, state, widgets
 
@@ -122,9 +122,11 @@ def metrics_table_ui(model: Pretrained) -> None:
                  })
     st.caption("**Floor**: the same metric between two disjoint real samples — the best a model can "
                "reach with this many samples.")
-    for number, entry in enumerate([e for e in card_evaluations(model.meta) if e["metrics"]], start=1):
+    for number, entry in numbered_evaluations(model.meta):
+        kept_for = "" if entry["metrics"] else " (kept for its memorisation verdict: its metrics were measured again later)"
         st.caption(f"**Evaluation {number}**: `{entry.get('command')}` on {entry.get('date')}, "
-                   f"{entry.get('n')} samples; floor: {entry.get('floor_definition')}.")
+                   f"{entry.get('n')} samples; floor: {entry.get('floor_definition')}.{kept_for}")
+    memorisation_ui(model.meta)
     missing = [metric_label(k) for k in metrics if k not in floors]
     if missing:
         lost = (" This card was written before evaluations were kept one by one, so a metric without a floor may "
@@ -146,6 +148,54 @@ def metrics_table_ui(model: Pretrained) -> None:
     best = model.meta.get("best")
     if best:
         st.caption(f"Best value of {best.get('metric')} reached at step {best.get('step')}.")
+
+
+def _no_verdict_reason(note: str) -> str:
+    """Why an evaluation gave no memorisation verdict, without a leading "No verdict:"."""
+    note = note.strip()
+    if note.lower().startswith("no verdict"):
+        note = note[len("no verdict"):].lstrip(":. ")
+    return note or "the memorisation check was not run"
+
+
+def memorisation_text(meta: dict) -> tuple[str, str] | None:
+    """``(kind, text)`` of what the card says about memorisation: kind "warning" (memorised
+    images found), "success" (none found) or "caption" (no verdict); None when no recorded
+    evaluation looked. A verdict older than the latest evaluation is shown with its own
+    evaluation's number and date, and the later one's reason for giving none."""
+    status = memorisation_status(meta)
+    if status is None:
+        return None
+    where = f"evaluation {status['number']}, {status['entry'].get('date')}"
+    why = _no_verdict_reason(status["note"])
+    if status["memorised"] is None:
+        return "caption", f"**Memorisation** ({where}): no verdict: {why}"
+    if status["caveat"]:  # the evaluation's own verdict, with its warning about the held-out images
+        text = f"**Memorisation** ({where}): {status['caveat']}"
+    elif status["memorised"]:
+        text = (f"**Memorisation** ({where}): memorising: more generated samples sit on top of training images "
+                "than chance allows. The Memorisation page shows the nearest matches.")
+    else:
+        text = (f"**Memorisation** ({where}): no sign of memorisation: generated samples are no closer to training "
+                "images than unseen real galaxies are.")
+    if status["later"] is not None:
+        number, entry = status["later"]
+        text += (f" Evaluation {number} ({entry.get('date')}) came later and gave no verdict ({why}); this verdict "
+                 "is the latest the card holds and still describes these weights.")
+    return ("warning" if status["memorised"] else "success"), text
+
+
+def memorisation_ui(meta: dict) -> None:
+    shown = memorisation_text(meta)
+    if shown is None:
+        return
+    kind, text = shown
+    if kind == "warning":
+        st.warning(text, icon=":material/warning:")
+    elif kind == "success":
+        st.success(text, icon=":material/verified:")
+    else:
+        st.caption(text)
 
 
 def model_card_ui(model: Pretrained) -> None:

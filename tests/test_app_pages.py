@@ -203,6 +203,37 @@ def test_home_attributes_each_metric_to_the_evaluation_that_measured_it(runs):
     assert "--features galaxy" in captions[1] and "--features pix8" in captions[2]
 
 
+def test_home_shows_the_latest_memorisation_verdict_and_where_it_comes_from(runs):
+    """The card's verdict is on Home with its evaluation, also when a later evaluation gave none."""
+    import shutil
+
+    from galaxy_core.metrics.report import record_in_card
+
+    at = open_app(shipped_path("dcgan_sim64"))  # its evaluation found no sign of memorisation
+    assert [s.value for s in at.success if "**Memorisation** (evaluation 1, 2026-11-23)" in s.value
+            and "no sign of memorisation" in s.value]
+    at = open_app(shipped_path("dcgan_hdf32"))  # no held-out images: no verdict, and why
+    said = [c.value for c in at.caption if c.value.startswith("**Memorisation**")]
+    assert len(said) == 1 and "no verdict: no held-out real images exist" in said[0], said
+
+    path = fake_run(runs).checkpoints_dir / "m.json"
+    for ext in (".json", ".safetensors"):
+        shutil.copy(checkpoints_dir() / f"dcgan_hdf32{ext}", path.with_suffix(ext))
+    values = {"fid_pix8_64": 9.0, "kid_pix8_64": 0.5}
+    summary = {"features": {"pix8": {"names": {"fid": "fid_pix8_64", "kid": "kid_pix8_64"}, "generated": values,
+                                     "floor": {"fid_pix8_64": 0.9, "kid_pix8_64": 0.05}}},
+               "data": "hdf", "n": 64, "floor_definition": "two halves of the held-out stamps"}
+    record_in_card(path, {**summary, "memorised": True}, command="galaxygan evaluate m.json --held-out h")
+    record_in_card(path, {**summary, "memorised": None, "memorised_note": "No verdict: no held-out images."},
+                   command="galaxygan evaluate m.json")
+    at = open_app(str(path))
+    warned = [w.value for w in at.warning if w.value.startswith("**Memorisation**")]
+    assert len(warned) == 1 and "(evaluation 2, " in warned[0] and "memorising" in warned[0], warned
+    assert "Evaluation 3 (" in warned[0] and "gave no verdict (no held-out images.)" in warned[0]
+    captions = [c.value for c in at.caption if c.value.startswith("**Evaluation 2**")]
+    assert len(captions) == 1 and "kept for its memorisation verdict" in captions[0], captions
+
+
 def test_home_seed_box_and_new_samples_change_the_grid(runs):
     at = open_app(shipped_path("dcgan_hdf32"))
     first = image_urls(at)

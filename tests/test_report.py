@@ -163,7 +163,8 @@ def test_record_in_card_keeps_only_the_latest_memorisation_verdict_and_says_when
     import shutil
 
     from galaxy_core.io.checkpoint import read_meta
-    from galaxy_core.metrics.report import floors_may_be_lost, metric_provenance, record_in_card
+    from galaxy_core.metrics.report import (floors_may_be_lost, memorisation_status, metric_provenance,
+                                            record_in_card)
 
     for ext in (".json", ".safetensors"):
         shutil.copy(checkpoints_dir() / f"dcgan_hdf32{ext}", tmp_path / f"m{ext}")
@@ -179,10 +180,17 @@ def test_record_in_card_keeps_only_the_latest_memorisation_verdict_and_says_when
     assert [c for c, _, _ in entries] == [read_meta(checkpoints_dir() / "dcgan_hdf32.json")["evaluation"]["command"],
                                           "B", "C"]
     assert entries[1] == ("B", [], False)  # B's verdict replaced A's; A is gone
-    # numbers count only the evaluations that hold metrics
-    assert {i for i, _ in metric_provenance(read_meta(path)).values()} == {1, 2}
+    # B is kept for its verdict and numbered, so Home can name the evaluation a verdict comes from
+    assert {i for i, _ in metric_provenance(read_meta(path)).values()} == {1, 3}
+    status = memorisation_status(read_meta(path))
+    assert status["memorised"] is False and status["number"] == 2 and status["entry"]["command"] == "B"
+    assert status["later"][0] == 3 and status["later"][1]["command"] == "C"  # C looked later and gave none
+    record_in_card(path, _summary("galaxy", *gal, memorised=True), command="D")
+    status = memorisation_status(read_meta(path))
+    assert status["memorised"] is True and status["entry"]["command"] == "D" and status["later"] is None
     # the shipped cards list their evaluations; a card from before the list may have lost floors
     assert not floors_may_be_lost(read_meta(checkpoints_dir() / "dcgan_hdf32.json"))
     legacy = read_meta(checkpoints_dir() / "dcgan_hdf32.json")
     legacy.pop("evaluations")
     assert floors_may_be_lost(legacy) and not floors_may_be_lost({"metrics": {"fid_pix8_256": 1.0}})
+    assert memorisation_status({"metrics": {"fid_pix8_256": 1.0}}) is None  # no evaluation looked

@@ -492,18 +492,53 @@ def card_evaluations(meta: dict) -> list[dict]:
     return out
 
 
+def numbered_evaluations(meta: dict) -> list[tuple[int, dict]]:
+    """``(number, entry)`` of the evaluations a card shows, numbered from 1, oldest first: those
+    that hold metrics, and one kept only for its memorisation verdict (:func:`record_in_card`)."""
+    shown = [e for e in card_evaluations(meta) if e["metrics"] or e.get("memorised") is not None]
+    return list(enumerate(shown, start=1))
+
+
 def metric_provenance(meta: dict) -> dict[str, tuple[int, dict]]:
-    """Card metric key -> (number, entry) of the evaluation that measured it last; the
-    evaluations that hold metrics are numbered from 1, oldest first.
+    """Card metric key -> (number, entry) of the evaluation that measured it last, numbered as
+    :func:`numbered_evaluations` numbers them.
 
     Metrics no evaluation measured (logged during training, or on a card written before
     evaluations were kept one by one: see :func:`floors_may_be_lost`) are absent.
     """
     out = {}
-    for i, e in enumerate([e for e in card_evaluations(meta) if e["metrics"]], start=1):
+    for i, e in numbered_evaluations(meta):
         for k in e["metrics"]:
             out[k] = (i, e)
     return out
+
+
+def memorisation_status(meta: dict) -> dict | None:
+    """What a card says about memorisation, for display; None when no evaluation looked.
+
+    Returns
+    -------
+    dict or None
+        ``memorised``: True / False from the latest evaluation that reached a verdict, or None
+        when none did; ``number``, ``entry``: that evaluation (:func:`numbered_evaluations`),
+        or the latest evaluation when none reached a verdict; ``caveat`` (with a verdict): the
+        evaluation's own warning about its reference, "" when none; ``note``: why the latest
+        evaluation gave no verdict ("" when it gave one or the check was not run); ``later``: the (number, entry) of a
+        later evaluation that gave no verdict, when the verdict shown is older than it (the
+        verdict still holds for these weights: an evaluation never changes them), else None.
+    """
+    looked = [(i, e) for i, e in numbered_evaluations(meta) if "memorised" in e]
+    if not looked:
+        return None
+    last_i, last = looked[-1]
+    with_verdict = [(i, e) for i, e in looked if e.get("memorised") is not None]
+    if not with_verdict:
+        return {"memorised": None, "number": last_i, "entry": last, "caveat": "",
+                "note": last.get("memorised_note") or "", "later": None}
+    i, e = with_verdict[-1]
+    later = (last_i, last) if last_i != i else None
+    return {"memorised": bool(e["memorised"]), "number": i, "entry": e, "caveat": e.get("memorised_note") or "",
+            "note": (last.get("memorised_note") or "") if later else "", "later": later}
 
 
 def floors_may_be_lost(meta: dict) -> bool:
