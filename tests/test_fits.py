@@ -72,6 +72,39 @@ def test_bscale_bzero_are_applied(tmp_path):
     np.testing.assert_allclose(arr[0], [[10.0, 10.5], [11.0, 11.5]])
 
 
+def test_memory_mapped_read_returns_arrays_of_their_own(tmp_path):
+    """Plain files are memory-mapped while read: what comes back is converted, owns its memory
+    and does not change when the file is written again."""
+    raw = np.random.default_rng(0).normal(size=(3, 2, 8, 8)).astype(">f4")  # N images of 2 bands
+    path = tmp_path / "samples.fits"
+    fits.PrimaryHDU(raw).writeto(path)
+    images = read_fits_images(path)
+    fits.PrimaryHDU(np.zeros_like(raw)).writeto(path, overwrite=True)
+    for i, img in enumerate(images):
+        assert img.data.dtype == np.float32 and img.data.dtype.isnative and img.data.flags.writeable
+        np.testing.assert_array_equal(img.data, raw[i].astype(np.float32))
+
+
+@pytest.mark.parametrize("kind", ["uint16", "blank"])
+def test_scaled_integers_are_read_without_memory_mapping(tmp_path, kind):
+    """astropy cannot memory-map scaled integers: unsigned 16-bit (BZERO 32768) and BLANK pixels
+    are still read right."""
+    if kind == "uint16":
+        values = np.array([[[0, 1], [40000, 65535]], [[5, 6], [7, 8]]], np.uint16)
+        fits.PrimaryHDU(values).writeto(tmp_path / "u.fits")  # astropy writes BZERO = 32768
+        assert fits.getheader(tmp_path / "u.fits")["BZERO"] == 32768
+        arr, _, _ = read_fits_image(tmp_path / "u.fits")
+        np.testing.assert_array_equal(arr, values.astype(np.float32))
+    else:
+        values = np.array([[[1, 2, 3], [4, -99, 6]]], np.int16)
+        hdu = fits.PrimaryHDU(values)
+        hdu.header["BLANK"] = -99
+        hdu.writeto(tmp_path / "b.fits")
+        img = read_fits_image(tmp_path / "b.fits")
+        assert img.nan_replaced == [1]  # the BLANK pixel, replaced by the median of the others
+        np.testing.assert_array_equal(img.data[0], [[1, 2, 3], [4, 3, 6]])
+
+
 def test_result_pickles(tmp_path):
     import pickle
 

@@ -248,8 +248,19 @@ def _read_planes(path: Path) -> tuple[np.ndarray, list[str], fits.Header]:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            with fits.open(_fits_source(path), memmap=False) as hdul:
-                planes = _image_planes(hdul, path)
+            source = _fits_source(path)
+            # a plain file is memory-mapped: each image is converted once into its float32 array, so
+            # reading takes about the result's size, not three times it (astropy's read, a byte-swap,
+            # a copy). astropy cannot memory-map scaled integers (BSCALE, BZERO, BLANK): those are
+            # read into memory, as every gzip file is.
+            planes = None
+            if isinstance(source, Path):
+                with fits.open(source, memmap=True) as hdul:
+                    if not _has_scaled_images(hdul):
+                        planes = _image_planes(hdul, path)
+            if planes is None:
+                with fits.open(source, memmap=False) as hdul:
+                    planes = _image_planes(hdul, path)
         for w in caught:
             log.debug("%s: %s", path, w.message)
     except DataError:
@@ -260,6 +271,12 @@ def _read_planes(path: Path) -> tuple[np.ndarray, list[str], fits.Header]:
             "check the file is complete and really FITS, or remove it"
         ) from e
     return planes
+
+
+def _has_scaled_images(hdul: fits.HDUList) -> bool:
+    """Whether an uncompressed image HDU of an open file declares integer scaling (headers only)."""
+    return any(isinstance(h, (fits.PrimaryHDU, fits.ImageHDU)) and
+               any(k in h.header for k in ("BSCALE", "BZERO", "BLANK")) for h in hdul)
 
 
 def _fits_source(path: Path):
@@ -346,8 +363,12 @@ def _squeeze_leading(data: np.ndarray, path: Path) -> np.ndarray:
 
 
 def _to_float32(a: np.ndarray) -> np.ndarray:
-    """Scaled FITS pixels (any BITPIX, any byte order) to native float32."""
-    return np.asarray(a, dtype=np.float32).copy()
+    """Scaled FITS pixels (any BITPIX, any byte order) to a new native float32 array that owns
+    its memory (never a view of a memory-mapped file), converted in one pass."""
+    out = np.asarray(a, dtype=np.float32)
+    if np.shares_memory(out, a) or not out.flags.writeable or not out.flags.owndata:
+        out = out.copy()
+    return out
 
 
 def _hdu_band_name(header: fits.Header) -> str | None:
