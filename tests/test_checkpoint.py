@@ -431,6 +431,19 @@ def test_info_reads_the_card_without_importing_torch():
         assert "Classroom preset" in r.stdout  # the card itself was printed
 
 
+def test_the_realism_scorer_is_named_as_such_not_as_a_foreign_file(capsys):
+    """``checkpoints/`` also holds the sky's realism scorer: asked to load it as a model, the error
+    says what it is instead of "written by another program"."""
+    from galaxy_core.cli import main
+    from galaxy_core.paths import checkpoints_dir
+
+    scorer = checkpoints_dir() / "realism_hdf.json"
+    assert main(["info", str(scorer)]) == 2
+    err = capsys.readouterr().err
+    assert f"Not a galaxygan checkpoint: {scorer} is a realism scorer (realism/2" in err, err
+    assert "another program" not in err and "galaxygan sky experiments --scorer" in err
+
+
 def test_init_from_a_card_without_arch_names_the_file(tmp_path):
     from galaxy_core.config import load_config
     from galaxy_core.train.loop import train

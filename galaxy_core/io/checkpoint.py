@@ -166,6 +166,11 @@ def read_meta(path: str | os.PathLike) -> dict:
     if not isinstance(meta, dict):
         raise _not_a_checkpoint(js_path, f"holds a JSON {type(meta).__name__}, not a model card object",
                                 _FIX_PAIR)
+    if meta.get("format") is None and meta.get("kind") == "realism":  # the sky's realism scorer (NAME.json + .npz)
+        raise _not_a_checkpoint(
+            js_path, f"is a realism scorer ({meta.get('version')}, written by galaxygan sky realism-fit), not a "
+            "model", "it scores composed skies (galaxygan sky experiments --scorer); a model is NAME.json + "
+            "NAME.safetensors written by galaxygan train or export")
     if meta.get("format") != FORMAT:
         raise _not_a_checkpoint(
             js_path, f"has format {meta.get('format')!r}, not {FORMAT!r}",
