@@ -17,15 +17,15 @@ from studio_ui import nav, state, widgets
 nav.ensure_app()  # first request for this URL on a fresh server: run the app entry instead
 
 SEED_KEY = "home_seed"
-METRIC_NAMES = {"fd": "Fréchet distance", "fid": "FID (Fréchet distance)", "kid": "KID (kernel distance)",
-                "mifid": "Memorisation-informed FID", "prdc": "Precision / recall"}
+METRIC_NAMES = {"fd": "Fréchet distance", "fid": "Fréchet distance", "kid": "kernel distance",
+                "mifid": "memorisation-informed FID", "prdc": "precision / recall"}
 EXTRACTOR_NAMES = {"galaxy": "galaxy encoder", "pix8": "8×8 pixels", "inception": "Inception-v3"}
-PLAIN_METRICS = {  # card metrics that are not feature-space distances
-    "sgd_morphology": "Synthetic Galaxy Distance over morphology (Smith et al. 2022)",
-    "cmd_fraction_in_box": "Fraction inside the colour–magnitude box (median ± 1.75σ)",
-    "grid_distance_256": "Grid statistics' distance from the data (256 grids; 0 = the same)",
-    "grid_occupancy": "Fraction of grid cells holding a galaxy",
-    "grid_var_over_mean_8": "Counts-in-cells variance / mean, 8 × 8-cell blocks",
+PLAIN_METRICS = {  # card metrics that are not feature-space distances: (short label, what it is)
+    "sgd_morphology": ("SGD · morphology", "Synthetic Galaxy Distance over morphology (Smith et al. 2022)"),
+    "cmd_fraction_in_box": ("Colour–magnitude box", "fraction inside the colour–magnitude box (median ± 1.75σ)"),
+    "grid_distance_256": ("Grid distance · 256 grids", "grid statistics' distance from the data (0 = the same)"),
+    "grid_occupancy": ("Grid occupancy", "fraction of grid cells holding a galaxy"),
+    "grid_var_over_mean_8": ("Counts-in-cells var / mean", "counts-in-cells variance / mean in 8 × 8-cell blocks"),
 }
 
 
@@ -42,13 +42,32 @@ def split_metric_name(name: str) -> tuple[str, str, str]:
 
 
 def metric_label(name: str) -> str:
-    """A card metric's key as words: ``"kid_galaxy_191"`` -> "KID (kernel distance) · galaxy encoder · 191 samples"."""
+    """A card metric's key as a short label that fits the table: ``"kid_galaxy_191"`` ->
+    "KID · galaxy encoder · 191 samples"; :func:`metric_legend` says what each abbreviation is."""
     if name in PLAIN_METRICS:
-        return PLAIN_METRICS[name]
+        return PLAIN_METRICS[name][0]
     kind, extractor, n = split_metric_name(name)
     if not extractor:
         return name.replace("_", " ")
-    return f"{METRIC_NAMES.get(kind, kind.upper())} · {EXTRACTOR_NAMES.get(extractor, extractor)} · {n} samples"
+    short = "MiFID" if kind == "mifid" else kind.upper()
+    n = n.removesuffix(" real") if " vs " in n else f"{n} samples"  # "256 vs 383": generated vs real (legend)
+    return f"{short} · {EXTRACTOR_NAMES.get(extractor, extractor)} · {n}"
+
+
+def metric_legend(names) -> str:
+    """What the abbreviations of these metrics' labels stand for, one phrase each, in table order."""
+    said = {}
+    for name in names:
+        if name in PLAIN_METRICS:
+            label, what = PLAIN_METRICS[name]
+            said.setdefault(label, what)
+            continue
+        kind, extractor, n = split_metric_name(name)
+        if extractor and kind in METRIC_NAMES:
+            said.setdefault("MiFID" if kind == "mifid" else kind.upper(), METRIC_NAMES[kind])
+        if " vs " in n:
+            said.setdefault(n.removesuffix(" real"), "generated vs real samples")
+    return "; ".join(f"**{k}**: {v}" for k, v in said.items())
 
 
 def facts_ui(model: Pretrained) -> None:
@@ -120,8 +139,9 @@ def metrics_table_ui(model: Pretrained) -> None:
                      "Measured by": st.column_config.TextColumn(
                          width="small", help="the numbered evaluation below, or the live evaluation during training"),
                  })
-    st.caption("**Floor**: the same metric between two disjoint real samples — the best a model can "
-               "reach with this many samples.")
+    legend = metric_legend(metrics)
+    st.caption((legend + ". " if legend else "") + "**Floor**: the same metric between two disjoint real samples — "
+               "the best a model can reach with this many samples.")
     for number, entry in numbered_evaluations(model.meta):
         kept_for = "" if entry["metrics"] else " (kept for its memorisation verdict: its metrics were measured again later)"
         st.caption(f"**Evaluation {number}**: `{entry.get('command')}` on {entry.get('date')}, "
