@@ -372,7 +372,7 @@ def test_a_channels_last_cube_is_read_as_its_few_bands(tmp_path):
     rgb = np.random.default_rng(0).random((20, 16, 3)).astype(np.float32)
     fits.PrimaryHDU(rgb).writeto(tmp_path / "last.fits")
     img = read_fits_image(tmp_path / "last.fits")
-    assert img.data.shape == (3, 20, 16)
+    assert img.data.shape == (3, 20, 16) and img.data.flags.c_contiguous  # bands first in memory too
     np.testing.assert_array_equal(img.data[1], rgb[..., 1])
     fits.PrimaryHDU(np.moveaxis(rgb, -1, 0)).writeto(tmp_path / "first.fits")
     np.testing.assert_array_equal(read_fits_image(tmp_path / "first.fits").data, img.data)

@@ -365,7 +365,7 @@ def _squeeze_leading(data: np.ndarray, path: Path) -> np.ndarray:
 def _to_float32(a: np.ndarray) -> np.ndarray:
     """Scaled FITS pixels (any BITPIX, any byte order) to a new native float32 array that owns
     its memory (never a view of a memory-mapped file), converted in one pass."""
-    out = np.asarray(a, dtype=np.float32)
+    out = np.asarray(a, dtype=np.float32, order="C")  # C order also for a transposed (H, W, C) view
     if np.shares_memory(out, a) or not out.flags.writeable or not out.flags.owndata:
         out = out.copy()
     return out
