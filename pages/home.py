@@ -143,7 +143,8 @@ def metrics_table_ui(model: Pretrained) -> None:
     st.caption((legend + ". " if legend else "") + "**Floor**: the same metric between two disjoint real samples — "
                "the best a model can reach with this many samples.")
     for number, entry in numbered_evaluations(model.meta):
-        kept_for = "" if entry["metrics"] else " (kept for its memorisation verdict: its metrics were measured again later)"
+        kept_for = ("" if entry["metrics"] else
+                    " (kept for its memorisation verdict: its metrics were measured again later)")
         st.caption(f"**Evaluation {number}**: `{entry.get('command')}` on {entry.get('date')}, "
                    f"{entry.get('n')} samples; floor: {entry.get('floor_definition')}.{kept_for}")
     memorisation_ui(model.meta)

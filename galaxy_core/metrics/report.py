@@ -523,9 +523,10 @@ def memorisation_status(meta: dict) -> dict | None:
         when none did; ``number``, ``entry``: that evaluation (:func:`numbered_evaluations`),
         or the latest evaluation when none reached a verdict; ``caveat`` (with a verdict): the
         evaluation's own warning about its reference, "" when none; ``note``: why the latest
-        evaluation gave no verdict ("" when it gave one or the check was not run); ``later``: the (number, entry) of a
-        later evaluation that gave no verdict, when the verdict shown is older than it (the
-        verdict still holds for these weights: an evaluation never changes them), else None.
+        evaluation gave no verdict ("" when it gave one or the check was not run); ``later``:
+        the (number, entry) of a later evaluation that gave no verdict, when the verdict shown
+        is older than it (the verdict still holds for these weights: an evaluation never
+        changes them), else None.
     """
     looked = [(i, e) for i, e in numbered_evaluations(meta) if "memorised" in e]
     if not looked:
