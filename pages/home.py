@@ -41,6 +41,11 @@ def split_metric_name(name: str) -> tuple[str, str, str]:
     return parsed.metric, parsed.extractor, n
 
 
+def _kind_short(kind: str) -> str:
+    """A metric kind as its label abbreviates it: ``"kid"`` -> "KID", ``"mifid"`` -> "MiFID"."""
+    return "MiFID" if kind == "mifid" else kind.upper()
+
+
 def metric_label(name: str) -> str:
     """A card metric's key as a short label that fits the table: ``"kid_galaxy_191"`` ->
     "KID · galaxy encoder · 191 samples"; :func:`metric_legend` says what each abbreviation is."""
@@ -49,9 +54,8 @@ def metric_label(name: str) -> str:
     kind, extractor, n = split_metric_name(name)
     if not extractor:
         return name.replace("_", " ")
-    short = "MiFID" if kind == "mifid" else kind.upper()
     n = n.removesuffix(" real") if " vs " in n else f"{n} samples"  # "256 vs 383": generated vs real (legend)
-    return f"{short} · {EXTRACTOR_NAMES.get(extractor, extractor)} · {n}"
+    return f"{_kind_short(kind)} · {EXTRACTOR_NAMES.get(extractor, extractor)} · {n}"
 
 
 def metric_legend(names) -> str:
@@ -64,7 +68,7 @@ def metric_legend(names) -> str:
             continue
         kind, extractor, n = split_metric_name(name)
         if extractor and kind in METRIC_NAMES:
-            said.setdefault("MiFID" if kind == "mifid" else kind.upper(), METRIC_NAMES[kind])
+            said.setdefault(_kind_short(kind), METRIC_NAMES[kind])
         if " vs " in n:
             said.setdefault(n.removesuffix(" real"), "generated vs real samples")
     return "; ".join(f"**{k}**: {v}" for k, v in said.items())
