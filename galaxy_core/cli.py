@@ -384,6 +384,11 @@ def main(argv: list[str] | None = None) -> int:
     except GalaxyGanError as e:
         print(f"\ngalaxygan: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader of our output left (`galaxygan info X | head`): not the user's path
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
+        return 1
     except OSError as e:  # the file system refused a path the user gave (a file where a folder goes, no permission)
         where = f"{e.filename}: " if e.filename else ""
         print(f"\ngalaxygan: error: {where}{e.strerror or e}; check the path and its permissions", file=sys.stderr)

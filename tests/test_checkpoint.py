@@ -431,6 +431,25 @@ def test_info_reads_the_card_without_importing_torch():
         assert "Classroom preset" in r.stdout  # the card itself was printed
 
 
+def test_output_into_a_closed_pipe_is_not_reported_as_a_path_error():
+    """``galaxygan info X | head -1``: the reader leaving early is no fault of the user's paths,
+    so no "galaxygan: error" and no traceback, only a non-zero status."""
+    import os
+
+    from galaxy_core.paths import checkpoints_dir
+
+    read, write = os.pipe()
+    os.close(read)  # the reader has gone before the first write
+    try:
+        card = checkpoints_dir() / "dcgan_hdf32.json"
+        r = subprocess.run([sys.executable, "-m", "galaxy_core.cli", "info", str(card)],
+                           stdout=write, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write)
+    assert r.returncode == 1, r.stderr
+    assert "galaxygan: error" not in r.stderr and "Traceback" not in r.stderr and "Exception" not in r.stderr, r.stderr
+
+
 def test_the_realism_scorer_is_named_as_such_not_as_a_foreign_file(capsys):
     """``checkpoints/`` also holds the sky's realism scorer: asked to load it as a model, the error
     says what it is instead of "written by another program"."""
