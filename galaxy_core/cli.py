@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -385,8 +386,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\ngalaxygan: error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader of our output left (`galaxygan info X | head`): not the user's path
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
         return 1
     except OSError as e:  # the file system refused a path the user gave (a file where a folder goes, no permission)
