@@ -185,7 +185,7 @@ def _cmd_sample(args) -> int:
 
     model = load_pretrained(args.checkpoint)
     written = save_samples(model, out_dir=Path(args.out), n=args.n, seed=args.seed,
-                           latents_file=args.latents, fits=not args.no_fits)
+                           latents_file=args.latents, labels_file=args.labels, fits=not args.no_fits)
     for p in written:
         print(p)
     skipped = fits_skip_reason(model, requested=not args.no_fits)
@@ -223,6 +223,8 @@ def _cmd_evaluate(args) -> int:
     from galaxy_core.metrics.samples import check_sample_size
 
     check_sample_size(args.n, option="-n")  # before anything is loaded or drawn
+    if args.queries is None:  # the default: 64, or all samples where there are fewer
+        args.queries = min(64, args.n)
     if not args.no_memorisation:
         check_sample_size(args.queries, option="--queries", minimum=1, maximum=args.n)
     bar = tqdm(total=None, bar_format="{desc}", disable=args.quiet)
@@ -332,6 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--latents", help=".npy file of (n, z_dim) latents to use instead of a seed")
+    s.add_argument("--labels", help="conditional models: .npy file of (n,) class labels, one per image (default: "
+                                    "image i gets label i %% classes); an earlier run's labels.npy regenerates "
+                                    "its images with its latents.npy")
     s.add_argument("--no-fits", action="store_true", help="skip the FITS cube for physical data")
     s.set_defaults(func=_cmd_sample)
 
@@ -350,7 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("-n", type=int, default=500, help="generated samples and real samples per split (>= 2)")
     ev.add_argument("--extractor", action="append", choices=["galaxy", "inception", "pix8"],
                     help="feature extractor (repeatable; default galaxy)")
-    ev.add_argument("--queries", type=int, default=64, help="generated samples searched for nearest matches")
+    ev.add_argument("--queries", type=int, default=None,
+                    help="generated samples searched for nearest matches (default: 64, or -n where smaller)")
     ev.add_argument("--evidence", action="append", choices=["l1", "ssim"],
                     help="distance shown beside the galaxy-encoder verdict (repeatable; default l1 and ssim)")
     ev.add_argument("--seed", type=int, default=0)

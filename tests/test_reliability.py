@@ -181,3 +181,77 @@ def test_sample_counts_and_paths_that_cannot_be_used_are_one_line_errors(tmp_pat
     r = galaxygan("sample", str(shipped("dcgan_hdf32")), "--latents", str(tmp_path / "nope.npy"), "--out",
                   str(tmp_path / "o2"))
     assert r.returncode == 2 and "nope.npy: cannot read the latents" in r.stderr and not (tmp_path / "o2").exists()
+
+
+def test_a_seed_gives_each_image_the_same_latent_at_any_count(tmp_path):
+    """Image i of a seed does not depend on how many were drawn: dcgan_sim64's 100-d latents
+    are not a whole number of torch's 16-value blocks for 1 or 3 images (torch.randn redraws a
+    partial last block), yet -n 1 and -n 3 give the same first image, in PNG and FITS."""
+    import torch
+    from astropy.io import fits
+
+    from galaxy_core.models.family import standard_normal
+
+    for dim in (3, 100, 128):
+        whole = standard_normal(8, dim, generator=torch.Generator().manual_seed(5))
+        for n in range(1, 8):
+            part = standard_normal(n, dim, generator=torch.Generator().manual_seed(5))
+            assert torch.equal(part, whole[:n]), (dim, n)
+    # draws of whole blocks are torch.randn's own (a seed's images from before are unchanged)
+    assert torch.equal(standard_normal(4, 100, generator=torch.Generator().manual_seed(5)),
+                       torch.randn(4, 100, generator=torch.Generator().manual_seed(5)))
+    ckpt = shipped("dcgan_sim64")
+    for n in ("1", "3"):
+        r = galaxygan("sample", str(ckpt), "-n", n, "--seed", "7", "--out", str(tmp_path / n))
+        assert r.returncode == 0, r.stderr
+    z1, z3 = np.load(tmp_path / "1" / "latents.npy"), np.load(tmp_path / "3" / "latents.npy")
+    np.testing.assert_array_equal(z1[0], z3[0])
+    assert (tmp_path / "1" / "sample_0000.png").read_bytes() == (tmp_path / "3" / "sample_0000.png").read_bytes()
+    with fits.open(tmp_path / "1" / "samples.fits") as a, fits.open(tmp_path / "3" / "samples.fits") as b:
+        # the same image up to float rounding (a batch of 3 runs other kernel paths than a batch of 1)
+        np.testing.assert_allclose(a[0].data[0], b[0].data[0], rtol=0, atol=1e-5)
+        hdr = a[0].header  # the provenance cards say what they are, and which way up the array is
+        assert hdr["ROWORDER"] == "top-down" and "arcsec/pixel" in hdr.comments["PIXSCALE"]
+        assert all(hdr.comments[k] for k in ("CKPT", "CKPTID", "ARCH", "SEED", "ZP"))
+
+
+def test_a_conditional_model_s_labels_are_written_and_regenerate_any_one_image(tmp_path):
+    """began_cond_hdf32's image depends on its size-class label: the labels used go to labels.npy,
+    samples.json and the FITS-less record, and one latent row with its label (--labels)
+    regenerates that image exactly; a bad labels file is refused before anything is written."""
+    from PIL import Image
+
+    ckpt = shipped("began_cond_hdf32")
+    out = tmp_path / "all"
+    r = galaxygan("sample", str(ckpt), "-n", "5", "--seed", "3", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    labels = np.load(out / "labels.npy")
+    record = json.loads((out / "samples.json").read_text())
+    assert labels.tolist() == record["labels"] == [0, 1, 2, 0, 1] and "labels.npy" in record["files"]
+    np.save(tmp_path / "z1.npy", np.load(out / "latents.npy")[1:2])
+    np.save(tmp_path / "l1.npy", labels[1:2])
+    r = galaxygan("sample", str(ckpt), "--latents", str(tmp_path / "z1.npy"), "--labels", str(tmp_path / "l1.npy"),
+                  "--out", str(tmp_path / "one"))
+    assert r.returncode == 0, r.stderr
+    again = np.asarray(Image.open(tmp_path / "one" / "sample_0000.png"))
+    np.testing.assert_array_equal(again, np.asarray(Image.open(out / "sample_0001.png")))
+    # without its label the row is drawn as image 0 of a new run, class 0: another image
+    r = galaxygan("sample", str(ckpt), "--latents", str(tmp_path / "z1.npy"), "--out", str(tmp_path / "nolabel"))
+    assert r.returncode == 0, r.stderr
+    assert not np.array_equal(np.asarray(Image.open(tmp_path / "nolabel" / "sample_0000.png")), again)
+    np.save(tmp_path / "bad.npy", np.array([3]))
+    r = galaxygan("sample", str(ckpt), "--latents", str(tmp_path / "z1.npy"), "--labels", str(tmp_path / "bad.npy"),
+                  "--out", str(tmp_path / "bad"))
+    assert r.returncode == 2 and "bad.npy: labels must lie in [0, 2]" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "bad").exists()
+    r = galaxygan("sample", str(shipped("dcgan_hdf32")), "-n", "1", "--labels", str(tmp_path / "l1.npy"),
+                  "--out", str(tmp_path / "uncond"))
+    assert r.returncode == 2 and "is unconditional" in r.stderr and not (tmp_path / "uncond").exists()
+
+
+def test_a_position_model_s_samples_say_they_are_class_grids(tmp_path):
+    r = galaxygan("sample", str(shipped("positions_hdf_cond")), "-n", "2", "--out", str(tmp_path / "g"))
+    assert r.returncode == 0, r.stderr
+    record = json.loads((tmp_path / "g" / "samples.json").read_text())
+    assert record["display"].startswith("class grid, one pixel per cell") and "large red" in record["display"]
+    assert "grids of cell classes" in record["fits_skipped"] and "colours" not in record["fits_skipped"]

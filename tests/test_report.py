@@ -32,7 +32,12 @@ def test_report_files_and_names(report):
     # metric names record the extractor and the sample size; extractors never share a name
     assert {"fid_galaxy_96v96", "kid_galaxy_96v96", "fid_pix8_96v96", "mifid_galaxy_96v96",
             "recall_galaxy_96v96"} <= set(rows)
-    assert json.loads((out / "summary.json").read_text())["checkpoint_id"] == summary["checkpoint_id"]
+    written = json.loads((out / "summary.json").read_text())
+    assert written["checkpoint_id"] == summary["checkpoint_id"]
+    # where the numbers came from: the checkpoint file and its tensors' hash, the software, the date
+    assert written["checkpoint_path"] == str((checkpoints_dir() / "dcgan_hdf32.json").resolve())
+    assert written["checkpoint_sha256"].startswith(written["checkpoint_id"])
+    assert written["software"].startswith("Galaxy GAN Studio") and written["created"][:2] == "20"
 
 
 def test_generated_is_further_from_real_than_the_real_floor(report):

@@ -38,6 +38,13 @@ def test_sky_compose_writes_png_fits_csv_and_reports(tmp_path, capsys):
         hdr = h[0].header  # every composer option is in the header, the seed as given on the command line
         assert hdr["SKY SEED"] == 2 and hdr["SKY POSITIONS"] == "random" and hdr["SKY GALAXIES"] == "stamps"
         assert hdr["SKY FAINT"] is True and hdr["SKY HEIGHT"] == 256 and hdr["SKY SIZE_MATCH"] is False
+        assert hdr["ROWORDER"] == "top-down"
+        # every truth column says what it is; positions in pix, field-unit fluxes say so (no physical unit)
+        table, th = Table.read(h["TRUTH"]), h["TRUTH"].header
+        said = {th[f"TTYPE{i}"]: th.comments[f"TTYPE{i}"] for i in range(1, th["TFIELDS"] + 1)}
+        assert set(said) == set(table.colnames) and all(said.values())
+        assert table["x"].unit == "pix" and table["flux"].unit is None and said["flux"].endswith("field units")
+        assert "-2 star" in said["cls"]
     assert (tmp_path / "s.png").stat().st_size > 0
 
 
@@ -107,6 +114,7 @@ def test_composed_and_baseline_skies_record_what_made_them(tmp_path, capsys):
         hdr = h[0].header
         assert hdr["SKY GALAXIES"] == str(deep / "dcgan_hdf32.json")
         assert hdr["SKY GALAXIES_ID"] == checkpoint_id(checkpoints_dir() / "dcgan_hdf32.json")
+        assert hdr["SKY GALAXIES_PATH"] == str((deep / "dcgan_hdf32.json").resolve())
         assert "SKY POSITIONS_ID" not in hdr and "SKY CELL_PX" not in hdr and hdr["CELL_PX"] == 16
     cfg.write_text(f'[sky]\nheight = 96\nwidth = 96\npositions = "baseline2"\nseed = 5\ndetect = false\n'
                    f'realism = false\nout = "{tmp_path / "b"}"\n')

@@ -344,6 +344,7 @@ def test_a_flux_model_s_mosaic_adds_linear_flux_in_its_own_bands_and_unit(tmp_pa
     its white noise plus the placed fluxes exactly; that noise is the model's own sky noise;
     the FITS says the unit and the noise; the PNG is the model's own display."""
     from astropy.io import fits
+    from astropy.table import Table
 
     from galaxy_core.errors import ConfigError
     from galaxy_core.io.render import to_rgb
@@ -377,6 +378,11 @@ def test_a_flux_model_s_mosaic_adds_linear_flux_in_its_own_bands_and_unit(tmp_pa
         assert "in linear flux" in " ".join(str(c) for c in hdr["COMMENT"]).replace("  ", " ")
         np.testing.assert_array_equal(h[0].data, sky.image)
         assert h["TRUTH"].columns.names[4:7] == ["flux_g", "flux_r", "flux_i"]
+        assert hdr["ZP"] == sim.meta["data"]["zero_point"] == 22.5  # the model's magnitude scale
+        truth = Table.read(h["TRUTH"])  # the fluxes in the image's unit, positions in pixels
+        th = h["TRUTH"].header  # nanomaggy is no FITS unit: written as the image's BUNIT names it
+        assert [th[f"TUNIT{i}"] for i in (4, 5, 6, 7)] == ["nanomaggy"] * 4
+        assert truth["x"].unit == "pix" and h["TRUTH"].header.comments["TTYPE6"] == "flux added to plane r"
     # PNG: the model's stretch and display rule, the same in strips of any height
     stretch = stretch_from_dict(sim.stretch)
     whole = to_rgb(np.clip(stretch.forward(sky.image), -1, 1), ["g", "r", "i"])

@@ -67,6 +67,9 @@ def fits_skip_reason(model: Pretrained, *, requested: bool = True) -> str | None
         return "FITS output was turned off (--no-fits)"
     data = model.meta.get("data") or {}
     stretch_type = (model.stretch or {}).get("type")
+    if model.family.data_kind == "grid":
+        return (f"{model.name} draws grids of cell classes ({data.get('name')}: occupancy and size class per cell), "
+                "not images of flux; PNG files only")
     if not model.physical:
         return (f"{model.name} was trained on display images ({data.get('name')}, channels "
                 f"{'/'.join(model.channels)}), not on flux-calibrated data, so its samples are colours, "
@@ -78,11 +81,14 @@ def fits_skip_reason(model: Pretrained, *, requested: bool = True) -> str | None
 
 
 def save_samples(model: Pretrained, *, out_dir: Path, n: int, seed: int = 0,
-                 latents_file: str | None = None, fits: bool = True) -> list[Path]:
+                 latents_file: str | None = None, labels_file: str | None = None, fits: bool = True) -> list[Path]:
     """Write a PNG grid, one PNG per image, the latents, a JSON record and (physical data) FITS.
 
     Image ``i`` comes from latent ``i`` of ``model.latents(seed, n)`` (or row ``i`` of the latent
-    file), so any image can be regenerated from the record.
+    file), so any image can be regenerated from the record. A conditional model's image also
+    depends on its class label: label ``i % num_classes`` unless ``labels_file`` gives them;
+    the labels used are written to ``labels.npy`` (and listed in ``samples.json``), so
+    ``latents.npy`` + ``labels.npy`` (any rows of both) regenerate the same images.
 
     Parameters
     ----------
@@ -96,6 +102,9 @@ def save_samples(model: Pretrained, *, out_dir: Path, n: int, seed: int = 0,
         Seed of the latents.
     latents_file : str, optional
         ``.npy`` file of (n, z_dim) latents to use instead of the seed.
+    labels_file : str, optional
+        ``.npy`` file of (n,) integer class labels in ``[0, num_classes)`` for a conditional
+        model, one per image (per latent row with ``latents_file``).
     fits : bool
         Write ``samples.fits`` when the model's data is physical (see :func:`fits_skip_reason`).
 
@@ -110,8 +119,9 @@ def save_samples(model: Pretrained, *, out_dir: Path, n: int, seed: int = 0,
     ------
     DataError
         ``latents_file`` cannot be read, is not a numeric ``.npy`` of (n, z_dim) latents for
-        this model, holds none, or holds NaN or infinite values (checked before anything is
-        written or generated).
+        this model, holds none, or holds NaN or infinite values; ``labels_file`` cannot be read,
+        is not a 1-D integer ``.npy`` of one label per image in range, or is given for an
+        unconditional model (all checked before anything is written or generated).
     GalaxyGanError
         ``n`` < 1 without a latents file, or ``out_dir`` holds files named as this function names its outputs (``sample_0000.png``,
         ``grid.png``, ...) but no ``samples.json``: they were not written by an earlier
@@ -127,13 +137,15 @@ def save_samples(model: Pretrained, *, out_dir: Path, n: int, seed: int = 0,
     z = _read_latents(latents_file, model) if latents_file else None  # bad input fails before anything is made
     if z is None and n < 1:
         raise GalaxyGanError(f"-n {n}: need at least one image")
-    earlier = _earlier_outputs(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     if z is not None:
         n = len(z)
-    else:
+    labels = sample_labels(model, n, labels_file)
+    earlier = _earlier_outputs(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if z is None:
         z = model.latents(seed, n).numpy()
-    stages = model.generate_stages(z, psi=SAMPLE_PSI, noise_mode=SAMPLE_NOISE)  # {stage: (n, C, H, W)}, final last
+    stages = model.generate_stages(z, labels=labels, psi=SAMPLE_PSI,
+                                   noise_mode=SAMPLE_NOISE)  # {stage: (n, C, H, W)}, final last
     x = list(stages.values())[-1]
     rgb = to_rgb(x, model.channels)
     written = []
@@ -151,14 +163,21 @@ def save_samples(model: Pretrained, *, out_dir: Path, n: int, seed: int = 0,
         written.append(p)
     np.save(out_dir / "latents.npy", z)
     written.append(out_dir / "latents.npy")
+    if labels is not None:
+        np.save(out_dir / "labels.npy", labels)
+        written.append(out_dir / "labels.npy")
     record = {**provenance(model, seed=None if latents_file else seed, latents_file=latents_file),
               "count": n, "psi": SAMPLE_PSI, "noise_mode": SAMPLE_NOISE,
+              **({} if labels is None else {"labels": labels.tolist(), "labels_file": labels_file,
+                                             "labels_rule": None if labels_file else
+                                             f"image i has label i % {model.num_classes}"}),
               "display": display_note(model.channels, model.stretch),
               "channels": model.channels, "stages": list(stages)}
     skipped = fits_skip_reason(model, requested=fits)
     if skipped is None:
         p = out_dir / "samples.fits"
-        write_samples_fits(p, model, x, seed=-1 if latents_file else seed, latents_file=latents_file)
+        write_samples_fits(p, model, x, seed=-1 if latents_file else seed, latents_file=latents_file,
+                           labels=labels)
         written.append(p)
         record["fits"] = p.name
     else:
@@ -173,7 +192,37 @@ def save_samples(model: Pretrained, *, out_dir: Path, n: int, seed: int = 0,
 
 SAMPLE_PSI = 1.0  # no truncation: samples show the model as trained
 SAMPLE_NOISE = "const"  # per-pixel noise inputs fixed, so a seed always gives the same image
-_OUTPUT_NAME = re.compile(r"(sample_\d{4,}\.png|grid(_\w+)?\.png|samples\.fits|latents\.npy|samples\.json)")
+_OUTPUT_NAME = re.compile(r"(sample_\d{4,}\.png|grid(_\w+)?\.png|samples\.fits|latents\.npy|labels\.npy|samples\.json)")
+
+
+def sample_labels(model: Pretrained, n: int, labels_file: str | None = None) -> np.ndarray | None:
+    """(n,) int64 class labels for ``n`` images of a conditional model, None for an unconditional one.
+
+    From ``labels_file`` (a ``.npy`` of integers in ``[0, num_classes)``, one per image), else
+    ``i % num_classes`` for image ``i``.
+
+    Raises
+    ------
+    DataError
+        The file cannot be read, is not a 1-D integer array of ``n`` labels, holds a label out
+        of range, or is given for an unconditional model.
+    """
+    k = int(model.num_classes)
+    if labels_file is None:
+        return (np.arange(n) % k).astype(np.int64) if k else None
+    if not k:
+        raise DataError(f"{labels_file}: {model.name} is unconditional; it takes no class labels")
+    try:
+        a = np.load(labels_file, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise DataError(f"{labels_file}: cannot read the labels as a .npy array ({e})") from e
+    if a.ndim != 1 or len(a) != n or not np.issubdtype(a.dtype, np.integer):
+        raise DataError(f"{labels_file}: need a 1-D integer array of {n} labels (one per image), "
+                        f"got {a.dtype} {a.shape}")
+    if len(a) and (a.min() < 0 or a.max() >= k):
+        raise DataError(f"{labels_file}: labels must lie in [0, {k - 1}] for {model.name} ({k} classes), "
+                        f"got {a.min()} .. {a.max()}")
+    return a.astype(np.int64)
 
 
 def _read_latents(path: str, model: Pretrained) -> np.ndarray:
@@ -203,7 +252,8 @@ def _earlier_outputs(out_dir: Path) -> set[str]:
 
 
 def write_samples_fits(path: Path, model: Pretrained, x: np.ndarray, *, seed: int,
-                       latents_file: str | None = None, psi: float = 1.0, noise_mode: str = "const") -> None:
+                       latents_file: str | None = None, psi: float = 1.0, noise_mode: str = "const",
+                       labels: np.ndarray | None = None) -> None:
     """Write model-range images ``x`` (n, C, H, W) in [-1, 1] as a flux cube with provenance cards.
 
     ``seed`` is -1 for images from a latent file (named in ``LATENTS``); ``psi`` and
@@ -230,9 +280,15 @@ def write_samples_fits(path: Path, model: Pretrained, x: np.ndarray, *, seed: in
         cards[f"REF {role}"] = f"{ref.name} {ref.id}"  # the checkpoint this model runs after, and its id
     if data.get("zero_point") is not None:
         cards["ZP"] = data["zero_point"]
-    if data.get("pixel_scale_arcsec") is not None:
-        cards["PIXSCALE"] = data["pixel_scale_arcsec"]
-    write_fits_cube(path, flux, bands=model.channels, header_cards=cards, bunit=model.flux_unit)
+    table = None
+    if labels is not None:  # a conditional model's image depends on its label too
+        from astropy.table import Table
+
+        table = Table({"image": np.arange(len(labels), dtype=np.int64), "label": np.asarray(labels, np.int64)})
+        table["label"].description = f"class label the image was generated with (0 .. {model.num_classes - 1})"
+        cards["LABELS"] = ("CATALOG", "per-image class labels: binary table HDU")
+    write_fits_cube(path, flux, bands=model.channels, header_cards=cards, bunit=model.flux_unit, table=table,
+                    pixel_scale_arcsec=data.get("pixel_scale_arcsec"))
 
 
 def fits_bytes(model: Pretrained, x: np.ndarray, *, seed: int) -> bytes:

@@ -591,9 +591,7 @@ def write_fits_cube(
                  pixel_scale_arcsec=pixel_scale_arcsec)
     hdus = [primary]
     if table is not None:
-        hdu = fits.table_to_hdu(table)
-        hdu.name = "CATALOG"
-        hdus.append(hdu)
+        hdus.append(table_hdu(table, "CATALOG"))
     hdul = fits.HDUList(hdus)
     with atomic_open(path, "wb") as f:
         if path.name.lower().endswith(".gz"):
@@ -602,6 +600,26 @@ def write_fits_cube(
         else:
             hdul.writeto(f)
     return path
+
+
+def table_hdu(table, name: str) -> fits.BinTableHDU:
+    """An astropy ``Table`` as a binary table HDU named ``name``, its column descriptions kept
+    as the comments of the ``TTYPEn`` cards (astropy's own conversion drops them; units go to
+    ``TUNITn`` as usual). Descriptions are ASCII-escaped and cut to fit the card."""
+    import warnings
+
+    with warnings.catch_warnings():  # a unit FITS does not define (nanomaggy) is written below instead
+        warnings.filterwarnings("ignore", message=".*could not be saved in native FITS format.*")
+        hdu = fits.table_to_hdu(table)
+    hdu.name = name
+    for i, col in enumerate(table.columns.values(), start=1):
+        if col.description:
+            hdu.header.comments[f"TTYPE{i}"] = _ascii(str(col.description))[:47]
+        if col.unit is not None and f"TUNIT{i}" not in hdu.header:  # as the image's BUNIT names it
+            text = col.meta.get("unit_text") or col.unit.to_string()
+            hdu.header.insert(f"TFORM{i}", (f"TUNIT{i}", _ascii(str(text)), "unit (not a FITS standard unit)"),
+                              after=True)
+    return hdu
 
 
 def provenance_header(*, bands: Sequence[str], header_cards: Mapping[str, Any] | None = None,
@@ -639,6 +657,7 @@ def _write_cards(header, *, bands, header_cards, bunit, pixel_scale_arcsec) -> N
     header["ORIGIN"] = (ORIGIN, "software that wrote this file")
     header["CREATOR"] = (f"{ORIGIN} {__version__}", "software name and version")
     header["DATE"] = (datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"), "UTC file creation")
+    header["ROWORDER"] = ("top-down", "array row 0 = top row of the PNG")
     for key, value in header_cards.items():
         if key.upper() == "BUNIT":
             continue
@@ -646,7 +665,32 @@ def _write_cards(header, *, bands, header_cards, bunit, pixel_scale_arcsec) -> N
         if isinstance(value, tuple):
             value, comment = value
         card_value = _card_value(value)
+        if not comment and _card_keyword(key) in CARD_COMMENTS and _fits_in_card(key, card_value,
+                                                                                   CARD_COMMENTS[_card_keyword(key)]):
+            comment = CARD_COMMENTS[_card_keyword(key)]  # the standard meaning, where the value leaves room
         header[_card_keyword(key)] = (card_value, comment) if comment else card_value
+
+
+def _fits_in_card(key: str, value, comment: str) -> bool:
+    """Whether ``key = value / comment`` fits one 80-character card (no truncated comment)."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fits.Card(_card_keyword(key), value, comment).image
+    return not caught
+
+
+# what the project's provenance keywords mean, for cards given without a comment
+CARD_COMMENTS = {
+    "CKPT": "checkpoint name (its model card: NAME.json)",
+    "CKPTID": "sha256 of its tensors, first 12 hex digits",
+    "ARCH": "model architecture",
+    "SEED": "latent seed; -1: latents from file LATENTS",
+    "ZP": "[mag] zero point: m = ZP - 2.5 log10(flux)",
+    "PIXSCALE": "[arcsec/pixel] pixel scale",
+    "ROWORDER": "array row 0 = top row of the PNG",
+}
 
 
 def _card_keyword(key: str) -> str:

@@ -156,6 +156,13 @@ def _band_names(channels: list[str] | None, c: int) -> list[str]:
 
 def display_note(channels: list[str], stretch: dict | None) -> str:
     """One line saying how an image was rendered (shown beside every image)."""
+    if is_grid_channels(channels) and len(channels) > 1:
+        names = {2: ("empty", "occupied"), 4: ("empty", "small", "medium", "large")}.get(
+            len(channels), ("empty",) + tuple(f"class {k}" for k in range(1, len(channels))))
+        colours = ("black", "blue", "yellow", "red", "green")
+        key = ", ".join(f"{n} {c}" for n, c in zip(names, colours))
+        return (f"class grid, one pixel per cell: one class drawn per cell from the model's class probabilities "
+                f"(seed {GRID_DISPLAY_SEED}); {key}")
     if stretch is None:
         return "8-bit pixel values as stored (linear display)"
     if stretch.get("type") == "minmax":

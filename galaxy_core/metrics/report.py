@@ -9,7 +9,9 @@ same size compared the same way. A generator as good as the data reaches about t
 Written files::
 
     summary.json                 every number, with extractor names and sample sizes; warnings
-                                 about small samples; what the memorisation check compared
+                                 about small samples; what the memorisation check compared; the
+                                 checkpoint's path, id, tensor hash, run and step, the software
+                                 and the date (:func:`galaxy_core.explore.sampling.provenance`)
     metrics.csv                  name (metric_extractor_<generated>v<real>), value, real-vs-real floor
     morphology_real.csv, morphology_generated.csv    per-image fast-path measurements
     morphology_<property>.html/.png                  real vs generated histograms
@@ -332,7 +334,10 @@ def evaluate_checkpoint(
         (warn or log.warning)(w)
     say(f"generating {len(real_a)} samples")
     _, fake = ev.generated_sample(model, len(real_a), seed=seed)
-    summary: dict = {"checkpoint": model.name, "checkpoint_id": model.id, "data": ref.name,
+    from galaxy_core.explore.sampling import provenance
+
+    made = {k: v for k, v in provenance(model, seed=seed).items() if k != "latents_file"}  # path, hashes, software
+    summary: dict = {**made, "data": ref.name,
                      "data_key": ref.manifest["key"], "n": len(real_a), "seed": seed, "warnings": warnings,
                      "floor_definition": f"a second, disjoint real sample of {len(real_b)} images"}
     rows, figures = [], {}

@@ -38,6 +38,23 @@ import torch
 from torch import nn
 
 
+def standard_normal(n: int, dim: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(n, dim) float32 draws of N(0, 1) whose rows do not depend on ``n``.
+
+    ``torch.randn`` on the CPU transforms its uniforms in blocks of 16 and, when the element
+    count is not a multiple of 16, draws the last block again, so ``torch.randn(n, 100)[0]``
+    differs between ``n = 1`` and ``n = 4``. Here the draw is rounded up to whole blocks and
+    cut back to ``n`` rows, so a seed's first rows are the same for every ``n`` (a sample's
+    image then depends only on its seed and index). Draws whose count is already a multiple
+    of 16 are exactly ``torch.randn``'s.
+    """
+    import math
+
+    step = 16 // math.gcd(int(dim), 16)
+    rows = -(-int(n) // step) * step
+    return torch.randn(rows, int(dim), generator=generator)[:n].contiguous()
+
+
 @dataclass(frozen=True)
 class Phase:
     """One part of a training step.
@@ -217,8 +234,9 @@ class Family:
         return {"z": int(cfg.z_dim)}
 
     def sample_latents(self, cfg: Any, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Latents for ``n`` images: (n, z_dim) standard normal by default."""
-        return torch.randn(n, int(cfg.z_dim), generator=generator)
+        """Latents for ``n`` images: (n, z_dim) standard normal by default
+        (:func:`standard_normal`: row ``i`` of a seeded draw is the same for every ``n > i``)."""
+        return standard_normal(n, int(cfg.z_dim), generator=generator)
 
     def sample_z(self, cfg: Any, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
         return self.sample_latents(cfg, n, generator=generator)

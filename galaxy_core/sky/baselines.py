@@ -85,7 +85,10 @@ def _table(rows):
     from astropy.table import Table
 
     names = ("x", "y", "cls", "flux", "flux_r", "flux_g", "flux_b", "tile", "size", "peak")
-    return Table({n: np.array([r[n] for r in rows], dtype=np.int16 if n == "cls" else np.float64) for n in names})
+    from galaxy_core.sky.compose import describe_truth
+
+    return describe_truth(Table({n: np.array([r[n] for r in rows], dtype=np.int16 if n == "cls" else np.float64)
+                                 for n in names}))
 
 
 def baseline_uniform(*, height: int, width: int, params: Baseline1 = Baseline1(), seed: int = 0,

@@ -435,8 +435,47 @@ def _truth_table(rows: list[dict], planes: Sequence[str] = ("r", "g", "b")):
     names = ("x", "y", "cls", "flux", *fluxes, "tile")
     dtypes = (np.float64, np.float64, np.int16, np.float64, *(np.float64,) * len(fluxes), np.int32)
     t = Table({n: np.array([r[n] for r in rows], dtype=d) for n, d in zip(names, dtypes)})
-    t["x"].unit = t["y"].unit = "pix"
-    return t
+    return describe_truth(t)
+
+
+TRUTH_DESCRIPTIONS = {  # short enough for a FITS card's comment (47 characters)
+    "x": "array column of the centre, from 0",
+    "y": "array row of the centre, from 0",
+    "cls": "1-3 size class; 0 uncond.; -1 faint; -2 star",
+    "flux": "flux added, summed over the planes",
+    "tile": "index of the tile it was drawn for",
+    "size": "drawn size before clipping",
+    "peak": "drawn peak (band sum) before clipping",
+}
+
+
+def describe_truth(table, unit: str | None = None):
+    """Give a truth table's columns their descriptions and units, in place; returns it.
+
+    ``x``, ``y`` (and a baseline's ``size``) are in ``pix``; the flux columns (``flux``,
+    ``flux_<plane>``, a baseline's ``peak``) get ``unit`` (the image's ``BUNIT``; None for
+    field units, which have no physical unit: their descriptions say "field units").
+    ``cls`` is the size class 1-3 (small, medium, large), 0 for an unconditional model's
+    galaxy, -1 a faint source, -2 a star.
+    """
+    import astropy.units as u
+
+    flux_unit = None if not unit else u.Unit(unit, parse_strict="silent")
+    for name in table.colnames:
+        col = table[name]
+        if name.startswith("flux_"):
+            col.description = f"flux added to plane {name[5:]}"
+        elif name in TRUTH_DESCRIPTIONS:
+            col.description = TRUTH_DESCRIPTIONS[name]
+        if name in ("x", "y", "size"):
+            col.unit = "pix"
+        elif name == "flux" or name.startswith("flux_") or name == "peak":
+            if flux_unit is not None:
+                col.unit = flux_unit
+                col.meta["unit_text"] = unit  # written as named (the image's BUNIT) where FITS has no such unit
+            else:
+                col.description += ", field units"
+    return table
 
 
 DEFAULT_CELL_PX = GridOptions.cell_px  # cell side of position sources that record none (random, fixed grids)

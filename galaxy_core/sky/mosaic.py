@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from galaxy_core.sky.background import Background, background_meta, hdf_background, modulation_fields
-from galaxy_core.sky.compose import _truth_table, generate_stamps, ModelGalaxies, Sky
+from galaxy_core.sky.compose import _truth_table, describe_truth, generate_stamps, ModelGalaxies, Sky
 from galaxy_core.sky.stamps import add_stamp, border_pixels, source_flux
 
 MAX_SIDE = 8000
@@ -219,13 +219,16 @@ def compose_mosaic(model, *, height: int, width: int, density: float = 4.9e-4, s
             "model": str(model.path), "model_id": model.id, "bands": planes,
             "unit_note": _mosaic_unit_note(model, planes, in_flux)}
     if in_flux:
-        meta.update(unit=model.flux_unit, background={
+        meta.update(unit=model.flux_unit, zero_point=(model.meta.get("data") or {}).get("zero_point"), background={
                         "kind": "white noise", "sigma": [float(v) for v in sigma], "unit": model.flux_unit,
                         "measured_on": f"border pixels of {NOISE_SAMPLES} generated stamps (seed {NOISE_SEED})"},
                     display={"stretch": model.stretch, "channels": planes})
     else:
         meta["background"] = background_meta(bg, modulate)
-    return Sky(image=image, truth=_truth_table(rows, names), background_sum=bg_sum, meta=meta)
+    truth = _truth_table(rows, names)
+    if in_flux:
+        describe_truth(truth, model.flux_unit)
+    return Sky(image=image, truth=truth, background_sum=bg_sum, meta=meta)
 
 
 def _mosaic_unit_note(model, bands: list[str], in_flux: bool = False) -> str:
@@ -292,7 +295,7 @@ def sky_output_path(out: str | os.PathLike, suffix: str) -> Path:
 
 # header cards written from Sky.meta by name; the rest go to HIERARCH SKY cards
 _SKY_CARDS = {"seed": "SEED", "height": "HEIGHT", "width": "WIDTH", "cell_px": "CELL_PX", "jitter": "JITTER"}
-_NOT_CARDS = ("background", "config", "bands", "unit_note", "unit", "display")
+_NOT_CARDS = ("background", "config", "bands", "unit_note", "unit", "display", "zero_point")
 _CONFIG_NOT_CARDS = ("out", "detect", "realism", "radius")  # outputs of the command, not of the image
 
 
@@ -322,7 +325,8 @@ def sky_header(sky: Sky):
     if meta.get("display"):  # a mosaic in linear flux: its white noise, per plane
         for i, v in enumerate((meta.get("background") or {}).get("sigma") or (), start=1):
             cards[f"BKGSIG{i}"] = (v, f"sky noise sd, plane {i}, pixel unit")
-    cards["ROWORDER"] = ("top-down", "array row 0 = top row of the PNG")
+    if meta.get("display") and meta.get("zero_point") is not None:  # flux in the model's unit: its zero point
+        cards["ZP"] = float(meta["zero_point"])
     if meta.get("display"):  # linear flux in the model's unit (None: not recorded, no BUNIT card)
         hdr = provenance_header(bands=meta["bands"], header_cards=cards, bunit=meta.get("unit"))
     else:
@@ -373,6 +377,7 @@ def write_sky(sky: Sky, out: str | os.PathLike, *, png: bool = True, fits: bool 
     from astropy.io import fits as afits
 
     from galaxy_core.io.atomic import atomic_open
+    from galaxy_core.io.fits import table_hdu
 
     targets = [sky_output_path(out, s) for s, on in zip(SKY_SUFFIXES, (png, fits, csv)) if on]
     with contextlib.ExitStack() as stack:  # every temporary file is renamed at the end, or none
@@ -382,13 +387,13 @@ def write_sky(sky: Sky, out: str | os.PathLike, *, png: bool = True, fits: bool 
 
             Image.fromarray(sky_rgb8(sky)).save(files[".png"], format="PNG")
         if fits:
-            truth = afits.table_to_hdu(sky.truth)
-            truth.name = "TRUTH"
+            truth = table_hdu(sky.truth, "TRUTH")
             planes = [c for c in sky.truth.colnames if c.startswith("flux_")]
             _add_comments(truth.header, "x, y: array column and row counted from 0 (FITS pixel = x + 1, y + 1). "
                                         f"flux: sum over the {len(planes)} planes; {', '.join(planes)}: planes "
                                         f"1..{len(planes)} (BAND1..{len(planes)} of the primary), in the "
-                                        "primary's pixel unit.")
+                                        "primary's pixel unit. cls: size class 1-3 (small, medium, large), "
+                                        "0 an unconditional model's galaxy, -1 a faint source, -2 a star.")
             primary = afits.PrimaryHDU(np.asarray(sky.image, np.float32), header=sky_header(sky))
             afits.HDUList([primary, truth]).writeto(files[".fits"])
         if csv:

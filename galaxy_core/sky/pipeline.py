@@ -245,7 +245,9 @@ def compose(cfg: SkyConfig, *, progress=False) -> Sky:
     for role in ("positions", "galaxies"):  # the checkpoints' content ids: the path alone may be reused
         path = getattr(cfg, role)
         if path not in SOURCE_NAMES:
-            sky.meta[f"{role}_id"] = load_model(path).id  # loaded once per process already
+            model = load_model(path)  # loaded once per process already
+            sky.meta[f"{role}_id"] = model.id
+            sky.meta[f"{role}_path"] = str(Path(model.path).resolve())  # the file used, wherever it was named from
     return sky
 
 
