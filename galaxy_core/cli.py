@@ -69,11 +69,17 @@ def _cmd_train(args) -> int:
     from galaxy_core.train.loop import train
 
     if args.resume:
+        unused = [what for what, given in (("CONFIG", args.config), ("--name", args.name),
+                                           ("--run-dir", args.run_dir), ("--init", args.init)) if given]
+        if unused:  # each would be silently overridden by the run's own config, folder and weights
+            raise GalaxyGanError(f"--resume {args.resume} continues that run with its own config.toml, folder and "
+                                 f"weights; {', '.join(unused)} cannot be used with it (--set SECTION.KEY=VALUE "
+                                 "changes a value, --data another dataset with --force-data)")
         run_dir = Path(args.resume)
         config_path = run_dir / "config.toml"
         if not config_path.exists():
             raise GalaxyGanError(f"{run_dir}: not a run folder (config.toml missing)")
-        cfg = load_config(config_path, args.set or [])
+        cfg = load_config(config_path, _data_overrides(args) + (args.set or []))  # other data: refused below
     else:
         cfg = load_config(args.config, _data_overrides(args) + (args.set or []))  # no CONFIG: the defaults
         if args.run_dir:

@@ -209,7 +209,7 @@ def main() -> None:
                       help=f"{s['n_detected']} detections; fraction matched to a placed galaxy (or within "
                            f"{s['source_radius_px']:.1f} px of a faint source or star); galaxies only: "
                            f"{s['purity_galaxies']:.2f}")
-        if min(image.shape[1:]) >= 128:
+        if min(image.shape[1:]) >= _scorer().tile:
             score = _scorer().score(image)
             c2.metric("Realism score", f"{score:.2f}",
                       help="Probability of 'real deep field' from the power-spectrum + intensity-histogram "

@@ -255,3 +255,14 @@ def test_a_position_model_s_samples_say_they_are_class_grids(tmp_path):
     record = json.loads((tmp_path / "g" / "samples.json").read_text())
     assert record["display"].startswith("class grid, one pixel per cell") and "large red" in record["display"]
     assert "grids of cell classes" in record["fits_skipped"] and "colours" not in record["fits_skipped"]
+
+
+@pytest.mark.parametrize("extra, named", [(["configs/dcgan_hdf32.toml"], "CONFIG"), (["--name", "x"], "--name"),
+                                          (["--run-dir", "elsewhere"], "--run-dir"),
+                                          (["--init", "checkpoints/dcgan_hdf64.json"], "--init")])
+def test_resume_refuses_what_it_would_silently_ignore(tmp_path, extra, named):
+    """--resume continues a run with its own config, folder and weights: a config file, a new
+    name or folder, or other initial weights beside it are refused, not dropped unsaid."""
+    r = galaxygan("train", "--resume", str(tmp_path / "run"), *extra)
+    assert r.returncode == 2 and f"{named} cannot be used with it" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "run").exists()

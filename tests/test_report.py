@@ -94,6 +94,32 @@ def test_cli_evaluate_reports_bad_checkpoint(tmp_path):
     r = subprocess.run([sys.executable, "-m", "galaxy_core.cli", "evaluate", str(tmp_path / "none.json"),
                         "--report", str(tmp_path / "r")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "none.json" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "r").exists() and list(tmp_path.iterdir()) == []  # no empty or partial report
+    r = subprocess.run([sys.executable, "-m", "galaxy_core.cli", "evaluate", str(checkpoints_dir() / "dcgan_hdf32.json"),
+                        "--report", str(tmp_path / "r"), "--held-out", str(tmp_path / "nosuch")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "nosuch: no such file or folder (--held-out)" in r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_evaluating_again_into_a_report_folder_replaces_the_earlier_report(report, tmp_path):
+    """The earlier report's memorisation files go when the new run has no memorisation section; a
+    file of the user's stays; a run that fails leaves the folder as it was."""
+    import shutil
+
+    folder = tmp_path / "rep"
+    shutil.copytree(report[0], folder)
+    (folder / "notes.txt").write_text("mine")
+    before = sorted(p.name for p in folder.iterdir())
+    with pytest.raises(Exception):
+        evaluate_checkpoint(tmp_path / "none.json", report_dir=folder, n=24)
+    assert sorted(p.name for p in folder.iterdir()) == before
+    summary = evaluate_checkpoint(checkpoints_dir() / "dcgan_hdf32.json", report_dir=folder, n=24,
+                                  extractors=("pix8",), morphology=False, memorisation=False, seed=3)
+    names = {p.name for p in folder.iterdir()}
+    assert "notes.txt" in names and not any(n.startswith(("memorisation_", "nearest_", "morphology_")) for n in names)
+    assert json.loads((folder / "summary.json").read_text())["seed"] == 3 == summary["seed"]
+    assert [p.name for p in tmp_path.iterdir()] == ["rep"]  # no staging folder left beside it
 
 
 def test_record_in_card_keeps_tensors_valid(report, tmp_path):

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 from astropy.io import fits
 from astropy.table import Table
 
@@ -188,3 +189,18 @@ def test_sky_grids_from_a_blank_image_says_it_is_blank(tmp_path, capsys):
     assert main(["sky", "grids", "--image", str(tmp_path / "black.png"), "--out", str(tmp_path / "g")]) == 2
     err = capsys.readouterr().err
     assert f"error: {tmp_path / 'black.png'}: blank image (every pixel is 0)" in err and "Traceback" not in err
+
+
+def test_a_sky_smaller_than_the_scorer_s_tile_is_composed_and_left_unscored(tmp_path, capsys):
+    from galaxy_core.metrics.realism import load_scorer
+
+    cfg = tmp_path / "sky.toml"
+    cfg.write_text('[sky]\nheight = 64\nwidth = 200\npositions = "random"\ngalaxies = "stamps"\n'
+                   f'out = "{tmp_path / "small"}"\n')
+    assert main(["sky", "compose", "--config", str(cfg), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    report = json.loads(out[out.index("{"):])
+    assert report["realism"] is None and "smaller than the scorer's 128 px tile" in report["realism_note"]
+    assert fits.getdata(tmp_path / "small.fits").shape == (3, 64, 200)
+    with pytest.raises(ValueError, match="200 x 64 px sky holds no 128 px tile"):
+        load_scorer().score(np.zeros((3, 64, 200), np.float32))

@@ -333,9 +333,23 @@ class RealismScorer:
         with threadpool_limits(1):
             return self.classifier.predict_proba(np.atleast_2d(features))[:, 1]
 
+    @property
+    def tile(self) -> int:
+        """Side of the square tiles the scorer reads, in pixels."""
+        return int(self.meta.get("tile", TILE))
+
     def score(self, sky: np.ndarray) -> float:
-        """Realism score of a (3, H, W) sky (H, W >= the tile size): mean over its tiles."""
-        return float(self.tile_scores(image_features(sky, tile=self.meta.get("tile", TILE))).mean())
+        """Realism score of a (3, H, W) sky: the mean over its :attr:`tile` px tiles.
+
+        Raises
+        ------
+        ValueError
+            The sky is smaller than one tile in either direction.
+        """
+        if min(np.shape(sky)[1:]) < self.tile:
+            raise ValueError(f"a {np.shape(sky)[2]} x {np.shape(sky)[1]} px sky holds no {self.tile} px tile "
+                             "to score")
+        return float(self.tile_scores(image_features(sky, tile=self.tile)).mean())
 
     def save(self, path: str | Path) -> Path:
         """Write ``PATH.npz`` (features) and ``PATH.json`` (meta); no pickle."""

@@ -36,10 +36,13 @@ the HTML files are written and the summary says why the PNGs are missing.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
 import os
+import re
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -313,13 +316,71 @@ def evaluate_checkpoint(
     ConfigError
         ``n`` or ``n_queries`` out of range (checked before anything is loaded).
     CheckpointError, DataError
-        The checkpoint, the data or the held-out folder cannot be used.
+        The checkpoint, the data or the held-out folder cannot be used (a held-out path that
+        does not exist is refused before anything is loaded).
+
+    Notes
+    -----
+    The report is written into a temporary folder beside ``report_dir`` and moved into it only
+    when complete: a failed evaluation leaves ``report_dir`` as it was (no partial report, no
+    empty folder). Evaluating again into the folder of an earlier report replaces that report:
+    its files the new one does not write (a memorisation panel of a run with memorisation, say)
+    are removed, so the folder never mixes two runs under one ``summary.json``. Other files are
+    not touched.
     """
     n = check_sample_size(n, option="-n")
     n_queries = check_sample_size(n_queries, option="--queries", minimum=1, maximum=n) if memorisation else n_queries
+    if memorisation and held_out is not None and not Path(held_out).exists():
+        from galaxy_core.errors import DataError
+
+        raise DataError(f"{held_out}: no such file or folder (--held-out)")
+    final = Path(report_dir)
+    if final.exists() and not final.is_dir():
+        from galaxy_core.errors import GalaxyGanError
+
+        raise GalaxyGanError(f"{final}: is a file, not a report folder")
+    from galaxy_core.data.prepared import new_temporary_dir, remove_stale_temporaries
+
+    made_parent = not final.parent.exists()
+    if not made_parent:
+        remove_stale_temporaries(final.parent)  # reports of killed runs
+    out = new_temporary_dir(final.parent, "report")
+    try:
+        summary = _evaluate_into(out, checkpoint, data=data, held_out=held_out, n=n, extractors=extractors,
+                                 morphology=morphology, memorisation=memorisation, n_queries=n_queries,
+                                 evidence=evidence, seed=seed, png=png, step=step, warn=warn)
+        _publish_report(out, final)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+        if made_parent and not final.exists():
+            with contextlib.suppress(OSError):  # only the folders this call made, and only if empty
+                final.parent.rmdir()
+    return summary
+
+
+# the files an evaluation writes (module docstring): what an earlier report in the folder consists of
+_REPORT_NAME = re.compile(r"summary\.json|metrics\.csv|(morphology|memorisation)_\w+\.(csv|html|png)|"
+                          r"cmd\.(csv|html|png)|redshift\.(html|png)|nearest_matches\.(csv|png)")
+
+
+def _publish_report(staged: Path, final: Path) -> None:
+    """Move a complete report from ``staged`` into ``final`` (created), removing the files of an
+    earlier report there (those named as a report's, beside its ``summary.json``) that the new
+    one does not replace; ``summary.json`` last, so it only ever describes the files beside it."""
+    final.mkdir(parents=True, exist_ok=True)
+    new = {p.name for p in staged.iterdir()}
+    if (final / "summary.json").is_file():
+        for p in final.iterdir():
+            if p.is_file() and _REPORT_NAME.fullmatch(p.name) and p.name not in new:
+                p.unlink()
+    for name in sorted(new - {"summary.json"}) + ["summary.json"]:
+        os.replace(staged / name, final / name)
+
+
+def _evaluate_into(out: Path, checkpoint, *, data, held_out, n, extractors, morphology, memorisation, n_queries,
+                   evidence, seed, png, step, warn) -> dict:
+    """The body of :func:`evaluate_checkpoint`, writing into the folder ``out``."""
     say = step or (lambda s: log.info(s))
-    out = Path(report_dir)
-    out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     model = load_pretrained(checkpoint)
     own = ev.training_data(model.meta)

@@ -143,11 +143,10 @@ def _cmd_compose(args) -> int:
     t0 = time.perf_counter()
     sky = compose(cfg, progress=not args.quiet)
     t_compose = time.perf_counter() - t0
-    written = write_sky(sky, cfg.out)
-    _print_sky(sky, cfg, written)
     cls = np.asarray(sky.truth["cls"]) if len(sky.truth) else np.zeros(0, int)
     report = {"compose_s": round(t_compose, 2), "n_galaxies": int(np.sum(cls >= 0)), "n_faint": int(np.sum(cls == -1)),
               "n_stars": int(np.sum(cls == -2))}
+    # the measurements first: a sky that cannot be measured leaves the earlier files of OUT in place
     if cfg.detect:
         from galaxy_core.sky.detect import detection_report
 
@@ -155,7 +154,15 @@ def _cmd_compose(args) -> int:
     if cfg.realism:
         from galaxy_core.metrics.realism import load_scorer
 
-        report["realism"] = load_scorer().score(sky.image)
+        scorer = load_scorer()
+        if min(sky.image.shape[1:]) >= scorer.tile:
+            report["realism"] = scorer.score(sky.image)
+        else:
+            report["realism"] = None
+            report["realism_note"] = (f"not scored: the sky is smaller than the scorer's {scorer.tile} px tile "
+                                      "(realism = false skips it)")
+    written = write_sky(sky, cfg.out)
+    _print_sky(sky, cfg, written)
     print(json.dumps(report, indent=2))
     return 0
 
