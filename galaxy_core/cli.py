@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from galaxy_core.config import seed_arg
 from galaxy_core.errors import GalaxyGanError
 from galaxy_core.sky.cli import _add_sky_commands
 
@@ -189,8 +190,11 @@ def _cmd_sample(args) -> int:
     from galaxy_core.explore.sampling import fits_skip_reason, save_samples
     from galaxy_core.models.pretrained import load_pretrained
 
+    if args.latents and args.n is not None:
+        raise GalaxyGanError(f"-n {args.n} and --latents {args.latents}: the latents file sets the count (one image "
+                             "per row); give one of them")
     model = load_pretrained(args.checkpoint)
-    written = save_samples(model, out_dir=Path(args.out), n=args.n, seed=args.seed,
+    written = save_samples(model, out_dir=Path(args.out), n=16 if args.n is None else args.n, seed=args.seed,
                            latents_file=args.latents, labels_file=args.labels, fits=not args.no_fits)
     for p in written:
         print(p)
@@ -299,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--resolution", type=int, default=64)
     b.add_argument("--crop", type=float, default=1.0)
     b.add_argument("--count", type=int, default=None, help="sim: number of galaxies (default 10000)")
-    b.add_argument("--seed", type=int, default=0, help="sim: random seed")
+    b.add_argument("--seed", type=seed_arg, default=0, help="sim: random seed")
     b.add_argument("--neighbours", choices=["keep", "sky"], default="keep",
                    help="hdf: keep the field around each galaxy, or replace other detected sources with source-free sky")
     b.add_argument("--rebuild", action="store_true")
@@ -336,9 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", help="generate images from a checkpoint")
     s.add_argument("checkpoint")
-    s.add_argument("-n", type=int, default=16)
+    s.add_argument("-n", type=int, default=None, help="number of images (default 16; with --latents: one per row)")
     s.add_argument("--out", required=True)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=seed_arg, default=0)
     s.add_argument("--latents", help=".npy file of (n, z_dim) latents to use instead of a seed")
     s.add_argument("--labels", help="conditional models: .npy file of (n,) class labels, one per image (default: "
                                     "image i gets label i %% classes); an earlier run's labels.npy regenerates "
@@ -365,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="generated samples searched for nearest matches (default: 64, or -n where smaller)")
     ev.add_argument("--evidence", action="append", choices=["l1", "ssim"],
                     help="distance shown beside the galaxy-encoder verdict (repeatable; default l1 and ssim)")
-    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--seed", type=seed_arg, default=0)
     ev.add_argument("--no-morphology", action="store_true")
     ev.add_argument("--no-memorisation", action="store_true")
     ev.add_argument("--no-png", action="store_true", help="write plots as HTML only")
@@ -404,6 +408,10 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{e.filename}: " if e.filename else ""
         print(f"\ngalaxygan: error: {where}{e.strerror or e}; check the path and its permissions", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C outside training (which stops cleanly itself): outputs are written atomically
+        print("\ngalaxygan: interrupted; files already written are complete, nothing half-written was kept",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -28,6 +28,22 @@ from typing import Any
 from galaxy_core.errors import ConfigError
 
 
+MAX_SEED = 2**63 - 1  # the largest seed every random generator used here takes (torch's, numpy's)
+
+
+def seed_arg(text: str) -> int:
+    """argparse type of a ``--seed`` option: an integer in ``[0, MAX_SEED]``."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must lie in 0 .. 2**63 - 1, got {value}")
+    return value
+
+
 def option(default: Any, *, choices: tuple = (), low: float | None = None, high: float | None = None,
            low_open: bool = False, high_open: bool = False) -> Any:
     """A config field with its allowed values.
@@ -51,7 +67,7 @@ class DataConfig:
     resolution: int = option(64, choices=(32, 64, 128, 256))  # side in pixels (256 for data only)
     crop: float = option(1.0, low=0.0, high=1.0, low_open=True)  # centre-crop fraction before resizing
     count: int = option(10000, low=1)        # sim: number of simulated galaxies (sky grids: number of tiles)
-    seed: int = option(0, low=0)             # sim: simulation seed (sky grids: seed of the tiles)
+    seed: int = option(0, low=0, high=MAX_SEED)  # sim: simulation seed (sky grids: seed of the tiles)
     # physical data: "asinh" (invertible) or "minmax" (per image, not flux-preserving)
     normalisation: str = option("asinh", choices=("asinh", "minmax"))
     # hdf only: "keep" the field around each source, or replace other sources with source-free "sky"
@@ -110,7 +126,7 @@ class TrainConfig:
     lr_gamma: float = option(0.5, low=0.0, high=1.0, low_open=True)
     # generator EMA decay per step (0 disables EMA)
     ema_beta: float = option(0.999, low=0.0, high=1.0, high_open=True)
-    seed: int = option(0, low=0)                  # seed of initialisation, batches and latents
+    seed: int = option(0, low=0, high=MAX_SEED)   # seed of initialisation, batches and latents
     device: str = "auto"          # "auto", "cpu", "cuda", "cuda:1", "mps" (checked against this machine)
     amp: bool = True              # mixed precision (CUDA only)
     channels_last: bool = True    # channels_last memory format (CUDA only)

@@ -15,6 +15,7 @@ from typing import Callable, Iterator
 import numpy as np
 import streamlit as st
 
+from galaxy_core.config import MAX_SEED
 from galaxy_core.errors import GalaxyGanError
 from galaxy_core.explore.export import npy_bytes, png_with_record
 from galaxy_core.explore.sampling import fits_bytes, fits_skip_reason, provenance
@@ -107,6 +108,8 @@ def parse_seeds(text: str) -> list[int]:
     for s in items:
         if not s.isdigit():
             raise ValueError(f"seed {s!r} is not a non-negative whole number")
+        if int(s) > MAX_SEED:
+            raise ValueError(f"seed {s} is too large (at most 2**63 - 1 = {MAX_SEED})")
         seeds.append(int(s))
     return seeds
 

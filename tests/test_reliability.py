@@ -240,6 +240,8 @@ def test_a_conditional_model_s_labels_are_written_and_regenerate_any_one_image(t
     assert r.returncode == 0, r.stderr
     assert not np.array_equal(np.asarray(Image.open(tmp_path / "nolabel" / "sample_0000.png")), again)
     np.save(tmp_path / "bad.npy", np.array([3]))
+    r = galaxygan("sample", str(ckpt), "-n", "3", "--latents", str(tmp_path / "z1.npy"), "--out", str(tmp_path / "bad"))
+    assert r.returncode == 2 and "the latents file sets the count" in r.stderr  # -n would be ignored
     r = galaxygan("sample", str(ckpt), "--latents", str(tmp_path / "z1.npy"), "--labels", str(tmp_path / "bad.npy"),
                   "--out", str(tmp_path / "bad"))
     assert r.returncode == 2 and "bad.npy: labels must lie in [0, 2]" in r.stderr and "Traceback" not in r.stderr
@@ -266,3 +268,46 @@ def test_resume_refuses_what_it_would_silently_ignore(tmp_path, extra, named):
     r = galaxygan("train", "--resume", str(tmp_path / "run"), *extra)
     assert r.returncode == 2 and f"{named} cannot be used with it" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_seeds_beyond_what_the_generators_take_are_refused_by_name(tmp_path):
+    """A seed must lie in 0 .. 2**63 - 1 everywhere one is given: each command's --seed, the
+    config's seeds and the app's seed lists (a larger one overflowed torch's generator)."""
+    from galaxy_core.config import MAX_SEED
+    from studio_ui.widgets import parse_seeds
+
+    big = str(2**64)
+    for cmd in (["sample", str(shipped("dcgan_hdf32")), "-n", "1", "--out", str(tmp_path / "s")],
+                ["evaluate", str(shipped("dcgan_hdf32")), "--report", str(tmp_path / "r")],
+                ["sky", "compose", "--size", "128", "--out", str(tmp_path / "k")]):
+        r = galaxygan(*cmd, "--seed", big)
+        assert r.returncode == 2 and f"--seed: must lie in 0 .. 2**63 - 1, got {big}" in r.stderr, r.stderr
+    assert list(tmp_path.iterdir()) == []
+    r = galaxygan("train", "configs/dcgan_hdf32.toml", "--set", f"train.seed={big}", "--dry-run")
+    assert r.returncode == 2 and "train.seed" in r.stderr and "Traceback" not in r.stderr
+    assert parse_seeds(f"1, {MAX_SEED}") == [1, MAX_SEED]
+    with pytest.raises(ValueError, match="too large"):
+        parse_seeds(big)
+
+
+def test_ctrl_c_during_a_long_command_ends_with_one_line_and_no_half_written_files(tmp_path):
+    """SIGINT while the simulated dataset is being built: exit status 130, a one-line message,
+    no traceback, and nothing left in the cache (the dataset is written only when complete)."""
+    import os
+    import signal
+    import time
+
+    env = {**os.environ, "GALAXYGAN_CACHE": str(tmp_path / "cache")}
+    p = subprocess.Popen([sys.executable, "-m", "galaxy_core.cli", "data", "build", "sim", "--count", "50000"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=ROOT)
+    seen = b""
+    while b"simulating galaxies" not in seen:  # its progress bar is running (minutes from the end)
+        chunk = p.stderr.read1(4096)
+        assert chunk, seen.decode(errors="replace")[-2000:]
+        seen += chunk
+    time.sleep(1)
+    p.send_signal(signal.SIGINT)
+    err = (seen + p.communicate(timeout=120)[1]).decode(errors="replace")
+    assert p.returncode == 130 and "galaxygan: interrupted" in err and "Traceback" not in err, err[-2000:]
+    left = [q for q in (tmp_path / "cache").rglob("*") if q.is_file()]
+    assert not any(q.suffix in (".fits", ".npy") for q in left), left

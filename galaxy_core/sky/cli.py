@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from galaxy_core.config import seed_arg
+
 
 def _cmd_grids(args) -> int:
     from galaxy_core.sky.grids import (GridOptions, catalogue_from_image, prepare_catalogue_grids,
@@ -338,7 +340,7 @@ def _add_sky_commands(sub) -> None:
     g.add_argument("--cell-px", type=int, default=16)
     g.add_argument("--count", type=int, default=4096)
     g.add_argument("--thresholds", choices=["terciles", "heuristic"], default="terciles")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=seed_arg, default=0)
     g.add_argument("--rebuild", action="store_true")
     g.set_defaults(func=_cmd_grids)
 
@@ -346,7 +348,7 @@ def _add_sky_commands(sub) -> None:
                        "fractions, counts-in-cells clustering")
     gs.add_argument("checkpoint", help="position model checkpoint (.json)")
     gs.add_argument("--n", type=int, default=256, help="grids drawn from the model")
-    gs.add_argument("--seed", type=int, default=0)
+    gs.add_argument("--seed", type=seed_arg, default=0)
     gs.add_argument("--mode", choices=["sample", "argmax"], default="sample",
                     help="class per cell drawn (the composer's default) or most likely")
     gs.add_argument("--match-classes", action="store_true", help="thin the grids to the data's class fractions "
@@ -358,7 +360,7 @@ def _add_sky_commands(sub) -> None:
     c = ss.add_parser("compose", help="compose a sky from a position model and a galaxy model (or a baseline)")
     c.add_argument("--config", help="TOML file with a [sky] table (default: configs/sky_default.toml values)")
     c.add_argument("--size", type=int, help="square sky side in pixels (overrides height and width)")
-    c.add_argument("--seed", type=int)
+    c.add_argument("--seed", type=seed_arg)
     c.add_argument("--positions", help="position checkpoint, random, baseline1 or baseline2")
     c.add_argument("--galaxies", help="galaxy checkpoint or stamps")
     c.add_argument("--flux-match", action="store_true",
@@ -375,7 +377,7 @@ def _add_sky_commands(sub) -> None:
     m.add_argument("--height", type=int)
     m.add_argument("--width", type=int)
     m.add_argument("--density", type=float, default=4.9e-4, help="galaxies per pixel")
-    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--seed", type=seed_arg, default=0)
     m.add_argument("--memmap", help=".npy file to hold the sky (for the largest mosaics)")
     m.add_argument("--no-modulation", action="store_true",
                    help="the same sky level and noise everywhere (default: they vary as the deep field's do; "
@@ -398,14 +400,14 @@ def _add_sky_commands(sub) -> None:
     cr.add_argument("--out", default="data/sky_e2e128_crops")
     cr.add_argument("--n", type=int, default=1500)
     cr.add_argument("--size", type=int, default=128)
-    cr.add_argument("--seed", type=int, default=7)
+    cr.add_argument("--seed", type=seed_arg, default=7)
     cr.set_defaults(func=_cmd_crops)
 
     r = ss.add_parser("realism-fit", help="fit the power-spectrum realism scorer (real hdf vs baselines)")
     r.add_argument("--out", default="checkpoints/realism_hdf")
     r.add_argument("--n-real", type=int, default=1600)
     r.add_argument("--n-skies", type=int, default=50)
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--seed", type=seed_arg, default=0)
     r.set_defaults(func=_cmd_realism_fit)
 
     e = ss.add_parser("experiments", help="realism table (real, baselines, models) and the paper's three experiments")

@@ -20,7 +20,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from galaxy_core.config import check_range, coerce_value, option
+from galaxy_core.config import MAX_SEED, check_range, coerce_value, option
 from galaxy_core.errors import ConfigError
 from galaxy_core.sky.calibrate import FAINT_PROFILES
 from galaxy_core.sky.compose import (ClassMatchedGalaxies, ModelGalaxies, ModelPositions, RandomPositions, Sky,
@@ -43,7 +43,7 @@ class SkyConfig:
 
     height: int = option(1000, low=1, high=8000)   # sky size in pixels
     width: int = option(1000, low=1, high=8000)
-    seed: int = option(0, low=0)
+    seed: int = option(0, low=0, high=MAX_SEED)
     positions: str = "checkpoints/positions_hdf_cond.json"  # checkpoint, "random", "baseline1", "baseline2"
     galaxies: str = "checkpoints/fastgan_hdf32_w16.json"     # checkpoint or "stamps" (FastGAN 32 px, width 16: lowest C2ST, docs/families/sky.md)
     # "sample" (draw each cell's class) or "argmax" (near-empty grids from models trained with sampled cells)
