@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import signal
 import sys
 import time
@@ -42,12 +43,23 @@ def _cmd_data_prepare(args) -> int:
                       normalisation=args.normalisation, rebuild=args.rebuild, progress=True)
     _print_dataset(ds, time.perf_counter() - t0)
     remember_preparation(path, resolution=args.resolution, crop=args.crop, normalisation=args.normalisation)
-    preset = "dcgan_hdf32" if args.resolution <= 32 else "dcgan_hdf64"
-    print(f"next: galaxygan train configs/{preset}.toml --data {path}"
-          f"   (resolution {args.resolution}, crop {args.crop} remembered for this folder)")
+    print(next_train_command(path, args.resolution, args.crop))
     if held is not None:
-        print(f"then: galaxygan evaluate RUN/checkpoints/best.json --held-out {held}")
+        print(f"then: galaxygan evaluate RUN/checkpoints/best.json --held-out {shlex.quote(str(held))}")
     return 0
+
+
+def next_train_command(path, resolution: int, crop: float) -> str:
+    """The ``next:`` line of ``data prepare``: a command that trains on the folder as prepared,
+    runnable from any directory (the config's full path, the folder quoted for the shell)."""
+    from galaxy_core.paths import REPO_ROOT
+
+    if resolution > 128:
+        return (f"next: DCGAN trains at 32, 64 or 128 px; prepare {shlex.quote(str(path))} again with "
+                "--resolution 128 (or lower) to train on it with a shipped config")
+    preset = REPO_ROOT / "configs" / ("dcgan_hdf32.toml" if resolution <= 32 else "dcgan_hdf64.toml")
+    return (f"next: galaxygan train {shlex.quote(str(preset))} --data {shlex.quote(str(path))}"
+            f"   (resolution {resolution}, crop {crop} remembered for this folder)")
 
 
 def _print_dataset(ds, seconds: float) -> None:
@@ -275,6 +287,9 @@ def _cmd_evaluate(args) -> int:
 def _cmd_export(args) -> int:
     from galaxy_core.io.checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
 
+    from galaxy_core.paths import check_output_stem
+
+    check_output_stem(args.out)
     src = Path(args.source)
     if src.is_dir():
         src = src / "checkpoints" / f"{args.which}.json"

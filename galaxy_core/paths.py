@@ -93,6 +93,25 @@ def confine(path: str | os.PathLike, *, root: str | os.PathLike | None = None) -
     return resolved
 
 
+def check_output_stem(out: str | os.PathLike, what: str = "--out") -> Path:
+    """``out`` as the stem of a set of output files (``OUT.png``, ``OUT.fits``; ``OUT.json`` +
+    ``OUT.safetensors``), refused where it names a folder: ``sky/`` or an existing folder
+    would otherwise give files named after the folder beside it (``sky.png``), not in it.
+
+    Raises
+    ------
+    GalaxyGanError
+        ``out`` ends in a path separator or is an existing folder.
+    """
+    from galaxy_core.errors import GalaxyGanError
+
+    text = os.fspath(out)
+    if text.endswith(("/", os.sep)) or Path(text).is_dir():
+        raise GalaxyGanError(f"{what} {text}: names a folder; give a file name without suffix, e.g. "
+                             f"{Path(text) / 'my_output'} (the suffixes are added)")
+    return Path(text)
+
+
 def with_suffix_of(path: str | os.PathLike, suffix: str, known: tuple[str, ...]) -> Path:
     """``path`` with ``suffix`` added to its whole name, after removing one ending of ``known``.
 

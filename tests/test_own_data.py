@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import sys
 
@@ -23,8 +24,12 @@ def test_prepare_then_train_with_data_folder_remembers_the_preprocessing(tmp_pat
         Image.fromarray(rgb).save(folder / f"g{i}.jpg", quality=95)
     r = _cli("data", "prepare", str(folder), "--crop", "0.5", "--resolution", "32")
     assert r.returncode == 0, r.stderr
-    assert f"next: galaxygan train configs/dcgan_hdf32.toml --data {folder}" in r.stdout
-    r = _cli("train", "configs/dcgan_hdf32.toml", "--data", str(folder), "--dry-run")
+    # the printed next step runs as pasted into a shell, from any folder (the space in the name is quoted)
+    line = next(x for x in r.stdout.splitlines() if x.startswith("next: galaxygan train "))
+    cmd = shlex.split(line[len("next: "):].split("   (")[0])
+    assert cmd[:2] == ["galaxygan", "train"] and cmd[2].endswith("configs/dcgan_hdf32.toml") and cmd[-1] == str(folder)
+    r = subprocess.run([sys.executable, "-m", "galaxy_core.cli", *cmd[1:], "--dry-run"], capture_output=True,
+                       text=True, timeout=300, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "crop = 0.5" in r.stdout and "resolution = 32" in r.stdout and str(folder) in r.stdout
     assert "\ncount = " not in r.stdout and "\nnormalisation = " not in r.stdout  # meaningless for a JPG folder

@@ -135,6 +135,10 @@ def test_sampling_again_into_a_folder_replaces_the_earlier_run_and_nothing_else(
     r = galaxygan("sample", str(shipped("dcgan_hdf32")), "-n", "2", "--out", str(foreign))
     assert r.returncode == 2 and "no samples.json" in r.stderr and "Traceback" not in r.stderr
     assert (foreign / "sample_0000.png").read_bytes() == b"not ours" and len(list(foreign.iterdir())) == 1
+    (foreign / "samples.json").write_text('{"mine": true}')  # a record of the user's own is no sampling's
+    r = galaxygan("sample", str(shipped("dcgan_hdf32")), "-n", "2", "--out", str(foreign))
+    assert r.returncode == 2 and "is not the record of an earlier sampling" in r.stderr
+    assert (foreign / "samples.json").read_text() == '{"mine": true}' and len(list(foreign.iterdir())) == 2
 
 
 def test_a_chained_model_s_fits_names_the_checkpoint_it_runs_after(tmp_path):
@@ -311,3 +315,15 @@ def test_ctrl_c_during_a_long_command_ends_with_one_line_and_no_half_written_fil
     assert p.returncode == 130 and "galaxygan: interrupted" in err and "Traceback" not in err, err[-2000:]
     left = [q for q in (tmp_path / "cache").rglob("*") if q.is_file()]
     assert not any(q.suffix in (".fits", ".npy") for q in left), left
+
+
+def test_an_output_stem_that_names_a_folder_is_refused_before_any_work(tmp_path):
+    """--out sky/ (or an existing folder) gave sky.png beside the folder: refused, nothing written."""
+    (tmp_path / "there").mkdir()
+    for out in (f"{tmp_path / 'new'}/", str(tmp_path / "there")):
+        for cmd in (["sky", "compose", "--size", "128", "--out", out],
+                    ["sky", "mosaic", str(shipped("dcgan_hdf32")), "--size", "128", "--out", out],
+                    ["export", str(shipped("dcgan_hdf32")), "--out", out]):
+            r = galaxygan(*cmd)
+            assert r.returncode == 2 and "names a folder; give a file name without suffix" in r.stderr, r.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["there"] and not any((tmp_path / "there").iterdir())

@@ -248,7 +248,20 @@ def _earlier_outputs(out_dir: Path) -> set[str]:
         raise GalaxyGanError(f"{out_dir}: holds {len(names)} file(s) named like sampling outputs "
                               f"({', '.join(sorted(names)[:3])}{', ...' if len(names) > 3 else ''}) but no samples.json, "
                               "so they were not written by an earlier sampling; choose another folder")
-    return names
+    if not names:
+        return names
+    import json
+
+    record = out_dir / "samples.json"
+    try:
+        earlier = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        earlier = None
+    if not (isinstance(earlier, dict) and str(earlier.get("software", "")).startswith("Galaxy GAN Studio")
+            and isinstance(earlier.get("files"), list)):
+        raise GalaxyGanError(f"{record}: is not the record of an earlier sampling, so the files beside it are left "
+                             "alone; choose another folder")
+    return names & ({str(f) for f in earlier["files"]} | {"samples.json"})  # only what that run wrote
 
 
 def write_samples_fits(path: Path, model: Pretrained, x: np.ndarray, *, seed: int,

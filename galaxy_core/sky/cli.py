@@ -142,6 +142,9 @@ def _cmd_compose(args) -> int:
                                         "positions": args.positions, "galaxies": args.galaxies,
                                         "flux_match": True if args.flux_match else None,
                                         "size_match": True if args.size_match else None})
+    from galaxy_core.paths import check_output_stem
+
+    check_output_stem(cfg.out, "out")  # before the work, not after it
     t0 = time.perf_counter()
     sky = compose(cfg, progress=not args.quiet)
     t_compose = time.perf_counter() - t0
@@ -173,6 +176,9 @@ def _cmd_mosaic(args) -> int:
     from galaxy_core.models.pretrained import load_pretrained
     from galaxy_core.sky.mosaic import compose_mosaic, write_sky
 
+    from galaxy_core.paths import check_output_stem
+
+    check_output_stem(args.out)
     model = load_pretrained(args.checkpoint)
     sky = compose_mosaic(model, height=args.height or args.size, width=args.width or args.size, density=args.density,
                          seed=args.seed, memmap=args.memmap, modulate=not args.no_modulation,
@@ -259,8 +265,10 @@ def _cmd_crops(args) -> int:
 
 
 def _cmd_realism_fit(args) -> int:
+    from galaxy_core.paths import check_output_stem
     from galaxy_core.sky.experiments import fit_default_scorer
 
+    check_output_stem(args.out)
     t0 = time.perf_counter()
     scorer = fit_default_scorer(n_real=args.n_real, n_skies=args.n_skies, seed=args.seed)
     path = scorer.save(args.out)

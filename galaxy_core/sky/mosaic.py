@@ -288,9 +288,9 @@ def sky_output_path(out: str | os.PathLike, suffix: str) -> Path:
     """``OUT`` + ``suffix``: the suffix is added to the whole name (``run.v2`` -> ``run.v2.fits``,
     never ``run.fits``), except that an ``OUT`` already ending in one of :data:`SKY_SUFFIXES`
     loses that ending first (``sky.png`` -> ``sky.fits``)."""
-    from galaxy_core.paths import with_suffix_of
+    from galaxy_core.paths import check_output_stem, with_suffix_of
 
-    return with_suffix_of(out, suffix, SKY_SUFFIXES)
+    return with_suffix_of(check_output_stem(out), suffix, SKY_SUFFIXES)
 
 
 # header cards written from Sky.meta by name; the rest go to HIERARCH SKY cards
