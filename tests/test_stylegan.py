@@ -381,3 +381,31 @@ def test_band_change_recreates_exactly_the_torgb_and_fromrgb_layers():
     same = fam.build(StyleGANConfig(resolution=32, num_bands=3, **TINY))
     rep = load_matching(same, tensors, source="three-band")
     assert rep.recreated == [] and len(rep.loaded) == len(tensors)
+
+
+def test_a_seed_s_latents_are_not_the_weights_the_model_was_initialised_with():
+    """Training seeds the weight initialisation with torch.manual_seed(train.seed); latents drawn
+    from a generator seeded with the same number repeated the mapping network's first weight
+    rows (correlation 1 with stylegan_sim64_gri's), which gave seed 0 atypical images. A seed's
+    latents now come from a stream of their own."""
+    import numpy as np
+    import torch
+
+    from galaxy_core.models.family import latent_generator
+    from galaxy_core.models.pretrained import load_pretrained
+    from galaxy_core.paths import checkpoints_dir
+
+    model = load_pretrained(checkpoints_dir() / "stylegan_sim64_gri.json")
+    W = model.nets["G"].state_dict()["mapping.net.0.weight"].numpy()
+    raw = torch.randn(W.shape, generator=torch.Generator().manual_seed(0)).numpy()
+    assert np.corrcoef(W[0], raw[0])[0, 1] > 0.99  # the shipped weights still carry their initial draw
+    z = model.latents(0, W.shape[0]).numpy()
+    corr = np.corrcoef(np.concatenate([W, z]))[: len(W), len(W):]
+    assert np.abs(corr).max() < 0.5
+    # the images of seed 0's first latents are as varied as any others' (median pixel sd within 5 %)
+    x = model.generate(model.latents(0, 192))
+    sd = x.reshape(len(x), -1).std(axis=1)
+    assert abs(np.median(sd[:96]) / np.median(sd[96:]) - 1) < 0.05
+    draws = {s: torch.randn(8, generator=latent_generator(0, s)) for s in ("latents", "live", "grid")}
+    assert not any(torch.equal(draws[a], draws[b]) for a in draws for b in draws if a < b)
+    assert torch.equal(torch.randn(8, generator=latent_generator(0)), draws["latents"])  # a pure function of both

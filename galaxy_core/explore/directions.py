@@ -261,12 +261,12 @@ def w_pca(model, *, n: int = W_PCA_SAMPLES, k: int = 8, seed: int = 0) -> Direct
         ``n`` or ``k`` out of range.
     """
     from galaxy_core.explore.style import generator_of, mapping
-    from galaxy_core.models.family import standard_normal
+    from galaxy_core.models.family import latent_generator, standard_normal
 
     G = generator_of(model)
     if not 1 <= k <= G.w_dim or n <= k:
         raise ValueError(f"need 1 <= k <= w_dim ({G.w_dim}) and n > k, got k={k}, n={n}")
-    z = standard_normal(n, G.z_dim, generator=torch.Generator().manual_seed(int(seed)))
+    z = standard_normal(n, G.z_dim, generator=latent_generator(seed, "directions"))
     w = np.concatenate([mapping(G, z[i : i + 4096].numpy()) for i in range(0, n, 4096)]).astype(np.float64)
     axes, coords, explained = _pca(w, k)
     return Directions(axes.astype(np.float32), coords.std(axis=0).astype(np.float32), explained, "w")

@@ -242,8 +242,10 @@ def project(model, target, *, space: str = "w", steps: int = 300, lr: float = 0.
     def chi2_of(img: torch.Tensor) -> torch.Tensor:
         return ((to_flux(img) - tgt_flux).square() * inv_var).mean()
 
-    gen = torch.Generator().manual_seed(seed)
-    z = torch.randn(w_avg_samples, G.z_dim, generator=gen)
+    from galaxy_core.models.family import latent_generator, standard_normal
+
+    gen = latent_generator(seed, "projection")  # never the weights' own initialisation stream
+    z = standard_normal(w_avg_samples, G.z_dim, generator=gen)
     w_samples = mapping(G, z.numpy())
     w_std = float(np.sqrt(((w_samples - w_samples.mean(0)) ** 2).sum(1).mean()))
     feat = _feature_fn(extractor, bands) if feature_weight > 0 else None

@@ -38,6 +38,22 @@ import torch
 from torch import nn
 
 
+def latent_generator(seed: int, stream: str = "latents") -> torch.Generator:
+    """A CPU ``torch.Generator`` for the latents of a user's ``seed``, on a named ``stream``.
+
+    Seeded with a hash of ``(seed, stream)`` (numpy ``SeedSequence``), not with ``seed`` itself:
+    training initialises the weights from ``torch.manual_seed(train.seed)``, so latents drawn
+    from ``torch.Generator().manual_seed(seed)`` with the same seed would repeat the numbers of
+    the first weight matrix. A StyleGAN's mapping network then meets its own weight rows as
+    latents (``W z`` has ``|z|^2`` in one coordinate) and draws atypical images for seed 0.
+    Distinct streams (``"latents"``, ``"live"``, ``"grid"``, ...) never share numbers either.
+    """
+    import numpy as np
+
+    state = np.random.SeedSequence([int(seed), *stream.encode()]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(((int(state[0]) << 32) | int(state[1])) >> 1)  # 63 bits
+
+
 def standard_normal(n: int, dim: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
     """(n, dim) float32 draws of N(0, 1) whose rows do not depend on ``n``.
 

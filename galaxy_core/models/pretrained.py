@@ -124,8 +124,13 @@ class Pretrained:
         return self.path.stem
 
     def latents(self, seed: int, n: int) -> torch.Tensor:
-        """(n, z_dim) latents for a seed: ``latents(s, n)[i]`` is the same for every n > i."""
-        return self.family.sample_latents(self.model_cfg, n, generator=torch.Generator().manual_seed(int(seed)))
+        """(n, z_dim) latents for a seed: ``latents(s, n)[i]`` is the same for every n > i.
+
+        Drawn from :func:`~galaxy_core.models.family.latent_generator` (a stream of its own for
+        each seed, never the one the weights were initialised from)."""
+        from galaxy_core.models.family import latent_generator
+
+        return self.family.sample_latents(self.model_cfg, n, generator=latent_generator(seed))
 
     @torch.no_grad()
     def generate_stages(self, latents: torch.Tensor | np.ndarray, *, labels=None, psi: float = 1.0,

@@ -35,9 +35,12 @@ _GRID_DISTANCE = re.compile(r"grid_distance_\d+")
 
 def _generate(G: torch.nn.Module, sample_z: Callable[[int, torch.Generator], torch.Tensor], n: int,
               device: torch.device, batch: int) -> torch.Tensor:
-    """(n, ...) float32 CPU outputs of ``G`` for the fixed evaluation latents (seed 2024), so
-    successive evaluations of one run see the same z."""
-    z = sample_z(n, torch.Generator().manual_seed(2024))
+    """(n, ...) float32 CPU outputs of ``G`` for the fixed evaluation latents (seed 2024 on the
+    ``live`` stream of :func:`~galaxy_core.models.family.latent_generator`), so successive
+    evaluations of one run see the same z."""
+    from galaxy_core.models.family import latent_generator
+
+    z = sample_z(n, latent_generator(2024, "live"))
     return torch.cat([G(z[i : i + batch].to(device)).float().cpu() for i in range(0, n, batch)])
 
 

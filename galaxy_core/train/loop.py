@@ -57,7 +57,7 @@ from galaxy_core.io.checkpoint import (
     subdict,
     unflatten_optimizer,
 )
-from galaxy_core.models.family import Family, StepContext
+from galaxy_core.models.family import Family, StepContext, latent_generator
 from galaxy_core.models.registry import get_arch, make_config
 from galaxy_core.train import distributed
 from galaxy_core.train.diffaug import AdaptiveAugment, policy_ops
@@ -189,7 +189,7 @@ class Trainer:
         self.train_nets = {k: self.dist.wrap(v, self.device) for k, v in self.nets.items()}
         self.objective = self.family.objective_cls(self.model_cfg, t, self.train_nets)
         self.fixed_z = self.family.sample_latents(self.model_cfg, cfg.log.grid_size,
-                                                  generator=torch.Generator().manual_seed(t.seed + 12345))
+                                                  generator=latent_generator(t.seed, "grid"))
         k = self.family.num_classes(self.model_cfg)
         self.fixed_labels = torch.arange(cfg.log.grid_size) % k if k else None
         self.step = 0
