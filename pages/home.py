@@ -259,7 +259,8 @@ def samples_ui(model: Pretrained) -> None:
     scale = widgets.display_scale(model.resolution)
     record = widgets.record_for(model, seed=seed, count=n, note="image i comes from latents(seed, n)[i]")
     grid = widgets.grid_png(rgb, record, scale=scale)
-    widgets.show_image(grid, f"{n} samples from seed {seed}, shown ×{scale}. {widgets.stretch_note(model)}")
+    widgets.show_image(grid, f"{n} samples from seed {seed}, PNG enlarged ×{scale} (fitted to the page's width). "
+                             f"{widgets.stretch_note(model)}")
     if model.refs:  # a chained model: every stage of the same latents, side by side
         stages = state.render_stages(model, z)
         cols = st.columns(len(stages))
@@ -267,8 +268,8 @@ def samples_ui(model: Pretrained) -> None:
             with col:
                 s_scale = max(1, scale * model.resolution // srgb.shape[1])
                 widgets.show_image(widgets.grid_png(srgb, record, scale=s_scale),
-                                   f"{stage}: {srgb.shape[1]} px, shown ×{s_scale}")
-    name = f"{model.name}_seed{seed}"
+                                   f"{stage}: {srgb.shape[1]} px, PNG enlarged ×{s_scale}")
+    name = f"{model.name}_seed{seed}_n{n}"
     items = [
         ("Grid (PNG)", grid, f"{name}_grid.png", "image/png"),
         ("Each image (zip)", lambda: frames_zip(rgb, z, record=record, prefix="sample"),  # built when clicked

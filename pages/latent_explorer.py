@@ -81,17 +81,21 @@ def path_controls_ui(model: Pretrained) -> tuple[str, int, int, str]:
     with c1:
         if state.has_w(model):
             forced = projection_panel.projected(model) is not None and st.session_state.get(projection_panel.USE_KEY)
-            space = st.radio("Interpolate in", ["z", "w"], horizontal=True, key="le_space", disabled=bool(forced),
-                             help="w: the mapping network's output, where styles are read; paths there are linear. "
-                                  "A projected galaxy is a point in w, so a path from it runs in w.")
-            space = "w" if forced else space
-        method = st.radio("Interpolation", ["slerp", "lerp"], horizontal=True, key="le_method", disabled=space == "w",
-                          help="slerp follows the sphere (keeps the norm of Gaussian latents); lerp the straight "
-                               "line (always lerp in w, which is not Gaussian).")
+            space_help = ("w: the mapping network's output, where styles are read; paths there are linear. "
+                          "A projected galaxy is a point in w, so a path from it runs in w.")
+            # a control that cannot be changed shows the value in use (its own key keeps the user's choice)
+            space = (st.radio("Interpolate in", ["w"], horizontal=True, key="le_space_forced", disabled=True,
+                              help=space_help) if forced else
+                     st.radio("Interpolate in", ["z", "w"], horizontal=True, key="le_space", help=space_help))
+        method_help = ("slerp follows the sphere (keeps the norm of Gaussian latents); lerp the straight line "
+                       "(always lerp in w, which is not Gaussian).")
+        method = (st.radio("Interpolation", ["lerp"], horizontal=True, key="le_method_w", disabled=True,
+                           help=method_help) if space == "w" else
+                  st.radio("Interpolation", ["slerp", "lerp"], horizontal=True, key="le_method", help=method_help))
     frames = c2.slider("Frames", 2, 64, 16, key="le_frames",
                        help="Raised to the number of key latents when there are more keys than frames.")
     fps = c3.slider("Animation speed (frames/s)", 2, 24, 8, key="le_fps")
-    return ("lerp" if space == "w" else method), frames, fps, space
+    return method, frames, fps, space
 
 
 @st.cache_data(max_entries=32, show_spinner=False)

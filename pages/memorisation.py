@@ -161,14 +161,17 @@ def panel_ui(i: int, gen_rgb: np.ndarray, train_rgb: np.ndarray, names: list[str
 
 
 def matches_csv(order: np.ndarray, names: list[list[str]], dist: np.ndarray, flagged, record: dict) -> bytes:
+    """The nearest matches as a plain CSV any reader takes (no comment line): one row per generated
+    sample, with its provenance in columns (sample ``i`` is ``latents(seed, n)[i]`` of the checkpoint)."""
     buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow([f"# checkpoint {record['checkpoint']} ({record['checkpoint_id']}), seed {record['seed']}, "
-                f"distance {record['metric']}: sample i is latents(seed, n)[i]"])
+    w = csv.writer(buf, lineterminator="\n")
     k = dist.shape[1]
-    w.writerow(["sample", "flagged"] + [f"nn{j + 1}_image" for j in range(k)] + [f"nn{j + 1}_distance" for j in range(k)])
+    w.writerow(["sample", "flagged"] + [f"nn{j + 1}_image" for j in range(k)] + [f"nn{j + 1}_distance" for j in range(k)]
+               + ["distance", "seed", "checkpoint", "checkpoint_id"])
+    about = [record["metric"], record["seed"], record["checkpoint"], record["checkpoint_id"]]
     for row, i in enumerate(order):
-        w.writerow([i, "" if flagged is None else bool(flagged[i]), *names[row], *[f"{d:.6g}" for d in dist[i]]])
+        w.writerow([i, "" if flagged is None else bool(flagged[i]), *names[row], *[f"{d:.6g}" for d in dist[i]],
+                    *about])
     return buf.getvalue().encode()
 
 

@@ -175,10 +175,11 @@ def downloads_ui(image, truth, background_sum, meta, seed: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_sky(Sky(image=image, truth=truth, background_sum=background_sum, meta=meta), Path(tmp) / "sky")
         data = {p.suffix: p.read_bytes() for p in paths}
+    stem = f"sky_seed{seed}_{image.shape[2]}x{image.shape[1]}"  # skies of other sizes get other names
     widgets.download_row([
-        ("PNG", data[".png"], f"sky_seed{seed}.png", "image/png"),
-        ("FITS + truth table", data[".fits"], f"sky_seed{seed}.fits", "application/fits"),
-        ("Truth CSV", data[".csv"], f"sky_seed{seed}.csv", "text/csv"),
+        ("PNG", data[".png"], f"{stem}.png", "image/png"),
+        ("FITS + truth table", data[".fits"], f"{stem}.fits", "application/fits"),
+        ("Truth CSV", data[".csv"], f"{stem}.csv", "text/csv"),
     ], key="sky_dl")
 
 
@@ -195,7 +196,7 @@ def main() -> None:
         overlay = c2.toggle("Detection overlay", value=True, key="sky_overlay")
         radius = c2.slider("Matching radius (px)", 1.0, 10.0, 5.0, 0.5, key="sky_radius")
         det = _detect(items, radius) if overlay else None
-        c1.plotly_chart(figure(image, truth, det), use_container_width=True, key="sky_fig")
+        c1.plotly_chart(figure(image, truth, det), width="stretch", key="sky_fig")
         cls = np.asarray(truth["cls"]) if len(truth) else np.zeros(0, np.int64)
         n_faint, n_stars = int(np.sum(cls == -1)), int(np.sum(cls == -2))
         c2.metric("Galaxies placed", int(np.sum(cls >= 0)),

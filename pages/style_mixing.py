@@ -81,8 +81,10 @@ def mask_ui(model: Pretrained) -> tuple[np.ndarray, float, str]:
     with st.expander("Expert: per-layer mask"):
         expert = st.toggle("Choose layers one by one", key="sm_expert")
         names = [layer_label(model, i) for i in range(len(mask))]
-        picked = st.multiselect("Layers from the column galaxy", names, default=[n for n, m in zip(names, mask) if m],
-                                key="sm_layers", disabled=not expert)
+        if not expert or any(n not in names for n in st.session_state.get("sm_layers", [None])):
+            # follow the ranges until the toggle is on, so the one-by-one choice starts from them
+            st.session_state["sm_layers"] = [n for n, m in zip(names, mask) if m]
+        picked = st.multiselect("Layers from the column galaxy", names, key="sm_layers", disabled=not expert)
         if expert:
             mask = np.array([n in picked for n in names])
     return mask, psi, noise

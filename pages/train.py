@@ -32,6 +32,7 @@ nav.ensure_app()  # first request for this URL on a fresh server: run the app en
 
 RUN_KEY = "train_run"
 STARTED_KEY = "train_started"
+RENEW_NAME_KEY = "train_renew_name"  # set by a start: the run name box gets a fresh default
 ACTIVE_STATES = ("running", "starting")
 REFRESH_ACTIVE_S = 2.0  # monitor refresh while a run is starting or running
 REFRESH_IDLE_S = 5.0    # otherwise: still notices runs started elsewhere (galaxygan train) within seconds
@@ -298,7 +299,9 @@ def new_run_ui() -> None:
         augment = augment_ui(cfg, k)
     with st.expander("Logging and live evaluation", icon=":material/monitoring:"):
         log = logging_ui(cfg, k)
-    name = st.text_input("Run name", value=unique_run_name(preset), key=f"{k}_name",
+    if st.session_state.pop(RENEW_NAME_KEY, False) or not st.session_state.get(f"{k}_name"):
+        st.session_state[f"{k}_name"] = unique_run_name(preset)  # a fresh default, also after each start
+    name = st.text_input("Run name", key=f"{k}_name",
                          help="The run's folder name under the runs folder (the default is unique: time to the "
                               "millisecond and a random suffix).")
     if st.button("Start training", type="primary", icon=":material/rocket_launch:", width="stretch",
@@ -307,12 +310,12 @@ def new_run_ui() -> None:
         for section, changes in (("data", data), ("train", train), ("augment", augment), ("log", log)):
             values[section].update(changes or {})
         values["model"] = model
-        start_run(values, name, init_path, f"{k}_name")
-    if STARTED_KEY in st.session_state:
-        st.success(st.session_state.pop(STARTED_KEY), icon=":material/rocket_launch:")
+        start_run(values, name, init_path)
+    if STARTED_KEY in st.session_state:  # stays until the next start: the page reruns as the monitor refreshes
+        st.success(st.session_state[STARTED_KEY], icon=":material/rocket_launch:")
 
 
-def start_run(values: dict, name: str, init_path: str | None, name_key: str) -> None:
+def start_run(values: dict, name: str, init_path: str | None) -> None:
     run_dir = runs_dir() / run_name_ok(name)
     try:
         run_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -328,7 +331,7 @@ def start_run(values: dict, name: str, init_path: str | None, name_key: str) -> 
     st.session_state[RUN_KEY] = str(run_dir)  # the monitor shows the new run
     st.session_state[STARTED_KEY] = (f"Started **{run_dir.name}** (process {pid}). "
                                      "It keeps running if you close this tab.")
-    del st.session_state[name_key]  # the next run gets a fresh default name
+    st.session_state[RENEW_NAME_KEY] = True  # the next run gets a fresh default name (set before its box is drawn)
     st.rerun()
 
 

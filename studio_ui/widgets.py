@@ -73,7 +73,9 @@ def checkpoint_picker_ui() -> str | None:
         st.session_state[state.CHECKPOINT_KEY] = refs[0].path
     return st.selectbox("Checkpoint", list(labels), format_func=labels.get, key=state.CHECKPOINT_KEY,
                         help="Shipped models and the checkpoints of your training runs. "
-                             "Every page uses the checkpoint chosen here.")
+                             "Home, Latent explorer, Evaluation and Memorisation use the checkpoint chosen "
+                             "here; Style mixing starts from it (when it is a StyleGAN) and has its own picker; "
+                             "Sky composer picks its position and galaxy models on the page.")
 
 
 def require_model(check: Callable[[Pretrained], bool], message: str) -> Pretrained | None:
@@ -208,7 +210,7 @@ def stage_images_ui(stages: dict[str, np.ndarray], record: dict, *, resolution: 
     for col, (stage, rgb) in zip(st.columns(len(stages)), stages.items()):
         s_scale = max(1, scale * resolution // rgb.shape[1])
         out[stage] = grid_png(rgb, record, ncols=ncols, scale=s_scale)
-        show_image(out[stage], f"{stage}: {rgb.shape[1]} px, shown ×{s_scale}{what}", where=col)
+        show_image(out[stage], f"{stage}: {rgb.shape[1]} px, PNG enlarged ×{s_scale}{what}", where=col)
     return out
 
 

@@ -618,7 +618,7 @@ def test_a_chain_on_latent_explorer_evaluation_and_memorisation(chain_checkpoint
     assert_clean(at)
     captions = image_captions(at)
     assert captions[0].startswith("Real (first 16)") and captions[1].startswith("Generated (first 16)")
-    assert [c.split(" · ")[0] for c in captions[2:4]] == ["stage1: 64 px, shown ×2", "stage2: 128 px, shown ×1"]
+    assert [c.split(" · ")[0] for c in captions[2:4]] == ["stage1: 64 px, PNG enlarged ×2", "stage2: 128 px, PNG enlarged ×1"]
     extractor = at.selectbox(key="ev_extractor").value
     assert f"fid_{extractor}_64v64" in labels(at.metric)  # 64 generated 128 px images vs 64 real ones
     assert {"Generated inside the box", "Second real sample inside"} <= set(labels(at.metric))

@@ -93,6 +93,20 @@ def test_jpg_folder_with_a_corrupt_file(tmp_path):
     assert img[0, 16, 16] > img[2, 16, 16]
 
 
+def test_a_copy_of_a_prepared_folder_shares_its_arrays_but_keeps_its_own_name(tmp_path):
+    """Two folders of the same files share one prepared copy; each is named and sourced as
+    itself (a model trained on the copy must not be recorded as trained on the first folder)."""
+    import shutil
+
+    first = jpg_folder(tmp_path / "zoo", n=3)
+    shutil.copytree(first, tmp_path / "zooB")
+    a, b = prep(first), prep(tmp_path / "zooB")
+    assert a.root == b.root  # prepared once
+    assert (a.name, b.name) == ("zoo", "zooB")
+    assert b.manifest["source"] == str((tmp_path / "zooB").resolve()) != a.manifest["source"]
+    assert prep(first).name == "zoo"  # and the first keeps its own
+
+
 def test_uniform_colour_survives_crop_and_resize(tmp_path):
     folder = tmp_path / "flat"
     folder.mkdir()

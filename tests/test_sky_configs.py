@@ -102,7 +102,7 @@ def test_size_match_gives_larger_cells_larger_galaxies():
     ("cell_px = 0", ["sky.cell_px", "must be >= 1"]),
     ('cell_px = "x"', ["sky.cell_px", "expected a whole number"]),
     ("radius = 0", ["sky.radius", "must be > 0"]),
-    ("seed = -1", ["sky.seed", "must be >= 0"]),
+    ("seed = -1", ["sky.seed", "must be in [0, 9223372036854775807]; got -1"]),
     ('class_mix = [1, "a", 2]', ["sky.class_mix[1]", "expected a number"]),
     ("class_mix = 3", ["sky.class_mix", "expected a list of 3 numbers"]),
     ("class_mix = [1, 2]", ["sky.class_mix", "3 non-negative weights"]),

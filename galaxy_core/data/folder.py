@@ -18,6 +18,7 @@ changed file gives a fresh build.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -128,9 +129,12 @@ def prepare_folder(
     root = cache_dir() / "prepared" / f"folder-{key}"
     if root.exists() and not rebuild:
         try:
-            return open_prepared(root)
+            ds = open_prepared(root)
         except DataError as e:
             log.warning("%s; preparing it again", e)
+        else:  # the same files under another folder: the copy is shared, the name and source are this folder's
+            return dataclasses.replace(ds, manifest={**ds.manifest, "name": _dataset_name(path, kind),
+                                                     "source": str(path)})
     manifest = {
         "name": _dataset_name(path, kind),
         "key": key,
