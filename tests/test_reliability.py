@@ -159,12 +159,16 @@ def test_a_chained_model_s_fits_names_the_checkpoint_it_runs_after(tmp_path):
     (np.zeros((2, 7), np.float32), "(n, 100)"),
     (np.zeros((0, 100), np.float32), "holds no latents"),
     (np.array(["a", "b"]), "numeric array"),
-    (None, "not a readable .npy"),
+    (None, "not a .npy file"),  # a text file: not the pickle message numpy would give
+    ("cut", "not a readable .npy array"),
 ])
 def test_bad_latents_are_refused_naming_the_file_before_anything_is_written(tmp_path, bad, problem):
     lat = tmp_path / "lat.npy"
     if bad is None:
         lat.write_text("not an array")
+    elif isinstance(bad, str):  # a .npy file cut short
+        np.save(lat, np.zeros((4, 100), np.float32))
+        lat.write_bytes(lat.read_bytes()[:200])
     else:
         np.save(lat, bad)
     out = tmp_path / "out"

@@ -54,6 +54,24 @@ def npy_bytes(z: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def read_npy(data: bytes, *, name: str = "array") -> np.ndarray:
+    """One array from the bytes of a ``.npy`` file, without pickle.
+
+    Raises
+    ------
+    ValueError
+        The bytes are not a ``.npy`` file (no NumPy magic: a text or other file), are cut short,
+        or hold pickled objects.
+    """
+    if not data.startswith(b"\x93NUMPY"):
+        raise ValueError(f"{name}: not a .npy file (it does not start as NumPy's .npy format does; "
+                         "save arrays with numpy.save)")
+    try:
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise ValueError(f"{name}: not a readable .npy array ({e})") from e
+
+
 def load_latents(data: bytes, *, z_dim: int, name: str = "latents") -> np.ndarray:
     """Read uploaded ``.npy`` latents: ``(z_dim,)`` or ``(n, z_dim)`` -> float32 ``(n, z_dim)``.
 
@@ -63,10 +81,7 @@ def load_latents(data: bytes, *, z_dim: int, name: str = "latents") -> np.ndarra
         Not a ``.npy`` array (pickled objects are refused), wrong shape, no latent at all, or
         non-finite values.
     """
-    try:
-        z = np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise ValueError(f"{name}: not a readable .npy array ({e})") from e
+    z = read_npy(data, name=name)
     if not isinstance(z, np.ndarray) or z.dtype.kind not in "fiu":
         raise ValueError(f"{name}: expected a numeric array, got {getattr(z, 'dtype', type(z))}")
     z = np.atleast_2d(z).astype(np.float32)

@@ -212,10 +212,14 @@ def sample_labels(model: Pretrained, n: int, labels_file: str | None = None) -> 
         return (np.arange(n) % k).astype(np.int64) if k else None
     if not k:
         raise DataError(f"{labels_file}: {model.name} is unconditional; it takes no class labels")
+    from galaxy_core.explore.export import read_npy
+
     try:
-        a = np.load(labels_file, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise DataError(f"{labels_file}: cannot read the labels as a .npy array ({e})") from e
+        a = read_npy(Path(labels_file).read_bytes(), name=str(labels_file))
+    except OSError as e:
+        raise DataError(f"{labels_file}: cannot read the labels ({e.strerror or e})") from e
+    except ValueError as e:
+        raise DataError(str(e)) from e
     if a.ndim != 1 or len(a) != n or not np.issubdtype(a.dtype, np.integer):
         raise DataError(f"{labels_file}: need a 1-D integer array of {n} labels (one per image), "
                         f"got {a.dtype} {a.shape}")
