@@ -109,6 +109,10 @@ def _cmd_train(args) -> int:
     if args.dry_run:
         print(_applicable_toml(cfg), end="")
         print(_model_field_docs(cfg.arch))
+        from galaxy_core.data.sources import BUILTIN, require_dataset
+
+        if str(cfg.data.dataset) not in BUILTIN:
+            require_dataset(cfg.data.dataset)  # the config is printed; a dataset that is not there fails as training would
         return 0
     stop = {"flag": False}
 

@@ -447,3 +447,12 @@ def test_band_files_holding_several_images_are_skipped_with_the_reason(tmp_path)
     (skip,) = ds.manifest["skipped"]
     assert skip["file"] == "obj_g.fits"
     assert "named as band 'g' of one galaxy but holds 3 images; a band file holds one 2-D image" in skip["reason"]
+
+
+def test_a_broken_link_in_a_folder_is_listed_as_skipped(tmp_path):
+    folder = jpg_folder(tmp_path / "zoo", n=2)
+    (folder / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    ds = prep(folder)
+    assert len(ds) == 2
+    assert [(s["file"], s["reason"].split(" (")[0]) for s in ds.manifest["skipped"]] == \
+        [("gone.jpg", "a link whose target is missing")]

@@ -90,6 +90,12 @@ def test_app_fits_download_holds_the_fluxes_of_the_shown_latents():
 # ------------------------------------------------------------------------- galaxygan train --dry-run
 
 
+def test_dry_run_prints_the_config_and_fails_for_a_dataset_that_is_not_there(tmp_path):
+    r = galaxygan("train", "configs/dcgan_hdf32.toml", "--set", f"data.dataset={tmp_path / 'nosuch'}", "--dry-run")
+    assert r.returncode == 2 and "[train]" in r.stdout and "Traceback" not in r.stderr
+    assert f"{tmp_path / 'nosuch'}: no such file or folder" in r.stderr
+
+
 def test_dry_run_accepts_a_numeric_choice():
     r = galaxygan("train", "configs/dcgan_hdf32.toml", "--set", "augment.rotate=45", "--dry-run")
     assert r.returncode == 0, r.stderr

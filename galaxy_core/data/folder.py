@@ -151,6 +151,7 @@ def prepare_folder(
             images, catalog, extra = _prepare_fits(
                 fits_files, base, resolution=resolution, crop=crop, normalisation=normalisation,
                 progress=progress, spill=spill)
+        extra["skipped"] = _broken_links(path, base) + extra["skipped"]  # listed, as unreadable files are
         _check_some_usable(path, len(images), extra["skipped"])
         manifest.update(extra)
         dataset = write_prepared(root, images, manifest, catalog=catalog, replace=rebuild)
@@ -180,6 +181,16 @@ def _scan(path: Path) -> tuple[list[Path], list[Path]]:
         raise DataError(f"{path}: {what} (looked for {', '.join(IMAGE_SUFFIXES)}, .fits, .fit, "
                         ".fts, .fits.gz, .fz)")
     return image_files, fits_files
+
+
+def _broken_links(path: Path, base: Path) -> list[dict]:
+    """Skipped-file entries for the links under ``path`` whose target is missing (the scan,
+    which keeps regular files, passes over them)."""
+    if not path.is_dir():
+        return []
+    links = (p for p in path.rglob("*") if p.is_symlink() and not p.exists() and not _hidden(p.relative_to(path)))
+    return [{"file": _rel(p, base), "reason": f"a link whose target is missing ({os.readlink(p)})"}
+            for p in sorted(links, key=lambda p: p.relative_to(path).as_posix())]
 
 
 def _dataset_name(path: Path, kind: str) -> str:
