@@ -12,9 +12,10 @@ PALETTE = ("#8fb8ff", "#ffb86b", "#b8e986", "#ff7eb6", "#c3a6ff", "#7ee0d8")
 
 
 def _layout(fig: go.Figure, *, title: str, x: str, y: str, height: int = 300) -> go.Figure:
-    fig.update_layout(title=dict(text=title, font=dict(size=15), y=0.98, yanchor="top"), height=height,
-                      margin=dict(l=10, r=10, t=64, b=10), hovermode="x unified",
-                      legend=dict(orientation="h", yanchor="bottom", y=1.01, xanchor="left", x=0.0))
+    # the legend below the x-axis title: above the plot it ran into long titles
+    fig.update_layout(title=dict(text=title, font=dict(size=15), y=0.98, yanchor="top"), height=height + 40,
+                      margin=dict(l=10, r=10, t=48, b=10), hovermode="x unified",
+                      legend=dict(orientation="h", yanchor="top", y=-0.28, xanchor="left", x=0.0))
     fig.update_xaxes(title_text=x)
     fig.update_yaxes(title_text=y)
     return fig
@@ -27,8 +28,11 @@ def lines(x: Sequence[float], series: dict[str, Sequence[float]], *, title: str,
     for i, (name, y) in enumerate(series.items()):
         fig.add_trace(go.Scatter(x=list(x), y=list(y), name=name, mode="lines+markers" if len(x) < 30 else "lines",
                                  line=dict(color=PALETTE[i % len(PALETTE)], width=2)))
-    if log_y:
-        fig.update_yaxes(type="log")
+    xs = [v for v in x if v is not None]
+    if len(set(xs)) == 1 and float(xs[0]).is_integer():  # one step logged: whole-number ticks, not 9.5 / 10.5
+        fig.update_xaxes(range=[xs[0] - 1, xs[0] + 1], dtick=1)
+    if log_y:  # full numbers at every labelled tick (plotly's default writes only the leading digit between decades)
+        fig.update_yaxes(type="log", tickformat=".2~g", dtick="D2")
     return _layout(fig, title=title, x=x_title, y=y_title, height=height)
 
 
