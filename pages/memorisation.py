@@ -115,7 +115,8 @@ def verdict_ui(main: dict, verdict: str) -> None:
               help=f"Closer to a training image than {mem.THRESHOLD_PERCENTILE:.0f} % of held-out images are.")
     c2.metric("Expected by chance", f"{rep['expected_fraction']:.1%}", border=True)
     c3.metric("Excess p-value", f"{rep['excess_p']:.2g}", border=True,
-              help="One-sided binomial test of the flagged count against the chance rate.")
+              help="One-sided test of the flagged count against chance, allowing for the threshold being "
+                   "estimated from the held-out images (beta-binomial).")
     c4.metric("Median distance ratio", f"{rep['median_ratio']:.2f}", border=True,
               help="Generated / held-out median nearest-training distance; well below 1 suggests copying.")
     if main["memorised"]:
