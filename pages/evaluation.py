@@ -190,15 +190,18 @@ def morphology_ui(tables: dict[str, dict], *, physical: bool) -> None:
 
 
 def absolute_or_apparent(mags: dict, redshift: dict) -> tuple[dict, str]:
-    """M_r with catalogue redshifts (generated galaxies at the real median), else apparent m_r."""
+    """M_r: the real sample (which draws the box) at its catalogue redshifts, the generated galaxies and
+    the second real sample (the floor, treated as a perfect generator's would be) at the real median;
+    else apparent m_r."""
     if redshift["real"] is None:
         return {k: v[0] for k, v in mags.items()}, "apparent r magnitude m_r (mag; the data has no redshifts)"
     z_med = float(np.median(redshift["real"]))
     out = {}
     for name, (m_r, _) in mags.items():
-        z = redshift[name] if redshift.get(name) is not None else np.full(len(m_r), z_med)
+        z = redshift["real"] if name == "real" else np.full(len(m_r), z_med)
         out[name] = absolute_magnitude(m_r, z)
-    return out, f"absolute r magnitude M_r (mag; generated galaxies placed at the median real z = {z_med:.3f})"
+    return out, (f"absolute r magnitude M_r (mag; generated galaxies and the second real sample placed at the "
+                 f"median real z = {z_med:.3f})")
 
 
 def cmd_ui(mags: dict, redshift: dict) -> None:
