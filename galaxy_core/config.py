@@ -31,6 +31,23 @@ from galaxy_core.errors import ConfigError
 MAX_SEED = 2**63 - 1  # the largest seed every random generator used here takes (torch's, numpy's)
 
 
+def positive_arg(kind=int):
+    """argparse type of an option that must be > 0 (``int`` or ``float``)."""
+    import argparse
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not value > 0:  # also refuses NaN
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+
+    parse.__name__ = f"positive {kind.__name__}"
+    return parse
+
+
 def seed_arg(text: str) -> int:
     """argparse type of a ``--seed`` option: an integer in ``[0, MAX_SEED]``."""
     import argparse

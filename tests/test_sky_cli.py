@@ -204,3 +204,28 @@ def test_a_sky_smaller_than_the_scorer_s_tile_is_composed_and_left_unscored(tmp_
     assert fits.getdata(tmp_path / "small.fits").shape == (3, 64, 200)
     with pytest.raises(ValueError, match="200 x 64 px sky holds no 128 px tile"):
         load_scorer().score(np.zeros((3, 64, 200), np.float32))
+
+
+def test_grids_from_an_image_get_the_field_s_size_cut_and_options_are_checked(tmp_path, capsys):
+    """An image's detections are cut at min_area (50 pix2) as the built-in field's are, and the
+    manifest says how many were left out; a catalogue is taken as it is; impossible options are
+    refused by name."""
+    from PIL import Image
+
+    yy, xx = np.mgrid[:600, :600]
+    img = np.zeros((600, 600))
+    rng = np.random.default_rng(1)
+    for i in range(120):  # 60 large and 60 tiny sources
+        x, y, s = rng.uniform(20, 580), rng.uniform(20, 580), (4.0 if i % 2 else 0.7)
+        img += np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * s**2))
+    img = 0.2 + 0.6 * img + rng.normal(0, 0.02, img.shape)  # a sky level with noise
+    Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).save(tmp_path / "sky.png")
+    assert main(["sky", "grids", "--image", str(tmp_path / "sky.png"), "--out", str(tmp_path / "g"),
+                 "--grid", "16", "--cell-px", "16", "--count", "8"]) == 0
+    m = open_prepared(tmp_path / "g").manifest
+    assert m["preprocess"]["min_area"] == 50 and m["sources_below_min_area"] > 0
+    assert "smaller than min_area = 50 pix2 left out" in capsys.readouterr().out
+    for option in ("--grid", "--cell-px", "--count"):
+        with pytest.raises(SystemExit):
+            main(["sky", "grids", option, "0"])
+        assert f"argument {option}: must be > 0, got 0" in capsys.readouterr().err

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from galaxy_core.config import seed_arg
+from galaxy_core.config import positive_arg, seed_arg
 
 
 def _cmd_grids(args) -> int:
@@ -28,10 +28,17 @@ def _cmd_grids(args) -> int:
             raise GalaxyGanError("sky grids: --out FOLDER is needed with --catalogue or --image")
         from galaxy_core.errors import DataError
 
-        if args.catalogue:
+        if args.catalogue:  # the user's own selection: no size cut (the manifest records min_area 0)
+            import dataclasses
+
+            opts = dataclasses.replace(opts, min_area=0.0)
             sources, what = read_catalogue(args.catalogue), f"catalogue {args.catalogue}"
         else:
-            sources, what = catalogue_from_image(_read_image(args.image)), f"image {args.image}"
+            image, what = _read_image(args.image), f"image {args.image}"  # names the file itself
+            try:
+                sources = catalogue_from_image(image)
+            except DataError as e:
+                raise DataError(f"{args.image}: {e}") from e
             if len(sources["x"]) == 0:
                 raise DataError(f"{args.image}: no sources found in the image; give an image of a sky with galaxies")
         ds = prepare_catalogue_grids(sources, args.out, opts, source=what, name=args.catalogue or args.image)
@@ -41,6 +48,9 @@ def _cmd_grids(args) -> int:
     print(f"{m['name']}: {len(ds)} grids of {opts.grid} x {opts.grid} cells ({opts.cell_px} px), "
           f"{m['num_classes']} classes, {m['mean_occupied']:.1f} galaxies per grid; thresholds "
           f"{m['size_thresholds_area']} pix2")
+    if m.get("sources_below_min_area"):
+        print(f"  {m['sources_below_min_area']} sources smaller than min_area = {opts.min_area:g} pix2 left out "
+              "(as the built-in field's grids leave them out)")
     print(f"  folder: {ds.root}")
     return 0
 
@@ -246,13 +256,17 @@ def _cmd_detect(args) -> int:
         raise DataError(f"{path}: no such FITS file" if not path.exists() else f"{path}: not a file")
     image = np.asarray(read_fits_image(path).data, float)
     truth = _read_truth(path)
-    if truth is None:
-        det = detect(image.sum(axis=0), nsigma=args.nsigma)
-        print(f"galaxygan: note: {path} has no TRUTH table; completeness and purity need the truth of a composed "
-              "sky (galaxygan sky compose), so only the detections are counted", file=sys.stderr)
-        print(json.dumps({"n_detected": int(len(det["x"])), "nsigma": args.nsigma}, indent=2))
-        return 0
-    print(json.dumps(detection_report(image, truth, radius=args.radius, nsigma=args.nsigma).summary(), indent=2))
+    try:
+        if truth is None:
+            det = detect(image.sum(axis=0), nsigma=args.nsigma)
+            print(f"galaxygan: note: {path} has no TRUTH table; completeness and purity need the truth of a "
+                  "composed sky (galaxygan sky compose), so only the detections are counted", file=sys.stderr)
+            print(json.dumps({"n_detected": int(len(det["x"])), "nsigma": args.nsigma}, indent=2))
+            return 0
+        summary = detection_report(image, truth, radius=args.radius, nsigma=args.nsigma).summary()
+    except DataError as e:
+        raise DataError(f"{path}: {e}") from e
+    print(json.dumps(summary, indent=2))
     return 0
 
 
@@ -281,9 +295,15 @@ def _cmd_realism_fit(args) -> int:
 def _cmd_experiments(args) -> int:
     from galaxy_core.metrics.realism import load_scorer
     from galaxy_core.sky.experiments import realism_table, three_experiments
+    from galaxy_core.errors import GalaxyGanError
     from galaxy_core.sky.pipeline import load_model
 
     scorer = load_scorer(args.scorer)
+    if args.size < scorer.tile:  # before any row is computed
+        raise GalaxyGanError(f"--size {args.size}: a sky must hold at least one {scorer.tile} px tile of the scorer")
+    for option, value in (("--n", args.n), ("--n-exp", args.n_exp)):
+        if value < 2:
+            raise GalaxyGanError(f"{option} {value}: need at least 2 images for a cross-validated classifier test")
     models = {}
     for name, pos, gal in (("unconditional", args.positions_uncond, args.galaxies_uncond),
                            ("conditional", args.positions_cond, args.galaxies_cond)):
@@ -344,9 +364,9 @@ def _add_sky_commands(sub) -> None:
     g.add_argument("--catalogue", help="CSV or FITS table with x, y and size (or area) columns")
     g.add_argument("--image", help="an image (PNG/JPG/FITS) to segment into a catalogue")
     g.add_argument("--out", help="output folder (required with --catalogue or --image)")
-    g.add_argument("--grid", type=int, default=32)
-    g.add_argument("--cell-px", type=int, default=16)
-    g.add_argument("--count", type=int, default=4096)
+    g.add_argument("--grid", type=positive_arg(int), default=32)
+    g.add_argument("--cell-px", type=positive_arg(int), default=16)
+    g.add_argument("--count", type=positive_arg(int), default=4096)
     g.add_argument("--thresholds", choices=["terciles", "heuristic"], default="terciles")
     g.add_argument("--seed", type=seed_arg, default=0)
     g.add_argument("--rebuild", action="store_true")
@@ -355,7 +375,7 @@ def _add_sky_commands(sub) -> None:
     gs = ss.add_parser("grid-stats", help="a position model's grids against its data: occupancy, class "
                        "fractions, counts-in-cells clustering")
     gs.add_argument("checkpoint", help="position model checkpoint (.json)")
-    gs.add_argument("--n", type=int, default=256, help="grids drawn from the model")
+    gs.add_argument("--n", type=positive_arg(int), default=256, help="grids drawn from the model")
     gs.add_argument("--seed", type=seed_arg, default=0)
     gs.add_argument("--mode", choices=["sample", "argmax"], default="sample",
                     help="class per cell drawn (the composer's default) or most likely")
@@ -382,8 +402,8 @@ def _add_sky_commands(sub) -> None:
     m = ss.add_parser("mosaic", help="wide mosaic from any single-galaxy checkpoint")
     m.add_argument("checkpoint")
     m.add_argument("--size", type=int, default=2000)
-    m.add_argument("--height", type=int)
-    m.add_argument("--width", type=int)
+    m.add_argument("--height", type=positive_arg(int))
+    m.add_argument("--width", type=positive_arg(int))
     m.add_argument("--density", type=float, default=4.9e-4, help="galaxies per pixel")
     m.add_argument("--seed", type=seed_arg, default=0)
     m.add_argument("--memmap", help=".npy file to hold the sky (for the largest mosaics)")
@@ -400,14 +420,14 @@ def _add_sky_commands(sub) -> None:
 
     d = ss.add_parser("detect", help="detect galaxies in a composed FITS sky; completeness and purity")
     d.add_argument("fits")
-    d.add_argument("--radius", type=float, default=5.0)
-    d.add_argument("--nsigma", type=float, default=2.0)
+    d.add_argument("--radius", type=positive_arg(float), default=5.0)
+    d.add_argument("--nsigma", type=positive_arg(float), default=2.0)
     d.set_defaults(func=_cmd_detect)
 
     cr = ss.add_parser("crops", help="random crops of the deep field (training data of the end-to-end GAN)")
     cr.add_argument("--out", default="data/sky_e2e128_crops")
-    cr.add_argument("--n", type=int, default=1500)
-    cr.add_argument("--size", type=int, default=128)
+    cr.add_argument("--n", type=positive_arg(int), default=1500)
+    cr.add_argument("--size", type=positive_arg(int), default=128)
     cr.add_argument("--seed", type=seed_arg, default=7)
     cr.set_defaults(func=_cmd_crops)
 
@@ -419,9 +439,9 @@ def _add_sky_commands(sub) -> None:
     r.set_defaults(func=_cmd_realism_fit)
 
     e = ss.add_parser("experiments", help="realism table (real, baselines, models) and the paper's three experiments")
-    e.add_argument("--n", type=int, default=100, help="images per row of the table")
-    e.add_argument("--n-exp", type=int, default=50, help="images per experiment")
-    e.add_argument("--size", type=int, default=256)
+    e.add_argument("--n", type=positive_arg(int), default=100, help="images per row of the table")
+    e.add_argument("--n-exp", type=positive_arg(int), default=50, help="images per experiment")
+    e.add_argument("--size", type=positive_arg(int), default=256)
     e.add_argument("--scorer", help="scorer JSON (default: checkpoints/realism_hdf.json)")
     e.add_argument("--positions-uncond", default="checkpoints/positions_hdf_uncond.json")
     e.add_argument("--galaxies-uncond", default="checkpoints/began_hdf32.json")

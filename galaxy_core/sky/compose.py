@@ -441,7 +441,7 @@ def _truth_table(rows: list[dict], planes: Sequence[str] = ("r", "g", "b")):
 TRUTH_DESCRIPTIONS = {  # short enough for a FITS card's comment (47 characters)
     "x": "array column of the centre, from 0",
     "y": "array row of the centre, from 0",
-    "cls": "1-3 size class; 0 uncond.; -1 faint; -2 star",
+    "cls": "1-3 class asked; 0 none; -1 faint; -2 star",
     "flux": "flux added, summed over the planes",
     "tile": "index of the tile it was drawn for",
     "size": "drawn size before clipping",
@@ -455,8 +455,10 @@ def describe_truth(table, unit: str | None = None):
     ``x``, ``y`` (and a baseline's ``size``) are in ``pix``; the flux columns (``flux``,
     ``flux_<plane>``, a baseline's ``peak``) get ``unit`` (the image's ``BUNIT``; None for
     field units, which have no physical unit: their descriptions say "field units").
-    ``cls`` is the size class 1-3 (small, medium, large), 0 for an unconditional model's
-    galaxy, -1 a faint source, -2 a star.
+    ``cls`` is the size class 1-3 (small, medium, large) asked of the galaxy: its grid cell's in a
+    composed sky (a galaxy model that ignores classes, the default without ``size_match``, need not
+    draw a galaxy of that size), a conditional model's label in a mosaic; 0 none asked (a mosaic of
+    an unconditional model), -1 a faint source, -2 a star.
     """
     import astropy.units as u
 

@@ -44,7 +44,13 @@ def detect(image: np.ndarray, *, nsigma: float = 2.0, n_pixels: int = 10, deblen
 
     img = np.asarray(image, np.float64)
     box = max(8, min(box_size, min(img.shape) // 4))
-    bkg = Background2D(img, box, filter_size=3, bkg_estimator=MedianBackground())
+    try:
+        bkg = Background2D(img, box, filter_size=3, bkg_estimator=MedianBackground())
+    except ValueError as e:  # e.g. a sky of exact zeros: sigma clipping leaves no box usable
+        from galaxy_core.errors import DataError
+
+        raise DataError(f"cannot estimate the sky background of this {img.shape[1]} x {img.shape[0]} px image "
+                        f"(photutils: {e}); detection needs a sky with noise around its sources") from e
     data = img - bkg.background
     conv = convolve(data, make_2dgaussian_kernel(2.0, size=5))
     segm = detect_sources(conv, nsigma * bkg.background_rms, n_pixels)

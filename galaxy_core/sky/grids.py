@@ -469,6 +469,7 @@ def _write_grids(root: Path, grids: np.ndarray, opts: GridOptions, info: dict, *
                        "thresholds": opts.thresholds, "min_area": opts.min_area},
         "size_thresholds_area": info["thresholds"],
         "mean_occupied": info["mean_occupied"],
+        **({"sources_below_min_area": info["sources_below_min_area"]} if "sources_below_min_area" in info else {}),
         "stretch": None,
     }
     return write_prepared(root, grids, manifest, replace=replace)
@@ -500,7 +501,10 @@ def prepare_hdf_grids(opts: GridOptions = GridOptions(), *, rebuild: bool = Fals
 def prepare_catalogue_grids(sources: dict[str, np.ndarray], out: str | os.PathLike, opts: GridOptions, *,
                             source: str, name: str | os.PathLike | None = None) -> PreparedDataset:
     """Grid dataset of random tiles of a user catalogue (:func:`read_catalogue` or
-    :func:`catalogue_from_image`), written to the folder ``out``.
+    :func:`catalogue_from_image`), written to the folder ``out``. Sources with an area below
+    ``opts.min_area`` are left out first, as the built-in field's are (``galaxygan sky grids``
+    applies the 50 pix2 cut to the detections of an ``--image`` and none to a ``--catalogue``,
+    the user's own selection); the manifest records the cut and how many sources it removed.
 
     Raises
     ------
@@ -508,12 +512,18 @@ def prepare_catalogue_grids(sources: dict[str, np.ndarray], out: str | os.PathLi
         Too few sources for the size thresholds, or a field smaller than a tile; the message
         starts with ``name`` (the input file) when given. Nothing is written then.
     """
+    n = len(sources["x"])  # the size cut the built-in field's grids have (and the manifest records)
+    keep = np.asarray(sources["area"], np.float64) >= opts.min_area
+    sources = {k: (np.asarray(v)[keep] if np.ndim(v) == 1 and len(v) == n else v) for k, v in sources.items()}
     try:
+        if not keep.any():
+            raise DataError(f"none of its {n} sources has an area of at least min_area = {opts.min_area:g} pix2")
         grids, info = tile_grids(sources, opts)
     except DataError as e:
         if name is None:
             raise
         raise DataError(f"{name}: {e}") from e
+    info["sources_below_min_area"] = int(n - keep.sum())
     key = cache_key({"source": source, "opts": asdict(opts), "version": GRID_VERSION})
     # a folder the user names: what is there is replaced, whatever it holds
     return _write_grids(Path(out), grids, opts, info, name=Path(out).name, source=source, key=key, replace=True)

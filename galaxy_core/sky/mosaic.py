@@ -392,8 +392,9 @@ def write_sky(sky: Sky, out: str | os.PathLike, *, png: bool = True, fits: bool 
             _add_comments(truth.header, "x, y: array column and row counted from 0 (FITS pixel = x + 1, y + 1). "
                                         f"flux: sum over the {len(planes)} planes; {', '.join(planes)}: planes "
                                         f"1..{len(planes)} (BAND1..{len(planes)} of the primary), in the "
-                                        "primary's pixel unit. cls: size class 1-3 (small, medium, large), "
-                                        "0 an unconditional model's galaxy, -1 a faint source, -2 a star.")
+                                        "primary's pixel unit. cls: the size class 1-3 (small, medium, large) "
+                                        "asked of the galaxy (its grid cell's; a model that ignores classes "
+                                        "need not match it), 0 none asked, -1 a faint source, -2 a star.")
             primary = afits.PrimaryHDU(np.asarray(sky.image, np.float32), header=sky_header(sky))
             afits.HDUList([primary, truth]).writeto(files[".fits"])
         if csv:
