@@ -220,7 +220,7 @@ def test_home_shows_the_latest_memorisation_verdict_and_where_it_comes_from(runs
     from galaxy_core.metrics.report import record_in_card
 
     at = open_app(shipped_path("dcgan_sim64"))  # its evaluation found no sign of memorisation
-    assert [s.value for s in at.success if "**Memorisation** (evaluation 1, 2026-11-23)" in s.value
+    assert [s.value for s in at.success if "**Memorisation** (evaluation 2, 2026-12-03)" in s.value
             and "no sign of memorisation" in s.value]
     at = open_app(shipped_path("dcgan_hdf32"))  # no held-out images: no verdict, and why
     said = [c.value for c in at.caption if c.value.startswith("**Memorisation**")]

@@ -194,7 +194,7 @@ def test_load_latents_accepts_vectors_and_matrices():
 
 
 @pytest.mark.parametrize("payload, match", [
-    (b"not a numpy file", "not a readable"),
+    (b"not a numpy file", "not a .npy file"),
     (npy_bytes(np.zeros((2, 4))), r"must be \(5,\)"),
     (npy_bytes(np.array([np.nan] * 5)), "NaN"),
 ])

@@ -312,8 +312,10 @@ def test_ctrl_c_during_a_long_command_ends_with_one_line_and_no_half_written_fil
     import time
 
     env = {**os.environ, "GALAXYGAN_CACHE": str(tmp_path / "cache")}
+    # as from a terminal: SIGINT handled (a pytest-xdist worker ignores it, and children inherit that)
     p = subprocess.Popen([sys.executable, "-m", "galaxy_core.cli", "data", "build", "sim", "--count", "50000"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=ROOT)
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=ROOT,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = b""
     while b"simulating galaxies" not in seen:  # its progress bar is running (minutes from the end)
         chunk = p.stderr.read1(4096)
