@@ -114,7 +114,8 @@ def prepare_folder(
         file failed to decode or was blank (the reasons are listed).
     """
     path = Path(path).expanduser().resolve()
-    image_files, fits_files = _scan(path)
+    broken: list[Path] = []
+    image_files, fits_files = _scan(path, broken)
     base = path if path.is_dir() else path.parent
     kind = "physical" if fits_files else "image"
     files = fits_files or image_files
@@ -151,7 +152,8 @@ def prepare_folder(
             images, catalog, extra = _prepare_fits(
                 fits_files, base, resolution=resolution, crop=crop, normalisation=normalisation,
                 progress=progress, spill=spill)
-        extra["skipped"] = _broken_links(path, base) + extra["skipped"]  # listed, as unreadable files are
+        extra["skipped"] = [{"file": _rel(p, base), "reason": f"a link whose target is missing ({os.readlink(p)})"}
+                            for p in broken] + extra["skipped"]  # listed, as unreadable files are
         _check_some_usable(path, len(images), extra["skipped"])
         manifest.update(extra)
         dataset = write_prepared(root, images, manifest, catalog=catalog, replace=rebuild)
@@ -162,15 +164,23 @@ def prepare_folder(
 # --------------------------------------------------------------------------- scanning
 
 
-def _scan(path: Path) -> tuple[list[Path], list[Path]]:
-    """Image and FITS files under ``path`` (sorted by relative path), checking the mix."""
+def _scan(path: Path, broken: list[Path] | None = None) -> tuple[list[Path], list[Path]]:
+    """Image and FITS files under ``path`` (sorted by relative path), checking the mix; links
+    whose target is missing are appended to ``broken`` (in the same walk of the folder)."""
     if path.is_file():
         candidates = [path]
     else:
-        candidates = sorted(
-            (p for p in path.rglob("*") if p.is_file() and not _hidden(p.relative_to(path))),
-            key=lambda p: p.relative_to(path).as_posix(),
-        )
+        candidates, dead = [], []
+        for p in path.rglob("*"):
+            if _hidden(p.relative_to(path)):
+                continue
+            if p.is_file():
+                candidates.append(p)
+            elif p.is_symlink() and not p.exists():
+                dead.append(p)
+        candidates.sort(key=lambda p: p.relative_to(path).as_posix())
+        if broken is not None:
+            broken.extend(sorted(dead, key=lambda p: p.relative_to(path).as_posix()))
     image_files = [p for p in candidates if p.name.lower().endswith(IMAGE_SUFFIXES)]
     fits_files = [p for p in candidates if is_fits_path(p)]
     if image_files and fits_files:
@@ -181,16 +191,6 @@ def _scan(path: Path) -> tuple[list[Path], list[Path]]:
         raise DataError(f"{path}: {what} (looked for {', '.join(IMAGE_SUFFIXES)}, .fits, .fit, "
                         ".fts, .fits.gz, .fz)")
     return image_files, fits_files
-
-
-def _broken_links(path: Path, base: Path) -> list[dict]:
-    """Skipped-file entries for the links under ``path`` whose target is missing (the scan,
-    which keeps regular files, passes over them)."""
-    if not path.is_dir():
-        return []
-    links = (p for p in path.rglob("*") if p.is_symlink() and not p.exists() and not _hidden(p.relative_to(path)))
-    return [{"file": _rel(p, base), "reason": f"a link whose target is missing ({os.readlink(p)})"}
-            for p in sorted(links, key=lambda p: p.relative_to(path).as_posix())]
 
 
 def _dataset_name(path: Path, kind: str) -> str:

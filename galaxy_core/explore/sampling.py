@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -254,8 +255,6 @@ def _earlier_outputs(out_dir: Path) -> set[str]:
                               "so they were not written by an earlier sampling; choose another folder")
     if not names:
         return names
-    import json
-
     record = out_dir / "samples.json"
     try:
         earlier = json.loads(record.read_text(encoding="utf-8"))

@@ -657,7 +657,7 @@ def _write_cards(header, *, bands, header_cards, bunit, pixel_scale_arcsec) -> N
     header["ORIGIN"] = (ORIGIN, "software that wrote this file")
     header["CREATOR"] = (f"{ORIGIN} {__version__}", "software name and version")
     header["DATE"] = (datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"), "UTC file creation")
-    header["ROWORDER"] = ("top-down", "array row 0 = top row of the PNG")
+    header["ROWORDER"] = ("top-down", CARD_COMMENTS["ROWORDER"])
     for key, value in header_cards.items():
         if key.upper() == "BUNIT":
             continue

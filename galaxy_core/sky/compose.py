@@ -427,15 +427,16 @@ class Sky:
     meta: dict = field(default_factory=dict)
 
 
-def _truth_table(rows: list[dict], planes: Sequence[str] = ("r", "g", "b")):
-    """The truth table of placed sources; ``flux_<plane>`` columns in the image's plane order."""
+def _truth_table(rows: list[dict], planes: Sequence[str] = ("r", "g", "b"), unit: str | None = None):
+    """The truth table of placed sources; ``flux_<plane>`` columns in the image's plane order,
+    described and in ``unit`` (:func:`describe_truth`)."""
     from astropy.table import Table
 
     fluxes = tuple(f"flux_{b}" for b in planes)
     names = ("x", "y", "cls", "flux", *fluxes, "tile")
     dtypes = (np.float64, np.float64, np.int16, np.float64, *(np.float64,) * len(fluxes), np.int32)
     t = Table({n: np.array([r[n] for r in rows], dtype=d) for n, d in zip(names, dtypes)})
-    return describe_truth(t)
+    return describe_truth(t, unit)
 
 
 TRUTH_DESCRIPTIONS = {  # short enough for a FITS card's comment (47 characters)

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from galaxy_core.sky.background import Background, background_meta, hdf_background, modulation_fields
-from galaxy_core.sky.compose import _truth_table, describe_truth, generate_stamps, ModelGalaxies, Sky
+from galaxy_core.sky.compose import _truth_table, generate_stamps, ModelGalaxies, Sky
 from galaxy_core.sky.stamps import add_stamp, border_pixels, source_flux
 
 MAX_SIDE = 8000
@@ -225,9 +225,7 @@ def compose_mosaic(model, *, height: int, width: int, density: float = 4.9e-4, s
                     display={"stretch": model.stretch, "channels": planes})
     else:
         meta["background"] = background_meta(bg, modulate)
-    truth = _truth_table(rows, names)
-    if in_flux:
-        describe_truth(truth, model.flux_unit)
+    truth = _truth_table(rows, names, unit=model.flux_unit if in_flux else None)
     return Sky(image=image, truth=truth, background_sum=bg_sum, meta=meta)
 
 
