@@ -445,3 +445,21 @@ def test_survey_band_galaxies_fill_the_sky_planes_reddest_first():
     z = model.family.sample_latents(model.model_cfg, 3, generator=torch.Generator().manual_seed(
         int(np.random.default_rng(4).integers(2**62))))
     np.testing.assert_allclose(stamps, galaxy_flux(model.generate(z)[:, ::-1]), atol=1e-6)
+
+
+def test_placed_galaxies_re_grid_into_the_cells_asked_for_at_full_jitter():
+    # jitter 0.5 spreads positions over the whole cell; each stamp goes to a whole pixel, which
+    # had moved some centres (half-pixel ones for even stamp sides) across their cell's edge
+    from galaxy_core.sky.grids import catalogue_to_grid
+
+    rng = np.random.default_rng(5)
+    for side in (15, 16):
+        for seed in range(6):
+            cells = (rng.random((8, 8)) < 0.5).astype(np.int64) * rng.integers(1, 4, (8, 8))
+            sky = compose_sky(height=128, width=128, positions=FixedPositions(cells),
+                              galaxies=lambda c, r: gaussian_galaxies(c, r, side=side), cell_px=16, jitter=0.5,
+                              background=QUIET, seed=seed)
+            t = sky.truth
+            assert len(t) == int((cells > 0).sum())
+            back = catalogue_to_grid(np.asarray(t["x"]), np.asarray(t["y"]), np.asarray(t["cls"]), grid=8, cell_px=16)
+            np.testing.assert_array_equal(back, cells)

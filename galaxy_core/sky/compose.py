@@ -484,6 +484,37 @@ def describe_truth(table, unit: str | None = None):
 DEFAULT_CELL_PX = GridOptions.cell_px  # cell side of position sources that record none (random, fixed grids)
 
 
+def stamp_corner(centre: np.ndarray, cell_start: np.ndarray, cell_px: int, side: int) -> np.ndarray:
+    """Integer corner of a ``side`` px stamp placed at ``centre``, kept in its cell.
+
+    The stamp goes to the whole pixel nearest ``centre - (side - 1) / 2``, so its centre
+    (``corner + (side - 1) / 2``) moves by up to half a pixel. A position near a cell's edge
+    could thereby cross into the neighbouring cell; the corner is moved back by one pixel
+    then, so the placed centre, which the truth table records, re-grids
+    (:func:`~galaxy_core.sky.grids.catalogue_to_grid`) into the cell the grid asked for.
+
+    Parameters
+    ----------
+    centre : array (n,), float
+        Wanted centres along one axis (pix, 0-based, pixel centres at integers).
+    cell_start : array (n,), int
+        First pixel of each centre's cell along that axis (cell ``c`` of side ``cell_px``
+        holds the centres in ``[cell_start - 0.5, cell_start + cell_px - 0.5)``).
+    cell_px, side : int
+        Cell and stamp sides (pix).
+
+    Returns
+    -------
+    ndarray (n,), int64
+    """
+    half = (side - 1) / 2
+    corner = np.round(np.asarray(centre, np.float64) - half).astype(np.int64)
+    placed = corner + half
+    lo, hi = np.asarray(cell_start) - 0.5, np.asarray(cell_start) + cell_px - 0.5
+    corner = corner - (placed >= hi) + (placed < lo)
+    return corner
+
+
 def resolve_cell_px(positions, cell_px: int | None) -> int:
     """The cell side to compose ``positions`` at: its own ``cell_px`` when it has one (a
     position model's training grids), else ``cell_px``, else :data:`DEFAULT_CELL_PX`. Raises
@@ -585,8 +616,9 @@ def compose_sky(*, height: int, width: int, positions: Callable[[np.random.Gener
         x, y, cls = x[inside], y[inside], cat["cls"][inside]
         stamps = galaxies(cls, gal_rng)
         s = stamps.shape[-1]
-        for xi, yi, ci, st in zip(x, y, cls, stamps):
-            x0, y0 = int(round(xi - (s - 1) / 2)), int(round(yi - (s - 1) / 2))
+        xs = stamp_corner(x, cat["col"][inside] * cell_px + x_off, cell_px, s)
+        ys = stamp_corner(y, cat["row"][inside] * cell_px + y_off, cell_px, s)
+        for x0, y0, ci, st in zip(xs.tolist(), ys.tolist(), cls, stamps):
             f = add_stamp(image, st, x0, y0)
             rows.append({"x": x0 + (s - 1) / 2, "y": y0 + (s - 1) / 2, "cls": int(ci), "flux": float(f.sum()),
                          "flux_r": f[0], "flux_g": f[1], "flux_b": f[2], "tile": t})
