@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import streamlit as st
 
 from galaxy_core.explore.evaluation import describe_extractor
@@ -257,10 +258,18 @@ def samples_ui(model: Pretrained) -> None:
     z = state.seed_latents(model, seed, n)
     rgb = state.render(model, z)
     scale = widgets.display_scale(model.resolution)
-    record = widgets.record_for(model, seed=seed, count=n, note="image i comes from latents(seed, n)[i]")
+    labels = np.arange(n, dtype=np.int64) % model.num_classes if model.num_classes else None
+    record = widgets.record_for(model, seed=seed, count=n, note="image i comes from latents(seed, n)[i]",
+                                **({} if labels is None else {
+                                    "labels": labels.tolist(),
+                                    "labels_rule": f"image i has class label i % {model.num_classes} "
+                                                   f"({', '.join(f'{i} {c}' for i, c in enumerate(model.class_names))})"}))
     grid = widgets.grid_png(rgb, record, scale=scale)
-    widgets.show_image(grid, f"{n} samples from seed {seed}, PNG enlarged ×{scale} (fitted to the page's width). "
-                             f"{widgets.stretch_note(model)}")
+    classes = ("" if labels is None else
+               f" Conditional model: the images take the class labels in turn, "
+               f"{', '.join(model.class_names)}, {model.class_names[0]}, … (read left to right).")
+    widgets.show_image(grid, f"{n} samples from seed {seed}, PNG enlarged ×{scale} (fitted to the page's width)."
+                             f"{classes} {widgets.stretch_note(model)}")
     if model.refs:  # a chained model: every stage of the same latents, side by side
         stages = state.render_stages(model, z)
         cols = st.columns(len(stages))
@@ -275,6 +284,7 @@ def samples_ui(model: Pretrained) -> None:
         ("Each image (zip)", lambda: frames_zip(rgb, z, record=record, prefix="sample"),  # built when clicked
          f"{name}.zip", "application/zip"),
         widgets.latents_download(z, f"{name}_latents.npy"),
+        *widgets.labels_download(labels, f"{name}_labels.npy"),
     ]
     fits = widgets.fits_download(model, z, seed=seed, file_name=f"{name}.fits")
     widgets.download_row(items + ([fits] if fits else []), key="home_dl")

@@ -29,6 +29,33 @@ WALK_STEPS = 7       # columns of the grid walk
 EDIT_KEY = "le_ganspace_ws"  # session state: the styles of the GANSpace image on screen
 
 
+# ------------------------------------------------------------------------------ class label
+
+
+def class_ui(model: Pretrained) -> int | None:
+    """A conditional model's class label, held for every image on the page; None for an
+    unconditional model. Without it the model would take label ``i % num_classes`` for image
+    i of each batch, so a path or walk would change class from frame to frame."""
+    if not model.num_classes:
+        return None
+    names = model.class_names
+    c1, _ = st.columns([1, 2])
+    label = c1.selectbox("Class label (held for every image below)", list(range(model.num_classes)),
+                         format_func=lambda i: f"{i}: {names[i]}", key="le_class",
+                         help="The model is conditional: each image depends on its latent and its class label. "
+                              "Paths and walks keep this label, so only the latent changes along them.")
+    return int(label)
+
+
+def _labels(label: int | None, n: int) -> np.ndarray | None:
+    """(n,) copies of ``label``, or None for an unconditional model."""
+    return None if label is None else np.full(n, label, np.int64)
+
+
+def _label_record(model: Pretrained, label: int | None) -> dict:
+    return {} if label is None else {"label": label, "class": model.class_names[label]}
+
+
 # ------------------------------------------------------------------------------ interpolation
 
 
@@ -109,7 +136,7 @@ def _strip_files(rgb: np.ndarray, z: np.ndarray, what: str, scale: int, fps: int
     return {"strip": strip, "gif": gif, "npy": npy_bytes(z)}
 
 
-def interpolation_ui(model: Pretrained) -> None:
+def interpolation_ui(model: Pretrained, label: int | None = None) -> None:
     st.subheader(":material/linear_scale: Interpolation")
     projected = projection_panel.projected(model) if st.session_state.get(projection_panel.USE_KEY) else None
     if projected is not None:
@@ -138,18 +165,20 @@ def interpolation_ui(model: Pretrained) -> None:
             rgb = state.render_ws(model, z)
         else:
             z = interpolation_path(z_keys, frames, method=method)  # (frames, z_dim)
-            rgb = state.render(model, z)
+            rgb = state.render(model, z, _labels(label, len(z)))
         scale = widgets.display_scale(model.resolution)
         record = widgets.record_for(model, keys=labels, method=method, frames=frames, space=space,
-                                    key_frames=key_frames(n_keys, frames))
+                                    key_frames=key_frames(n_keys, frames), **_label_record(model, label))
         name = f"{model.name}_{method}_{frames}f" + ("_w" if space == "w" else "")
-        files = _strip_files(rgb, z, f"{model.id} {space} {labels}", scale, fps, name, _record=record)
+        files = _strip_files(rgb, z, f"{model.id} {space} {labels} {label}", scale, fps, name, _record=record)
         what = f"{method}{' in w' if space == 'w' else ''} through {', '.join(labels)} in {frames} frames"
+        if label is not None:
+            what += f", class {model.class_names[label]} throughout"
         left, right = st.columns([3, 1])
         if model.refs:  # a chained model: each stage's strip side by side
             with left:
-                stage_png = widgets.stage_images_ui(state.render_stages(model, z), record, resolution=model.resolution,
-                                                    ncols=min(len(z), 8), what=f" · {what}")
+                stage_png = widgets.stage_images_ui(state.render_stages(model, z, _labels(label, len(z))), record,
+                                                    resolution=model.resolution, ncols=min(len(z), 8), what=f" · {what}")
         else:
             stage_png = {}
             widgets.show_image(files["strip"], f"{what} (read left to right, top to bottom). "
@@ -166,11 +195,12 @@ def interpolation_ui(model: Pretrained) -> None:
                                 extra={f"{name}_strip.png": files["strip"], f"{name}.gif": files["gif"],
                                        **{f"{name}_{k}.png": v for k, v in stage_png.items()}}),
              f"{name}.zip", "application/zip"),
+            *widgets.labels_download(_labels(label, len(z)), f"{name}_labels.npy"),
         ]
         if space == "w":
-            fits = widgets.fits_images_download(model, style.synthesize(model, z), file_name=f"{name}.fits")
+            fits = widgets.fits_images_download(model, style.synthesize(model, z), file_name=f"{name}.fits", styles=z)
         else:
-            fits = widgets.fits_download(model, z, seed=None, file_name=f"{name}.fits")
+            fits = widgets.fits_download(model, z, seed=None, file_name=f"{name}.fits", labels=_labels(label, len(z)))
         widgets.download_row(items + ([fits] if fits else []), key="le_dl")
 
 
@@ -183,12 +213,13 @@ def _direction_G(model: Pretrained):
 
 
 @st.cache_data(max_entries=16, show_spinner="Finding principal directions…")
-def _directions(model_key: tuple[str, int], source: str, layer: str | None, k: int) -> Directions:
+def _directions(model_key: tuple[str, int], source: str, layer: str | None, k: int,
+                label: int | None = None) -> Directions:
     model = state.cached_model(model_key)
     z = model.latents(987_654, PCA_SAMPLES).numpy()
     if source == "z":
         return latent_pca(z, k=k)
-    return activation_pca(_direction_G(model), z, layer=layer, k=k)
+    return activation_pca(_direction_G(model), z, layer=layer, k=k, label=label)  # a conditional model's: its class
 
 
 def direction_controls_ui(model: Pretrained) -> tuple[str, str | None, int]:
@@ -220,26 +251,27 @@ def sliders_ui(d: Directions, *, prefix: str = "le_pc", what: str = "sampled lat
     return coeffs
 
 
-def directions_ui(model: Pretrained) -> None:
+def directions_ui(model: Pretrained, label: int | None = None) -> None:
     st.subheader(":material/explore: Principal directions")
     source, layer, seed = direction_controls_ui(model)
-    d = _directions(state.model_cache_key(model), source, layer, N_SLIDERS)
+    d = _directions(state.model_cache_key(model), source, layer, N_SLIDERS, label)
     coeffs = sliders_ui(d)
     z0 = state.seed_latents(model, seed, 1)[0]
     z = walk(z0, d, coeffs)
     scale = widgets.display_scale(model.resolution)
+    lab = _label_record(model, label)
     record = widgets.record_for(model, seed=seed, directions=d.source, coefficients_std=coeffs.tolist(),
-                                latent=z.tolist())
-    single = png_with_record(state.render(model, z[None])[0], record, scale=scale * 2)
+                                latent=z.tolist(), **lab)
+    single = png_with_record(state.render(model, z[None], _labels(label, 1))[0], record, scale=scale * 2)
     grid_z = walk_grid(z0, d, components=list(range(len(d))), steps=WALK_STEPS, base_coeffs=coeffs)
-    grid_rgb = state.render(model, grid_z)
+    grid_rgb = state.render(model, grid_z, _labels(label, len(grid_z)))
     grid_record = widgets.record_for(model, seed=seed, directions=d.source, base_coefficients_std=coeffs.tolist(),
-                                     layout="row i = PC i+1, columns from -3 to +3 std around the sliders")
+                                     layout="row i = PC i+1, columns from -3 to +3 std around the sliders", **lab)
     grid = png_with_record(make_grid(grid_rgb, ncols=WALK_STEPS), grid_record, scale=scale)
     stage_png = {}
     if model.refs:  # a chained model: the moved image at every stage, side by side
-        stage_png = widgets.stage_images_ui(state.render_stages(model, z[None]), record, resolution=model.resolution,
-                                            what=f" · seed {seed} moved by the sliders")
+        stage_png = widgets.stage_images_ui(state.render_stages(model, z[None], _labels(label, 1)), record,
+                                            resolution=model.resolution, what=f" · seed {seed} moved by the sliders")
     c1, c2 = st.columns([1, 2], gap="large")
     widgets.show_image(single, f"Seed {seed} moved by the sliders. {widgets.stretch_note(model)}", where=c1)
     widgets.show_image(grid, f"Grid walk: row i varies PC i from −3σ to +3σ around the sliders ({d.source}). "
@@ -251,8 +283,10 @@ def directions_ui(model: Pretrained) -> None:
          lambda: frames_zip(grid_rgb, grid_z, record=grid_record, prefix="walk",
                             extra={"grid.png": grid, **{f"this_image_{k}.png": v for k, v in stage_png.items()}}),
          f"{model.name}_seed{seed}_walk.zip", "application/zip"),
+        *widgets.labels_download(_labels(label, 1), f"{model.name}_seed{seed}_walk_label.npy"),
     ]
-    fits = widgets.fits_download(model, grid_z, seed=None, file_name=f"{model.name}_seed{seed}_walk.fits")
+    fits = widgets.fits_download(model, grid_z, seed=None, file_name=f"{model.name}_seed{seed}_walk.fits",
+                                 labels=_labels(label, len(grid_z)))
     widgets.download_row(items + ([fits] if fits else []), key="le_walk_dl")
     widgets.fits_note(model)
 
@@ -322,7 +356,8 @@ def ganspace_ui(model: Pretrained) -> None:
                             extra={"grid.png": grid}),
          f"{name}.zip", "application/zip"),
     ]
-    fits = widgets.fits_images_download(model, style.synthesize(model, ws[None]), file_name=f"{name}.fits")
+    fits = widgets.fits_images_download(model, style.synthesize(model, ws[None]), file_name=f"{name}.fits",
+                                        styles=ws[None])
     widgets.download_row(items + ([fits] if fits else []), key="le_gs_dl")
     widgets.fits_note(model)
 
@@ -332,11 +367,12 @@ widgets.page_header("Latent Explorer", "Move through the generator's latent spac
 with widgets.error_boundary("Exploring the latent space"):
     model = state.selected_model()
     widgets.model_badge(model)
-    interpolation_ui(model)
+    label = class_ui(model)
+    interpolation_ui(model, label)
     st.divider()
     if state.has_w(model):
         projection_panel.projection_ui(model)
         st.divider()
         ganspace_ui(model)
     else:
-        directions_ui(model)
+        directions_ui(model, label)

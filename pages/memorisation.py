@@ -221,7 +221,8 @@ def results_ui(model: Pretrained, data_key: tuple, folder: str | None, shown: li
     stages = {}
     if model.refs:  # a chain: the earlier stages of the shown samples (sample i is latents(seed, n)[i])
         shown_z = state.seed_latents(model, seed, n)[order[:show]]
-        stages = {k: v for k, v in list(state.render_stages(model, shown_z).items())[:-1]}
+        shown_labels = order[:show] % model.num_classes if model.num_classes else None  # sample i's label
+        stages = {k: v for k, v in list(state.render_stages(model, shown_z, shown_labels).items())[:-1]}
     cols = st.columns(2)
     for slot, i in enumerate(order[:show]):
         with cols[slot % 2]:

@@ -89,25 +89,44 @@ def selected_model() -> Pretrained:
 
 
 @st.cache_data(max_entries=128, show_spinner=False)
-def _render(path: str, mtime_ns: int, z: np.ndarray) -> np.ndarray:
+def _render(path: str, mtime_ns: int, z: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
     model = _load(path, mtime_ns)
-    return to_rgb(model.generate(z), model.channels)
+    return to_rgb(model.generate(z, labels=labels), model.channels)
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def _render_stages(path: str, mtime_ns: int, z: np.ndarray) -> dict[str, np.ndarray]:
+def _render_stages(path: str, mtime_ns: int, z: np.ndarray, labels: np.ndarray | None) -> dict[str, np.ndarray]:
     model = _load(path, mtime_ns)
-    return {name: to_rgb(x, model.channels) for name, x in model.generate_stages(z).items()}
+    return {name: to_rgb(x, model.channels) for name, x in model.generate_stages(z, labels=labels).items()}
 
 
-def render_stages(model: Pretrained, z: np.ndarray) -> dict[str, np.ndarray]:
-    """Display RGB of every stage of a chained model: ``{stage: uint8 (n, H, W, 3)}``."""
-    return _render_stages(str(model.path), stamp(str(model.path)), np.ascontiguousarray(z, np.float32))
+def _labels(model: Pretrained, z: np.ndarray, labels) -> np.ndarray | None:
+    """(n,) int64 labels for a conditional model (``labels``, or label ``i % num_classes`` for
+    image i, the rule of :meth:`Pretrained.generate`), None for an unconditional one."""
+    if not model.num_classes:
+        return None
+    n = len(z)
+    if labels is None:
+        return np.arange(n, dtype=np.int64) % model.num_classes
+    out = np.broadcast_to(np.asarray(labels, np.int64), (n,)).copy()
+    if out.size and (out.min() < 0 or out.max() >= model.num_classes):
+        raise ValueError(f"class labels must lie in 0..{model.num_classes - 1}, got {sorted(set(out.tolist()))}")
+    return out
 
 
-def render(model: Pretrained, z: np.ndarray) -> np.ndarray:
-    """Display RGB for latents ``z`` (n, z_dim): uint8 (n, H, W, 3), cached by value of ``z``."""
-    return _render(str(model.path), stamp(str(model.path)), np.ascontiguousarray(z, np.float32))
+def render_stages(model: Pretrained, z: np.ndarray, labels=None) -> dict[str, np.ndarray]:
+    """Display RGB of every stage of a chained model: ``{stage: uint8 (n, H, W, 3)}``.
+    ``labels``: a conditional model's class label per image (n,) or one for all; default
+    ``i % num_classes``."""
+    z = np.ascontiguousarray(z, np.float32)
+    return _render_stages(str(model.path), stamp(str(model.path)), z, _labels(model, z, labels))
+
+
+def render(model: Pretrained, z: np.ndarray, labels=None) -> np.ndarray:
+    """Display RGB for latents ``z`` (n, z_dim): uint8 (n, H, W, 3), cached by value of ``z``
+    (and of ``labels``, as :func:`render_stages`)."""
+    z = np.ascontiguousarray(z, np.float32)
+    return _render(str(model.path), stamp(str(model.path)), z, _labels(model, z, labels))
 
 
 @st.cache_data(max_entries=64, show_spinner=False)

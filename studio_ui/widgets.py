@@ -173,32 +173,50 @@ def latents_download(z: np.ndarray, name: str) -> tuple[str, bytes, str, str]:
     return ("Latents (.npy)", npy_bytes(z), name, "application/octet-stream")
 
 
-def fits_download(model: Pretrained, z: np.ndarray, *, seed: int | None,
-                  file_name: str) -> tuple[str, Callable[[], bytes], str, str] | None:
+def labels_download(labels: np.ndarray | None, name: str) -> list[tuple[str, bytes, str, str]]:
+    """The class labels of a conditional model's images as a download item (``[]`` for None):
+    with the latents they regenerate the images (``galaxygan sample --latents ... --labels ...``)."""
+    if labels is None:
+        return []
+    return [("Labels (.npy)", npy_bytes(np.asarray(labels, np.int64)), name, "application/octet-stream")]
+
+
+def fits_download(model: Pretrained, z: np.ndarray, *, seed: int | None, file_name: str,
+                  labels: np.ndarray | None = None) -> tuple[str, Callable[[], bytes], str, str] | None:
     """A download item for the fluxes of the images of latents ``z`` (n, z_dim) as a FITS cube.
 
     Only for models trained on physical data with an invertible stretch; None otherwise (show
     :func:`fits_note` to say why). The cube is generated when the button is clicked, with the
-    checkpoint and seed (-1 for latents not from a seed) in its header.
+    checkpoint and seed in its header; latents not drawn from one seed (``seed`` None: paths,
+    walks) are written into its ``CATALOG`` table instead, with a conditional model's
+    ``labels`` (n,) (default ``i % num_classes``, as :meth:`Pretrained.generate`).
     """
     if fits_skip_reason(model) is not None:
         return None
     z = np.array(z, dtype=np.float32, copy=True)
+    if labels is None and model.num_classes:
+        labels = np.arange(len(z), dtype=np.int64) % model.num_classes
 
     def build() -> bytes:
-        return fits_bytes(model, model.generate(z), seed=-1 if seed is None else int(seed))
+        x = model.generate(z, labels=labels)
+        if seed is None:
+            return fits_bytes(model, x, seed=-1, latents=z, labels=labels)
+        return fits_bytes(model, x, seed=int(seed), labels=labels)
 
     return ("Fluxes (FITS)", build, file_name, "application/fits")
 
 
-def fits_images_download(model: Pretrained, x: np.ndarray, *,
-                         file_name: str) -> tuple[str, Callable[[], bytes], str, str] | None:
+def fits_images_download(model: Pretrained, x: np.ndarray, *, file_name: str,
+                         styles: np.ndarray | None = None) -> tuple[str, Callable[[], bytes], str, str] | None:
     """Like :func:`fits_download` for images already made (model range (n, C, H, W)), such as
-    a StyleGAN's images from styles or a projection's reconstruction (seed recorded as -1)."""
+    a StyleGAN's images from styles or a projection's reconstruction (seed recorded as -1);
+    ``styles`` (n, num_ws, w_dim), the styles they were synthesised from, go into the cube's
+    ``CATALOG`` table."""
     if fits_skip_reason(model) is not None:
         return None
     x = np.array(x, dtype=np.float32, copy=True)
-    return ("Fluxes (FITS)", lambda: fits_bytes(model, x, seed=-1), file_name, "application/fits")
+    ws = None if styles is None else np.array(styles, dtype=np.float32, copy=True)
+    return ("Fluxes (FITS)", lambda: fits_bytes(model, x, seed=-1, styles=ws), file_name, "application/fits")
 
 
 def stage_images_ui(stages: dict[str, np.ndarray], record: dict, *, resolution: int, ncols: int | None = None,

@@ -418,6 +418,29 @@ def test_latent_explorer_strip_animation_and_walk(runs):
     assert_clean(at)
 
 
+def test_latent_explorer_holds_a_conditional_model_s_class(runs):
+    # a conditional model without labels takes label i % 3 for frame i: a path changed class
+    # from frame to frame; the page holds one chosen class for every image
+    at = open_app(shipped_path("began_cond_hdf32"), page="pages/latent_explorer.py")
+    assert at.selectbox(key="le_class").value == 0
+    captions = image_captions(at)
+    assert "class small throughout" in captions[0]
+    downloads = labels(at.get("download_button"))
+    assert downloads.count("Labels (.npy)") == 2  # the path's and the walked image's
+    before = image_urls(at)
+    at.selectbox(key="le_class").set_value(2).run()
+    assert_clean(at)
+    after = image_urls(at)
+    assert "class large throughout" in image_captions(at)[0]
+    assert after[0] != before[0] and after[2] != before[2]  # the strip and the walked image follow the class
+
+
+def test_home_says_which_class_each_image_of_a_conditional_model_has(runs):
+    at = open_app(shipped_path("began_cond_hdf32"))
+    assert any("class labels in turn, small, medium, large" in c for c in image_captions(at))
+    assert "Labels (.npy)" in labels(at.get("download_button"))
+
+
 def test_latent_explorer_a_seed_typo_resets_nothing_else(runs):
     at = open_app(shipped_path("dcgan_hdf32"), page="pages/latent_explorer.py")
     at.slider(key="le_frames").set_value(8).run()

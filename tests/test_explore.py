@@ -152,6 +152,46 @@ def test_activation_pca_gives_unit_directions(tiny_G):
     assert np.all(np.diff(d.explained) <= 1e-7) and np.all(d.std > 0)
 
 
+def test_a_conditional_generator_s_activations_hold_one_class_whatever_the_batch():
+    # without a label, a conditional generator takes label i % num_classes for image i of each
+    # batch, so a latent's activations (and the directions found from them) changed with its
+    # position in the batch
+    from galaxy_core.models.began import BEGANConfig, Generator as BEGANGenerator
+
+    torch.manual_seed(0)
+    G = BEGANGenerator(BEGANConfig(resolution=32, num_bands=3, z_dim=8, h_dim=8, width=4, num_classes=3)).eval()
+    z = np.random.default_rng(3).uniform(-1, 1, size=(7, 8)).astype(np.float32)
+    layer = default_layer(G)
+    assert isinstance(dict(G.named_modules())[layer], torch.nn.ELU)  # the first activation, not the linear fc
+    whole = layer_activations(G, z, layer=layer, label=2)
+    np.testing.assert_allclose(layer_activations(G, z[2:], layer=layer, label=2), whole[2:], atol=1e-6)
+    other = layer_activations(G, z, layer=layer, label=0)
+    assert np.abs(other - whole).max() > 1e-3  # the label is used
+    zz = np.random.default_rng(4).uniform(-1, 1, size=(300, 8))
+    a, b = activation_pca(G, zz, layer=layer, k=2, label=1), activation_pca(G, zz[::-1].copy(), layer=layer, k=2, label=1)
+    np.testing.assert_allclose(np.abs(np.sum(a.vectors * b.vectors, axis=1)), 1.0, atol=1e-4)  # order-free
+
+
+def test_a_generator_with_functional_activations_gets_its_first_block_as_the_ganspace_layer():
+    # FastGAN's blocks apply GLU as a function: no leaf module holds an activation, and the
+    # leaves before the first block are linear in z
+    from galaxy_core.explore.directions import layer_names
+    from galaxy_core.models.fastgan import FastGANConfig, Generator as FastGANGenerator
+
+    torch.manual_seed(0)
+    G = FastGANGenerator(FastGANConfig(resolution=32, num_bands=3, z_dim=16, width=4)).eval()
+    layer = default_layer(G)
+    assert layer == "ups.8" and layer in layer_names(G)
+    z1, z2 = np.random.default_rng(5).normal(size=(2, 4, 16)).astype(np.float32)
+
+    def departure(name):  # from an affine map of z, relative to the activations' size
+        f = lambda z: layer_activations(G, z, layer=name).astype(np.float64)  # noqa: E731
+        r = f(z1 + z2) - f(z1) - f(z2) + f(np.zeros_like(z1))
+        return np.abs(r).mean() / np.abs(f(z1)).mean()
+
+    assert departure("init.1") < 1e-4 and departure(layer) > 0.05
+
+
 def test_walk_moves_by_coefficient_times_std():
     z = np.random.default_rng(9).normal(size=(400, 12))
     d = latent_pca(z, k=3)

@@ -103,9 +103,19 @@ def latent_pca(z: np.ndarray, *, k: int = 8) -> Directions:
     return Directions(axes.astype(np.float32), coords.std(axis=0).astype(np.float32), explained, "z")
 
 
+_CONTAINERS = (torch.nn.Sequential, torch.nn.ModuleList, torch.nn.ModuleDict)
+_ACTIVATIONS = (torch.nn.ReLU, torch.nn.LeakyReLU, torch.nn.SiLU, torch.nn.GELU, torch.nn.PReLU, torch.nn.ELU,
+                torch.nn.SELU, torch.nn.CELU, torch.nn.GLU, torch.nn.Mish)
+
+
 def layer_names(G: torch.nn.Module) -> list[str]:
-    """Names of the generator's leaf modules whose outputs can be used by :func:`activation_pca`."""
-    return [name for name, m in G.named_modules() if name and not list(m.children())]
+    """Names of the generator's modules whose outputs :func:`activation_pca` can read, in the
+    order they are declared (a block before its parts): every leaf module and every block of
+    its own (a module with children that is not a plain container), since a block may apply
+    its activation as a function (FastGAN's up-sampling blocks end in ``F.glu``) so that no
+    leaf holds its output."""
+    return [name for name, m in G.named_modules()
+            if name and (not list(m.children()) or not isinstance(m, _CONTAINERS))]
 
 
 class _Captured(Exception):
@@ -113,18 +123,27 @@ class _Captured(Exception):
 
 
 def default_layer(G: torch.nn.Module) -> str:
-    """The first activation module (the output of the first block), a good GANSpace layer."""
-    acts = (torch.nn.ReLU, torch.nn.LeakyReLU, torch.nn.SiLU, torch.nn.GELU, torch.nn.PReLU)
-    names = [name for name, m in G.named_modules() if isinstance(m, acts)]
-    return names[0] if names else layer_names(G)[0]
+    """The first activation (the output of the first block), a good GANSpace layer: the first
+    activation module (ReLU, ELU, GLU, ...), else the first block of the generator's own (for a
+    generator that applies its activations as functions inside blocks), else the first leaf.
+    The layers before it are linear in ``z``, so their principal directions are those of ``z``."""
+    names = [name for name, m in G.named_modules() if isinstance(m, _ACTIVATIONS)]
+    if names:
+        return names[0]
+    blocks = [name for name, m in G.named_modules() if name and list(m.children()) and not isinstance(m, _CONTAINERS)]
+    return blocks[0] if blocks else layer_names(G)[0]
 
 
 @torch.no_grad()
-def layer_activations(G: torch.nn.Module, z: np.ndarray, *, layer: str, batch: int = 500) -> np.ndarray:
+def layer_activations(G: torch.nn.Module, z: np.ndarray, *, layer: str, batch: int = 500,
+                      label: int | None = None) -> np.ndarray:
     """Flattened output of module ``layer`` of ``G`` for latents ``z``: (N, F) float32.
 
     The output is captured with a forward hook (a copy, so in-place operations later cannot
     alter it), and the forward pass is cut short after that layer, so early layers are cheap.
+    ``label``: the class label of every latent, for a conditional generator (called as
+    ``G(z, labels)``); without it a conditional generator would pick labels by position in
+    the batch, which the activations would then vary with.
     """
     modules = dict(G.named_modules())
     if layer not in modules:
@@ -140,8 +159,12 @@ def layer_activations(G: torch.nn.Module, z: np.ndarray, *, layer: str, batch: i
         device = next(G.parameters()).device
         zt = torch.as_tensor(np.asarray(z, np.float32))
         for i in range(0, len(zt), batch):
+            zb = zt[i : i + batch].to(device)
             try:
-                G(zt[i : i + batch].to(device))
+                if label is None:
+                    G(zb)
+                else:
+                    G(zb, torch.full((len(zb),), int(label), dtype=torch.int64, device=device))
             except _Captured:
                 pass
     finally:
@@ -149,7 +172,8 @@ def layer_activations(G: torch.nn.Module, z: np.ndarray, *, layer: str, batch: i
     return torch.cat(captured).float().cpu().numpy()
 
 
-def activation_pca(G: torch.nn.Module, z: np.ndarray, *, layer: str, k: int = 8) -> Directions:
+def activation_pca(G: torch.nn.Module, z: np.ndarray, *, layer: str, k: int = 8,
+                   label: int | None = None) -> Directions:
     """GANSpace directions: PCA of a layer's activations, regressed back onto ``z``.
 
     With ``X`` the (N, k) principal coordinates of the activations of latents ``Z`` (N, z_dim),
@@ -167,9 +191,12 @@ def activation_pca(G: torch.nn.Module, z: np.ndarray, *, layer: str, k: int = 8)
         A name from :func:`layer_names`, e.g. ``"main.2"`` (after the first block of a DCGAN).
     k : int
         Number of directions.
+    label : int, optional
+        Class label held for every latent (conditional generators; see
+        :func:`layer_activations`). The directions are then those of that class.
     """
     z = np.asarray(z, np.float64)
-    acts = layer_activations(G, z, layer=layer).astype(np.float64)
+    acts = layer_activations(G, z, layer=layer, label=label).astype(np.float64)
     _, coords, explained = _pca(acts, k)
     zc = z - z.mean(axis=0, keepdims=True)
     u, *_ = np.linalg.lstsq(coords, zc, rcond=None)  # (k, z_dim)

@@ -269,10 +269,16 @@ def _earlier_outputs(out_dir: Path) -> set[str]:
 
 def write_samples_fits(path: Path, model: Pretrained, x: np.ndarray, *, seed: int,
                        latents_file: str | None = None, psi: float = 1.0, noise_mode: str = "const",
-                       labels: np.ndarray | None = None) -> None:
+                       labels: np.ndarray | None = None, latents: np.ndarray | None = None,
+                       styles: np.ndarray | None = None) -> None:
     """Write model-range images ``x`` (n, C, H, W) in [-1, 1] as a flux cube with provenance cards.
 
-    ``seed`` is -1 for images from a latent file (named in ``LATENTS``); ``psi`` and
+    ``seed`` is -1 for images not drawn from a seed: from a latent file (named in ``LATENTS``)
+    or from ``latents`` (n, z_dim) given here, which are then written into the ``CATALOG``
+    table (column ``z``, row i = image i) so the cube says how to make its images again;
+    ``styles`` (n, num_ws, w_dim), a StyleGAN's per-layer w of each image, likewise (column
+    ``ws``).
+    ``labels`` (n,): a conditional model's class labels (column ``label``). ``psi`` and
     ``noise_mode`` are those the images were generated with (``PSI``, ``NOISE``). A chained
     model's cards name each checkpoint it runs after (``REF <ROLE>``, with its id).
     """
@@ -292,28 +298,48 @@ def write_samples_fits(path: Path, model: Pretrained, x: np.ndarray, *, seed: in
     }
     if latents_file:
         cards["LATENTS"] = (Path(latents_file).name, "file of the latents (row i = image i)")
+    elif latents is not None:
+        cards["LATENTS"] = ("CATALOG z", "the latents: column z of table CATALOG (row i = image i)")
+    elif styles is not None:
+        cards["LATENTS"] = ("CATALOG ws", "styles w+: column ws of table CATALOG (row i = image i)")
     for role, ref in model.refs.items():
         cards[f"REF {role}"] = f"{ref.name} {ref.id}"  # the checkpoint this model runs after, and its id
     if data.get("zero_point") is not None:
         cards["ZP"] = data["zero_point"]
     table = None
-    if labels is not None:  # a conditional model's image depends on its label too
+    if labels is not None or latents is not None or styles is not None:
         from astropy.table import Table
 
-        table = Table({"image": np.arange(len(labels), dtype=np.int64), "label": np.asarray(labels, np.int64)})
-        table["label"].description = f"class label the image was generated with (0 .. {model.num_classes - 1})"
-        cards["LABELS"] = ("CATALOG", "per-image class labels: binary table HDU")
+        table = Table({"image": np.arange(len(x), dtype=np.int64)})
+        if latents is not None:
+            z = np.asarray(latents, np.float32)
+            if z.shape != (len(x), model.z_dim):
+                raise ValueError(f"latents must be ({len(x)}, {model.z_dim}) for {len(x)} images, got {z.shape}")
+            table["z"] = z
+            table["z"].description = "latent z the image was generated from"
+        if styles is not None:
+            ws = np.asarray(styles, np.float32)
+            if ws.ndim != 3 or len(ws) != len(x):
+                raise ValueError(f"styles must be ({len(x)}, num_ws, w_dim) for {len(x)} images, got {ws.shape}")
+            table["ws"] = ws
+            table["ws"].description = "per-layer styles w (num_ws, w_dim) the image was synthesised from"
+        if labels is not None:  # a conditional model's image depends on its label too
+            table["label"] = np.asarray(labels, np.int64)
+            names = ", ".join(f"{i} {c}" for i, c in enumerate(model.class_names))
+            table["label"].description = f"class label the image was generated with ({names})"
+            cards["LABELS"] = ("CATALOG", "per-image class labels: binary table HDU")
     write_fits_cube(path, flux, bands=model.channels, header_cards=cards, bunit=model.flux_unit, table=table,
                     pixel_scale_arcsec=data.get("pixel_scale_arcsec"))
 
 
-def fits_bytes(model: Pretrained, x: np.ndarray, *, seed: int) -> bytes:
+def fits_bytes(model: Pretrained, x: np.ndarray, *, seed: int, latents: np.ndarray | None = None,
+               labels: np.ndarray | None = None, styles: np.ndarray | None = None) -> bytes:
     """The FITS cube of :func:`write_samples_fits` as bytes (for a download button)."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
         p = Path(tmp) / "samples.fits"
-        write_samples_fits(p, model, x, seed=seed)
+        write_samples_fits(p, model, x, seed=seed, latents=latents, labels=labels, styles=styles)
         return p.read_bytes()
 
 

@@ -686,7 +686,7 @@ CARD_COMMENTS = {
     "CKPT": "checkpoint name (its model card: NAME.json)",
     "CKPTID": "sha256 of its tensors, first 12 hex digits",
     "ARCH": "model architecture",
-    "SEED": "latent seed; -1: latents from file LATENTS",
+    "SEED": "latent seed; -1: latents as LATENTS says",
     "ZP": "[mag] zero point: m = ZP - 2.5 log10(flux)",
     "PIXSCALE": "[arcsec/pixel] pixel scale",
     "ROWORDER": "array row 0 = top row of the PNG",

@@ -235,6 +235,9 @@ class BEGANCondFamily(BEGANFamily):
         values["num_classes"] = len(SIZE_CLASSES)
         return values
 
+    def class_names(self, cfg) -> tuple[str, ...]:
+        return SIZE_CLASSES[: int(cfg.num_classes)]
+
     def dataset_labels(self, cfg, data):
         """Size class of each stamp: 0 small, 1 medium, 2 large (the catalogue's ``size_class``)."""
         cat = data.catalog

@@ -261,6 +261,10 @@ class Family:
         """Number of labels a conditional family takes (0 = unconditional)."""
         return 0
 
+    def class_names(self, cfg: Any) -> tuple[str, ...]:
+        """Name of each label ``0 .. num_classes - 1`` (``"class i"`` unless the family knows them)."""
+        return tuple(f"class {i}" for i in range(self.num_classes(cfg)))
+
     def generate(self, nets: Mapping[str, nn.Module], latents: torch.Tensor, *, labels: torch.Tensor | None = None,
                  psi: float = 1.0, noise_mode: str = "const", refs: Mapping[str, Any] | None = None
                  ) -> torch.Tensor | dict[str, torch.Tensor]:

@@ -74,6 +74,11 @@ class Pretrained:
         return self.family.num_classes(self.model_cfg)
 
     @property
+    def class_names(self) -> tuple[str, ...]:
+        """Name of each class label of a conditional model (``()`` for an unconditional one)."""
+        return self.family.class_names(self.model_cfg)
+
+    @property
     def resolution(self) -> int:
         return int(self.model_cfg.resolution)
 
