@@ -14,7 +14,7 @@ import streamlit as st
 from galaxy_core.explore import style
 from galaxy_core.explore.directions import (Directions, activation_pca, default_layer, edit_grid, edit_ws, latent_pca,
                                             layer_names, w_pca, walk, walk_grid)
-from galaxy_core.explore.export import frames_zip, load_latents, npy_bytes, png_with_record
+from galaxy_core.explore.export import frames_zip, load_latents, npy_bytes, png_with_record, space_npz_bytes
 from galaxy_core.explore.interpolate import gif_bytes, interpolation_path, key_frames, styles_path
 from galaxy_core.io.render import make_grid
 from galaxy_core.models.pretrained import Pretrained
@@ -349,8 +349,10 @@ def ganspace_ui(model: Pretrained) -> None:
     items = [
         ("This image (PNG)", single, f"{name}.png", "image/png"),
         ("Its styles ws (.npy)", npy_bytes(ws[None]), f"{name}_ws.npy", "application/octet-stream"),
-        ("Directions (.npy)", npy_bytes(d.vectors), f"{model.name}_ganspace_directions.npy",
-         "application/octet-stream"),
+        ("Directions in w (.npz)",
+         space_npz_bytes("GANSpace directions in w", vectors=d.vectors, std=d.std, explained=d.explained,
+                         checkpoint_id=np.array(model.id)),
+         f"{model.name}_ganspace_directions.npz", "application/octet-stream"),
         ("Grid + every frame (zip)",  # built when clicked
          lambda: frames_zip(grid_rgb, grid_ws.reshape(len(grid_ws), -1), record=grid_record, prefix="walk",
                             extra={"grid.png": grid}),

@@ -75,8 +75,10 @@ def mask_ui(model: Pretrained) -> tuple[np.ndarray, float, str]:
                                   selection_mode="multi", key="sm_range", help=RANGE_HELP)
     psi = c2.slider("Truncation ψ", 0.0, 1.5, 1.0, 0.05, key="sm_psi",
                     help="Pull every w towards the mean w (0 = the average galaxy, 1 = none).")
-    noise = c3.radio("Noise", ["const", "random", "none"], horizontal=True, key="sm_noise",
-                     help="Per-pixel noise: the checkpoint's fixed maps, fresh random ones, or none.")
+    noise = c3.radio("Noise", ["const", "none"], horizontal=True, key="sm_noise",
+                     help="Per-pixel noise: the checkpoint's fixed maps, or none. (Fresh random noise would "
+                          "differ between a cell and its row and column galaxies, so the grid would mix noise as "
+                          "well as styles.)")
     mask = layer_mask(model, list(ranges or []))
     with st.expander("Expert: per-layer mask"):
         expert = st.toggle("Choose layers one by one", key="sm_expert")

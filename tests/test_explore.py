@@ -62,6 +62,16 @@ def test_slerp_of_orthogonal_unit_vectors_at_half_is_the_bisector():
     np.testing.assert_allclose(slerp(a, b, 0.5)[0], [np.sqrt(0.5), np.sqrt(0.5)], atol=1e-7)
 
 
+def test_slerp_between_opposite_latents_keeps_its_norm_off_the_origin():
+    z = np.random.default_rng(6).normal(size=64)
+    path = slerp(z, -z, np.linspace(0, 1, 9))
+    np.testing.assert_allclose(path[0], z, atol=1e-6)
+    np.testing.assert_allclose(path[-1], -z, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(path, axis=1), np.linalg.norm(z), rtol=1e-5)  # the chord passed 0
+    path2 = slerp(z, -2 * z, [0.5])
+    assert np.linalg.norm(path2) == pytest.approx(1.5 * np.linalg.norm(z), rel=1e-5)
+
+
 def test_slerp_of_parallel_vectors_falls_back_to_lerp():
     a = np.array([1.0, 1.0, 0.0])
     np.testing.assert_allclose(slerp(a, 2 * a, [0.25]), lerp(a, 2 * a, [0.25]), atol=1e-6)
@@ -82,6 +92,22 @@ def test_key_frames_land_on_the_keys_when_steps_divide_evenly():
     z = interpolation_path(keys, 9, method="slerp")  # 4 steps per segment
     assert key_frames(3, 9) == [0, 4, 8]
     np.testing.assert_allclose(z[[0, 4, 8]], keys, atol=1e-5)
+
+
+@pytest.mark.parametrize("n_keys, frames", [(3, 16), (3, 4), (4, 7), (4, 11), (5, 64), (6, 6)])
+def test_every_key_is_a_frame_whatever_the_frame_count(n_keys, frames):
+    # frames spread evenly over the key index had missed the middle keys (3 keys in 16
+    # frames: key 1 at position 7.5, no frame on it)
+    keys = np.random.default_rng(5).normal(size=(n_keys, 6))
+    at = key_frames(n_keys, frames)
+    assert at[0] == 0 and at[-1] == frames - 1 and all(np.diff(at) >= 1)
+    for method in ("slerp", "lerp"):
+        z = interpolation_path(keys, frames, method=method)
+        np.testing.assert_allclose(z[at], keys, atol=1e-5)
+        for s in range(n_keys - 1):  # evenly spaced between consecutive keys (lerp: equal chord steps)
+            if method == "lerp" and at[s + 1] - at[s] > 1:
+                steps = np.linalg.norm(np.diff(z[at[s] : at[s + 1] + 1], axis=0), axis=1)
+                np.testing.assert_allclose(steps, steps[0], rtol=1e-4)
 
 
 @pytest.mark.parametrize("keys, frames, match", [
@@ -190,6 +216,21 @@ def test_a_generator_with_functional_activations_gets_its_first_block_as_the_gan
         return np.abs(r).mean() / np.abs(f(z1)).mean()
 
     assert departure("init.1") < 1e-4 and departure(layer) > 0.05
+
+
+def test_a_file_of_another_latent_space_is_not_taken_for_z():
+    # a StyleGAN with z_dim == w_dim: a bare (1, 128) array of w passed for latents z and was
+    # mapped a second time; w files are .npz that say what they hold
+    from galaxy_core.explore.export import space_npz_bytes
+
+    w = np.random.default_rng(1).normal(size=(1, 128)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"w\.npz: holds styles w \(w\), not latents z"):
+        load_latents(space_npz_bytes("styles w", w=w), z_dim=128, name="w.npz")
+    buf = io.BytesIO()
+    np.savez(buf, a=w)
+    with pytest.raises(ValueError, match="a .npz archive \\(a\\), not a .npy array"):
+        load_latents(buf.getvalue(), z_dim=128, name="x.npz")
+    np.testing.assert_array_equal(load_latents(npy_bytes(w), z_dim=128), w)
 
 
 def test_walk_moves_by_coefficient_times_std():

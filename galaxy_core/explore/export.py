@@ -54,15 +54,35 @@ def npy_bytes(z: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def space_npz_bytes(space: str, **arrays) -> bytes:
+    """Arrays of a latent space other than z (styles w, their directions, ...) as ``.npz``
+    file contents, with ``space`` (a string array) saying what they are. A file of w is never
+    a ``.npy``: where z and w have the same size, a bare array of w would pass for latents z
+    and be mapped a second time; :func:`read_npy` names the space of such a file instead."""
+    buf = io.BytesIO()
+    np.savez(buf, space=np.array(space), **{k: np.asarray(v) for k, v in arrays.items()})
+    return buf.getvalue()
+
+
 def read_npy(data: bytes, *, name: str = "array") -> np.ndarray:
     """One array from the bytes of a ``.npy`` file, without pickle.
 
     Raises
     ------
     ValueError
-        The bytes are not a ``.npy`` file (no NumPy magic: a text or other file), are cut short,
-        or hold pickled objects.
+        The bytes are not a ``.npy`` file (no NumPy magic: a text or other file; a ``.npz`` of
+        :func:`space_npz_bytes` is named by its space), are cut short, or hold pickled objects.
     """
+    if data.startswith(b"PK"):  # a zip: perhaps a .npz of another latent space
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+                space = str(npz["space"]) if "space" in npz.files else None
+                held = ", ".join(f for f in npz.files if f != "space")
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile):
+            space, held = None, ""
+        if space:
+            raise ValueError(f"{name}: holds {space} ({held}), not latents z; it cannot be used as z")
+        raise ValueError(f"{name}: a .npz archive{f' ({held})' if held else ''}, not a .npy array")
     if not data.startswith(b"\x93NUMPY"):
         raise ValueError(f"{name}: not a .npy file (it does not start as NumPy's .npy format does; "
                          "save arrays with numpy.save)")

@@ -46,8 +46,11 @@ def slerp(z0, z1, t, *, eps: float = 1e-6) -> np.ndarray:
 
     ``slerp = sin((1 - t) w) / sin(w) z0 + sin(t w) / sin(w) z1`` with ``w`` the angle between
     the two vectors. For unit vectors every point has unit norm; for vectors of different
-    norms the norm varies smoothly between them. Nearly parallel endpoints (``sin w < eps``)
-    fall back to :func:`lerp`, which is then the same path.
+    norms the norm varies smoothly between them. Nearly parallel endpoints (``sin w < eps``,
+    same direction) fall back to :func:`lerp`, which is then the same path. Opposite endpoints
+    have no single great circle between them; the path then follows a fixed one (through
+    the coordinate axis least aligned with ``z0``) with the norm interpolated linearly, so it
+    never passes through the origin as the chord would.
 
     Parameters
     ----------
@@ -67,8 +70,19 @@ def slerp(z0, z1, t, *, eps: float = 1e-6) -> np.ndarray:
     cos_w = np.clip(np.dot(z0 / n0, z1 / n1), -1.0, 1.0)
     w = np.arccos(cos_w)
     sin_w = np.sin(w)
-    if sin_w < eps:
+    if sin_w < eps and cos_w > 0:
         return lerp(z0, z1, t)
+    if sin_w < eps:  # opposite: a fixed great circle through an axis orthogonalised against z0
+        u = z0 / n0
+        e = np.zeros_like(u)
+        e[np.argmin(np.abs(u))] = 1.0
+        v = e - np.dot(e, u) * u
+        v /= np.linalg.norm(v)
+        t = _fractions(t)[:, None]
+        out = ((1.0 - t) * n0 + t * n1) * (np.cos(np.pi * t) * u + np.sin(np.pi * t) * v)
+        out[t[:, 0] == 0] = z0
+        out[t[:, 0] == 1] = z1
+        return out.astype(np.float32)
     t = _fractions(t)[:, None]
     return (np.sin((1.0 - t) * w) / sin_w * z0 + np.sin(t * w) / sin_w * z1).astype(np.float32)
 
@@ -76,9 +90,11 @@ def slerp(z0, z1, t, *, eps: float = 1e-6) -> np.ndarray:
 def interpolation_path(keys, frames: int, *, method: str = "slerp") -> np.ndarray:
     """Latents for ``frames`` evenly spaced points on a path through two or more key latents.
 
-    The path visits the keys in order; frame 0 is the first key and the last frame the last
-    key. Frames are spread evenly over the key index, so each segment gets about
-    ``(frames - 1) / (K - 1)`` steps.
+    The path visits the keys in order and every key is a frame, exactly: key i is frame
+    ``round(i (frames - 1) / (K - 1))`` (:func:`key_frames`), so each segment between two
+    keys gets ``(frames - 1) / (K - 1)`` steps, rounded, and its frames are evenly spaced
+    along it. (Frames spread evenly over the key index would miss the middle keys whenever
+    ``frames - 1`` is not a multiple of ``K - 1``.)
 
     Parameters
     ----------
@@ -100,12 +116,12 @@ def interpolation_path(keys, frames: int, *, method: str = "slerp") -> np.ndarra
     if frames < max(2, len(keys)):
         raise ValueError(f"{frames} frames cannot show {len(keys)} key latents; use at least {len(keys)}")
     fn = slerp if method == "slerp" else lerp
-    pos = np.linspace(0.0, len(keys) - 1, frames)   # position along the key index
-    seg = np.minimum(pos.astype(int), len(keys) - 2)  # the last frame belongs to the last segment
+    at = key_frames(len(keys), frames)
     out = np.empty((frames, keys.shape[1]), np.float32)
-    for s in np.unique(seg):
-        rows = seg == s
-        out[rows] = fn(keys[s], keys[s + 1], pos[rows] - s)
+    for s in range(len(keys) - 1):  # frames at[s] .. at[s + 1] - 1 run from key s towards key s + 1
+        steps = at[s + 1] - at[s]
+        out[at[s] : at[s + 1]] = fn(keys[s], keys[s + 1], np.arange(steps) / steps)
+    out[-1] = keys[-1]
     return out
 
 
@@ -134,9 +150,12 @@ def styles_path(keys_ws, frames: int) -> np.ndarray:
 
 
 def key_frames(n_keys: int, frames: int) -> list[int]:
-    """Indices of the frames of :func:`interpolation_path` that are exactly the keys."""
-    pos = np.linspace(0.0, n_keys - 1, frames)
-    return [int(np.argmin(np.abs(pos - k))) for k in range(n_keys)]
+    """Indices of the frames of :func:`interpolation_path` that are exactly the keys:
+    ``floor(i (frames - 1) / (n_keys - 1) + 1/2)`` for key i, strictly increasing when
+    ``frames >= n_keys``. Raises ValueError for fewer than two keys or frames."""
+    if n_keys < 2 or frames < 2:
+        raise ValueError(f"a path needs at least two keys and two frames, got {n_keys} keys and {frames} frames")
+    return [int(np.floor(i * (frames - 1) / (n_keys - 1) + 0.5)) for i in range(n_keys)]
 
 
 def gif_bytes(frames_rgb: np.ndarray, *, fps: float = 8.0, scale: int = 1, boomerang: bool = True) -> bytes:
