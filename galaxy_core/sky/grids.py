@@ -8,7 +8,8 @@ holds the class of the largest galaxy whose centre falls in it.
 Size classes
 ------------
 ``terciles`` (default, data-driven): the 1/3 and 2/3 quantiles of the catalogue's sizes split
-small / medium / large evenly. ``heuristic``: fixed area thresholds
+small / medium / large evenly; sizes so often equal that a class would be empty are refused
+(:func:`size_thresholds`). ``heuristic``: fixed area thresholds
 :data:`HEURISTIC_AREA` (pix2), a fixed-cut option in the spirit of the paper's hand-set
 thresholds (the paper's exact values are for its own simulated images and are not reused).
 
@@ -47,7 +48,7 @@ MIN_AREA = 50  # pix2, the hdf stamp cut: smaller segments are mostly noise peak
 # --------------------------------------------------------------------------- classes
 
 
-def size_thresholds(sizes: np.ndarray, *, method: str = "terciles") -> tuple[float, float]:
+def size_thresholds(sizes: np.ndarray, *, method: str = "terciles", allow_empty: bool = False) -> tuple[float, float]:
     """Two size thresholds splitting galaxies into small / medium / large.
 
     Parameters
@@ -56,12 +57,26 @@ def size_thresholds(sizes: np.ndarray, *, method: str = "terciles") -> tuple[flo
         Segment areas (pix2) of the galaxies.
     method : {"terciles", "heuristic"}
         Data-driven terciles, or the fixed :data:`HEURISTIC_AREA`.
+    allow_empty : bool
+        Return terciles that leave a class empty instead of raising (for occupancy grids,
+        which only record the thresholds).
 
     Returns
     -------
     (lo, hi) : float
         small if ``size < lo``, medium if ``size < hi``, else large.
+
+    Raises
+    ------
+    DataError
+        An unknown method, fewer than 3 sizes for terciles, or terciles that leave a class
+        empty: with many equal sizes (a third of them at one value, e.g. a catalogue giving
+        one size to most galaxies) the terciles coincide with each other or with the smallest
+        size, and a class would never occur in the grids. The message suggests
+        ``--thresholds heuristic``.
     """
+    from galaxy_core.data.hdf import empty_size_classes
+
     if method == "heuristic":
         return HEURISTIC_AREA
     if method != "terciles":
@@ -70,6 +85,14 @@ def size_thresholds(sizes: np.ndarray, *, method: str = "terciles") -> tuple[flo
     if sizes.size < 3:
         raise DataError(f"size thresholds: terciles need at least 3 galaxies, got {sizes.size}")
     lo, hi = np.percentile(sizes, [100 / 3, 200 / 3])
+    empty = [] if allow_empty else empty_size_classes(sizes, lo, hi)
+    if empty:
+        values, counts = np.unique(sizes, return_counts=True)
+        k = int(np.argmax(counts))
+        raise DataError(f"size thresholds: the terciles of the {sizes.size} sizes are {lo:g} and {hi:g} pix2, so no "
+                        f"galaxy would be {' or '.join(empty)} ({counts[k]} of the sizes are {values[k]:g}); use "
+                        f"--thresholds heuristic (fixed cuts at {HEURISTIC_AREA[0]:g} and {HEURISTIC_AREA[1]:g} pix2), "
+                        "--occupancy (no size classes), or give sizes that differ")
     return float(lo), float(hi)
 
 
@@ -439,7 +462,7 @@ def tile_grids(sources: dict[str, np.ndarray], opts: GridOptions) -> tuple[np.nd
     if side > min(h, w):
         raise DataError(f"grid tiles of {side} px (grid {opts.grid} x cell_px {opts.cell_px}) do not fit in a "
                         f"{w} x {h} field; lower grid or cell_px")
-    thr = size_thresholds(sources["area"], method=opts.thresholds)
+    thr = size_thresholds(sources["area"], method=opts.thresholds, allow_empty=not opts.classes)
     cls = size_class(sources["area"], thr) if opts.classes else np.ones(len(sources["x"]), np.int64)
     rng = np.random.default_rng(opts.seed)
     out = np.empty((opts.count, 1, opts.grid, opts.grid), np.uint8)
@@ -509,7 +532,8 @@ def prepare_catalogue_grids(sources: dict[str, np.ndarray], out: str | os.PathLi
     Raises
     ------
     DataError
-        Too few sources for the size thresholds, or a field smaller than a tile; the message
+        Too few sources for the size thresholds, size terciles that leave a class empty (see
+        :func:`size_thresholds`), or a field smaller than a tile; the message
         starts with ``name`` (the input file) when given. Nothing is written then.
     """
     n = len(sources["x"])  # the size cut the built-in field's grids have (and the manifest records)
