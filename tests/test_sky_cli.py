@@ -160,6 +160,27 @@ def test_sky_detect_scores_a_sky_with_truth(tmp_path, capsys):
     assert out["n_truth"] == 3 and out["n_detected"] >= 3 and out["completeness"] == 1.0
 
 
+def _with_truth(path, columns: dict):
+    """``path`` with a TRUTH table of ``columns`` appended."""
+    t = fits.table_to_hdu(Table(columns))
+    t.name = "TRUTH"
+    fits.append(path, t.data, t.header)
+    return path
+
+
+def test_sky_detect_reads_a_truth_table_with_fits_upper_case_columns(tmp_path, capsys):
+    """X, Y, FLUX, CLS as FITS tools write them: the third source is marked a star (CLS -2), so
+    it leaves the completeness only if CLS is read."""
+    cols = {"X": [25.0, 70.0, 40.0], "Y": [30.0, 60.0, 80.0], "FLUX": [1.0, 2.0, 3.0], "CLS": [1, 2, -2]}
+    path = _with_truth(_sky_fits(tmp_path / "upper.fits", truth=False), cols)
+    assert main(["sky", "detect", str(path)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n_truth"] == 2 and out["completeness"] == 1.0 and out["bright_flux"] == 1.5
+    cols = {"x": [25.0], "y": [30.0], "Flux": [1.0], "FLUX": [2.0]}
+    err = _detect_error(_with_truth(_sky_fits(tmp_path / "twice.fits", truth=False), cols), capsys)
+    assert "the TRUTH table: columns Flux and FLUX differ only in case, so which one is flux is ambiguous" in err
+
+
 def test_sky_detect_without_truth_counts_detections_only(tmp_path, capsys):
     path = _sky_fits(tmp_path / "plain.fits", truth=False)
     assert main(["sky", "detect", str(path)]) == 0

@@ -175,6 +175,30 @@ def test_catalogue_of_equal_sizes_names_the_file_and_the_way_out(tmp_path, capsy
                      "--count", "4", *way_out]) == 0
 
 
+def test_catalogue_column_names_are_matched_without_regard_to_case(tmp_path):
+    """A FITS table's X, Y, SIZE read as x, y, size; an exact name wins over one differing in
+    case; two names differing only in case, neither exact, are refused."""
+    from astropy.table import Table
+
+    from galaxy_core.sky.grids import read_catalogue
+
+    cols = {"X": [10.0, 200.0, 120.0, 60.0], "Y": [5.0, 150.0, 290.0, 80.0], "SIZE": [60.0, 80.0, 100.0, 70.0]}
+    Table(cols).write(tmp_path / "upper.fits")
+    cat = read_catalogue(tmp_path / "upper.fits")
+    np.testing.assert_array_equal(cat["x"], cols["X"])
+    np.testing.assert_array_equal(cat["area"], cols["SIZE"])
+    assert cat["shape"] == (291, 201)
+    both = tmp_path / "both.csv"  # x is exact; X (a stray copy, far off) is not used
+    both.write_text("x,X,Y,Area\n10,9999,5,60\n200,9999,150,80\n120,9999,290,100\n60,9999,80,70\n")
+    cat = read_catalogue(both)
+    assert cat["x"].tolist() == cols["X"] and cat["area"].tolist() == cols["SIZE"]
+    twice = tmp_path / "twice.csv"
+    twice.write_text("x,y,Size,SIZE\n10,5,60,61\n200,150,80,81\n")
+    with pytest.raises(DataError, match=r"twice\.csv: columns Size and SIZE differ only in case, so which one is "
+                                        r"size is ambiguous"):
+        read_catalogue(twice)
+
+
 def test_read_catalogue_keeps_good_rows_and_finds_far_offsets(tmp_path):
     from galaxy_core.errors import DataError
     from galaxy_core.sky.grids import read_catalogue

@@ -205,15 +205,20 @@ def _cmd_mosaic(args) -> int:
 def _read_truth(path: Path):
     """The ``TRUTH`` table of a composed sky's FITS file, or None when the file has none.
 
+    Its ``x``, ``y``, ``flux`` and ``cls`` columns are found without regard to case (FITS's
+    ``X``, ``Y``, ``FLUX``) and returned under those lower-case names.
+
     Raises
     ------
     DataError
-        ``TRUTH`` is not a table or lacks the x, y and flux columns the scores need.
+        ``TRUTH`` is not a table, lacks the x, y and flux columns the scores need, or has two
+        columns whose names differ only in case where neither is the exact name.
     """
     from astropy.io import fits
     from astropy.table import Table
 
     from galaxy_core.errors import DataError
+    from galaxy_core.io.tables import with_column_names
 
     try:
         with fits.open(path, memmap=False) as hdul:
@@ -227,6 +232,7 @@ def _read_truth(path: Path):
         raise
     except Exception as e:  # astropy raises OSError, ValueError, TypeError... on bad files
         raise DataError(f"{path}: cannot read the TRUTH table ({type(e).__name__}: {e})") from e
+    truth = with_column_names(truth, ("x", "y", "flux", "cls"), where=f"{path}: the TRUTH table")
     missing = [c for c in ("x", "y", "flux") if c not in truth.colnames]
     if missing:
         raise DataError(f"{path}: the TRUTH table lacks column(s) {', '.join(missing)}; it has "

@@ -373,7 +373,9 @@ def _far_positions(v: np.ndarray, axis: str, path: Path) -> None:
 
 def read_catalogue(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read a user catalogue: a CSV or FITS table with ``x``, ``y`` (pix) and ``size`` or
-    ``area`` (pix2) columns, one source per row.
+    ``area`` (pix2) columns, one source per row. Column names are matched without regard to
+    case (FITS's ``X``, ``Y``, ``SIZE``), an exact match first
+    (:func:`galaxy_core.io.tables.column_name`).
 
     Positions are pixels of the field, 0 at the centre of its first pixel; the field runs from
     there to the largest x and y. Rows are numbered from 1, the header not counted.
@@ -385,13 +387,15 @@ def read_catalogue(path: str | os.PathLike) -> dict[str, np.ndarray]:
         (names those it has), no rows, a blank or missing cell, text or a non-finite value where
         a number belongs, a position below -0.5 (outside the field's first pixel), a size that is
         not positive, or positions that leave more than half of the field empty (a stray row far
-        beyond the others, or an offset; see :func:`_far_positions`). Each message names the
-        file, the column and the rows.
+        beyond the others, or an offset; see :func:`_far_positions`), or two columns whose names
+        differ only in case where neither is the exact name. Each message names the file, the
+        column and the rows.
     """
     from astropy.io.fits.verify import VerifyError
     from astropy.table import Table
 
     from galaxy_core.io.fits import is_fits_path
+    from galaxy_core.io.tables import with_column_names
 
     path = Path(path)
     if not path.is_file():
@@ -404,6 +408,7 @@ def read_catalogue(path: str | os.PathLike) -> dict[str, np.ndarray]:
         why = re.sub(r"data line (\d+)", lambda m: f"data row {int(m[1]) + 1}", why)  # astropy counts from 0
         raise DataError(f"{path}: cannot read as a {fmt.upper()} table ({why}); "
                         "give a CSV or FITS table with x, y and size columns") from e
+    t = with_column_names(t, ("x", "y", "size", "area"), where=str(path))
     size = "size" if "size" in t.colnames else "area" if "area" in t.colnames else None
     if "x" not in t.colnames or "y" not in t.colnames or size is None:
         raise DataError(f"{path}: a catalogue needs columns x, y and size (or area); it has {', '.join(t.colnames)}")
