@@ -126,6 +126,27 @@ def test_composed_and_baseline_skies_record_what_made_them(tmp_path, capsys):
         assert json.loads(hdr["SKY PARAMS"])  # the baseline's declared distributions
 
 
+def _strict_json(text: str):
+    """``json.loads`` that refuses the NaN / Infinity tokens Python's json accepts by default."""
+    return json.loads(text, parse_constant=lambda token: pytest.fail(f"{token} is not JSON: {text!r}"))
+
+
+def test_a_sky_without_galaxies_reports_null_not_nan(tmp_path, capsys):
+    """No galaxies, so completeness and purity are undefined: the printed reports of compose and
+    detect are strict JSON with null there."""
+    cfg = tmp_path / "empty.toml"
+    cfg.write_text('[sky]\nheight = 96\nwidth = 96\npositions = "random"\noccupancy = 0.0\ngalaxies = "stamps"\n'
+                   f'faint = false\nstars = false\nrealism = false\nout = "{tmp_path / "e"}"\n')
+    assert main(["sky", "compose", "--config", str(cfg), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    report = _strict_json(out[out.index("{"):])
+    assert report["n_galaxies"] == 0 and report["n_detected"] == 0
+    assert report["completeness"] is None and report["purity"] is None and report["purity_galaxies"] is None
+    assert main(["sky", "detect", str(tmp_path / "e.fits")]) == 0
+    report = _strict_json(capsys.readouterr().out)
+    assert report["n_truth"] == 0 and report["completeness"] is None and report["completeness_bright"] is None
+
+
 # --------------------------------------------------------------------------- detect: bad input
 
 

@@ -6,13 +6,13 @@ functions of :mod:`galaxy_core.sky` and :mod:`galaxy_core.metrics.realism`.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
 from galaxy_core.config import positive_arg, seed_arg
+from galaxy_core.io.atomic import json_text
 
 
 def _cmd_grids(args) -> int:
@@ -178,7 +178,7 @@ def _cmd_compose(args) -> int:
                                       "(realism = false skips it)")
     written = write_sky(sky, cfg.out)
     _print_sky(sky, cfg, written)
-    print(json.dumps(report, indent=2))
+    print(json_text(report, indent=2))
     return 0
 
 
@@ -267,12 +267,12 @@ def _cmd_detect(args) -> int:
             det = detect(image.sum(axis=0), nsigma=args.nsigma)
             print(f"galaxygan: note: {path} has no TRUTH table; completeness and purity need the truth of a "
                   "composed sky (galaxygan sky compose), so only the detections are counted", file=sys.stderr)
-            print(json.dumps({"n_detected": int(len(det["x"])), "nsigma": args.nsigma}, indent=2))
+            print(json_text({"n_detected": int(len(det["x"])), "nsigma": args.nsigma}, indent=2))
             return 0
         summary = detection_report(image, truth, radius=args.radius, nsigma=args.nsigma).summary()
     except DataError as e:
         raise DataError(f"{path}: {e}") from e
-    print(json.dumps(summary, indent=2))
+    print(json_text(summary, indent=2))
     return 0
 
 
