@@ -147,6 +147,55 @@ def test_a_sky_without_galaxies_reports_null_not_nan(tmp_path, capsys):
     assert report["n_truth"] == 0 and report["completeness"] is None and report["completeness_bright"] is None
 
 
+# --------------------------------------------------------------------------- mistyped sources
+
+
+@pytest.mark.parametrize("args, words", [
+    (["compose", "--positions", "randm"],
+     ["--positions 'randm': no such checkpoint", "give random, baseline1, baseline2 or a position checkpoint",
+      "did you mean 'random'?"]),
+    (["compose", "--positions", "random", "--galaxies", "stamp"],
+     ["--galaxies 'stamp': no such checkpoint", "give stamps or a galaxy checkpoint", "did you mean 'stamps'?"]),
+    (["compose", "--positions", "checkpoints/positions_hdf_cnd.json"],
+     ["--positions 'checkpoints/positions_hdf_cnd.json': no such checkpoint",
+      "did you mean 'checkpoints/positions_hdf_cond.json'?"]),
+    (["grid-stats", "positions_hdf_cnd"],
+     ["sky grid-stats CHECKPOINT 'positions_hdf_cnd': no such checkpoint", "give a position checkpoint",
+      "did you mean 'checkpoints/positions_hdf_cond.json'?"]),
+    (["mosaic", "dcgan_hdf3", "--out", "m"],
+     ["sky mosaic CHECKPOINT 'dcgan_hdf3': no such checkpoint", "did you mean 'checkpoints/dcgan_hdf32.json'?"]),
+    (["experiments", "--size", "128", "--positions-cond", "positions_hdf_cnd"],
+     ["--positions-cond 'positions_hdf_cnd': no such checkpoint"]),
+    (["experiments", "--size", "128", "--end-to-end", "nnone"],
+     ["--end-to-end 'nnone': no such checkpoint", "give none or an end-to-end sky checkpoint",
+      "did you mean 'none'?"]),
+    (["experiments", "--size", "128", "--also", "x=randm,checkpoints/began_hdf32.json"],
+     ["--also 'x=randm,checkpoints/began_hdf32.json': positions 'randm': no such checkpoint"]),
+    (["experiments", "--scorer", "realism_hdfx"], ["--scorer 'realism_hdfx': ", "realism scorer missing"]),
+])
+def test_a_mistyped_source_is_named_by_its_option_and_value(tmp_path, monkeypatch, capsys, args, words):
+    monkeypatch.chdir(tmp_path)  # nothing written: every one is refused before any work
+    assert main(["sky", *args]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip().count("\n") == 0, err
+    for w in words:
+        assert w in err, err
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_mistyped_source_in_a_config_file_is_named_by_the_file_and_key(tmp_path, capsys):
+    from galaxy_core.errors import ConfigError
+    from galaxy_core.sky.pipeline import SkyConfig, compose
+
+    cfg = tmp_path / "sky.toml"
+    cfg.write_text('[sky]\npositions = "randoom"\n')
+    assert main(["sky", "compose", "--config", str(cfg), "--out", str(tmp_path / "s")]) == 2
+    assert f"error: {cfg}: sky.positions 'randoom': no such checkpoint" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match=r"^sky\.galaxies 'stamp': no such checkpoint .*did you mean 'stamps'\?$"):
+        compose(SkyConfig(positions="random", galaxies="stamp", height=64, width=64))
+    compose(SkyConfig(positions="baseline1", galaxies="ignored by a baseline", height=64, width=64))
+
+
 # --------------------------------------------------------------------------- detect: bad input
 
 

@@ -88,8 +88,9 @@ def _read_image(path) -> np.ndarray:
 def _cmd_grid_stats(args) -> int:
     from galaxy_core.sky.compose import ModelPositions
     from galaxy_core.sky.grids import grid_distance, grid_statistics
-    from galaxy_core.sky.pipeline import load_model
+    from galaxy_core.sky.pipeline import check_checkpoint, load_model
 
+    check_checkpoint(args.checkpoint, option="sky grid-stats CHECKPOINT", kind="a position checkpoint")
     model = load_model(args.checkpoint)
     if model.meta.get("arch") != "positions":
         from galaxy_core.errors import GalaxyGanError
@@ -146,12 +147,15 @@ def _print_sky(sky, cfg, written) -> None:
 
 def _cmd_compose(args) -> int:
     from galaxy_core.sky.mosaic import write_sky
-    from galaxy_core.sky.pipeline import compose, load_sky_config
+    from galaxy_core.sky.pipeline import check_sources, compose, load_sky_config
 
     cfg = load_sky_config(args.config, {"height": args.size, "width": args.size, "seed": args.seed, "out": args.out,
                                         "positions": args.positions, "galaxies": args.galaxies,
                                         "flux_match": True if args.flux_match else None,
                                         "size_match": True if args.size_match else None})
+    # a mistyped source is named as the user gave it: the option, else the config file's key
+    check_sources(cfg, options={role: f"--{role}" if getattr(args, role) else f"{args.config}: sky.{role}"
+                                for role in ("positions", "galaxies") if getattr(args, role) or args.config})
     from galaxy_core.paths import check_output_stem
 
     check_output_stem(cfg.out, "out")  # before the work, not after it
@@ -183,13 +187,14 @@ def _cmd_compose(args) -> int:
 
 
 def _cmd_mosaic(args) -> int:
-    from galaxy_core.models.pretrained import load_pretrained
     from galaxy_core.sky.mosaic import compose_mosaic, write_sky
+    from galaxy_core.sky.pipeline import check_checkpoint, load_model
 
     from galaxy_core.paths import check_output_stem
 
     check_output_stem(args.out)
-    model = load_pretrained(args.checkpoint)
+    check_checkpoint(args.checkpoint, option="sky mosaic CHECKPOINT", kind="a single-galaxy checkpoint")
+    model = load_model(args.checkpoint)
     sky = compose_mosaic(model, height=args.height or args.size, width=args.width or args.size, density=args.density,
                          seed=args.seed, memmap=args.memmap, modulate=not args.no_modulation,
                          progress=not args.quiet, flux=False if args.display_values else None)
@@ -301,10 +306,19 @@ def _cmd_realism_fit(args) -> int:
 def _cmd_experiments(args) -> int:
     from galaxy_core.metrics.realism import load_scorer
     from galaxy_core.sky.experiments import realism_table, three_experiments
-    from galaxy_core.errors import GalaxyGanError
-    from galaxy_core.sky.pipeline import load_model
+    from galaxy_core.errors import CheckpointError, GalaxyGanError
+    from galaxy_core.sky.pipeline import check_checkpoint, load_model
 
-    scorer = load_scorer(args.scorer)
+    def model(value: str, option: str, kind: str):  # a mistyped name is reported with its option
+        check_checkpoint(value, option=option, kind=kind)
+        return load_model(value)
+
+    try:
+        scorer = load_scorer(args.scorer)
+    except CheckpointError as e:
+        if not args.scorer:
+            raise
+        raise CheckpointError(f"--scorer {args.scorer!r}: {e}") from e
     if args.size < scorer.tile:  # before any row is computed
         raise GalaxyGanError(f"--size {args.size}: a sky must hold at least one {scorer.tile} px tile of the scorer")
     for option, value in (("--n", args.n), ("--n-exp", args.n_exp)):
@@ -314,16 +328,20 @@ def _cmd_experiments(args) -> int:
     for name, pos, gal in (("unconditional", args.positions_uncond, args.galaxies_uncond),
                            ("conditional", args.positions_cond, args.galaxies_cond)):
         if pos and gal:
-            models[name] = (load_model(pos), load_model(gal))
+            suffix = "uncond" if name == "unconditional" else "cond"
+            models[name] = (model(pos, f"--positions-{suffix}", "a position checkpoint"),
+                            model(gal, f"--galaxies-{suffix}", "a galaxy checkpoint"))
     for item in args.also or []:
         name, _, pair = item.partition("=")
         pos, _, gal = pair.partition(",")
         if not (name and pos and gal):
-            from galaxy_core.errors import GalaxyGanError
-
             raise GalaxyGanError(f"sky experiments --also {item!r}: expected NAME=POSITIONS.json,GALAXIES.json")
-        models[name] = (load_model(pos), load_model(gal))
-    e2e = load_model(args.end_to_end) if args.end_to_end and args.end_to_end != "none" else None
+        models[name] = (model(pos, f"--also {item!r}: positions", "a position checkpoint"),
+                        model(gal, f"--also {item!r}: galaxies", "a galaxy checkpoint"))
+    e2e = None
+    if args.end_to_end and args.end_to_end != "none":
+        check_checkpoint(args.end_to_end, option="--end-to-end", names=("none",), kind="an end-to-end sky checkpoint")
+        e2e = load_model(args.end_to_end)
     t0 = time.perf_counter()
     out = {"table": {} if args.experiments_only else realism_table(
         scorer, models=models, n=args.n, size=args.size, end_to_end=e2e, flux_match=args.flux_match,
@@ -335,7 +353,8 @@ def _cmd_experiments(args) -> int:
         out["best"] = {"set": best, "c2st_accuracy": generated[best]["c2st_accuracy"],
                        "c2st_grouped": generated[best].get("c2st_grouped"), "realism_mean": generated[best]["mean"]}
     if "conditional" in models:
-        gal = load_model(args.experiment_galaxies) if args.experiment_galaxies else models["conditional"][1]
+        gal = (model(args.experiment_galaxies, "--experiment-galaxies", "a galaxy checkpoint")
+               if args.experiment_galaxies else models["conditional"][1])
         out["experiments"] = three_experiments(scorer, positions=models["conditional"][0], galaxies=gal,
                                                n=args.n_exp, size=args.size, flux_match=args.flux_match,
                                                calibrated=args.experiments_calibrated)
