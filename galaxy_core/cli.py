@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import signal
@@ -13,6 +12,7 @@ from pathlib import Path
 
 from galaxy_core.config import seed_arg
 from galaxy_core.errors import GalaxyGanError
+from galaxy_core.io.atomic import json_text
 from galaxy_core.sky.cli import _add_sky_commands
 
 
@@ -226,7 +226,7 @@ def _cmd_info(args) -> int:
     meta = read_meta(args.checkpoint)
     meta.pop("optimizer", None)
     if args.json:
-        print(json.dumps(meta, indent=2))
+        print(json_text(meta, indent=2))
         return 0
     from galaxy_core.errors import CheckpointError
     from galaxy_core.explore.sampling import model_card_lines

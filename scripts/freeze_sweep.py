@@ -35,7 +35,10 @@ def best_metric(run_dir: Path) -> tuple[str | None, float | None, int | None]:
     if not names:
         return None, None, None
     name = names[0]
-    best = min((r for r in recs if name in r), key=lambda r: r[name])
+    measured = [r for r in recs if isinstance(r.get(name), (int, float))]  # null: not measured
+    if not measured:
+        return name, None, None
+    best = min(measured, key=lambda r: r[name])
     return name, float(best[name]), int(best["step"])
 
 

@@ -31,7 +31,7 @@ def fid_curve(run_dir: Path, budget_min: float = math.inf) -> tuple[str, list[tu
             continue
         rec = json.loads(line)
         keys = [k for k in rec if k.startswith("fid_galaxy")]
-        if not keys or rec.get("cpu_s") is None:
+        if not keys or rec.get("cpu_s") is None or rec.get(keys[0]) is None:  # null: not measured
             continue
         name = keys[0]
         m = rec["cpu_s"] / 60

@@ -210,6 +210,22 @@ def test_inception_path_loads_a_torchscript_file(tmp_path, monkeypatch, real):
 # ----------------------------------------------------------------- training augmentations
 
 
+def test_augmented_target_stats_constant_target_gets_unit_std():
+    """A target with one value in every view (here the redshift) is centred but not divided
+    by its zero spread; the others keep their std."""
+    from galaxy_core.metrics.encoder_training import TARGETS, TrainConfig, augmented_target_stats
+
+    names = list(TARGETS)
+    iz, im = names.index("redshift"), names.index("mag_r")
+    y = np.zeros((40, len(names)))
+    y[:, iz] = 0.3
+    y[:, im] = np.arange(40.0)
+    mean, std = augmented_target_stats(y, names=names, cfg=TrainConfig(max_shift=0))
+    assert mean[iz] == pytest.approx(0.3) and std[iz] == 1.0
+    assert std[im] == pytest.approx(np.std(np.arange(40.0)))
+    assert np.all(np.isfinite((y - mean) / std))
+
+
 def test_training_views_carry_correctly_transformed_targets():
     """Offsets and orientation targets follow flips, quarter turns and shifts of the image
     (checked on a point source and on elongated Gaussians measured by second moments)."""

@@ -66,6 +66,19 @@ def test_catalog_counts_columns_and_size_classes():
     assert np.all(usable["semimajor_axis"] >= usable["semiminor_axis"])
 
 
+def test_area_terciles_that_leave_a_class_empty_are_refused():
+    """Three quarters of the usable sources at one area: both terciles fall on it, so nothing is
+    small or medium."""
+    area = np.array([60.0] * 9 + [70.0, 80.0, 90.0, 5.0])
+    usable = area >= 50  # the 5 pix2 speck is not usable and does not count
+    assert hdf.empty_size_classes(area[usable], 60.0, 60.0) == ["small", "medium"]
+    with pytest.raises(DataError, match=r"hdf: the area terciles 60 and 60 pix2 of the 12 usable sources "
+                                        r"leave no small or medium source"):
+        hdf._size_classes(area, usable)
+    cls, lo, hi = hdf._size_classes(np.arange(50.0, 62.0), np.ones(12, bool))
+    assert (lo, hi) == (53.67, 57.33) and list(cls).count("small") == 4
+
+
 @pytest.mark.parametrize("res", [32, 64])
 def test_kept_stamp_counts_are_stable(datasets, res):
     ds = datasets[res]

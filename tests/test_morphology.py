@@ -228,3 +228,19 @@ def test_synthetic_galaxy_distance_by_hand():
     assert raw["per_column"] == {"mag_r": pytest.approx(1.0), "r_half": 0.0}
     std = synthetic_galaxy_distance(real, fake, ["mag_r", "r_half"])
     assert std["sgd"] == pytest.approx(1.0 / np.std([0, 1, 2, 3], ddof=1))
+
+
+def test_synthetic_galaxy_distance_constant_real_column_left_in_its_units():
+    """A real column with one value (0.7 repeated: its float std is ~1e-16, not 0) is compared
+    unscaled and named, instead of raising or blowing the term up by 1e16."""
+    real = {"mag_r": np.array([0.0, 1.0, 2.0, 3.0]), "seeing": np.full(4, 0.7)}
+    fake = {"mag_r": real["mag_r"] + 1.0, "seeing": np.array([0.7, 0.7, 0.9, 1.1])}
+    out = synthetic_galaxy_distance(real, fake, ["mag_r", "seeing"])
+    # W1 to a point mass is the mean absolute offset: (0 + 0 + 0.2 + 0.4) / 4
+    assert out["per_column"]["seeing"] == pytest.approx(0.15)
+    assert out["per_column"]["mag_r"] == pytest.approx(1.0 / np.std([0, 1, 2, 3], ddof=1))
+    assert out["sgd"] == pytest.approx(0.15 + 1.0 / np.std([0, 1, 2, 3], ddof=1))
+    assert out["unstandardised"] == ["seeing"]
+    same = synthetic_galaxy_distance(real, {"mag_r": real["mag_r"], "seeing": np.full(3, 0.7)}, ["seeing"])
+    assert same["sgd"] == 0.0 and same["unstandardised"] == ["seeing"]
+    assert synthetic_galaxy_distance(real, fake, ["seeing"], standardise=False)["unstandardised"] == []

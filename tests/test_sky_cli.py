@@ -126,6 +126,76 @@ def test_composed_and_baseline_skies_record_what_made_them(tmp_path, capsys):
         assert json.loads(hdr["SKY PARAMS"])  # the baseline's declared distributions
 
 
+def _strict_json(text: str):
+    """``json.loads`` that refuses the NaN / Infinity tokens Python's json accepts by default."""
+    return json.loads(text, parse_constant=lambda token: pytest.fail(f"{token} is not JSON: {text!r}"))
+
+
+def test_a_sky_without_galaxies_reports_null_not_nan(tmp_path, capsys):
+    """No galaxies, so completeness and purity are undefined: the printed reports of compose and
+    detect are strict JSON with null there."""
+    cfg = tmp_path / "empty.toml"
+    cfg.write_text('[sky]\nheight = 96\nwidth = 96\npositions = "random"\noccupancy = 0.0\ngalaxies = "stamps"\n'
+                   f'faint = false\nstars = false\nrealism = false\nout = "{tmp_path / "e"}"\n')
+    assert main(["sky", "compose", "--config", str(cfg), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    report = _strict_json(out[out.index("{"):])
+    assert report["n_galaxies"] == 0 and report["n_detected"] == 0
+    assert report["completeness"] is None and report["purity"] is None and report["purity_galaxies"] is None
+    assert main(["sky", "detect", str(tmp_path / "e.fits")]) == 0
+    report = _strict_json(capsys.readouterr().out)
+    assert report["n_truth"] == 0 and report["completeness"] is None and report["completeness_bright"] is None
+
+
+# --------------------------------------------------------------------------- mistyped sources
+
+
+@pytest.mark.parametrize("args, words", [
+    (["compose", "--positions", "randm"],
+     ["--positions 'randm': no such checkpoint", "give random, baseline1, baseline2 or a position checkpoint",
+      "did you mean 'random'?"]),
+    (["compose", "--positions", "random", "--galaxies", "stamp"],
+     ["--galaxies 'stamp': no such checkpoint", "give stamps or a galaxy checkpoint", "did you mean 'stamps'?"]),
+    (["compose", "--positions", "checkpoints/positions_hdf_cnd.json"],
+     ["--positions 'checkpoints/positions_hdf_cnd.json': no such checkpoint",
+      "did you mean 'checkpoints/positions_hdf_cond.json'?"]),
+    (["grid-stats", "positions_hdf_cnd"],
+     ["sky grid-stats CHECKPOINT 'positions_hdf_cnd': no such checkpoint", "give a position checkpoint",
+      "did you mean 'checkpoints/positions_hdf_cond.json'?"]),
+    (["mosaic", "dcgan_hdf3", "--out", "m"],
+     ["sky mosaic CHECKPOINT 'dcgan_hdf3': no such checkpoint", "did you mean 'checkpoints/dcgan_hdf32.json'?"]),
+    (["experiments", "--size", "128", "--positions-cond", "positions_hdf_cnd"],
+     ["--positions-cond 'positions_hdf_cnd': no such checkpoint"]),
+    (["experiments", "--size", "128", "--end-to-end", "nnone"],
+     ["--end-to-end 'nnone': no such checkpoint", "give none or an end-to-end sky checkpoint",
+      "did you mean 'none'?"]),
+    (["experiments", "--size", "128", "--also", "x=randm,checkpoints/began_hdf32.json"],
+     ["--also 'x=randm,checkpoints/began_hdf32.json': positions 'randm': no such checkpoint"]),
+    (["experiments", "--scorer", "realism_hdfx"], ["--scorer 'realism_hdfx': ", "realism scorer missing"]),
+])
+def test_a_mistyped_source_is_named_by_its_option_and_value(tmp_path, monkeypatch, capsys, args, words):
+    monkeypatch.chdir(tmp_path)  # nothing written: every one is refused before any work
+    assert main(["sky", *args]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip().count("\n") == 0, err
+    for w in words:
+        assert w in err, err
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_mistyped_source_in_a_config_file_is_named_by_the_file_and_key(tmp_path, capsys):
+    from galaxy_core.errors import ConfigError
+    from galaxy_core.sky.pipeline import SkyConfig, compose
+
+    cfg = tmp_path / "sky.toml"
+    cfg.write_text('[sky]\npositions = "randoom"\n')
+    assert main(["sky", "compose", "--config", str(cfg), "--out", str(tmp_path / "s")]) == 2
+    assert f"error: {cfg}: sky.positions 'randoom': no such checkpoint" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match=r"^sky\.galaxies 'stamp': no such checkpoint .*did you mean 'stamps'\?$"):
+        compose(SkyConfig(positions="random", galaxies="stamp", height=64, width=64))
+    compose(SkyConfig(positions="baseline1", galaxies="ignored by a baseline", height=64, width=64))
+
+
 # --------------------------------------------------------------------------- detect: bad input
 
 
@@ -158,6 +228,27 @@ def test_sky_detect_scores_a_sky_with_truth(tmp_path, capsys):
     assert main(["sky", "detect", str(_sky_fits(tmp_path / "s.fits"))]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["n_truth"] == 3 and out["n_detected"] >= 3 and out["completeness"] == 1.0
+
+
+def _with_truth(path, columns: dict):
+    """``path`` with a TRUTH table of ``columns`` appended."""
+    t = fits.table_to_hdu(Table(columns))
+    t.name = "TRUTH"
+    fits.append(path, t.data, t.header)
+    return path
+
+
+def test_sky_detect_reads_a_truth_table_with_fits_upper_case_columns(tmp_path, capsys):
+    """X, Y, FLUX, CLS as FITS tools write them: the third source is marked a star (CLS -2), so
+    it leaves the completeness only if CLS is read."""
+    cols = {"X": [25.0, 70.0, 40.0], "Y": [30.0, 60.0, 80.0], "FLUX": [1.0, 2.0, 3.0], "CLS": [1, 2, -2]}
+    path = _with_truth(_sky_fits(tmp_path / "upper.fits", truth=False), cols)
+    assert main(["sky", "detect", str(path)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n_truth"] == 2 and out["completeness"] == 1.0 and out["bright_flux"] == 1.5
+    cols = {"x": [25.0], "y": [30.0], "Flux": [1.0], "FLUX": [2.0]}
+    err = _detect_error(_with_truth(_sky_fits(tmp_path / "twice.fits", truth=False), cols), capsys)
+    assert "the TRUTH table: columns Flux and FLUX differ only in case, so which one is flux is ambiguous" in err
 
 
 def test_sky_detect_without_truth_counts_detections_only(tmp_path, capsys):

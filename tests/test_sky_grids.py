@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from galaxy_core.errors import DataError
 from galaxy_core.sky.grids import (HEURISTIC_AREA, GridOptions, catalogue_to_grid, dihedral_xy, grid_to_catalogue,
                                    sample_cells, size_class, size_thresholds, tile_grids)
 
@@ -15,6 +16,19 @@ def test_terciles_and_heuristic_thresholds():
     assert size_class(sizes, (lo, hi)).tolist() == [1, 1, 1, 2, 2, 2, 3, 3, 3]
     assert size_thresholds(sizes, method="heuristic") == HEURISTIC_AREA
     assert size_class([79.9, 80, 299, 300], HEURISTIC_AREA).tolist() == [1, 2, 2, 3]
+
+
+def test_terciles_that_leave_a_class_empty_are_refused():
+    """Tied sizes: 8 of 11 equal puts both terciles on that value (no small, no medium); 4 of 9
+    at the smallest size puts the lower one there (no small). Heuristic cuts are left alone."""
+    tied = np.array([20.0] * 8 + [30.0, 40.0, 50.0])
+    with pytest.raises(DataError, match=r"terciles of the 11 sizes are 20 and 20 pix2, so no galaxy would be small "
+                                        r"or medium \(8 of the sizes are 20\); use --thresholds heuristic"):
+        size_thresholds(tied)
+    with pytest.raises(DataError, match=r"are 5 and 7\.33333 pix2, so no galaxy would be small \(4 of the sizes are 5\)"):
+        size_thresholds([5.0, 5, 5, 5, 6, 7, 8, 9, 10])
+    assert size_thresholds(tied, allow_empty=True) == (20.0, 20.0)  # occupancy grids only record them
+    assert size_thresholds(tied, method="heuristic") == HEURISTIC_AREA
 
 
 def test_catalogue_to_grid_by_hand():
@@ -142,6 +156,47 @@ def test_bad_catalogue_rows_are_named(tmp_path, capsys, row, words):
     for w in words:
         assert w in err, err
     assert not (tmp_path / "g").exists()  # nothing written
+
+
+def test_catalogue_of_equal_sizes_names_the_file_and_the_way_out(tmp_path, capsys):
+    from galaxy_core.cli import main
+
+    cat = tmp_path / "tied.csv"  # 40 sources, 30 of them 20 pix2: both terciles are 20
+    rng = np.random.default_rng(0)
+    sizes = [20.0] * 30 + list(rng.uniform(30, 60, 10))
+    cat.write_text("x,y,size\n" + "\n".join(f"{x:.2f},{y:.2f},{s:.1f}" for x, y, s in
+                                             zip(rng.uniform(0, 299, 40), rng.uniform(0, 299, 40), sizes)) + "\n")
+    err = _grids_error(["--catalogue", str(cat), "--out", str(tmp_path / "g")], capsys)
+    assert f"error: {cat}: size thresholds: " in err and "no galaxy would be small or medium" in err, err
+    assert "(30 of the sizes are 20)" in err and "--thresholds heuristic" in err
+    assert not (tmp_path / "g").exists()
+    for way_out in (["--thresholds", "heuristic"], ["--occupancy"]):
+        assert main(["sky", "grids", "--catalogue", str(cat), "--out", str(tmp_path / "g"), "--grid", "16",
+                     "--count", "4", *way_out]) == 0
+
+
+def test_catalogue_column_names_are_matched_without_regard_to_case(tmp_path):
+    """A FITS table's X, Y, SIZE read as x, y, size; an exact name wins over one differing in
+    case; two names differing only in case, neither exact, are refused."""
+    from astropy.table import Table
+
+    from galaxy_core.sky.grids import read_catalogue
+
+    cols = {"X": [10.0, 200.0, 120.0, 60.0], "Y": [5.0, 150.0, 290.0, 80.0], "SIZE": [60.0, 80.0, 100.0, 70.0]}
+    Table(cols).write(tmp_path / "upper.fits")
+    cat = read_catalogue(tmp_path / "upper.fits")
+    np.testing.assert_array_equal(cat["x"], cols["X"])
+    np.testing.assert_array_equal(cat["area"], cols["SIZE"])
+    assert cat["shape"] == (291, 201)
+    both = tmp_path / "both.csv"  # x is exact; X (a stray copy, far off) is not used
+    both.write_text("x,X,Y,Area\n10,9999,5,60\n200,9999,150,80\n120,9999,290,100\n60,9999,80,70\n")
+    cat = read_catalogue(both)
+    assert cat["x"].tolist() == cols["X"] and cat["area"].tolist() == cols["SIZE"]
+    twice = tmp_path / "twice.csv"
+    twice.write_text("x,y,Size,SIZE\n10,5,60,61\n200,150,80,81\n")
+    with pytest.raises(DataError, match=r"twice\.csv: columns Size and SIZE differ only in case, so which one is "
+                                        r"size is ambiguous"):
+        read_catalogue(twice)
 
 
 def test_read_catalogue_keeps_good_rows_and_finds_far_offsets(tmp_path):

@@ -313,9 +313,32 @@ def _near_stars(table, star: np.ndarray, params: DetectionParams) -> np.ndarray:
     return near
 
 
+def empty_size_classes(area, lo: float, hi: float) -> list[str]:
+    """The :data:`SIZE_CLASSES` that none of ``area`` falls in (small < ``lo`` <= medium <
+    ``hi`` <= large), in that order.
+
+    Terciles of sizes with many ties can coincide with each other, or the lower one with the
+    smallest size (a third of the sources at one area), and then a class is empty.
+    """
+    a = np.asarray(area, np.float64)
+    counts = (np.sum(a < lo), np.sum((a >= lo) & (a < hi)), np.sum(a >= hi))
+    return [name for name, k in zip(SIZE_CLASSES, counts) if k == 0]
+
+
 def _size_classes(area: np.ndarray, usable: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """Small / medium / large by the area terciles of the usable sources."""
+    """Small / medium / large by the area terciles of the usable sources.
+
+    Raises
+    ------
+    DataError
+        The terciles leave a class without a usable source (areas with many ties).
+    """
     lo, hi = np.round(np.percentile(area[usable], [100 / 3, 200 / 3]), 2)
+    empty = empty_size_classes(area[usable], lo, hi)
+    if empty:
+        raise DataError(f"hdf: the area terciles {lo:g} and {hi:g} pix2 of the {int(usable.sum())} usable sources "
+                        f"leave no {' or '.join(empty)} source (too many equal areas); the detection parameters "
+                        "(DetectionParams) must give sources of differing areas")
     cls = np.where(area < lo, "small", np.where(area < hi, "medium", "large"))
     return cls.astype("U6"), float(lo), float(hi)
 

@@ -126,13 +126,11 @@ def _preparation_record(path: str | os.PathLike) -> Path:
 
 def remember_preparation(path: str | os.PathLike, *, resolution: int, crop: float, normalisation: str) -> None:
     """Record how a folder was prepared, so ``galaxygan train --data FOLDER`` uses the same."""
-    import json
-
-    from galaxy_core.io.atomic import atomic_write_text
+    from galaxy_core.io.atomic import atomic_write_text, json_text
 
     rec = _preparation_record(path)
     rec.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(rec, json.dumps({"path": str(Path(path).expanduser().resolve()), "resolution": resolution,
+    atomic_write_text(rec, json_text({"path": str(Path(path).expanduser().resolve()), "resolution": resolution,
                                        "crop": crop, "normalisation": normalisation}))
 
 

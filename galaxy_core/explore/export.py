@@ -16,6 +16,8 @@ import numpy as np
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from galaxy_core.io.atomic import json_text
+
 TEXT_KEY = "galaxygan"
 
 
@@ -34,7 +36,7 @@ def png_with_record(rgb: np.ndarray, record: dict, *, scale: int = 1) -> bytes:
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
     info = PngInfo()
-    info.add_text(TEXT_KEY, json.dumps({**record, "display_scale": scale}, default=_json_default))
+    info.add_text(TEXT_KEY, json_text({**record, "display_scale": scale}, default=_json_default))
     buf = io.BytesIO()
     img.save(buf, format="PNG", pnginfo=info)
     return buf.getvalue()
@@ -135,9 +137,9 @@ def frames_zip(frames_rgb: np.ndarray, latents: np.ndarray, *, record: dict, sca
         for i, (im, z) in enumerate(zip(frames_rgb, latents)):
             rec = {**record, "frame": i, "latent": np.asarray(z, np.float32).tolist()}
             zf.writestr(f"{prefix}_{i:03d}.png", png_with_record(im, rec, scale=scale))
-            zf.writestr(f"{prefix}_{i:03d}.json", json.dumps(rec, indent=1, default=_json_default))
+            zf.writestr(f"{prefix}_{i:03d}.json", json_text(rec, indent=1, default=_json_default))
         zf.writestr("latents.npy", npy_bytes(latents))
-        zf.writestr("record.json", json.dumps({**record, "frames": len(latents)}, indent=1, default=_json_default))
+        zf.writestr("record.json", json_text({**record, "frames": len(latents)}, indent=1, default=_json_default))
         for name, data in (extra or {}).items():
             zf.writestr(name, data)
     return buf.getvalue()

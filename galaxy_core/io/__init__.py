@@ -1,1 +1,1 @@
-"""File formats: atomic writes, FITS, stretches, PNG grids and RGB rendering."""
+"""File formats: atomic writes, FITS, user table columns, stretches, PNG grids and RGB rendering."""

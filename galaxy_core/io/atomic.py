@@ -1,12 +1,18 @@
 """Atomic file writes: write a temporary file in the same folder, fsync, rename.
 
 A reader never sees a half-written file and a crash never corrupts what was saved before.
+
+JSON the project prints or writes is strict JSON (RFC 8259), which has no NaN or Infinity:
+:func:`json_text` writes a non-finite float (an undefined completeness of a sky without
+galaxies, a metric that could not be measured) as ``null``, where Python's ``json`` module
+would write the bare token ``NaN`` that other parsers reject.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -59,7 +65,8 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    """Write ``obj`` as indented strict JSON (:func:`json_text`), atomically."""
+    atomic_write_text(path, json_text(obj, indent=2) + "\n")
 
 
 def _json_default(o: Any) -> Any:
@@ -72,6 +79,39 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"cannot write {type(o).__name__} to JSON")
+
+
+def json_safe(obj: Any, *, default: Callable[[Any], Any] = _json_default) -> Any:
+    """``obj`` as plain JSON values: non-finite floats (NaN, +-inf) become None.
+
+    Parameters
+    ----------
+    obj : Any
+        Dicts, lists, tuples (become lists), str, int, bool, None and floats (numpy floats
+        included) are walked; anything else is first converted by ``default`` (by default:
+        numpy scalars and arrays to Python numbers and lists, paths to str) and the result
+        walked, so a NaN inside a converted array becomes None too.
+    default : callable
+        Converts a value JSON cannot hold, or raises TypeError.
+    """
+    if isinstance(obj, float):
+        return float(obj) if math.isfinite(obj) else None
+    if obj is None or isinstance(obj, (str, int)):
+        return obj
+    if isinstance(obj, dict):
+        return {k: json_safe(v, default=default) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v, default=default) for v in obj]
+    return json_safe(default(obj), default=default)
+
+
+def json_text(obj: Any, *, default: Callable[[Any], Any] = _json_default, **kwargs) -> str:
+    """``json.dumps`` of :func:`json_safe` ``(obj)``: strict JSON, non-finite floats as ``null``.
+
+    ``kwargs`` go to :func:`json.dumps` (``indent``, ``separators``, ``sort_keys``); it is
+    called with ``allow_nan=False``, so nothing non-finite can slip through.
+    """
+    return json.dumps(json_safe(obj, default=default), allow_nan=False, **kwargs)
 
 
 # --------------------------------------------------------------------------- measured once per cache

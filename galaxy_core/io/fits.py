@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import json
 import logging
 import math
 import os
@@ -36,7 +35,7 @@ from astropy.io import fits
 
 from galaxy_core import __version__
 from galaxy_core.errors import DataError
-from galaxy_core.io.atomic import atomic_open
+from galaxy_core.io.atomic import atomic_open, json_text
 
 log = logging.getLogger(__name__)
 
@@ -713,7 +712,7 @@ def _card_value(value: Any) -> Any:
     if isinstance(value, (float, np.floating)):
         return float(value) if math.isfinite(value) else str(float(value))
     if isinstance(value, (dict, list, tuple)):
-        return _ascii(json.dumps(value, default=str, separators=(",", ":")))
+        return _ascii(json_text(value, default=str, separators=(",", ":")))
     return _ascii(str(value))
 
 

@@ -156,12 +156,16 @@ def _geometry(n: int, *, cfg: TrainConfig, gen: torch.Generator):
 def augmented_target_stats(y: np.ndarray, *, names: list[str], cfg: TrainConfig, seed: int = 0
                            ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Mean and std of the targets as seen in augmented views (shifts widen dx, dy; turns mix
-    e1, e2), used to standardise them. ``y``: (N, K) raw; returns two (K,) arrays."""
+    e1, e2), used to standardise them. ``y``: (N, K) raw; returns two (K,) arrays.
+
+    A target that is constant in the augmented views gets std 1 (it is only centred), so that
+    standardising it gives 0 rather than NaN and training stays finite."""
     gen = torch.Generator().manual_seed(seed)
     t = torch.from_numpy(y)
     flip_h, flip_v, turns, shifts = _geometry(len(t), cfg=cfg, gen=gen)
     seen = _transform_targets(t, names=names, flip_h=flip_h, flip_v=flip_v, turns=turns, shifts=shifts).numpy()
-    return seen.mean(0), seen.std(0)
+    std = seen.std(0)
+    return seen.mean(0), np.where(np.ptp(seen, axis=0) == 0, 1.0, std)
 
 
 def _transform_targets(y, *, names, flip_h, flip_v, turns, shifts) -> torch.Tensor:

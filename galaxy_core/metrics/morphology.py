@@ -1071,6 +1071,12 @@ def synthetic_galaxy_distance(
     column's contribution reads as "shift in units of the real spread". ``standardise=False``
     gives the plain sum in mixed units. Only values of one convention should be compared.
 
+    A real column whose finite values are all equal has no spread to divide by. Its term is
+    then the plain Wasserstein distance in the column's own units (0 when the generated
+    values sit on the same constant, the mean absolute offset from it otherwise), so that a
+    generated set that varies where the real one does not is still penalised, and the column
+    is listed under ``unstandardised`` in the result.
+
     Parameters
     ----------
     real_table, fake_table : astropy.table.Table or mapping of column -> 1-D array
@@ -1078,24 +1084,33 @@ def synthetic_galaxy_distance(
     columns : sequence of str
         Columns summed over.
     standardise : bool
-        Scale each distance by the real column's standard deviation.
+        Scale each distance by the real column's standard deviation (ddof = 1).
 
     Returns
     -------
     dict
-        ``sgd`` (the sum) and ``per_column`` (column -> its term).
+        ``sgd`` (the sum), ``per_column`` (column -> its term) and ``unstandardised`` (the
+        columns, in order, left in their own units because their real values are constant;
+        always empty with ``standardise=False``).
+
+    Raises
+    ------
+    ValueError
+        No columns, or a column with fewer than 2 finite values in either table.
     """
     if not columns:
         raise ValueError("no columns given for the synthetic galaxy distance")
-    per_column = {}
+    per_column, unstandardised = {}, []
     for col in columns:
         r = _finite(real_table[col], f"real {col}")
         f = _finite(fake_table[col], f"fake {col}")
         d = float(stats.wasserstein_distance(r, f))
         if standardise:
-            spread = float(np.std(r, ddof=1))
-            if spread == 0:
-                raise ValueError(f"real column {col!r} is constant; cannot standardise it")
-            d /= spread
+            # np.ptp, not the std: the std of identical floats can round to ~1e-16, not 0
+            if np.ptp(r) == 0:
+                unstandardised.append(col)
+            else:
+                d /= float(np.std(r, ddof=1))
         per_column[col] = d
-    return {"sgd": float(sum(per_column.values())), "per_column": per_column}
+    return {"sgd": float(sum(per_column.values())), "per_column": per_column,
+            "unstandardised": unstandardised}

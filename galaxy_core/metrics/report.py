@@ -131,7 +131,8 @@ def morphology_section(lin_a, lin_b, lin_fake, *, seed: int) -> tuple[dict, dict
         summary["sgd"] = {"generated": synthetic_galaxy_distance(tables["real"], tables["generated"], ok),
                           "floor": synthetic_galaxy_distance(tables["real"], tables["heldout"], ok),
                           "columns": ok, "note": "morphology properties measured on the images, "
-                          "each Wasserstein distance divided by the real spread"}
+                          "each Wasserstein distance divided by the real spread "
+                          "(a column constant in the real set: in its own units, listed under unstandardised)"}
     return summary, tables
 
 

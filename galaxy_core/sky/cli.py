@@ -6,13 +6,13 @@ functions of :mod:`galaxy_core.sky` and :mod:`galaxy_core.metrics.realism`.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
 from galaxy_core.config import positive_arg, seed_arg
+from galaxy_core.io.atomic import json_text
 
 
 def _cmd_grids(args) -> int:
@@ -88,8 +88,9 @@ def _read_image(path) -> np.ndarray:
 def _cmd_grid_stats(args) -> int:
     from galaxy_core.sky.compose import ModelPositions
     from galaxy_core.sky.grids import grid_distance, grid_statistics
-    from galaxy_core.sky.pipeline import load_model
+    from galaxy_core.sky.pipeline import check_checkpoint, load_model
 
+    check_checkpoint(args.checkpoint, option="sky grid-stats CHECKPOINT", kind="a position checkpoint")
     model = load_model(args.checkpoint)
     if model.meta.get("arch") != "positions":
         from galaxy_core.errors import GalaxyGanError
@@ -146,12 +147,15 @@ def _print_sky(sky, cfg, written) -> None:
 
 def _cmd_compose(args) -> int:
     from galaxy_core.sky.mosaic import write_sky
-    from galaxy_core.sky.pipeline import compose, load_sky_config
+    from galaxy_core.sky.pipeline import check_sources, compose, load_sky_config
 
     cfg = load_sky_config(args.config, {"height": args.size, "width": args.size, "seed": args.seed, "out": args.out,
                                         "positions": args.positions, "galaxies": args.galaxies,
                                         "flux_match": True if args.flux_match else None,
                                         "size_match": True if args.size_match else None})
+    # a mistyped source is named as the user gave it: the option, else the config file's key
+    check_sources(cfg, options={role: f"--{role}" if getattr(args, role) else f"{args.config}: sky.{role}"
+                                for role in ("positions", "galaxies") if getattr(args, role) or args.config})
     from galaxy_core.paths import check_output_stem
 
     check_output_stem(cfg.out, "out")  # before the work, not after it
@@ -178,18 +182,19 @@ def _cmd_compose(args) -> int:
                                       "(realism = false skips it)")
     written = write_sky(sky, cfg.out)
     _print_sky(sky, cfg, written)
-    print(json.dumps(report, indent=2))
+    print(json_text(report, indent=2))
     return 0
 
 
 def _cmd_mosaic(args) -> int:
-    from galaxy_core.models.pretrained import load_pretrained
     from galaxy_core.sky.mosaic import compose_mosaic, write_sky
+    from galaxy_core.sky.pipeline import check_checkpoint, load_model
 
     from galaxy_core.paths import check_output_stem
 
     check_output_stem(args.out)
-    model = load_pretrained(args.checkpoint)
+    check_checkpoint(args.checkpoint, option="sky mosaic CHECKPOINT", kind="a single-galaxy checkpoint")
+    model = load_model(args.checkpoint)
     sky = compose_mosaic(model, height=args.height or args.size, width=args.width or args.size, density=args.density,
                          seed=args.seed, memmap=args.memmap, modulate=not args.no_modulation,
                          progress=not args.quiet, flux=False if args.display_values else None)
@@ -205,15 +210,20 @@ def _cmd_mosaic(args) -> int:
 def _read_truth(path: Path):
     """The ``TRUTH`` table of a composed sky's FITS file, or None when the file has none.
 
+    Its ``x``, ``y``, ``flux`` and ``cls`` columns are found without regard to case (FITS's
+    ``X``, ``Y``, ``FLUX``) and returned under those lower-case names.
+
     Raises
     ------
     DataError
-        ``TRUTH`` is not a table or lacks the x, y and flux columns the scores need.
+        ``TRUTH`` is not a table, lacks the x, y and flux columns the scores need, or has two
+        columns whose names differ only in case where neither is the exact name.
     """
     from astropy.io import fits
     from astropy.table import Table
 
     from galaxy_core.errors import DataError
+    from galaxy_core.io.tables import with_column_names
 
     try:
         with fits.open(path, memmap=False) as hdul:
@@ -227,6 +237,7 @@ def _read_truth(path: Path):
         raise
     except Exception as e:  # astropy raises OSError, ValueError, TypeError... on bad files
         raise DataError(f"{path}: cannot read the TRUTH table ({type(e).__name__}: {e})") from e
+    truth = with_column_names(truth, ("x", "y", "flux", "cls"), where=f"{path}: the TRUTH table")
     missing = [c for c in ("x", "y", "flux") if c not in truth.colnames]
     if missing:
         raise DataError(f"{path}: the TRUTH table lacks column(s) {', '.join(missing)}; it has "
@@ -261,12 +272,12 @@ def _cmd_detect(args) -> int:
             det = detect(image.sum(axis=0), nsigma=args.nsigma)
             print(f"galaxygan: note: {path} has no TRUTH table; completeness and purity need the truth of a "
                   "composed sky (galaxygan sky compose), so only the detections are counted", file=sys.stderr)
-            print(json.dumps({"n_detected": int(len(det["x"])), "nsigma": args.nsigma}, indent=2))
+            print(json_text({"n_detected": int(len(det["x"])), "nsigma": args.nsigma}, indent=2))
             return 0
         summary = detection_report(image, truth, radius=args.radius, nsigma=args.nsigma).summary()
     except DataError as e:
         raise DataError(f"{path}: {e}") from e
-    print(json.dumps(summary, indent=2))
+    print(json_text(summary, indent=2))
     return 0
 
 
@@ -295,10 +306,19 @@ def _cmd_realism_fit(args) -> int:
 def _cmd_experiments(args) -> int:
     from galaxy_core.metrics.realism import load_scorer
     from galaxy_core.sky.experiments import realism_table, three_experiments
-    from galaxy_core.errors import GalaxyGanError
-    from galaxy_core.sky.pipeline import load_model
+    from galaxy_core.errors import CheckpointError, GalaxyGanError
+    from galaxy_core.sky.pipeline import check_checkpoint, load_model
 
-    scorer = load_scorer(args.scorer)
+    def model(value: str, option: str, kind: str):  # a mistyped name is reported with its option
+        check_checkpoint(value, option=option, kind=kind)
+        return load_model(value)
+
+    try:
+        scorer = load_scorer(args.scorer)
+    except CheckpointError as e:
+        if not args.scorer:
+            raise
+        raise CheckpointError(f"--scorer {args.scorer!r}: {e}") from e
     if args.size < scorer.tile:  # before any row is computed
         raise GalaxyGanError(f"--size {args.size}: a sky must hold at least one {scorer.tile} px tile of the scorer")
     for option, value in (("--n", args.n), ("--n-exp", args.n_exp)):
@@ -308,16 +328,20 @@ def _cmd_experiments(args) -> int:
     for name, pos, gal in (("unconditional", args.positions_uncond, args.galaxies_uncond),
                            ("conditional", args.positions_cond, args.galaxies_cond)):
         if pos and gal:
-            models[name] = (load_model(pos), load_model(gal))
+            suffix = "uncond" if name == "unconditional" else "cond"
+            models[name] = (model(pos, f"--positions-{suffix}", "a position checkpoint"),
+                            model(gal, f"--galaxies-{suffix}", "a galaxy checkpoint"))
     for item in args.also or []:
         name, _, pair = item.partition("=")
         pos, _, gal = pair.partition(",")
         if not (name and pos and gal):
-            from galaxy_core.errors import GalaxyGanError
-
             raise GalaxyGanError(f"sky experiments --also {item!r}: expected NAME=POSITIONS.json,GALAXIES.json")
-        models[name] = (load_model(pos), load_model(gal))
-    e2e = load_model(args.end_to_end) if args.end_to_end and args.end_to_end != "none" else None
+        models[name] = (model(pos, f"--also {item!r}: positions", "a position checkpoint"),
+                        model(gal, f"--also {item!r}: galaxies", "a galaxy checkpoint"))
+    e2e = None
+    if args.end_to_end and args.end_to_end != "none":
+        check_checkpoint(args.end_to_end, option="--end-to-end", names=("none",), kind="an end-to-end sky checkpoint")
+        e2e = load_model(args.end_to_end)
     t0 = time.perf_counter()
     out = {"table": {} if args.experiments_only else realism_table(
         scorer, models=models, n=args.n, size=args.size, end_to_end=e2e, flux_match=args.flux_match,
@@ -329,7 +353,8 @@ def _cmd_experiments(args) -> int:
         out["best"] = {"set": best, "c2st_accuracy": generated[best]["c2st_accuracy"],
                        "c2st_grouped": generated[best].get("c2st_grouped"), "realism_mean": generated[best]["mean"]}
     if "conditional" in models:
-        gal = load_model(args.experiment_galaxies) if args.experiment_galaxies else models["conditional"][1]
+        gal = (model(args.experiment_galaxies, "--experiment-galaxies", "a galaxy checkpoint")
+               if args.experiment_galaxies else models["conditional"][1])
         out["experiments"] = three_experiments(scorer, positions=models["conditional"][0], galaxies=gal,
                                                n=args.n_exp, size=args.size, flux_match=args.flux_match,
                                                calibrated=args.experiments_calibrated)

@@ -146,8 +146,13 @@ def detection_report(image: np.ndarray, truth, *, radius: float = 5.0, bright_fl
     matched, counts as a true detection for ``purity``. That radius is kept small because faint
     sources are dense (about 3e-3 per pix² by default): with the galaxies' 5 px, about a quarter
     of spurious detections would land near one by chance. ``purity_galaxies`` counts galaxy
-    matches only.
+    matches only. ``truth`` is an astropy Table; its columns are found without regard to case
+    (:func:`galaxy_core.io.tables.with_column_names`).
     """
+    from galaxy_core.io.tables import with_column_names
+
+    if hasattr(truth, "colnames"):
+        truth = with_column_names(truth, ("x", "y", "flux", "cls"), where="truth table")
     det = detect(np.asarray(image).sum(axis=0), nsigma=nsigma)
     if len(truth) and "cls" in getattr(truth, "colnames", ()) and (np.asarray(truth["cls"]) < 0).any():
         # faint sources and stars (cls < 0) are not galaxies to find; a detection of one still counts as real

@@ -8,7 +8,8 @@ holds the class of the largest galaxy whose centre falls in it.
 Size classes
 ------------
 ``terciles`` (default, data-driven): the 1/3 and 2/3 quantiles of the catalogue's sizes split
-small / medium / large evenly. ``heuristic``: fixed area thresholds
+small / medium / large evenly; sizes so often equal that a class would be empty are refused
+(:func:`size_thresholds`). ``heuristic``: fixed area thresholds
 :data:`HEURISTIC_AREA` (pix2), a fixed-cut option in the spirit of the paper's hand-set
 thresholds (the paper's exact values are for its own simulated images and are not reused).
 
@@ -47,7 +48,7 @@ MIN_AREA = 50  # pix2, the hdf stamp cut: smaller segments are mostly noise peak
 # --------------------------------------------------------------------------- classes
 
 
-def size_thresholds(sizes: np.ndarray, *, method: str = "terciles") -> tuple[float, float]:
+def size_thresholds(sizes: np.ndarray, *, method: str = "terciles", allow_empty: bool = False) -> tuple[float, float]:
     """Two size thresholds splitting galaxies into small / medium / large.
 
     Parameters
@@ -56,12 +57,26 @@ def size_thresholds(sizes: np.ndarray, *, method: str = "terciles") -> tuple[flo
         Segment areas (pix2) of the galaxies.
     method : {"terciles", "heuristic"}
         Data-driven terciles, or the fixed :data:`HEURISTIC_AREA`.
+    allow_empty : bool
+        Return terciles that leave a class empty instead of raising (for occupancy grids,
+        which only record the thresholds).
 
     Returns
     -------
     (lo, hi) : float
         small if ``size < lo``, medium if ``size < hi``, else large.
+
+    Raises
+    ------
+    DataError
+        An unknown method, fewer than 3 sizes for terciles, or terciles that leave a class
+        empty: with many equal sizes (a third of them at one value, e.g. a catalogue giving
+        one size to most galaxies) the terciles coincide with each other or with the smallest
+        size, and a class would never occur in the grids. The message suggests
+        ``--thresholds heuristic``.
     """
+    from galaxy_core.data.hdf import empty_size_classes
+
     if method == "heuristic":
         return HEURISTIC_AREA
     if method != "terciles":
@@ -70,6 +85,14 @@ def size_thresholds(sizes: np.ndarray, *, method: str = "terciles") -> tuple[flo
     if sizes.size < 3:
         raise DataError(f"size thresholds: terciles need at least 3 galaxies, got {sizes.size}")
     lo, hi = np.percentile(sizes, [100 / 3, 200 / 3])
+    empty = [] if allow_empty else empty_size_classes(sizes, lo, hi)
+    if empty:
+        values, counts = np.unique(sizes, return_counts=True)
+        k = int(np.argmax(counts))
+        raise DataError(f"size thresholds: the terciles of the {sizes.size} sizes are {lo:g} and {hi:g} pix2, so no "
+                        f"galaxy would be {' or '.join(empty)} ({counts[k]} of the sizes are {values[k]:g}); use "
+                        f"--thresholds heuristic (fixed cuts at {HEURISTIC_AREA[0]:g} and {HEURISTIC_AREA[1]:g} pix2), "
+                        "--occupancy (no size classes), or give sizes that differ")
     return float(lo), float(hi)
 
 
@@ -350,7 +373,9 @@ def _far_positions(v: np.ndarray, axis: str, path: Path) -> None:
 
 def read_catalogue(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read a user catalogue: a CSV or FITS table with ``x``, ``y`` (pix) and ``size`` or
-    ``area`` (pix2) columns, one source per row.
+    ``area`` (pix2) columns, one source per row. Column names are matched without regard to
+    case (FITS's ``X``, ``Y``, ``SIZE``), an exact match first
+    (:func:`galaxy_core.io.tables.column_name`).
 
     Positions are pixels of the field, 0 at the centre of its first pixel; the field runs from
     there to the largest x and y. Rows are numbered from 1, the header not counted.
@@ -362,13 +387,15 @@ def read_catalogue(path: str | os.PathLike) -> dict[str, np.ndarray]:
         (names those it has), no rows, a blank or missing cell, text or a non-finite value where
         a number belongs, a position below -0.5 (outside the field's first pixel), a size that is
         not positive, or positions that leave more than half of the field empty (a stray row far
-        beyond the others, or an offset; see :func:`_far_positions`). Each message names the
-        file, the column and the rows.
+        beyond the others, or an offset; see :func:`_far_positions`), or two columns whose names
+        differ only in case where neither is the exact name. Each message names the file, the
+        column and the rows.
     """
     from astropy.io.fits.verify import VerifyError
     from astropy.table import Table
 
     from galaxy_core.io.fits import is_fits_path
+    from galaxy_core.io.tables import with_column_names
 
     path = Path(path)
     if not path.is_file():
@@ -381,6 +408,7 @@ def read_catalogue(path: str | os.PathLike) -> dict[str, np.ndarray]:
         why = re.sub(r"data line (\d+)", lambda m: f"data row {int(m[1]) + 1}", why)  # astropy counts from 0
         raise DataError(f"{path}: cannot read as a {fmt.upper()} table ({why}); "
                         "give a CSV or FITS table with x, y and size columns") from e
+    t = with_column_names(t, ("x", "y", "size", "area"), where=str(path))
     size = "size" if "size" in t.colnames else "area" if "area" in t.colnames else None
     if "x" not in t.colnames or "y" not in t.colnames or size is None:
         raise DataError(f"{path}: a catalogue needs columns x, y and size (or area); it has {', '.join(t.colnames)}")
@@ -439,7 +467,7 @@ def tile_grids(sources: dict[str, np.ndarray], opts: GridOptions) -> tuple[np.nd
     if side > min(h, w):
         raise DataError(f"grid tiles of {side} px (grid {opts.grid} x cell_px {opts.cell_px}) do not fit in a "
                         f"{w} x {h} field; lower grid or cell_px")
-    thr = size_thresholds(sources["area"], method=opts.thresholds)
+    thr = size_thresholds(sources["area"], method=opts.thresholds, allow_empty=not opts.classes)
     cls = size_class(sources["area"], thr) if opts.classes else np.ones(len(sources["x"]), np.int64)
     rng = np.random.default_rng(opts.seed)
     out = np.empty((opts.count, 1, opts.grid, opts.grid), np.uint8)
@@ -509,7 +537,8 @@ def prepare_catalogue_grids(sources: dict[str, np.ndarray], out: str | os.PathLi
     Raises
     ------
     DataError
-        Too few sources for the size thresholds, or a field smaller than a tile; the message
+        Too few sources for the size thresholds, size terciles that leave a class empty (see
+        :func:`size_thresholds`), or a field smaller than a tile; the message
         starts with ``name`` (the input file) when given. Nothing is written then.
     """
     n = len(sources["x"])  # the size cut the built-in field's grids have (and the manifest records)

@@ -27,7 +27,9 @@ from galaxy_core.sky.compose import (ClassMatchedGalaxies, ModelGalaxies, ModelP
                                      StampGalaxies, compose_sky, resolve_cell_px)
 
 BASELINES = ("baseline1", "baseline2")
-SOURCE_NAMES = ("random", "stamps") + BASELINES  # positions / galaxies that are not checkpoint files
+POSITION_NAMES = ("random",) + BASELINES  # positions that are not checkpoint files
+GALAXY_NAMES = ("stamps",)                # galaxies that are not checkpoint files
+SOURCE_NAMES = POSITION_NAMES + GALAXY_NAMES
 
 
 @dataclass
@@ -158,10 +160,13 @@ def _no_unknown_keys(keys, fields, where) -> None:
 
 
 def _resolve(path: str) -> Path:
-    from galaxy_core.paths import REPO_ROOT
+    """A checkpoint name as given (``NAME`` or ``NAME.json``, from the working folder), else
+    the same name in the repository (``checkpoints/...`` from anywhere)."""
+    from galaxy_core.paths import REPO_ROOT, with_suffix_of
 
     p = Path(path).expanduser()
-    return p if p.is_absolute() or p.exists() else REPO_ROOT / p
+    here = p.is_absolute() or p.exists() or with_suffix_of(p, ".json", (".json", ".safetensors")).exists()
+    return p if here else REPO_ROOT / p
 
 
 @functools.lru_cache(maxsize=8)
@@ -170,6 +175,79 @@ def load_model(path: str):
     from galaxy_core.models.pretrained import load_pretrained
 
     return load_pretrained(_resolve(path))
+
+
+def check_checkpoint(value: str, *, option: str, names=(), kind: str = "a checkpoint") -> None:
+    """Refuse a value of ``option`` that is none of ``names`` and names no checkpoint file.
+
+    Parameters
+    ----------
+    value : str
+        What was given: one of ``names`` or a checkpoint (``NAME`` or ``NAME.json``, found as
+        :func:`load_model` finds it).
+    option : str
+        Where it was given, for the message: ``--positions``, ``sky.positions``,
+        ``configs/x.toml: sky.galaxies``.
+    names : sequence of str
+        The values that are not files (``random``, ``stamps``, ``none``).
+    kind : str
+        What the checkpoint must be, for the message ("a position checkpoint").
+
+    Raises
+    ------
+    ConfigError
+        ``option``, ``value``, the file looked for, what may be given instead and the closest
+        of ``names`` and the shipped checkpoints' names, e.g. ``--positions 'randm': no such
+        checkpoint (/repo/randm.json does not exist); give random, baseline1, baseline2 or a
+        position checkpoint (NAME.json); did you mean 'random'?``.
+    """
+    from galaxy_core.paths import with_suffix_of
+
+    if value in names:
+        return
+    path = with_suffix_of(_resolve(value), ".json", (".json", ".safetensors"))
+    if path.exists():
+        return
+    give = f"{', '.join(names)} or {kind}" if names else kind
+    raise ConfigError(f"{option} {value!r}: no such checkpoint ({path} does not exist); give {give} (NAME.json)"
+                      f"{_did_you_mean(value, names)}")
+
+
+def _did_you_mean(value: str, names) -> str:
+    """``; did you mean 'X'?`` for the closest of ``names`` or of the shipped checkpoints, or ""."""
+    from difflib import get_close_matches
+
+    from galaxy_core.paths import REPO_ROOT, checkpoints_dir, with_suffix_of
+
+    close = get_close_matches(value, list(names), n=1)
+    if not close:
+        shipped = {p.stem: p for p in sorted(checkpoints_dir().glob("*.json"))}
+        stem = with_suffix_of(Path(value), "", (".json", ".safetensors")).name
+        match = get_close_matches(stem, list(shipped), n=1)
+        if match:
+            p = shipped[match[0]]
+            close = [str(p.relative_to(REPO_ROOT)) if p.is_relative_to(REPO_ROOT) else str(p)]
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def check_sources(cfg: SkyConfig, *, options: dict | None = None) -> None:
+    """Refuse positions and galaxies (the latter unless a baseline makes the whole sky) that
+    name no checkpoint, before any work (:func:`check_checkpoint`).
+
+    ``options`` maps ``positions`` / ``galaxies`` to where the value was given, for the message
+    (``--positions``); the default is the config key (``sky.positions``).
+
+    Raises
+    ------
+    ConfigError
+        A value that is not a file nor one of the names allowed there.
+    """
+    options = options or {}
+    check_checkpoint(cfg.positions, option=options.get("positions", "sky.positions"), names=POSITION_NAMES,
+                     kind="a position checkpoint")
+    if cfg.positions not in BASELINES:
+        check_checkpoint(cfg.galaxies, option=options.get("galaxies", "sky.galaxies"), names=GALAXY_NAMES,
+                         kind="a galaxy checkpoint")
 
 
 def position_source(cfg: SkyConfig):
@@ -222,7 +300,15 @@ def _model_galaxies(path: str, flux_match: bool, sharpen: bool, pixel_match: boo
 
 def compose(cfg: SkyConfig, *, progress=False) -> Sky:
     """The sky a :class:`SkyConfig` describes (deterministic for ``cfg.seed``); ``progress`` as
-    in :func:`~galaxy_core.sky.compose.compose_sky` (True: tqdm bar; callable (done, total))."""
+    in :func:`~galaxy_core.sky.compose.compose_sky` (True: tqdm bar; callable (done, total)).
+
+    Raises
+    ------
+    ConfigError
+        Positions or galaxies that name no checkpoint (:func:`check_sources`, before any work),
+        a checkpoint of the wrong kind, or options the position model cannot honour.
+    """
+    check_sources(cfg)
     if cfg.positions in BASELINES:
         from galaxy_core.sky.baselines import baseline_geometric, baseline_uniform
 

@@ -40,7 +40,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from galaxy_core.errors import GalaxyGanError
-from galaxy_core.io.atomic import atomic_write_json
+from galaxy_core.io.atomic import atomic_write_json, json_text
 
 STATES = ("starting", "running", "finished", "failed", "stopped")
 HEARTBEAT_STALE_S = 120.0
@@ -130,7 +130,7 @@ class RunLock:
 
 def _write_fd(fd: int, record: dict) -> None:
     """Overwrite the lock file's content in place (never by rename: the lock is on this inode)."""
-    data = (json.dumps(record) + "\n").encode()
+    data = (json_text(record) + "\n").encode()
     os.pwrite(fd, data, 0)
     os.ftruncate(fd, len(data))
     os.fsync(fd)
@@ -370,7 +370,7 @@ class RunFolder:
     # metrics
     def append_metrics(self, record: dict) -> None:
         with open(self.metrics_path, "a") as f:
-            f.write(json.dumps(record, default=float) + "\n")
+            f.write(json_text(record, default=float) + "\n")
             f.flush()
 
     def read_metrics(self) -> list[dict]:
@@ -413,7 +413,7 @@ def truncate_metrics(path: str | os.PathLike, *, after_step: int) -> None:
     records = [r for r in read_metrics(path) if r.get("step", 0) <= after_step]
     from galaxy_core.io.atomic import atomic_write_text
 
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+    atomic_write_text(path, "".join(json_text(r) + "\n" for r in records))
 
 
 def _pid_alive(pid) -> bool:
