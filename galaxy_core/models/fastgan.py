@@ -80,7 +80,9 @@ def data_out_bias(images: np.ndarray) -> float:
     return float(np.arctanh(np.clip(med, -OUT_BIAS_CLIP, OUT_BIAS_CLIP)))
 
 
-# Which low-resolution map gates which high-resolution map (Liu et al. 2021, Fig. 3).
+# Which low-resolution map gates which high-resolution map. Liu et al. 2021 (Fig. 3 and their
+# code) pair maps 16 times apart in side (4 -> 64, 8 -> 128, 16 -> 256 px); this project pairs
+# them 8 times apart, so that a 32 px generator has a pair too (docs/families/fastgan.md).
 SLE_PAIRS = ((8, 64), (16, 128), (32, 256))
 
 
