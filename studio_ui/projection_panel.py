@@ -3,8 +3,9 @@
 Draws the target choice (a stamp of the checkpoint's training data, or an uploaded PNG/JPG/TIFF
 or FITS stamp), the settings, a progress bar with a live loss curve while
 :func:`galaxy_core.explore.projection.project` runs, and the result: target, reconstruction and
-residual side by side, the loss curve per term and the downloads. The result stays in the
-session (:data:`PROJ_KEY`) so the interpolation can start from it (:data:`USE_KEY`).
+residual side by side, the fit of the reconstruction shown (its pixel MSE and χ², measured on it),
+the loss curve per term and the downloads. The result stays in the session (:data:`PROJ_KEY`) so
+the interpolation can start from it (:data:`USE_KEY`).
 """
 
 from __future__ import annotations
@@ -130,7 +131,7 @@ def run_projection(model: Pretrained, target: np.ndarray, label: str, settings: 
     st.session_state[PROJ_KEY] = {"checkpoint_id": model.id, "label": f"projected {label}", "target_label": label,
                                   "target": target, "space": res.space, "latent": res.latent, "ws": res.ws,
                                   "reconstruction": res.reconstruction, "residual": res.residual,
-                                  "losses": res.losses, "chi2": res.chi2, "settings": settings}
+                                  "losses": res.losses, "final": res.final, "chi2": res.chi2, "settings": settings}
     st.session_state.pop(USE_KEY, None)  # a new galaxy: the user decides again
 
 
@@ -139,10 +140,11 @@ def projection_result_ui(model: Pretrained, proj: dict) -> None:
     rgb = to_rgb(np.stack([target, recon]), model.channels)
     resid_rgb = widgets.residual_rgb(resid, span=RESIDUAL_SPAN)[None]
     scale = widgets.display_scale(model.resolution) * 2
+    final = proj["final"]
     record = widgets.record_for(model, target=proj["target_label"], projection=proj["settings"],
-                                latent=np.asarray(proj["latent"]).tolist())
+                                latent=np.asarray(proj["latent"]).tolist(), pixel_mse=final["pixel"],
+                                chi2=proj["chi2"])
     pngs = [png_with_record(im, record, scale=scale) for im in (rgb[0], rgb[1], resid_rgb[0])]
-    last = proj["losses"][-1]
     cols = st.columns(4)
     widgets.show_image(pngs[0], f"Target: {proj['target_label']}. {widgets.stretch_note(model)}", where=cols[0])
     widgets.show_image(pngs[1], f"Reconstruction in {proj['space']} (optimised noise maps); same display.",
@@ -150,11 +152,12 @@ def projection_result_ui(model: Pretrained, proj: dict) -> None:
     widgets.show_image(pngs[2], "Residual target − reconstruction, mean over bands in model range: mid-grey = 0, "
                        f"black −{RESIDUAL_SPAN:g}, white +{RESIDUAL_SPAN:g}.", where=cols[2])
     with cols[3]:
-        st.metric("Pixel MSE (model range)", f"{last['pixel']:.4g}", border=True)
+        st.metric("Pixel MSE (model range)", f"{final['pixel']:.4g}", border=True,
+                  help="mean((target − reconstruction)²) of the reconstruction shown, over bands and pixels.")
         if proj["chi2"] is not None:
             st.metric("Reduced χ² (flux units)", f"{proj['chi2']:.3g}", border=True,
-                      help="mean((f_target − f_model)² / σ²) with σ per band from the stamp's outer ring; "
-                           "about 1 when the residual is noise.")
+                      help="mean((f_target − f_model)² / σ²) of the reconstruction shown, with σ per band from the "
+                           "stamp's outer ring; about 1 when the residual is noise.")
     steps = range(1, len(proj["losses"]) + 1)
     series = {k: [r[k] for r in proj["losses"]] for k in ("total", "pixel", "feature")}
     if proj["settings"]["feature_weight"] == 0:
@@ -165,7 +168,8 @@ def projection_result_ui(model: Pretrained, proj: dict) -> None:
                                 log_y=True, height=280), key="le_pj_curve")
     st.caption("Total = pixel MSE + feature weight × (1 − encoder cosine)"
                + (" + χ² weight × χ²" if proj["settings"]["chi2_weight"] else "")
-               + ", measured at the noisy w of each step (noise on w decays over the first three quarters).")
+               + ", measured at the noisy w of each step before its update (noise on w decays over the first "
+                 "three quarters); the figures beside the images are those of the reconstruction shown.")
     name = f"{model.name}_projected_{proj['space'].replace('+', 'plus')}"
     items = [
         (f"Latent {proj['space']} (.npy)", npy_bytes(np.asarray(proj["latent"])[None]), f"{name}.npy",

@@ -482,6 +482,11 @@ def test_latent_explorer_projects_a_real_galaxy_and_starts_the_path_there(runs):
     assert len(curve) == 1 and len(curve[0]["data"][0]["y"]) == 5  # one point per step
     assert {"Pixel MSE (model range)", "Reduced χ² (flux units)"} <= set(labels(at.metric))
     assert {"Latent w (.npy)", "Reconstruction (PNG)", "Fluxes (FITS)"} <= set(labels(at.get("download_button")))
+    # the figure shown is that of the reconstruction shown
+    proj = at.session_state["le_projection"]
+    mse = float(np.mean((proj["target"].astype(np.float64) - proj["reconstruction"]) ** 2))
+    (shown,) = [m.value for m in at.metric if m.label == "Pixel MSE (model range)"]
+    assert shown == f"{mse:.4g}"
     at.button(key="le_pj_use").click().run()
     assert_clean(at)
     assert image_captions(at)[0].startswith("lerp in w through projected sim #3, seed 1, seed 2, seed 3")

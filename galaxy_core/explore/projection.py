@@ -22,6 +22,9 @@ with ``sigma`` the per-band noise of the target (by default a robust estimate fr
 pixels, :func:`noise_sigma`). It weighs faint outskirts by their signal-to-noise rather than by
 their stretched brightness, and reads as the usual goodness of fit: about 1 when the residual is
 pure noise.
+
+The figures of the fit (:attr:`ProjectionResult.final`) are measured on the returned
+reconstruction itself, not on the last optimisation step.
 """
 
 from __future__ import annotations
@@ -58,12 +61,19 @@ class ProjectionResult:
     losses : list of dict
         Per step: ``pixel``, ``feature``, ``chi2`` (NaN when not computed), ``noise_reg`` and
         ``total`` (the weighted pixel, feature and chi^2 terms, measured at the noisy w of that
-        step, before its update).
+        step, before its update and before clamping): the optimisation's trace, not the fit of
+        the reconstruction.
     space : str
     chi2 : float or None
-        Reduced chi^2 of the final residual in flux units (None without an invertible stretch).
+        Reduced chi^2 of ``residual`` in flux units (None without an invertible stretch):
+        ``mean(((inverse(target) - inverse(reconstruction)) / sigma)^2)``.
     sigma : ndarray (C,) or None
         The per-band flux noise used for ``chi2`` (flux units).
+    final : dict
+        The terms of a ``losses`` record measured on ``reconstruction`` itself (final w without
+        the optimisation's w noise, the returned noise maps, clamped): ``pixel`` is
+        ``mean(residual**2)`` (float64), ``chi2`` equals :attr:`chi2` (NaN without one),
+        ``feature``, ``noise_reg`` and the weighted ``total``. What to report as the fit.
     """
 
     latent: np.ndarray
@@ -75,6 +85,12 @@ class ProjectionResult:
     space: str = "w"
     chi2: float | None = None
     sigma: np.ndarray | None = None
+    final: dict = field(default_factory=dict)
+
+    @property
+    def pixel_mse(self) -> float:
+        """Mean squared ``residual`` (model range) of the returned reconstruction."""
+        return float(self.final["pixel"])
 
 
 def noise_regularisation(noise: list[torch.Tensor]) -> torch.Tensor:
@@ -310,17 +326,40 @@ def project(model, target, *, space: str = "w", steps: int = 300, lr: float = 0.
         w_final = w_opt.detach()
         ws = w_final if space == "w+" else w_final[:, None, :].expand(-1, G.num_ws, -1)
         img = G.synthesis(ws, noise=noise).clamp(-1, 1)
-        chi2 = float(chi2_of(img)) if to_flux is not None else None
+        fl = float((1 - (feat(img) * tgt_feat).sum(1)).mean()) if feat is not None else 0.0
+        reg = float(noise_regularisation(noise)) if optimize_noise else 0.0
     recon = img[0].float().cpu().numpy()
+    target_np = tgt[0].float().cpu().numpy()
+    residual = target_np - recon
+    final = _final_terms(residual, target_np, recon, feature=fl, noise_reg=reg,
+                         stretch=stretch if stretch is not None else getattr(model, "stretch", None),
+                         sigma=None if to_flux is None else sig, weights=(pixel_weight, feature_weight, chi2_weight))
     return ProjectionResult(latent=w_final[0].float().cpu().numpy(), ws=ws[0].float().cpu().numpy(),
                             noise=[n.detach().float().cpu().numpy() for n in noise], reconstruction=recon,
-                            residual=tgt[0].float().cpu().numpy() - recon, losses=losses, space=space,
-                            chi2=chi2, sigma=None if to_flux is None else sig)
+                            residual=residual, losses=losses, space=space,
+                            chi2=None if to_flux is None else final["chi2"], sigma=None if to_flux is None else sig,
+                            final=final)
+
+
+def _final_terms(residual: np.ndarray, target: np.ndarray, recon: np.ndarray, *, feature: float, noise_reg: float,
+                 stretch: dict | None, sigma: np.ndarray | None, weights: tuple[float, float, float]) -> dict:
+    """The loss terms of the returned reconstruction, from the returned arrays (float64)."""
+    from galaxy_core.io.stretch import stretch_from_dict
+
+    pixel_weight, feature_weight, chi2_weight = weights
+    pixel = float(np.mean(np.square(residual, dtype=np.float64)))
+    chi2 = float("nan")
+    if sigma is not None:
+        st = stretch_from_dict(stretch)
+        chi2 = float(np.mean(((st.inverse(target) - st.inverse(recon)) / np.asarray(sigma).reshape(-1, 1, 1)) ** 2))
+    total = pixel_weight * pixel + feature_weight * feature + (chi2_weight * chi2 if chi2_weight > 0 else 0.0)
+    return {"total": total, "pixel": pixel, "feature": feature, "chi2": chi2, "noise_reg": noise_reg}
 
 
 def reconstruction_loss(result: ProjectionResult) -> float:
-    """Final weighted pixel + feature (+ chi^2) loss (what :func:`project` lowers, without the noise term)."""
-    return float(result.losses[-1]["total"]) if result.losses else float("nan")
+    """Weighted pixel + feature (+ chi^2) loss of the returned reconstruction (what :func:`project`
+    lowers, without the noise term), from :attr:`ProjectionResult.final`."""
+    return float(result.final["total"]) if result.final else float("nan")
 
 
 # ---------------------------------------------------------------------------------- targets
