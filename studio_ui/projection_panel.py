@@ -4,7 +4,8 @@ Draws the target choice (a stamp of the checkpoint's training data, or an upload
 or FITS stamp), the settings, a progress bar with a live loss curve while
 :func:`galaxy_core.explore.projection.project` runs, and the result: target, reconstruction and
 residual side by side, the fit of the reconstruction shown (its pixel MSE and χ², measured on it),
-the loss curve per term and the downloads. The result stays in the session (:data:`PROJ_KEY`) so
+the loss curve per term and the downloads, among them the one that regenerates the reconstruction
+exactly (ws with the optimised noise maps). The result stays in the session (:data:`PROJ_KEY`) so
 the interpolation can start from it (:data:`USE_KEY`).
 """
 
@@ -14,7 +15,7 @@ import numpy as np
 import streamlit as st
 
 from galaxy_core.explore import evaluation as ev
-from galaxy_core.explore import projection
+from galaxy_core.explore import projection, style
 from galaxy_core.explore.export import npy_bytes, png_with_record
 from galaxy_core.io.render import make_grid, to_rgb
 from galaxy_core.metrics import plots
@@ -128,10 +129,13 @@ def run_projection(model: Pretrained, target: np.ndarray, label: str, settings: 
                              extractor="galaxy" if settings["feature_weight"] > 0 else None, progress=progress)
     bar.empty()
     live.empty()
+    const = style.synthesize(model, res.ws[None])[0]  # what ws alone gives: the checkpoint's constant noise
     st.session_state[PROJ_KEY] = {"checkpoint_id": model.id, "label": f"projected {label}", "target_label": label,
                                   "target": target, "space": res.space, "latent": res.latent, "ws": res.ws,
                                   "reconstruction": res.reconstruction, "residual": res.residual,
-                                  "losses": res.losses, "final": res.final, "chi2": res.chi2, "settings": settings}
+                                  "losses": res.losses, "final": res.final, "chi2": res.chi2, "settings": settings,
+                                  "npz": projection.projection_npz(res, model=model),
+                                  "const_noise_change": float(np.abs(const - res.reconstruction).max())}
     st.session_state.pop(USE_KEY, None)  # a new galaxy: the user decides again
 
 
@@ -140,10 +144,14 @@ def projection_result_ui(model: Pretrained, proj: dict) -> None:
     rgb = to_rgb(np.stack([target, recon]), model.channels)
     resid_rgb = widgets.residual_rgb(resid, span=RESIDUAL_SPAN)[None]
     scale = widgets.display_scale(model.resolution) * 2
+    name = f"{model.name}_projected_{proj['space'].replace('+', 'plus')}"
     final = proj["final"]
     record = widgets.record_for(model, target=proj["target_label"], projection=proj["settings"],
                                 latent=np.asarray(proj["latent"]).tolist(), pixel_mse=final["pixel"],
-                                chi2=proj["chi2"])
+                                chi2=proj["chi2"],
+                                noise_maps=f"optimised per-layer noise maps, not in this record: {name}.npz holds them "
+                                           "with ws (galaxy_core.explore.projection.render_projection); the latent "
+                                           "alone renders with the checkpoint's constant noise")
     pngs = [png_with_record(im, record, scale=scale) for im in (rgb[0], rgb[1], resid_rgb[0])]
     cols = st.columns(4)
     widgets.show_image(pngs[0], f"Target: {proj['target_label']}. {widgets.stretch_note(model)}", where=cols[0])
@@ -170,8 +178,8 @@ def projection_result_ui(model: Pretrained, proj: dict) -> None:
                + (" + χ² weight × χ²" if proj["settings"]["chi2_weight"] else "")
                + ", measured at the noisy w of each step before its update (noise on w decays over the first "
                  "three quarters); the figures beside the images are those of the reconstruction shown.")
-    name = f"{model.name}_projected_{proj['space'].replace('+', 'plus')}"
     items = [
+        ("ws + noise maps (.npz): exact", proj["npz"], f"{name}.npz", "application/octet-stream"),
         (f"Latent {proj['space']} (.npy)", npy_bytes(np.asarray(proj["latent"])[None]), f"{name}.npy",
          "application/octet-stream"),
         ("Styles ws (.npy)", npy_bytes(np.asarray(proj["ws"])[None]), f"{name}_ws.npy", "application/octet-stream"),
@@ -182,6 +190,11 @@ def projection_result_ui(model: Pretrained, proj: dict) -> None:
     ]
     fits = widgets.fits_images_download(model, recon[None], file_name=f"{name}.fits")
     widgets.download_row(items + ([fits] if fits else []), key="le_pj_dl")
+    st.caption(f"Only **{name}.npz** regenerates the reconstruction exactly: it holds ws together with the "
+               "optimised noise maps and the checkpoint id "
+               "(`galaxy_core.explore.projection.render_projection(model, path)`). The latent and ws `.npy` "
+               "files alone re-render with the checkpoint's constant noise, which changes this reconstruction by "
+               f"up to {proj['const_noise_change']:.2g} in model range (fine texture).")
     st.button("Use as interpolation key", key="le_pj_use", icon=":material/linear_scale:", type="primary",
               on_click=lambda: st.session_state.__setitem__(USE_KEY, True),
               help="The interpolation above then starts at this galaxy (in w) and runs through its keys. The "

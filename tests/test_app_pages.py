@@ -481,21 +481,27 @@ def test_latent_explorer_projects_a_real_galaxy_and_starts_the_path_there(runs):
     curve = [c for c in curve if c["layout"]["title"]["text"] == "Projection loss"]
     assert len(curve) == 1 and len(curve[0]["data"][0]["y"]) == 5  # one point per step
     assert {"Pixel MSE (model range)", "Reduced χ² (flux units)"} <= set(labels(at.metric))
-    assert {"Latent w (.npy)", "Reconstruction (PNG)", "Fluxes (FITS)"} <= set(labels(at.get("download_button")))
-    # the figure shown is that of the reconstruction shown
+    assert {"ws + noise maps (.npz): exact", "Latent w (.npy)", "Reconstruction (PNG)",
+            "Fluxes (FITS)"} <= set(labels(at.get("download_button")))
+    # the figures shown are those of the reconstruction shown, and the .npz regenerates it
+    from galaxy_core.explore.projection import render_projection
+    from galaxy_core.models.pretrained import load_pretrained
+
     proj = at.session_state["le_projection"]
     mse = float(np.mean((proj["target"].astype(np.float64) - proj["reconstruction"]) ** 2))
     (shown,) = [m.value for m in at.metric if m.label == "Pixel MSE (model range)"]
     assert shown == f"{mse:.4g}"
+    model = load_pretrained(checkpoint)
+    np.testing.assert_allclose(render_projection(model, proj["npz"]), proj["reconstruction"], rtol=0, atol=1e-6)
+    assert any("npz** regenerates the reconstruction exactly" in c.value and "constant noise" in c.value
+               for c in at.caption)
     at.button(key="le_pj_use").click().run()
     assert_clean(at)
     assert image_captions(at)[0].startswith("lerp in w through projected sim #3, seed 1, seed 2, seed 3")
 
     # a FITS file of several images (the sampler's samples.fits) asks which one to project
     from galaxy_core.io.fits import write_fits_cube
-    from galaxy_core.models.pretrained import load_pretrained
 
-    model = load_pretrained(checkpoint)
     flux = model.to_flux(model.generate(model.latents(5, 3)))
     flux[1, 0] = 0.5  # image 1 has a blank band: left out, and the others keep their own numbers
     cube = write_fits_cube(runs / "samples.fits", flux, bands=model.channels)

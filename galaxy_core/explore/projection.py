@@ -23,7 +23,10 @@ pixels, :func:`noise_sigma`). It weighs faint outskirts by their signal-to-noise
 their stretched brightness, and reads as the usual goodness of fit: about 1 when the residual is
 pure noise.
 
-The figures of the fit (:attr:`ProjectionResult.final`) are measured on the returned
+The reconstruction is made with the optimised noise maps, so ``ws`` alone does not regenerate it
+(the checkpoint's constant noise gives other fine texture): :func:`projection_npz` stores ``ws``,
+the noise maps and the checkpoint id together and :func:`render_projection` renders them again,
+exactly. The figures of the fit (:attr:`ProjectionResult.final`) are measured on the returned
 reconstruction itself, not on the last optimisation step.
 """
 
@@ -41,6 +44,7 @@ from galaxy_core.explore.style import generator_of, mapping
 
 ProgressFn = Callable[[int, int, float], None]
 BORDER_FRACTION = 0.125  # outer ring (1/8 of the side) used by noise_sigma
+NPZ_FORMAT = "galaxygan-projection/1"  # the `format` entry of a projection_npz file
 
 
 @dataclass
@@ -360,6 +364,147 @@ def reconstruction_loss(result: ProjectionResult) -> float:
     """Weighted pixel + feature (+ chi^2) loss of the returned reconstruction (what :func:`project`
     lowers, without the noise term), from :attr:`ProjectionResult.final`."""
     return float(result.final["total"]) if result.final else float("nan")
+
+
+# ------------------------------------------------------------------------- saved projections
+
+
+def projection_npz(result: ProjectionResult, *, model) -> bytes:
+    """What regenerates a projection's reconstruction exactly, as ``.npz`` file contents.
+
+    ``ws`` alone re-renders with the checkpoint's constant noise, which differs from the
+    optimised noise maps the reconstruction was made with; this file holds both, with the
+    checkpoint they belong to. Read it back with :func:`read_projection_npz`, render it with
+    :func:`render_projection`.
+
+    Parameters
+    ----------
+    result : ProjectionResult
+    model : Pretrained or Generator
+        The StyleGAN the projection was made with (its ``id`` and ``name`` are recorded; a bare
+        generator has neither, and an empty id is then stored).
+
+    Returns
+    -------
+    bytes
+        An uncompressed ``.npz`` (no pickled objects) with the arrays ``ws`` float32
+        ``(num_ws, w_dim)``, ``latent`` (``(w_dim,)`` for w, ``(num_ws, w_dim)`` for w+),
+        ``noise_0 .. noise_{k-1}`` float32 ``(1, 1, r, r)`` (one per convolution layer, in the
+        order of ``noise_layers``), ``noise_layers`` (their layer names), and the strings
+        ``checkpoint_id``, ``checkpoint``, ``space`` and ``format`` (:data:`NPZ_FORMAT`).
+    """
+    import io
+
+    G = generator_of(model)
+    arrays = {"ws": np.asarray(result.ws, np.float32), "latent": np.asarray(result.latent, np.float32),
+              "noise_layers": np.asarray(G.synthesis.noise_layers, dtype=str),
+              "checkpoint_id": np.asarray(str(getattr(model, "id", "") or "")),
+              "checkpoint": np.asarray(str(getattr(model, "name", "") or "")),
+              "space": np.asarray(result.space), "format": np.asarray(NPZ_FORMAT)}
+    arrays.update({f"noise_{i}": np.asarray(n, np.float32) for i, n in enumerate(result.noise)})
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def read_projection_npz(source, *, name: str | None = None) -> dict:
+    """Read a file written by :func:`projection_npz`.
+
+    Parameters
+    ----------
+    source : bytes or path
+    name : str, optional
+        What to call the file in errors (default: the path, or ``projection.npz``).
+
+    Returns
+    -------
+    dict
+        ``ws`` float32 (num_ws, w_dim), ``latent``, ``noise`` (list of float32 (1, 1, r, r)),
+        ``noise_layers`` (list of str), ``checkpoint_id``, ``checkpoint``, ``space`` (str).
+
+    Raises
+    ------
+    DataError
+        Not an ``.npz`` file, one with pickled objects, or one without the arrays listed above.
+    """
+    import io
+    import zipfile
+
+    from galaxy_core.errors import DataError
+
+    if isinstance(source, (bytes, bytearray)):
+        name, handle = name or "projection.npz", io.BytesIO(source)
+    else:
+        name, handle = name or str(source), source
+    try:
+        with np.load(handle, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"{name}: not a projection file saved by the projection panel (an .npz of ws and noise "
+                        f"maps): {e}") from e
+    need = ["ws", "latent", "noise_layers", "checkpoint_id", "checkpoint", "space", "format"]
+    missing = [k for k in need if k not in arrays]
+    if missing or str(arrays["format"]) != NPZ_FORMAT:
+        what = f"it lacks {', '.join(missing)}" if missing else f"its format is {str(arrays['format'])!r}"
+        raise DataError(f"{name}: not a {NPZ_FORMAT} file ({what}); save the projection again with the "
+                        "panel's ws + noise maps download")
+    layers = [str(n) for n in arrays["noise_layers"]]
+    absent = [f"noise_{i}" for i in range(len(layers)) if f"noise_{i}" not in arrays]
+    if absent:
+        raise DataError(f"{name}: names {len(layers)} noise maps but {', '.join(absent)} are missing; the file "
+                        "is incomplete, save the projection again")
+    return {"ws": arrays["ws"].astype(np.float32), "latent": arrays["latent"].astype(np.float32),
+            "noise": [arrays[f"noise_{i}"].astype(np.float32) for i in range(len(layers))], "noise_layers": layers,
+            "checkpoint_id": str(arrays["checkpoint_id"]), "checkpoint": str(arrays["checkpoint"]),
+            "space": str(arrays["space"])}
+
+
+def render_projection(model, saved, *, name: str | None = None) -> np.ndarray:
+    """The reconstruction of a saved projection: its ``ws`` with its own noise maps.
+
+    Parameters
+    ----------
+    model : Pretrained or Generator
+        The checkpoint the projection was made with.
+    saved : dict, bytes or path
+        What :func:`read_projection_npz` returns, or a file for it to read.
+    name : str, optional
+        What to call the file in errors.
+
+    Returns
+    -------
+    ndarray (C, H, W) float32 in [-1, 1]
+        The same image as the projection's ``reconstruction`` (same device and software: to
+        float precision).
+
+    Raises
+    ------
+    DataError
+        The file was made with another checkpoint (both ids named), or its ws or noise maps do
+        not fit this generator.
+    """
+    from galaxy_core.errors import DataError
+
+    if not isinstance(saved, dict):
+        saved = read_projection_npz(saved, name=name)
+    name = name or "the projection file"
+    G = generator_of(model)
+    mine = str(getattr(model, "id", "") or "")
+    if saved["checkpoint_id"] and mine and saved["checkpoint_id"] != mine:
+        raise DataError(f"{name}: made with checkpoint {saved['checkpoint'] or '?'} (id {saved['checkpoint_id']}), "
+                        f"not {getattr(model, 'name', 'this one')} (id {mine}); open the checkpoint it was made with")
+    if tuple(saved["ws"].shape) != (G.num_ws, G.w_dim) or saved["noise_layers"] != list(G.synthesis.noise_layers):
+        raise DataError(f"{name}: ws {tuple(saved['ws'].shape)} and noise maps of layers {saved['noise_layers']} do not "
+                        f"fit this generator (ws ({G.num_ws}, {G.w_dim}), layers {list(G.synthesis.noise_layers)})")
+    dev = G.synthesis.const.device
+    want = [tuple(G.synthesis.get_submodule(n).noise_const.shape) for n in G.synthesis.noise_layers]
+    if [tuple(n.shape) for n in saved["noise"]] != want:
+        raise DataError(f"{name}: noise maps of shapes {[tuple(n.shape) for n in saved['noise']]}, but this "
+                        f"generator's are {want}")
+    with torch.no_grad():
+        img = G.synthesis(torch.from_numpy(saved["ws"])[None].to(dev),
+                          noise=[torch.from_numpy(n).to(dev) for n in saved["noise"]]).clamp(-1, 1)
+    return img[0].float().cpu().numpy()
 
 
 # ---------------------------------------------------------------------------------- targets
