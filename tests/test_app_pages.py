@@ -519,6 +519,18 @@ def test_latent_explorer_projects_a_real_galaxy_and_starts_the_path_there(runs):
     assert not at.warning, [w.value for w in at.warning]
     assert any(c.startswith("Target: samples.fits#2") for c in image_captions(at)), image_captions(at)
 
+    # a stamp in other bands is refused, naming them; another pixel scale is a warning beside the target
+    def upload(name, path):
+        (u,) = [u for u in at.get("file_uploader") if u.key == "le_pj_upload"]
+        u.set_value([(name, path.read_bytes(), "application/fits")]).run()
+
+    upload("uzy.fits", write_fits_cube(runs / "uzy.fits", flux[0], bands=["u", "z", "y"], bunit="nanomaggy"))
+    assert not at.exception and any("uzy.fits: bands u, z, y, but" in e.value for e in at.error), at.error
+    upload("decals.fits", write_fits_cube(runs / "decals.fits", flux[0], bands=model.channels, bunit="nanomaggy",
+                                          pixel_scale_arcsec=0.262))
+    assert_clean(at)
+    assert [w.value for w in at.warning if w.value.startswith("decals.fits: pixels of 0.262 arcsec")], at.warning
+
 
 def test_latent_explorer_ganspace_acts_on_the_chosen_layers(runs):
     from galaxy_core.explore import style

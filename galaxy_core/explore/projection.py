@@ -28,6 +28,12 @@ The reconstruction is made with the optimised noise maps, so ``ws`` alone does n
 the noise maps and the checkpoint id together and :func:`render_projection` renders them again,
 exactly. The figures of the fit (:attr:`ProjectionResult.final`) are measured on the returned
 reconstruction itself, not on the last optimisation step.
+
+Targets (:func:`target_from_dataset`, :func:`target_from_file`) are checked against the model:
+the kind of data, the number of bands, the band names and the pixel unit where the file names
+them, and the share of pixels outside the model's value range (at most :data:`CLIP_LIMIT`); what
+may still make a fit poor (another pixel scale, a small image enlarged) and what was done (a grey
+image copied into R, G and B) comes back with the target as text to show.
 """
 
 from __future__ import annotations
@@ -44,6 +50,12 @@ from galaxy_core.explore.style import generator_of, mapping
 
 ProgressFn = Callable[[int, int, float], None]
 BORDER_FRACTION = 0.125  # outer ring (1/8 of the side) used by noise_sigma
+CLIP_LIMIT = 0.05  # a target with more of its pixels outside the model's range is refused
+# a pixel beyond +-1 by no more than this (model range) counts as in range: a generated image's pixels
+# clamped at -1 come back from a FITS file at -1.0002 (float16 storage, two stretches); 8 bits step 0.0078
+CLIP_TOLERANCE = 0.005
+PIXEL_SCALE_TOLERANCE = 0.02  # relative difference of pixel scales that is warned about
+MIN_SIDE_FRACTION = 0.5  # a target enlarged from under this fraction of the model's side is warned about
 NPZ_FORMAT = "galaxygan-projection/1"  # the `format` entry of a projection_npz file
 
 
@@ -494,8 +506,9 @@ def render_projection(model, saved, *, name: str | None = None) -> np.ndarray:
         raise DataError(f"{name}: made with checkpoint {saved['checkpoint'] or '?'} (id {saved['checkpoint_id']}), "
                         f"not {getattr(model, 'name', 'this one')} (id {mine}); open the checkpoint it was made with")
     if tuple(saved["ws"].shape) != (G.num_ws, G.w_dim) or saved["noise_layers"] != list(G.synthesis.noise_layers):
-        raise DataError(f"{name}: ws {tuple(saved['ws'].shape)} and noise maps of layers {saved['noise_layers']} do not "
-                        f"fit this generator (ws ({G.num_ws}, {G.w_dim}), layers {list(G.synthesis.noise_layers)})")
+        raise DataError(f"{name}: ws {tuple(saved['ws'].shape)} and noise maps of layers {saved['noise_layers']} "
+                        f"do not fit this generator (ws ({G.num_ws}, {G.w_dim}), layers "
+                        f"{list(G.synthesis.noise_layers)})")
     dev = G.synthesis.const.device
     want = [tuple(G.synthesis.get_submodule(n).noise_const.shape) for n in G.synthesis.noise_layers]
     if [tuple(n.shape) for n in saved["noise"]] != want:
@@ -510,70 +523,169 @@ def render_projection(model, saved, *, name: str | None = None) -> np.ndarray:
 # ---------------------------------------------------------------------------------- targets
 
 
-def target_from_dataset(data, index: int, *, model) -> tuple[np.ndarray, float]:
+@dataclass(frozen=True)
+class ProjectionTarget:
+    """A real galaxy ready for :func:`project`, and what a user should know about it.
+
+    Attributes
+    ----------
+    image : ndarray (C, H, W) float32 in [-1, 1]
+        In the model's bands, stretch and size; clipped to the model's range.
+    clipped : float
+        Fraction of the pixels that were outside [-1, 1] by more than :data:`CLIP_TOLERANCE` before
+        clipping (at most :data:`CLIP_LIMIT`).
+    label : str
+        The image's name: its file (``file#i`` for image i of a multi-image FITS cube) or
+        ``dataset #index``.
+    notes : tuple of str
+        What was done to the image beyond the usual preparation (a grey image copied into R, G, B).
+    warnings : tuple of str
+        What may make the fit poor though the image is usable (another pixel scale than the
+        model's training data, a small image enlarged).
+    names : tuple of str
+        For :func:`target_from_file`: the names of the file's usable images (``index`` counts
+        them); empty for a dataset stamp.
+    """
+
+    image: np.ndarray
+    clipped: float
+    label: str
+    notes: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    names: tuple[str, ...] = ()
+
+
+def target_from_dataset(data, index: int, *, model) -> ProjectionTarget:
     """One stamp of a prepared dataset as a projection target in ``model``'s range.
 
     Parameters
     ----------
     data : PreparedDataset
-        Same bands and resolution as the model (its training data, say).
+        Same kind of data (flux or 8-bit), bands and resolution as the model (its training data,
+        say). A grey 8-bit dataset serves a model of R, G, B images: the grey values are copied
+        into the three channels (a note says so).
     index : int
         Stamp number, 0 <= index < len(data).
     model : Pretrained
-        The StyleGAN checkpoint (its ``stretch``, ``channels``, ``resolution`` and ``physical``).
+        The StyleGAN checkpoint (its ``name``, ``stretch``, ``channels``, ``resolution``,
+        ``physical``, ``flux_unit`` and ``pixel_scale_arcsec``).
 
     Returns
     -------
-    target : ndarray (C, H, W) float32 in [-1, 1]
-        Expressed in the model's stretch (a no-op for its own training data) and clipped.
-    clipped : float
-        Fraction of pixels that were outside [-1, 1] before clipping.
+    ProjectionTarget
+        The stamp expressed in the model's stretch (a no-op for its own training data) and
+        clipped, with warnings when its pixel scale (arcsec/pixel after the crop and resize)
+        differs from the model's training data by more than :data:`PIXEL_SCALE_TOLERANCE`, or
+        when it was enlarged from under :data:`MIN_SIDE_FRACTION` of the model's side.
 
     Raises
     ------
     DataError
-        Other bands, size or kind of data (flux vs 8-bit) than the model's.
+        Naming the image: another kind of data or size than the model's; another number of
+        bands; band names that differ from the model's where both name them; a pixel unit
+        (``BUNIT``) that differs from the model's where both record one
+        (:func:`galaxy_core.explore.evaluation.bands_and_unit_problem`); more than
+        :data:`CLIP_LIMIT` of its pixels outside the model's value range.
     IndexError
         ``index`` out of range.
     """
     from galaxy_core.errors import DataError
-    from galaxy_core.explore.evaluation import restretch
+    from galaxy_core.explore.evaluation import bands_and_unit_problem, restretch
 
     if not 0 <= index < len(data):
         raise IndexError(f"{data.name} has {len(data)} images; stamp {index} does not exist")
-    if data.num_bands != len(model.channels) or data.resolution != model.resolution:
-        raise DataError(f"{data.name}: {data.num_bands}-band {data.resolution} px images ({', '.join(data.channels)}), "
-                        f"but {model.name} makes {len(model.channels)}-band {model.resolution} px images "
-                        f"({', '.join(model.channels)}); give a stamp with the model's bands")
+    label = _image_label(data, index)
+    if data.resolution != model.resolution:
+        raise DataError(f"{label}: prepared at {data.resolution} px, but {model.name} makes {model.resolution} px "
+                        "images; prepare it at the model's resolution")
     if data.physical != model.physical:
         want = "a FITS stamp in flux units" if model.physical else "a PNG or JPG image"
-        raise DataError(f"{data.name}: {'flux' if data.physical else '8-bit'} data, but {model.name} was trained on "
+        raise DataError(f"{label}: {'flux' if data.physical else '8-bit'} data, but {model.name} was trained on "
                         f"{'flux' if model.physical else '8-bit'} data; give {want}")
-    x = restretch(data.to_model_range(np.array([index])), source=data.stretch, target=model.stretch)[0]
-    clipped = float(np.mean(np.abs(x) > 1.0))
-    return np.clip(x, -1.0, 1.0).astype(np.float32), clipped
+    x = data.to_model_range(np.array([index]))  # (1, C, H, W)
+    channels, notes = list(data.channels), []
+    if not data.physical and channels == ["L"] and len(model.channels) == 3:
+        x, channels = np.repeat(x, 3, axis=1), list(model.channels)
+        notes.append(f"{label} is a grey (one-channel) image; its values were copied into "
+                     f"{', '.join(model.channels)} for {model.name}, which makes colour images, so the fit "
+                     "cannot use colour and the reconstruction's colour is the model's guess.")
+    if len(channels) != len(model.channels):
+        raise DataError(f"{label}: {len(channels)}-band images ({', '.join(channels)}), but {model.name} makes "
+                        f"{len(model.channels)}-band images ({', '.join(model.channels)}); give a stamp with the "
+                        "model's bands")
+    problem = bands_and_unit_problem(channels, data.manifest.get("flux_unit"), of=model.name,
+                                     like_channels=model.channels, like_unit=model.flux_unit)
+    if problem:
+        raise DataError(f"{label}: {problem}; give a stamp in the model's bands and unit")
+    x = restretch(x, source=data.stretch, target=model.stretch)[0]
+    low, high = float(np.mean(x < -1.0 - CLIP_TOLERANCE)), float(np.mean(x > 1.0 + CLIP_TOLERANCE))
+    clipped = low + high
+    if clipped > CLIP_LIMIT:
+        unit = model.flux_unit
+        raise DataError(f"{label}: {clipped:.1%} of its pixels lie outside {model.name}'s value range "
+                        f"({low:.1%} fainter than its faintest and {high:.1%} brighter than its brightest training "
+                        f"values), more than the {CLIP_LIMIT:.0%} a fit can ignore; the stamp is not like the "
+                        f"model's data. Check that it is a sky-subtracted galaxy stamp"
+                        + (f" in {unit} (the model's unit)" if unit else "") + ", or choose another stamp")
+    warnings = _scale_warnings(data, index, label=label, model=model)
+    return ProjectionTarget(np.clip(x, -1.0, 1.0).astype(np.float32), clipped, label, tuple(notes), tuple(warnings))
 
 
-def target_from_file(path, *, model, crop: float = 1.0, index: int = 0) -> tuple[np.ndarray, float, list[str]]:
+def _image_label(data, index: int) -> str:
+    """An image's name in messages: its source file from the catalogue, else ``dataset #index``."""
+    cat = data.catalog
+    if cat is not None and "file" in cat.colnames:
+        return str(cat["file"][index])
+    return f"{data.name} #{index}"
+
+
+def _scale_warnings(data, index: int, *, label: str, model) -> list[str]:
+    """Warnings on the angular scale and size of a target (see :func:`target_from_dataset`)."""
+    out = []
+    res = model.resolution
+    cat = data.catalog
+    ratio = float(cat["source_pixels_per_pixel"][index]) if cat is not None and \
+        "source_pixels_per_pixel" in cat.colnames else None
+    side = None if ratio is None else math.sqrt(ratio) * res  # source pixels across, after the crop
+    scale, trained = data.manifest.get("pixel_scale_arcsec"), model.pixel_scale_arcsec
+    if scale and trained and abs(scale / trained - 1) > PIXEL_SCALE_TOLERANCE:
+        card = "" if side is None or round(side) == res else \
+            f" ({scale * res / side:.3g} arcsec in its header, resized from {side:.0f} to {res} px)"
+        out.append(f"{label}: pixels of {scale:.3g} arcsec as prepared{card}, but {model.name} was trained on "
+                   f"{trained:.3g} arcsec pixels, so a galaxy appears {trained / scale:.2g} times the size it would "
+                   "have in its training data; the fit may be poorer for it.")
+    if side is not None and side < MIN_SIDE_FRACTION * res:
+        out.append(f"{label}: {side:.0f} px across (after the centre crop), enlarged {res / side:.1f} times to "
+                   f"{model.name}'s {res} px; an image under half the model's size holds too little detail "
+                   "for its fine layers, so the fit of fine structure means little.")
+    return out
+
+
+def target_from_file(path, *, model, crop: float = 1.0, index: int = 0) -> ProjectionTarget:
     """Image ``index`` of a file (PNG, JPG, TIFF or FITS) or folder as a projection target.
 
     The file is prepared like any user data (:func:`galaxy_core.data.load_dataset`: centre
-    crop, resize to the model's resolution, its own stretch for flux data), then brought to the
-    model's stretch by :func:`target_from_dataset`. A FITS file of several images (an
-    ``(N, C, H, W)`` cube such as ``samples.fits``) gives its usable images in file order; a
-    blank one is left out, so ``index`` counts the usable images.
+    crop, resize to the model's resolution, its own stretch for flux data), then checked and
+    brought to the model's stretch by :func:`target_from_dataset`. A FITS file of several images
+    (an ``(N, C, H, W)`` cube such as ``samples.fits``) gives its usable images in file order; a
+    blank one is left out, so ``index`` counts the usable images. A grey PNG/JPG/TIFF (8 or 16
+    bits) serves a model of R, G, B images, copied into the three channels.
 
     Returns
     -------
-    (target, clipped, names)
-        The target as :func:`target_from_dataset` gives it, and the names of the usable images
+    ProjectionTarget
+        As :func:`target_from_dataset` gives it, with ``names``: the names of the usable images
         (``file`` or ``file#i``, ``i`` the image's place in the file), ``index`` into them.
 
     Raises
     ------
     DataError
-        Unreadable file, other bands or kind of data than the model's, or ``index`` out of range.
+        Unreadable file, ``index`` out of range, or a file :func:`target_from_dataset` refuses
+        (another kind of data, other bands by number or name, another pixel unit, out of the
+        model's value range).
     """
+    import dataclasses
+
     from galaxy_core.data import load_dataset
     from galaxy_core.errors import DataError
 
@@ -583,4 +695,4 @@ def target_from_file(path, *, model, crop: float = 1.0, index: int = 0) -> tuple
     cat = data.catalog
     names = [str(n) for n in cat["file"]] if cat is not None and "file" in cat.colnames else \
         [f"{data.name} #{i}" for i in range(len(data))]
-    return (*target_from_dataset(data, index, model=model), names)
+    return dataclasses.replace(target_from_dataset(data, index, model=model), names=tuple(names))
