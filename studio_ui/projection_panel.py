@@ -3,8 +3,11 @@
 Draws the target choice (a stamp of the checkpoint's training data, or an uploaded PNG/JPG/TIFF
 or FITS stamp), the settings, a progress bar with a live loss curve while
 :func:`galaxy_core.explore.projection.project` runs, and the result: target, reconstruction and
-residual side by side, the loss curve per term and the downloads. The result stays in the
-session (:data:`PROJ_KEY`) so the interpolation can start from it (:data:`USE_KEY`).
+residual side by side, the fit of the reconstruction shown (its pixel MSE and χ², measured on it),
+the loss curve per term and the downloads, among them the one that regenerates the reconstruction
+exactly (ws with the optimised noise maps). What the target's checks found (another pixel scale,
+an enlarged image, a grey image copied into R, G, B) is shown with the target and the result. The
+result stays in the session (:data:`PROJ_KEY`) so the interpolation can start from it (:data:`USE_KEY`).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import numpy as np
 import streamlit as st
 
 from galaxy_core.explore import evaluation as ev
-from galaxy_core.explore import projection
+from galaxy_core.explore import projection, style
 from galaxy_core.explore.export import npy_bytes, png_with_record
 from galaxy_core.io.render import make_grid, to_rgb
 from galaxy_core.metrics import plots
@@ -33,9 +36,9 @@ def projected(model: Pretrained) -> dict | None:
 
 
 @st.cache_data(max_entries=16, show_spinner="Preparing the uploaded stamp…")
-def _uploaded_target(data: bytes, name: str, model_key: tuple, index: int = 0) -> tuple[np.ndarray, float, list[str]]:
-    """Usable image ``index`` of an uploaded file as a target, its clipped fraction and the names
-    of the file's usable images (``samples.fits#2``: image 2 of the file)."""
+def _uploaded_target(data: bytes, name: str, model_key: tuple, index: int = 0) -> projection.ProjectionTarget:
+    """Usable image ``index`` of an uploaded file as a target, with the names of the file's usable
+    images (``samples.fits#2``: image 2 of the file)."""
     import tempfile
     from pathlib import Path
 
@@ -52,8 +55,9 @@ def _training_data_key(model: Pretrained) -> tuple:
     return state.data_key(**own)
 
 
-def target_ui(model: Pretrained) -> tuple[np.ndarray, str] | None:
-    """The real galaxy to project, in the model's range (C, H, W), and its label; None until chosen."""
+def target_ui(model: Pretrained) -> projection.ProjectionTarget | None:
+    """The real galaxy to project (its image in the model's range (C, H, W), label, notes and
+    warnings, which are shown here); None until chosen."""
     own = ev.training_data(model.meta)
     source = st.segmented_control("Real galaxy from", ["training", "upload"], default="training", key="le_pj_src",
                                   required=True, format_func={"training": f"Training data ({own['spec']})",
@@ -62,30 +66,41 @@ def target_ui(model: Pretrained) -> tuple[np.ndarray, str] | None:
         data = state.dataset(_training_data_key(model))
         index = int(st.number_input(f"Stamp number (0 – {len(data) - 1})", 0, len(data) - 1, 0, key="le_pj_index",
                                     help="The stamp of the data this checkpoint was trained on."))
-        target, clipped = projection.target_from_dataset(data, index, model=model)
-        label = f"{data.name} #{index}"
+        target = projection.target_from_dataset(data, index, model=model)
     else:
         kinds = ["fits", "fit", "fz"] if model.physical else ["png", "jpg", "jpeg", "tif", "tiff"]
-        f = st.file_uploader(f"A {'/'.join(model.channels)} stamp; centre-cropped and resized to {model.resolution} px",
-                             type=kinds, key="le_pj_upload",
+        unit = f" in {model.flux_unit}" if model.physical and model.flux_unit else ""
+        f = st.file_uploader(f"A {'/'.join(model.channels)} stamp{unit}; centre-cropped and resized to "
+                             f"{model.resolution} px", type=kinds, key="le_pj_upload",
                              help="Flux data (FITS) for a model trained on fluxes, an image file for one trained "
-                                  "on 8-bit images; the bands must be the model's.")
+                                  "on 8-bit images (a grey one is copied into R, G and B). Bands the file names "
+                                  "(BAND1..n cards, or a band in the file name) and its BUNIT must be the model's; "
+                                  f"more than {projection.CLIP_LIMIT:.0%} of its pixels outside the model's range "
+                                  "is refused.")
         if f is None:
             return None
-        target, clipped, names = _uploaded_target(f.getvalue(), f.name, state.model_cache_key(model))
-        label = names[0] if len(names) == 1 else f.name
-        if len(names) > 1:  # a FITS cube of several images (samples.fits): choose one
+        target = _uploaded_target(f.getvalue(), f.name, state.model_cache_key(model))
+        if len(target.names) > 1:  # a FITS cube of several images (samples.fits): choose one
+            names = target.names
             index = st.selectbox("Image in the file", range(len(names)), format_func=names.__getitem__,
                                  key="le_pj_upload_index",
                                  help="The file holds several images (an images × bands × height × width cube, as "
                                       "the sampler writes samples.fits); #i is the image's place in the file, and "
                                       "blank ones are left out.")
             if index:
-                target, clipped, _ = _uploaded_target(f.getvalue(), f.name, state.model_cache_key(model), index)
-            label = names[index]
-    if clipped > 0.001:
-        st.caption(f"{clipped:.1%} of the stamp's pixels lie outside the model's range and were clipped.")
-    return target, label
+                target = _uploaded_target(f.getvalue(), f.name, state.model_cache_key(model), index)
+    if target.clipped > 0.001:
+        st.caption(f"{target.clipped:.1%} of the stamp's pixels lie outside the model's range and were clipped.")
+    target_notes_ui(target.notes, target.warnings)
+    return target
+
+
+def target_notes_ui(notes, warnings) -> None:
+    """What was done to the target (info) and what may make its fit poor (warnings)."""
+    for note in notes:
+        st.info(note, icon=":material/info:")
+    for warning in warnings:
+        st.warning(warning, icon=":material/warning:")
 
 
 def projection_settings_ui(model: Pretrained) -> dict:
@@ -108,8 +123,9 @@ def projection_settings_ui(model: Pretrained) -> dict:
             "chi2_weight": CHI2_WEIGHT if chi2 else 0.0}
 
 
-def run_projection(model: Pretrained, target: np.ndarray, label: str, settings: dict) -> None:
+def run_projection(model: Pretrained, chosen: projection.ProjectionTarget, settings: dict) -> None:
     """Project with a progress bar and a live loss curve; keep the result in the session."""
+    target, label = chosen.image, chosen.label
     bar = st.progress(0.0, text="Starting the projection…")
     live = st.empty()
     totals: list[float] = []
@@ -127,22 +143,35 @@ def run_projection(model: Pretrained, target: np.ndarray, label: str, settings: 
                              extractor="galaxy" if settings["feature_weight"] > 0 else None, progress=progress)
     bar.empty()
     live.empty()
+    const = style.synthesize(model, res.ws[None])[0]  # what ws alone gives: the checkpoint's constant noise
     st.session_state[PROJ_KEY] = {"checkpoint_id": model.id, "label": f"projected {label}", "target_label": label,
-                                  "target": target, "space": res.space, "latent": res.latent, "ws": res.ws,
+                                  "target": target, "target_notes": chosen.notes, "target_warnings": chosen.warnings,
+                                  "space": res.space, "latent": res.latent, "ws": res.ws,
                                   "reconstruction": res.reconstruction, "residual": res.residual,
-                                  "losses": res.losses, "chi2": res.chi2, "settings": settings}
+                                  "losses": res.losses, "final": res.final, "chi2": res.chi2, "settings": settings,
+                                  "npz": projection.projection_npz(res, model=model),
+                                  "const_noise_change": float(np.abs(const - res.reconstruction).max())}
     st.session_state.pop(USE_KEY, None)  # a new galaxy: the user decides again
 
 
-def projection_result_ui(model: Pretrained, proj: dict) -> None:
+def projection_result_ui(model: Pretrained, proj: dict, *, current_label: str | None = None) -> None:
+    """The projection's result; its target's notes and warnings too when the target chosen now
+    (``current_label``, whose notes :func:`target_ui` shows) is another one."""
     target, recon, resid = proj["target"], proj["reconstruction"], proj["residual"]
     rgb = to_rgb(np.stack([target, recon]), model.channels)
     resid_rgb = widgets.residual_rgb(resid, span=RESIDUAL_SPAN)[None]
     scale = widgets.display_scale(model.resolution) * 2
+    name = f"{model.name}_projected_{proj['space'].replace('+', 'plus')}"
+    final = proj["final"]
     record = widgets.record_for(model, target=proj["target_label"], projection=proj["settings"],
-                                latent=np.asarray(proj["latent"]).tolist())
+                                latent=np.asarray(proj["latent"]).tolist(), pixel_mse=final["pixel"],
+                                chi2=proj["chi2"], target_notes=list(proj["target_notes"] + proj["target_warnings"]),
+                                noise_maps=f"optimised per-layer noise maps, not in this record: {name}.npz holds them "
+                                           "with ws (galaxy_core.explore.projection.render_projection); the latent "
+                                           "alone renders with the checkpoint's constant noise")
     pngs = [png_with_record(im, record, scale=scale) for im in (rgb[0], rgb[1], resid_rgb[0])]
-    last = proj["losses"][-1]
+    if proj["target_label"] != current_label:
+        target_notes_ui(proj["target_notes"], proj["target_warnings"])
     cols = st.columns(4)
     widgets.show_image(pngs[0], f"Target: {proj['target_label']}. {widgets.stretch_note(model)}", where=cols[0])
     widgets.show_image(pngs[1], f"Reconstruction in {proj['space']} (optimised noise maps); same display.",
@@ -150,11 +179,12 @@ def projection_result_ui(model: Pretrained, proj: dict) -> None:
     widgets.show_image(pngs[2], "Residual target − reconstruction, mean over bands in model range: mid-grey = 0, "
                        f"black −{RESIDUAL_SPAN:g}, white +{RESIDUAL_SPAN:g}.", where=cols[2])
     with cols[3]:
-        st.metric("Pixel MSE (model range)", f"{last['pixel']:.4g}", border=True)
+        st.metric("Pixel MSE (model range)", f"{final['pixel']:.4g}", border=True,
+                  help="mean((target − reconstruction)²) of the reconstruction shown, over bands and pixels.")
         if proj["chi2"] is not None:
             st.metric("Reduced χ² (flux units)", f"{proj['chi2']:.3g}", border=True,
-                      help="mean((f_target − f_model)² / σ²) with σ per band from the stamp's outer ring; "
-                           "about 1 when the residual is noise.")
+                      help="mean((f_target − f_model)² / σ²) of the reconstruction shown, with σ per band from the "
+                           "stamp's outer ring; about 1 when the residual is noise.")
     steps = range(1, len(proj["losses"]) + 1)
     series = {k: [r[k] for r in proj["losses"]] for k in ("total", "pixel", "feature")}
     if proj["settings"]["feature_weight"] == 0:
@@ -165,9 +195,10 @@ def projection_result_ui(model: Pretrained, proj: dict) -> None:
                                 log_y=True, height=280), key="le_pj_curve")
     st.caption("Total = pixel MSE + feature weight × (1 − encoder cosine)"
                + (" + χ² weight × χ²" if proj["settings"]["chi2_weight"] else "")
-               + ", measured at the noisy w of each step (noise on w decays over the first three quarters).")
-    name = f"{model.name}_projected_{proj['space'].replace('+', 'plus')}"
+               + ", measured at the noisy w of each step before its update (noise on w decays over the first "
+                 "three quarters); the figures beside the images are those of the reconstruction shown.")
     items = [
+        ("ws + noise maps (.npz): exact", proj["npz"], f"{name}.npz", "application/octet-stream"),
         (f"Latent {proj['space']} (.npy)", npy_bytes(np.asarray(proj["latent"])[None]), f"{name}.npy",
          "application/octet-stream"),
         ("Styles ws (.npy)", npy_bytes(np.asarray(proj["ws"])[None]), f"{name}_ws.npy", "application/octet-stream"),
@@ -178,6 +209,11 @@ def projection_result_ui(model: Pretrained, proj: dict) -> None:
     ]
     fits = widgets.fits_images_download(model, recon[None], file_name=f"{name}.fits")
     widgets.download_row(items + ([fits] if fits else []), key="le_pj_dl")
+    st.caption(f"Only **{name}.npz** regenerates the reconstruction exactly: it holds ws together with the "
+               "optimised noise maps and the checkpoint id "
+               "(`galaxy_core.explore.projection.render_projection(model, path)`). The latent and ws `.npy` "
+               "files alone re-render with the checkpoint's constant noise, which changes this reconstruction by "
+               f"up to {proj['const_noise_change']:.2g} in model range (fine texture).")
     st.button("Use as interpolation key", key="le_pj_use", icon=":material/linear_scale:", type="primary",
               on_click=lambda: st.session_state.__setitem__(USE_KEY, True),
               help="The interpolation above then starts at this galaxy (in w) and runs through its keys. The "
@@ -194,13 +230,13 @@ def projection_ui(model: Pretrained) -> None:
         if chosen is None:
             st.caption("Upload a stamp to project.")
             return
-        target, label = chosen
         if st.button("Project", key="le_pj_go", icon=":material/play_arrow:"):
-            run_projection(model, target, label, settings)
+            run_projection(model, chosen, settings)
         proj = projected(model)
         if proj is not None:
-            projection_result_ui(model, proj)
+            projection_result_ui(model, proj, current_label=chosen.label)
         else:
-            preview = png_with_record(to_rgb(target[None], model.channels)[0], widgets.record_for(model, target=label),
+            preview = png_with_record(to_rgb(chosen.image[None], model.channels)[0],
+                                      widgets.record_for(model, target=chosen.label),
                                       scale=2 * widgets.display_scale(model.resolution))
-            widgets.show_image(preview, f"Target: {label}. {widgets.stretch_note(model)}")
+            widgets.show_image(preview, f"Target: {chosen.label}. {widgets.stretch_note(model)}")

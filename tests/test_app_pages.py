@@ -504,16 +504,27 @@ def test_latent_explorer_projects_a_real_galaxy_and_starts_the_path_there(runs):
     curve = [c for c in curve if c["layout"]["title"]["text"] == "Projection loss"]
     assert len(curve) == 1 and len(curve[0]["data"][0]["y"]) == 5  # one point per step
     assert {"Pixel MSE (model range)", "Reduced χ² (flux units)"} <= set(labels(at.metric))
-    assert {"Latent w (.npy)", "Reconstruction (PNG)", "Fluxes (FITS)"} <= set(labels(at.get("download_button")))
+    assert {"ws + noise maps (.npz): exact", "Latent w (.npy)", "Reconstruction (PNG)",
+            "Fluxes (FITS)"} <= set(labels(at.get("download_button")))
+    # the figures shown are those of the reconstruction shown, and the .npz regenerates it
+    from galaxy_core.explore.projection import render_projection
+    from galaxy_core.models.pretrained import load_pretrained
+
+    proj = at.session_state["le_projection"]
+    mse = float(np.mean((proj["target"].astype(np.float64) - proj["reconstruction"]) ** 2))
+    (shown,) = [m.value for m in at.metric if m.label == "Pixel MSE (model range)"]
+    assert shown == f"{mse:.4g}"
+    model = load_pretrained(checkpoint)
+    np.testing.assert_allclose(render_projection(model, proj["npz"]), proj["reconstruction"], rtol=0, atol=1e-6)
+    assert any("npz** regenerates the reconstruction exactly" in c.value and "constant noise" in c.value
+               for c in at.caption)
     at.button(key="le_pj_use").click().run()
     assert_clean(at)
     assert image_captions(at)[0].startswith("lerp in w through projected sim #3, seed 1, seed 2, seed 3")
 
     # a FITS file of several images (the sampler's samples.fits) asks which one to project
     from galaxy_core.io.fits import write_fits_cube
-    from galaxy_core.models.pretrained import load_pretrained
 
-    model = load_pretrained(checkpoint)
     flux = model.to_flux(model.generate(model.latents(5, 3)))
     flux[1, 0] = 0.5  # image 1 has a blank band: left out, and the others keep their own numbers
     cube = write_fits_cube(runs / "samples.fits", flux, bands=model.channels)
@@ -530,6 +541,18 @@ def test_latent_explorer_projects_a_real_galaxy_and_starts_the_path_there(runs):
     assert_clean(at)
     assert not at.warning, [w.value for w in at.warning]
     assert any(c.startswith("Target: samples.fits#2") for c in image_captions(at)), image_captions(at)
+
+    # a stamp in other bands is refused, naming them; another pixel scale is a warning beside the target
+    def upload(name, path):
+        (u,) = [u for u in at.get("file_uploader") if u.key == "le_pj_upload"]
+        u.set_value([(name, path.read_bytes(), "application/fits")]).run()
+
+    upload("uzy.fits", write_fits_cube(runs / "uzy.fits", flux[0], bands=["u", "z", "y"], bunit="nanomaggy"))
+    assert not at.exception and any("uzy.fits: bands u, z, y, but" in e.value for e in at.error), at.error
+    upload("decals.fits", write_fits_cube(runs / "decals.fits", flux[0], bands=model.channels, bunit="nanomaggy",
+                                          pixel_scale_arcsec=0.262))
+    assert_clean(at)
+    assert [w.value for w in at.warning if w.value.startswith("decals.fits: pixels of 0.262 arcsec")], at.warning
 
 
 def test_latent_explorer_ganspace_acts_on_the_chosen_layers(runs):

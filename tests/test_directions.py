@@ -124,7 +124,7 @@ class _Model:
 
     def __init__(self, *, channels, resolution, physical, stretch):
         self.channels, self.resolution, self.physical, self.stretch = channels, resolution, physical, stretch
-        self.name = "m"
+        self.name, self.flux_unit, self.pixel_scale_arcsec = "m", None, None
 
 
 def test_uploaded_png_becomes_a_target_and_a_wrong_kind_is_refused(tmp_path):
@@ -134,9 +134,10 @@ def test_uploaded_png_becomes_a_target_and_a_wrong_kind_is_refused(tmp_path):
     rgb[16:32, 16:32] = (255, 128, 0)
     Image.fromarray(rgb).save(tmp_path / "gal.png")
     model8 = _Model(channels=["R", "G", "B"], resolution=32, physical=False, stretch=None)
-    target, clipped, names = projection.target_from_file(tmp_path, model=model8)
-    assert names == ["gal.png"]
-    assert target.shape == (3, 32, 32) and target.dtype == np.float32 and clipped == 0.0
+    found = projection.target_from_file(tmp_path, model=model8)
+    target = found.image
+    assert found.names == ("gal.png",) and found.label == "gal.png"
+    assert target.shape == (3, 32, 32) and target.dtype == np.float32 and found.clipped == 0.0
     assert target[0, 16, 16] == pytest.approx(1.0, abs=0.02) and target[2, 16, 16] == pytest.approx(-1.0, abs=0.02)
     assert target[:, 0, 0] == pytest.approx([-1.0] * 3)
     flux_model = _Model(channels=["R", "G", "B"], resolution=32, physical=True, stretch=None)

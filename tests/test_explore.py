@@ -321,6 +321,57 @@ def test_to_linear_and_restretch():
     assert restretch(x, source=a, target=a) is x
 
 
+def _fits_folder(folder, *, bands, bunit, n=2):
+    from galaxy_core.io.fits import write_fits_cube
+
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        flux = rng.normal(0, 0.05, (3, 32, 32)) + np.exp(-((np.mgrid[:32, :32] - 16.0) ** 2).sum(0) / 20.0)
+        write_fits_cube(folder / f"g{i}.fits", flux, bands=bands, bunit=bunit)
+    return folder
+
+
+@pytest.mark.parametrize("bands, bunit, problem", [
+    (["u", "z", "y"], "nanomaggy", r"bands u, z, y, but stylegan_sim64_gri has g, r, i"),
+    (["g", "r", "i"], "count", r"pixel unit 'count' \(BUNIT\), but stylegan_sim64_gri is in 'nanomaggy'"),
+])
+def test_data_in_other_named_bands_or_unit_is_not_compared_with_a_model(tmp_path, monkeypatch, bands, bunit,
+                                                                         problem):
+    from galaxy_core.data import load_dataset
+    from galaxy_core.errors import DataError
+    from galaxy_core.explore.evaluation import check_compatible
+    from galaxy_core.models.pretrained import load_pretrained
+    from galaxy_core.paths import checkpoints_dir
+
+    monkeypatch.setenv("GALAXYGAN_CACHE", str(tmp_path / "cache"))
+    model = load_pretrained(checkpoints_dir() / "stylegan_sim64_gri.json")
+    data = load_dataset(_fits_folder(tmp_path / "other", bands=bands, bunit=bunit), resolution=64, progress=False)
+    with pytest.raises(DataError, match=rf"other: {problem}; choose data"):
+        check_compatible(model, data)
+    same = load_dataset(_fits_folder(tmp_path / "same", bands=["g", "r", "i"], bunit="nmgy"), resolution=64,
+                        progress=False)
+    check_compatible(model, same)  # the model's bands and unit (nmgy = nanomaggy)
+    unnamed = load_dataset(_fits_folder(tmp_path / "unnamed", bands=["band1", "band2", "band3"], bunit=None),
+                           resolution=64, progress=False)
+    check_compatible(model, unnamed)  # names nothing: compared by number of bands only, as before
+
+
+def test_held_out_images_in_other_bands_than_the_training_data_are_refused(tmp_path, monkeypatch):
+    from galaxy_core.data import load_dataset
+    from galaxy_core.errors import DataError
+    from galaxy_core.explore.evaluation import open_held_out
+
+    monkeypatch.setenv("GALAXYGAN_CACHE", str(tmp_path / "cache"))
+    train = load_dataset(_fits_folder(tmp_path / "train", bands=["g", "r", "i"], bunit="nanomaggy"), resolution=32,
+                         progress=False)
+    held = _fits_folder(tmp_path / "held", bands=["u", "z", "y"], bunit="nanomaggy")
+    with pytest.raises(DataError, match=rf"{held}: bands u, z, y, but the training data train has g, r, i"):
+        open_held_out(held, train=train)
+    x, _ = open_held_out(_fits_folder(tmp_path / "held2", bands=["g", "r", "i"], bunit="nanomaggy"), train=train)
+    assert x.shape == (2, 3, 32, 32)
+
+
 def test_feature_distances_are_named_by_extractor_and_count():
     from galaxy_core.explore.evaluation import extract_features, feature_distances
 

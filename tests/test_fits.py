@@ -12,6 +12,7 @@ from galaxy_core.io.fits import (
     ORIGIN,
     band_from_token,
     group_band_files,
+    names_bands,
     pixel_scale_arcsec,
     fits_image_count,
     read_fits_image,
@@ -117,7 +118,11 @@ def test_result_pickles(tmp_path):
 
 def test_cube_without_names_gets_default_names(tmp_path):
     fits.PrimaryHDU(cube(2)).writeto(tmp_path / "c.fits")
-    assert read_fits_image(tmp_path / "c.fits").bands == ["band1", "band2"]
+    bands = read_fits_image(tmp_path / "c.fits").bands
+    assert bands == ["band1", "band2"] and not names_bands(bands)  # stand-ins, not names to compare
+    write_fits_cube(tmp_path / "n.fits", cube(2), bands=["g", "r"])
+    assert names_bands(read_fits_image(tmp_path / "n.fits").bands)
+    assert names_bands(["band2", "band1"])  # only the stand-ins in their own order are unnamed
 
 
 def test_one_band_per_hdu_skips_tables_masks_and_empty_primary(tmp_path):

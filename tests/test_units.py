@@ -11,6 +11,7 @@ from galaxy_core.io.units import (
     model_to_uint8,
     pixel_area_ratio,
     resample_flux,
+    same_unit,
     uint8_to_model,
 )
 
@@ -89,3 +90,18 @@ def test_out_of_range_model_values_are_clipped():
     np.testing.assert_array_equal(model_to_uint8(y), [0, 0, 0, 128, 255, 255, 255])
     h = model_to_float16(y)
     assert h.dtype == np.float16 and h.min() == -1 and h.max() == 1
+
+
+@pytest.mark.parametrize("a, b, same", [
+    ("nanomaggy", "nanomaggy", True),
+    ("nanomaggy", "nmgy", True),           # astropy's own name for it
+    ("nanomaggies", "nanomaggy", True),    # a plural astropy does not read
+    ("counts", "count", True),
+    ("count", "nanomaggy", False),
+    ("uJy", "nanomaggy", False),           # convertible (x 3.631) but other pixel values
+    ("electron/s", "count", False),
+    ("MyUnit", " myunit ", True),          # unreadable: compared as written, ignoring case
+    ("MyUnit", "nanomaggy", False),
+])
+def test_same_unit(a, b, same):
+    assert same_unit(a, b) is same and same_unit(b, a) is same

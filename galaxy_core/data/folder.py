@@ -59,7 +59,9 @@ log = logging.getLogger(__name__)
 
 PREPARE_VERSION = 4  # bump when preprocessing changes, so old caches are not reused
 # 2: resized FITS keep total flux (galaxy_core.io.units), symmetric centre crop; 3: blank images skipped;
-# 4: every image of an (N, C, H, W) FITS cube read (a file of samples as `galaxygan sample` writes it)
+# 4: every image of an (N, C, H, W) FITS cube read (a file of samples as `galaxygan sample` writes it).
+# Not bumped when the catalogue of 8-bit images gained source_pixels_per_pixel (the images are the same,
+# and a new key would refuse to resume every run on a folder); copies cached before lack that column.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 _GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 _SIXTEEN_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
@@ -105,7 +107,8 @@ def prepare_folder(
         8-bit images: uint8 ``(N, C, R, R)``, channels ``["R", "G", "B"]`` or ``["L"]`` when
         every image is grey, kind ``"image"``. FITS: float16 ``(N, C, R, R)`` in [-1, 1], the
         bands as channels, kind ``"physical"``, the stretch in the manifest. The catalogue holds
-        each image's source file.
+        each image's source file and ``source_pixels_per_pixel``, ``(side / resolution)**2`` of
+        the cropped square it was resized from (below 1: the image was enlarged).
 
     Raises
     ------
@@ -260,6 +263,7 @@ def _prepare_images(files, base, *, resolution, crop, progress, spill):
     out = _alloc((len(readable), len(channels), resolution, resolution), np.uint8,
                  spill=spill, name="images")
     names: list[str] = []
+    sides: list[int] = []  # side of each cropped square before the resize
     for f in track(readable, progress, desc="decoding images", unit="img"):
         try:
             with Image.open(f) as im:
@@ -272,8 +276,10 @@ def _prepare_images(files, base, *, resolution, crop, progress, spill):
             after = " after conversion to 8 bits" if modes[f] in _SIXTEEN_BIT_MODES | {"F"} else ""
             _skip(skipped, _rel(f, base), f"blank{after}: every pixel is ({value}), so it holds no galaxy")
             continue
-        out[len(names)] = resize(centre_crop(img, crop), resolution)
+        cropped = centre_crop(img, crop)
+        out[len(names)] = resize(cropped, resolution)
         names.append(_rel(f, base))
+        sides.append(cropped.shape[-1])
     extra = {
         "channels": channels,
         "preprocess": {"crop": float(crop), "resolution": int(resolution), "normalisation": None,
@@ -283,7 +289,8 @@ def _prepare_images(files, base, *, resolution, crop, progress, spill):
         "num_nan_replaced": 0,
         "clip_fraction": 0.0,
     }
-    return out[: len(names)], _file_catalog(names), extra
+    area = np.asarray([(side / resolution) ** 2 for side in sides], np.float64)
+    return out[: len(names)], _file_catalog(names, source_pixels_per_pixel=area), extra
 
 
 def image_to_uint8(im: Image.Image, *, channels: int) -> np.ndarray:

@@ -6,7 +6,8 @@ Each step is a plain function of arrays (so a caller can cache it) and the metri
 those functions:
 
 * :func:`training_data` / :func:`open_reference` find the data a checkpoint was trained on, or
-  open another dataset, and :func:`check_compatible` says clearly when they cannot be compared;
+  open another dataset, and :func:`check_compatible` says clearly when they cannot be compared
+  (other bands, by number or by name, or another pixel unit: :func:`bands_and_unit_problem`);
 * :func:`real_pair` (two disjoint real samples: one to compare with, one for the real-vs-real
   floor), :func:`real_sample` and :func:`generated_sample` draw the image sets in the model range;
 * :func:`to_linear` turns model-range images into flux (physical data, via the stored stretch)
@@ -139,13 +140,56 @@ def open_reference(spec: str | os.PathLike, *, resolution: int, crop: float = 1.
 
 
 def check_compatible(model: Pretrained, data: PreparedDataset) -> None:
-    """Raise :class:`DataError` when images of ``model`` and ``data`` cannot be compared."""
+    """Raise :class:`DataError` when images of ``model`` and ``data`` cannot be compared: another
+    number of bands, other band names or another pixel unit (:func:`bands_and_unit_problem`),
+    or another resolution."""
     if data.num_bands != len(model.channels):
         raise DataError(f"{data.name}: {data.num_bands} channel(s) {data.channels}, but {model.name} makes "
                         f"{len(model.channels)} ({', '.join(model.channels)}); choose data with the same bands")
+    problem = bands_and_unit_problem(data.channels, data.manifest.get("flux_unit"), of=model.name,
+                                     like_channels=model.channels, like_unit=model.flux_unit)
+    if problem:
+        raise DataError(f"{data.name}: {problem}; choose data with the model's bands and unit")
     if data.resolution != model.resolution:
         raise DataError(f"{data.name}: {data.resolution} px images, but {model.name} makes {model.resolution} px; "
                         "prepare the data at the model's resolution")
+
+
+def bands_and_unit_problem(channels, unit: str | None, *, of: str, like_channels, like_unit: str | None) -> str | None:
+    """Why images in bands ``channels`` with pixel unit ``unit`` are not in those of ``of``, or None.
+
+    Only what both sides say is compared: the band names when both name their bands (an
+    unnamed FITS file's bands are called ``band1 .. bandn``, :func:`galaxy_core.io.fits.names_bands`),
+    exactly and in order (SDSS ``r`` is not Johnson ``R``); the units (``BUNIT``, a card's
+    ``flux_unit``) when both record one (:func:`galaxy_core.io.units.same_unit`). The numbers
+    of bands are the caller's to check first.
+
+    Parameters
+    ----------
+    channels, like_channels : sequence of str
+        Band names of the images and of ``of``, in array order.
+    unit, like_unit : str or None
+        Their pixel units (None: not recorded).
+    of : str
+        What the images are compared with (a checkpoint's or a dataset's name), for the text.
+
+    Returns
+    -------
+    str or None
+        Sentence fragments naming both sides (``bands u, z, y, but m has g, r, i``), joined by
+        ``"; "`` when both the bands and the unit differ.
+    """
+    from galaxy_core.io.fits import names_bands
+    from galaxy_core.io.units import same_unit
+
+    channels, like_channels = [str(c) for c in channels], [str(c) for c in like_channels]
+    problems = []
+    if names_bands(channels) and names_bands(like_channels) and channels != like_channels:
+        order = " (the same bands in another order)" if sorted(channels) == sorted(like_channels) else ""
+        problems.append(f"bands {', '.join(channels)}{order}, but {of} has {', '.join(like_channels)}")
+    if unit and like_unit and not same_unit(unit, like_unit):
+        problems.append(f"pixel unit {unit!r} (BUNIT), but {of} is in {like_unit!r}")
+    return "; ".join(problems) or None
 
 
 def real_sample(data: PreparedDataset, n: int, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -342,7 +386,8 @@ def open_held_out(path: str | os.PathLike, *, train: PreparedDataset, crop: floa
     Raises
     ------
     DataError
-        The folder has no usable images, or other bands than the training data.
+        The folder has no usable images, or other bands (by number or name) or another pixel
+        unit than the training data.
     """
     held = load_dataset(path, resolution=train.resolution, crop=crop, progress=False)
     if held.num_bands != train.num_bands:
@@ -351,6 +396,11 @@ def open_held_out(path: str | os.PathLike, *, train: PreparedDataset, crop: floa
     if held.physical != train.physical:
         raise DataError(f"{path}: {'flux' if held.physical else '8-bit'} images, but the training data {train.name} "
                         f"is {'flux' if train.physical else '8-bit'} data; give held-out images of the same kind")
+    problem = bands_and_unit_problem(held.channels, held.manifest.get("flux_unit"),
+                                     of=f"the training data {train.name}", like_channels=train.channels,
+                                     like_unit=train.manifest.get("flux_unit"))
+    if problem:
+        raise DataError(f"{path}: {problem}; give held-out images in the same bands and unit")
     n = len(held) if max_images is None else min(len(held), max_images)
     x = restretch(held.to_model_range(slice(0, n)), source=held.stretch, target=train.stretch)
     return x, f"{n} real images from {path}, not trained on"

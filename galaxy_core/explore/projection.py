@@ -22,6 +22,18 @@ with ``sigma`` the per-band noise of the target (by default a robust estimate fr
 pixels, :func:`noise_sigma`). It weighs faint outskirts by their signal-to-noise rather than by
 their stretched brightness, and reads as the usual goodness of fit: about 1 when the residual is
 pure noise.
+
+The reconstruction is made with the optimised noise maps, so ``ws`` alone does not regenerate it
+(the checkpoint's constant noise gives other fine texture): :func:`projection_npz` stores ``ws``,
+the noise maps and the checkpoint id together and :func:`render_projection` renders them again,
+exactly. The figures of the fit (:attr:`ProjectionResult.final`) are measured on the returned
+reconstruction itself, not on the last optimisation step.
+
+Targets (:func:`target_from_dataset`, :func:`target_from_file`) are checked against the model:
+the kind of data, the number of bands, the band names and the pixel unit where the file names
+them, and the share of pixels outside the model's value range (at most :data:`CLIP_LIMIT`); what
+may still make a fit poor (another pixel scale, a small image enlarged) and what was done (a grey
+image copied into R, G and B) comes back with the target as text to show.
 """
 
 from __future__ import annotations
@@ -38,6 +50,13 @@ from galaxy_core.explore.style import generator_of, mapping
 
 ProgressFn = Callable[[int, int, float], None]
 BORDER_FRACTION = 0.125  # outer ring (1/8 of the side) used by noise_sigma
+CLIP_LIMIT = 0.05  # a target with more of its pixels outside the model's range is refused
+# a pixel beyond +-1 by no more than this (model range) counts as in range: a generated image's pixels
+# clamped at -1 come back from a FITS file at -1.0002 (float16 storage, two stretches); 8 bits step 0.0078
+CLIP_TOLERANCE = 0.005
+PIXEL_SCALE_TOLERANCE = 0.02  # relative difference of pixel scales that is warned about
+MIN_SIDE_FRACTION = 0.5  # a target enlarged from under this fraction of the model's side is warned about
+NPZ_FORMAT = "galaxygan-projection/1"  # the `format` entry of a projection_npz file
 
 
 @dataclass
@@ -58,12 +77,19 @@ class ProjectionResult:
     losses : list of dict
         Per step: ``pixel``, ``feature``, ``chi2`` (NaN when not computed), ``noise_reg`` and
         ``total`` (the weighted pixel, feature and chi^2 terms, measured at the noisy w of that
-        step, before its update).
+        step, before its update and before clamping): the optimisation's trace, not the fit of
+        the reconstruction.
     space : str
     chi2 : float or None
-        Reduced chi^2 of the final residual in flux units (None without an invertible stretch).
+        Reduced chi^2 of ``residual`` in flux units (None without an invertible stretch):
+        ``mean(((inverse(target) - inverse(reconstruction)) / sigma)^2)``.
     sigma : ndarray (C,) or None
         The per-band flux noise used for ``chi2`` (flux units).
+    final : dict
+        The terms of a ``losses`` record measured on ``reconstruction`` itself (final w without
+        the optimisation's w noise, the returned noise maps, clamped): ``pixel`` is
+        ``mean(residual**2)`` (float64), ``chi2`` equals :attr:`chi2` (NaN without one),
+        ``feature``, ``noise_reg`` and the weighted ``total``. What to report as the fit.
     """
 
     latent: np.ndarray
@@ -75,6 +101,12 @@ class ProjectionResult:
     space: str = "w"
     chi2: float | None = None
     sigma: np.ndarray | None = None
+    final: dict = field(default_factory=dict)
+
+    @property
+    def pixel_mse(self) -> float:
+        """Mean squared ``residual`` (model range) of the returned reconstruction."""
+        return float(self.final["pixel"])
 
 
 def noise_regularisation(noise: list[torch.Tensor]) -> torch.Tensor:
@@ -310,86 +342,350 @@ def project(model, target, *, space: str = "w", steps: int = 300, lr: float = 0.
         w_final = w_opt.detach()
         ws = w_final if space == "w+" else w_final[:, None, :].expand(-1, G.num_ws, -1)
         img = G.synthesis(ws, noise=noise).clamp(-1, 1)
-        chi2 = float(chi2_of(img)) if to_flux is not None else None
+        fl = float((1 - (feat(img) * tgt_feat).sum(1)).mean()) if feat is not None else 0.0
+        reg = float(noise_regularisation(noise)) if optimize_noise else 0.0
     recon = img[0].float().cpu().numpy()
+    target_np = tgt[0].float().cpu().numpy()
+    residual = target_np - recon
+    final = _final_terms(residual, target_np, recon, feature=fl, noise_reg=reg,
+                         stretch=stretch if stretch is not None else getattr(model, "stretch", None),
+                         sigma=None if to_flux is None else sig, weights=(pixel_weight, feature_weight, chi2_weight))
     return ProjectionResult(latent=w_final[0].float().cpu().numpy(), ws=ws[0].float().cpu().numpy(),
                             noise=[n.detach().float().cpu().numpy() for n in noise], reconstruction=recon,
-                            residual=tgt[0].float().cpu().numpy() - recon, losses=losses, space=space,
-                            chi2=chi2, sigma=None if to_flux is None else sig)
+                            residual=residual, losses=losses, space=space,
+                            chi2=None if to_flux is None else final["chi2"], sigma=None if to_flux is None else sig,
+                            final=final)
+
+
+def _final_terms(residual: np.ndarray, target: np.ndarray, recon: np.ndarray, *, feature: float, noise_reg: float,
+                 stretch: dict | None, sigma: np.ndarray | None, weights: tuple[float, float, float]) -> dict:
+    """The loss terms of the returned reconstruction, from the returned arrays (float64)."""
+    from galaxy_core.io.stretch import stretch_from_dict
+
+    pixel_weight, feature_weight, chi2_weight = weights
+    pixel = float(np.mean(np.square(residual, dtype=np.float64)))
+    chi2 = float("nan")
+    if sigma is not None:
+        st = stretch_from_dict(stretch)
+        chi2 = float(np.mean(((st.inverse(target) - st.inverse(recon)) / np.asarray(sigma).reshape(-1, 1, 1)) ** 2))
+    total = pixel_weight * pixel + feature_weight * feature + (chi2_weight * chi2 if chi2_weight > 0 else 0.0)
+    return {"total": total, "pixel": pixel, "feature": feature, "chi2": chi2, "noise_reg": noise_reg}
 
 
 def reconstruction_loss(result: ProjectionResult) -> float:
-    """Final weighted pixel + feature (+ chi^2) loss (what :func:`project` lowers, without the noise term)."""
-    return float(result.losses[-1]["total"]) if result.losses else float("nan")
+    """Weighted pixel + feature (+ chi^2) loss of the returned reconstruction (what :func:`project`
+    lowers, without the noise term), from :attr:`ProjectionResult.final`."""
+    return float(result.final["total"]) if result.final else float("nan")
+
+
+# ------------------------------------------------------------------------- saved projections
+
+
+def projection_npz(result: ProjectionResult, *, model) -> bytes:
+    """What regenerates a projection's reconstruction exactly, as ``.npz`` file contents.
+
+    ``ws`` alone re-renders with the checkpoint's constant noise, which differs from the
+    optimised noise maps the reconstruction was made with; this file holds both, with the
+    checkpoint they belong to. Read it back with :func:`read_projection_npz`, render it with
+    :func:`render_projection`.
+
+    Parameters
+    ----------
+    result : ProjectionResult
+    model : Pretrained or Generator
+        The StyleGAN the projection was made with (its ``id`` and ``name`` are recorded; a bare
+        generator has neither, and an empty id is then stored).
+
+    Returns
+    -------
+    bytes
+        An uncompressed ``.npz`` (no pickled objects) with the arrays ``ws`` float32
+        ``(num_ws, w_dim)``, ``latent`` (``(w_dim,)`` for w, ``(num_ws, w_dim)`` for w+),
+        ``noise_0 .. noise_{k-1}`` float32 ``(1, 1, r, r)`` (one per convolution layer, in the
+        order of ``noise_layers``), ``noise_layers`` (their layer names), and the strings
+        ``checkpoint_id``, ``checkpoint``, ``space`` and ``format`` (:data:`NPZ_FORMAT`).
+    """
+    import io
+
+    G = generator_of(model)
+    arrays = {"ws": np.asarray(result.ws, np.float32), "latent": np.asarray(result.latent, np.float32),
+              "noise_layers": np.asarray(G.synthesis.noise_layers, dtype=str),
+              "checkpoint_id": np.asarray(str(getattr(model, "id", "") or "")),
+              "checkpoint": np.asarray(str(getattr(model, "name", "") or "")),
+              "space": np.asarray(result.space), "format": np.asarray(NPZ_FORMAT)}
+    arrays.update({f"noise_{i}": np.asarray(n, np.float32) for i, n in enumerate(result.noise)})
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def read_projection_npz(source, *, name: str | None = None) -> dict:
+    """Read a file written by :func:`projection_npz`.
+
+    Parameters
+    ----------
+    source : bytes or path
+    name : str, optional
+        What to call the file in errors (default: the path, or ``projection.npz``).
+
+    Returns
+    -------
+    dict
+        ``ws`` float32 (num_ws, w_dim), ``latent``, ``noise`` (list of float32 (1, 1, r, r)),
+        ``noise_layers`` (list of str), ``checkpoint_id``, ``checkpoint``, ``space`` (str).
+
+    Raises
+    ------
+    DataError
+        Not an ``.npz`` file, one with pickled objects, or one without the arrays listed above.
+    """
+    import io
+    import zipfile
+
+    from galaxy_core.errors import DataError
+
+    if isinstance(source, (bytes, bytearray)):
+        name, handle = name or "projection.npz", io.BytesIO(source)
+    else:
+        name, handle = name or str(source), source
+    try:
+        with np.load(handle, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"{name}: not a projection file saved by the projection panel (an .npz of ws and noise "
+                        f"maps): {e}") from e
+    need = ["ws", "latent", "noise_layers", "checkpoint_id", "checkpoint", "space", "format"]
+    missing = [k for k in need if k not in arrays]
+    if missing or str(arrays["format"]) != NPZ_FORMAT:
+        what = f"it lacks {', '.join(missing)}" if missing else f"its format is {str(arrays['format'])!r}"
+        raise DataError(f"{name}: not a {NPZ_FORMAT} file ({what}); save the projection again with the "
+                        "panel's ws + noise maps download")
+    layers = [str(n) for n in arrays["noise_layers"]]
+    absent = [f"noise_{i}" for i in range(len(layers)) if f"noise_{i}" not in arrays]
+    if absent:
+        raise DataError(f"{name}: names {len(layers)} noise maps but {', '.join(absent)} are missing; the file "
+                        "is incomplete, save the projection again")
+    return {"ws": arrays["ws"].astype(np.float32), "latent": arrays["latent"].astype(np.float32),
+            "noise": [arrays[f"noise_{i}"].astype(np.float32) for i in range(len(layers))], "noise_layers": layers,
+            "checkpoint_id": str(arrays["checkpoint_id"]), "checkpoint": str(arrays["checkpoint"]),
+            "space": str(arrays["space"])}
+
+
+def render_projection(model, saved, *, name: str | None = None) -> np.ndarray:
+    """The reconstruction of a saved projection: its ``ws`` with its own noise maps.
+
+    Parameters
+    ----------
+    model : Pretrained or Generator
+        The checkpoint the projection was made with.
+    saved : dict, bytes or path
+        What :func:`read_projection_npz` returns, or a file for it to read.
+    name : str, optional
+        What to call the file in errors.
+
+    Returns
+    -------
+    ndarray (C, H, W) float32 in [-1, 1]
+        The same image as the projection's ``reconstruction`` (same device and software: to
+        float precision).
+
+    Raises
+    ------
+    DataError
+        The file was made with another checkpoint (both ids named), or its ws or noise maps do
+        not fit this generator.
+    """
+    from galaxy_core.errors import DataError
+
+    if not isinstance(saved, dict):
+        saved = read_projection_npz(saved, name=name)
+    name = name or "the projection file"
+    G = generator_of(model)
+    mine = str(getattr(model, "id", "") or "")
+    if saved["checkpoint_id"] and mine and saved["checkpoint_id"] != mine:
+        raise DataError(f"{name}: made with checkpoint {saved['checkpoint'] or '?'} (id {saved['checkpoint_id']}), "
+                        f"not {getattr(model, 'name', 'this one')} (id {mine}); open the checkpoint it was made with")
+    if tuple(saved["ws"].shape) != (G.num_ws, G.w_dim) or saved["noise_layers"] != list(G.synthesis.noise_layers):
+        raise DataError(f"{name}: ws {tuple(saved['ws'].shape)} and noise maps of layers {saved['noise_layers']} "
+                        f"do not fit this generator (ws ({G.num_ws}, {G.w_dim}), layers "
+                        f"{list(G.synthesis.noise_layers)})")
+    dev = G.synthesis.const.device
+    want = [tuple(G.synthesis.get_submodule(n).noise_const.shape) for n in G.synthesis.noise_layers]
+    if [tuple(n.shape) for n in saved["noise"]] != want:
+        raise DataError(f"{name}: noise maps of shapes {[tuple(n.shape) for n in saved['noise']]}, but this "
+                        f"generator's are {want}")
+    with torch.no_grad():
+        img = G.synthesis(torch.from_numpy(saved["ws"])[None].to(dev),
+                          noise=[torch.from_numpy(n).to(dev) for n in saved["noise"]]).clamp(-1, 1)
+    return img[0].float().cpu().numpy()
 
 
 # ---------------------------------------------------------------------------------- targets
 
 
-def target_from_dataset(data, index: int, *, model) -> tuple[np.ndarray, float]:
+@dataclass(frozen=True)
+class ProjectionTarget:
+    """A real galaxy ready for :func:`project`, and what a user should know about it.
+
+    Attributes
+    ----------
+    image : ndarray (C, H, W) float32 in [-1, 1]
+        In the model's bands, stretch and size; clipped to the model's range.
+    clipped : float
+        Fraction of the pixels that were outside [-1, 1] by more than :data:`CLIP_TOLERANCE` before
+        clipping (at most :data:`CLIP_LIMIT`).
+    label : str
+        The image's name: its file (``file#i`` for image i of a multi-image FITS cube) or
+        ``dataset #index``.
+    notes : tuple of str
+        What was done to the image beyond the usual preparation (a grey image copied into R, G, B).
+    warnings : tuple of str
+        What may make the fit poor though the image is usable (another pixel scale than the
+        model's training data, a small image enlarged).
+    names : tuple of str
+        For :func:`target_from_file`: the names of the file's usable images (``index`` counts
+        them); empty for a dataset stamp.
+    """
+
+    image: np.ndarray
+    clipped: float
+    label: str
+    notes: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    names: tuple[str, ...] = ()
+
+
+def target_from_dataset(data, index: int, *, model) -> ProjectionTarget:
     """One stamp of a prepared dataset as a projection target in ``model``'s range.
 
     Parameters
     ----------
     data : PreparedDataset
-        Same bands and resolution as the model (its training data, say).
+        Same kind of data (flux or 8-bit), bands and resolution as the model (its training data,
+        say). A grey 8-bit dataset serves a model of R, G, B images: the grey values are copied
+        into the three channels (a note says so).
     index : int
         Stamp number, 0 <= index < len(data).
     model : Pretrained
-        The StyleGAN checkpoint (its ``stretch``, ``channels``, ``resolution`` and ``physical``).
+        The StyleGAN checkpoint (its ``name``, ``stretch``, ``channels``, ``resolution``,
+        ``physical``, ``flux_unit`` and ``pixel_scale_arcsec``).
 
     Returns
     -------
-    target : ndarray (C, H, W) float32 in [-1, 1]
-        Expressed in the model's stretch (a no-op for its own training data) and clipped.
-    clipped : float
-        Fraction of pixels that were outside [-1, 1] before clipping.
+    ProjectionTarget
+        The stamp expressed in the model's stretch (a no-op for its own training data) and
+        clipped, with warnings when its pixel scale (arcsec/pixel after the crop and resize)
+        differs from the model's training data by more than :data:`PIXEL_SCALE_TOLERANCE`, or
+        when it was enlarged from under :data:`MIN_SIDE_FRACTION` of the model's side.
 
     Raises
     ------
     DataError
-        Other bands, size or kind of data (flux vs 8-bit) than the model's.
+        Naming the image: another kind of data or size than the model's; another number of
+        bands; band names that differ from the model's where both name them; a pixel unit
+        (``BUNIT``) that differs from the model's where both record one
+        (:func:`galaxy_core.explore.evaluation.bands_and_unit_problem`); more than
+        :data:`CLIP_LIMIT` of its pixels outside the model's value range.
     IndexError
         ``index`` out of range.
     """
     from galaxy_core.errors import DataError
-    from galaxy_core.explore.evaluation import restretch
+    from galaxy_core.explore.evaluation import bands_and_unit_problem, restretch
 
     if not 0 <= index < len(data):
         raise IndexError(f"{data.name} has {len(data)} images; stamp {index} does not exist")
-    if data.num_bands != len(model.channels) or data.resolution != model.resolution:
-        raise DataError(f"{data.name}: {data.num_bands}-band {data.resolution} px images ({', '.join(data.channels)}), "
-                        f"but {model.name} makes {len(model.channels)}-band {model.resolution} px images "
-                        f"({', '.join(model.channels)}); give a stamp with the model's bands")
+    label = _image_label(data, index)
+    if data.resolution != model.resolution:
+        raise DataError(f"{label}: prepared at {data.resolution} px, but {model.name} makes {model.resolution} px "
+                        "images; prepare it at the model's resolution")
     if data.physical != model.physical:
         want = "a FITS stamp in flux units" if model.physical else "a PNG or JPG image"
-        raise DataError(f"{data.name}: {'flux' if data.physical else '8-bit'} data, but {model.name} was trained on "
+        raise DataError(f"{label}: {'flux' if data.physical else '8-bit'} data, but {model.name} was trained on "
                         f"{'flux' if model.physical else '8-bit'} data; give {want}")
-    x = restretch(data.to_model_range(np.array([index])), source=data.stretch, target=model.stretch)[0]
-    clipped = float(np.mean(np.abs(x) > 1.0))
-    return np.clip(x, -1.0, 1.0).astype(np.float32), clipped
+    x = data.to_model_range(np.array([index]))  # (1, C, H, W)
+    channels, notes = list(data.channels), []
+    if not data.physical and channels == ["L"] and len(model.channels) == 3:
+        x, channels = np.repeat(x, 3, axis=1), list(model.channels)
+        notes.append(f"{label} is a grey (one-channel) image; its values were copied into "
+                     f"{', '.join(model.channels)} for {model.name}, which makes colour images, so the fit "
+                     "cannot use colour and the reconstruction's colour is the model's guess.")
+    if len(channels) != len(model.channels):
+        raise DataError(f"{label}: {len(channels)}-band images ({', '.join(channels)}), but {model.name} makes "
+                        f"{len(model.channels)}-band images ({', '.join(model.channels)}); give a stamp with the "
+                        "model's bands")
+    problem = bands_and_unit_problem(channels, data.manifest.get("flux_unit"), of=model.name,
+                                     like_channels=model.channels, like_unit=model.flux_unit)
+    if problem:
+        raise DataError(f"{label}: {problem}; give a stamp in the model's bands and unit")
+    x = restretch(x, source=data.stretch, target=model.stretch)[0]
+    low, high = float(np.mean(x < -1.0 - CLIP_TOLERANCE)), float(np.mean(x > 1.0 + CLIP_TOLERANCE))
+    clipped = low + high
+    if clipped > CLIP_LIMIT:
+        unit = model.flux_unit
+        raise DataError(f"{label}: {clipped:.1%} of its pixels lie outside {model.name}'s value range "
+                        f"({low:.1%} fainter than its faintest and {high:.1%} brighter than its brightest training "
+                        f"values), more than the {CLIP_LIMIT:.0%} a fit can ignore; the stamp is not like the "
+                        f"model's data. Check that it is a sky-subtracted galaxy stamp"
+                        + (f" in {unit} (the model's unit)" if unit else "") + ", or choose another stamp")
+    warnings = _scale_warnings(data, index, label=label, model=model)
+    return ProjectionTarget(np.clip(x, -1.0, 1.0).astype(np.float32), clipped, label, tuple(notes), tuple(warnings))
 
 
-def target_from_file(path, *, model, crop: float = 1.0, index: int = 0) -> tuple[np.ndarray, float, list[str]]:
+def _image_label(data, index: int) -> str:
+    """An image's name in messages: its source file from the catalogue, else ``dataset #index``."""
+    cat = data.catalog
+    if cat is not None and "file" in cat.colnames:
+        return str(cat["file"][index])
+    return f"{data.name} #{index}"
+
+
+def _scale_warnings(data, index: int, *, label: str, model) -> list[str]:
+    """Warnings on the angular scale and size of a target (see :func:`target_from_dataset`)."""
+    out = []
+    res = model.resolution
+    cat = data.catalog
+    ratio = float(cat["source_pixels_per_pixel"][index]) if cat is not None and \
+        "source_pixels_per_pixel" in cat.colnames else None
+    side = None if ratio is None else math.sqrt(ratio) * res  # source pixels across, after the crop
+    scale, trained = data.manifest.get("pixel_scale_arcsec"), model.pixel_scale_arcsec
+    if scale and trained and abs(scale / trained - 1) > PIXEL_SCALE_TOLERANCE:
+        card = "" if side is None or round(side) == res else \
+            f" ({scale * res / side:.3g} arcsec in its header, resized from {side:.0f} to {res} px)"
+        out.append(f"{label}: pixels of {scale:.3g} arcsec as prepared{card}, but {model.name} was trained on "
+                   f"{trained:.3g} arcsec pixels, so a galaxy appears {trained / scale:.2g} times the size it would "
+                   "have in its training data; the fit may be poorer for it.")
+    if side is not None and side < MIN_SIDE_FRACTION * res:
+        out.append(f"{label}: {side:.0f} px across (after the centre crop), enlarged {res / side:.1f} times to "
+                   f"{model.name}'s {res} px; an image under half the model's size holds too little detail "
+                   "for its fine layers, so the fit of fine structure means little.")
+    return out
+
+
+def target_from_file(path, *, model, crop: float = 1.0, index: int = 0) -> ProjectionTarget:
     """Image ``index`` of a file (PNG, JPG, TIFF or FITS) or folder as a projection target.
 
     The file is prepared like any user data (:func:`galaxy_core.data.load_dataset`: centre
-    crop, resize to the model's resolution, its own stretch for flux data), then brought to the
-    model's stretch by :func:`target_from_dataset`. A FITS file of several images (an
-    ``(N, C, H, W)`` cube such as ``samples.fits``) gives its usable images in file order; a
-    blank one is left out, so ``index`` counts the usable images.
+    crop, resize to the model's resolution, its own stretch for flux data), then checked and
+    brought to the model's stretch by :func:`target_from_dataset`. A FITS file of several images
+    (an ``(N, C, H, W)`` cube such as ``samples.fits``) gives its usable images in file order; a
+    blank one is left out, so ``index`` counts the usable images. A grey PNG/JPG/TIFF (8 or 16
+    bits) serves a model of R, G, B images, copied into the three channels.
 
     Returns
     -------
-    (target, clipped, names)
-        The target as :func:`target_from_dataset` gives it, and the names of the usable images
+    ProjectionTarget
+        As :func:`target_from_dataset` gives it, with ``names``: the names of the usable images
         (``file`` or ``file#i``, ``i`` the image's place in the file), ``index`` into them.
 
     Raises
     ------
     DataError
-        Unreadable file, other bands or kind of data than the model's, or ``index`` out of range.
+        Unreadable file, ``index`` out of range, or a file :func:`target_from_dataset` refuses
+        (another kind of data, other bands by number or name, another pixel unit, out of the
+        model's value range).
     """
+    import dataclasses
+
     from galaxy_core.data import load_dataset
     from galaxy_core.errors import DataError
 
@@ -399,4 +695,4 @@ def target_from_file(path, *, model, crop: float = 1.0, index: int = 0) -> tuple
     cat = data.catalog
     names = [str(n) for n in cat["file"]] if cat is not None and "file" in cat.colnames else \
         [f"{data.name} #{i}" for i in range(len(data))]
-    return (*target_from_dataset(data, index, model=model), names)
+    return dataclasses.replace(target_from_dataset(data, index, model=model), names=tuple(names))

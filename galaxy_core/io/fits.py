@@ -396,7 +396,18 @@ def _cube_band_names(header: fits.Header, n: int) -> list[str]:
 def _unique_or_default(names: Sequence[str | None]) -> list[str]:
     if all(names) and len(set(names)) == len(names):
         return list(names)
-    return [f"band{i + 1}" for i in range(len(names))]
+    return default_band_names(len(names))
+
+
+def default_band_names(n: int) -> list[str]:
+    """The names given to the ``n`` bands of a file that does not name them: ``band1 .. bandn``."""
+    return [f"band{i + 1}" for i in range(n)]
+
+
+def names_bands(bands: Sequence[str]) -> bool:
+    """Whether ``bands`` are names a file (or a model card) gave, not :func:`default_band_names`
+    stand-ins; only named bands can be compared by name."""
+    return list(bands) != default_band_names(len(bands))
 
 
 def _replace_non_finite(data: np.ndarray, bands: Sequence[str], path) -> list[int]:

@@ -20,6 +20,12 @@ Model range
 8-bit images (0..255) map to the models' [-1, 1] by ``x / 127.5 - 1`` and back by rounding
 ``(y + 1) * 127.5`` and clipping to 0..255 (:func:`uint8_to_model`, :func:`model_to_uint8`).
 Physical data uses the invertible stretches of :mod:`galaxy_core.io.stretch` instead.
+
+Pixel units
+-----------
+A FITS file's ``BUNIT`` and a model card's ``flux_unit`` are compared by :func:`same_unit`, as
+astropy reads them, so ``nanomaggy`` and ``nmgy`` are one unit while ``count`` and
+``nanomaggy`` are two.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ __all__ = [
     "model_to_uint8",
     "pixel_area_ratio",
     "resample_flux",
+    "same_unit",
     "uint8_to_model",
 ]
 
@@ -118,6 +125,48 @@ def _axis_operator(n: int, size: int, anti_aliasing: bool) -> np.ndarray:
     op = resize(np.eye(n), (size, n), order=1, mode="reflect", anti_aliasing=anti_aliasing, preserve_range=True)
     op.setflags(write=False)
     return op
+
+
+# --------------------------------------------------------------------------- pixel units
+
+
+def same_unit(a: str, b: str) -> bool:
+    """Whether two unit strings (``BUNIT`` cards, a card's ``flux_unit``) name the same unit.
+
+    Both are read with :mod:`astropy.units`, after a plural is made singular where astropy
+    knows only the singular (``counts`` -> ``count``, ``nanomaggies`` -> ``nanomaggy``); units
+    equal as astropy compares them (``nanomaggy`` and ``nmgy``) are the same, and units that
+    merely convert into each other (``nanomaggy`` and ``uJy``, a factor 3.631) are not, because
+    their pixel values differ. Strings astropy cannot read are compared as written, ignoring case
+    and surrounding spaces.
+
+    Parameters
+    ----------
+    a, b : str
+
+    Returns
+    -------
+    bool
+    """
+    ua, ub = _read_unit(a), _read_unit(b)
+    if ua is not None and ub is not None:
+        return ua == ub
+    return str(a).strip().lower() == str(b).strip().lower()
+
+
+def _read_unit(text: str):
+    """An astropy unit for ``text`` (trying its singular), or None when astropy cannot read it."""
+    import astropy.units as u
+
+    text = str(text).strip()
+    singular = text[:-3] + "y" if text.endswith("ies") else text[:-1] if text.endswith("s") else None
+    for t in (text, singular):
+        if t is None:
+            continue
+        unit = u.Unit(t, parse_strict="silent")
+        if not isinstance(unit, u.UnrecognizedUnit):
+            return unit
+    return None
 
 
 # --------------------------------------------------------------------------- ranges

@@ -205,6 +205,13 @@ class Pretrained:
             return FLUX_UNIT
         return None
 
+    @property
+    def pixel_scale_arcsec(self) -> float | None:
+        """Pixel scale of the training images as the model saw them (arcsec/pixel, after their
+        crop and resize), or None where the training data did not say."""
+        value = self._card_data.get("pixel_scale_arcsec")
+        return float(value) if isinstance(value, (int, float)) and value > 0 else None
+
     def to_flux(self, x: np.ndarray) -> np.ndarray:
         """Model-range images back to flux with the stored stretch (physical data only)."""
         st = stretch_from_dict(self.stretch)
