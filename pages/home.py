@@ -259,11 +259,11 @@ def samples_ui(model: Pretrained) -> None:
     rgb = state.render(model, z)
     scale = widgets.display_scale(model.resolution)
     labels = np.arange(n, dtype=np.int64) % model.num_classes if model.num_classes else None
-    record = widgets.record_for(model, seed=seed, count=n, note="image i comes from latents(seed, n)[i]",
-                                **({} if labels is None else {
-                                    "labels": labels.tolist(),
-                                    "labels_rule": f"image i has class label i % {model.num_classes} "
-                                                   f"({', '.join(f'{i} {c}' for i, c in enumerate(model.class_names))})"}))
+    classes = {}
+    if labels is not None:
+        names = ", ".join(f"{i} {c}" for i, c in enumerate(model.class_names))
+        classes = {"labels": labels.tolist(), "labels_rule": f"image i has class label i % {model.num_classes} ({names})"}
+    record = widgets.record_for(model, seed=seed, count=n, note="image i comes from latents(seed, n)[i]", **classes)
     grid = widgets.grid_png(rgb, record, scale=scale)
     classes = ("" if labels is None else
                f" Conditional model: the images take the class labels in turn, "

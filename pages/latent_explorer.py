@@ -178,7 +178,8 @@ def interpolation_ui(model: Pretrained, label: int | None = None) -> None:
         if model.refs:  # a chained model: each stage's strip side by side
             with left:
                 stage_png = widgets.stage_images_ui(state.render_stages(model, z, _labels(label, len(z))), record,
-                                                    resolution=model.resolution, ncols=min(len(z), 8), what=f" · {what}")
+                                                    resolution=model.resolution, ncols=min(len(z), 8),
+                                                    what=f" · {what}")
         else:
             stage_png = {}
             widgets.show_image(files["strip"], f"{what} (read left to right, top to bottom). "

@@ -17,7 +17,7 @@ import streamlit as st
 
 from galaxy_core.explore import evaluation as ev
 from galaxy_core.explore import projection, style
-from galaxy_core.explore.export import npy_bytes, png_with_record
+from galaxy_core.explore.export import npy_bytes, png_with_record, space_npz_bytes
 from galaxy_core.io.render import make_grid, to_rgb
 from galaxy_core.metrics import plots
 from galaxy_core.models.pretrained import Pretrained
@@ -199,8 +199,11 @@ def projection_result_ui(model: Pretrained, proj: dict, *, current_label: str | 
                  "three quarters); the figures beside the images are those of the reconstruction shown.")
     items = [
         ("ws + noise maps (.npz): exact", proj["npz"], f"{name}.npz", "application/octet-stream"),
-        (f"Latent {proj['space']} (.npy)", npy_bytes(np.asarray(proj["latent"])[None]), f"{name}.npy",
-         "application/octet-stream"),
+        (f"Latent {proj['space']} (.npz)",  # never a bare .npy: a w would pass for a z of the same size
+         space_npz_bytes(f"projected latent {proj['space']}", **{proj["space"].replace("+", "_plus"):
+                                                                  np.asarray(proj["latent"])[None]},
+                         checkpoint_id=np.array(model.id)),
+         f"{name}_{proj['space'].replace('+', '_plus')}.npz", "application/octet-stream"),
         ("Styles ws (.npy)", npy_bytes(np.asarray(proj["ws"])[None]), f"{name}_ws.npy", "application/octet-stream"),
         ("Reconstruction (PNG)", pngs[1], f"{name}.png", "image/png"),
         ("Target | reconstruction | residual (PNG)",
@@ -211,8 +214,8 @@ def projection_result_ui(model: Pretrained, proj: dict, *, current_label: str | 
     widgets.download_row(items + ([fits] if fits else []), key="le_pj_dl")
     st.caption(f"Only **{name}.npz** regenerates the reconstruction exactly: it holds ws together with the "
                "optimised noise maps and the checkpoint id "
-               "(`galaxy_core.explore.projection.render_projection(model, path)`). The latent and ws `.npy` "
-               "files alone re-render with the checkpoint's constant noise, which changes this reconstruction by "
+               "(`galaxy_core.explore.projection.render_projection(model, path)`). The latent `.npz` and the "
+               "ws `.npy` files alone re-render with the checkpoint's constant noise, which changes this reconstruction by "
                f"up to {proj['const_noise_change']:.2g} in model range (fine texture).")
     st.button("Use as interpolation key", key="le_pj_use", icon=":material/linear_scale:", type="primary",
               on_click=lambda: st.session_state.__setitem__(USE_KEY, True),

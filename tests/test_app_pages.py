@@ -504,7 +504,7 @@ def test_latent_explorer_projects_a_real_galaxy_and_starts_the_path_there(runs):
     curve = [c for c in curve if c["layout"]["title"]["text"] == "Projection loss"]
     assert len(curve) == 1 and len(curve[0]["data"][0]["y"]) == 5  # one point per step
     assert {"Pixel MSE (model range)", "Reduced χ² (flux units)"} <= set(labels(at.metric))
-    assert {"ws + noise maps (.npz): exact", "Latent w (.npy)", "Reconstruction (PNG)",
+    assert {"ws + noise maps (.npz): exact", "Latent w (.npz)", "Reconstruction (PNG)",
             "Fluxes (FITS)"} <= set(labels(at.get("download_button")))
     # the figures shown are those of the reconstruction shown, and the .npz regenerates it
     from galaxy_core.explore.projection import render_projection
