@@ -217,6 +217,69 @@ def test_fine_tune_with_frozen_layers_keeps_them_bit_identical(tmp_path):
     assert len(changed) == len(trainable) > 0
 
 
+def test_recalibration_re_estimates_the_batch_norms_of_frozen_layers():
+    from galaxy_core.models.bnstats import recalibrate
+    from galaxy_core.train.finetune import freeze
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    net[0].bias.data = torch.tensor([2.0, -1.0, 0.5])
+    freeze(net, ["0.weight", "0.bias", "1.weight", "1.bias", "1.running_mean", "1.running_var",
+                 "1.num_batches_tracked"])
+    x = torch.randn(64, 4)
+    with torch.no_grad():
+        pre = net[0](x)
+    net.train()
+    net(x)
+    assert not net[1].training and int(net[1].num_batches_tracked) == 0  # pinned in eval mode while fine-tuning
+    recalibrate(net, [x])
+    torch.testing.assert_close(net[1].running_mean, pre.mean(0))
+    torch.testing.assert_close(net[1].running_var, pre.var(0))
+    net(x + 1)
+    assert net.training and not net[1].training  # still pinned once recalibrated
+    torch.testing.assert_close(net[1].running_mean, pre.mean(0))
+
+
+def test_ema_copy_of_a_frozen_generator_follows_train_and_eval():
+    from galaxy_core.train.ema import make_ema
+    from galaxy_core.train.finetune import freeze
+
+    G = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3), torch.nn.Linear(3, 2))
+    freeze(G, ["0.weight", "0.bias", "1.weight", "1.bias", "1.running_mean", "1.running_var",
+               "1.num_batches_tracked"])
+    G_ema = make_ema(G)
+    assert not G_ema.training and not any(p.requires_grad for p in G_ema.parameters())
+    G_ema.train()
+    G_ema(torch.randn(8, 4))
+    assert G_ema[1].training and int(G_ema[1].num_batches_tracked) == 1
+    G.train()
+    G(torch.randn(8, 4))
+    assert not G[1].training  # the trained network keeps its frozen layer in eval mode
+
+
+def test_fine_tune_with_frozen_batch_norms_samples_as_without_freezing(tmp_path):
+    # At a learning rate of 1e-12 the fine-tuned weights are the source's whatever is frozen, so
+    # the EMA copy's re-estimated batch-norm statistics, its samples and checkpoint are the same.
+    src = ROOT / "checkpoints" / "fastgan_hdf32.json"
+    out = {}
+    for k in (0, 2):
+        sets = SMALL + ["model.arch=\"fastgan\"", "model.width=8", "model.z_dim=256", "train.steps=1",
+                        f"train.freeze_g={k}", "train.lr_g=1e-12", "train.lr_d=1e-12"]
+        train(load_config(None, sets), tmp_path / f"freeze{k}", init_from=str(src), progress=False)
+        out[k], meta = load_checkpoint(tmp_path / f"freeze{k}" / "checkpoints" / "last.json")
+        assert meta["engine"]["frozen"] == ({"G": 12} if k else {})
+    stats = [key for key in out[0] if key.startswith("G_ema.") and key.endswith(("running_mean", "running_var"))]
+    assert len(stats) == 8
+    for key in stats:
+        torch.testing.assert_close(out[2][key], out[0][key], rtol=1e-4, atol=1e-5)
+        assert not torch.equal(out[2][key], torch.zeros_like(out[2][key])), key
+        assert not torch.equal(out[2][key], torch.ones_like(out[2][key])), key
+    for step in (0, 1):
+        a = np.asarray(Image.open(tmp_path / "freeze0" / "samples" / f"step_{step:07d}.png"), np.int16)
+        b = np.asarray(Image.open(tmp_path / "freeze2" / "samples" / f"step_{step:07d}.png"), np.int16)
+        assert np.abs(a - b).max() <= 1, step
+
+
 def _tiny_folder(tmp_path, n=6):
     from galaxy_core.data import load_dataset
 

@@ -6,7 +6,9 @@ g/r/i FITS), reporting both lists. Freezing the first K generator layers or bloc
 galaxy thesis froze 0-5 layers when moving from simulated to real galaxies) and the first K
 discriminator blocks (FreezeD, Mo et al. 2020) keeps those tensors bit-identical: their
 parameters get no gradient, are left out of the optimiser, and their normalisation layers stay
-in eval mode so running statistics do not move.
+in eval mode so running statistics do not move. The EMA copy of a generator is not pinned so:
+where a family re-estimates its sampling copy's batch-norm statistics
+(:mod:`galaxy_core.models.bnstats`), those of the frozen layers are re-estimated too.
 """
 
 from __future__ import annotations
@@ -76,6 +78,15 @@ def freeze(net: nn.Module, names: list[str]) -> None:
         if own and all(b in names for b in own):
             m.eval()
             m.register_forward_pre_hook(_stay_in_eval)  # even when the network is put in train mode
+
+
+def unpin_eval(net: nn.Module) -> None:
+    """Remove what :func:`freeze` added to keep modules in eval mode, from ``net`` and every
+    submodule (a copy of a frozen network, e.g. its EMA copy, that must follow ``train()`` and
+    ``eval()`` like any network). Gradients are left as they are."""
+    for m in net.modules():
+        for key in [k for k, hook in m._forward_pre_hooks.items() if hook is _stay_in_eval]:
+            del m._forward_pre_hooks[key]
 
 
 def _stay_in_eval(module: nn.Module, inputs) -> None:
