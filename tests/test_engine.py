@@ -280,6 +280,61 @@ def test_fine_tune_with_frozen_batch_norms_samples_as_without_freezing(tmp_path)
         assert np.abs(a - b).max() <= 1, step
 
 
+# One tiny configuration per built-in family, every phase due at step 0 (StyleGAN's lazy R1 and
+# path-length phases included).
+FAMILY_STEPS = {
+    "dcgan": ("dcgan_hdf32.toml", ["model.width=8"]),
+    "positions": ("positions_hdf_cond.toml", ["model.width=8"]),
+    "fastgan": ("fastgan_hdf32.toml", ["model.z_dim=32"]),
+    "stylegan": ("stylegan_sim64.toml", ["data.dataset=hdf", "data.resolution=32", "model.z_dim=16", "model.w_dim=16",
+                                         "model.mapping_layers=2", "model.channel_base=128", "model.channel_max=16",
+                                         "model.pl_weight=2.0"]),
+    "began": ("began_hdf32.toml", ["model.width=8"]),
+    "began_cond": ("began_cond_hdf32.toml", ["model.width=8"]),
+    "stackgan": ("stackgan_sim128.toml", ["data.dataset=hdf", "data.resolution=64",
+                                          "model.stage1=checkpoints/dcgan_hdf32.json", "model.width=8",
+                                          "model.final_width=8", "model.res_blocks=1", "model.d_width=8"]),
+}
+FACTORIES = ("tensor", "as_tensor", "scalar_tensor", "zeros", "ones", "full", "empty", "arange", "linspace", "eye")
+
+
+@pytest.mark.parametrize("arch", sorted(FAMILY_STEPS))
+def test_every_family_returns_its_statistics_on_the_networks_device(tmp_path, monkeypatch, arch):
+    # A tensor made without a device lands on the CPU while the networks may be on a GPU, where
+    # the loop's finiteness check stacked it with the losses and failed at the first step. With
+    # the networks on the CPU, a factory called without a device is made to answer on 'meta'
+    # (standing in for "not the networks' device"), so such a statistic shows.
+    from galaxy_core.train.loop import Trainer, _check_finite
+    from galaxy_core.train.run import RunFolder
+
+    config, extra = FAMILY_STEPS[arch]
+    sets = ["train.batch_size=4", "train.device=cpu", "train.threads=1", "log.eval_every=0", "log.grid_size=4"]
+    tr = Trainer(load_config(ROOT / "configs" / config, sets + extra), RunFolder(tmp_path / "run"), progress=False)
+    assert tr.model["arch"] == arch and tr.step == 0  # every phase is due at step 0
+
+    def elsewhere(factory):
+        def make(*args, **kwargs):
+            if kwargs.get("device") is None:
+                kwargs["device"] = "meta"
+            return factory(*args, **kwargs)
+        return make
+
+    with monkeypatch.context() as m:
+        for name in FACTORIES:
+            m.setattr(torch, name, elsewhere(getattr(torch, name)))
+        stats = tr.train_step()
+    assert stats and {k: v.device for k, v in stats.items()} == {k: torch.device("cpu") for k in stats}
+    _check_finite(tr, stats)
+
+
+def test_finiteness_check_gathers_statistics_from_several_devices():
+    from galaxy_core.train.loop import _statistics_tensor
+
+    stats = {"loss_G": torch.zeros((), device="meta"), "k_t": torch.tensor(0.1), "M_global": torch.tensor([0.2])}
+    values = _statistics_tensor(stats)  # 'meta' stands in for the accelerator the losses are on
+    assert values.device.type == "meta" and values.shape == (3,) and values.dtype == torch.float32
+
+
 def _tiny_folder(tmp_path, n=6):
     from galaxy_core.data import load_dataset
 

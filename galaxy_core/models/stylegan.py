@@ -539,7 +539,7 @@ class StyleGANObjective(Objective):
             self.pl_mean = float(self.pl_mean + c.pl_decay * (float(lengths.detach().mean()) - self.pl_mean))
             pen = (lengths - self.pl_mean).square().mean()
             loss = pen * c.pl_weight * c.pl_every + img[:, 0, 0, 0].mean() * 0
-            return loss, {"pl_penalty": pen.detach(), "pl_mean": torch.tensor(self.pl_mean)}
+            return loss, {"pl_penalty": pen.detach(), "pl_mean": torch.tensor(self.pl_mean, device=pen.device)}
         raise ValueError(f"unknown phase {phase!r}")
 
     def state_dict(self) -> dict:

@@ -744,11 +744,18 @@ def _loop(tr: Trainer, progress_fn: ProgressFn | None, abort_fn: AbortFn | None,
     return run.read_status()
 
 
+def _statistics_tensor(stats: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(n,) float32 of the scalar statistics of a step, on the device of the first, so that
+    reading them back costs one transfer; a statistic an objective made on the CPU beside
+    losses on an accelerator is moved there."""
+    device = next(iter(stats.values())).device
+    return torch.stack([v.detach().float().reshape(()).to(device) for v in stats.values()])
+
+
 def _check_finite(tr: Trainer, stats: dict[str, torch.Tensor]) -> None:
     if not stats:
         return
-    values = torch.stack([v.detach().float().reshape(()) for v in stats.values()])
-    if bool(torch.isfinite(values).all()):
+    if bool(torch.isfinite(_statistics_tensor(stats)).all()):
         return
     bad = ", ".join(f"{k}={float(v):g}" for k, v in stats.items() if not math.isfinite(float(v)))
     raise TrainingDiverged(f"loss became non-finite at step {tr.step + 1} ({bad}); the last good checkpoint is kept. "
