@@ -62,6 +62,15 @@ def load_matching(nets: Mapping[str, nn.Module], tensors: Mapping[str, torch.Ten
     return rep
 
 
+def freeze_settings(train: Mapping) -> dict:
+    """What decides which tensors a run freezes, from a train table (a config's or a
+    checkpoint's): ``freeze_g``, ``freeze_d`` and, when ``freeze_g`` > 0, ``freeze_unit``."""
+    out = {"freeze_g": int(train.get("freeze_g", 0)), "freeze_d": int(train.get("freeze_d", 0))}
+    if out["freeze_g"]:
+        out["freeze_unit"] = str(train.get("freeze_unit", "layer"))
+    return out
+
+
 def frozen_names(units: list[list[str]], k: int) -> list[str]:
     """State-dict names of the first ``k`` units."""
     return [name for unit in units[:k] for name in unit]

@@ -45,7 +45,7 @@ from galaxy_core.data import load_dataset
 from galaxy_core.data.sources import BUILTIN, require_dataset
 from galaxy_core.data.prepared import PreparedDataset
 from galaxy_core.data.transforms import Augment
-from galaxy_core.errors import CheckpointError, GalaxyGanError
+from galaxy_core.errors import CheckpointError, ConfigError, GalaxyGanError
 from galaxy_core.io.atomic import atomic_open, atomic_write_text
 from galaxy_core.io.checkpoint import (
     checkpoint_id,
@@ -62,7 +62,7 @@ from galaxy_core.models.registry import get_arch, make_config
 from galaxy_core.train import distributed
 from galaxy_core.train.diffaug import AdaptiveAugment, policy_ops
 from galaxy_core.train.ema import ema_beta_at, make_ema, update_ema
-from galaxy_core.train.finetune import InitReport, freeze, frozen_names, load_matching
+from galaxy_core.train.finetune import InitReport, freeze, freeze_settings, frozen_names, load_matching
 from galaxy_core.train.kinds import make_kind
 from galaxy_core.train.run import STATES, RunFolder, truncate_metrics
 
@@ -130,6 +130,10 @@ def _git_commit() -> str | None:
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def _settings(values: dict) -> str:
+    return ", ".join(f"train.{k} = {v!r}" for k, v in values.items())
 
 
 def nonfinite_tensors(tensors: dict[str, torch.Tensor]) -> list[str]:
@@ -263,6 +267,12 @@ class Trainer:
         tensors, meta = load_checkpoint(last)
         if meta["model"] != self.model:
             raise CheckpointError(f"{last}: run was trained with model {meta['model']}, config now says {self.model}")
+        was = freeze_settings(meta.get("config", {}).get("train", {}))
+        now = freeze_settings(self.cfg.to_dict()["train"])
+        if was != now:  # the saved optimiser state holds the run's trainable tensors only
+            raise ConfigError(f"{last}: run was trained with {_settings(was)}, config now says {_settings(now)}; "
+                              "resume with the run's frozen layers, or fine-tune with others in a new run "
+                              f"(--init {last})")
         for name, net in self.nets.items():
             net.load_state_dict(subdict(tensors, name))
         for name, net in self.ema.items():
@@ -572,6 +582,8 @@ def train(
         The folder holds another run (without ``resume``), or the dataset changed.
     CheckpointError
         The config's model differs from the run's checkpoint.
+    ConfigError
+        The config freezes other layers than the run's checkpoint was trained with.
     TrainingDiverged
         A loss became non-finite (``train.on_nonfinite = "fail"``) or weights did at a save.
     """
