@@ -217,6 +217,20 @@ def test_fine_tune_with_frozen_layers_keeps_them_bit_identical(tmp_path):
     assert len(changed) == len(trainable) > 0
 
 
+@pytest.mark.parametrize("net", ["g", "d"])
+def test_freezing_every_unit_of_a_network_is_refused(tmp_path, net):
+    from galaxy_core.errors import ConfigError
+
+    nets = get_arch("dcgan").build(make_config("dcgan", {"resolution": 32, "width": 8, "num_bands": 3}))
+    fam = get_arch("dcgan")
+    n = len(fam.freeze_units(net.upper(), nets[net.upper()], "layer" if net == "g" else "block"))
+    with pytest.raises(ConfigError, match=f"train.freeze_{net} = {n} but {net.upper()} has {n} .*freeze at most {n - 1}"):
+        train(load_config(None, SMALL + ["model.width=8", "train.steps=2", f"train.freeze_{net}={n}"]),
+              tmp_path / "all", progress=False)
+    train(load_config(None, SMALL + ["model.width=8", "train.steps=1", f"train.freeze_{net}={n - 1}"]),
+          tmp_path / "all_but_one", progress=False)
+
+
 def test_recalibration_re_estimates_the_batch_norms_of_frozen_layers():
     from galaxy_core.models.bnstats import recalibrate
     from galaxy_core.train.finetune import freeze

@@ -247,8 +247,9 @@ class Trainer:
             if net_name not in self.nets:
                 raise GalaxyGanError(f"train.freeze_{net_name.lower()}: the {self.family.name} model has no network {net_name}")
             units = self.family.freeze_units(net_name, self.nets[net_name], unit)
-            if k > len(units):
-                raise GalaxyGanError(f"train.freeze_{net_name.lower()} = {k} but {net_name} has only {len(units)} {unit}s")
+            if k >= len(units):  # all frozen: no optimiser, and the phases that step it cannot run
+                raise ConfigError(f"train.freeze_{net_name.lower()} = {k} but {net_name} has {len(units)} {unit}s and at "
+                                  f"least one must train; freeze at most {len(units) - 1}")
             names = frozen_names(units, k)
             freeze(self.nets[net_name], names)
             out[net_name] = names
