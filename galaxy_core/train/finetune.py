@@ -9,6 +9,13 @@ parameters get no gradient, are left out of the optimiser, and their normalisati
 in eval mode so running statistics do not move. The EMA copy of a generator is not pinned so:
 where a family re-estimates its sampling copy's batch-norm statistics
 (:mod:`galaxy_core.models.bnstats`), those of the frozen layers are re-estimated too.
+
+Only the source's trained networks (``G``, ``D``) are loaded, not its ``G_ema``: the EMA copy
+starts as a copy of the initialised ``G``, so frozen layers are the same tensors in ``G`` and
+``G_ema`` from the first step on. The EMA's warm-up (:func:`~galaxy_core.train.ema.ema_beta_at`,
+beta 0.1 at step 0) would forget any start within a few steps (after 5 steps it weighs 5e-4),
+so loading the source's ``G_ema`` would change only the step-0 sample grid, which therefore
+shows the source's live ``G``, not the generator its card was measured with.
 """
 
 from __future__ import annotations
