@@ -217,6 +217,138 @@ def test_fine_tune_with_frozen_layers_keeps_them_bit_identical(tmp_path):
     assert len(changed) == len(trainable) > 0
 
 
+@pytest.mark.parametrize("net", ["g", "d"])
+def test_freezing_every_unit_of_a_network_is_refused(tmp_path, net):
+    from galaxy_core.errors import ConfigError
+
+    nets = get_arch("dcgan").build(make_config("dcgan", {"resolution": 32, "width": 8, "num_bands": 3}))
+    fam = get_arch("dcgan")
+    n = len(fam.freeze_units(net.upper(), nets[net.upper()], "layer" if net == "g" else "block"))
+    with pytest.raises(ConfigError, match=f"train.freeze_{net} = {n} but {net.upper()} has {n} .*freeze at most {n - 1}"):
+        train(load_config(None, SMALL + ["model.width=8", "train.steps=2", f"train.freeze_{net}={n}"]),
+              tmp_path / "all", progress=False)
+    train(load_config(None, SMALL + ["model.width=8", "train.steps=1", f"train.freeze_{net}={n - 1}"]),
+          tmp_path / "all_but_one", progress=False)
+
+
+def test_recalibration_re_estimates_the_batch_norms_of_frozen_layers():
+    from galaxy_core.models.bnstats import recalibrate
+    from galaxy_core.train.finetune import freeze
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    net[0].bias.data = torch.tensor([2.0, -1.0, 0.5])
+    freeze(net, ["0.weight", "0.bias", "1.weight", "1.bias", "1.running_mean", "1.running_var",
+                 "1.num_batches_tracked"])
+    x = torch.randn(64, 4)
+    with torch.no_grad():
+        pre = net[0](x)
+    net.train()
+    net(x)
+    assert not net[1].training and int(net[1].num_batches_tracked) == 0  # pinned in eval mode while fine-tuning
+    recalibrate(net, [x])
+    torch.testing.assert_close(net[1].running_mean, pre.mean(0))
+    torch.testing.assert_close(net[1].running_var, pre.var(0))
+    net(x + 1)
+    assert net.training and not net[1].training  # still pinned once recalibrated
+    torch.testing.assert_close(net[1].running_mean, pre.mean(0))
+
+
+def test_ema_copy_of_a_frozen_generator_follows_train_and_eval():
+    from galaxy_core.train.ema import make_ema
+    from galaxy_core.train.finetune import freeze
+
+    G = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3), torch.nn.Linear(3, 2))
+    freeze(G, ["0.weight", "0.bias", "1.weight", "1.bias", "1.running_mean", "1.running_var",
+               "1.num_batches_tracked"])
+    G_ema = make_ema(G)
+    assert not G_ema.training and not any(p.requires_grad for p in G_ema.parameters())
+    G_ema.train()
+    G_ema(torch.randn(8, 4))
+    assert G_ema[1].training and int(G_ema[1].num_batches_tracked) == 1
+    G.train()
+    G(torch.randn(8, 4))
+    assert not G[1].training  # the trained network keeps its frozen layer in eval mode
+
+
+def test_fine_tune_with_frozen_batch_norms_samples_as_without_freezing(tmp_path):
+    # At a learning rate of 1e-12 the fine-tuned weights are the source's whatever is frozen, so
+    # the EMA copy's re-estimated batch-norm statistics, its samples and checkpoint are the same.
+    src = ROOT / "checkpoints" / "fastgan_hdf32.json"
+    out = {}
+    for k in (0, 2):
+        sets = SMALL + ["model.arch=\"fastgan\"", "model.width=8", "model.z_dim=256", "train.steps=1",
+                        f"train.freeze_g={k}", "train.lr_g=1e-12", "train.lr_d=1e-12"]
+        train(load_config(None, sets), tmp_path / f"freeze{k}", init_from=str(src), progress=False)
+        out[k], meta = load_checkpoint(tmp_path / f"freeze{k}" / "checkpoints" / "last.json")
+        assert meta["engine"]["frozen"] == ({"G": 12} if k else {})
+    stats = [key for key in out[0] if key.startswith("G_ema.") and key.endswith(("running_mean", "running_var"))]
+    assert len(stats) == 8
+    for key in stats:
+        torch.testing.assert_close(out[2][key], out[0][key], rtol=1e-4, atol=1e-5)
+        assert not torch.equal(out[2][key], torch.zeros_like(out[2][key])), key
+        assert not torch.equal(out[2][key], torch.ones_like(out[2][key])), key
+    for step in (0, 1):
+        a = np.asarray(Image.open(tmp_path / "freeze0" / "samples" / f"step_{step:07d}.png"), np.int16)
+        b = np.asarray(Image.open(tmp_path / "freeze2" / "samples" / f"step_{step:07d}.png"), np.int16)
+        assert np.abs(a - b).max() <= 1, step
+
+
+# One tiny configuration per built-in family, every phase due at step 0 (StyleGAN's lazy R1 and
+# path-length phases included).
+FAMILY_STEPS = {
+    "dcgan": ("dcgan_hdf32.toml", ["model.width=8"]),
+    "positions": ("positions_hdf_cond.toml", ["model.width=8"]),
+    "fastgan": ("fastgan_hdf32.toml", ["model.z_dim=32"]),
+    "stylegan": ("stylegan_sim64.toml", ["data.dataset=hdf", "data.resolution=32", "model.z_dim=16", "model.w_dim=16",
+                                         "model.mapping_layers=2", "model.channel_base=128", "model.channel_max=16",
+                                         "model.pl_weight=2.0"]),
+    "began": ("began_hdf32.toml", ["model.width=8"]),
+    "began_cond": ("began_cond_hdf32.toml", ["model.width=8"]),
+    "stackgan": ("stackgan_sim128.toml", ["data.dataset=hdf", "data.resolution=64",
+                                          "model.stage1=checkpoints/dcgan_hdf32.json", "model.width=8",
+                                          "model.final_width=8", "model.res_blocks=1", "model.d_width=8"]),
+}
+FACTORIES = ("tensor", "as_tensor", "scalar_tensor", "zeros", "ones", "full", "empty", "arange", "linspace", "eye")
+
+
+@pytest.mark.parametrize("arch", sorted(FAMILY_STEPS))
+def test_every_family_returns_its_statistics_on_the_networks_device(tmp_path, monkeypatch, arch):
+    # A tensor made without a device lands on the CPU while the networks may be on a GPU, where
+    # the loop's finiteness check stacked it with the losses and failed at the first step. With
+    # the networks on the CPU, a factory called without a device is made to answer on 'meta'
+    # (standing in for "not the networks' device"), so such a statistic shows.
+    from galaxy_core.train.loop import Trainer, _check_finite
+    from galaxy_core.train.run import RunFolder
+
+    config, extra = FAMILY_STEPS[arch]
+    sets = ["train.batch_size=4", "train.device=cpu", "train.threads=1", "log.eval_every=0", "log.grid_size=4"]
+    tr = Trainer(load_config(ROOT / "configs" / config, sets + extra), RunFolder(tmp_path / "run"), progress=False)
+    assert tr.model["arch"] == arch and tr.step == 0  # every phase is due at step 0
+
+    def elsewhere(factory):
+        def make(*args, **kwargs):
+            if kwargs.get("device") is None:
+                kwargs["device"] = "meta"
+            return factory(*args, **kwargs)
+        return make
+
+    with monkeypatch.context() as m:
+        for name in FACTORIES:
+            m.setattr(torch, name, elsewhere(getattr(torch, name)))
+        stats = tr.train_step()
+    assert stats and {k: v.device for k, v in stats.items()} == {k: torch.device("cpu") for k in stats}
+    _check_finite(tr, stats)
+
+
+def test_finiteness_check_gathers_statistics_from_several_devices():
+    from galaxy_core.train.loop import _statistics_tensor
+
+    stats = {"loss_G": torch.zeros((), device="meta"), "k_t": torch.tensor(0.1), "M_global": torch.tensor([0.2])}
+    values = _statistics_tensor(stats)  # 'meta' stands in for the accelerator the losses are on
+    assert values.device.type == "meta" and values.shape == (3,) and values.dtype == torch.float32
+
+
 def _tiny_folder(tmp_path, n=6):
     from galaxy_core.data import load_dataset
 

@@ -53,6 +53,37 @@ def test_a_refused_resume_leaves_the_folder_byte_for_byte_unchanged(finished_run
     assert _snapshot(finished_run) == before
 
 
+@pytest.mark.parametrize("change", ["train.freeze_g=1", "train.freeze_d=1"])
+def test_a_resume_that_freezes_other_layers_is_refused_naming_both_settings(finished_run, change):
+    # the saved optimiser state holds the run's trainable tensors only; loading it into an
+    # optimiser over other tensors failed with a traceback from torch
+    before = _snapshot(finished_run)
+    r = _cli("train", "--resume", str(finished_run), "--quiet", *_sets([change, "train.steps=10"]))
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    key = change.split("=")[0]
+    assert str(finished_run / "checkpoints" / "last.json") in r.stderr
+    assert "run was trained with train.freeze_g = 0, train.freeze_d = 0, config now says" in r.stderr
+    assert f"{key} = 1" in r.stderr and "--init" in r.stderr
+    assert _snapshot(finished_run) == before
+
+
+def test_a_resume_keeps_the_frozen_layers_of_a_fine_tune(tmp_path, finished_run):
+    from galaxy_core.config import load_config
+    from galaxy_core.errors import ConfigError
+    from galaxy_core.train.loop import train
+
+    run_dir = tmp_path / "tuned"
+    sets = SMALL + ["train.freeze_g=2", "train.freeze_unit=\"block\""]
+    train(load_config(None, sets), run_dir, init_from=str(finished_run / "checkpoints" / "last.json"), progress=False)
+    before = _snapshot(run_dir)
+    for other in (["train.freeze_g=0"], ["train.freeze_unit=\"layer\""]):
+        with pytest.raises(ConfigError, match="train.freeze_unit = 'block'"):
+            train(load_config(None, sets + other + ["train.steps=10"]), run_dir, progress=False)
+        assert _snapshot(run_dir) == before
+    status = train(load_config(None, sets + ["train.steps=10"]), run_dir, progress=False)
+    assert status["state"] == "finished" and status["step"] == 10
+
+
 def test_resuming_a_finished_run_with_nothing_to_do_rewrites_nothing(finished_run):
     before = _snapshot(finished_run)
     r = _cli("train", "--resume", str(finished_run), "--quiet")

@@ -303,6 +303,31 @@ def test_freezing_keeps_frozen_tensors_bit_identical(tmp_path, unit, k, n_frozen
     assert len(changed) == len(trainable) > 0
 
 
+def test_path_length_penalty_trains_with_a_frozen_mapping_network(tmp_path):
+    # freeze_g >= 1 freezes the mapping network first, so w carries no gradient of its own; the
+    # penalty differentiates the image with respect to ws and failed at the first G_reg phase
+    base = tmp_path / "base"
+    train(_cfg("train.steps=2"), base, progress=False)
+    src, _ = load_checkpoint(base / "checkpoints" / "last.json")
+    status = train(_cfg("train.steps=2", "train.freeze_g=1", "model.pl_weight=2.0", "model.pl_every=1"),
+                   tmp_path / "tuned", init_from=str(base / "checkpoints" / "last.json"), progress=False)
+    assert status["state"] == "finished"
+    out, meta = load_checkpoint(tmp_path / "tuned" / "checkpoints" / "last.json")
+    assert meta["engine"]["frozen"]["G"] == len([k for k in src if k.startswith("G.mapping.")])
+    assert meta["engine"]["objective"]["pl_mean"] > 0
+    rec = read_metrics(tmp_path / "tuned" / "metrics.jsonl")[-1]
+    assert rec["pl_penalty"] >= 0 and rec["pl_mean"] > 0
+    assert all(torch.equal(out[k], src[k]) for k in src if k.startswith("G.mapping."))
+    assert not torch.equal(out["G.synthesis.const"], src["G.synthesis.const"])
+    G = Generator(StyleGANConfig(resolution=32, num_bands=3, **TINY)).requires_grad_(False)
+    G.synthesis.requires_grad_(True)
+    img, ws = G(torch.randn(2, 16), return_ws=True)
+    (grad,) = torch.autograd.grad(img.sum(), ws)
+    assert grad.shape == ws.shape and grad.abs().sum() > 0
+    with torch.no_grad():
+        assert not G(torch.randn(2, 16), return_ws=True)[1].requires_grad
+
+
 @pytest.mark.parametrize("name", ["stylegan_sim64.toml", "stylegan_sim64_gri.toml", "stylegan_hdf64_ft.toml",
                                   "stylegan_sim128_gpu.toml"])
 def test_stylegan_configs_load_and_show_every_default(name):

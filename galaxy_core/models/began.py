@@ -198,8 +198,9 @@ class BEGANObjective(Objective):
         l_real, l_fake = ctx.stash["L_real"], float(loss_g.detach())
         m = convergence_measure(l_real, l_fake, gamma=cfg.gamma)
         self.k = k_update(self.k, l_real, l_fake, gamma=cfg.gamma, lambda_k=cfg.lambda_k)
+        dev = loss_g.device  # statistics beside the losses, on the networks' device
         return loss_g, {"loss_G": loss_g.detach(), "L_fake": loss_g.detach(),
-                        "k_t": torch.tensor(self.k), "M_global": torch.tensor(m)}
+                        "k_t": torch.tensor(self.k, device=dev), "M_global": torch.tensor(m, device=dev)}
 
 
 class BEGANFamily(Family):

@@ -31,7 +31,13 @@ def batch_norms(net: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
 def recalibrate(net: nn.Module, inputs: Iterable[torch.Tensor]) -> None:
     """Replace the running mean and variance of every batch norm in ``net`` by their averages
     over the batches in ``inputs`` (each passed as ``net(batch)``, in train mode). The weights
-    are unchanged and ``net`` keeps its train/eval mode."""
+    are unchanged and ``net`` keeps its train/eval mode.
+
+    Every batch norm is re-estimated, also one that a forward pre-hook keeps in eval mode (the
+    frozen layers of a fine-tuned network, :func:`galaxy_core.train.finetune.freeze`): its
+    statistics are reset like the others, so leaving it in eval mode would normalise with mean
+    0 and variance 1 from then on.
+    """
     bns = batch_norms(net)
     if not bns:
         return
@@ -41,13 +47,21 @@ def recalibrate(net: nn.Module, inputs: Iterable[torch.Tensor]) -> None:
         m.reset_running_stats()
         m.momentum = None  # cumulative average over the batches
     net.train()
+    # registered last, so it runs after any hook that puts the module back in eval mode
+    handles = [m.register_forward_pre_hook(_batch_statistics) for m in bns]
     try:
         for x in inputs:
             net(x)
     finally:
+        for h in handles:
+            h.remove()
         for m, mom in zip(bns, momenta):
             m.momentum = mom
         net.train(was_training)
+
+
+def _batch_statistics(module: nn.Module, inputs) -> None:
+    module.training = True
 
 
 def ensure_calibrated(net: nn.Module, inputs: Callable[[], Iterable[torch.Tensor]]) -> None:

@@ -154,7 +154,9 @@ class Objective:
 
     def run(self, phase: str, batch: dict[str, torch.Tensor], ctx: StepContext
             ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
-        """Compute one phase: ``(loss to minimise or None, {statistic: scalar tensor})``."""
+        """Compute one phase: ``(loss to minimise or None, {statistic: scalar tensor})``, the
+        statistics on the networks' device like the loss (``torch.tensor(x, device=loss.device)``
+        for a number kept on the host)."""
         raise NotImplementedError
 
     def state_dict(self) -> dict:

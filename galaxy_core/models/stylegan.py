@@ -350,12 +350,16 @@ class Generator(nn.Module):
                 update_w_avg: bool = False, return_ws: bool = False):
         """Images for z; with ``z2`` and ``mix_cutoff`` the layers from index ``mix_cutoff`` on
         take z2's style (style mixing). Returns the image, or ``(image, ws)`` with
-        ``return_ws``."""
+        ``return_ws``: then, while gradients are recorded, the image is differentiable with
+        respect to ``ws`` even when the mapping network takes none (frozen for fine-tuning),
+        as the path-length penalty needs."""
         w = self.mapping(z, psi=psi, update_w_avg=update_w_avg)
         ws = w.unsqueeze(1).repeat(1, self.num_ws, 1)  # (N, num_ws, w_dim)
         if z2 is not None and mix_cutoff is not None and mix_cutoff < self.num_ws:
             w2 = self.mapping(z2, psi=psi)
             ws = torch.cat([ws[:, :mix_cutoff], w2.unsqueeze(1).expand(-1, self.num_ws - mix_cutoff, -1)], dim=1)
+        if return_ws and torch.is_grad_enabled() and not ws.requires_grad:
+            ws = ws.detach().requires_grad_(True)  # a leaf to differentiate with respect to
         img = self.synthesis(ws, noise_mode=noise_mode, generator=generator)
         return (img, ws) if return_ws else img
 
@@ -539,7 +543,7 @@ class StyleGANObjective(Objective):
             self.pl_mean = float(self.pl_mean + c.pl_decay * (float(lengths.detach().mean()) - self.pl_mean))
             pen = (lengths - self.pl_mean).square().mean()
             loss = pen * c.pl_weight * c.pl_every + img[:, 0, 0, 0].mean() * 0
-            return loss, {"pl_penalty": pen.detach(), "pl_mean": torch.tensor(self.pl_mean)}
+            return loss, {"pl_penalty": pen.detach(), "pl_mean": torch.tensor(self.pl_mean, device=pen.device)}
         raise ValueError(f"unknown phase {phase!r}")
 
     def state_dict(self) -> dict:

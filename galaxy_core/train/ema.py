@@ -7,9 +7,16 @@ import copy
 import torch
 from torch import nn
 
+from galaxy_core.train.finetune import unpin_eval
+
 
 def make_ema(G: nn.Module) -> nn.Module:
+    """A copy of ``G`` for sampling: eval mode, no gradients, and none of the hooks that keep
+    frozen layers of ``G`` in eval mode (:func:`~galaxy_core.train.finetune.freeze`): the copy
+    never trains, and re-estimating its batch-norm statistics
+    (:func:`~galaxy_core.models.bnstats.recalibrate`) puts every layer in train mode."""
     G_ema = copy.deepcopy(G).eval()
+    unpin_eval(G_ema)
     for p in G_ema.parameters():
         p.requires_grad_(False)
     return G_ema

@@ -6,7 +6,16 @@ g/r/i FITS), reporting both lists. Freezing the first K generator layers or bloc
 galaxy thesis froze 0-5 layers when moving from simulated to real galaxies) and the first K
 discriminator blocks (FreezeD, Mo et al. 2020) keeps those tensors bit-identical: their
 parameters get no gradient, are left out of the optimiser, and their normalisation layers stay
-in eval mode so running statistics do not move.
+in eval mode so running statistics do not move. The EMA copy of a generator is not pinned so:
+where a family re-estimates its sampling copy's batch-norm statistics
+(:mod:`galaxy_core.models.bnstats`), those of the frozen layers are re-estimated too.
+
+Only the source's trained networks (``G``, ``D``) are loaded, not its ``G_ema``: the EMA copy
+starts as a copy of the initialised ``G``, so frozen layers are the same tensors in ``G`` and
+``G_ema`` from the first step on. The EMA's warm-up (:func:`~galaxy_core.train.ema.ema_beta_at`,
+beta 0.1 at step 0) would forget any start within a few steps (after 5 steps it weighs 5e-4),
+so loading the source's ``G_ema`` would change only the step-0 sample grid, which therefore
+shows the source's live ``G``, not the generator its card was measured with.
 """
 
 from __future__ import annotations
@@ -60,6 +69,15 @@ def load_matching(nets: Mapping[str, nn.Module], tensors: Mapping[str, torch.Ten
     return rep
 
 
+def freeze_settings(train: Mapping) -> dict:
+    """What decides which tensors a run freezes, from a train table (a config's or a
+    checkpoint's): ``freeze_g``, ``freeze_d`` and, when ``freeze_g`` > 0, ``freeze_unit``."""
+    out = {"freeze_g": int(train.get("freeze_g", 0)), "freeze_d": int(train.get("freeze_d", 0))}
+    if out["freeze_g"]:
+        out["freeze_unit"] = str(train.get("freeze_unit", "layer"))
+    return out
+
+
 def frozen_names(units: list[list[str]], k: int) -> list[str]:
     """State-dict names of the first ``k`` units."""
     return [name for unit in units[:k] for name in unit]
@@ -76,6 +94,15 @@ def freeze(net: nn.Module, names: list[str]) -> None:
         if own and all(b in names for b in own):
             m.eval()
             m.register_forward_pre_hook(_stay_in_eval)  # even when the network is put in train mode
+
+
+def unpin_eval(net: nn.Module) -> None:
+    """Remove what :func:`freeze` added to keep modules in eval mode, from ``net`` and every
+    submodule (a copy of a frozen network, e.g. its EMA copy, that must follow ``train()`` and
+    ``eval()`` like any network). Gradients are left as they are."""
+    for m in net.modules():
+        for key in [k for k, hook in m._forward_pre_hooks.items() if hook is _stay_in_eval]:
+            del m._forward_pre_hooks[key]
 
 
 def _stay_in_eval(module: nn.Module, inputs) -> None:

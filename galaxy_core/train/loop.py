@@ -45,7 +45,7 @@ from galaxy_core.data import load_dataset
 from galaxy_core.data.sources import BUILTIN, require_dataset
 from galaxy_core.data.prepared import PreparedDataset
 from galaxy_core.data.transforms import Augment
-from galaxy_core.errors import CheckpointError, GalaxyGanError
+from galaxy_core.errors import CheckpointError, ConfigError, GalaxyGanError
 from galaxy_core.io.atomic import atomic_open, atomic_write_text
 from galaxy_core.io.checkpoint import (
     checkpoint_id,
@@ -62,7 +62,7 @@ from galaxy_core.models.registry import get_arch, make_config
 from galaxy_core.train import distributed
 from galaxy_core.train.diffaug import AdaptiveAugment, policy_ops
 from galaxy_core.train.ema import ema_beta_at, make_ema, update_ema
-from galaxy_core.train.finetune import InitReport, freeze, frozen_names, load_matching
+from galaxy_core.train.finetune import InitReport, freeze, freeze_settings, frozen_names, load_matching
 from galaxy_core.train.kinds import make_kind
 from galaxy_core.train.run import STATES, RunFolder, truncate_metrics
 
@@ -130,6 +130,10 @@ def _git_commit() -> str | None:
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def _settings(values: dict) -> str:
+    return ", ".join(f"train.{k} = {v!r}" for k, v in values.items())
 
 
 def nonfinite_tensors(tensors: dict[str, torch.Tensor]) -> list[str]:
@@ -243,8 +247,9 @@ class Trainer:
             if net_name not in self.nets:
                 raise GalaxyGanError(f"train.freeze_{net_name.lower()}: the {self.family.name} model has no network {net_name}")
             units = self.family.freeze_units(net_name, self.nets[net_name], unit)
-            if k > len(units):
-                raise GalaxyGanError(f"train.freeze_{net_name.lower()} = {k} but {net_name} has only {len(units)} {unit}s")
+            if k >= len(units):  # all frozen: no optimiser, and the phases that step it cannot run
+                raise ConfigError(f"train.freeze_{net_name.lower()} = {k} but {net_name} has {len(units)} {unit}s and at "
+                                  f"least one must train; freeze at most {len(units) - 1}")
             names = frozen_names(units, k)
             freeze(self.nets[net_name], names)
             out[net_name] = names
@@ -263,6 +268,12 @@ class Trainer:
         tensors, meta = load_checkpoint(last)
         if meta["model"] != self.model:
             raise CheckpointError(f"{last}: run was trained with model {meta['model']}, config now says {self.model}")
+        was = freeze_settings(meta.get("config", {}).get("train", {}))
+        now = freeze_settings(self.cfg.to_dict()["train"])
+        if was != now:  # the saved optimiser state holds the run's trainable tensors only
+            raise ConfigError(f"{last}: run was trained with {_settings(was)}, config now says {_settings(now)}; "
+                              "resume with the run's frozen layers, or fine-tune with others in a new run "
+                              f"(--init {last})")
         for name, net in self.nets.items():
             net.load_state_dict(subdict(tensors, name))
         for name, net in self.ema.items():
@@ -572,6 +583,8 @@ def train(
         The folder holds another run (without ``resume``), or the dataset changed.
     CheckpointError
         The config's model differs from the run's checkpoint.
+    ConfigError
+        The config freezes other layers than the run's checkpoint was trained with.
     TrainingDiverged
         A loss became non-finite (``train.on_nonfinite = "fail"``) or weights did at a save.
     """
@@ -744,11 +757,18 @@ def _loop(tr: Trainer, progress_fn: ProgressFn | None, abort_fn: AbortFn | None,
     return run.read_status()
 
 
+def _statistics_tensor(stats: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(n,) float32 of the scalar statistics of a step, on the device of the first, so that
+    reading them back costs one transfer; a statistic an objective made on the CPU beside
+    losses on an accelerator is moved there."""
+    device = next(iter(stats.values())).device
+    return torch.stack([v.detach().float().reshape(()).to(device) for v in stats.values()])
+
+
 def _check_finite(tr: Trainer, stats: dict[str, torch.Tensor]) -> None:
     if not stats:
         return
-    values = torch.stack([v.detach().float().reshape(()) for v in stats.values()])
-    if bool(torch.isfinite(values).all()):
+    if bool(torch.isfinite(_statistics_tensor(stats)).all()):
         return
     bad = ", ".join(f"{k}={float(v):g}" for k, v in stats.items() if not math.isfinite(float(v)))
     raise TrainingDiverged(f"loss became non-finite at step {tr.step + 1} ({bad}); the last good checkpoint is kept. "
