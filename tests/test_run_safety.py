@@ -84,6 +84,21 @@ def test_a_resume_keeps_the_frozen_layers_of_a_fine_tune(tmp_path, finished_run)
     assert status["state"] == "finished" and status["step"] == 10
 
 
+def test_a_resume_uses_the_optimiser_settings_it_is_given(tmp_path, finished_run):
+    # the saved optimiser state brought back the run's own Adam betas, so --set train.beta1 on a
+    # resume was silently ignored
+    import shutil
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(finished_run, run_dir)
+    r = _cli("train", "--resume", str(run_dir), "--quiet", *_sets(["train.steps=7", "train.beta1=0.3"]))
+    assert r.returncode == 0, r.stderr
+    meta = json.loads((run_dir / "checkpoints" / "last.json").read_text())
+    groups = [g for opt in meta["optimizer"].values() for g in opt["param_groups"]]
+    assert groups and all(g["betas"] == [0.3, 0.999] for g in groups)
+    assert meta["training"]["step"] == 7
+
+
 def test_resuming_a_finished_run_with_nothing_to_do_rewrites_nothing(finished_run):
     before = _snapshot(finished_run)
     r = _cli("train", "--resume", str(finished_run), "--quiet")

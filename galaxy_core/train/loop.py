@@ -279,7 +279,14 @@ class Trainer:
         for name, net in self.ema.items():
             net.load_state_dict(subdict(tensors, f"{name}_ema"))
         for name, opt in self.opts.items():
+            # the saved groups carry the run's own hyperparameters (Adam's betas, eps, ...); those
+            # of the config now in force are put back, so a resume with --set train.beta1=...
+            # uses them (the learning rate is set every step from the schedule anyway)
+            now_groups = [{k: v for k, v in g.items() if k not in ("params", "lr", "initial_lr")}
+                          for g in opt.param_groups]
             opt.load_state_dict(unflatten_optimizer(f"opt_{name}", tensors, meta["optimizer"][f"opt_{name}"]))
+            for group, hyper in zip(opt.param_groups, now_groups):
+                group.update(hyper)
         engine = meta.get("engine", {})
         self.diffaug.load_state_dict(engine.get("augment", {}))
         self.lr_scale = float(engine.get("lr_scale", 1.0))
