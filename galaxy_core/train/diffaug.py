@@ -17,7 +17,9 @@ saturation, contrast).
 Adaptive p (ADA): the loop collects ``r_t = E[sign(D(real))]`` over ``interval`` steps and moves
 ``p`` by ``sign(r_t - target) * images / (speed_kimg * 1000)``, clamped to [0, 1], so p can go
 from 0 to 1 in ``speed_kimg`` thousand images. A discriminator that overfits (r_t near 1) raises
-p. Under torchrun the sums are all-reduced first, so every rank holds the same p.
+p. Under torchrun the sums are all-reduced first, so every rank holds the same p. The sums
+collected since the last update are saved with p (:meth:`AdaptiveAugment.state_dict`), so a run
+resumed between two updates moves p exactly as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -228,7 +230,25 @@ class AdaptiveAugment:
         return r_t
 
     def state_dict(self) -> dict:
-        return {"p": self.p}
+        """``p`` and the sign sums collected since the last update of p (ada): checkpoints fall
+        between updates (every ``log.checkpoint_every`` steps, p every ``interval``), and a
+        resumed run must update p from the same sums as an uninterrupted one."""
+        return {"p": self.p, "sign_sum": self._sign_sum, "count": self._count}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict, *, with_sums: bool = True) -> None:
+        """Restore :meth:`state_dict`. The sums are replaced, never kept: a state without them
+        (a checkpoint written before they were saved) or ``with_sums=False`` (a torchrun rank
+        other than 0, see :meth:`gather`) starts them at zero."""
         self.p = float(state.get("p", self.p))
+        self._sign_sum = float(state.get("sign_sum", 0.0)) if with_sums else 0.0
+        self._count = int(state.get("count", 0)) if with_sums else 0
+
+    def gather(self, all_reduce, *, keep: bool) -> None:
+        """Under torchrun, sum the sign sums over the ranks and keep the total on one rank
+        (``keep``) and zero on the others, so that rank 0's :meth:`state_dict` holds every
+        rank's share. The next :meth:`update` sums over the ranks again and sees the same
+        total. Every rank must call it (it is a collective)."""
+        if self.mode != "ada":
+            return
+        t = all_reduce(torch.tensor([self._sign_sum, float(self._count)], dtype=torch.float64))
+        self._sign_sum, self._count = (float(t[0]), int(t[1])) if keep else (0.0, 0)

@@ -17,7 +17,8 @@ Determinism and exact resume: batch order is a permutation per epoch seeded by `
 and latents/augmentations by ``(seed, step)``, so resuming from a checkpoint at step ``s``
 continues exactly as an uninterrupted run would (up to floating-point non-determinism of the
 device) without storing random-generator state. The learning-rate schedule is a function of the
-step, the augmentation probability and the objective's own state are saved in the checkpoint.
+step, the augmentation probability (with the adaptive one's running sums) and the objective's
+own state are saved in the checkpoint.
 
 Time: every metrics record carries ``cpu_s``, the CPU seconds this process has spent training
 (sums of :func:`time.process_time` deltas, all its threads, live evaluation excluded), and the
@@ -270,7 +271,8 @@ class Trainer:
         for name, opt in self.opts.items():
             opt.load_state_dict(unflatten_optimizer(f"opt_{name}", tensors, meta["optimizer"][f"opt_{name}"]))
         engine = meta.get("engine", {})
-        self.diffaug.load_state_dict(engine.get("augment", {}))
+        # rank 0 holds every rank's ADA sums (see save); the other ranks start theirs at zero
+        self.diffaug.load_state_dict(engine.get("augment", {}), with_sums=self.dist.is_main)
         self.lr_scale = float(engine.get("lr_scale", 1.0))
         self.objective.load_state_dict(engine.get("objective", {}))
         self.fixed_z = tensors["fixed_z"]
@@ -360,6 +362,10 @@ class Trainer:
         return d
 
     def save(self, name: str) -> None:
+        """Write checkpoint ``name`` (rank 0). Every rank calls ``save("last")`` together: it
+        first gathers the ranks' ADA sign sums onto rank 0, whose checkpoint a resume reads."""
+        if name == "last" and self.dist.enabled:
+            self.diffaug.gather(self.dist.all_reduce_sum, keep=self.dist.is_main)
         if not self.dist.is_main:
             return
         tensors, meta = self.card(with_optimizer=True)
