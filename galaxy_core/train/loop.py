@@ -14,7 +14,8 @@ records, sample grids, checkpoints, resume, fine-tuning (:mod:`galaxy_core.train
 live evaluation and torchrun (:mod:`galaxy_core.train.distributed`).
 
 Determinism and exact resume: batch order is a permutation per epoch seeded by ``(seed, epoch)``
-and latents/augmentations by ``(seed, step)``, so resuming from a checkpoint at step ``s``
+and latents/augmentations by ``(seed, step)``, and torch's global generator (dropout) is seeded
+by ``(seed, step, rank)`` at the start of every step, so resuming from a checkpoint at step ``s``
 continues exactly as an uninterrupted run would (up to floating-point non-determinism of the
 device) without storing random-generator state. The learning-rate schedule is a function of the
 step, the augmentation probability (with the adaptive one's running sums) and the objective's
@@ -91,8 +92,17 @@ def select_device(name: str = "auto", *, local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
+# Random streams of one step: 0 data and latents, 1 + rank the differentiable augmentation,
+# GLOBAL_STREAM + rank torch's global generator (distinct while there are fewer than 4095 ranks).
+GLOBAL_STREAM = 4096
+
+
+def _step_seed(seed: int, step: int, stream: int) -> int:
+    return (seed * 1_000_003 + step * 7919 + stream) % (2**63)
+
+
 def _step_generator(seed: int, step: int, stream: int) -> torch.Generator:
-    return torch.Generator().manual_seed((seed * 1_000_003 + step * 7919 + stream) % (2**63))
+    return torch.Generator().manual_seed(_step_seed(seed, step, stream))
 
 
 def learning_rate(base: float, step: int, cfg: Config, steps_per_epoch: float) -> float:
@@ -393,6 +403,11 @@ class Trainer:
 
     def train_step(self) -> dict[str, torch.Tensor]:
         t, dev = self.cfg.train, self.device
+        # Layers that draw from torch's global generator rather than the step's (nn.Dropout,
+        # a family's own torch.rand_like) get numbers fixed by (seed, step, rank) as well, so a
+        # resumed run repeats them without the generator's state in the checkpoint. Seeds
+        # every device's generator; families that draw nothing from it are unaffected.
+        torch.manual_seed(_step_seed(t.seed, self.step, GLOBAL_STREAM + self.dist.rank))
         gen = _step_generator(t.seed, self.step, 0)
         batch = {k: v.to(dev, non_blocking=True) for k, v in self.kind.batch(self.step, gen).items()}
         aug_gen = _step_generator(t.seed, self.step, 1 + self.dist.rank)
