@@ -62,10 +62,10 @@ from galaxy_core.io.checkpoint import (
 from galaxy_core.models.family import Family, StepContext, latent_generator
 from galaxy_core.models.registry import get_arch, make_config
 from galaxy_core.train import distributed
-from galaxy_core.train.diffaug import AdaptiveAugment, policy_ops
+from galaxy_core.train.diffaug import AdaptiveAugment, empty_cell, policy_ops
 from galaxy_core.train.ema import ema_beta_at, make_ema, update_ema
 from galaxy_core.train.finetune import InitReport, freeze, frozen_names, load_matching
-from galaxy_core.train.kinds import make_kind
+from galaxy_core.train.kinds import grid_num_classes, make_kind
 from galaxy_core.train.run import STATES, RunFolder, truncate_metrics
 
 ProgressFn = Callable[[int, int, dict], None]
@@ -121,13 +121,20 @@ def resolved_model(cfg: Config, data: PreparedDataset) -> dict:
     return {"arch": cfg.arch, **asdict(model_cfg)}
 
 
-def build_augment(cfg: AugmentConfig, channels: list[str]) -> tuple[Augment, AdaptiveAugment]:
-    """The classic augmentation of real batches and the differentiable one applied before D."""
+def build_augment(cfg: AugmentConfig, channels: list[str], *,
+                  grid_classes: int | None = None) -> tuple[Augment, AdaptiveAugment]:
+    """The classic augmentation of real batches and the differentiable one applied before D.
+
+    ``grid_classes``: the data are grids with this many cell classes, which D sees one-hot;
+    the differentiable augmentation then moves whole cells only and fills with the empty class
+    (see :mod:`galaxy_core.train.diffaug`)."""
     d = asdict(cfg)
     classic = Augment.from_dict({k: v for k, v in d.items() if k not in DIFF_KEYS})
-    ops = policy_ops(cfg.diff_policy, channels) if cfg.diff != "off" else ()
+    grid = grid_classes is not None
+    ops = policy_ops(cfg.diff_policy, channels, grid=grid) if cfg.diff != "off" else ()
     diff = AdaptiveAugment(ops=ops, mode=cfg.diff, p=cfg.diff_p, target=cfg.ada_target,
-                           interval=cfg.ada_interval, speed_kimg=cfg.ada_kimg)
+                           interval=cfg.ada_interval, speed_kimg=cfg.ada_kimg,
+                           fill=empty_cell(grid_classes) if grid else None)
     return classic, diff
 
 
@@ -182,7 +189,8 @@ class Trainer:
         self.family: Family = get_arch(cfg.arch)
         self.model = resolved_model(cfg, self.data)
         self.model_cfg = make_config(self.model["arch"], {k: v for k, v in self.model.items() if k != "arch"})
-        classic, self.diffaug = build_augment(cfg.augment, self.data.channels)
+        grid_classes = grid_num_classes(self.data) if self.family.data_kind == "grid" else None
+        classic, self.diffaug = build_augment(cfg.augment, self.data.channels, grid_classes=grid_classes)
         self.kind = make_kind(self.family.data_kind, self.data, batch_size=t.batch_size, seed=t.seed, augment=classic,
                               rank=self.dist.rank, world_size=self.dist.world_size, family=self.family,
                               model_cfg=self.model_cfg)
