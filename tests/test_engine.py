@@ -217,6 +217,29 @@ def test_fine_tune_with_frozen_layers_keeps_them_bit_identical(tmp_path):
     assert len(changed) == len(trainable) > 0
 
 
+def test_a_resumed_fine_tuning_run_keeps_its_init_record_and_refuses_another_init(tmp_path):
+    from galaxy_core.io.checkpoint import checkpoint_id
+    from galaxy_core.train.loop import RunRefused
+
+    sets = SMALL + ["model.width=8"]
+    for name, seed in (("source", 0), ("other", 5)):
+        train(load_config(None, sets + ["train.steps=2", f"train.seed={seed}"]), tmp_path / name, progress=False)
+    source, other = (tmp_path / n / "checkpoints" / "last.json" for n in ("source", "other"))
+    tuned = tmp_path / "tuned"
+    train(load_config(None, sets + ["train.steps=2"]), tuned, init_from=str(source), progress=False)
+    record = read_meta(tuned / "checkpoints" / "last.json")["engine"]["init"]
+    assert record["sha"] == checkpoint_id(source) and record["source"] == str(source.resolve())
+    train(load_config(None, sets + ["train.steps=4"]), tuned, progress=False)  # resumed without --init
+    assert read_meta(tuned / "checkpoints" / "last.json")["engine"]["init"] == record
+    with pytest.raises(RunRefused, match="started from .*not from"):
+        train(load_config(None, sets + ["train.steps=6"]), tuned, init_from=str(other), progress=False)
+    train(load_config(None, sets + ["train.steps=6"]), tuned, init_from=str(source), progress=False)
+    meta = read_meta(tuned / "checkpoints" / "last.json")
+    assert meta["training"]["step"] == 6 and meta["engine"]["init"] == record
+    with pytest.raises(RunRefused, match="started from scratch"):
+        train(load_config(None, sets + ["train.steps=8"]), tmp_path / "other", init_from=str(source), progress=False)
+
+
 def _tiny_folder(tmp_path, n=6):
     from galaxy_core.data import load_dataset
 

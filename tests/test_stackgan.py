@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from galaxy_core.errors import ConfigError
+from galaxy_core.errors import CheckpointError, ConfigError
 from galaxy_core.io.checkpoint import checkpoint_id, load_checkpoint, read_meta
 from galaxy_core.models.pretrained import load_pretrained
 from galaxy_core.models.registry import get_arch
@@ -202,3 +202,68 @@ def test_input_skip_starts_as_bilinear_upsampling_and_learns_a_correction():
     plain = Generator(StackGANConfig(resolution=128, num_bands=3, width=8, final_width=16)).eval()
     with torch.no_grad():
         assert (plain(low) - bilinear).abs().mean() > 0.1
+
+
+def _copy_checkpoint(src: Path, dst: Path, *, perturb: float = 0.0) -> Path:
+    """``src`` written to ``dst`` (a JSON path); ``perturb`` shifts every generator weight, as a
+    retrained checkpoint of the same shape would."""
+    from galaxy_core.io.checkpoint import save_checkpoint
+
+    tensors, meta = load_checkpoint(src)
+    if perturb:
+        tensors = {k: v + perturb if k.startswith("G") and v.is_floating_point() else v for k, v in tensors.items()}
+    meta.pop("tensors_sha256", None)
+    save_checkpoint(dst.with_suffix(""), tensors, meta)
+    return dst
+
+
+def _stage2_after(tmp_path: Path, stage1: Path, *, named: str | None = None) -> Path:
+    """The shipped stage II as a card trained after ``stage1``; ``model.stage1`` says ``named``."""
+    from galaxy_core.io.checkpoint import update_card
+
+    card = _copy_checkpoint(ROOT / "checkpoints" / "stackgan_sim128.json", tmp_path / "stage2.json")
+    meta = read_meta(card)
+    update_card(card, {"model": {**meta["model"], "stage1": named or str(stage1)},
+                       "engine": {**meta["engine"], "references": {"stage1": {"path": str(stage1),
+                                                                              "sha": checkpoint_id(stage1)}}}})
+    return card
+
+
+def test_a_stage1_replaced_after_training_is_refused_naming_both_files(tmp_path):
+    stage1 = _copy_checkpoint(STAGE1, tmp_path / "s1" / "stage1.json")
+    card = _stage2_after(tmp_path, stage1)
+    trained_with = checkpoint_id(stage1)
+    assert load_pretrained(card).refs["stage1"].id == trained_with
+    _copy_checkpoint(STAGE1, stage1, perturb=0.05)  # retrained in place: same path, other weights
+    with pytest.raises(CheckpointError, match="stage1") as e:
+        load_pretrained(card)
+    said = str(e.value)
+    assert str(card) in said and str(stage1) in said and trained_with in said and checkpoint_id(stage1) in said
+    _copy_checkpoint(STAGE1, stage1)  # the one it was trained with, back in its place
+    assert load_pretrained(card).refs["stage1"].id == trained_with
+
+
+def test_the_recorded_stage1_is_used_where_the_configured_path_holds_another_or_nothing(tmp_path):
+    stage1 = _copy_checkpoint(STAGE1, tmp_path / "s1" / "stage1.json")
+    other = _copy_checkpoint(STAGE1, tmp_path / "other.json", perturb=0.05)
+    for named in (str(other), str(tmp_path / "gone.json")):
+        model = load_pretrained(_stage2_after(tmp_path, stage1, named=named))
+        assert model.refs["stage1"].path == stage1 and model.refs["stage1"].id == checkpoint_id(stage1)
+
+
+def test_resuming_after_a_retrained_stage1_is_refused_and_the_run_is_left_as_it_was(tmp_path):
+    from galaxy_core.config import load_config
+    from galaxy_core.train.loop import train
+
+    stage1 = _copy_checkpoint(STAGE1, tmp_path / "stage1.json")
+    sets = TINY + ["model.res_blocks=1", f"model.stage1={str(stage1)!r}"]
+    config = ROOT / "configs" / "stackgan_sim128.toml"
+    train(load_config(config, sets + ["train.steps=2"]), tmp_path / "run", progress=False)
+    last = tmp_path / "run" / "checkpoints" / "last.json"
+    ref = read_meta(last)["engine"]["references"]["stage1"]
+    assert ref == {"path": str(stage1.resolve()), "sha": checkpoint_id(stage1)}  # absolute: found from any folder
+    _copy_checkpoint(STAGE1, stage1, perturb=0.05)
+    written = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file() and p.name != ".lock"}
+    with pytest.raises(CheckpointError, match="was trained after the stage1 checkpoint"):
+        train(load_config(config, sets + ["train.steps=4"]), tmp_path / "run", progress=False)
+    assert {p: p.read_bytes() for p in written} == written

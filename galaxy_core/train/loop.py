@@ -198,7 +198,8 @@ class Trainer:
         self.nets = {k: v.to(self.device) for k, v in self.family.build(self.model_cfg).items()}
         if self.device.type == "cuda" and t.channels_last:
             self.nets = {k: v.to(memory_format=torch.channels_last) for k, v in self.nets.items()}
-        self.init_report: InitReport | None = None
+        self.init_report: InitReport | None = None  # what --init did in this process
+        self.init_record: dict | None = None  # the card's engine.init: what the run started from
         if init_from:
             self._init_weights(init_from)
         self.frozen = self._freeze()
@@ -237,12 +238,25 @@ class Trainer:
 
     # state -------------------------------------------------------------------------------
     def _load_references(self) -> dict:
-        from galaxy_core.models.pretrained import load_pretrained
+        """The checkpoints the model runs after (a StackGAN's stage I). A run that already has a
+        checkpoint keeps the ones it was trained with: the ids recorded in ``last`` are checked
+        (:func:`~galaxy_core.models.pretrained.pinned_references`), so a stage I retrained in
+        place is refused instead of being chained silently for the rest of the run."""
+        from galaxy_core.io.checkpoint import read_meta
+        from galaxy_core.models.pretrained import load_pretrained, pinned_references
 
-        return {role: load_pretrained(path, device=self.device)
-                for role, path in self.family.references(self.model_cfg).items()}
+        last = self.run.checkpoint("last")
+        if last.exists():
+            paths = pinned_references(last, (read_meta(last).get("engine") or {}).get("references"),
+                                      self.family, self.model_cfg)
+        else:
+            paths = {role: Path(p) for role, p in self.family.references(self.model_cfg).items()}
+        return {role: load_pretrained(path, device=self.device) for role, path in paths.items()}
 
     def _init_weights(self, path: str) -> None:
+        from galaxy_core.paths import with_suffix_of
+
+        path = with_suffix_of(path, ".json", (".json", ".safetensors")).resolve()  # recorded: any folder finds it
         tensors, meta = load_checkpoint(path)  # a malformed card is refused here, naming the file
         if "arch" not in meta:
             raise CheckpointError(f"{path}: the model card names no architecture ('arch'); --init needs a "
@@ -252,6 +266,7 @@ class Trainer:
         rep = load_matching(self.nets, tensors, source=str(path))
         rep.source_id = checkpoint_id(path)
         self.init_report = rep
+        self.init_record = rep.to_dict() | {"sha": rep.source_id}
 
     def _freeze(self) -> dict[str, list[str]]:
         t = self.cfg.train
@@ -292,6 +307,7 @@ class Trainer:
         # rank 0 holds every rank's ADA sums (see save); the other ranks start theirs at zero
         self.diffaug.load_state_dict(engine.get("augment", {}), with_sums=self.dist.is_main)
         self.lr_scale = float(engine.get("lr_scale", 1.0))
+        self.init_record = engine.get("init")  # a resumed fine-tuning run still says what it started from
         self.objective.load_state_dict(engine.get("objective", {}))
         self.fixed_z = tensors["fixed_z"]
         if "fixed_labels" in tensors:
@@ -357,9 +373,10 @@ class Trainer:
                 "augment": self.diffaug.state_dict(),
                 "objective": self.objective.state_dict(),
                 "frozen": {k: len(v) for k, v in self.frozen.items()},
-                "init": self.init_report.to_dict() | {"sha": getattr(self.init_report, "source_id", None)}
-                if self.init_report else None,
-                "references": {role: {"path": str(p.path), "sha": p.id} for role, p in self.refs.items()},
+                "init": self.init_record,
+                # absolute: the card may be read from another folder; the id pins the very file
+                "references": {role: {"path": str(Path(p.path).resolve()), "sha": p.id}
+                               for role, p in self.refs.items()},
             },
             # only what was measured on these weights; the best snapshot is named separately
             "metrics": dict(self.last_eval[1]) if self.last_eval and self.last_eval[0] == self.step else {},
@@ -582,7 +599,9 @@ def train(
         checkpoints is refused.
     init_from : path, optional
         Checkpoint whose matching tensors initialise a new run (fine-tuning; see
-        :mod:`galaxy_core.train.finetune`).
+        :mod:`galaxy_core.train.finetune`). A resumed run takes its weights from ``last``;
+        ``init_from`` must then be the checkpoint it started from, whose record
+        (``engine.init``) every later card keeps.
     progress_fn, abort_fn : callables, optional
         See module docstring.
     progress : bool
@@ -598,9 +617,11 @@ def train(
     Raises
     ------
     RunRefused
-        The folder holds another run (without ``resume``), or the dataset changed.
+        The folder holds another run (without ``resume``), the dataset changed, or
+        ``init_from`` is not the checkpoint the resumed run started from.
     CheckpointError
-        The config's model differs from the run's checkpoint.
+        The config's model differs from the run's checkpoint, or a checkpoint the model runs
+        after (a StackGAN's stage I) is no longer the one the run was trained with.
     TrainingDiverged
         A loss became non-finite (``train.on_nonfinite = "fail"``) or weights did at a save.
     """
@@ -612,6 +633,9 @@ def train(
                          f"{run.root}, or give a new --name / --run-dir")
     if not has_run:
         _refuse_foreign_folder(run)
+    if has_run and init_from is not None:
+        _check_same_init(run, init_from)
+        init_from = None  # the weights come from last; its card keeps the record of the start
     if str(cfg.data.dataset) not in BUILTIN:
         require_dataset(cfg.data.dataset)  # before a run folder is made for data that is not there
     fresh = not run.status_path.exists()
@@ -667,6 +691,22 @@ def train(
         if held is not None:
             held.release()
         distributed.teardown(dist)
+
+
+def _check_same_init(run: RunFolder, init_from: str) -> None:
+    """Refuse ``init_from`` for a run that did not start from that checkpoint (its id, as
+    recorded in ``last``); resuming takes the weights from ``last`` either way."""
+    from galaxy_core.io.checkpoint import read_meta
+
+    last = run.checkpoint("last")
+    record = (read_meta(last).get("engine") or {}).get("init")
+    given = checkpoint_id(init_from)
+    if not record:
+        raise RunRefused(f"{run.root}: the run started from scratch, not from {init_from} (id {given}); --init starts "
+                         "a new run: give a new --name / --run-dir, or resume without it")
+    if record.get("sha") != given:
+        raise RunRefused(f"{run.root}: the run started from {record.get('source')} (id {record.get('sha')}), not from "
+                         f"{init_from} (id {given}); resume it without --init, or start a new run from {init_from}")
 
 
 def _check_same_data(tr: Trainer, *, force_data: bool) -> None:
