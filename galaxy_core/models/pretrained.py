@@ -384,7 +384,7 @@ def _build_from_card(path: Path, meta: dict, tensors: dict | None = None) -> tup
                               f"{model['arch']!r}; restore the NAME.json galaxygan wrote")
     what = f"{path}: the model card does not describe a buildable {arch} model"
     family = get_arch(arch)
-    values = {k: v for k, v in model.items() if k != "arch"}
+    values = {k: v for k, v in family.card_model(model).items() if k != "arch"}
     try:
         hints = typing.get_type_hints(family.config_cls)
     except Exception:  # a plugin's annotations that cannot be resolved: leave the checks to the family
@@ -401,6 +401,7 @@ def _build_from_card(path: Path, meta: dict, tensors: dict | None = None) -> tup
         _check_shapes(path, arch, family, model_cfg, tensors)
     try:
         built = family.build(model_cfg)
+        family.attach_data(built, meta.get("data") or {})
     except _BUILD_ERRORS as e:
         raise CheckpointError(f"{what}: {e}; restore the NAME.json galaxygan wrote") from e
     references = pinned_references(path, (meta.get("engine") or {}).get("references"), family, model_cfg)
@@ -577,7 +578,7 @@ def verify_checkpoint(path: str | os.PathLike, *, n: int = 4) -> dict:
             return out
         model = load_pretrained(path)
         rebuilt = {"arch": meta["arch"], **asdict(model.model_cfg)}
-        if rebuilt != meta["model"]:
+        if rebuilt != model.family.card_model(meta["model"]):
             raise CheckpointError(f"{path}: card's model {meta['model']} resolves to {rebuilt}")
         x = model.generate(model.latents(0, n))
         want = (n, len(model.channels))

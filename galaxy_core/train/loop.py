@@ -196,6 +196,7 @@ class Trainer:
                               model_cfg=self.model_cfg)
         self.refs = self._load_references()
         self.nets = {k: v.to(self.device) for k, v in self.family.build(self.model_cfg).items()}
+        self.family.attach_data(self.nets, self.data.description())
         if self.device.type == "cuda" and t.channels_last:
             self.nets = {k: v.to(memory_format=torch.channels_last) for k, v in self.nets.items()}
         self.init_report: InitReport | None = None  # what --init did in this process
@@ -295,8 +296,12 @@ class Trainer:
         if not last.exists():
             return False
         tensors, meta = load_checkpoint(last)
-        if meta["model"] != self.model:
-            raise CheckpointError(f"{last}: run was trained with model {meta['model']}, config now says {self.model}")
+        trained = self.family.card_model(meta["model"])
+        if trained != self.model:
+            diff = sorted(k for k in {*trained, *self.model} if trained.get(k) != self.model.get(k))
+            said = "; ".join(f"model.{k}: {trained.get(k)!r} in the run, {self.model.get(k)!r} in the config" for k in diff)
+            raise CheckpointError(f"{last}: the run was trained with another model than the config describes ({said}); "
+                                  "resume with the run's values (--set model.KEY=VALUE) or start a new run")
         for name, net in self.nets.items():
             net.load_state_dict(subdict(tensors, name))
         for name, net in self.ema.items():
