@@ -222,6 +222,8 @@ class AdaptiveAugment:
         What translation and cutout bring in, per channel (model range); None: each image's
         minimum (translation) or median (cutout). For one-hot grids the empty class,
         ``(1, -1, ..., -1)`` (:func:`empty_cell`).
+    r_t : float or None
+        The latest ``r_t`` (ada), logged with every metrics record until the next update.
     """
 
     ops: tuple[str, ...]
@@ -231,6 +233,7 @@ class AdaptiveAugment:
     interval: int = 4
     speed_kimg: float = 100.0
     fill: tuple[float, ...] | None = None
+    r_t: float | None = None
     _sign_sum: float = 0.0
     _count: int = 0
 
@@ -275,19 +278,22 @@ class AdaptiveAugment:
         r_t = float(t[0] / t[1])
         adjust = math.copysign(1.0, r_t - self.target) * images_per_step * self.interval / (self.speed_kimg * 1000)
         self.p = float(min(max(self.p + adjust, 0.0), 1.0))
+        self.r_t = r_t
         return r_t
 
     def state_dict(self) -> dict:
-        """``p`` and the sign sums collected since the last update of p (ada): checkpoints fall
-        between updates (every ``log.checkpoint_every`` steps, p every ``interval``), and a
-        resumed run must update p from the same sums as an uninterrupted one."""
-        return {"p": self.p, "sign_sum": self._sign_sum, "count": self._count}
+        """``p``, the latest ``r_t`` and the sign sums collected since the last update of p
+        (ada): checkpoints fall between updates (every ``log.checkpoint_every`` steps, p every
+        ``interval``), and a resumed run must update p from the same sums, and log the same
+        ``r_t`` until then, as an uninterrupted one."""
+        return {"p": self.p, "r_t": self.r_t, "sign_sum": self._sign_sum, "count": self._count}
 
     def load_state_dict(self, state: dict, *, with_sums: bool = True) -> None:
         """Restore :meth:`state_dict`. The sums are replaced, never kept: a state without them
         (a checkpoint written before they were saved) or ``with_sums=False`` (a torchrun rank
         other than 0, see :meth:`gather`) starts them at zero."""
         self.p = float(state.get("p", self.p))
+        self.r_t = state.get("r_t")
         self._sign_sum = float(state.get("sign_sum", 0.0)) if with_sums else 0.0
         self._count = int(state.get("count", 0)) if with_sums else 0
 

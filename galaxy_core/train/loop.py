@@ -749,7 +749,6 @@ def _loop(tr: Trainer, progress_fn: ProgressFn | None, abort_fn: AbortFn | None,
     n_acc, t_mark, c_mark = 0, time.perf_counter(), time.process_time()
     imgs_since = 0
     state = "finished"
-    r_t = None
     while tr.step < total:
         stop = abort_fn is not None and abort_fn()
         if tr.dist.any(stop):
@@ -766,9 +765,8 @@ def _loop(tr: Trainer, progress_fn: ProgressFn | None, abort_fn: AbortFn | None,
             t_mark, c_mark = time.perf_counter(), time.process_time()
             continue
         tr.step += 1
-        r = tr.diffaug.update(step=tr.step, images_per_step=cfg.train.batch_size,
-                              all_reduce=tr.dist.all_reduce_sum if tr.dist.enabled else None)
-        r_t = r if r is not None else r_t
+        tr.diffaug.update(step=tr.step, images_per_step=cfg.train.batch_size,
+                          all_reduce=tr.dist.all_reduce_sum if tr.dist.enabled else None)
         for k, v in out.items():
             sums[k] = sums.get(k, 0) + v
             counts[k] = counts.get(k, 0) + 1
@@ -789,8 +787,8 @@ def _loop(tr: Trainer, progress_fn: ProgressFn | None, abort_fn: AbortFn | None,
                    "time": time.time()}
             if tr.diffaug.mode != "off":
                 rec["augment_p"] = tr.diffaug.p
-                if r_t is not None:
-                    rec["ada_rt"] = r_t
+                if tr.diffaug.r_t is not None:
+                    rec["ada_rt"] = tr.diffaug.r_t
             if evaluate_now:
                 rec.update(tr.evaluate() or {})
             if main:
