@@ -112,14 +112,16 @@ class AugmentConfig:
     flip_h: bool = True           # random horizontal flip
     flip_v: bool = True           # random vertical flip
     rot90: bool = True            # random multiple of 90 degrees
-    rotate: str = option("none", choices=("none", "45", "any"))  # extra rotation: 45-degree steps or any angle
+    # extra rotation: 45-degree steps or any angle (images only: refused for grids of cell classes)
+    rotate: str = option("none", choices=("none", "45", "any"))
     rotate_fill: str = option("reflect", choices=("reflect", "constant"))  # fill for rotated corners
     # probability of a random hue shift (RGB only; 0.25 in Lightweight GAN)
     hue_p: float = option(0.0, low=0.0, high=1.0)
     # differentiable augmentation of real and generated images before D: "off", "fixed" or "ada" (adaptive p)
     diff: str = option("off", choices=("off", "fixed", "ada"))
     diff_p: float = option(0.0, low=0.0, high=1.0)  # probability per operation (fixed), or the start value (ada)
-    # "auto" (rgb: translation,cutout,color; bands: flip,rot90,shift,noise), "rgb", "bands" or a list
+    # "auto" (rgb: translation,cutout,color; bands: flip,rot90,shift,noise; cell grids: flip,rot90,translation),
+    # "rgb", "bands" or a list
     diff_policy: str = "auto"
     ada_target: float = option(0.6, low=0.0, high=1.0, low_open=True, high_open=True)  # target of E[sign(D(real))]
     ada_interval: int = option(4, low=1)          # ada: steps between updates of p

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python scripts/stackgan_compare.py [checkpoints/stackgan_sim128.json] [--n 256]
+    python scripts/stackgan_compare.py [checkpoints/stackgan_sim128.json] [--n 256] [--stage1-input MODE]
 
 Prints the live-evaluation FID/KID (shipped galaxy encoder, ``n`` samples of latent seed 2024,
 the protocol of :func:`galaxy_core.train.live.make_live_evaluator`) of
@@ -14,18 +14,23 @@ the protocol of :func:`galaxy_core.train.live.make_live_evaluator`) of
 
 and the super-resolution error of stage II on real inputs (the last ``n`` stamps; input = 2x2
 mean of the real high-resolution image) for both statistics and for plain upsampling.
+
+``--stage1-input`` chains stage I as ``restretch`` or ``as_is`` instead of the card's
+``model.stage1_input`` (how stage-I images enter stage II, see :mod:`galaxy_core.models.stackgan`).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 
 import torch
 import torch.nn.functional as F
 
 from galaxy_core.data import load_dataset
 from galaxy_core.models.pretrained import load_pretrained
+from galaxy_core.models.stackgan import stage1_encoder
 from galaxy_core.train.live import make_live_evaluator
 
 
@@ -33,13 +38,17 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("checkpoint", nargs="?", default="checkpoints/stackgan_sim128.json")
     ap.add_argument("--n", type=int, default=256)
+    ap.add_argument("--stage1-input", choices=["restretch", "as_is"], help="instead of the card's model.stage1_input")
     args = ap.parse_args()
     torch.set_num_threads(1)
     chain = load_pretrained(args.checkpoint)
     s1 = chain.refs["stage1"]
     dev = torch.device("cpu")
     G = chain.nets["G"]
+    if args.stage1_input:
+        G.cfg = chain.model_cfg = dataclasses.replace(G.cfg, stage1_input=args.stage1_input)
     G_copied = copy.deepcopy(G).eval()  # statistics as stored in the checkpoint
+    encode = stage1_encoder(s1, G)  # stage-I images in the encoding of stage II's inputs (model.stage1_input)
     name = chain.meta["data"]["name"]
     hi = load_dataset(name, resolution=chain.resolution, count=10000, seed=0, progress=False)
     lo = load_dataset(name, resolution=chain.resolution // 2, count=10000, seed=0, progress=False)
@@ -58,7 +67,7 @@ def main() -> None:
         "stage I, bilinear x2": ev_hi(lambda z: F.interpolate(stage1(z), scale_factor=2, mode="bilinear",
                                                                align_corners=False).clamp(-1, 1), sz),
         "stage I, nearest x2": ev_hi(lambda z: F.interpolate(stage1(z), scale_factor=2, mode="nearest"), sz),
-        "chain, stage II with copied statistics": ev_hi(lambda z: G_copied(stage1(z)), sz),
+        "chain, stage II with copied statistics": ev_hi(lambda z: G_copied(encode(stage1(z))), sz),
         "chain, stage II re-estimated statistics": ev_hi(
             lambda z: chain.family.generate(chain.nets, z, refs=chain.refs)["stage2"], sz),
     }

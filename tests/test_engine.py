@@ -349,6 +349,29 @@ def test_finiteness_check_gathers_statistics_from_several_devices():
     assert values.device.type == "meta" and values.shape == (3,) and values.dtype == torch.float32
 
 
+def test_a_resumed_fine_tuning_run_keeps_its_init_record_and_refuses_another_init(tmp_path):
+    from galaxy_core.io.checkpoint import checkpoint_id
+    from galaxy_core.train.loop import RunRefused
+
+    sets = SMALL + ["model.width=8"]
+    for name, seed in (("source", 0), ("other", 5)):
+        train(load_config(None, sets + ["train.steps=2", f"train.seed={seed}"]), tmp_path / name, progress=False)
+    source, other = (tmp_path / n / "checkpoints" / "last.json" for n in ("source", "other"))
+    tuned = tmp_path / "tuned"
+    train(load_config(None, sets + ["train.steps=2"]), tuned, init_from=str(source), progress=False)
+    record = read_meta(tuned / "checkpoints" / "last.json")["engine"]["init"]
+    assert record["sha"] == checkpoint_id(source) and record["source"] == str(source.resolve())
+    train(load_config(None, sets + ["train.steps=4"]), tuned, progress=False)  # resumed without --init
+    assert read_meta(tuned / "checkpoints" / "last.json")["engine"]["init"] == record
+    with pytest.raises(RunRefused, match="started from .*not from"):
+        train(load_config(None, sets + ["train.steps=6"]), tuned, init_from=str(other), progress=False)
+    train(load_config(None, sets + ["train.steps=6"]), tuned, init_from=str(source), progress=False)
+    meta = read_meta(tuned / "checkpoints" / "last.json")
+    assert meta["training"]["step"] == 6 and meta["engine"]["init"] == record
+    with pytest.raises(RunRefused, match="started from scratch"):
+        train(load_config(None, sets + ["train.steps=8"]), tmp_path / "other", init_from=str(source), progress=False)
+
+
 def _tiny_folder(tmp_path, n=6):
     from galaxy_core.data import load_dataset
 
@@ -376,6 +399,57 @@ def test_adaptive_augmentation_rises_on_an_overfit_discriminator_and_resumes_wit
     train(load_config(None, sets + ["train.steps=40"]), tmp_path / "split", progress=False)
     resumed = read_metrics(tmp_path / "split" / "metrics.jsonl")
     assert [r["augment_p"] for r in resumed] == pytest.approx(ps)
+
+
+def _assert_same_checkpoints(a, b):
+    ta, ma = load_checkpoint(a)
+    tb, mb = load_checkpoint(b)
+    assert sorted(ta) == sorted(tb)
+    different = [k for k in ta if not torch.equal(ta[k], tb[k])]
+    assert not different, different[:5]
+    assert ma["engine"] == mb["engine"]
+
+
+def test_adaptive_augmentation_resumed_between_two_updates_of_p_is_exact(tmp_path):
+    # p moves every 4 steps; the split run saves at step 6, halfway through an interval, so
+    # the sign sums of steps 5 and 6 must come back with the checkpoint.
+    sets = SMALL + ["model.width=8", "augment.diff=ada", "augment.diff_p=0.2", "augment.ada_interval=4",
+                    "augment.ada_kimg=0.1", "augment.ada_target=0.6", "train.seed=1", "log.metrics_every=1"]
+    train(load_config(None, sets + ["train.steps=12"]), tmp_path / "straight", progress=False)
+    train(load_config(None, sets + ["train.steps=6"]), tmp_path / "split", progress=False)
+    saved = read_meta(tmp_path / "split" / "checkpoints" / "last.json")["engine"]["augment"]
+    train(load_config(None, sets + ["train.steps=12"]), tmp_path / "split", progress=False)
+    clock = ("time", "cpu_s", "images_per_s")
+    recs = {n: [{k: v for k, v in r.items() if k not in clock} for r in read_metrics(tmp_path / n / "metrics.jsonl")]
+            for n in ("straight", "split")}
+    assert recs["split"] == recs["straight"]  # p, and r_t logged between its updates
+    assert len({r["augment_p"] for r in recs["straight"]}) > 1  # p did move in these 12 steps
+    _assert_same_checkpoints(tmp_path / "straight" / "checkpoints" / "last.json",
+                             tmp_path / "split" / "checkpoints" / "last.json")
+    assert saved.get("count") == 2 * 8 and abs(saved["sign_sum"]) <= 16  # steps 5 and 6, 8 real images each
+
+
+def test_adaptive_augmentation_state_replaces_the_sign_sums_and_gathers_them_on_one_rank():
+    from galaxy_core.train.diffaug import AdaptiveAugment
+
+    aug = AdaptiveAugment(ops=("flip",), mode="ada", p=0.1)
+    aug.observe(torch.tensor([1.0, 1.0, -1.0]))
+    assert aug.state_dict() == {"p": 0.1, "r_t": None, "sign_sum": 1.0, "count": 3}
+    aug.observe(torch.tensor([1.0]))  # a step that a rollback undoes
+    aug.load_state_dict({"p": 0.1, "r_t": 0.5, "sign_sum": 1.0, "count": 3})
+    assert aug.state_dict() == {"p": 0.1, "r_t": 0.5, "sign_sum": 1.0, "count": 3}
+    aug.load_state_dict({"p": 0.2})  # a checkpoint written before the sums were saved
+    assert aug.state_dict() == {"p": 0.2, "r_t": None, "sign_sum": 0.0, "count": 0}
+    # torchrun: two ranks' sums end up on rank 0, and an update sums the same total as before
+    ranks = [AdaptiveAugment(ops=("flip",), mode="ada", p=0.5, interval=1, speed_kimg=1.0) for _ in range(2)]
+    ranks[0].observe(torch.tensor([1.0, 1.0]))
+    ranks[1].observe(torch.tensor([1.0, -1.0]))
+    totals = torch.tensor([2.0, 4.0], dtype=torch.float64)  # what all_reduce of the two ranks' sums returns
+    for i, r in enumerate(ranks):
+        r.gather(lambda t: totals, keep=i == 0)
+    assert ranks[0].state_dict() == {"p": 0.5, "r_t": None, "sign_sum": 2.0, "count": 4}
+    assert ranks[1].state_dict() == {"p": 0.5, "r_t": None, "sign_sum": 0.0, "count": 0}
+    assert ranks[0].update(step=1, images_per_step=4) == pytest.approx(0.5)  # r_t of all four logits
 
 
 def test_diff_augmentation_refuses_colour_on_survey_bands():

@@ -1,9 +1,11 @@
 """Position GAN: one-hot-like output, training through the engine on a grid dataset, verify."""
 
 import numpy as np
+import pytest
 import torch
 
 from galaxy_core.config import load_config
+from galaxy_core.errors import ConfigError
 from galaxy_core.models.positions import PositionsConfig
 from galaxy_core.models.pretrained import load_pretrained, verify_checkpoint
 from galaxy_core.models.registry import get_arch
@@ -116,3 +118,59 @@ def test_sampled_cells_training_resumes_exactly(tmp_path, straight_and_split):
     assert a.meta["model"]["sampled_cells"] is True
     for (k, va), (_, vb) in zip(a.G.state_dict().items(), b.G.state_dict().items()):
         assert torch.equal(va, vb), k
+
+
+def _tiny_grids(tmp_path, seed=7):
+    rng = np.random.default_rng(seed)
+    src = {"x": rng.uniform(0, 255, 60), "y": rng.uniform(0, 255, 60), "area": rng.uniform(10, 100, 60),
+           "shape": (256, 256)}
+    return prepare_catalogue_grids(src, tmp_path / "grids", GridOptions(grid=16, cell_px=16, count=64), source="test")
+
+
+@pytest.mark.parametrize("fill", ["constant", "reflect"])
+def test_rotation_of_class_grids_is_refused_before_a_step(tmp_path, fill):
+    # bilinear resampling put fractions of classes (reflect) or class -1 (constant) into cells
+    ds = _tiny_grids(tmp_path)
+    cfg = load_config(configs_dir() / "positions_hdf_cond.toml",
+                      [f"data.dataset={str(ds.root)!r}", "train.steps=2", "train.batch_size=8", "model.width=4",
+                       "augment.rotate=45", f"augment.rotate_fill={fill}", "train.threads=1"])
+    with pytest.raises(ConfigError, match=r"augment.rotate = '45'.*grids of cell classes.*rot90"):
+        train(cfg, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "checkpoints" / "last.json").exists()
+
+
+def _is_one_hot(x: torch.Tensor) -> bool:
+    return bool(((x == 1) | (x == -1)).all() and ((x == 1).sum(dim=1) == 1).all())
+
+
+def test_differentiable_augmentation_of_grids_moves_whole_cells_and_brings_in_empty_ones(tmp_path):
+    from galaxy_core.config import AugmentConfig
+    from galaxy_core.data import load_dataset
+    from galaxy_core.train.kinds import GridKind
+    from galaxy_core.train.loop import build_augment
+
+    ds = load_dataset(str(_tiny_grids(tmp_path).root), progress=False)
+    classic, _ = build_augment(AugmentConfig(), ds.channels, grid_classes=4)
+    real = GridKind(ds, batch_size=32, seed=0, augment=classic).batch(0, torch.Generator().manual_seed(0))["image"]
+    assert real.shape == (32, 4, 16, 16) and _is_one_hot(real)
+    for policy in ("auto", "translation,cutout"):
+        _, diff = build_augment(AugmentConfig(diff="fixed", diff_p=1.0, diff_policy=policy), ds.channels,
+                                grid_classes=4)
+        out = diff(real, torch.Generator().manual_seed(3))
+        assert _is_one_hot(out), policy  # every cell still holds exactly one class
+        galaxies = (real[:, 1:] == 1).sum(dim=(1, 2, 3))
+        assert ((out[:, 1:] == 1).sum(dim=(1, 2, 3)) <= galaxies).all()  # moved out or emptied, never invented
+        assert not torch.equal(out, real)
+    _, diff = build_augment(AugmentConfig(diff="ada"), ds.channels, grid_classes=4)
+    assert diff.ops == ("flip", "rot90", "translation") and diff.fill == (1.0, -1.0, -1.0, -1.0)
+    for policy in ("shift", "bands", "flip,noise"):
+        with pytest.raises(ConfigError, match="cannot augment grids of cell classes"):
+            build_augment(AugmentConfig(diff="fixed", diff_policy=policy), ds.channels, grid_classes=4)
+
+
+def test_position_gan_trains_with_adaptive_augmentation(tmp_path):
+    ds = _tiny_grids(tmp_path)
+    cfg = load_config(configs_dir() / "positions_hdf_cond.toml",
+                      [f"data.dataset={str(ds.root)!r}", "train.steps=2", "train.batch_size=8", "model.width=4",
+                       "augment.diff=ada", "augment.diff_p=0.5", "log.eval_every=0", "train.threads=1"])
+    assert train(cfg, tmp_path / "run", progress=False)["state"] == "finished"

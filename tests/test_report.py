@@ -145,6 +145,27 @@ def _summary(extractor: str, values: dict, floors: dict, *, memorised=None) -> d
             "data": "hdf", "n": 64, "floor_definition": "two halves of the held-out stamps", "memorised": memorised}
 
 
+def test_record_in_card_refuses_an_evaluation_of_another_checkpoint(tmp_path):
+    import shutil
+
+    from galaxy_core.errors import CheckpointError
+    from galaxy_core.io.checkpoint import read_meta
+    from galaxy_core.metrics.report import record_in_card
+
+    for ext in (".json", ".safetensors"):
+        shutil.copy(checkpoints_dir() / f"dcgan_hdf32{ext}", tmp_path / f"m{ext}")
+    path = tmp_path / "m.json"
+    summary = {**_summary("pix8", {"fid_pix8_64": 9.0, "kid_pix8_64": 0.5}, {"fid_pix8_64": 0.9, "kid_pix8_64": 0.05}),
+               "checkpoint_path": "/elsewhere/other.json", "checkpoint_id": "0123456789ab",
+               "checkpoint_sha256": "0123456789ab" + "0" * 52}
+    card = path.read_bytes()
+    with pytest.raises(CheckpointError, match=r"measured on /elsewhere/other.json \(id 0123456789ab\)"):
+        record_in_card(path, summary, command="galaxygan evaluate other.json")
+    assert path.read_bytes() == card
+    meta = record_in_card(path, {**summary, "checkpoint_sha256": read_meta(path)["tensors_sha256"]}, command="here")
+    assert meta["evaluation"]["command"] == "here"
+
+
 def test_record_in_card_keeps_each_metric_with_the_evaluation_that_measured_it(tmp_path):
     import shutil
 

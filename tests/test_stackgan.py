@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from galaxy_core.errors import ConfigError
+from galaxy_core.errors import CheckpointError, ConfigError
 from galaxy_core.io.checkpoint import checkpoint_id, load_checkpoint, read_meta
 from galaxy_core.models.pretrained import load_pretrained
 from galaxy_core.models.registry import get_arch
@@ -202,3 +202,149 @@ def test_input_skip_starts_as_bilinear_upsampling_and_learns_a_correction():
     plain = Generator(StackGANConfig(resolution=128, num_bands=3, width=8, final_width=16)).eval()
     with torch.no_grad():
         assert (plain(low) - bilinear).abs().mean() > 0.1
+
+
+def _copy_checkpoint(src: Path, dst: Path, *, perturb: float = 0.0) -> Path:
+    """``src`` written to ``dst`` (a JSON path); ``perturb`` shifts every generator weight, as a
+    retrained checkpoint of the same shape would."""
+    from galaxy_core.io.checkpoint import save_checkpoint
+
+    tensors, meta = load_checkpoint(src)
+    if perturb:
+        tensors = {k: v + perturb if k.startswith("G") and v.is_floating_point() else v for k, v in tensors.items()}
+    meta.pop("tensors_sha256", None)
+    save_checkpoint(dst.with_suffix(""), tensors, meta)
+    return dst
+
+
+def _stage2_after(tmp_path: Path, stage1: Path, *, named: str | None = None) -> Path:
+    """The shipped stage II as a card trained after ``stage1``; ``model.stage1`` says ``named``."""
+    from galaxy_core.io.checkpoint import update_card
+
+    card = _copy_checkpoint(ROOT / "checkpoints" / "stackgan_sim128.json", tmp_path / "stage2.json")
+    meta = read_meta(card)
+    update_card(card, {"model": {**meta["model"], "stage1": named or str(stage1)},
+                       "engine": {**meta["engine"], "references": {"stage1": {"path": str(stage1),
+                                                                              "sha": checkpoint_id(stage1)}}}})
+    return card
+
+
+def test_a_stage1_replaced_after_training_is_refused_naming_both_files(tmp_path):
+    stage1 = _copy_checkpoint(STAGE1, tmp_path / "s1" / "stage1.json")
+    card = _stage2_after(tmp_path, stage1)
+    trained_with = checkpoint_id(stage1)
+    assert load_pretrained(card).refs["stage1"].id == trained_with
+    _copy_checkpoint(STAGE1, stage1, perturb=0.05)  # retrained in place: same path, other weights
+    with pytest.raises(CheckpointError, match="stage1") as e:
+        load_pretrained(card)
+    said = str(e.value)
+    assert str(card) in said and str(stage1) in said and trained_with in said and checkpoint_id(stage1) in said
+    _copy_checkpoint(STAGE1, stage1)  # the one it was trained with, back in its place
+    assert load_pretrained(card).refs["stage1"].id == trained_with
+
+
+def test_the_recorded_stage1_is_used_where_the_configured_path_holds_another_or_nothing(tmp_path):
+    stage1 = _copy_checkpoint(STAGE1, tmp_path / "s1" / "stage1.json")
+    other = _copy_checkpoint(STAGE1, tmp_path / "other.json", perturb=0.05)
+    for named in (str(other), str(tmp_path / "gone.json")):
+        model = load_pretrained(_stage2_after(tmp_path, stage1, named=named))
+        assert model.refs["stage1"].path == stage1 and model.refs["stage1"].id == checkpoint_id(stage1)
+
+
+def test_resuming_after_a_retrained_stage1_is_refused_and_the_run_is_left_as_it_was(tmp_path):
+    from galaxy_core.config import load_config
+    from galaxy_core.train.loop import train
+
+    stage1 = _copy_checkpoint(STAGE1, tmp_path / "stage1.json")
+    sets = TINY + ["model.res_blocks=1", f"model.stage1={str(stage1)!r}"]
+    config = ROOT / "configs" / "stackgan_sim128.toml"
+    train(load_config(config, sets + ["train.steps=2"]), tmp_path / "run", progress=False)
+    last = tmp_path / "run" / "checkpoints" / "last.json"
+    ref = read_meta(last)["engine"]["references"]["stage1"]
+    assert ref == {"path": str(stage1.resolve()), "sha": checkpoint_id(stage1)}  # absolute: found from any folder
+    _copy_checkpoint(STAGE1, stage1, perturb=0.05)
+    written = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file() and p.name != ".lock"}
+    with pytest.raises(CheckpointError, match="was trained after the stage1 checkpoint"):
+        train(load_config(config, sets + ["train.steps=4"]), tmp_path / "run", progress=False)
+    assert {p: p.read_bytes() for p in written} == written
+
+
+def _inputs_of(net: nn.Module) -> list:
+    """Every batch ``net`` is called on from now, recorded by a forward pre-hook."""
+    seen = []
+    net.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))
+    return seen
+
+
+def test_new_chains_hand_stage1_images_over_in_stage2s_stretch_in_training_and_sampling(runs):
+    from galaxy_core.config import load_config
+    from galaxy_core.io.stretch import restretch, stretch_from_dict
+    from galaxy_core.train.loop import Trainer
+    from galaxy_core.train.run import RunFolder
+
+    ck = runs / "straight" / "checkpoints" / "last.json"
+    assert read_meta(ck)["model"]["stage1_input"] == "restretch"  # the preset's, recorded in the card
+    model = load_pretrained(ck)
+    s1 = model.refs["stage1"]
+    z = model.latents(3, 2)
+    seen = _inputs_of(model.nets["G"])
+    out = model.generate_stages(z)
+    # flux per 64 px pixel, spread over 2x2 pixels of a quarter of the area (0.198 vs 0.396 arcsec)
+    want = restretch(torch.from_numpy(out["stage1"]), source=stretch_from_dict(s1.stretch),
+                     target=stretch_from_dict(model.stretch), flux_scale=0.25)
+    torch.testing.assert_close(seen[-1], want)
+    assert (want - torch.from_numpy(out["stage1"])).abs().mean() > 0.01  # the two stretches do differ
+    # the engine's sample grids and live evaluation chain the same way
+    trainer = Trainer(load_config(runs / "straight" / "config.toml"), RunFolder(runs / "straight"), progress=False)
+    assert trainer.resume()
+    seen = _inputs_of(trainer.sampling_nets()["G"])
+    trainer.generate(z)
+    torch.testing.assert_close(seen[-1], want)
+
+
+def test_the_shipped_chain_hands_stage1_values_over_unchanged_as_it_was_measured():
+    from galaxy_core.models.bnstats import state_key
+
+    model = load_pretrained(ROOT / "checkpoints" / "stackgan_sim128.json")
+    assert model.model_cfg.stage1_input == "as_is"
+    G = model.nets["G"]
+    G._bn_calibrated = state_key(G)  # the statistics are not what this test is about
+    seen = _inputs_of(G)
+    out = model.generate_stages(model.latents(0, 2))
+    np.testing.assert_array_equal(seen[-1].numpy(), out["stage1"])
+
+
+def test_a_card_written_before_stage1_input_loads_as_it_was_sampled(tmp_path):
+    from galaxy_core.io.checkpoint import update_card
+
+    card = _copy_checkpoint(ROOT / "checkpoints" / "stackgan_sim128.json", tmp_path / "old.json")
+    model = {k: v for k, v in read_meta(card)["model"].items() if k != "stage1_input"}
+    update_card(card, {"model": model})
+    assert load_pretrained(card).model_cfg.stage1_input == "as_is"
+    assert StackGANConfig().stage1_input == "restretch"  # what new runs get
+
+
+def test_stage1_trained_on_another_kind_of_data_is_refused():
+    fam = get_arch("stackgan")
+    rgb_stage1 = str(ROOT / "checkpoints" / "dcgan_hdf64.json")  # 8-bit colour images, no flux stretch
+
+    class Data:
+        resolution, num_bands, name = 128, 3, "sim"
+
+        def description(self):
+            return {"stretch": read_meta(STAGE1)["data"]["stretch"]}
+
+    with pytest.raises(ConfigError, match="model.stage1: .*dcgan_hdf64.json makes values without an invertible"):
+        fam.resolve_config({"stage1": rgb_stage1}, Data())
+    assert fam.resolve_config({"stage1": rgb_stage1, "stage1_input": "as_is"}, Data())["z_dim"] == 100
+
+
+def test_resuming_with_another_stage1_input_is_refused_naming_the_field(runs):
+    from galaxy_core.config import load_config
+    from galaxy_core.train.loop import train
+
+    before = (runs / "straight" / "checkpoints" / "last.json").read_bytes()
+    cfg = load_config(runs / "straight" / "config.toml", ["model.stage1_input=as_is", "train.steps=6"])
+    with pytest.raises(CheckpointError, match="model.stage1_input: 'restretch' in the run, 'as_is' in the config"):
+        train(cfg, runs / "straight", progress=False)
+    assert (runs / "straight" / "checkpoints" / "last.json").read_bytes() == before

@@ -102,3 +102,29 @@ def test_minmax_per_image_range():
     np.testing.assert_allclose(minmax_normalise(np.array([[[[2.0, 4.0, 6.0]]]])), [[[[-1, 0, 1]]]])
     assert (minmax_normalise(np.full((1, 1, 2, 2), 5.0)) == -1).all()
     assert MINMAX_DESCRIPTION["flux_preserving"] is False
+
+
+def test_restretch_goes_through_flux_and_keeps_it():
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from galaxy_core.io.stretch import restretch
+
+    root = Path(__file__).resolve().parents[1] / "checkpoints"
+    s64, s128 = (stretch_from_dict(json.loads((root / f"{n}.json").read_text())["data"]["stretch"])
+                 for n in ("dcgan_sim64", "stackgan_sim128"))
+    # g band, 0.2 nanomaggy in a 64 px pixel: stage I's code 0.020, and 0.05 per 128 px pixel
+    # (the 2x2 pixels that share it) in stage II's stretch, 0.097 (the reviewer's figures)
+    flux = np.zeros((1, 3, 1, 1))
+    flux[0, 0] = 0.2
+    x = torch.from_numpy(s64.forward(flux))
+    assert float(x[0, 0]) == pytest.approx(0.020, abs=5e-4)
+    y = restretch(x, source=s64, target=s128, flux_scale=0.25)
+    assert float(y[0, 0]) == pytest.approx(0.097, abs=5e-4)
+    # in general: the target stretch of the scaled flux, clipped as stored data are
+    codes = torch.linspace(-1, 1, 9).repeat(3, 1).T.reshape(9, 3, 1, 1).float()
+    want = np.clip(s128.forward(s64.inverse(codes.numpy()) * 0.25), -1, 1)
+    np.testing.assert_allclose(restretch(codes, source=s64, target=s128, flux_scale=0.25).numpy(), want, atol=2e-5)
+    np.testing.assert_allclose(restretch(codes, source=s64, target=s64).numpy(), codes.numpy(), atol=2e-5)

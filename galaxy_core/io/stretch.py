@@ -106,6 +106,41 @@ class AsinhStretch:
         return cls(tuple(soft), tuple(lo), tuple(hi))
 
 
+def restretch(x, *, source: AsinhStretch, target: AsinhStretch, flux_scale: float = 1.0):
+    """Model-range images of one asinh stretch re-encoded in another, through flux.
+
+    ``target.forward(flux_scale * source.inverse(x))``, clipped to [-1, 1] as stored data
+    are, computed in torch on ``x``'s device. A chained model uses it to hand the images of a
+    stage trained on one stretch to a stage trained on another (StackGAN: the 64 px stage I
+    and the 128 px stage II, whose stretches are fitted on data of different pixel sizes).
+
+    Parameters
+    ----------
+    x : Tensor, (N, C, H, W), float, in [-1, 1]
+        Images in the model range of ``source``.
+    source, target : AsinhStretch
+        The stretch of ``x`` and the one to re-encode into; one band each per channel.
+    flux_scale : float
+        Factor applied to the flux per pixel between the two, e.g. the ratio of pixel areas:
+        with total flux kept, a pixel of the grid twice as fine holds 1/4 of the flux.
+
+    Returns
+    -------
+    Tensor, (N, C, H, W), same dtype and device as ``x``, in [-1, 1]
+    """
+    import torch
+
+    def params(st: AsinhStretch):
+        s, ulo, uhi = st._params(4)  # (C, 1, 1) float64
+        return [torch.as_tensor(v, dtype=x.dtype, device=x.device) for v in (s, ulo, uhi)]
+
+    s1, lo1, hi1 = params(source)
+    s2, lo2, hi2 = params(target)
+    flux = s1 * torch.sinh((x + 1) / 2 * (hi1 - lo1) + lo1)  # flux per source pixel
+    u = torch.asinh(flux * flux_scale / s2)
+    return (2 * (u - lo2) / (hi2 - lo2) - 1).clamp(-1.0, 1.0)
+
+
 def stretch_from_dict(d: dict | None):
     """Rebuild a stretch from its stored description (None for 8-bit image data)."""
     if d is None:

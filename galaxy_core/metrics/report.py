@@ -524,9 +524,17 @@ def record_in_card(checkpoint: str | os.PathLike, summary: dict, *, command: str
     -------
     dict
         The updated card (JSON side of the checkpoint; the tensors are untouched).
+
+    Raises
+    ------
+    CheckpointError
+        The summary was measured on another checkpoint (its ``checkpoint_sha256``), or on a
+        chain with another stage than the one the card records (``references``); nothing is
+        written.
     """
     from galaxy_core.io.checkpoint import read_meta, update_card
 
+    _check_measured_here(checkpoint, read_meta(checkpoint), summary)
     head = headline_metrics(summary)
     entry = {"command": command, "date": time.strftime("%Y-%m-%d"), "data": summary["data"],
              "n": summary["n"], "metrics": sorted(head["metrics"]), "real_vs_real_floor": head["floors"],
@@ -543,6 +551,26 @@ def record_in_card(checkpoint: str | os.PathLike, summary: dict, *, command: str
                                                 if k in left}})
     return update_card(checkpoint, {"metrics": head["metrics"], "evaluation": entry,
                                     "evaluations": [*kept, entry]})
+
+
+def _check_measured_here(checkpoint, meta: dict, summary: dict) -> None:
+    """Refuse a summary whose provenance names other weights than the card's (or, for a chained
+    model, another referenced checkpoint than the one the card records). A summary without
+    provenance (written by hand) is taken as it is."""
+    from galaxy_core.errors import CheckpointError
+
+    measured, here = summary.get("checkpoint_sha256"), meta.get("tensors_sha256")
+    if measured and here and measured != here:
+        raise CheckpointError(f"{checkpoint}: the evaluation was measured on {summary.get('checkpoint_path')} "
+                              f"(id {summary.get('checkpoint_id')}), not on this checkpoint (id {here[:12]}); record "
+                              "it in the card of the checkpoint it measured, or evaluate this one")
+    pins = (meta.get("engine") or {}).get("references") or {}
+    for role, ref in (summary.get("references") or {}).items():
+        pinned = (pins.get(role) or {}).get("sha")
+        if pinned and ref.get("checkpoint_id") and ref["checkpoint_id"] != pinned:
+            raise CheckpointError(f"{checkpoint}: the evaluation chained the {role} checkpoint "
+                                  f"{ref.get('checkpoint')} (id {ref['checkpoint_id']}), but this model was trained "
+                                  f"after {pins[role].get('path')} (id {pinned}); evaluate it again with that one")
 
 
 def card_evaluations(meta: dict) -> list[dict]:

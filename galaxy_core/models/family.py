@@ -282,6 +282,19 @@ class Family:
         """Other checkpoints this model needs (e.g. a stage-I generator), by role: path."""
         return {}
 
+    def attach_data(self, nets: Mapping[str, nn.Module], data: Mapping) -> None:
+        """Give built networks what the description of the model's training data (a card's
+        ``data`` block) says that generation needs, e.g. StackGAN stage II the stretch of its
+        inputs. The engine and the loader call it right after :meth:`build`; by default it
+        does nothing."""
+
+    def card_model(self, model: Mapping) -> dict:
+        """A card's ``model`` table as this version reads it. A field added to the config after
+        the card was written takes the value that reproduces what the card's model did, which
+        may differ from the default new runs get (StackGAN's ``stage1_input``). By default the
+        table as it is."""
+        return dict(model)
+
     # fine-tuning -------------------------------------------------------------------------
     def freeze_units(self, net_name: str, net: nn.Module, unit: str) -> list[list[str]]:
         """The network's freezable units from the input end: lists of parameter/buffer names.

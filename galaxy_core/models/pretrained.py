@@ -230,7 +230,8 @@ def load_pretrained(path: str | os.PathLike, *, device: str | torch.device = "cp
     CheckpointError
         Not a checkpoint, a malformed card, an unknown family, a card that does not describe a
         buildable model (a field of the wrong type or value, keys of another family, channels
-        that do not match the bands), weights that do not fit, or non-finite weights. The
+        that do not match the bands), weights that do not fit, non-finite weights, or a
+        referenced checkpoint (StackGAN's stage I) other than the one the card records. The
         message starts with the file.
     """
     from galaxy_core.paths import with_suffix_of
@@ -366,8 +367,9 @@ def _build_from_card(path: Path, meta: dict, tensors: dict | None = None) -> tup
         No ``arch`` or ``model``, an unknown ``arch``, a ``model.arch`` of another family, model
         fields of the wrong type, values the family refuses or cannot build, weights of other
         shapes than the described networks', a ``grid`` data kind for an image family, an asinh
-        ``data.stretch`` that cannot be used, or ``data.channels`` missing or not matching the
-        model's bands; the message names ``path``.
+        ``data.stretch`` that cannot be used, ``data.channels`` missing or not matching the
+        model's bands, or a referenced checkpoint that is not the one the card records
+        (:func:`pinned_references`); the message names ``path``.
     """
     import dataclasses
     import typing
@@ -389,7 +391,7 @@ def _build_from_card(path: Path, meta: dict, tensors: dict | None = None) -> tup
                               f"{model['arch']!r}; restore the NAME.json galaxygan wrote")
     what = f"{path}: the model card does not describe a buildable {arch} model"
     family = get_arch(arch)
-    values = {k: v for k, v in model.items() if k != "arch"}
+    values = {k: v for k, v in family.card_model(model).items() if k != "arch"}
     try:
         hints = typing.get_type_hints(family.config_cls)
     except Exception:  # a plugin's annotations that cannot be resolved: leave the checks to the family
@@ -406,9 +408,10 @@ def _build_from_card(path: Path, meta: dict, tensors: dict | None = None) -> tup
         _check_shapes(path, arch, family, model_cfg, tensors)
     try:
         built = family.build(model_cfg)
-        references = family.references(model_cfg)
+        family.attach_data(built, meta.get("data") or {})
     except _BUILD_ERRORS as e:
         raise CheckpointError(f"{what}: {e}; restore the NAME.json galaxygan wrote") from e
+    references = pinned_references(path, (meta.get("engine") or {}).get("references"), family, model_cfg)
     data = meta.get("data") or {}
     bands, channels = getattr(model_cfg, "num_bands", None), data.get("channels")
     if data.get("kind") == "grid":
@@ -432,6 +435,86 @@ def _build_from_card(path: Path, meta: dict, tensors: dict | None = None) -> tup
                               f"channel(s) {channels} but model.num_bands is {bands}; restore the NAME.json "
                               "galaxygan wrote")
     return family, model_cfg, built, references
+
+
+def pinned_references(card: Path, recorded: dict | None, family: Family, model_cfg) -> dict[str, Path]:
+    """The checkpoints a model runs after (:meth:`Family.references`, e.g. StackGAN's stage I),
+    each the very one it was trained with.
+
+    A model card records every reference by path and id (``engine.references.ROLE``:
+    ``{"path", "sha"}``, the id being :func:`~galaxy_core.io.checkpoint.checkpoint_id`). The
+    path the model config names (``model.stage1``, resolved as the family resolves it) is
+    tried first, then the recorded path (absolute, or relative to the card's folder, the
+    working folder or the project folder); the first that holds the recorded id is used. A
+    card without a recorded id (written by hand) takes the configured path as it is.
+
+    Parameters
+    ----------
+    card : Path
+        The model card (or run checkpoint) that references the others; named in errors.
+    recorded : dict or None
+        Its ``engine.references``.
+    family, model_cfg
+        The model's family and config.
+
+    Returns
+    -------
+    dict of str to Path
+        Checkpoint JSON by role.
+
+    Raises
+    ------
+    CheckpointError
+        A reference that was recorded with an id and that no candidate path holds any more
+        (replaced by a retrained model, or gone); the message names the card, the file it was
+        trained with and the one found instead. Or a configured path that cannot be resolved
+        where nothing was recorded.
+    """
+    from galaxy_core.paths import REPO_ROOT, with_suffix_of
+
+    recorded = recorded if isinstance(recorded, dict) else {}
+    try:
+        named = {role: Path(p) for role, p in family.references(model_cfg).items()}
+        problem = None
+    except _BUILD_ERRORS as e:  # e.g. model.stage1 no longer where the config says: the record may find it
+        named, problem = {}, e
+    pins = {role: rec for role, rec in recorded.items() if isinstance(rec, dict) and rec.get("sha")}
+    if problem is not None and not pins:
+        raise CheckpointError(f"{card}: the model card does not describe a buildable {family.name} model: {problem}; "
+                              "restore the NAME.json galaxygan wrote") from problem
+    out: dict[str, Path] = {}
+    for role in dict.fromkeys([*named, *pins]):
+        if role not in pins:
+            out[role] = named[role]
+            continue
+        want, was = str(pins[role]["sha"]), str(pins[role].get("path") or "")
+        places = [named[role]] if role in named else []
+        if was:
+            p = Path(was).expanduser()
+            places += [p] if p.is_absolute() else [card.parent / p, Path.cwd() / p, REPO_ROOT / p]
+        seen: dict[Path, str] = {}
+        for place in places:
+            place = with_suffix_of(place, ".json", (".json", ".safetensors"))
+            if not place.exists() or place.resolve() in seen:
+                continue
+            try:
+                seen[place.resolve()] = found = checkpoint_id(place)
+            except CheckpointError:
+                seen[place.resolve()] = found = "unreadable"
+            if found == want:
+                out[role] = place
+                break
+        else:
+            where = f"{was or named.get(role)} (id {want})"
+            if not seen:
+                raise CheckpointError(f"{card}: was trained after the {role} checkpoint {where}, which is not there "
+                                      "any more; put that checkpoint back, or train this model again")
+            other = ", ".join(f"{q} (id {i})" for q, i in seen.items())
+            raise CheckpointError(f"{card}: was trained after the {role} checkpoint {where}, but {other} holds another "
+                                  f"model; chained after it this model would make other images than it was trained "
+                                  f"and measured with. Put the {role} checkpoint it was trained with back, or train "
+                                  "this model again after the new one")
+    return out
 
 
 _TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
@@ -502,7 +585,7 @@ def verify_checkpoint(path: str | os.PathLike, *, n: int = 4) -> dict:
             return out
         model = load_pretrained(path)
         rebuilt = {"arch": meta["arch"], **asdict(model.model_cfg)}
-        if rebuilt != meta["model"]:
+        if rebuilt != model.family.card_model(meta["model"]):
             raise CheckpointError(f"{path}: card's model {meta['model']} resolves to {rebuilt}")
         x = model.generate(model.latents(0, n))
         want = (n, len(model.channels))

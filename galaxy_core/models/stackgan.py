@@ -32,10 +32,15 @@ side (one more stride-2 layer at 128 px). The paper halves the learning rate eve
 (``train.lr_step_every = 80``, ``lr_step_unit = "epoch"``, ``lr_gamma = 0.5``).
 
 Input scaling: the paper feeds [0, 1] images; here inputs and outputs are the engine's model
-range [-1, 1] (the data's invertible asinh stretch for survey data), the same range the stage-I
-DCGAN produces, so the chain needs no rescaling. Training uses real pairs (the ``pair`` data
-kind: the low image is the 2x2 mean of the high one); stage I only runs for sample grids and
-chained generation.
+range [-1, 1] (the data's invertible asinh stretch for survey data). Training uses real pairs
+(the ``pair`` data kind: the low image is the 2x2 mean of the high one, in stage II's stretch);
+stage I only runs for sample grids and chained generation. Stage I's images are in the stretch
+of *its* data, fitted at its own pixel size (for ``sim``: softening 0.062 nanomaggy in g at
+64 px against 0.0106 at 128 px), so with ``stage1_input = "restretch"`` (new runs) the chain
+turns them into flux with stage I's stretch, spreads each pixel's flux over the finer pixels
+(total flux kept: times the ratio of pixel areas, 1/4) and applies stage II's stretch
+(:func:`~galaxy_core.io.stretch.restretch`). ``"as_is"`` hands stage I's values over unchanged,
+as every chain did before the option existed (cards without the field load so).
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ CALIBRATION_SAMPLES = 256  # stage-I images on which a sampling stage II re-esti
 CALIBRATION_BATCH = 64
 CALIBRATION_SEED = 8191
 SKIP_CLAMP = 0.999  # |bilinear input| is clamped below 1 before atanh (input_skip), atanh(0.999) = 3.8
+STAGE1_INPUTS = ("restretch", "as_is")
 
 
 @dataclass
@@ -75,6 +81,7 @@ class StackGANConfig:
     lambda_pix: float = field(default=1.0, metadata={"doc": "weight of the pixel loss in G's objective (paper: 1)"})
     pixel_loss: str = field(default="band_sum", metadata={"doc": "'band_sum': MSE of per-pixel sums over bands (paper); 'per_band': MSE of every band"})
     input_skip: bool = field(default=False, metadata={"doc": "output tanh(atanh(bilinear x2 of the input) + layer 16) with layer 16 zero at start, so stage II starts as bilinear upsampling and learns a correction (not in the paper)"})
+    stage1_input: str = field(default="restretch", metadata={"doc": "how stage-I images enter stage II: 'restretch' re-encodes flux data from stage I's stretch into stage II's (through flux, total flux kept), the encoding stage II is trained on; 'as_is' hands the values over unchanged (right only when both stages share one stretch; cards written before this field were sampled so)"})
 
     def __post_init__(self):
         if self.resolution not in (64, 128, 256):
@@ -85,6 +92,8 @@ class StackGANConfig:
             raise ValueError(f"model.pixel_loss must be 'band_sum' or 'per_band', got {self.pixel_loss!r}")
         if self.lambda_adv < 0 or self.lambda_pix < 0:
             raise ValueError("model.lambda_adv and model.lambda_pix must be >= 0")
+        if self.stage1_input not in STAGE1_INPUTS:
+            raise ValueError(f"model.stage1_input must be one of {', '.join(STAGE1_INPUTS)}, got {self.stage1_input!r}")
 
     @property
     def input_resolution(self) -> int:
@@ -238,13 +247,32 @@ class StackGANFamily(Family):
             raise ConfigError(f"model.stage1: {path} makes {model.get('num_bands')}-band {model.get('resolution')} px images; "
                               f"stage II on this data needs {values.get('num_bands')}-band {res // 2} px "
                               f"(data.resolution = {res})")
+        if values.get("stage1_input", StackGANConfig.stage1_input) == "restretch" and hasattr(data, "description"):
+            theirs = (read_meta(path).get("data") or {}).get("stretch")
+            mine = data.description().get("stretch")
+            if _is_flux(theirs) != _is_flux(mine):
+                kind = {True: "flux with an asinh stretch", False: "values without an invertible stretch"}
+                raise ConfigError(f"model.stage1: {path} makes {kind[_is_flux(theirs)]} but {data.name} holds "
+                                  f"{kind[_is_flux(mine)]}; stage II cannot take its images in the encoding of its "
+                                  "training inputs: train both stages on the same kind of data")
         values["z_dim"] = int(model.get("z_dim", values.get("z_dim", 100)))
         return values
+
+    def attach_data(self, nets, data):
+        """Stage II keeps its data's stretch and pixel scale: chained generation re-encodes
+        stage-I images into that stretch (:func:`stage1_encoder`)."""
+        nets["G"].data_description = {k: data.get(k) for k in ("stretch", "pixel_scale_arcsec")}
+
+    def card_model(self, model):
+        """Cards written before ``stage1_input`` existed chained stage I's values unchanged."""
+        return {"stage1_input": "as_is", **model}
 
     def generate(self, nets, latents, *, labels=None, psi=1.0, noise_mode="const", refs=None):
         """Chained sample: ``{"stage1": (n, C, R/2, R/2), "stage2": (n, C, R, R)}`` in [-1, 1]
         from latents (n, z_dim) through the stage-I generator in ``refs["stage1"]`` and the
-        stage-II generator ``nets["G"]``. A stage II in eval mode first re-estimates its
+        stage-II generator ``nets["G"]``; stage-I images enter stage II as
+        ``model.stage1_input`` says (:func:`stage1_encoder`), the ``"stage1"`` entry is in
+        stage I's own range. A stage II in eval mode first re-estimates its
         batch-norm statistics on stage-I images of fixed latents (:func:`calibration_inputs`)
         whenever its weights changed since the last estimate: the EMA copy otherwise carries
         statistics of the live weights, measured on training inputs.
@@ -261,10 +289,59 @@ class StackGANFamily(Family):
                                 refs=s1.refs)
         x1 = list(x1.values())[-1] if isinstance(x1, dict) else x1
         G = nets["G"]
+        encode = stage1_encoder(s1, G)
         device = next(G.parameters()).device
-        ensure_calibrated(G, lambda: calibration_inputs(s1, device, psi=psi, noise_mode=noise_mode))
+        ensure_calibrated(G, lambda: [encode(x) for x in calibration_inputs(s1, device, psi=psi,
+                                                                              noise_mode=noise_mode)])
         x1 = x1.to(device)
-        return {"stage1": x1, "stage2": G(x1)}
+        return {"stage1": x1, "stage2": G(encode(x1))}
+
+
+def _is_flux(stretch: dict | None) -> bool:
+    return isinstance(stretch, dict) and stretch.get("type") == "asinh"
+
+
+def stage1_encoder(stage1, G: Generator):
+    """How stage-I images enter stage II: a function of (N, C, R/2, R/2) images in stage I's
+    model range returning them in the encoding of stage II's training inputs.
+
+    With ``G.cfg.stage1_input == "restretch"`` and flux data at both stages (asinh stretches),
+    :func:`~galaxy_core.io.stretch.restretch` from stage I's stretch to stage II's, the flux per
+    pixel times the ratio of pixel areas (from the cards' ``pixel_scale_arcsec``, else 1/4 for
+    the side doubled over the same field), so the total flux of the image is kept. Data
+    without an invertible stretch (8-bit images, per-image min-max) are one linear encoding at
+    both sides and enter unchanged, as every image does with ``"as_is"``.
+
+    Parameters
+    ----------
+    stage1 : Pretrained
+        The stage-I model (its card holds its data's stretch and pixel scale).
+    G : Generator
+        Stage II, after :meth:`StackGANFamily.attach_data`.
+
+    Raises
+    ------
+    ValueError
+        Stage II's data description is missing, or only one stage has flux data.
+    """
+    if G.cfg.stage1_input == "as_is":
+        return lambda x: x
+    mine = getattr(G, "data_description", None)
+    if mine is None:
+        raise ValueError("stackgan: stage II does not know the stretch of its data (StackGANFamily.attach_data "
+                         "was not called after building it)")
+    theirs = stage1.meta.get("data") or {}
+    if _is_flux(theirs.get("stretch")) != _is_flux(mine.get("stretch")):
+        raise ValueError(f"stackgan: {stage1.path} makes images of {theirs.get('kind')} data but stage II was trained "
+                         "on another kind; its images cannot be put in stage II's encoding")
+    if not _is_flux(mine.get("stretch")):
+        return lambda x: x
+    from galaxy_core.io.stretch import restretch, stretch_from_dict
+
+    source, target = stretch_from_dict(theirs["stretch"]), stretch_from_dict(mine["stretch"])
+    s_from, s_to = theirs.get("pixel_scale_arcsec"), mine.get("pixel_scale_arcsec")
+    area = (s_to / s_from) ** 2 if s_from and s_to else (G.cfg.input_resolution / G.cfg.resolution) ** 2
+    return lambda x: restretch(x, source=source, target=target, flux_scale=area)
 
 
 @torch.no_grad()

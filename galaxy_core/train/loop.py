@@ -14,10 +14,12 @@ records, sample grids, checkpoints, resume, fine-tuning (:mod:`galaxy_core.train
 live evaluation and torchrun (:mod:`galaxy_core.train.distributed`).
 
 Determinism and exact resume: batch order is a permutation per epoch seeded by ``(seed, epoch)``
-and latents/augmentations by ``(seed, step)``, so resuming from a checkpoint at step ``s``
+and latents/augmentations by ``(seed, step)``, and torch's global generator (dropout) is seeded
+by ``(seed, step, rank)`` at the start of every step, so resuming from a checkpoint at step ``s``
 continues exactly as an uninterrupted run would (up to floating-point non-determinism of the
 device) without storing random-generator state. The learning-rate schedule is a function of the
-step, the augmentation probability and the objective's own state are saved in the checkpoint.
+step, the augmentation probability (with the adaptive one's running sums) and the objective's
+own state are saved in the checkpoint.
 
 Time: every metrics record carries ``cpu_s``, the CPU seconds this process has spent training
 (sums of :func:`time.process_time` deltas, all its threads, live evaluation excluded), and the
@@ -60,10 +62,10 @@ from galaxy_core.io.checkpoint import (
 from galaxy_core.models.family import Family, StepContext, latent_generator
 from galaxy_core.models.registry import get_arch, make_config
 from galaxy_core.train import distributed
-from galaxy_core.train.diffaug import AdaptiveAugment, policy_ops
+from galaxy_core.train.diffaug import AdaptiveAugment, empty_cell, policy_ops
 from galaxy_core.train.ema import ema_beta_at, make_ema, update_ema
 from galaxy_core.train.finetune import InitReport, freeze, freeze_settings, frozen_names, load_matching
-from galaxy_core.train.kinds import make_kind
+from galaxy_core.train.kinds import grid_num_classes, make_kind
 from galaxy_core.train.run import STATES, RunFolder, truncate_metrics
 
 ProgressFn = Callable[[int, int, dict], None]
@@ -90,8 +92,17 @@ def select_device(name: str = "auto", *, local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
+# Random streams of one step: 0 data and latents, 1 + rank the differentiable augmentation,
+# GLOBAL_STREAM + rank torch's global generator (distinct while there are fewer than 4095 ranks).
+GLOBAL_STREAM = 4096
+
+
+def _step_seed(seed: int, step: int, stream: int) -> int:
+    return (seed * 1_000_003 + step * 7919 + stream) % (2**63)
+
+
 def _step_generator(seed: int, step: int, stream: int) -> torch.Generator:
-    return torch.Generator().manual_seed((seed * 1_000_003 + step * 7919 + stream) % (2**63))
+    return torch.Generator().manual_seed(_step_seed(seed, step, stream))
 
 
 def learning_rate(base: float, step: int, cfg: Config, steps_per_epoch: float) -> float:
@@ -110,13 +121,20 @@ def resolved_model(cfg: Config, data: PreparedDataset) -> dict:
     return {"arch": cfg.arch, **asdict(model_cfg)}
 
 
-def build_augment(cfg: AugmentConfig, channels: list[str]) -> tuple[Augment, AdaptiveAugment]:
-    """The classic augmentation of real batches and the differentiable one applied before D."""
+def build_augment(cfg: AugmentConfig, channels: list[str], *,
+                  grid_classes: int | None = None) -> tuple[Augment, AdaptiveAugment]:
+    """The classic augmentation of real batches and the differentiable one applied before D.
+
+    ``grid_classes``: the data are grids with this many cell classes, which D sees one-hot;
+    the differentiable augmentation then moves whole cells only and fills with the empty class
+    (see :mod:`galaxy_core.train.diffaug`)."""
     d = asdict(cfg)
     classic = Augment.from_dict({k: v for k, v in d.items() if k not in DIFF_KEYS})
-    ops = policy_ops(cfg.diff_policy, channels) if cfg.diff != "off" else ()
+    grid = grid_classes is not None
+    ops = policy_ops(cfg.diff_policy, channels, grid=grid) if cfg.diff != "off" else ()
     diff = AdaptiveAugment(ops=ops, mode=cfg.diff, p=cfg.diff_p, target=cfg.ada_target,
-                           interval=cfg.ada_interval, speed_kimg=cfg.ada_kimg)
+                           interval=cfg.ada_interval, speed_kimg=cfg.ada_kimg,
+                           fill=empty_cell(grid_classes) if grid else None)
     return classic, diff
 
 
@@ -175,15 +193,18 @@ class Trainer:
         self.family: Family = get_arch(cfg.arch)
         self.model = resolved_model(cfg, self.data)
         self.model_cfg = make_config(self.model["arch"], {k: v for k, v in self.model.items() if k != "arch"})
-        classic, self.diffaug = build_augment(cfg.augment, self.data.channels)
+        grid_classes = grid_num_classes(self.data) if self.family.data_kind == "grid" else None
+        classic, self.diffaug = build_augment(cfg.augment, self.data.channels, grid_classes=grid_classes)
         self.kind = make_kind(self.family.data_kind, self.data, batch_size=t.batch_size, seed=t.seed, augment=classic,
                               rank=self.dist.rank, world_size=self.dist.world_size, family=self.family,
                               model_cfg=self.model_cfg)
         self.refs = self._load_references()
         self.nets = {k: v.to(self.device) for k, v in self.family.build(self.model_cfg).items()}
+        self.family.attach_data(self.nets, self.data.description())
         if self.device.type == "cuda" and t.channels_last:
             self.nets = {k: v.to(memory_format=torch.channels_last) for k, v in self.nets.items()}
-        self.init_report: InitReport | None = None
+        self.init_report: InitReport | None = None  # what --init did in this process
+        self.init_record: dict | None = None  # the card's engine.init: what the run started from
         if init_from:
             self._init_weights(init_from)
         self.frozen = self._freeze()
@@ -222,12 +243,25 @@ class Trainer:
 
     # state -------------------------------------------------------------------------------
     def _load_references(self) -> dict:
-        from galaxy_core.models.pretrained import load_pretrained
+        """The checkpoints the model runs after (a StackGAN's stage I). A run that already has a
+        checkpoint keeps the ones it was trained with: the ids recorded in ``last`` are checked
+        (:func:`~galaxy_core.models.pretrained.pinned_references`), so a stage I retrained in
+        place is refused instead of being chained silently for the rest of the run."""
+        from galaxy_core.io.checkpoint import read_meta
+        from galaxy_core.models.pretrained import load_pretrained, pinned_references
 
-        return {role: load_pretrained(path, device=self.device)
-                for role, path in self.family.references(self.model_cfg).items()}
+        last = self.run.checkpoint("last")
+        if last.exists():
+            paths = pinned_references(last, (read_meta(last).get("engine") or {}).get("references"),
+                                      self.family, self.model_cfg)
+        else:
+            paths = {role: Path(p) for role, p in self.family.references(self.model_cfg).items()}
+        return {role: load_pretrained(path, device=self.device) for role, path in paths.items()}
 
     def _init_weights(self, path: str) -> None:
+        from galaxy_core.paths import with_suffix_of
+
+        path = with_suffix_of(path, ".json", (".json", ".safetensors")).resolve()  # recorded: any folder finds it
         tensors, meta = load_checkpoint(path)  # a malformed card is refused here, naming the file
         if "arch" not in meta:
             raise CheckpointError(f"{path}: the model card names no architecture ('arch'); --init needs a "
@@ -237,6 +271,7 @@ class Trainer:
         rep = load_matching(self.nets, tensors, source=str(path))
         rep.source_id = checkpoint_id(path)
         self.init_report = rep
+        self.init_record = rep.to_dict() | {"sha": rep.source_id}
 
     def _freeze(self) -> dict[str, list[str]]:
         t = self.cfg.train
@@ -266,8 +301,12 @@ class Trainer:
         if not last.exists():
             return False
         tensors, meta = load_checkpoint(last)
-        if meta["model"] != self.model:
-            raise CheckpointError(f"{last}: run was trained with model {meta['model']}, config now says {self.model}")
+        trained = self.family.card_model(meta["model"])
+        if trained != self.model:
+            diff = sorted(k for k in {*trained, *self.model} if trained.get(k) != self.model.get(k))
+            said = "; ".join(f"model.{k}: {trained.get(k)!r} in the run, {self.model.get(k)!r} in the config" for k in diff)
+            raise CheckpointError(f"{last}: the run was trained with another model than the config describes ({said}); "
+                                  "resume with the run's values (--set model.KEY=VALUE) or start a new run")
         was = freeze_settings(meta.get("config", {}).get("train", {}))
         now = freeze_settings(self.cfg.to_dict()["train"])
         if was != now:  # the saved optimiser state holds the run's trainable tensors only
@@ -288,8 +327,10 @@ class Trainer:
             for group, hyper in zip(opt.param_groups, now_groups):
                 group.update(hyper)
         engine = meta.get("engine", {})
-        self.diffaug.load_state_dict(engine.get("augment", {}))
+        # rank 0 holds every rank's ADA sums (see save); the other ranks start theirs at zero
+        self.diffaug.load_state_dict(engine.get("augment", {}), with_sums=self.dist.is_main)
         self.lr_scale = float(engine.get("lr_scale", 1.0))
+        self.init_record = engine.get("init")  # a resumed fine-tuning run still says what it started from
         self.objective.load_state_dict(engine.get("objective", {}))
         self.fixed_z = tensors["fixed_z"]
         if "fixed_labels" in tensors:
@@ -355,9 +396,10 @@ class Trainer:
                 "augment": self.diffaug.state_dict(),
                 "objective": self.objective.state_dict(),
                 "frozen": {k: len(v) for k, v in self.frozen.items()},
-                "init": self.init_report.to_dict() | {"sha": getattr(self.init_report, "source_id", None)}
-                if self.init_report else None,
-                "references": {role: {"path": str(p.path), "sha": p.id} for role, p in self.refs.items()},
+                "init": self.init_record,
+                # absolute: the card may be read from another folder; the id pins the very file
+                "references": {role: {"path": str(Path(p.path).resolve()), "sha": p.id}
+                               for role, p in self.refs.items()},
             },
             # only what was measured on these weights; the best snapshot is named separately
             "metrics": dict(self.last_eval[1]) if self.last_eval and self.last_eval[0] == self.step else {},
@@ -378,6 +420,10 @@ class Trainer:
         return d
 
     def save(self, name: str) -> None:
+        """Write checkpoint ``name`` (rank 0). Every rank calls ``save("last")`` together: it
+        first gathers the ranks' ADA sign sums onto rank 0, whose checkpoint a resume reads."""
+        if name == "last" and self.dist.enabled:
+            self.diffaug.gather(self.dist.all_reduce_sum, keep=self.dist.is_main)
         if not self.dist.is_main:
             return
         tensors, meta = self.card(with_optimizer=True)
@@ -405,6 +451,11 @@ class Trainer:
 
     def train_step(self) -> dict[str, torch.Tensor]:
         t, dev = self.cfg.train, self.device
+        # Layers that draw from torch's global generator rather than the step's (nn.Dropout,
+        # a family's own torch.rand_like) get numbers fixed by (seed, step, rank) as well, so a
+        # resumed run repeats them without the generator's state in the checkpoint. Seeds
+        # every device's generator; families that draw nothing from it are unaffected.
+        torch.manual_seed(_step_seed(t.seed, self.step, GLOBAL_STREAM + self.dist.rank))
         gen = _step_generator(t.seed, self.step, 0)
         batch = {k: v.to(dev, non_blocking=True) for k, v in self.kind.batch(self.step, gen).items()}
         aug_gen = _step_generator(t.seed, self.step, 1 + self.dist.rank)
@@ -571,7 +622,9 @@ def train(
         checkpoints is refused.
     init_from : path, optional
         Checkpoint whose matching tensors initialise a new run (fine-tuning; see
-        :mod:`galaxy_core.train.finetune`).
+        :mod:`galaxy_core.train.finetune`). A resumed run takes its weights from ``last``;
+        ``init_from`` must then be the checkpoint it started from, whose record
+        (``engine.init``) every later card keeps.
     progress_fn, abort_fn : callables, optional
         See module docstring.
     progress : bool
@@ -587,9 +640,11 @@ def train(
     Raises
     ------
     RunRefused
-        The folder holds another run (without ``resume``), or the dataset changed.
+        The folder holds another run (without ``resume``), the dataset changed, or
+        ``init_from`` is not the checkpoint the resumed run started from.
     CheckpointError
-        The config's model differs from the run's checkpoint.
+        The config's model differs from the run's checkpoint, or a checkpoint the model runs
+        after (a StackGAN's stage I) is no longer the one the run was trained with.
     ConfigError
         The config freezes other layers than the run's checkpoint was trained with.
     TrainingDiverged
@@ -603,6 +658,9 @@ def train(
                          f"{run.root}, or give a new --name / --run-dir")
     if not has_run:
         _refuse_foreign_folder(run)
+    if has_run and init_from is not None:
+        _check_same_init(run, init_from)
+        init_from = None  # the weights come from last; its card keeps the record of the start
     if str(cfg.data.dataset) not in BUILTIN:
         require_dataset(cfg.data.dataset)  # before a run folder is made for data that is not there
     fresh = not run.status_path.exists()
@@ -660,6 +718,22 @@ def train(
         distributed.teardown(dist)
 
 
+def _check_same_init(run: RunFolder, init_from: str) -> None:
+    """Refuse ``init_from`` for a run that did not start from that checkpoint (its id, as
+    recorded in ``last``); resuming takes the weights from ``last`` either way."""
+    from galaxy_core.io.checkpoint import read_meta
+
+    last = run.checkpoint("last")
+    record = (read_meta(last).get("engine") or {}).get("init")
+    given = checkpoint_id(init_from)
+    if not record:
+        raise RunRefused(f"{run.root}: the run started from scratch, not from {init_from} (id {given}); --init starts "
+                         "a new run: give a new --name / --run-dir, or resume without it")
+    if record.get("sha") != given:
+        raise RunRefused(f"{run.root}: the run started from {record.get('source')} (id {record.get('sha')}), not from "
+                         f"{init_from} (id {given}); resume it without --init, or start a new run from {init_from}")
+
+
 def _check_same_data(tr: Trainer, *, force_data: bool) -> None:
     from galaxy_core.io.checkpoint import read_meta
 
@@ -695,7 +769,6 @@ def _loop(tr: Trainer, progress_fn: ProgressFn | None, abort_fn: AbortFn | None,
     n_acc, t_mark, c_mark = 0, time.perf_counter(), time.process_time()
     imgs_since = 0
     state = "finished"
-    r_t = None
     while tr.step < total:
         stop = abort_fn is not None and abort_fn()
         if tr.dist.any(stop):
@@ -712,9 +785,8 @@ def _loop(tr: Trainer, progress_fn: ProgressFn | None, abort_fn: AbortFn | None,
             t_mark, c_mark = time.perf_counter(), time.process_time()
             continue
         tr.step += 1
-        r = tr.diffaug.update(step=tr.step, images_per_step=cfg.train.batch_size,
-                              all_reduce=tr.dist.all_reduce_sum if tr.dist.enabled else None)
-        r_t = r if r is not None else r_t
+        tr.diffaug.update(step=tr.step, images_per_step=cfg.train.batch_size,
+                          all_reduce=tr.dist.all_reduce_sum if tr.dist.enabled else None)
         for k, v in out.items():
             sums[k] = sums.get(k, 0) + v
             counts[k] = counts.get(k, 0) + 1
@@ -735,8 +807,8 @@ def _loop(tr: Trainer, progress_fn: ProgressFn | None, abort_fn: AbortFn | None,
                    "time": time.time()}
             if tr.diffaug.mode != "off":
                 rec["augment_p"] = tr.diffaug.p
-                if r_t is not None:
-                    rec["ada_rt"] = r_t
+                if tr.diffaug.r_t is not None:
+                    rec["ada_rt"] = tr.diffaug.r_t
             if evaluate_now:
                 rec.update(tr.evaluate() or {})
             if main:
