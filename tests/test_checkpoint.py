@@ -404,6 +404,23 @@ def test_info_with_a_malformed_card_is_a_clear_error(tmp_path, capsys, edit, why
     assert card.read_bytes() == before  # the card is left as it was
 
 
+@pytest.mark.parametrize("times, shown", [
+    ({"wall_time_s": 1080.0, "cpu_time_s": 594.0}, "epochs on cpu; 18.0 min wall time, 9.9 min CPU time (24 img/s)"),
+    ({"wall_time_s": 1080.0}, "epochs on cpu; 18.0 min wall time (24 img/s)"),  # a card from before cpu_time_s
+])
+def test_info_names_the_wall_time_and_the_cpu_time(tmp_path, capsys, times, shown):
+    """The wall time once read "18.0 min on cpu", which reads as CPU time; each clock is named."""
+    from galaxy_core.cli import main
+
+    def edit(meta):
+        meta["training"].pop("cpu_time_s", None)
+        meta["training"].update(times)
+
+    assert main(["info", str(_shipped_copy(tmp_path, edit))]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("training: "))
+    assert line.endswith(shown), line
+
+
 def test_info_and_sample_of_a_bad_card_print_no_traceback(tmp_path):
     card = _shipped_copy(tmp_path, lambda m: m.__setitem__("data", "oops"))
     for cmd in (["info", str(card)], ["sample", str(card), "--out", str(tmp_path / "out")]):

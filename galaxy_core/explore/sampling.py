@@ -343,6 +343,29 @@ def fits_bytes(model: Pretrained, x: np.ndarray, *, seed: int, latents: np.ndarr
         return p.read_bytes()
 
 
+def training_time_text(training: dict) -> str:
+    """A card's training time, each clock named: ``18.0 min wall time, 9.9 min CPU time``.
+
+    Parameters
+    ----------
+    training : dict
+        The card's ``training`` table: ``wall_time_s`` (seconds from start to the saved step,
+        which a machine shared with other jobs stretches) and ``cpu_time_s`` (CPU seconds of the
+        training process, all its threads; cards written before it was recorded have none).
+
+    Returns
+    -------
+    str
+        The wall time, then the CPU time where the card records it; "wall time not recorded"
+        for a card without either.
+    """
+    wall, cpu = training.get("wall_time_s"), training.get("cpu_time_s")
+    parts = [f"{wall / 60:.1f} min wall time" if wall is not None else "wall time not recorded"]
+    if cpu is not None:
+        parts.append(f"{cpu / 60:.1f} min CPU time")
+    return ", ".join(parts)
+
+
 def model_card_lines(meta: dict) -> list[str]:
     """A checkpoint's description as readable lines."""
     d, tr, m = meta.get("data", {}), meta.get("training", {}), meta.get("model", {})
@@ -354,10 +377,9 @@ def model_card_lines(meta: dict) -> list[str]:
     if d.get("stretch"):
         lines.append(f"stretch: {d['stretch'].get('type')} (flux-preserving: {d['stretch'].get('flux_preserving')})")
     if tr:
-        wall = tr.get("wall_time_s") or 0
         ips = tr.get("images_per_s")
-        lines.append(f"training: {tr.get('step')} steps, {tr.get('kimg', 0):.1f} kimg, {tr.get('epochs', 0):.1f} epochs, "
-                     f"{wall / 60:.1f} min on {tr.get('device')}" + (f" ({ips:.0f} img/s)" if ips else ""))
+        lines.append(f"training: {tr.get('step')} steps, {tr.get('kimg', 0):.1f} kimg, {tr.get('epochs', 0):.1f} epochs "
+                     f"on {tr.get('device')}; {training_time_text(tr)}" + (f" ({ips:.0f} img/s)" if ips else ""))
     for k, v in (meta.get("metrics") or {}).items():
         lines.append(f"metric {k}: {v:.4g}" if isinstance(v, (int, float)) else f"metric {k}: {v}")
     if meta.get("note"):
