@@ -421,6 +421,28 @@ def test_info_names_the_wall_time_and_the_cpu_time(tmp_path, capsys, times, show
     assert line.endswith(shown), line
 
 
+def test_info_describes_the_galaxy_encoder_in_its_own_terms(capsys):
+    """The feature extractor's card has no generator fields: it once printed "data: None — None
+    images, Nonepx" and "training: None steps"; it says what the encoder is, what it was trained
+    on, its held-out R^2 and its references."""
+    from galaxy_core.cli import main
+    from galaxy_core.paths import checkpoints_dir
+
+    card = checkpoints_dir() / "galaxy_encoder.json"
+    meta = json.loads(card.read_text())
+    assert main(["info", str(card)]) == 0
+    out = capsys.readouterr().out
+    assert "None" not in out and "Nonepx" not in out, out
+    lines = out.splitlines()
+    assert lines[0].startswith("galaxy_encoder: feature extractor (architecture galaxy_encoder: resolution=64")
+    assert f"what: {meta['description']}" in lines
+    assert "trained on sim: 9000 of 10000 images, g/r/i, 64 px; 1000 held out, last 10% of the images" in lines
+    assert "trained on hdf: 300 of 375 images; 75 held out, every 5th stamp (index % 5 == 4)" in lines
+    r2 = next(ln for ln in lines if ln.startswith("held-out R^2 on sim (the images as they are"))
+    assert f"mag_r {meta['r2_heldout']['unaugmented']['mag_r']:.3f}" in r2 and "mag_r 0.984" in r2
+    assert [ln.removeprefix("reference: ") for ln in lines if ln.startswith("reference: ")] == meta["references"]
+
+
 def test_info_and_sample_of_a_bad_card_print_no_traceback(tmp_path):
     card = _shipped_copy(tmp_path, lambda m: m.__setitem__("data", "oops"))
     for cmd in (["info", str(card)], ["sample", str(card), "--out", str(tmp_path / "out")]):
