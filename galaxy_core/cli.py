@@ -190,10 +190,13 @@ def _model_field_docs(arch: str) -> str:
 
 def _cmd_checkpoints_verify(args) -> int:
     from galaxy_core.models.pretrained import verify_folder
+    from galaxy_core.paths import checkpoints_dir
 
-    results = verify_folder(args.folder)
+    folder = Path(args.folder) if args.folder is not None else checkpoints_dir()  # the shipped ones, from anywhere
+    print(f"checking {folder}", flush=True)
+    results = verify_folder(folder)
     if not results:
-        raise GalaxyGanError(f"{args.folder}: no checkpoints (NAME.json + NAME.safetensors) found")
+        raise GalaxyGanError(f"{folder}: no checkpoints (NAME.json + NAME.safetensors) found")
     for r in results:
         what = f"{r['kind'] or 'unknown'}/{r['arch']}" if r["arch"] else (r["kind"] or "unknown")
         print(f"{'ok  ' if r['ok'] else 'FAIL'} {r['path']} ({what}){'' if r['ok'] else ': ' + r['problem']}")
@@ -399,7 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ck = sub.add_parser("checkpoints", help="check checkpoints").add_subparsers(dest="ck_command", required=True)
     v = ck.add_parser("verify", help="every checkpoint loads, matches its card and generates finite images")
-    v.add_argument("folder", nargs="?", default="checkpoints")
+    v.add_argument("folder", nargs="?", default=None,
+                   help="folder of NAME.json + NAME.safetensors pairs, and the checkpoints/ of the run folders in "
+                        "it (default: the shipped checkpoints, $GALAXYGAN_CHECKPOINTS or the project's checkpoints/)")
     v.set_defaults(func=_cmd_checkpoints_verify)
 
     e = sub.add_parser("export", help="copy a run's checkpoint without optimiser state")

@@ -564,6 +564,24 @@ def test_verify_reports_half_pairs_and_bad_cards_and_keeps_going(tmp_path, capsy
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # nothing changed
 
 
+def test_verify_without_a_folder_checks_the_shipped_checkpoints_from_any_directory(tmp_path, monkeypatch, capsys):
+    """The default was ./checkpoints, so run from another folder it found nothing; it is now the
+    shipped folder (paths.checkpoints_dir), named in the output."""
+    from galaxy_core.cli import main
+
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    good = _shipped_copy(shipped, lambda m: None, name="good")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("GALAXYGAN_CHECKPOINTS", str(shipped))
+    assert main(["checkpoints", "verify"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"checking {shipped}"
+    assert lines[1].startswith(f"ok   {good} (gan/dcgan)") and lines[-1] == "1 of 1 checkpoints verified"
+
+
 def test_verify_folder_finds_half_pairs_in_run_folders(tmp_path):
     from galaxy_core.models.pretrained import verify_folder
 
