@@ -114,6 +114,9 @@ def _cmd_train(args) -> int:
         if str(cfg.data.dataset) not in BUILTIN:
             require_dataset(cfg.data.dataset)  # the config is printed; a dataset that is not there fails as training would
         return 0
+    from galaxy_core.paths import resolve_checkpoint
+
+    init = str(resolve_checkpoint(args.init)) if args.init else None  # a path, or a shipped checkpoint's name
     stop = {"flag": False}
 
     def _on_signal(signum, frame):
@@ -130,7 +133,7 @@ def _cmd_train(args) -> int:
         bar.set_postfix(extra, refresh=False)
         bar.refresh()
 
-    status = train(cfg, run_dir, resume=bool(args.resume), init_from=args.init, progress_fn=_progress,
+    status = train(cfg, run_dir, resume=bool(args.resume), init_from=init, progress_fn=_progress,
                    abort_fn=lambda: stop["flag"], progress=not args.quiet, force_data=args.force_data)
     bar.close()
     for warning in status.get("warnings", []):
@@ -208,11 +211,12 @@ def _cmd_checkpoints_verify(args) -> int:
 def _cmd_sample(args) -> int:
     from galaxy_core.explore.sampling import fits_skip_reason, save_samples
     from galaxy_core.models.pretrained import load_pretrained
+    from galaxy_core.paths import resolve_checkpoint
 
     if args.latents and args.n is not None:
         raise GalaxyGanError(f"-n {args.n} and --latents {args.latents}: the latents file sets the count (one image "
                              "per row); give one of them")
-    model = load_pretrained(args.checkpoint)
+    model = load_pretrained(resolve_checkpoint(args.checkpoint))
     written = save_samples(model, out_dir=Path(args.out), n=16 if args.n is None else args.n, seed=args.seed,
                            latents_file=args.latents, labels_file=args.labels, fits=not args.no_fits)
     for p in written:
@@ -225,8 +229,10 @@ def _cmd_sample(args) -> int:
 
 def _cmd_info(args) -> int:
     from galaxy_core.io.checkpoint import read_meta
+    from galaxy_core.paths import resolve_checkpoint
 
-    meta = read_meta(args.checkpoint)
+    path = resolve_checkpoint(args.checkpoint)
+    meta = read_meta(path)
     meta.pop("optimizer", None)
     if args.json:
         print(json_text(meta, indent=2))
@@ -238,7 +244,7 @@ def _cmd_info(args) -> int:
     try:
         lines = model_card_lines(meta)
     except (TypeError, ValueError, AttributeError, KeyError) as e:  # e.g. "kimg": "many"
-        card = with_suffix_of(args.checkpoint, ".json", (".json", ".safetensors"))
+        card = with_suffix_of(path, ".json", (".json", ".safetensors"))
         raise CheckpointError(f"{card}: malformed model card: a field cannot be shown ({type(e).__name__}: {e}); "
                               "restore the NAME.json galaxygan wrote, or see it as is with --json") from e
     print("\n".join(lines))
@@ -250,12 +256,14 @@ def _cmd_evaluate(args) -> int:
 
     from galaxy_core.metrics.report import evaluate_checkpoint
     from galaxy_core.metrics.samples import check_sample_size
+    from galaxy_core.paths import resolve_checkpoint
 
     check_sample_size(args.n, option="-n")  # before anything is loaded or drawn
     if args.queries is None:  # the default: 64, or all samples where there are fewer
         args.queries = min(64, args.n)
     if not args.no_memorisation:
         check_sample_size(args.queries, option="--queries", minimum=1, maximum=args.n)
+    checkpoint = resolve_checkpoint(args.checkpoint)
     bar = tqdm(total=None, bar_format="{desc}", disable=args.quiet)
 
     def _warn(text: str) -> None:
@@ -264,7 +272,7 @@ def _cmd_evaluate(args) -> int:
 
     try:
         summary = evaluate_checkpoint(
-            args.checkpoint, report_dir=Path(args.report), data=args.data, held_out=args.held_out, n=args.n,
+            checkpoint, report_dir=Path(args.report), data=args.data, held_out=args.held_out, n=args.n,
             extractors=tuple(args.extractor or ["galaxy"]), morphology=not args.no_morphology,
             memorisation=not args.no_memorisation, n_queries=args.queries, seed=args.seed, png=not args.no_png,
             evidence=tuple(args.evidence or ["l1", "ssim"]),
@@ -286,8 +294,8 @@ def _cmd_evaluate(args) -> int:
         from galaxy_core.metrics.report import record_in_card
 
         command = "galaxygan evaluate " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "galaxygan evaluate"
-        record_in_card(args.checkpoint, summary, command=command)
-        print(f"recorded the headline metrics in {args.checkpoint}")
+        record_in_card(checkpoint, summary, command=command)
+        print(f"recorded the headline metrics in {checkpoint}")
     return 0
 
 
@@ -300,6 +308,10 @@ def _cmd_export(args) -> int:
     src = Path(args.source)
     if src.is_dir():
         src = src / "checkpoints" / f"{args.which}.json"
+    else:
+        from galaxy_core.paths import resolve_checkpoint
+
+        src = resolve_checkpoint(src)
     existing = [p for p in checkpoint_paths(args.out) if p.exists()]
     if existing and not args.force:
         raise GalaxyGanError(f"{existing[0]}: already exists; give another --out, or --force to replace that "
