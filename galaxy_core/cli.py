@@ -333,21 +333,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="build or prepare datasets").add_subparsers(dest="data_command", required=True)
     b = data.add_parser("build", help="build a built-in dataset (hdf or sim)")
-    b.add_argument("name", choices=["hdf", "sim"])
-    b.add_argument("--resolution", type=int, default=64)
-    b.add_argument("--crop", type=float, default=1.0)
+    b.add_argument("name", choices=["hdf", "sim"], help="hdf: galaxies cut out of the Hubble deep field (RGB); sim: "
+                                                        "simulated SDSS-like g/r/i galaxies")
+    b.add_argument("--resolution", type=int, default=64,
+                   help="side of the square images in pixels: 32, 64, 128 or 256 (default %(default)s)")
+    b.add_argument("--crop", type=float, default=1.0,
+                   help="fraction of each stamp kept around its centre before resizing, in (0, 1]; 0.5 keeps the "
+                        "central half (default %(default)s: the whole stamp)")
     b.add_argument("--count", type=int, default=None, help="sim: number of galaxies (default 10000)")
     b.add_argument("--seed", type=seed_arg, default=0, help="sim: random seed")
     b.add_argument("--neighbours", choices=["keep", "sky"], default="keep",
                    help="hdf: keep the field around each galaxy, or replace other detected sources with source-free sky")
-    b.add_argument("--rebuild", action="store_true")
+    b.add_argument("--rebuild", action="store_true",
+                   help="build the dataset again even when the cache holds one with these options")
     b.set_defaults(func=_cmd_data_build)
     pr = data.add_parser("prepare", help="prepare a folder of JPG/PNG/TIFF/FITS files (or one FITS file)")
-    pr.add_argument("path")
-    pr.add_argument("--resolution", type=int, default=64)
-    pr.add_argument("--crop", type=float, default=1.0, help="centre-crop fraction before resizing")
-    pr.add_argument("--normalisation", choices=["asinh", "minmax"], default="asinh")
-    pr.add_argument("--rebuild", action="store_true")
+    pr.add_argument("path", help="folder of JPG/PNG/TIFF/FITS files (searched recursively) or one FITS file")
+    pr.add_argument("--resolution", type=int, default=64,
+                    help="side of the square images in pixels: 32, 64, 128 or 256 (default %(default)s)")
+    pr.add_argument("--crop", type=float, default=1.0,
+                    help="fraction of each image kept around its centre before resizing, in (0, 1] (default "
+                         "%(default)s: the whole image)")
+    pr.add_argument("--normalisation", choices=["asinh", "minmax"], default="asinh",
+                    help="FITS (flux) data: the invertible, flux-preserving asinh stretch or a per-image min-max "
+                         "(default %(default)s)")
+    pr.add_argument("--rebuild", action="store_true",
+                    help="prepare again even when the cache holds this folder prepared with these options")
     pr.add_argument("--held-out-fraction", type=float, default=None, metavar="F",
                     help="first set this fraction of the galaxies aside, never to be trained on (a deterministic "
                          "split by file name and seed, written as two folders of links); the training part is prepared")
@@ -369,14 +380,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--force-data", action="store_true",
                    help="with --resume: continue even if the dataset differs from the run's")
     t.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
-    t.add_argument("--quiet", action="store_true")
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=_cmd_train)
 
     s = sub.add_parser("sample", help="generate images from a checkpoint")
-    s.add_argument("checkpoint")
+    s.add_argument("checkpoint", help="NAME.json (or NAME) of a checkpoint, or the name of a shipped one (dcgan_hdf32); looked for from "
+                        "the working folder, the project, then the shipped checkpoints folder")
     s.add_argument("-n", type=int, default=None, help="number of images (default 16; with --latents: one per row)")
-    s.add_argument("--out", required=True)
-    s.add_argument("--seed", type=seed_arg, default=0)
+    s.add_argument("--out", required=True,
+                   help="output folder: PNGs, a grid, latents.npy, samples.json and, for flux data, a FITS cube")
+    s.add_argument("--seed", type=seed_arg, default=0, help="seed of the latents (default %(default)s)")
     s.add_argument("--latents", help=".npy file of (n, z_dim) latents to use instead of a seed")
     s.add_argument("--labels", help="conditional models: .npy file of (n,) class labels, one per image (default: "
                                     "image i gets label i %% classes); an earlier run's labels.npy regenerates "
@@ -385,31 +398,37 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_sample)
 
     i = sub.add_parser("info", help="print a checkpoint's model card")
-    i.add_argument("checkpoint")
-    i.add_argument("--json", action="store_true")
+    i.add_argument("checkpoint", help="NAME.json (or NAME) of a checkpoint, or the name of a shipped one (dcgan_hdf32); looked for from "
+                        "the working folder, the project, then the shipped checkpoints folder")
+    i.add_argument("--json", action="store_true", help="print the model card as stored (JSON), without the "
+                                                        "optimiser state")
     i.set_defaults(func=_cmd_info)
 
     ev = sub.add_parser("evaluate", help="FID/KID, morphology, colour-magnitude and memorisation report")
-    ev.add_argument("checkpoint")
+    ev.add_argument("checkpoint", help="NAME.json (or NAME) of a checkpoint, or the name of a shipped one (dcgan_hdf32); looked for from "
+                        "the working folder, the project, then the shipped checkpoints folder")
     ev.add_argument("--report", required=True, help="output folder")
     ev.add_argument("--data", help="reference dataset (default: the checkpoint's training data)")
     ev.add_argument("--held-out", metavar="FOLDER",
                     help="real images the checkpoint was not trained on (folder or FITS file): the reference for "
                          "the memorisation verdict; the training data stays the set searched")
-    ev.add_argument("-n", type=int, default=500, help="generated samples and real samples per split (>= 2)")
+    ev.add_argument("-n", type=int, default=500,
+                    help="generated samples and real samples per split, at least 2 (default %(default)s)")
     ev.add_argument("--extractor", action="append", choices=["galaxy", "inception", "pix8"],
                     help="feature extractor (repeatable; default galaxy)")
     ev.add_argument("--queries", type=int, default=None,
                     help="generated samples searched for nearest matches (default: 64, or -n where smaller)")
     ev.add_argument("--evidence", action="append", choices=["l1", "ssim"],
                     help="distance shown beside the galaxy-encoder verdict (repeatable; default l1 and ssim)")
-    ev.add_argument("--seed", type=seed_arg, default=0)
-    ev.add_argument("--no-morphology", action="store_true")
-    ev.add_argument("--no-memorisation", action="store_true")
+    ev.add_argument("--seed", type=seed_arg, default=0,
+                    help="seed of the generated latents and of the real samples drawn (default %(default)s)")
+    ev.add_argument("--no-morphology", action="store_true", help="leave out the morphology comparison")
+    ev.add_argument("--no-memorisation", action="store_true",
+                    help="leave out the nearest-training-image search and its verdict")
     ev.add_argument("--no-png", action="store_true", help="write plots as HTML only")
     ev.add_argument("--record", action="store_true",
                     help="write the headline metrics (with their real-vs-real floors) into the model card")
-    ev.add_argument("--quiet", action="store_true")
+    ev.add_argument("--quiet", action="store_true", help="no progress line")
     ev.set_defaults(func=_cmd_evaluate)
 
     ck = sub.add_parser("checkpoints", help="check checkpoints").add_subparsers(dest="ck_command", required=True)
@@ -420,8 +439,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(func=_cmd_checkpoints_verify)
 
     e = sub.add_parser("export", help="copy a run's checkpoint without optimiser state")
-    e.add_argument("source", help="run folder or checkpoint")
-    e.add_argument("--which", choices=["best", "last"], default="last")
+    e.add_argument("source", help="run folder, or a checkpoint (NAME.json, or a shipped checkpoint's name)")
+    e.add_argument("--which", choices=["best", "last"], default="last",
+                   help="of a run folder: its last checkpoint or its best by live evaluation (default %(default)s)")
     e.add_argument("--out", required=True, help="destination NAME (writes NAME.safetensors + NAME.json)")
     e.add_argument("--note", help="free text for the model card")
     e.add_argument("--force", action="store_true", help="replace a checkpoint already at --out")

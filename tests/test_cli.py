@@ -121,3 +121,38 @@ def test_a_bare_checkpoint_name_is_found_in_the_shipped_folder_by_every_command(
         assert r.returncode == 2 and f"error: nope: no such checkpoint {tried}" in r.stderr, (args, r.stderr)
     assert sorted(p.name for p in here.iterdir()) == ["copy.json", "copy.safetensors", "rep", "s", "sky.csv",
                                                      "sky.fits"]  # nothing made by the refused ones
+
+
+def _commands(parser, path=("galaxygan",)):
+    """``(command words, parser)`` for the parser and every sub-command under it."""
+    import argparse
+
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _commands(sub, (*path, name))
+
+
+def test_every_option_of_every_command_says_what_it_does():
+    """``data build --resolution``, ``sky grids --grid``, ``sky detect --radius`` and others had
+    no help at all; defaults are shown where an option has one, and the sky experiments name
+    the paper they come from."""
+    import argparse
+
+    from galaxy_core.cli import build_parser
+
+    bare = [f"{' '.join(path)} {'/'.join(a.option_strings) or a.dest}" for path, p in _commands(build_parser())
+            for a in p._actions if not isinstance(a, (argparse._HelpAction, argparse._SubParsersAction)) and not a.help]
+    assert bare == []
+    helps = {" ".join(path): p.format_help() for path, p in _commands(build_parser())}
+    for command, shown in [("galaxygan evaluate", "at least 2 (default 500)"),
+                           ("galaxygan data build", "256 (default 64)"),
+                           ("galaxygan sky grids", "cells per side of each grid, G"),
+                           ("galaxygan sky detect", "(default 5.0)"),
+                           ("galaxygan sky crops", "(default 1500)"),
+                           ("galaxygan sky realism-fit", "OUT.json and OUT.npz"),
+                           ("galaxygan sky experiments", "ETH Zurich two-stage GAN paper \"Generative models for "
+                                                         "sparse cosmological images\"")]:
+        assert shown in " ".join(helps[command].split()), (command, helps[command])
+    assert "paper's" not in helps["galaxygan sky"]
