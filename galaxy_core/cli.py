@@ -125,17 +125,31 @@ def _cmd_train(args) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     print(f"run folder: {run_dir}", flush=True)
-    bar = tqdm(total=cfg.train.steps, unit="step", disable=args.quiet, dynamic_ncols=True)
+    bar = None  # drawn when the loop starts: every refusal (a taken folder, other data or model) comes before
+
+    def _bar():
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=cfg.train.steps, unit="step", disable=args.quiet, dynamic_ncols=True)
+        return bar
 
     def _progress(step, total, rec):
-        bar.n = step
+        b = _bar()
+        b.n = step
         extra = {k: f"{rec[k]:.3g}" for k in ("loss_D", "loss_G", "images_per_s") if rec.get(k) is not None}
-        bar.set_postfix(extra, refresh=False)
-        bar.refresh()
+        b.set_postfix(extra, refresh=False)
+        b.refresh()
 
-    status = train(cfg, run_dir, resume=bool(args.resume), init_from=init, progress_fn=_progress,
-                   abort_fn=lambda: stop["flag"], progress=not args.quiet, force_data=args.force_data)
-    bar.close()
+    def _should_stop() -> bool:  # polled before every step, the first time once all the checks have passed
+        _bar()
+        return stop["flag"]
+
+    try:
+        status = train(cfg, run_dir, resume=bool(args.resume), init_from=init, progress_fn=_progress,
+                       abort_fn=_should_stop, progress=not args.quiet, force_data=args.force_data)
+    finally:
+        if bar is not None:
+            bar.close()
     for warning in status.get("warnings", []):
         print(f"galaxygan: warning: {warning}", file=sys.stderr)
     if status.get("init"):
