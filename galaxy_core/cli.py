@@ -36,8 +36,11 @@ def _cmd_data_prepare(args) -> int:
 
         rec = split_folder(args.path, fraction=args.held_out_fraction, out=args.split_dir, seed=args.split_seed)
         path, held = rec["train_dir"], rec["held_out_dir"]
-        print(f"split {args.path} (seed {rec['seed']}): {len(rec['train'])} training and {len(rec['held_out'])} "
-              f"held-out galaxies\n  training: {path}\n  held out: {held}")
+        n_train, n_held = len(rec["train"]), len(rec["held_out"])
+        print(f"split {args.path} (seed {rec['seed']}): {n_train} training and {n_held} held-out galaxies "
+              f"({100 * n_held / (n_train + n_held):.0f} % held out; each galaxy is set aside with probability "
+              f"{rec['fraction']:g}, so the share is near, not exactly, {100 * rec['fraction']:g} %)"
+              f"\n  training: {path}\n  held out: {held}")
     t0 = time.perf_counter()
     ds = load_dataset(path, resolution=args.resolution, crop=args.crop,
                       normalisation=args.normalisation, rebuild=args.rebuild, progress=True)
@@ -374,8 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--rebuild", action="store_true",
                     help="prepare again even when the cache holds this folder prepared with these options")
     pr.add_argument("--held-out-fraction", type=float, default=None, metavar="F",
-                    help="first set this fraction of the galaxies aside, never to be trained on (a deterministic "
-                         "split by file name and seed, written as two folders of links); the training part is prepared")
+                    help="first set about this fraction of the galaxies aside, never to be trained on: each is "
+                         "held out with probability F, decided by its file name and the seed, so the held-out share "
+                         "is near, not exactly, F; written as two folders of links, the training part is prepared")
     pr.add_argument("--split-seed", type=int, default=0, help="which held-out split (with --held-out-fraction)")
     pr.add_argument("--split-dir", default=None,
                     help="where the split folders go (default: PATH_split beside the folder)")
