@@ -348,6 +348,22 @@ def _one_band_checkpoint(runs: Path) -> str:
                                prefixed("G", Generator(model_cfg).state_dict()), meta))
 
 
+def test_train_page_offers_no_extra_rotation_for_a_position_model(runs):
+    """The engine refuses augment.rotate on grids of cell classes (GridKind); the form offered the
+    choice anyway for a position model. It is hidden there, with a note why, and is sent as none."""
+    at = open_app(page="pages/train.py")
+    assert at.selectbox(key="tr_dcgan_hdf32_rot").options == ["none", "45° steps", "any angle"]
+    at.selectbox(key="tr_dcgan_hdf32_rot").set_value("45").run()
+    at.selectbox(key="tr_dcgan_hdf32_arch").set_value("positions").run()
+    assert_clean(at)
+    assert not [w for w in at.selectbox if w.key == "tr_dcgan_hdf32_rot"]
+    assert any(c.value.startswith("No extra rotation for a position model") for c in at.caption)
+    assert {"Flip ↔", "Flip ↕", "Rotate 90°"} <= set(labels(at.checkbox))  # the exact symmetries stay
+    at.selectbox(key="tr_dcgan_hdf32_arch").set_value("dcgan").run()
+    assert_clean(at)
+    assert [w.key for w in at.selectbox if w.key == "tr_dcgan_hdf32_rot"] == ["tr_dcgan_hdf32_rot"]
+
+
 def test_train_page_fine_tune_checks_bands(runs):
     one_band = _one_band_checkpoint(runs)
     at = open_app(page="pages/train.py")
