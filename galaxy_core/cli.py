@@ -36,8 +36,11 @@ def _cmd_data_prepare(args) -> int:
 
         rec = split_folder(args.path, fraction=args.held_out_fraction, out=args.split_dir, seed=args.split_seed)
         path, held = rec["train_dir"], rec["held_out_dir"]
-        print(f"split {args.path} (seed {rec['seed']}): {len(rec['train'])} training and {len(rec['held_out'])} "
-              f"held-out galaxies\n  training: {path}\n  held out: {held}")
+        n_train, n_held = len(rec["train"]), len(rec["held_out"])
+        print(f"split {args.path} (seed {rec['seed']}): {n_train} training and {n_held} held-out galaxies "
+              f"({100 * n_held / (n_train + n_held):.0f} % held out; each galaxy is set aside with probability "
+              f"{rec['fraction']:g}, so the share is near, not exactly, {100 * rec['fraction']:g} %)"
+              f"\n  training: {path}\n  held out: {held}")
     t0 = time.perf_counter()
     ds = load_dataset(path, resolution=args.resolution, crop=args.crop,
                       normalisation=args.normalisation, rebuild=args.rebuild, progress=True)
@@ -114,6 +117,9 @@ def _cmd_train(args) -> int:
         if str(cfg.data.dataset) not in BUILTIN:
             require_dataset(cfg.data.dataset)  # the config is printed; a dataset that is not there fails as training would
         return 0
+    from galaxy_core.paths import resolve_checkpoint
+
+    init = str(resolve_checkpoint(args.init)) if args.init else None  # a path, or a shipped checkpoint's name
     stop = {"flag": False}
 
     def _on_signal(signum, frame):
@@ -122,17 +128,31 @@ def _cmd_train(args) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     print(f"run folder: {run_dir}", flush=True)
-    bar = tqdm(total=cfg.train.steps, unit="step", disable=args.quiet, dynamic_ncols=True)
+    bar = None  # drawn when the loop starts: every refusal (a taken folder, other data or model) comes before
+
+    def _bar():
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=cfg.train.steps, unit="step", disable=args.quiet, dynamic_ncols=True)
+        return bar
 
     def _progress(step, total, rec):
-        bar.n = step
+        b = _bar()
+        b.n = step
         extra = {k: f"{rec[k]:.3g}" for k in ("loss_D", "loss_G", "images_per_s") if rec.get(k) is not None}
-        bar.set_postfix(extra, refresh=False)
-        bar.refresh()
+        b.set_postfix(extra, refresh=False)
+        b.refresh()
 
-    status = train(cfg, run_dir, resume=bool(args.resume), init_from=args.init, progress_fn=_progress,
-                   abort_fn=lambda: stop["flag"], progress=not args.quiet, force_data=args.force_data)
-    bar.close()
+    def _should_stop() -> bool:  # polled before every step, the first time once all the checks have passed
+        _bar()
+        return stop["flag"]
+
+    try:
+        status = train(cfg, run_dir, resume=bool(args.resume), init_from=init, progress_fn=_progress,
+                       abort_fn=_should_stop, progress=not args.quiet, force_data=args.force_data)
+    finally:
+        if bar is not None:
+            bar.close()
     for warning in status.get("warnings", []):
         print(f"galaxygan: warning: {warning}", file=sys.stderr)
     if status.get("init"):
@@ -190,10 +210,13 @@ def _model_field_docs(arch: str) -> str:
 
 def _cmd_checkpoints_verify(args) -> int:
     from galaxy_core.models.pretrained import verify_folder
+    from galaxy_core.paths import checkpoints_dir
 
-    results = verify_folder(args.folder)
+    folder = Path(args.folder) if args.folder is not None else checkpoints_dir()  # the shipped ones, from anywhere
+    print(f"checking {folder}", flush=True)
+    results = verify_folder(folder)
     if not results:
-        raise GalaxyGanError(f"{args.folder}: no checkpoints (NAME.json + NAME.safetensors) found")
+        raise GalaxyGanError(f"{folder}: no checkpoints (NAME.json + NAME.safetensors) found")
     for r in results:
         what = f"{r['kind'] or 'unknown'}/{r['arch']}" if r["arch"] else (r["kind"] or "unknown")
         print(f"{'ok  ' if r['ok'] else 'FAIL'} {r['path']} ({what}){'' if r['ok'] else ': ' + r['problem']}")
@@ -205,11 +228,12 @@ def _cmd_checkpoints_verify(args) -> int:
 def _cmd_sample(args) -> int:
     from galaxy_core.explore.sampling import fits_skip_reason, save_samples
     from galaxy_core.models.pretrained import load_pretrained
+    from galaxy_core.paths import resolve_checkpoint
 
     if args.latents and args.n is not None:
         raise GalaxyGanError(f"-n {args.n} and --latents {args.latents}: the latents file sets the count (one image "
                              "per row); give one of them")
-    model = load_pretrained(args.checkpoint)
+    model = load_pretrained(resolve_checkpoint(args.checkpoint))
     written = save_samples(model, out_dir=Path(args.out), n=16 if args.n is None else args.n, seed=args.seed,
                            latents_file=args.latents, labels_file=args.labels, fits=not args.no_fits)
     for p in written:
@@ -222,8 +246,10 @@ def _cmd_sample(args) -> int:
 
 def _cmd_info(args) -> int:
     from galaxy_core.io.checkpoint import read_meta
+    from galaxy_core.paths import resolve_checkpoint
 
-    meta = read_meta(args.checkpoint)
+    path = resolve_checkpoint(args.checkpoint)
+    meta = read_meta(path)
     meta.pop("optimizer", None)
     if args.json:
         print(json_text(meta, indent=2))
@@ -235,7 +261,7 @@ def _cmd_info(args) -> int:
     try:
         lines = model_card_lines(meta)
     except (TypeError, ValueError, AttributeError, KeyError) as e:  # e.g. "kimg": "many"
-        card = with_suffix_of(args.checkpoint, ".json", (".json", ".safetensors"))
+        card = with_suffix_of(path, ".json", (".json", ".safetensors"))
         raise CheckpointError(f"{card}: malformed model card: a field cannot be shown ({type(e).__name__}: {e}); "
                               "restore the NAME.json galaxygan wrote, or see it as is with --json") from e
     print("\n".join(lines))
@@ -247,12 +273,14 @@ def _cmd_evaluate(args) -> int:
 
     from galaxy_core.metrics.report import evaluate_checkpoint
     from galaxy_core.metrics.samples import check_sample_size
+    from galaxy_core.paths import resolve_checkpoint
 
     check_sample_size(args.n, option="-n")  # before anything is loaded or drawn
     if args.queries is None:  # the default: 64, or all samples where there are fewer
         args.queries = min(64, args.n)
     if not args.no_memorisation:
         check_sample_size(args.queries, option="--queries", minimum=1, maximum=args.n)
+    checkpoint = resolve_checkpoint(args.checkpoint)
     bar = tqdm(total=None, bar_format="{desc}", disable=args.quiet)
 
     def _warn(text: str) -> None:
@@ -261,7 +289,7 @@ def _cmd_evaluate(args) -> int:
 
     try:
         summary = evaluate_checkpoint(
-            args.checkpoint, report_dir=Path(args.report), data=args.data, held_out=args.held_out, n=args.n,
+            checkpoint, report_dir=Path(args.report), data=args.data, held_out=args.held_out, n=args.n,
             extractors=tuple(args.extractor or ["galaxy"]), morphology=not args.no_morphology,
             memorisation=not args.no_memorisation, n_queries=args.queries, seed=args.seed, png=not args.no_png,
             evidence=tuple(args.evidence or ["l1", "ssim"]),
@@ -283,8 +311,8 @@ def _cmd_evaluate(args) -> int:
         from galaxy_core.metrics.report import record_in_card
 
         command = "galaxygan evaluate " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "galaxygan evaluate"
-        record_in_card(args.checkpoint, summary, command=command)
-        print(f"recorded the headline metrics in {args.checkpoint}")
+        record_in_card(checkpoint, summary, command=command)
+        print(f"recorded the headline metrics in {checkpoint}")
     return 0
 
 
@@ -297,6 +325,10 @@ def _cmd_export(args) -> int:
     src = Path(args.source)
     if src.is_dir():
         src = src / "checkpoints" / f"{args.which}.json"
+    else:
+        from galaxy_core.paths import resolve_checkpoint
+
+        src = resolve_checkpoint(src)
     existing = [p for p in checkpoint_paths(args.out) if p.exists()]
     if existing and not args.force:
         raise GalaxyGanError(f"{existing[0]}: already exists; give another --out, or --force to replace that "
@@ -318,24 +350,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="build or prepare datasets").add_subparsers(dest="data_command", required=True)
     b = data.add_parser("build", help="build a built-in dataset (hdf or sim)")
-    b.add_argument("name", choices=["hdf", "sim"])
-    b.add_argument("--resolution", type=int, default=64)
-    b.add_argument("--crop", type=float, default=1.0)
+    b.add_argument("name", choices=["hdf", "sim"], help="hdf: galaxies cut out of the Hubble deep field (RGB); sim: "
+                                                        "simulated SDSS-like g/r/i galaxies")
+    b.add_argument("--resolution", type=int, default=64,
+                   help="side of the square images in pixels: 32, 64, 128 or 256 (default %(default)s)")
+    b.add_argument("--crop", type=float, default=1.0,
+                   help="fraction of each stamp kept around its centre before resizing, in (0, 1]; 0.5 keeps the "
+                        "central half (default %(default)s: the whole stamp)")
     b.add_argument("--count", type=int, default=None, help="sim: number of galaxies (default 10000)")
     b.add_argument("--seed", type=seed_arg, default=0, help="sim: random seed")
     b.add_argument("--neighbours", choices=["keep", "sky"], default="keep",
                    help="hdf: keep the field around each galaxy, or replace other detected sources with source-free sky")
-    b.add_argument("--rebuild", action="store_true")
+    b.add_argument("--rebuild", action="store_true",
+                   help="build the dataset again even when the cache holds one with these options")
     b.set_defaults(func=_cmd_data_build)
     pr = data.add_parser("prepare", help="prepare a folder of JPG/PNG/TIFF/FITS files (or one FITS file)")
-    pr.add_argument("path")
-    pr.add_argument("--resolution", type=int, default=64)
-    pr.add_argument("--crop", type=float, default=1.0, help="centre-crop fraction before resizing")
-    pr.add_argument("--normalisation", choices=["asinh", "minmax"], default="asinh")
-    pr.add_argument("--rebuild", action="store_true")
+    pr.add_argument("path", help="folder of JPG/PNG/TIFF/FITS files (searched recursively) or one FITS file")
+    pr.add_argument("--resolution", type=int, default=64,
+                    help="side of the square images in pixels: 32, 64, 128 or 256 (default %(default)s)")
+    pr.add_argument("--crop", type=float, default=1.0,
+                    help="fraction of each image kept around its centre before resizing, in (0, 1] (default "
+                         "%(default)s: the whole image)")
+    pr.add_argument("--normalisation", choices=["asinh", "minmax"], default="asinh",
+                    help="FITS (flux) data: the invertible, flux-preserving asinh stretch or a per-image min-max "
+                         "(default %(default)s)")
+    pr.add_argument("--rebuild", action="store_true",
+                    help="prepare again even when the cache holds this folder prepared with these options")
     pr.add_argument("--held-out-fraction", type=float, default=None, metavar="F",
-                    help="first set this fraction of the galaxies aside, never to be trained on (a deterministic "
-                         "split by file name and seed, written as two folders of links); the training part is prepared")
+                    help="first set about this fraction of the galaxies aside, never to be trained on: each is "
+                         "held out with probability F, decided by its file name and the seed, so the held-out share "
+                         "is near, not exactly, F; written as two folders of links, the training part is prepared")
     pr.add_argument("--split-seed", type=int, default=0, help="which held-out split (with --held-out-fraction)")
     pr.add_argument("--split-dir", default=None,
                     help="where the split folders go (default: PATH_split beside the folder)")
@@ -354,14 +398,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--force-data", action="store_true",
                    help="with --resume: continue even if the dataset differs from the run's")
     t.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
-    t.add_argument("--quiet", action="store_true")
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=_cmd_train)
 
     s = sub.add_parser("sample", help="generate images from a checkpoint")
-    s.add_argument("checkpoint")
+    s.add_argument("checkpoint", help="NAME.json (or NAME) of a checkpoint, or the name of a shipped one (dcgan_hdf32); looked for from "
+                        "the working folder, the project, then the shipped checkpoints folder")
     s.add_argument("-n", type=int, default=None, help="number of images (default 16; with --latents: one per row)")
-    s.add_argument("--out", required=True)
-    s.add_argument("--seed", type=seed_arg, default=0)
+    s.add_argument("--out", required=True,
+                   help="output folder: PNGs, a grid, latents.npy, samples.json and, for flux data, a FITS cube")
+    s.add_argument("--seed", type=seed_arg, default=0, help="seed of the latents (default %(default)s)")
     s.add_argument("--latents", help=".npy file of (n, z_dim) latents to use instead of a seed")
     s.add_argument("--labels", help="conditional models: .npy file of (n,) class labels, one per image (default: "
                                     "image i gets label i %% classes); an earlier run's labels.npy regenerates "
@@ -370,41 +416,50 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_sample)
 
     i = sub.add_parser("info", help="print a checkpoint's model card")
-    i.add_argument("checkpoint")
-    i.add_argument("--json", action="store_true")
+    i.add_argument("checkpoint", help="NAME.json (or NAME) of a checkpoint, or the name of a shipped one (dcgan_hdf32); looked for from "
+                        "the working folder, the project, then the shipped checkpoints folder")
+    i.add_argument("--json", action="store_true", help="print the model card as stored (JSON), without the "
+                                                        "optimiser state")
     i.set_defaults(func=_cmd_info)
 
     ev = sub.add_parser("evaluate", help="FID/KID, morphology, colour-magnitude and memorisation report")
-    ev.add_argument("checkpoint")
+    ev.add_argument("checkpoint", help="NAME.json (or NAME) of a checkpoint, or the name of a shipped one (dcgan_hdf32); looked for from "
+                        "the working folder, the project, then the shipped checkpoints folder")
     ev.add_argument("--report", required=True, help="output folder")
     ev.add_argument("--data", help="reference dataset (default: the checkpoint's training data)")
     ev.add_argument("--held-out", metavar="FOLDER",
                     help="real images the checkpoint was not trained on (folder or FITS file): the reference for "
                          "the memorisation verdict; the training data stays the set searched")
-    ev.add_argument("-n", type=int, default=500, help="generated samples and real samples per split (>= 2)")
+    ev.add_argument("-n", type=int, default=500,
+                    help="generated samples and real samples per split, at least 2 (default %(default)s)")
     ev.add_argument("--extractor", action="append", choices=["galaxy", "inception", "pix8"],
                     help="feature extractor (repeatable; default galaxy)")
     ev.add_argument("--queries", type=int, default=None,
                     help="generated samples searched for nearest matches (default: 64, or -n where smaller)")
     ev.add_argument("--evidence", action="append", choices=["l1", "ssim"],
                     help="distance shown beside the galaxy-encoder verdict (repeatable; default l1 and ssim)")
-    ev.add_argument("--seed", type=seed_arg, default=0)
-    ev.add_argument("--no-morphology", action="store_true")
-    ev.add_argument("--no-memorisation", action="store_true")
+    ev.add_argument("--seed", type=seed_arg, default=0,
+                    help="seed of the generated latents and of the real samples drawn (default %(default)s)")
+    ev.add_argument("--no-morphology", action="store_true", help="leave out the morphology comparison")
+    ev.add_argument("--no-memorisation", action="store_true",
+                    help="leave out the nearest-training-image search and its verdict")
     ev.add_argument("--no-png", action="store_true", help="write plots as HTML only")
     ev.add_argument("--record", action="store_true",
                     help="write the headline metrics (with their real-vs-real floors) into the model card")
-    ev.add_argument("--quiet", action="store_true")
+    ev.add_argument("--quiet", action="store_true", help="no progress line")
     ev.set_defaults(func=_cmd_evaluate)
 
     ck = sub.add_parser("checkpoints", help="check checkpoints").add_subparsers(dest="ck_command", required=True)
     v = ck.add_parser("verify", help="every checkpoint loads, matches its card and generates finite images")
-    v.add_argument("folder", nargs="?", default="checkpoints")
+    v.add_argument("folder", nargs="?", default=None,
+                   help="folder of NAME.json + NAME.safetensors pairs, and the checkpoints/ of the run folders in "
+                        "it (default: the shipped checkpoints, $GALAXYGAN_CHECKPOINTS or the project's checkpoints/)")
     v.set_defaults(func=_cmd_checkpoints_verify)
 
     e = sub.add_parser("export", help="copy a run's checkpoint without optimiser state")
-    e.add_argument("source", help="run folder or checkpoint")
-    e.add_argument("--which", choices=["best", "last"], default="last")
+    e.add_argument("source", help="run folder, or a checkpoint (NAME.json, or a shipped checkpoint's name)")
+    e.add_argument("--which", choices=["best", "last"], default="last",
+                   help="of a run folder: its last checkpoint or its best by live evaluation (default %(default)s)")
     e.add_argument("--out", required=True, help="destination NAME (writes NAME.safetensors + NAME.json)")
     e.add_argument("--note", help="free text for the model card")
     e.add_argument("--force", action="store_true", help="replace a checkpoint already at --out")

@@ -45,6 +45,82 @@ def checkpoints_dir() -> Path:
     return Path(os.environ.get("GALAXYGAN_CHECKPOINTS", REPO_ROOT / "checkpoints"))
 
 
+_CHECKPOINT_ENDINGS = (".json", ".safetensors")
+
+
+def checkpoint_candidates(name: str | os.PathLike) -> list[Path]:
+    """Where a checkpoint given as ``name`` is looked for, in order.
+
+    ``name`` is ``NAME``, ``NAME.json`` or ``NAME.safetensors``, with or without folders. An
+    absolute path is only itself; a relative one is looked for from the working folder, then
+    from the repository (so ``checkpoints/NAME.json`` works from anywhere), then in the shipped
+    checkpoints folder (:func:`checkpoints_dir`; so a bare ``NAME`` names a shipped checkpoint).
+    """
+    p = Path(name).expanduser()
+    if p.is_absolute():
+        return [p]
+    out: list[Path] = []
+    for c in (p, REPO_ROOT / p, checkpoints_dir() / p):
+        if c not in out:
+            out.append(c)
+    return out
+
+
+def find_checkpoint(name: str | os.PathLike) -> Path | None:
+    """The first of :func:`checkpoint_candidates` whose model card ``NAME.json`` is there, or None."""
+    for c in checkpoint_candidates(name):
+        if with_suffix_of(c, ".json", _CHECKPOINT_ENDINGS).exists():
+            return c
+    return None
+
+
+def closest_shipped_checkpoint(name: str | os.PathLike) -> str | None:
+    """The shipped checkpoint whose name is closest to ``name``'s (``checkpoints/NAME.json``,
+    as a path from the repository where it lies in it), or None when none is close."""
+    from difflib import get_close_matches
+
+    shipped = {c.stem: c for c in sorted(checkpoints_dir().glob("*.json"))}
+    match = get_close_matches(with_suffix_of(Path(name), "", _CHECKPOINT_ENDINGS).name, list(shipped), n=1)
+    if not match:
+        return None
+    c = shipped[match[0]]
+    return str(c.relative_to(REPO_ROOT)) if c.is_relative_to(REPO_ROOT) else str(c)
+
+
+def resolve_checkpoint(name: str | os.PathLike) -> Path:
+    """A checkpoint given on the command line, found as :func:`find_checkpoint` finds it.
+
+    Parameters
+    ----------
+    name : str or path
+        ``NAME``, ``NAME.json`` or ``NAME.safetensors``: a path, or the name of a shipped
+        checkpoint (``dcgan_hdf32``).
+
+    Returns
+    -------
+    Path
+        ``name`` itself where it is there from the working folder (unchanged, so a path the
+        user gave is recorded as given), else where it was found.
+
+    Raises
+    ------
+    CheckpointError
+        Nothing of that name in any place looked at; the message lists the model cards looked
+        for and the closest shipped name.
+    """
+    from galaxy_core.errors import CheckpointError
+
+    found = find_checkpoint(name)
+    if found is not None:
+        return found
+    tried = ", ".join(str(with_suffix_of(c.absolute(), ".json", _CHECKPOINT_ENDINGS))
+                      for c in checkpoint_candidates(name))
+    close = closest_shipped_checkpoint(name)
+    raise CheckpointError(f"{name}: no such checkpoint (looked for {tried}); give a model card NAME.json with its "
+                          f"NAME.safetensors, or the name of a checkpoint in {checkpoints_dir()}"
+                          + (f"; did you mean {close!r}?" if close else ""))
+
+
 def configs_dir() -> Path:
     """Folder of the example training configs."""
     return REPO_ROOT / "configs"

@@ -77,7 +77,7 @@ def metric_legend(names) -> str:
 
 def facts_ui(model: Pretrained) -> None:
     meta, d, tr = model.meta, model.meta.get("data", {}), model.meta.get("training", {})
-    wall = (tr.get("wall_time_s") or 0) / 60
+    wall, cpu = tr.get("wall_time_s"), tr.get("cpu_time_s")
     ips = tr.get("images_per_s")
     rows = [
         [("Architecture", str(meta.get("arch", "?")).upper(),
@@ -86,11 +86,16 @@ def facts_ui(model: Pretrained) -> None:
          ("Training data", f"{d.get('name')} · {d.get('count')}", f"{d.get('count')} images from {d.get('source')}")],
         [("Training steps", f"{tr.get('step', 0):,}",
           f"{tr.get('kimg', 0):.1f} kimg, {tr.get('epochs', 0):.1f} epochs"),
-         ("Training time", f"{wall:.1f} min", f"on {tr.get('device')} ({tr.get('cpu')})"),
+         ("Wall time", "—" if wall is None else f"{wall / 60:.1f} min",
+          f"wall-clock time of the training on {tr.get('device')} ({tr.get('cpu')}); a machine shared with "
+          "other jobs stretches it"),
+         ("CPU time", "—" if cpu is None else f"{cpu / 60:.1f} min",
+          "CPU time of the training process, all its threads: the fair clock on a shared machine"
+          + ("" if cpu is not None else " (this card does not record it)")),
          ("Throughput", f"{ips:.0f} img/s" if ips else "—", "training images per second")],
     ]
     for row in rows:
-        for col, (label, value, help_text) in zip(st.columns(3), row):
+        for col, (label, value, help_text) in zip(st.columns(len(row)), row):
             col.metric(label, value, help=help_text or None)
 
 

@@ -223,12 +223,20 @@ def optimiser_ui(cfg: Config, k: str) -> dict:
     return out
 
 
-def augment_ui(cfg: Config, k: str) -> dict:
+def augment_ui(cfg: Config, k: str, *, grid: bool = False) -> dict:
+    """The classic augmentations; ``grid``: the model trains on grids of cell classes (a position
+    model), which only flips and quarter turns move exactly, so no extra rotation is offered."""
     a = cfg.augment
     c1, c2, c3 = st.columns(3)
     out = {"flip_h": c1.checkbox("Flip ↔", a.flip_h, key=f"{k}_fh"),
            "flip_v": c2.checkbox("Flip ↕", a.flip_v, key=f"{k}_fv"),
            "rot90": c3.checkbox("Rotate 90°", a.rot90, key=f"{k}_r90")}
+    if grid:  # the engine refuses augment.rotate on grid data (train.kinds.GridKind)
+        out["rotate"] = "none"
+        st.caption("No extra rotation for a position model: its grids hold one size class per cell, and a turn by "
+                   "other than a multiple of 90° cannot resample them without dropping, copying or inventing "
+                   "galaxies. Flips and quarter turns move whole cells exactly.")
+        return out
     out["rotate"] = st.selectbox("Extra rotation", ["none", "45", "any"], index=["none", "45", "any"].index(a.rotate),
                                  key=f"{k}_rot",
                                  format_func={"none": "none", "45": "45° steps", "any": "any angle"}.get)
@@ -296,7 +304,8 @@ def new_run_ui() -> None:
     with st.expander("Optimisation", expanded=True, icon=":material/tune:"):
         train = optimiser_ui(cfg, k)
     with st.expander("Augmentation", icon=":material/flip:"):
-        augment = augment_ui(cfg, k)
+        arch = model.get("arch") or (init_meta or {}).get("arch") or cfg.arch
+        augment = augment_ui(cfg, k, grid=arch in known_archs() and get_arch(arch).data_kind == "grid")
     with st.expander("Logging and live evaluation", icon=":material/monitoring:"):
         log = logging_ui(cfg, k)
     if st.session_state.pop(RENEW_NAME_KEY, False) or not st.session_state.get(f"{k}_name"):

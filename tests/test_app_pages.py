@@ -135,7 +135,7 @@ def _copy_of(name: str) -> tuple[dict, dict]:
 def test_home_shows_model_card_and_samples_for_each_checkpoint(runs, name):
     at = open_app(shipped_path(name))
     assert at.title[0].value == "Galaxy GAN Studio"
-    assert {"Architecture", "Resolution", "Training steps", "Training time", "Training data"} <= set(labels(at.metric))
+    assert {"Architecture", "Resolution", "Training steps", "Wall time", "CPU time", "Training data"} <= set(labels(at.metric))
     assert any(name in c.value for c in at.caption)
     captions = image_captions(at)
     assert len(captions) == 1 and "Display:" in captions[0] and "16 samples" in captions[0]
@@ -146,6 +146,18 @@ def test_home_shows_model_card_and_samples_for_each_checkpoint(runs, name):
     else:  # display colours: no FITS, and the page says why
         assert downloads == ["Grid (PNG)", "Each image (zip)", "Latents (.npy)"]
         assert len(no_fits) == 1 and "not fluxes" in no_fits[0]
+
+
+def test_home_gives_the_wall_time_and_the_cpu_time_apart(runs):
+    """The card's wall time was shown as "Training time" and read as CPU time: each clock is named,
+    here and in the full model card."""
+    at = open_app(shipped_path("fastgan_hdf64"))
+    tr = json.loads((checkpoints_dir() / "fastgan_hdf64.json").read_text())["training"]
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["Wall time"] == f"{tr['wall_time_s'] / 60:.1f} min" == "18.0 min"
+    assert shown["CPU time"] == f"{tr['cpu_time_s'] / 60:.1f} min" == "9.9 min"
+    card = next(c.value for c in at.code if c.value.startswith("architecture: "))
+    assert "on cpu; 18.0 min wall time, 9.9 min CPU time" in card
 
 
 def test_home_metrics_table_is_readable(runs):
@@ -334,6 +346,22 @@ def _one_band_checkpoint(runs: Path) -> str:
             "training": {"step": 5}, "metrics": {}}
     return str(save_checkpoint(runs / "oneband" / "checkpoints" / "last",
                                prefixed("G", Generator(model_cfg).state_dict()), meta))
+
+
+def test_train_page_offers_no_extra_rotation_for_a_position_model(runs):
+    """The engine refuses augment.rotate on grids of cell classes (GridKind); the form offered the
+    choice anyway for a position model. It is hidden there, with a note why, and is sent as none."""
+    at = open_app(page="pages/train.py")
+    assert at.selectbox(key="tr_dcgan_hdf32_rot").options == ["none", "45° steps", "any angle"]
+    at.selectbox(key="tr_dcgan_hdf32_rot").set_value("45").run()
+    at.selectbox(key="tr_dcgan_hdf32_arch").set_value("positions").run()
+    assert_clean(at)
+    assert not [w for w in at.selectbox if w.key == "tr_dcgan_hdf32_rot"]
+    assert any(c.value.startswith("No extra rotation for a position model") for c in at.caption)
+    assert {"Flip ↔", "Flip ↕", "Rotate 90°"} <= set(labels(at.checkbox))  # the exact symmetries stay
+    at.selectbox(key="tr_dcgan_hdf32_arch").set_value("dcgan").run()
+    assert_clean(at)
+    assert [w.key for w in at.selectbox if w.key == "tr_dcgan_hdf32_rot"] == ["tr_dcgan_hdf32_rot"]
 
 
 def test_train_page_fine_tune_checks_bands(runs):

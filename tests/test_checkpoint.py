@@ -404,6 +404,45 @@ def test_info_with_a_malformed_card_is_a_clear_error(tmp_path, capsys, edit, why
     assert card.read_bytes() == before  # the card is left as it was
 
 
+@pytest.mark.parametrize("times, shown", [
+    ({"wall_time_s": 1080.0, "cpu_time_s": 594.0}, "epochs on cpu; 18.0 min wall time, 9.9 min CPU time (24 img/s)"),
+    ({"wall_time_s": 1080.0}, "epochs on cpu; 18.0 min wall time (24 img/s)"),  # a card from before cpu_time_s
+])
+def test_info_names_the_wall_time_and_the_cpu_time(tmp_path, capsys, times, shown):
+    """The wall time once read "18.0 min on cpu", which reads as CPU time; each clock is named."""
+    from galaxy_core.cli import main
+
+    def edit(meta):
+        meta["training"].pop("cpu_time_s", None)
+        meta["training"].update(times)
+
+    assert main(["info", str(_shipped_copy(tmp_path, edit))]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("training: "))
+    assert line.endswith(shown), line
+
+
+def test_info_describes_the_galaxy_encoder_in_its_own_terms(capsys):
+    """The feature extractor's card has no generator fields: it once printed "data: None — None
+    images, Nonepx" and "training: None steps"; it says what the encoder is, what it was trained
+    on, its held-out R^2 and its references."""
+    from galaxy_core.cli import main
+    from galaxy_core.paths import checkpoints_dir
+
+    card = checkpoints_dir() / "galaxy_encoder.json"
+    meta = json.loads(card.read_text())
+    assert main(["info", str(card)]) == 0
+    out = capsys.readouterr().out
+    assert "None" not in out and "Nonepx" not in out, out
+    lines = out.splitlines()
+    assert lines[0].startswith("galaxy_encoder: feature extractor (architecture galaxy_encoder: resolution=64")
+    assert f"what: {meta['description']}" in lines
+    assert "trained on sim: 9000 of 10000 images, g/r/i, 64 px; 1000 held out, last 10% of the images" in lines
+    assert "trained on hdf: 300 of 375 images; 75 held out, every 5th stamp (index % 5 == 4)" in lines
+    r2 = next(ln for ln in lines if ln.startswith("held-out R^2 on sim (the images as they are"))
+    assert f"mag_r {meta['r2_heldout']['unaugmented']['mag_r']:.3f}" in r2 and "mag_r 0.984" in r2
+    assert [ln.removeprefix("reference: ") for ln in lines if ln.startswith("reference: ")] == meta["references"]
+
+
 def test_info_and_sample_of_a_bad_card_print_no_traceback(tmp_path):
     card = _shipped_copy(tmp_path, lambda m: m.__setitem__("data", "oops"))
     for cmd in (["info", str(card)], ["sample", str(card), "--out", str(tmp_path / "out")]):
@@ -523,6 +562,24 @@ def test_verify_reports_half_pairs_and_bad_cards_and_keeps_going(tmp_path, capsy
     assert st_line.startswith("FAIL") and "no tensors_only.json card" in st_line
     assert "2 of 6 checkpoints verified" in out
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # nothing changed
+
+
+def test_verify_without_a_folder_checks_the_shipped_checkpoints_from_any_directory(tmp_path, monkeypatch, capsys):
+    """The default was ./checkpoints, so run from another folder it found nothing; it is now the
+    shipped folder (paths.checkpoints_dir), named in the output."""
+    from galaxy_core.cli import main
+
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    good = _shipped_copy(shipped, lambda m: None, name="good")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("GALAXYGAN_CHECKPOINTS", str(shipped))
+    assert main(["checkpoints", "verify"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"checking {shipped}"
+    assert lines[1].startswith(f"ok   {good} (gan/dcgan)") and lines[-1] == "1 of 1 checkpoints verified"
 
 
 def test_verify_folder_finds_half_pairs_in_run_folders(tmp_path):

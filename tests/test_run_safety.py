@@ -46,6 +46,16 @@ def test_a_plain_train_into_a_folder_with_checkpoints_is_refused(finished_run):
     assert _snapshot(finished_run) == before
 
 
+@pytest.mark.parametrize("args", [["--run-dir", "{run}", *_sets(SMALL)],  # refused before the data is read
+                                  ["--resume", "{run}", *_sets(["model.width=16", "train.steps=10"])]])  # after
+def test_a_refused_run_draws_no_progress_bar(finished_run, args):
+    """A second run into a taken folder drew an empty "0/5" bar before its error: the bar is drawn
+    once the loop starts, after every check."""
+    r = _cli("train", *[a.format(run=finished_run) for a in args])  # not --quiet: a bar would be drawn
+    assert r.returncode == 2 and "galaxygan: error: " in r.stderr, r.stderr
+    assert "step/s" not in r.stderr and "/5 [" not in r.stderr and "/10 [" not in r.stderr, r.stderr
+
+
 def test_a_refused_resume_leaves_the_folder_byte_for_byte_unchanged(finished_run):
     before = _snapshot(finished_run)
     r = _cli("train", "--resume", str(finished_run), "--quiet", *_sets(["model.width=16", "train.steps=10"]))

@@ -79,3 +79,17 @@ def test_prepare_with_held_out_fraction_prepares_the_training_part(tmp_path):
     assert f"gals_train: {len(rec['train'])} images" in r.stdout
     assert f"--data {tmp_path / 'gals_split' / 'gals_train'}" in r.stdout
     assert f"--held-out {tmp_path / 'gals_split' / 'gals_held_out'}" in r.stdout
+
+
+def test_prepare_says_the_held_out_share_it_reached(tmp_path):
+    """Each file is held out with the given probability, so 40 files at 0.3 gave 11 (28 %), not
+    12: the command says the share reached beside the one asked for."""
+    src = tmp_path / "gals"
+    _pngs(src, [f"g{i:02d}.png" for i in range(40)])
+    r = subprocess.run([sys.executable, "-m", "galaxy_core.cli", "data", "prepare", str(src), "--resolution", "32",
+                        "--held-out-fraction", "0.3"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rec = json.loads((tmp_path / "gals_split" / "split.json").read_text())
+    assert (len(rec["train"]), len(rec["held_out"])) == (29, 11)  # seed 0
+    assert (f"split {src} (seed 0): 29 training and 11 held-out galaxies (28 % held out; each galaxy is set aside "
+            "with probability 0.3, so the share is near, not exactly, 30 %)") in r.stdout

@@ -343,8 +343,41 @@ def fits_bytes(model: Pretrained, x: np.ndarray, *, seed: int, latents: np.ndarr
         return p.read_bytes()
 
 
+def training_time_text(training: dict) -> str:
+    """A card's training time, each clock named: ``18.0 min wall time, 9.9 min CPU time``.
+
+    Parameters
+    ----------
+    training : dict
+        The card's ``training`` table: ``wall_time_s`` (seconds from start to the saved step,
+        which a machine shared with other jobs stretches) and ``cpu_time_s`` (CPU seconds of the
+        training process, all its threads; cards written before it was recorded have none).
+
+    Returns
+    -------
+    str
+        The wall time, then the CPU time where the card records it; "wall time not recorded"
+        for a card without either.
+    """
+    wall, cpu = training.get("wall_time_s"), training.get("cpu_time_s")
+    parts = [f"{wall / 60:.1f} min wall time" if wall is not None else "wall time not recorded"]
+    if cpu is not None:
+        parts.append(f"{cpu / 60:.1f} min CPU time")
+    return ", ".join(parts)
+
+
+FEATURE_EXTRACTOR = "feature_extractor"  # meta["kind"] of the galaxy encoder's card (metrics.features.KIND)
+
+
 def model_card_lines(meta: dict) -> list[str]:
-    """A checkpoint's description as readable lines."""
+    """A checkpoint's description as readable lines.
+
+    A generator's card (``kind`` "gan") gives its architecture, training data, training and
+    metrics; the galaxy encoder's (``kind`` "feature_extractor", written by
+    :mod:`galaxy_core.metrics.encoder_training`) is described by :func:`feature_extractor_lines`.
+    """
+    if meta.get("kind") == FEATURE_EXTRACTOR:
+        return feature_extractor_lines(meta)
     d, tr, m = meta.get("data", {}), meta.get("training", {}), meta.get("model", {})
     lines = [
         f"architecture: {meta.get('arch')}  ({', '.join(f'{k}={v}' for k, v in m.items() if k != 'arch')})",
@@ -354,12 +387,58 @@ def model_card_lines(meta: dict) -> list[str]:
     if d.get("stretch"):
         lines.append(f"stretch: {d['stretch'].get('type')} (flux-preserving: {d['stretch'].get('flux_preserving')})")
     if tr:
-        wall = tr.get("wall_time_s") or 0
         ips = tr.get("images_per_s")
-        lines.append(f"training: {tr.get('step')} steps, {tr.get('kimg', 0):.1f} kimg, {tr.get('epochs', 0):.1f} epochs, "
-                     f"{wall / 60:.1f} min on {tr.get('device')}" + (f" ({ips:.0f} img/s)" if ips else ""))
+        lines.append(f"training: {tr.get('step')} steps, {tr.get('kimg', 0):.1f} kimg, {tr.get('epochs', 0):.1f} epochs "
+                     f"on {tr.get('device')}; {training_time_text(tr)}" + (f" ({ips:.0f} img/s)" if ips else ""))
     for k, v in (meta.get("metrics") or {}).items():
         lines.append(f"metric {k}: {v:.4g}" if isinstance(v, (int, float)) else f"metric {k}: {v}")
     if meta.get("note"):
         lines.append(f"note: {meta['note']}")
+    return lines
+
+
+def feature_extractor_lines(meta: dict) -> list[str]:
+    """The galaxy encoder's card as readable lines: what it is, what it was trained on, how,
+    its held-out R^2 per regressed parameter, its soundness figures and its references.
+
+    Parameters
+    ----------
+    meta : dict
+        A card written by :func:`galaxy_core.metrics.encoder_training.train_encoder`: ``name``,
+        ``description``, ``references``, ``model``, ``training`` (``data``, ``objective``,
+        ``config``, ``seed``, ``hardware``, ``seconds``), ``r2_heldout`` (``unaugmented``,
+        ``augmented``: parameter -> R^2 on the held-out ``sim`` images) and ``soundness``.
+    """
+    tr, m = meta.get("training") or {}, meta.get("model") or {}
+    lines = [f"{meta.get('name') or meta.get('arch')}: feature extractor (architecture {meta.get('arch')}: "
+             f"{', '.join(f'{k}={v}' for k, v in m.items() if k != 'arch')})"]
+    if meta.get("description"):
+        lines.append(f"what: {meta['description']}")
+    for name, d in (tr.get("data") or {}).items():
+        bands = f", {'/'.join(d['channels'])}" if d.get("channels") else ""
+        size = f", {d['resolution']} px" if d.get("resolution") else ""
+        lines.append(f"trained on {name}: {d.get('train')} of {d.get('count')} images{bands}{size}; "
+                     f"{d.get('heldout')} held out, {d.get('heldout_rule')}")
+    if tr:
+        cfg, hw = tr.get("config") or {}, tr.get("hardware") or {}
+        seconds = (tr.get("seconds") or {}).get("training")
+        took = f"; {seconds / 60:.1f} min wall time" if seconds is not None else ""
+        threads = hw.get("torch_threads")
+        where = (f" on {hw['device']} ({hw.get('processor')}, {threads} thread{'' if threads == 1 else 's'})"
+                 if hw.get("device") else "")
+        lines.append(f"training: {cfg.get('steps')} steps, seed {tr.get('seed')}, {tr.get('objective')}{took}{where}")
+    r2 = meta.get("r2_heldout") or {}
+    for view, what in (("unaugmented", "the images as they are; their dx, dy span only +-0.5 px, so those two say "
+                                       "little"), ("augmented", "one flipped, turned and shifted view of each")):
+        if r2.get(view):
+            lines.append(f"held-out R^2 on sim ({what}): "
+                         + ", ".join(f"{k} {v:.3f}" for k, v in r2[view].items()))
+    sound = meta.get("soundness") or {}
+    if sound:
+        fid = ", ".join(f"{k} {v:.3g}" for k, v in (sound.get("fid_train_vs_heldout") or {}).items())
+        lines.append(f"soundness: FID of training vs held-out images {fid}; trivial baselines (noise, blobs, "
+                     f"shuffled pixels) at least {sound.get('min_baseline_over_heldout')} times that; disturbance curves "
+                     f"{'rise monotonically' if sound.get('monotonic') else 'do NOT all rise monotonically'}")
+    for ref in meta.get("references") or []:
+        lines.append(f"reference: {ref}")
     return lines

@@ -389,19 +389,27 @@ def _add_sky_commands(sub) -> None:
     g.add_argument("--catalogue", help="CSV or FITS table with x, y and size (or area) columns")
     g.add_argument("--image", help="an image (PNG/JPG/FITS) to segment into a catalogue")
     g.add_argument("--out", help="output folder (required with --catalogue or --image)")
-    g.add_argument("--grid", type=positive_arg(int), default=32)
-    g.add_argument("--cell-px", type=positive_arg(int), default=16)
-    g.add_argument("--count", type=positive_arg(int), default=4096)
-    g.add_argument("--thresholds", choices=["terciles", "heuristic"], default="terciles")
-    g.add_argument("--seed", type=seed_arg, default=0)
-    g.add_argument("--rebuild", action="store_true")
+    g.add_argument("--grid", type=positive_arg(int), default=32,
+                   help="cells per side of each grid, G (the position model's resolution; default %(default)s)")
+    g.add_argument("--cell-px", type=positive_arg(int), default=16,
+                   help="side of a cell in sky pixels; a grid covers a tile of G x cell-px pixels "
+                        "(default %(default)s)")
+    g.add_argument("--count", type=positive_arg(int), default=4096,
+                   help="number of grids, each of a tile at a random offset and symmetry (default %(default)s)")
+    g.add_argument("--thresholds", choices=["terciles", "heuristic"], default="terciles",
+                   help="size classes: terciles of the catalogue's sizes (equal thirds) or fixed area "
+                        "thresholds (default %(default)s)")
+    g.add_argument("--seed", type=seed_arg, default=0,
+                   help="seed of the tiles' offsets and symmetries (default %(default)s)")
+    g.add_argument("--rebuild", action="store_true",
+                   help="the built-in field's grids: build them again even when cached")
     g.set_defaults(func=_cmd_grids)
 
     gs = ss.add_parser("grid-stats", help="a position model's grids against its data: occupancy, class "
                        "fractions, counts-in-cells clustering")
     gs.add_argument("checkpoint", help="position model checkpoint (.json)")
     gs.add_argument("--n", type=positive_arg(int), default=256, help="grids drawn from the model")
-    gs.add_argument("--seed", type=seed_arg, default=0)
+    gs.add_argument("--seed", type=seed_arg, default=0, help="seed of the model's grids (default %(default)s)")
     gs.add_argument("--mode", choices=["sample", "argmax"], default="sample",
                     help="class per cell drawn (the composer's default) or most likely")
     gs.add_argument("--match-classes", action="store_true", help="thin the grids to the data's class fractions "
@@ -413,7 +421,7 @@ def _add_sky_commands(sub) -> None:
     c = ss.add_parser("compose", help="compose a sky from a position model and a galaxy model (or a baseline)")
     c.add_argument("--config", help="TOML file with a [sky] table (default: configs/sky_default.toml values)")
     c.add_argument("--size", type=int, help="square sky side in pixels (overrides height and width)")
-    c.add_argument("--seed", type=seed_arg)
+    c.add_argument("--seed", type=seed_arg, help="seed of the sky (default: the config's, 0 in sky_default.toml)")
     c.add_argument("--positions", help="position checkpoint, random, baseline1 or baseline2")
     c.add_argument("--galaxies", help="galaxy checkpoint or stamps")
     c.add_argument("--flux-match", action="store_true",
@@ -421,16 +429,17 @@ def _add_sky_commands(sub) -> None:
     c.add_argument("--size-match", action="store_true",
                    help="give each cell a galaxy of its size class, chosen by measured area among 4 candidates")
     c.add_argument("--out", help="output stem (writes .png, .fits, .csv)")
-    c.add_argument("--quiet", action="store_true")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=_cmd_compose)
 
     m = ss.add_parser("mosaic", help="wide mosaic from any single-galaxy checkpoint")
-    m.add_argument("checkpoint")
-    m.add_argument("--size", type=int, default=2000)
-    m.add_argument("--height", type=positive_arg(int))
-    m.add_argument("--width", type=positive_arg(int))
+    m.add_argument("checkpoint", help="single-galaxy checkpoint (NAME.json, or a shipped checkpoint's name)")
+    m.add_argument("--size", type=int, default=2000,
+                   help="side of a square mosaic in pixels (default %(default)s)")
+    m.add_argument("--height", type=positive_arg(int), help="height in pixels (default: --size)")
+    m.add_argument("--width", type=positive_arg(int), help="width in pixels (default: --size)")
     m.add_argument("--density", type=float, default=4.9e-4, help="galaxies per pixel")
-    m.add_argument("--seed", type=seed_arg, default=0)
+    m.add_argument("--seed", type=seed_arg, default=0, help="seed of the galaxies and the sky (default %(default)s)")
     m.add_argument("--memmap", help=".npy file to hold the sky (for the largest mosaics)")
     m.add_argument("--no-modulation", action="store_true",
                    help="the same sky level and noise everywhere (default: they vary as the deep field's do; "
@@ -438,40 +447,60 @@ def _add_sky_commands(sub) -> None:
     m.add_argument("--display-values", action="store_true",
                    help="compose a flux-calibrated model's galaxies as display values on the deep field's "
                         "background (default for such a model: linear flux in its own bands and unit)")
-    m.add_argument("--no-png", action="store_true")
-    m.add_argument("--out", required=True)
-    m.add_argument("--quiet", action="store_true")
+    m.add_argument("--no-png", action="store_true", help="write the FITS and CSV only")
+    m.add_argument("--out", required=True, help="output stem (writes .png, .fits, .csv)")
+    m.add_argument("--quiet", action="store_true", help="no progress bar")
     m.set_defaults(func=_cmd_mosaic)
 
     d = ss.add_parser("detect", help="detect galaxies in a composed FITS sky; completeness and purity")
-    d.add_argument("fits")
-    d.add_argument("--radius", type=positive_arg(float), default=5.0)
-    d.add_argument("--nsigma", type=positive_arg(float), default=2.0)
+    d.add_argument("fits", help="FITS sky; scored against its TRUTH table where it has one (galaxygan sky compose)")
+    d.add_argument("--radius", type=positive_arg(float), default=5.0,
+                   help="largest distance in pixels between a true galaxy and the detection matched to it "
+                        "(default %(default)s)")
+    d.add_argument("--nsigma", type=positive_arg(float), default=2.0,
+                   help="detection threshold in background standard deviations, on the band sum smoothed by a "
+                        "2 px FWHM Gaussian (default %(default)s)")
     d.set_defaults(func=_cmd_detect)
 
     cr = ss.add_parser("crops", help="random crops of the deep field (training data of the end-to-end GAN)")
-    cr.add_argument("--out", default="data/sky_e2e128_crops")
-    cr.add_argument("--n", type=positive_arg(int), default=1500)
-    cr.add_argument("--size", type=positive_arg(int), default=128)
-    cr.add_argument("--seed", type=seed_arg, default=7)
+    cr.add_argument("--out", default="data/sky_e2e128_crops",
+                    help="folder for the crops, written as crop_00000.png ... (default %(default)s)")
+    cr.add_argument("--n", type=positive_arg(int), default=1500, help="number of crops (default %(default)s)")
+    cr.add_argument("--size", type=positive_arg(int), default=128,
+                    help="side of each crop in pixels (default %(default)s)")
+    cr.add_argument("--seed", type=seed_arg, default=7,
+                    help="seed of the crops' positions, turns and flips (default %(default)s)")
     cr.set_defaults(func=_cmd_crops)
 
     r = ss.add_parser("realism-fit", help="fit the power-spectrum realism scorer (real hdf vs baselines)")
-    r.add_argument("--out", default="checkpoints/realism_hdf")
-    r.add_argument("--n-real", type=int, default=1600)
-    r.add_argument("--n-skies", type=int, default=50)
-    r.add_argument("--seed", type=seed_arg, default=0)
+    r.add_argument("--out", default="checkpoints/realism_hdf",
+                   help="output stem: writes OUT.json and OUT.npz (default %(default)s, from the working folder; "
+                        "run from the project folder it replaces the shipped scorer the sky commands use)")
+    r.add_argument("--n-real", type=int, default=1600,
+                   help="real 128 px tiles of the field's left 700 columns (default %(default)s)")
+    r.add_argument("--n-skies", type=int, default=50,
+                   help="512 px skies of each of the two baselines, 16 tiles each (default %(default)s)")
+    r.add_argument("--seed", type=seed_arg, default=0,
+                   help="seed of the real tiles and of the first baseline sky (default %(default)s)")
     r.set_defaults(func=_cmd_realism_fit)
 
-    e = ss.add_parser("experiments", help="realism table (real, baselines, models) and the paper's three experiments")
+    what = ("realism table (real, baselines, models) and the three experiments of the ETH Zurich two-stage GAN "
+            "paper \"Generative models for sparse cosmological images\"")
+    e = ss.add_parser("experiments", help=what, description=what[0].upper() + what[1:] + ".")
     e.add_argument("--n", type=positive_arg(int), default=100, help="images per row of the table")
     e.add_argument("--n-exp", type=positive_arg(int), default=50, help="images per experiment")
-    e.add_argument("--size", type=positive_arg(int), default=256)
+    e.add_argument("--size", type=positive_arg(int), default=256,
+                   help="side of each sky in pixels, scored as the mean over its 128 px tiles (default %(default)s)")
     e.add_argument("--scorer", help="scorer JSON (default: checkpoints/realism_hdf.json)")
-    e.add_argument("--positions-uncond", default="checkpoints/positions_hdf_uncond.json")
-    e.add_argument("--galaxies-uncond", default="checkpoints/began_hdf32.json")
-    e.add_argument("--positions-cond", default="checkpoints/positions_hdf_cond.json")
-    e.add_argument("--galaxies-cond", default="checkpoints/began_cond_hdf32.json")
+    e.add_argument("--positions-uncond", default="checkpoints/positions_hdf_uncond.json",
+                   help="position checkpoint of the unconditional two-stage row (default %(default)s)")
+    e.add_argument("--galaxies-uncond", default="checkpoints/began_hdf32.json",
+                   help="galaxy checkpoint of the unconditional two-stage row (default %(default)s)")
+    e.add_argument("--positions-cond", default="checkpoints/positions_hdf_cond.json",
+                   help="size-class position checkpoint of the conditional row and the three experiments "
+                        "(default %(default)s)")
+    e.add_argument("--galaxies-cond", default="checkpoints/began_cond_hdf32.json",
+                   help="size-conditional galaxy checkpoint of the conditional row (default %(default)s)")
     e.add_argument("--end-to-end", default="checkpoints/sky_e2e_dcgan128.json",
                    help="end-to-end GAN of whole sky tiles for its row ('none' to leave it out)")
     e.add_argument("--flux-match", action="store_true",
@@ -492,5 +521,5 @@ def _add_sky_commands(sub) -> None:
     e.add_argument("--also", action="append", metavar="NAME=POSITIONS,GALAXIES",
                    help="another row of the table (repeatable)")
     e.add_argument("--out", help="write the results as JSON")
-    e.add_argument("--quiet", action="store_true")
+    e.add_argument("--quiet", action="store_true", help="no progress bars")
     e.set_defaults(func=_cmd_experiments)

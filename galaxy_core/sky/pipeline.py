@@ -160,13 +160,11 @@ def _no_unknown_keys(keys, fields, where) -> None:
 
 
 def _resolve(path: str) -> Path:
-    """A checkpoint name as given (``NAME`` or ``NAME.json``, from the working folder), else
-    the same name in the repository (``checkpoints/...`` from anywhere)."""
-    from galaxy_core.paths import REPO_ROOT, with_suffix_of
+    """A checkpoint found as every command finds one (:func:`galaxy_core.paths.find_checkpoint`:
+    from the working folder, the repository, then the shipped folder), else as given."""
+    from galaxy_core.paths import find_checkpoint
 
-    p = Path(path).expanduser()
-    here = p.is_absolute() or p.exists() or with_suffix_of(p, ".json", (".json", ".safetensors")).exists()
-    return p if here else REPO_ROOT / p
+    return find_checkpoint(path) or Path(path).expanduser()
 
 
 @functools.lru_cache(maxsize=8)
@@ -198,18 +196,18 @@ def check_checkpoint(value: str, *, option: str, names=(), kind: str = "a checkp
     ConfigError
         ``option``, ``value``, the file looked for, what may be given instead and the closest
         of ``names`` and the shipped checkpoints' names, e.g. ``--positions 'randm': no such
-        checkpoint (/repo/randm.json does not exist); give random, baseline1, baseline2 or a
-        position checkpoint (NAME.json); did you mean 'random'?``.
+        checkpoint (looked for /here/randm.json, /repo/randm.json, /repo/checkpoints/randm.json);
+        give random, baseline1, baseline2 or a position checkpoint (NAME.json); did you mean
+        'random'?``.
     """
-    from galaxy_core.paths import with_suffix_of
+    from galaxy_core.paths import checkpoint_candidates, find_checkpoint, with_suffix_of
 
-    if value in names:
+    if value in names or find_checkpoint(value) is not None:
         return
-    path = with_suffix_of(_resolve(value), ".json", (".json", ".safetensors"))
-    if path.exists():
-        return
+    tried = ", ".join(str(with_suffix_of(c.absolute(), ".json", (".json", ".safetensors")))
+                      for c in checkpoint_candidates(value))
     give = f"{', '.join(names)} or {kind}" if names else kind
-    raise ConfigError(f"{option} {value!r}: no such checkpoint ({path} does not exist); give {give} (NAME.json)"
+    raise ConfigError(f"{option} {value!r}: no such checkpoint (looked for {tried}); give {give} (NAME.json)"
                       f"{_did_you_mean(value, names)}")
 
 
@@ -217,17 +215,11 @@ def _did_you_mean(value: str, names) -> str:
     """``; did you mean 'X'?`` for the closest of ``names`` or of the shipped checkpoints, or ""."""
     from difflib import get_close_matches
 
-    from galaxy_core.paths import REPO_ROOT, checkpoints_dir, with_suffix_of
+    from galaxy_core.paths import closest_shipped_checkpoint
 
     close = get_close_matches(value, list(names), n=1)
-    if not close:
-        shipped = {p.stem: p for p in sorted(checkpoints_dir().glob("*.json"))}
-        stem = with_suffix_of(Path(value), "", (".json", ".safetensors")).name
-        match = get_close_matches(stem, list(shipped), n=1)
-        if match:
-            p = shipped[match[0]]
-            close = [str(p.relative_to(REPO_ROOT)) if p.is_relative_to(REPO_ROOT) else str(p)]
-    return f"; did you mean {close[0]!r}?" if close else ""
+    shown = close[0] if close else closest_shipped_checkpoint(value)
+    return f"; did you mean {shown!r}?" if shown else ""
 
 
 def check_sources(cfg: SkyConfig, *, options: dict | None = None) -> None:
