@@ -12,8 +12,11 @@ the protocol of :func:`galaxy_core.train.live.make_live_evaluator`) of
 * the chain with stage II as trained (EMA weights with the copied batch-norm statistics),
 * the chain with stage II's batch-norm statistics re-estimated on stage-I output (the default),
 
-and the super-resolution error of stage II on real inputs (the last ``n`` stamps; input = 2x2
-mean of the real high-resolution image) for both statistics and for plain upsampling.
+the super-resolution error of stage II on real inputs (the last ``n`` stamps; input = 2x2
+mean of the real high-resolution image) for both statistics and for plain upsampling, and, for
+flux data, the median over ``n`` chained galaxies (latents ``chain.latents(2024, n)``) of the
+128 px image's total flux, peak surface brightness and sky surface-brightness rms over those of
+its own stage-I image, per band (:func:`surface`).
 
 ``--stage1-input`` chains stage I as ``restretch`` or ``as_is`` instead of the card's
 ``model.stage1_input`` (how stage-I images enter stage II, see :mod:`galaxy_core.models.stackgan`).
@@ -25,6 +28,7 @@ import argparse
 import copy
 import dataclasses
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -85,6 +89,28 @@ def main() -> None:
         rmse = float(((x - real) ** 2).mean().sqrt())
         bs = float(((x.sum(1) - real.sum(1)) ** 2).mean())
         print(f"SR {k:40s} RMSE {rmse:.3f}  band-sum MSE {bs:.4f}")
+    if chain.physical and s1.physical:  # what the chain keeps of its stage-I images, in flux
+        out = chain.generate_stages(chain.latents(2024, args.n))
+        f1, f2 = s1.to_flux(out["stage1"]), chain.to_flux(out["stage2"])  # (n, C, R/2, R/2), (n, C, R, R)
+        for what, ratio in (("total flux", f2.sum((2, 3)) / f1.sum((2, 3))),
+                            ("peak surface brightness", surface(f2, "peak") / surface(f1, "peak")),
+                            ("sky surface-brightness rms", surface(f2, "sky_rms") / surface(f1, "sky_rms"))):
+            print(f"chained image / its stage-I image, {what}, median: "
+                  + " / ".join(f"{b} {float(r):.2f}" for b, r in zip(chain.channels, np.median(ratio, 0))))
+
+
+def surface(flux: np.ndarray, what: str) -> np.ndarray:
+    """Per image and band (n, C) of flux images (n, C, H, W): the brightest pixel of the central
+    quarter of the side (``"peak"``) or the standard deviation over the outer eighth of the side
+    on every edge (``"sky_rms"``), per unit of area (times H^2, so the two sides compare)."""
+    h = flux.shape[-1]
+    if what == "peak":
+        value = flux[..., 3 * h // 8 : 5 * h // 8, 3 * h // 8 : 5 * h // 8].max((2, 3))
+    else:
+        edge = np.ones((h, h), bool)
+        edge[h // 8 : -(h // 8), h // 8 : -(h // 8)] = False
+        value = flux[..., edge].std(-1)
+    return value * h**2
 
 
 if __name__ == "__main__":

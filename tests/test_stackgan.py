@@ -302,16 +302,25 @@ def test_new_chains_hand_stage1_images_over_in_stage2s_stretch_in_training_and_s
     torch.testing.assert_close(seen[-1], want)
 
 
-def test_the_shipped_chain_hands_stage1_values_over_unchanged_as_it_was_measured():
+def test_the_shipped_chain_hands_stage1_images_over_in_stage2s_stretch():
+    from galaxy_core.io.stretch import restretch, stretch_from_dict
     from galaxy_core.models.bnstats import state_key
 
     model = load_pretrained(ROOT / "checkpoints" / "stackgan_sim128.json")
-    assert model.model_cfg.stage1_input == "as_is"
+    assert model.model_cfg.stage1_input == "restretch"  # the weights were trained on inputs in this encoding
     G = model.nets["G"]
     G._bn_calibrated = state_key(G)  # the statistics are not what this test is about
     seen = _inputs_of(G)
     out = model.generate_stages(model.latents(0, 2))
-    np.testing.assert_array_equal(seen[-1].numpy(), out["stage1"])
+    s1 = model.refs["stage1"]
+    want = restretch(torch.from_numpy(out["stage1"]), source=stretch_from_dict(s1.stretch),
+                     target=stretch_from_dict(model.stretch), flux_scale=0.25)
+    torch.testing.assert_close(seen[-1], want)
+    # total flux kept through the chain: these two galaxies hold 0.98-1.04 of their stage-I images'
+    # flux in every band; handed over as they are, 0.88-0.93 (scripts/stackgan_compare.py: medians
+    # over 256 galaxies 0.98 / 1.00 / 1.03 against 0.89 / 0.88 / 0.92)
+    ratio = model.to_flux(out["stage2"]).sum((2, 3)) / s1.to_flux(out["stage1"]).sum((2, 3))  # (2, C)
+    assert np.all(np.abs(ratio - 1) < 0.05), ratio
 
 
 def test_a_card_written_before_stage1_input_loads_as_it_was_sampled(tmp_path):
