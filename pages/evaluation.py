@@ -123,7 +123,9 @@ def reference_ui(model: Pretrained) -> tuple | None:
     path = widgets.workspace_path_ui("Folder or FITS file", key="ev_path", placeholder="data/my_galaxies")
     if path is None:
         return None
-    return state.data_key(str(path), resolution=model.resolution)
+    # prepared as the training data was (crop, normalisation, ...), as `galaxygan evaluate --data` does,
+    # so the real-vs-real floor and the generated-vs-real scores see the same preprocessing
+    return state.data_key(**dict(own, spec=str(path)))
 
 
 def settings_ui() -> tuple[int, str, int]:

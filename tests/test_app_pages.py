@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from galaxy_core.config import load_config, to_toml
@@ -641,6 +642,41 @@ def test_evaluation_explains_unusable_reference_folders(runs):
             at.button(key="ev_go").click().run()
         assert not at.exception
         assert any(message in e.value for e in at.error), (folder, [e.value for e in at.error])
+
+
+def test_evaluation_prepares_a_reference_folder_as_the_checkpoint_s_training_data(runs):
+    # the page prepared a folder reference at crop 1.0 whatever the checkpoint was trained with,
+    # so its scores and floor differed from `galaxygan evaluate --data` (FID 4938 / floor 61.3
+    # against 4687 / 88.3 for a crop-0.5 model)
+    import re
+
+    from galaxy_core.metrics.report import evaluate_checkpoint
+
+    workspace = runs.parent
+    data = load_dataset("hdf", resolution=64, progress=False)
+    folder = workspace / "stamps"
+    folder.mkdir()
+    for i in range(40):
+        rgb = ((np.moveaxis(data.to_model_range(np.array([i]))[0], 0, -1) + 1) * 127.5).clip(0, 255).astype(np.uint8)
+        Image.fromarray(rgb).save(folder / f"g{i:03d}.png")
+    tensors, meta = _copy_of("dcgan_hdf32")
+    meta["config"]["data"]["crop"] = 0.5
+    meta.pop("tensors_sha256", None)
+    checkpoint = str(save_checkpoint(runs / "cropped" / "checkpoints" / "last", tensors, meta))
+    summary = evaluate_checkpoint(checkpoint, report_dir=workspace / "report", data=str(folder), n=64,
+                                  extractors=("pix8",), morphology=False, memorisation=False, png=False)
+    pix8 = summary["features"]["pix8"]  # 40 images: 20 per real sample, 20 generated
+    at = open_app(checkpoint, page="pages/evaluation.py")
+    at.radio(key="ev_ref").set_value("folder").run()
+    at.text_input(key="ev_path").set_value("stamps").run()
+    at.select_slider(key="ev_n").set_value(64).run()
+    at.selectbox(key="ev_extractor").set_value("pix8").run()
+    at.button(key="ev_go").click().run()
+    assert_clean(at)
+    floor = next(float(m.group(1)) for c in at.caption if (m := re.search(r"Real-vs-real floor ([0-9.]+);", c.value)))
+    assert floor == pytest.approx(pix8["floor"]["fid_pix8_20v20"], rel=1e-3)
+    shown = {m.label: float(m.value) for m in at.metric if m.label == "fid_pix8_20v20"}
+    assert shown["fid_pix8_20v20"] == pytest.approx(pix8["generated"]["fid_pix8_20v20"], rel=1e-3)
 
 
 @pytest.fixture
