@@ -57,7 +57,7 @@ def held_out(model_key: tuple, data_key: tuple, folder: str | None, n: int) -> t
     """Real images never trained on: a given folder, a fresh simulation for ``sim``, else none."""
     train = state.dataset(data_key)
     if folder is not None:
-        return ev.open_held_out(folder, train=train, crop=data_key[2])
+        return ev.open_held_out(folder, train=train, crop=data_key[2], normalisation=data_key[5])
     return ev.held_out_sample(state.cached_model(model_key).meta, train, n)
 
 

@@ -382,3 +382,21 @@ def test_feature_distances_are_named_by_extractor_and_count():
     result = feature_distances(real, fake, extractor="pix8")
     assert set(result) == {"fid_pix8_32v40", "kid_pix8_32v40", "kid_pix8_32v40_std"}
     assert result["fid_pix8_32v40"] > 0 and result["kid_pix8_32v40_std"] > 0
+
+
+def test_held_out_flux_images_are_prepared_with_the_training_data_s_normalisation(tmp_path, monkeypatch):
+    # the held-out set was always prepared with asinh: a min-max model's evaluate --held-out (the
+    # command data prepare prints for it) ended in "different non-invertible normalisations"
+    from galaxy_core.data import load_dataset
+    from galaxy_core.errors import DataError
+    from galaxy_core.explore.evaluation import open_held_out
+
+    monkeypatch.setenv("GALAXYGAN_CACHE", str(tmp_path / "cache"))
+    train = load_dataset(_fits_folder(tmp_path / "train", bands=["g", "r", "i"], bunit="nanomaggy"), resolution=32,
+                         normalisation="minmax", progress=False)
+    held = _fits_folder(tmp_path / "held", bands=["g", "r", "i"], bunit="nanomaggy")
+    with pytest.raises(DataError, match="non-invertible"):
+        open_held_out(held, train=train)
+    x, _ = open_held_out(held, train=train, normalisation="minmax")
+    same = load_dataset(held, resolution=32, normalisation="minmax", progress=False)
+    np.testing.assert_array_equal(x, same.to_model_range(slice(0, len(same))))

@@ -361,7 +361,7 @@ def held_out_sample(meta: dict, train: PreparedDataset, n: int) -> tuple[np.ndar
 
 
 def open_held_out(path: str | os.PathLike, *, train: PreparedDataset, crop: float = 1.0,
-                  max_images: int | None = None) -> tuple[np.ndarray, str]:
+                  normalisation: str = "asinh", max_images: int | None = None) -> tuple[np.ndarray, str]:
     """Real images from a folder or FITS file that the checkpoint was not trained on.
 
     Prepared (and cached) at the training data's resolution and expressed in its stretch, so
@@ -375,6 +375,9 @@ def open_held_out(path: str | os.PathLike, *, train: PreparedDataset, crop: floa
         The checkpoint's training data.
     crop : float
         Centre-crop fraction before resizing (use the training data's).
+    normalisation : {"asinh", "minmax"}
+        How flux images are brought to the model range (use the training data's: a held-out
+        set prepared otherwise cannot be compared when the training data's is not invertible).
     max_images : int, optional
         Use at most this many (the first ones).
 
@@ -389,7 +392,7 @@ def open_held_out(path: str | os.PathLike, *, train: PreparedDataset, crop: floa
         The folder has no usable images, or other bands (by number or name) or another pixel
         unit than the training data.
     """
-    held = load_dataset(path, resolution=train.resolution, crop=crop, progress=False)
+    held = load_dataset(path, resolution=train.resolution, crop=crop, normalisation=normalisation, progress=False)
     if held.num_bands != train.num_bands:
         raise DataError(f"{path}: {held.num_bands} channel(s) {held.channels}, but the training data {train.name} has "
                         f"{train.num_bands} ({', '.join(train.channels)}); give held-out images with the same bands")

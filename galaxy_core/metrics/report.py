@@ -459,7 +459,7 @@ def _evaluate_into(out: Path, checkpoint, *, data, held_out, n, extractors, morp
         train = ref if data is None else ev.open_reference(**own)
         if held_out is not None:
             say(f"preparing held-out images from {held_out}")
-            held, held_about = ev.open_held_out(held_out, train=train, crop=own["crop"])
+            held, held_about = ev.open_held_out(held_out, train=train, crop=own["crop"], normalisation=own["normalisation"])
         else:
             held, held_about = ev.held_out_sample(model.meta, train, n_queries)
         say(f"nearest training images of {n_queries} generated samples")
