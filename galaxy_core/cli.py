@@ -48,7 +48,8 @@ def _cmd_data_prepare(args) -> int:
     remember_preparation(path, resolution=args.resolution, crop=args.crop, normalisation=args.normalisation)
     print(next_train_command(path, args.resolution, args.crop))
     if held is not None:
-        print(f"then: galaxygan evaluate RUN/checkpoints/best.json --held-out {shlex.quote(str(held))}")
+        print(f"then: galaxygan evaluate RUN/checkpoints/last.json --held-out {shlex.quote(str(held))}"
+              "  (or best.json, once the run has made a live evaluation)")
     return 0
 
 
