@@ -105,7 +105,7 @@ def held_out_ui(own: dict) -> str | None:
     return None if path is None else str(path)
 
 
-def verdict_ui(main: dict, verdict: str) -> None:
+def verdict_ui(main: dict, verdict: str, memorised: bool | None) -> None:
     rep = main["report"]
     if rep is None:
         st.info(verdict, icon=":material/info:")
@@ -119,7 +119,9 @@ def verdict_ui(main: dict, verdict: str) -> None:
                    "estimated from the held-out images (beta-binomial).")
     c4.metric("Median distance ratio", f"{rep['median_ratio']:.2f}", border=True,
               help="Generated / held-out median nearest-training distance; well below 1 suggests copying.")
-    if main["memorised"]:
+    if memorised is None:  # a threshold, but from held-out images that are near-copies of training ones
+        st.warning(verdict, icon=":material/help:")
+    elif memorised:
         st.warning(verdict, icon=":material/warning:")
     elif main.get("reference_warning"):  # no sign, but measured against a doubtful reference: not a green light
         st.warning(verdict, icon=":material/help:")
@@ -198,8 +200,8 @@ def results_ui(model: Pretrained, data_key: tuple, folder: str | None, shown: li
                          "heldout_d": held_d, "train_d": train_d}
     prog.done()
     main = results[mem.DEFAULT_DISTANCE]
-    _, verdict = mem.verdict(results)
-    verdict_ui(main, verdict)
+    memorised, verdict = mem.verdict(results)
+    verdict_ui(main, verdict, memorised)
     st.caption(f"{n} generated samples searched exactly against all {len(data)} training images of {data.name}; "
                f"held-out reference: {about}.")
     evidence_ui(results)

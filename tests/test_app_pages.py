@@ -792,6 +792,35 @@ def test_memorisation_with_training_images_given_as_held_out_gives_no_verdict_an
     assert "12 of the 12 held-out images are training images" in info, info
 
 
+def test_memorisation_with_near_copies_of_training_images_as_held_out_gives_no_verdict(runs):
+    """Held-out images that are re-saved training galaxies with a little noise are not left out as
+    copies, but pull the threshold far down: the page shows the numbers and no verdict, with why."""
+    from PIL import Image
+
+    from galaxy_core.explore.evaluation import open_reference, training_data
+    from galaxy_core.io.checkpoint import read_meta
+    from galaxy_core.io.render import to_rgb
+
+    own = training_data(read_meta(shipped_path("dcgan_hdf32")))
+    train = open_reference(**own)
+    folder = runs.parent / "held"
+    folder.mkdir()
+    x = train.to_model_range(np.arange(16))
+    x = np.clip(x + np.random.default_rng(0).normal(0, 0.05, x.shape), -1, 1).astype(np.float32)
+    for i, rgb in enumerate(to_rgb(x, train.channels)):
+        Image.fromarray(rgb).save(folder / f"resaved{i:02d}.png")
+    at = open_app(shipped_path("dcgan_hdf32"), page="pages/memorisation.py")
+    at.text_input(key="mem_held").set_value("held").run()
+    at.button(key="mem_go").click().run()
+    assert_clean(at)
+    assert "Flagged as suspects" in labels(at.metric)  # a threshold was computed, but gives no verdict
+    assert not [s.value for s in at.success]
+    (said,) = [w.value for w in at.warning if w.value.startswith("No verdict")]
+    assert said.startswith("No verdict: the held-out reference is not independent of the training set: the held-out "
+                           "images sit only 0."), said
+    assert "No sign of memorisation" not in said
+
+
 # ------------------------------------------------------------------------ workspace paths
 
 

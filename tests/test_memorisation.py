@@ -95,6 +95,33 @@ def test_held_out_images_of_other_data_are_named_in_the_verdict(split):
     assert main["reference_warning"] in res["verdict"]
 
 
+def test_held_out_near_copies_of_training_images_give_no_verdict(split):
+    """Held-out images that are mostly re-saved training galaxies (near-copies, not exact ones, so
+    none is left out as a copy) pull the threshold down, and a copying generator passed as "No sign
+    of memorisation" with only a warning beside it: now there is no verdict, with the reason."""
+    from galaxy_core.metrics.report import memorisation_summary
+
+    train, held, _ = split
+    mixed = np.concatenate([held[:18], _copier(train, 27, noise=0.05, seed=7)])
+    fake = _copier(train, 48, noise=0.05, seed=1)
+    res = memorisation_check(fake, train, held_out=mixed, held_out_about="test", distances=(DEFAULT_DISTANCE,))
+    main = res["results"][DEFAULT_DISTANCE]
+    assert main["heldout_copies"] == 0 and main["reference_ratio"] < REFERENCE_RATIO_RANGE[0]
+    assert main["report"] is not None and not main["report"]["memorised"]  # the too-low threshold passes it
+    assert main["reference_dependent"] and main["memorised"] is None
+    assert res["memorised"] is None and "No sign" not in res["verdict"]
+    assert res["verdict"].startswith("No verdict: the held-out reference is not independent of the training set: "
+                                     "the held-out images sit only 0.")
+    assert main["reference_warning"] in res["verdict"]
+    summary = memorisation_summary(res)
+    assert summary["memorised"] is None and summary["verdict"] == res["verdict"]
+    # a copier caught even against the too-low threshold is still called memorising
+    caught = memorisation_check(_copier(train, 48, noise=0.02, seed=1), train, held_out=mixed, held_out_about="test",
+                                distances=(DEFAULT_DISTANCE,))
+    assert caught["memorised"] is True and "Check the held-out images: the held-out images sit only" \
+        in caught["verdict"]
+
+
 def test_every_distance_as_evidence_and_no_verdict_without_held_out(split):
     train, _, _ = split
     fake = _copier(train, 6, noise=0.02, seed=2)
@@ -129,6 +156,13 @@ def test_assess_by_hand():
 
     assert verdict({"cosine": one})[1] == ("No verdict: a threshold needs at least two held-out images; give more "
                                            "real images that were never trained on.")
+    # held-out images far closer to the training set than training images are to each other: no verdict
+    near = assess([5.0, 6.0], np.linspace(0.5, 1.5, 20), np.array([4.0, 6.0]), distance="cosine")
+    assert near["reference_ratio"] == pytest.approx(0.2) and not near["report"]["memorised"]
+    assert near["memorised"] is None and near["reference_dependent"]
+    assert verdict({"cosine": near})[0] is None
+    far_ok = assess([5.0, 6.0], np.linspace(4.5, 5.5, 20), np.array([4.0, 6.0]), distance="cosine")
+    assert far_ok["memorised"] is False and not far_ok["reference_dependent"] and verdict({"cosine": far_ok})[0] is False
     with pytest.raises(ValueError, match="unknown distance"):
         assess([1.0], None, [1.0], distance="l2")
 

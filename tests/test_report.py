@@ -66,7 +66,7 @@ def test_nearest_matches_csv_names_images(report):
     assert d == sorted(d)  # closest first
 
 
-def test_held_out_folder_gives_a_verdict(tmp_path):
+def test_held_out_folder_gives_a_threshold(tmp_path):
     from PIL import Image
 
     from galaxy_core.data import load_dataset
@@ -80,14 +80,16 @@ def test_held_out_folder_gives_a_verdict(tmp_path):
                                   held_out=tmp_path / "held")
     mem = summary["memorisation"]
     assert "threshold from 30 held-out real images (30 real images from" in mem["compared"]
-    assert isinstance(summary["memorised"], bool)
     cos = mem["distances"]["cosine"]
     assert cos["percentile"] == 5.0 and cos["threshold"] > 0 and len(cos["flagged_samples"]) == cos["n_flagged"]
     # but mirrored training stamps are no new galaxies (the model was trained with flips): they sit
     # much closer to the training set than training images sit to each other, and the report says so
     assert cos["heldout_copies"] == 0 and cos["reference_ratio"] < 2 / 3
     assert "may be near-copies of training images" in cos["reference_warning"]
-    assert "Check the held-out images" in summary["memorised_note"]
+    # a threshold that low cannot show copying: the statistics are there, the verdict is not
+    assert summary["memorised"] is None and mem["memorised"] is None
+    assert summary["memorised_note"].startswith("No verdict: the held-out reference is not independent of the "
+                                                "training set: the held-out images sit only 0.")
 
 
 def test_cli_evaluate_reports_bad_checkpoint(tmp_path):
@@ -268,3 +270,61 @@ def test_the_colour_magnitude_floor_is_what_a_perfect_generator_scores():
         readings.append(out["reading"]["reading"])
         assert abs(out["fraction_in_box_generated"] - out["fraction_in_box_heldout"]) < 0.1
     assert readings.count("consistent") >= 3, readings
+
+
+def test_small_data_still_searches_as_many_generated_samples_as_asked(tmp_path):
+    """A reference of 11 images gives 5 real images per split, and the memorisation search took
+    the same 5 generated samples whatever --queries said; it now draws as many as it searches
+    (the first ones from the same seed, as the Memorisation page does)."""
+    from PIL import Image
+
+    from galaxy_core.data import load_dataset
+    from galaxy_core.explore.evaluation import generated_sample
+    from galaxy_core.metrics.report import load_pretrained
+
+    stamps = np.asarray(load_dataset("hdf", resolution=32, progress=False).images[:11]).transpose(0, 2, 3, 1)
+    (tmp_path / "small").mkdir()
+    for i, im in enumerate(stamps):
+        Image.fromarray(np.ascontiguousarray(im)).save(tmp_path / "small" / f"g{i:02d}.png")
+    summary = evaluate_checkpoint(checkpoints_dir() / "dcgan_hdf32.json", report_dir=tmp_path / "r", n=32,
+                                  data=str(tmp_path / "small"), extractors=("pix8",), morphology=False,
+                                  n_queries=16, evidence=(), png=False, seed=2)
+    assert summary["n"] == 5  # the distribution metrics: 5 against 5
+    assert summary["memorisation"]["compared"].startswith("16 generated samples searched against all 383 training")
+    rows = list(csv.DictReader((tmp_path / "r" / "nearest_matches.csv").open()))
+    assert sorted(int(r["sample"].split("#")[-1]) for r in rows) == list(range(16))
+    # the samples searched are the page's: the first 16 of the seed's stream
+    from galaxy_core.metrics.memorisation import feature_extractor, nearest, search_space
+    from galaxy_core.explore.evaluation import open_reference, training_data
+
+    model = load_pretrained(checkpoints_dir() / "dcgan_hdf32.json")
+    train = open_reference(**training_data(model.meta))
+    _, page = generated_sample(model, 16, seed=2)
+    ext = feature_extractor()
+    _, d = nearest(page, search_space(train, "cosine", extractor=ext), "cosine", k=1, extractor=ext)
+    got = {int(r["sample"].split("#")[-1]): float(r["cosine_nn1_distance"]) for r in rows}
+    assert [got[i] for i in range(16)] == pytest.approx(d[:, 0].tolist(), rel=1e-4, abs=1e-6)
+
+
+def test_morphology_skipped_for_every_generated_image_is_warned_about(tmp_path, monkeypatch):
+    """Blank generated images give no galaxy to measure: the morphology rows drop out of the
+    report, and the run now says so (before, the reason sat only in summary.json)."""
+    from galaxy_core.explore import evaluation as ev
+
+    real = ev.generated_sample
+
+    def blank(model, n, **kw):
+        z, x = real(model, n, **kw)
+        return z, np.full_like(x, -1.0)
+
+    monkeypatch.setattr(ev, "generated_sample", blank)
+    said = []
+    summary = evaluate_checkpoint(checkpoints_dir() / "dcgan_hdf32.json", report_dir=tmp_path / "r", n=24,
+                                  extractors=("pix8",), morphology=True, memorisation=False, png=False,
+                                  warn=said.append)
+    morph = summary["morphology"]
+    assert morph["failed"]["generated"] == morph["count"]["generated"] == 24
+    (line,) = [s for s in said if s.startswith("morphology was skipped for all 24 generated images")]
+    assert morph["failure_reasons"]["generated"] and next(iter(morph["failure_reasons"]["generated"])) in line
+    assert line in summary["warnings"]
+    assert "morphology_generated.csv" in line

@@ -11,6 +11,10 @@ shown beside it as evidence, each with one sentence on what it responds to
 (:data:`DISTANCE_NOTES`). Without held-out images there is no verdict: the training images'
 distances to each other are not a fair stand-in, since a generator that makes typical,
 smooth galaxies sits closer to them than they sit to each other without copying anything.
+Nor is there one when the held-out images sit much closer to the training set than training
+images sit to each other (below :data:`REFERENCE_RATIO_RANGE`): they are then largely re-saved
+or re-cut training galaxies, the threshold is too low to show copying, and "no sign of
+memorisation" would mean nothing (a generator caught even so is still called memorising).
 
 Steps, each usable on its own so an app can cache them:
 
@@ -207,7 +211,9 @@ def assess(gen_d, held_d, train_d, *, distance: str) -> dict:
         would pull to 0 and so hide copying), ``reference_ratio`` (held-out / training median
         distance, about 1 for new images of the same data) and ``reference_warning`` (a
         sentence when the ratio lies outside :data:`REFERENCE_RATIO_RANGE` or copies were left
-        out, else None).
+        out, else None), ``reference_dependent`` (True when the ratio lies below that range and
+        the samples would otherwise pass: the held-out images are then near-copies of training
+        images, the threshold too low to show copying, and ``memorised`` is None: no verdict).
 
     Notes
     -----
@@ -223,7 +229,7 @@ def assess(gen_d, held_d, train_d, *, distance: str) -> dict:
            "median_gen": float(np.median(gen_d)), "median_train": float(np.median(train_d)),
            "has_heldout": held_d is not None, "gives_verdict": distance == DEFAULT_DISTANCE,
            "report": None, "memorised": None}
-    out.update(heldout_copies=0, reference_ratio=None, reference_warning=None)
+    out.update(heldout_copies=0, reference_ratio=None, reference_warning=None, reference_dependent=False)
     given = held_d
     if held_d is not None:
         held_d = np.asarray(held_d, float)
@@ -249,6 +255,13 @@ def assess(gen_d, held_d, train_d, *, distance: str) -> dict:
     out["report"] = rep
     if out["gives_verdict"]:
         out["memorised"] = rep["memorised"]
+        low = REFERENCE_RATIO_RANGE[0]
+        if not rep["memorised"] and out["reference_ratio"] is not None and out["reference_ratio"] < low:
+            # held-out images this close to the training set are (re-saved, re-cut) training galaxies: the
+            # threshold is too low, so "no sign" means nothing; a "memorising" stays (the low threshold only
+            # makes flagging harder)
+            out["memorised"] = None
+            out["reference_dependent"] = True
     out["sentence"] = (f"{rep['n_flagged']} of {len(gen_d)} generated samples ({rep['fraction_flagged']:.0%}) sit closer "
                        f"to a training image than {THRESHOLD_PERCENTILE:.0f} % of held-out images do "
                        f"(threshold {rep['threshold']:.3g}; {rep['expected_fraction']:.0%} expected by chance, "
@@ -295,6 +308,10 @@ def verdict(results: dict) -> tuple[bool | None, str]:
     Only :data:`DEFAULT_DISTANCE` with held-out data gives one; otherwise ``(None, why not)``.
     """
     main = results.get(DEFAULT_DISTANCE)
+    if main is not None and main["report"] is not None and main.get("reference_dependent"):
+        return None, (f"No verdict: the held-out reference is not independent of the training set: "
+                      f"{main['reference_warning']}. Give real images that were never trained on, and no "
+                      f"other copies of training galaxies ({main['sentence']}).")
     if main is None or main["report"] is None:
         if main is None:
             why = f"the {DEFAULT_DISTANCE} distance, which gives it, was not computed"

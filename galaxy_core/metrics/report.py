@@ -126,7 +126,8 @@ def morphology_section(lin_a, lin_b, lin_fake, *, seed: int) -> tuple[dict, dict
     ok = [c for c in cols if "error" not in comp[c]]
     summary = {"properties": comp,
                "failed": {k: int(np.sum(t["failed"])) for k, t in tables.items()},
-               "count": {k: len(t) for k, t in tables.items()}}
+               "count": {k: len(t) for k, t in tables.items()},
+               "failure_reasons": {k: _commonest_reasons(t) for k, t in tables.items()}}
     if ok:
         summary["sgd"] = {"generated": synthetic_galaxy_distance(tables["real"], tables["generated"], ok),
                           "floor": synthetic_galaxy_distance(tables["real"], tables["heldout"], ok),
@@ -134,6 +135,29 @@ def morphology_section(lin_a, lin_b, lin_fake, *, seed: int) -> tuple[dict, dict
                           "each Wasserstein distance divided by the real spread "
                           "(a column constant in the real set: in its own units, listed under unstandardised)"}
     return summary, tables
+
+
+def _commonest_reasons(table, most: int = 3) -> dict[str, int]:
+    """The commonest reasons rows of a morphology table failed, with their counts (most first)."""
+    from collections import Counter
+
+    failed = np.asarray(table["failed"], bool) if len(table) else np.zeros(0, bool)
+    if "reason" not in table.colnames:
+        return {"(no reason recorded)": int(failed.sum())} if failed.any() else {}
+    return dict(Counter(str(r) or "(no reason recorded)" for r in table["reason"][failed]).most_common(most))
+
+
+def morphology_warning(morph: dict) -> str | None:
+    """A warning when no generated image could be measured (else None): the morphology rows of
+    the report are then missing, and the reason would otherwise sit only in ``summary.json``."""
+    n, failed = morph["count"].get("generated", 0), morph["failed"].get("generated", 0)
+    if not n or failed < n:
+        return None
+    reasons = morph.get("failure_reasons", {}).get("generated") or {}
+    why = "; ".join(f"{reason} ({count})" for reason, count in reasons.items())
+    return (f"morphology was skipped for all {n} generated images: none could be measured"
+            + (f" ({why})" if why else "") + "; the report has no morphology comparison (per-image reasons in "
+            "morphology_generated.csv)")
 
 
 def cmd_section(model: Pretrained, data, flux_a, idx_a, flux_b, idx_b, flux_fake) -> dict | None:
@@ -298,7 +322,8 @@ def evaluate_checkpoint(
     morphology, memorisation : bool
         Run those sections.
     n_queries : int
-        Generated samples searched for nearest training images, 1 to ``n``.
+        Generated samples searched for nearest training images, 1 to ``n``; as many are drawn
+        (from the same seed) even where a small data set leaves fewer real images per split.
     evidence : tuple of str
         Distances shown beside the verdict's (``l1``, ``ssim``). Every search is exact: on
         10,000 training images of 64 px, ``ssim`` is the slow one (a few minutes on two cores).
@@ -309,7 +334,8 @@ def evaluate_checkpoint(
     step : callable, optional
         Called with a line of text as each section starts (a progress report).
     warn : callable, optional
-        Called with each warning about the sample sizes (they are also in the summary).
+        Called with each warning about the sample sizes, or about a morphology section that measured
+        no generated image (they are also in the summary).
 
     Returns
     -------
@@ -398,8 +424,12 @@ def _evaluate_into(out: Path, checkpoint, *, data, held_out, n, extractors, morp
                                     data_name=ref.name)
     for w in warnings:
         (warn or log.warning)(w)
-    say(f"generating {len(real_a)} samples")
-    _, fake = ev.generated_sample(model, len(real_a), seed=seed)
+    # the memorisation search takes its own count of samples, also where the data (N // 2 real
+    # images per split) bounds the others: the first ones are the same, so the page searches these too
+    n_gen = max(len(real_a), n_queries) if memorisation else len(real_a)
+    say(f"generating {n_gen} samples")
+    _, drawn = ev.generated_sample(model, n_gen, seed=seed)
+    fake = drawn[: len(real_a)]
     from galaxy_core.explore.sampling import provenance
 
     made = {k: v for k, v in provenance(model, seed=seed).items() if k != "latents_file"}  # path, hashes, software
@@ -419,6 +449,10 @@ def _evaluate_into(out: Path, checkpoint, *, data, held_out, n, extractors, morp
         say("morphology (segmentation fast path)")
         morph, tables = morphology_section(lin["a"], lin["b"], lin["fake"], seed=seed)
         summary["morphology"] = morph
+        skipped = morphology_warning(morph)
+        if skipped:
+            warnings.append(skipped)
+            (warn or log.warning)(skipped)
         tables["real"].write(out / "morphology_real.csv", overwrite=True)
         tables["generated"].write(out / "morphology_generated.csv", overwrite=True)
         for col, (short, axis) in ev.MORPHOLOGY_COLUMNS.items():
@@ -463,7 +497,7 @@ def _evaluate_into(out: Path, checkpoint, *, data, held_out, n, extractors, morp
         else:
             held, held_about = ev.held_out_sample(model.meta, train, n_queries)
         say(f"nearest training images of {n_queries} generated samples")
-        mem = memorisation_check(fake[:n_queries], train, held_out=held, held_out_about=held_about, k=3,
+        mem = memorisation_check(drawn[:n_queries], train, held_out=held, held_out_about=held_about, k=3,
                                  distances=(DEFAULT_DISTANCE, *[d for d in evidence if d != DEFAULT_DISTANCE]),
                                  progress=lambda stage, done, total: say(f"memorisation, {stage} {done}/{total}"))
         summary["memorisation"] = memorisation_summary(mem)
@@ -481,7 +515,7 @@ def _evaluate_into(out: Path, checkpoint, *, data, held_out, n, extractors, morp
                 title=f"distance to the nearest training image: {name}"
                       + (" (gives the verdict)" if r["gives_verdict"] else " (evidence)"),
                 x_title=DISTANCE_UNITS[name])
-        save_png(out / "nearest_matches.png", matches_panel(mem, fake[:n_queries], train, channels=model.channels))
+        save_png(out / "nearest_matches.png", matches_panel(mem, drawn[:n_queries], train, channels=model.channels))
         _write_csv(out / "nearest_matches.csv", *matches_rows(mem, train))
     _write_csv(out / "metrics.csv", ["metric", "generated", "real_vs_real_floor"], rows)
     why = _write_figures(out, figures, png=png)
